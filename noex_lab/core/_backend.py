@@ -1,0 +1,226 @@
+"""The few event-loop primitives the runtime needs, specialised per anyio backend.
+
+The core is written against anyio, but its hot paths (a reply future per call, a
+wake-up per mailbox, a timer per timeout) are cheapest with the native primitives
+of the running loop, so each backend provides them here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any, Protocol
+
+import anyio
+import sniffio
+
+
+class FutureLike(Protocol):
+    """The subset of `asyncio.Future` the runtime relies on (also awaitable)."""
+
+    def done(self) -> bool: ...
+    def cancelled(self) -> bool: ...
+    def set_result(self, value: Any) -> None: ...
+    def set_exception(self, exc: BaseException) -> None: ...
+    def result(self) -> Any: ...
+    def __await__(self) -> Generator[Any, None, Any]: ...
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> Any: ...
+
+
+def _expire(fut: FutureLike) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())
+
+
+class Backend:
+    """Primitives of one running event loop."""
+
+    name: str
+    key: object
+
+    def new_future(self) -> FutureLike:
+        raise NotImplementedError
+
+    async def wait_future(self, fut: FutureLike, timeout: float | None) -> Any:
+        """Await `fut`; raise builtin TimeoutError after `timeout` seconds."""
+        raise NotImplementedError
+
+    def call_later(
+        self, delay: float, fn: Callable[[], None], spawn: Callable[[Callable[[], Awaitable[None]]], None]
+    ) -> Cancellable:
+        raise NotImplementedError
+
+    def spawn_system_task(self, fn: Callable[[], Awaitable[None]]) -> None:
+        """Run `fn` in the background, outside any task group, until the loop ends."""
+        raise NotImplementedError
+
+    def call_soon_threadsafe(self, fn: Callable[[], None]) -> None:
+        raise NotImplementedError
+
+
+class AsyncioBackend(Backend):
+    name = "asyncio"
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.key = self.loop
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def new_future(self) -> FutureLike:
+        return self.loop.create_future()
+
+    async def wait_future(self, fut: FutureLike, timeout: float | None) -> Any:
+        if timeout is None:
+            return await fut
+        handle = self.loop.call_later(timeout, _expire, fut)
+        try:
+            return await fut
+        finally:
+            handle.cancel()
+
+    def call_later(
+        self, delay: float, fn: Callable[[], None], spawn: Callable[[Callable[[], Awaitable[None]]], None]
+    ) -> Cancellable:
+        return self.loop.call_later(delay, fn)
+
+    def spawn_system_task(self, fn: Callable[[], Awaitable[None]]) -> None:
+        async def run() -> None:
+            await fn()
+
+        task = self.loop.create_task(run())
+        self._tasks.add(task)  # strong reference until done
+        task.add_done_callback(self._tasks.discard)
+
+    def call_soon_threadsafe(self, fn: Callable[[], None]) -> None:
+        try:
+            self.loop.call_soon_threadsafe(fn)
+        except RuntimeError:  # loop closed: nobody is left to tell
+            pass
+
+
+class TrioFuture:
+    """A minimal awaitable future for trio with the asyncio.Future interface we use."""
+
+    __slots__ = ("_event", "_done", "_value", "_exc", "_cancelled")
+
+    def __init__(self) -> None:
+        import trio
+
+        self._event = trio.Event()
+        self._done = False
+        self._value: Any = None
+        self._exc: BaseException | None = None
+        self._cancelled = False
+
+    def done(self) -> bool:
+        return self._done
+
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def set_result(self, value: Any) -> None:
+        if self._done:
+            raise RuntimeError("future already done")
+        self._value, self._done = value, True
+        self._event.set()
+
+    def set_exception(self, exc: BaseException) -> None:
+        if self._done:
+            raise RuntimeError("future already done")
+        self._exc, self._done = exc, True
+        self._event.set()
+
+    def cancel(self) -> None:
+        if not self._done:
+            self._cancelled = self._done = True
+            self._event.set()
+
+    def result(self) -> Any:
+        if self._exc is not None:
+            raise self._exc
+        return self._value
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        if not self._done:
+            try:
+                yield from self._event.wait().__await__()
+            except BaseException:
+                self.cancel()
+                raise
+        return self.result()
+
+
+class _TrioTimer:
+    __slots__ = ("scope",)
+
+    def __init__(self) -> None:
+        self.scope = anyio.CancelScope()
+
+    def cancel(self) -> None:
+        self.scope.cancel()
+
+
+class TrioBackend(Backend):
+    name = "trio"
+
+    def __init__(self) -> None:
+        import trio
+
+        self._trio = trio
+        self.token = trio.lowlevel.current_trio_token()
+        self.key = self.token
+
+    def new_future(self) -> FutureLike:
+        return TrioFuture()
+
+    async def wait_future(self, fut: FutureLike, timeout: float | None) -> Any:
+        if timeout is None:
+            return await fut
+        with self._trio.move_on_after(timeout):
+            return await fut
+        _expire(fut)
+        return fut.result()
+
+    def call_later(
+        self, delay: float, fn: Callable[[], None], spawn: Callable[[Callable[[], Awaitable[None]]], None]
+    ) -> Cancellable:
+        timer = _TrioTimer()
+
+        async def run() -> None:
+            with timer.scope:
+                await anyio.sleep(delay)
+                fn()
+
+        spawn(run)
+        return timer
+
+    def spawn_system_task(self, fn: Callable[[], Awaitable[None]]) -> None:
+        self._trio.lowlevel.spawn_system_task(fn)
+
+    def call_soon_threadsafe(self, fn: Callable[[], None]) -> None:
+        try:
+            self.token.run_sync_soon(fn)
+        except self._trio.RunFinishedError:
+            pass
+
+
+def current_backend() -> Backend:
+    """The backend of the running event loop (raises if called outside one)."""
+    lib = sniffio.current_async_library()
+    if lib == "asyncio":
+        return AsyncioBackend()
+    if lib == "trio":
+        return TrioBackend()
+    raise RuntimeError(f"noex_lab runs on asyncio or trio, not {lib}")
+
+
+def current_loop_key() -> object:
+    lib = sniffio.current_async_library()
+    if lib == "asyncio":
+        return asyncio.get_running_loop()
+    import trio
+
+    return trio.lowlevel.current_trio_token()

@@ -1,0 +1,83 @@
+"""The node event stream: what happened on a node, for widgets, `top` and debugging."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .node import Node
+
+log = logging.getLogger("noex_lab")
+
+EventCallback = Callable[["NodeEvent"], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeEvent:
+    """One event: `kind` (e.g. "process_exited", "node_down"), wall-clock `at`, and details."""
+
+    kind: str
+    at: float
+    node: Any
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        details = " ".join(f"{k}={v}" for k, v in self.data.items())
+        stamp = time.strftime("%H:%M:%S", time.localtime(self.at)) + f".{int(self.at * 1000) % 1000:03d}"
+        return f"{stamp} {self.kind} {details}".rstrip()
+
+
+class EventStream:
+    """A bounded ring of recent events plus subscribers called for each new one."""
+
+    def __init__(self, node: Node, keep: int = 2000) -> None:
+        self._node = node
+        self._recent: deque[NodeEvent] = deque(maxlen=keep)
+        self._subscribers: list[EventCallback] = []
+        self._dispatching_error = False
+
+    def subscribe(self, callback: EventCallback) -> Callable[[], None]:
+        """Call `callback(event)` (sync or async) for every new event; returns an unsubscribe function."""
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._subscribers:
+                self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def recent(self, n: int = 50) -> list[NodeEvent]:
+        """The last `n` events, oldest first."""
+        if n <= 0:
+            return []
+        items = list(self._recent)
+        return items[-n:]
+
+    def emit(self, kind: str, **data: Any) -> NodeEvent:
+        event = NodeEvent(kind, time.time(), self._node.id, data)
+        self._recent.append(event)
+        for callback in tuple(self._subscribers):
+            try:
+                result = callback(event)
+                if inspect.isawaitable(result):
+                    self._node.run_callback_result(result, f"event subscriber {callback!r}")
+            except Exception as exc:  # a broken subscriber must not break the emitter
+                self.report_error(f"event subscriber {callback!r} raised", exc)
+        return event
+
+    def report_error(self, what: str, exc: BaseException) -> None:
+        """Record an error from background work so it is never silently lost."""
+        log.error("%s: %s: %s", what, type(exc).__name__, exc, exc_info=exc)
+        if self._dispatching_error:
+            return
+        self._dispatching_error = True
+        try:
+            self.emit("error", what=what, error=f"{type(exc).__name__}: {exc}", exception=exc)
+        finally:
+            self._dispatching_error = False

@@ -1,0 +1,164 @@
+"""`GenServer`: the behavior base class and the facade to start, call, cast and stop processes."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ._backend import FutureLike
+from .errors import InvalidArgumentError
+from .node import Target, current_node
+from .node_id import NodeId
+from .reasons import NORMAL, ExitReason
+from .refs import ProcessRef, TimerRef
+
+if TYPE_CHECKING:
+    from .node import Node
+    from .process import Process
+
+
+@dataclass(frozen=True, slots=True)
+class From:
+    """Who is waiting for a reply to the current call; pass to `GenServer.reply` to answer later."""
+
+    reply_to: FutureLike
+    caller: ProcessRef | None
+
+    def __repr__(self) -> str:
+        return f"From({self.caller})"
+
+
+def _is_async(fn: Any) -> bool:
+    return inspect.iscoroutinefunction(fn)
+
+
+def _init_takes_arg(fn: Any) -> bool:
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return True
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
+    return len(positional) >= 2  # self + arg
+
+
+class GenServer:
+    """Subclass and define `init`, `handle_call`, `handle_cast`, `handle_info`, `terminate`.
+
+    Each callback may be a plain function or `async def`. An exception in any of them
+    crashes the process (let it crash): callers get `CallError`, links and monitors fire,
+    and its supervisor decides what happens next.
+    """
+
+    trap_exit: ClassVar[bool] = False
+    _noex_init_async: ClassVar[bool] = False
+    _noex_init_takes_arg: ClassVar[bool] = True
+    _noex_call_async: ClassVar[bool] = False
+    _noex_cast_async: ClassVar[bool] = False
+    _noex_info_async: ClassVar[bool] = False
+    _noex_process: Process
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._noex_init_async = _is_async(cls.init)
+        cls._noex_init_takes_arg = _init_takes_arg(cls.init)
+        cls._noex_call_async = _is_async(cls.handle_call)
+        cls._noex_cast_async = _is_async(cls.handle_cast)
+        cls._noex_info_async = _is_async(cls.handle_info)
+
+    # ------------------------------------------------------------------ default callbacks
+    def init(self, arg: Any) -> Any:
+        """Return the initial state (default: `arg`)."""
+        return arg
+
+    def handle_call(self, msg: Any, state: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} received call {msg!r} but defines no handle_call")
+
+    def handle_cast(self, msg: Any, state: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} received cast {msg!r} but defines no handle_cast")
+
+    def handle_info(self, msg: Any, state: Any) -> Any:
+        """Default: ignore plain messages (like OTP, which only logs them)."""
+        return state
+
+    # ------------------------------------------------------------------ inside a callback
+    @property
+    def ref(self) -> ProcessRef:
+        """This process's own `ProcessRef`."""
+        return self._noex_process.ref
+
+    @property
+    def node(self) -> Node:
+        """The node hosting this process."""
+        return self._noex_process.node
+
+    @property
+    def caller(self) -> From:
+        """The pending caller; valid during `handle_call` (keep it to reply later)."""
+        proc = self._noex_process
+        if proc.reply_to is None:
+            raise InvalidArgumentError("self.caller is only valid during handle_call")
+        return From(proc.reply_to, proc.caller)
+
+    # ------------------------------------------------------------------ facade
+    @staticmethod
+    async def start(
+        behavior: type[GenServer], arg: Any = None, *, name: str | None = None, timeout: float = 5.0
+    ) -> ProcessRef:
+        """Start a process on the current node; returns its ref once `init` succeeded."""
+        return await current_node().spawn(behavior, arg, name=name, timeout=timeout)
+
+    @staticmethod
+    async def start_remote(
+        behavior_name: str, node_id: NodeId | str, *, arg: Any = None, name: str | None = None,
+        registration: str = "none", timeout: float = 10.0,
+    ) -> ProcessRef:
+        """Start a registered behavior on another node (same as `RemoteSpawn.spawn`)."""
+        node = current_node()
+        spawner = getattr(node.distribution, "spawn", None)
+        if spawner is None:
+            from .errors import NodeNotReachableError
+
+            raise NodeNotReachableError(node_id, "this node is not distributed (call Cluster.start first)")
+        result: ProcessRef = await spawner(
+            behavior_name, node_id, arg=arg, name=name, registration=registration, timeout=timeout
+        )
+        return result
+
+    @staticmethod
+    async def call(target: Target, msg: Any, *, timeout: float = 5.0) -> Any:
+        """Send `msg` to `handle_call` and wait for the reply (local or remote target)."""
+        return await current_node().call(target, msg, timeout)
+
+    @staticmethod
+    def cast(target: Target, msg: Any) -> None:
+        """Send `msg` to `handle_cast`; fire and forget."""
+        current_node().cast(target, msg)
+
+    @staticmethod
+    def send(target: Target, msg: Any) -> None:
+        """Send `msg` to `handle_info`; fire and forget."""
+        current_node().send(target, msg)
+
+    @staticmethod
+    async def stop(target: Target, reason: ExitReason = NORMAL, *, timeout: float = 5.0) -> None:
+        """Stop after the messages already queued; `terminate(reason, state)` runs."""
+        await current_node().stop_process(target, reason, timeout)
+
+    @staticmethod
+    def reply(from_: From, value: Any) -> None:
+        """Answer a call whose `handle_call` returned `NoReply`."""
+        if not isinstance(from_, From):
+            raise InvalidArgumentError(f"reply needs the From of a call (self.caller), not {from_!r}")
+        if not from_.reply_to.done():
+            from_.reply_to.set_result(value)
+
+    @staticmethod
+    def send_after(target: Target, msg: Any, delay: float) -> TimerRef:
+        """Send `msg` to `handle_info` of `target` after `delay` seconds."""
+        return current_node().send_after(target, msg, delay)
+
+    @staticmethod
+    def cancel_timer(timer: TimerRef) -> bool:
+        """Cancel a timer; True if it had not fired yet."""
+        return current_node().cancel_timer(timer)

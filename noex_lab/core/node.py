@@ -1,0 +1,631 @@
+"""`Node`: the node-local runtime (process table, names, links, monitors, timers).
+
+A node hosts its processes in one anyio task group that lives inside a background
+task on the running loop, so it can be created lazily from anywhere (a notebook
+cell, a test, a script) without an enclosing `async with`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import itertools
+import logging
+import random
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Iterator
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from ._backend import Backend, Cancellable, current_backend, current_loop_key
+from .errors import (
+    CallTimeoutError,
+    InvalidArgumentError,
+    NodeStoppedError,
+    NotRegisteredError,
+    ServerNotRunningError,
+)
+from .events import EventStream
+from .messages import Down
+from .node_id import NodeId
+from .process import CALL, CAST, INFO, STOP, Process
+from .reasons import KILLED, NOPROC, NORMAL, SHUTDOWN, ExitReason
+from .refs import MonitorRef, ProcessRef, TimerRef
+from .registry import NameTable
+from .router import Router
+
+if TYPE_CHECKING:
+    from .genserver import GenServer
+    from .snapshot import NodeSnapshot
+
+log = logging.getLogger("noex_lab")
+
+_current_node: ContextVar[Node | None] = ContextVar("noex_current_node", default=None)
+_current_process: ContextVar[Process | None] = ContextVar("noex_current_process", default=None)
+_nodes_by_loop: weakref.WeakKeyDictionary[object, list[Node]] = weakref.WeakKeyDictionary()
+
+Target = ProcessRef | str
+
+
+def current_node() -> Node:
+    """The node facade calls act on: the hosting node inside a process, else the default node.
+
+    The default node is the earliest-started node still running on this event loop;
+    if there is none, an implicit local node is created and bound to the loop.
+    """
+    node = _current_node.get()
+    if node is not None and node.running:
+        return node
+    nodes = _nodes_by_loop.get(current_loop_key())
+    if nodes:
+        return nodes[0]
+    return Node()
+
+
+def current_process() -> Process | None:
+    return _current_process.get()
+
+
+def running_nodes() -> list[Node]:
+    """Nodes running on this loop, earliest first."""
+    return list(_nodes_by_loop.get(current_loop_key(), ()))
+
+
+class Node:
+    """A node: hosts processes, names, links, monitors, timers and the event stream."""
+
+    def __init__(self, *, label: str = "local") -> None:
+        self.backend: Backend = current_backend()
+        self.label = label
+        self.incarnation: int = (time.time_ns() // 1000) * 1000 + random.randrange(1000)
+        self._id: NodeId | None = None
+        self.router: Router | None = None
+        self.distribution: Any = None
+        self.names = NameTable()
+        self.events = EventStream(self)
+        self.started_at = time.time()
+        self._procs: dict[int, Process] = {}
+        self._pids = itertools.count(1)
+        self._monitor_ids = itertools.count(1)
+        self._timer_ids = itertools.count(1)
+        self._timers: dict[int, Cancellable] = {}
+        self._monitor_targets: dict[MonitorRef, ProcessRef] = {}
+        self._host_done = self.backend.new_future()
+        self._tg: TaskGroup | None = None
+        self._ready = self.backend.new_future()
+        self._closed = self.backend.new_future()
+        self._running = True
+        self.exit_hooks: list[Callable[[Process, ExitReason], None]] = []
+        self.stop_hooks: list[Callable[[bool], Awaitable[None]]] = []
+        _nodes_by_loop.setdefault(self.backend.key, []).append(self)
+        self.backend.spawn_system_task(self._host)
+
+    # ------------------------------------------------------------------ identity & lifecycle
+    @property
+    def id(self) -> NodeId | None:
+        """This node's `NodeId`, or None while it is not distributed."""
+        return self._id
+
+    def set_id(self, node_id: NodeId) -> None:
+        """Called by the distribution layer when this node starts listening."""
+        self._id = node_id
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    async def start(self) -> Node:
+        """Wait until the node's task group is up (creation itself is synchronous)."""
+        await self._ensure_ready()
+        return self
+
+    async def _host(self) -> None:
+        cancelled = anyio.get_cancelled_exc_class()
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                if not self._ready.done():
+                    self._ready.set_result(None)
+                await self._closed
+                tg.cancel_scope.cancel()
+        except cancelled:
+            self._mark_stopped()
+            raise
+        except BaseException as exc:  # must never happen: report loudly
+            self.events.report_error(f"node {self.display_name} task group failed", exc)
+        finally:
+            self._mark_stopped()
+            if not self._host_done.done():
+                self._host_done.set_result(None)
+
+    def _mark_stopped(self) -> None:
+        if not self._running:
+            return
+        self._running = False
+        nodes = _nodes_by_loop.get(self.backend.key)
+        if nodes and self in nodes:
+            nodes.remove(self)
+        if not self._ready.done():
+            self._ready.set_exception(NodeStoppedError(f"node {self.display_name} stopped"))
+        for proc in list(self._procs.values()):
+            proc._finish(KILLED)
+
+    async def _ensure_ready(self) -> None:
+        if not self._running:
+            raise NodeStoppedError(f"node {self.display_name} is stopped; start a new one")
+        if not self._ready.done():
+            await self._ready
+        self._ready.result()
+
+    @property
+    def display_name(self) -> str:
+        return str(self._id) if self._id is not None else self.label
+
+    def __repr__(self) -> str:
+        state = "running" if self._running else "stopped"
+        return f"<Node {self.display_name} {state} processes={len(self._procs)}>"
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        color = "#080" if self._running else "#888"
+        return (
+            f"<span style='color:{color}'>&#9679;</span> <b>{escape(self.display_name)}</b> "
+            f"({'running' if self._running else 'stopped'}, {len(self._procs)} processes)"
+        )
+
+    @contextlib.contextmanager
+    def as_default(self) -> Iterator[Node]:
+        """Make facade calls in this block act on this node."""
+        token = _current_node.set(self)
+        try:
+            yield self
+        finally:
+            _current_node.reset(token)
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Leave gracefully: stop processes (terminate runs), tell peers, end the task group."""
+        if not self._running:
+            return
+        await self._ensure_ready()
+        roots = [p for p in self._procs.values() if p.parent is None or p.parent.id not in self._procs]
+        for proc in sorted(roots, key=lambda p: p.pid, reverse=True):
+            proc.request_shutdown(SHUTDOWN)
+            if not await proc.wait_exit(timeout):
+                proc.kill(KILLED)
+                await proc.wait_exit(timeout)
+        for proc in list(self._procs.values()):
+            proc.kill(KILLED)
+        await self._run_stop_hooks(graceful=True)
+        self._close()
+        await self._wait_closed()
+
+    async def kill(self) -> None:
+        """Simulate a crash: no goodbye to peers, every process ends "killed" without terminate."""
+        if not self._running:
+            return
+        await self._run_stop_hooks(graceful=False)
+        for proc in list(self._procs.values()):
+            proc.kill(KILLED)
+        self._close()
+        await self._wait_closed()
+
+    async def _run_stop_hooks(self, graceful: bool) -> None:
+        for hook in list(self.stop_hooks):
+            try:
+                await hook(graceful)
+            except Exception as exc:
+                self.events.report_error("node stop hook failed", exc)
+
+    def _close(self) -> None:
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+    async def _wait_closed(self) -> None:
+        with anyio.move_on_after(10):
+            await self._host_done
+        self._mark_stopped()
+
+    # ------------------------------------------------------------------ background work
+    def spawn_task(self, fn: Callable[..., Awaitable[Any]], *args: Any, what: str = "task") -> None:
+        """Run `fn(*args)` in the node's task group; errors go to the event stream, never lost."""
+        if self._tg is None or not self._running:
+            raise NodeStoppedError(f"node {self.display_name} is not running")
+
+        async def guarded() -> None:
+            try:
+                await fn(*args)
+            except anyio.get_cancelled_exc_class():
+                raise
+            except Exception as exc:
+                self.events.report_error(f"{what} failed", exc)
+
+        self._tg.start_soon(guarded)
+
+    def run_callback(self, callback: Callable[..., Any], *args: Any, what: str = "callback") -> None:
+        """Call a user callback (sync or async) in the background; errors are reported."""
+
+        async def invoke() -> None:
+            result = callback(*args)
+            if inspect.isawaitable(result):
+                await result
+
+        if self._tg is None or not self._running:
+            return
+        self.spawn_task(invoke, what=f"{what} {getattr(callback, '__qualname__', callback)!r}")
+
+    def run_callback_result(self, awaitable: Awaitable[Any], what: str) -> None:
+        async def wait() -> None:
+            await awaitable
+
+        if self._tg is not None and self._running:
+            self.spawn_task(wait, what=what)
+
+    # ------------------------------------------------------------------ processes
+    def is_local(self, ref: ProcessRef) -> bool:
+        node = ref.node
+        return node is None or node is self._id or node == self._id
+
+    def local_process(self, ref: ProcessRef) -> Process | None:
+        """The live local process for `ref`, or None (also for old incarnations)."""
+        proc = self._procs.get(ref.id)
+        if proc is not None and ref.creation == self.incarnation:
+            return proc
+        return None
+
+    def resolve(self, target: Target) -> ProcessRef:
+        """A ref for `target` (a ref, a local name, else a global name); NotRegisteredError if none."""
+        if type(target) is ProcessRef:
+            return target
+        if isinstance(target, str):
+            ref = self.names.whereis(target)
+            if ref is None and self.router is not None:
+                ref = self.router.resolve_name(target)
+            if ref is None:
+                raise NotRegisteredError(target)
+            return ref
+        if isinstance(target, ProcessRef):
+            return target
+        raise InvalidArgumentError(f"a target is a ProcessRef or a registered name, not {target!r}")
+
+    def processes(self) -> list[Process]:
+        return list(self._procs.values())
+
+    @property
+    def process_count(self) -> int:
+        return len(self._procs)
+
+    async def spawn(
+        self,
+        behavior: type[GenServer],
+        arg: Any = None,
+        *,
+        name: str | None = None,
+        timeout: float = 5.0,
+        link: Process | ProcessRef | None = None,
+        parent: ProcessRef | None = None,
+    ) -> ProcessRef:
+        """Start a process running `behavior`; returns once `init` succeeded (else InitError)."""
+        from .genserver import GenServer
+
+        if not (isinstance(behavior, type) and issubclass(behavior, GenServer)):
+            raise InvalidArgumentError(f"a behavior is a GenServer subclass, not {behavior!r}")
+        if timeout is None or timeout <= 0:
+            raise InvalidArgumentError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        await self._ensure_ready()
+        assert self._tg is not None
+        if name is not None:
+            owner = self.names.whereis(name)
+            if owner is not None:
+                from .errors import AlreadyRegisteredError
+
+                raise AlreadyRegisteredError(name, owner)
+        pid = next(self._pids)
+        ref = ProcessRef(self._id, pid, self.incarnation)
+        proc = Process(self, pid, ref, behavior)
+        proc.parent = parent
+        self._procs[pid] = proc
+        if name is not None:
+            self.names.register(name, ref)
+            proc.name = name
+        if link is not None:
+            other = link if isinstance(link, Process) else self.local_process(link)
+            if other is not None and other.alive:
+                other.links.add(ref)
+                proc.links.add(other.ref)
+            elif isinstance(link, ProcessRef) and not self.is_local(link) and self.router is not None:
+                proc.links.add(link)
+                self.router.link(ref, link)
+        started = self.backend.new_future()
+        self._tg.start_soon(proc.main, arg, started, timeout)
+        result: ProcessRef = await started
+        self.events.emit("process_started", ref=ref, name=name, behavior=behavior.__name__)
+        return result
+
+    def _process_exited(self, proc: Process, reason: ExitReason) -> None:
+        """Bookkeeping when a process ends: names, links, monitors, hooks, events."""
+        self._procs.pop(proc.pid, None)
+        self.names.drop_ref(proc.name, proc.ref)
+        for other in proc.links:
+            self.exit_signal(other, proc.ref, reason)
+        proc.links.clear()
+        for mref, watcher in proc.monitors.items():
+            self._deliver_down(watcher, Down(mref, proc.ref, reason))
+        proc.monitors.clear()
+        for mref, target in proc.watching.items():
+            self._drop_monitor(mref, target)
+        proc.watching.clear()
+        for hook in self.exit_hooks:
+            try:
+                hook(proc, reason)
+            except Exception as exc:
+                self.events.report_error("exit hook failed", exc)
+        if self._running:
+            self.events.emit(
+                "process_exited", ref=proc.ref, name=proc.name, behavior=proc.behavior.__name__,
+                reason=reason,
+            )
+
+    # ------------------------------------------------------------------ messaging
+    async def call(self, target: Target, msg: Any, timeout: float = 5.0) -> Any:
+        """Request/reply (see `GenServer.call`)."""
+        ref = target if type(target) is ProcessRef else self.resolve(target)
+        me = _current_process.get()
+        sender = me.ref if me is not None else None
+        if not self.is_local(ref):
+            if self.router is None:
+                raise ServerNotRunningError(ref, NOPROC)
+            return await self.router.call(ref, msg, timeout, sender)
+        proc = self.local_process(ref)
+        if proc is None or not proc._alive:
+            raise ServerNotRunningError(ref, proc.exit_reason if proc is not None else NOPROC)
+        if proc is me:
+            raise InvalidArgumentError(f"process {ref} called itself; that would deadlock")
+        reply = self.backend.new_future()
+        proc.deliver((CALL, msg, reply, sender))
+        try:
+            return await self.backend.wait_future(reply, timeout)
+        except TimeoutError as exc:
+            if type(exc) is TimeoutError:
+                raise CallTimeoutError(target, timeout) from None
+            raise
+
+    def cast(self, target: Target, msg: Any) -> None:
+        """Fire and forget to `handle_cast`; never raises for a dead or unknown target."""
+        self._send(target, CAST, msg)
+
+    def send(self, target: Target, msg: Any) -> None:
+        """Deliver to `handle_info`; never raises for a dead or unknown target."""
+        self._send(target, INFO, msg)
+
+    def _send(self, target: Target, tag: int, msg: Any) -> None:
+        if type(target) is not ProcessRef:
+            try:
+                target = self.resolve(target)
+            except NotRegisteredError:
+                return
+        assert isinstance(target, ProcessRef)
+        if self.is_local(target):
+            proc = self.local_process(target)
+            if proc is not None and proc._alive:
+                proc.deliver((tag, msg))
+        elif self.router is not None:
+            me = _current_process.get()
+            self.router.send(target, tag, msg, me.ref if me is not None else None)
+
+    def deliver_local(self, ref: ProcessRef, item: tuple[Any, ...]) -> bool:
+        """Put a prepared mailbox item into a local process (used by the distribution layer)."""
+        proc = self.local_process(ref)
+        if proc is None or not proc._alive:
+            return False
+        proc.deliver(item)
+        return True
+
+    async def stop_process(self, target: Target, reason: ExitReason = NORMAL, timeout: float = 5.0) -> None:
+        """Orderly stop after already-queued messages (see `GenServer.stop`)."""
+        ref = self.resolve(target)
+        if not self.is_local(ref):
+            if self.router is None:
+                raise ServerNotRunningError(ref, NOPROC)
+            await self.router.stop(ref, reason, timeout)
+            return
+        proc = self.local_process(ref)
+        if proc is None or not proc._alive:
+            raise ServerNotRunningError(ref, NOPROC)
+        if proc is _current_process.get():
+            raise InvalidArgumentError("a process cannot stop itself with GenServer.stop; return Stop(...)")
+        waiter = self.backend.new_future()
+        proc.deliver((STOP, reason, waiter))
+        try:
+            await self.backend.wait_future(waiter, timeout)
+        except TimeoutError:
+            raise CallTimeoutError(target, timeout) from None
+
+    def send_after(self, target: Target, msg: Any, delay: float) -> TimerRef:
+        """Send `msg` to `handle_info` of `target` after `delay` seconds (monotonic)."""
+        if delay < 0:
+            raise InvalidArgumentError(f"delay must be >= 0 seconds, not {delay!r}")
+        timer_id = next(self._timer_ids)
+
+        def fire() -> None:
+            if self._timers.pop(timer_id, None) is not None:
+                self.send(target, msg)
+
+        handle = self.backend.call_later(delay, fire, lambda fn: self.spawn_task(fn, what="timer"))
+        self._timers[timer_id] = handle
+        return TimerRef(timer_id)
+
+    def cancel_timer(self, timer: TimerRef) -> bool:
+        """Cancel a pending timer; True if it had not fired yet."""
+        handle = self._timers.pop(timer.id, None)
+        if handle is None:
+            return False
+        handle.cancel()
+        return True
+
+    # ------------------------------------------------------------------ names
+    def register_name(self, name: str, ref: ProcessRef) -> None:
+        proc = self.local_process(ref) if self.is_local(ref) else None
+        if proc is None or not proc.alive:
+            if not self.is_local(ref):
+                raise InvalidArgumentError(
+                    f"Registry names local processes only; {ref} is on another node (use GlobalRegistry)"
+                )
+            raise ServerNotRunningError(ref, NOPROC)
+        self.names.register(name, ref)
+        if proc.name is not None and proc.name != name:
+            self.names.unregister(proc.name)
+        proc.name = name
+
+    def unregister_name(self, name: str) -> None:
+        ref = self.names.unregister(name)
+        if ref is not None:
+            proc = self.local_process(ref)
+            if proc is not None and proc.name == name:
+                proc.name = None
+
+    # ------------------------------------------------------------------ links
+    def link(self, a: Target, b: Target) -> None:
+        """Link two processes: an abnormal exit of one reaches the other (see `RemoteLink`)."""
+        ra, rb = self.resolve(a), self.resolve(b)
+        if ra == rb:
+            return
+        if not self.is_local(ra) and self.is_local(rb):
+            ra, rb = rb, ra
+        if not self.is_local(ra):
+            raise InvalidArgumentError("at least one side of a link must be a process on this node")
+        pa = self.local_process(ra)
+        if pa is None or not pa.alive:
+            self.exit_signal(rb, ra, NOPROC)
+            return
+        if self.is_local(rb):
+            pb = self.local_process(rb)
+            if pb is None or not pb.alive:
+                pa.exit_signal(rb, NOPROC)
+                return
+            pa.links.add(pb.ref)
+            pb.links.add(pa.ref)
+            return
+        if self.router is None:
+            pa.exit_signal(rb, NOPROC)
+            return
+        pa.links.add(rb)
+        self.router.link(pa.ref, rb)
+
+    def unlink(self, a: Target, b: Target) -> None:
+        ra, rb = self.resolve(a), self.resolve(b)
+        for x, y in ((ra, rb), (rb, ra)):
+            if self.is_local(x):
+                proc = self.local_process(x)
+                if proc is not None:
+                    proc.links.discard(y)
+                    if not self.is_local(y) and self.router is not None:
+                        self.router.unlink(x, y)
+
+    def exit_signal(self, to: ProcessRef, from_: ProcessRef, reason: ExitReason) -> None:
+        """Deliver a link exit signal to `to`, wherever it runs."""
+        if self.is_local(to):
+            proc = self.local_process(to)
+            if proc is not None:
+                proc.exit_signal(from_, reason)
+        elif self.router is not None:
+            self.router.exit_signal(to, from_, reason)
+
+    # ------------------------------------------------------------------ monitors
+    def new_monitor_ref(self) -> MonitorRef:
+        return MonitorRef(self._id, next(self._monitor_ids), self.incarnation)
+
+    def monitor(
+        self, target: Target, watcher: ProcessRef | None = None,
+        on_down: Callable[[Down], Any] | None = None,
+    ) -> MonitorRef:
+        """Monitor `target`; exactly one `Down` reaches the watcher (or `on_down`)."""
+        if on_down is not None:
+            sink: Any = on_down
+        elif watcher is not None:
+            sink = watcher
+        else:
+            me = _current_process.get()
+            if me is None:
+                raise InvalidArgumentError(
+                    "outside a process, monitor needs watcher= (a ProcessRef) or on_down= (a callback)"
+                )
+            sink = me.ref
+        mref = self.new_monitor_ref()
+        try:
+            ref = self.resolve(target)
+        except NotRegisteredError:
+            self._deliver_down(sink, Down(mref, target, NOPROC))  # type: ignore[arg-type]
+            return mref
+        if self.is_local(ref):
+            proc = self.local_process(ref)
+            if proc is None or not proc.alive:
+                self._deliver_down(sink, Down(mref, ref, NOPROC))
+                return mref
+            proc.monitors[mref] = sink
+        elif self.router is None:
+            self._deliver_down(sink, Down(mref, ref, NOPROC))
+            return mref
+        else:
+            self.router.monitor(mref, ref, sink)
+        if isinstance(sink, ProcessRef) and self.is_local(sink):
+            watcher_proc = self.local_process(sink)
+            if watcher_proc is not None:
+                watcher_proc.watching[mref] = ref
+        self._monitor_targets[mref] = ref
+        return mref
+
+    def demonitor(self, mref: MonitorRef) -> None:
+        """Remove a monitor; idempotent. No Down arrives after it returns."""
+        target = self._monitor_targets.pop(mref, None)
+        if target is None:
+            return
+        self._drop_monitor(mref, target)
+        for proc in self._procs.values():
+            if proc.watching.pop(mref, None) is not None:
+                break
+
+    def _drop_monitor(self, mref: MonitorRef, target: ProcessRef) -> None:
+        self._monitor_targets.pop(mref, None)
+        if self.is_local(target):
+            proc = self.local_process(target)
+            if proc is not None:
+                proc.monitors.pop(mref, None)
+        elif self.router is not None:
+            self.router.demonitor(mref, target)
+
+    def _deliver_down(self, sink: Any, down: Down) -> None:
+        self._monitor_targets.pop(down.monitor, None)
+        if isinstance(sink, ProcessRef):
+            if self.is_local(sink):
+                proc = self.local_process(sink)
+                if proc is not None:
+                    proc.watching.pop(down.monitor, None)
+                    if proc.alive:
+                        proc.deliver((INFO, down))
+            elif self.router is not None:
+                self.router.send(sink, INFO, down, None)
+        elif callable(sink):
+            self.run_callback(sink, down, what="on_down")
+        else:
+            self.deliver_remote_down(sink, down)
+
+    def deliver_remote_down(self, sink: Any, down: Down) -> None:
+        """Hook for watcher kinds owned by the distribution layer."""
+        deliver = getattr(sink, "deliver_down", None)
+        if deliver is not None:
+            deliver(down)
+
+    # ------------------------------------------------------------------ observing
+    def snapshot(self) -> NodeSnapshot:
+        """What runs on this node right now (see `NodeSnapshot`)."""
+        from .snapshot import take_snapshot
+
+        return take_snapshot(self)

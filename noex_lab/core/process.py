@@ -1,0 +1,362 @@
+"""A process: one task, one mailbox, messages handled strictly one at a time.
+
+The runner catches everything a callback raises and turns it into an exit reason
+(let it crash); nothing escapes into the node's task group.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from ._backend import FutureLike
+from .errors import CallError, InitError, ServerNotRunningError
+from .messages import Exit, NoReply, Stop
+from .reasons import KILLED, NORMAL, ErrorReason, ExitReason
+from .refs import MonitorRef, ProcessRef
+
+if TYPE_CHECKING:
+    from .genserver import GenServer
+    from .node import Node
+
+# Mailbox item tags. Items: (CALL, msg, reply, sender), (CAST, msg), (INFO, msg), (STOP, reason, waiter)
+CALL, CAST, INFO, STOP = 0, 1, 2, 3
+
+# How many messages a process handles before yielding to the loop (fairness, like reductions).
+YIELD_EVERY = 128
+
+# Exceptions from user callbacks that crash the process instead of the node.
+CRASHES = (Exception, KeyboardInterrupt, SystemExit)
+
+
+class BadReturnError(TypeError):
+    """A callback returned something the runtime cannot interpret."""
+
+
+def crash_error(exc: BaseException) -> CallError:
+    """The `CallError` a caller gets when the server raised handling its call."""
+    reason = ErrorReason.from_exception(exc)
+    err = CallError(reason.exc_type, reason.message, reason.traceback)
+    err.__cause__ = exc
+    return err
+
+
+class Process:
+    """Runtime record of one process (internal; users hold `ProcessRef`s)."""
+
+    __slots__ = (
+        "node", "pid", "ref", "behavior", "server", "state", "mailbox", "name", "trap_exit",
+        "links", "monitors", "watching", "started_at", "handled", "exit_reason", "parent",
+        "reply_to", "caller", "_wake", "_done", "_kill_reason", "_shutdown_reason",
+        "_scope", "_stop_waiters", "_alive", "tracers", "__weakref__",
+    )
+
+    def __init__(self, node: Node, pid: int, ref: ProcessRef, behavior: type[GenServer]) -> None:
+        self.node = node
+        self.pid = pid
+        self.ref = ref
+        self.behavior = behavior
+        self.server: GenServer = behavior()
+        self.server._noex_process = self
+        self.state: Any = None
+        self.mailbox: deque[tuple[Any, ...]] = deque()
+        self.name: str | None = None
+        self.trap_exit: bool = bool(getattr(behavior, "trap_exit", False))
+        self.links: set[ProcessRef] = set()
+        # monitors held on this process: mref -> watcher (ProcessRef or callback)
+        self.monitors: dict[MonitorRef, Any] = {}
+        # monitors this process holds on others: mref -> target ref
+        self.watching: dict[MonitorRef, ProcessRef] = {}
+        self.started_at = time.monotonic()
+        self.handled = 0
+        self.exit_reason: ExitReason = None
+        self.parent: ProcessRef | None = None
+        self.reply_to: FutureLike | None = None
+        self.caller: ProcessRef | None = None
+        self._wake: FutureLike | None = None
+        self._done: FutureLike = node.backend.new_future()
+        self._kill_reason: ExitReason = None
+        self._shutdown_reason: ExitReason = None
+        self._scope: anyio.CancelScope | None = None
+        self._stop_waiters: list[FutureLike] = []
+        self._alive = True
+        self.tracers: list[Callable[[str, Any, Any], None]] | None = None
+
+    # ------------------------------------------------------------------ delivery
+    def deliver(self, item: tuple[Any, ...]) -> None:
+        """Append to the mailbox and wake the runner (cheap: this is the hot path)."""
+        self.mailbox.append(item)
+        wake = self._wake
+        if wake is not None:
+            self._wake = None
+            if not wake.done():
+                wake.set_result(None)
+
+    @property
+    def alive(self) -> bool:
+        return self._alive
+
+    def kill(self, reason: ExitReason) -> None:
+        """Terminate at once, without `terminate` (exit signal / `node.kill`)."""
+        if not self._alive or self._kill_reason is not None:
+            return
+        self._kill_reason = reason
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def request_shutdown(self, reason: ExitReason) -> None:
+        """Finish the current message, run `terminate(reason)`, exit; queued messages are dropped."""
+        if not self._alive or self._shutdown_reason is not None:
+            return
+        self._shutdown_reason = reason
+        wake = self._wake
+        if wake is not None:
+            self._wake = None
+            if not wake.done():
+                wake.set_result(None)
+
+    async def wait_exit(self, timeout: float | None) -> bool:
+        """Wait for the exit; False on timeout."""
+        if self._done.done():
+            return True
+        try:
+            await self.node.backend.wait_future(self._done, timeout)
+        except TimeoutError:
+            return self._done.done()
+        return True
+
+    def exit_signal(self, from_: ProcessRef, reason: ExitReason) -> None:
+        """A linked process exited with `reason` (OTP exit-signal rules)."""
+        self.links.discard(from_)
+        if not self._alive:
+            return
+        if self.trap_exit:
+            self.deliver((INFO, Exit(from_, reason)))
+        elif reason != NORMAL:
+            self.kill(reason)
+
+    @property
+    def status(self) -> str:
+        if not self._alive:
+            return "exited"
+        if self._shutdown_reason is not None or self._kill_reason is not None:
+            return "stopping"
+        if self._wake is not None:
+            return "waiting"
+        return "running"
+
+    # ------------------------------------------------------------------ running
+    async def main(self, arg: Any, started: FutureLike, init_timeout: float) -> None:
+        """Task body: init, then the message loop; always ends in `_finish`."""
+        from .node import _current_node, _current_process
+
+        _current_node.set(self.node)
+        _current_process.set(self)
+        cancelled = anyio.get_cancelled_exc_class()
+        reason: ExitReason = KILLED
+        run_terminate = False
+        try:
+            with anyio.CancelScope() as scope:
+                self._scope = scope
+                if self._kill_reason is not None:
+                    scope.cancel()
+                    await anyio.lowlevel.checkpoint()
+                ok = await self._init(arg, started, init_timeout)
+                if not ok:
+                    return
+                reason, run_terminate = await self._loop()
+            if scope.cancelled_caught or self._kill_reason is not None:
+                reason, run_terminate = self._kill_reason or KILLED, False
+            if run_terminate:
+                with anyio.CancelScope() as terminate_scope:
+                    self._scope = terminate_scope
+                    if self._kill_reason is not None:
+                        terminate_scope.cancel()
+                    reason = await self._terminate(reason)
+                if terminate_scope.cancelled_caught:
+                    reason = self._kill_reason or KILLED
+        except cancelled:
+            # The node's task group is going away (node killed, loop closing).
+            self._fail_init(started, KILLED)
+            self._finish(KILLED)
+            raise
+        except BaseException as exc:  # a bug in the runtime itself: report, never swallow
+            self.node.events.report_error(f"process {self.ref} runner failed", exc)
+            reason = ErrorReason.from_exception(exc)
+        self._fail_init(started, reason)
+        self._finish(reason)
+
+    def _fail_init(self, started: FutureLike, reason: ExitReason) -> None:
+        if not started.done():
+            started.set_exception(
+                InitError(self.behavior.__name__, f"the process exited during init ({reason})", reason)
+            )
+
+    async def _init(self, arg: Any, started: FutureLike, timeout: float) -> bool:
+        server = self.server
+        cls = self.behavior
+        try:
+            with anyio.fail_after(timeout):
+                if cls._noex_init_takes_arg:
+                    result = server.init(arg)
+                else:
+                    result = server.init()  # type: ignore[call-arg]
+                if cls._noex_init_async:
+                    result = await result
+        except TimeoutError as exc:
+            reason: ExitReason = ErrorReason("InitTimeout", f"init did not finish within {timeout:g} s")
+            err = InitError(cls.__name__, f"init did not finish within {timeout:g} s", reason)
+            err.__cause__ = exc
+            self._finish_init_failure(started, err, reason)
+            return False
+        except CRASHES as exc:
+            reason = ErrorReason.from_exception(exc)
+            err = InitError(cls.__name__, f"{type(exc).__name__}: {exc}", reason)
+            err.__cause__ = exc
+            self._finish_init_failure(started, err, reason)
+            return False
+        if isinstance(result, Stop):
+            reason = result.reason
+            err = InitError(cls.__name__, f"init returned Stop({reason!r})", reason)
+            self._finish_init_failure(started, err, reason)
+            return False
+        self.state = result
+        if not started.done():
+            started.set_result(self.ref)
+        return True
+
+    def _finish_init_failure(self, started: FutureLike, err: InitError, reason: ExitReason) -> None:
+        if not started.done():
+            started.set_exception(err)
+        self._finish(reason)
+
+    async def _loop(self) -> tuple[ExitReason, bool]:
+        """Handle messages until a stop; returns (reason, whether to run terminate)."""
+        mailbox = self.mailbox
+        server = self.server
+        cls = self.behavior
+        new_future = self.node.backend.new_future
+        handle_call = server.handle_call
+        handle_cast = server.handle_cast
+        handle_info = server.handle_info
+        call_async = cls._noex_call_async
+        cast_async = cls._noex_cast_async
+        info_async = cls._noex_info_async
+        budget = 0
+        while True:
+            if self._kill_reason is not None:
+                return self._kill_reason, False
+            if self._shutdown_reason is not None:
+                return self._shutdown_reason, True
+            if not mailbox:
+                budget = 0
+                wake = new_future()
+                self._wake = wake
+                await wake
+                continue
+            budget += 1
+            if budget >= YIELD_EVERY:
+                budget = 0
+                await anyio.lowlevel.checkpoint()
+            item = mailbox.popleft()
+            tag = item[0]
+            self.handled += 1
+            try:
+                if tag == CALL:
+                    reply = item[2]
+                    self.reply_to = reply
+                    self.caller = item[3]
+                    result = handle_call(item[1], self.state)
+                    if call_async:
+                        result = await result
+                    self.reply_to = None
+                    if type(result) is tuple and len(result) == 2:
+                        self.state = result[1]
+                        if not reply.done():
+                            reply.set_result(result[0])
+                    elif isinstance(result, NoReply):
+                        self.state = result.state
+                    elif isinstance(result, Stop):
+                        self.state = result.state
+                        if result.has_reply and not reply.done():
+                            reply.set_result(result.reply)
+                        return result.reason, True
+                    else:
+                        raise BadReturnError(
+                            f"{cls.__name__}.handle_call returned {result!r}; return "
+                            "(reply, new_state), NoReply(new_state) or Stop(reason, new_state)"
+                        )
+                elif tag == CAST or tag == INFO:
+                    if tag == CAST:
+                        result = handle_cast(item[1], self.state)
+                        if cast_async:
+                            result = await result
+                    else:
+                        result = handle_info(item[1], self.state)
+                        if info_async:
+                            result = await result
+                    if isinstance(result, Stop):
+                        self.state = result.state
+                        return result.reason, True
+                    if isinstance(result, NoReply):
+                        raise BadReturnError(f"{cls.__name__}: NoReply is only valid from handle_call")
+                    self.state = result
+                else:  # STOP
+                    self._stop_waiters.append(item[2])
+                    return item[1], True
+                if self.tracers:
+                    self._trace(tag, item[1])
+            except CRASHES as exc:
+                self.reply_to = None
+                if tag == CALL and not item[2].done():
+                    item[2].set_exception(crash_error(exc))
+                return ErrorReason.from_exception(exc), True
+
+    def _trace(self, tag: int, msg: Any) -> None:
+        kind = {CALL: "call", CAST: "cast", INFO: "info"}.get(tag, "stop")
+        for tracer in tuple(self.tracers or ()):
+            try:
+                tracer(kind, msg, self.state)
+            except Exception as exc:
+                self.node.events.report_error(f"tracer on {self.ref} raised", exc)
+
+    async def _terminate(self, reason: ExitReason) -> ExitReason:
+        """Run the optional `terminate` callback; a crash there replaces the reason."""
+        terminate = getattr(self.server, "terminate", None)
+        if terminate is None:
+            return reason
+        try:
+            result = terminate(reason, self.state)
+            if inspect.isawaitable(result):
+                await result
+        except CRASHES as exc:
+            return ErrorReason.from_exception(exc)
+        return reason
+
+    def _finish(self, reason: ExitReason) -> None:
+        """Exit bookkeeping (synchronous): fail queued calls, fire links and monitors, notify."""
+        if not self._alive:
+            return
+        self._alive = False
+        self.exit_reason = reason
+        self.node._process_exited(self, reason)
+        pending = self.mailbox
+        self.mailbox = deque()
+        for item in pending:
+            if item[0] == CALL:
+                reply = item[2]
+                if not reply.done():
+                    reply.set_exception(ServerNotRunningError(self.ref, reason))
+            elif item[0] == STOP:
+                self._stop_waiters.append(item[2])
+        if not self._done.done():
+            self._done.set_result(reason)
+        for waiter in self._stop_waiters:
+            if not waiter.done():
+                waiter.set_result(reason)
+        self._stop_waiters.clear()

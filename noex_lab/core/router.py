@@ -1,0 +1,43 @@
+"""The one seam between the node-local runtime and the distribution layer.
+
+The core asks the router for everything addressed to a process on another node;
+it never looks at sockets itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from .reasons import ExitReason
+from .refs import MonitorRef, ProcessRef
+
+
+class Router(Protocol):
+    """Delivers to non-local refs. Implemented by `noex_lab.distribution`."""
+
+    def send(self, to: ProcessRef, tag: int, msg: Any, sender: ProcessRef | None) -> None:
+        """Cast (tag CAST) or plain send (tag INFO); never raises for an unreachable node."""
+
+    async def call(self, to: ProcessRef, msg: Any, timeout: float, sender: ProcessRef | None) -> Any:
+        """Request/reply to a remote process; raises the typed errors of `GenServer.call`."""
+
+    async def stop(self, to: ProcessRef, reason: ExitReason, timeout: float) -> None:
+        """Orderly stop of a remote process."""
+
+    def exit_signal(self, to: ProcessRef, from_: ProcessRef, reason: ExitReason) -> None:
+        """A local process linked to remote `to` exited with `reason`."""
+
+    def link(self, local: ProcessRef, remote: ProcessRef) -> None:
+        """Record a link between a local and a remote process on the remote side."""
+
+    def unlink(self, local: ProcessRef, remote: ProcessRef) -> None:
+        """Remove such a link on the remote side."""
+
+    def monitor(self, mref: MonitorRef, target: ProcessRef, watcher: Any) -> None:
+        """Monitor a remote process; the Down arrives through the normal paths."""
+
+    def demonitor(self, mref: MonitorRef, target: ProcessRef) -> None:
+        """Remove a monitor on a remote process."""
+
+    def resolve_name(self, name: str) -> ProcessRef | None:
+        """A name not registered locally: the global registry's answer, if any."""

@@ -1,0 +1,429 @@
+"""`Supervisor`: OTP restart strategies, restart types and sliding-window intensity.
+
+A supervisor is itself a process (trapping exits), so trees nest. Children are linked
+to it; exits arrive as `Exit` messages, never by polling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import anyio
+
+from .errors import InitError, InvalidArgumentError, MaxRestartsExceededError, SupervisorError
+from .genserver import GenServer
+from .messages import Exit, Stop
+from .node import Node, Target, current_node
+from .node_id import NodeId
+from .reasons import KILLED, SHUTDOWN, ErrorReason, ExitReason, is_normal_exit
+from .refs import ProcessRef
+
+Strategy = Literal["one_for_one", "one_for_all", "rest_for_one", "simple_one_for_one"]
+RestartType = Literal["permanent", "transient", "temporary"]
+STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one", "simple_one_for_one")
+RESTART_TYPES = ("permanent", "transient", "temporary")
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    """How to start and restart one child.
+
+    Give `behavior` (a GenServer subclass, started with `arg`), or `start` (an async
+    callable returning a `ProcessRef`), or build a nested supervisor with
+    `ChildSpec.supervisor(id, **supervisor_options)`.
+    `shutdown` is how many seconds the child gets to run `terminate` before it is killed
+    (None: no limit, the default for supervisors).
+    """
+
+    id: str
+    behavior: type[GenServer] | None = None
+    arg: Any = None
+    start: Callable[[], Awaitable[ProcessRef]] | None = None
+    restart: RestartType = "permanent"
+    shutdown: float | None = 5.0
+    name: str | None = None
+    supervisor_options: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not self.id:
+            raise InvalidArgumentError(f"ChildSpec.id must be a non-empty string, not {self.id!r}")
+        if self.restart not in RESTART_TYPES:
+            raise InvalidArgumentError(f"restart must be one of {RESTART_TYPES}, not {self.restart!r}")
+        sources = sum(x is not None for x in (self.behavior, self.start, self.supervisor_options))
+        if sources != 1:
+            raise InvalidArgumentError(
+                f"ChildSpec {self.id!r} needs exactly one of behavior=, start= or ChildSpec.supervisor(...)"
+            )
+        if self.behavior is not None and not (
+            isinstance(self.behavior, type) and issubclass(self.behavior, GenServer)
+        ):
+            raise InvalidArgumentError(f"ChildSpec {self.id!r}: behavior must be a GenServer subclass")
+
+    @classmethod
+    def supervisor(
+        cls, id: str, *, restart: RestartType = "permanent", shutdown: float | None = None,
+        name: str | None = None, **supervisor_options: Any,
+    ) -> ChildSpec:
+        """A nested supervisor as a child; options are those of `Supervisor.start`."""
+        _validate_options(supervisor_options)
+        return cls(id=id, restart=restart, shutdown=shutdown, name=name, supervisor_options=supervisor_options)
+
+    @property
+    def is_supervisor(self) -> bool:
+        return self.supervisor_options is not None
+
+
+@dataclass(frozen=True)
+class ChildInfo:
+    """One child as `which_children` reports it."""
+
+    id: str
+    ref: ProcessRef | None
+    restarts: int
+    status: str  # "running" | "stopped"
+    node: NodeId | None = None
+    last_exit_reason: ExitReason = None
+    is_supervisor: bool = False
+
+
+@dataclass(frozen=True)
+class SupervisorTree:
+    """A supervisor and its children, recursively (for snapshots and widgets)."""
+
+    ref: ProcessRef
+    name: str | None
+    strategy: str
+    restarts: int
+    children: list[ChildInfo]
+    subtrees: list[SupervisorTree] = field(default_factory=list)
+
+
+@dataclass
+class _Child:
+    spec: ChildSpec
+    ref: ProcessRef | None = None
+    restarts: int = 0
+    last_reason: ExitReason = None
+
+    def info(self, node: Node) -> ChildInfo:
+        return ChildInfo(
+            id=self.spec.id, ref=self.ref, restarts=self.restarts,
+            status="running" if self.ref is not None else "stopped",
+            node=self.ref.node if self.ref is not None else None,
+            last_exit_reason=self.last_reason, is_supervisor=self.spec.is_supervisor,
+        )
+
+
+@dataclass
+class _State:
+    strategy: Strategy
+    max_restarts: int
+    within_ms: int
+    children: list[_Child]
+    template: ChildSpec | None = None
+    restart_times: deque[float] = field(default_factory=deque)
+    total_restarts: int = 0
+    next_dynamic: int = 0
+
+
+def _validate_options(options: dict[str, Any]) -> None:
+    allowed = {"strategy", "children", "max_restarts", "within_ms"}
+    unknown = set(options) - allowed
+    if unknown:
+        raise InvalidArgumentError(f"unknown supervisor options {sorted(unknown)}; allowed: {sorted(allowed)}")
+    strategy = options.get("strategy", "one_for_one")
+    if strategy not in STRATEGIES:
+        raise InvalidArgumentError(f"strategy must be one of {STRATEGIES}, not {strategy!r}")
+    max_restarts = options.get("max_restarts", 3)
+    within_ms = options.get("within_ms", 5000)
+    if not isinstance(max_restarts, int) or max_restarts < 0:
+        raise InvalidArgumentError(f"max_restarts must be an int >= 0, not {max_restarts!r}")
+    if not isinstance(within_ms, int) or within_ms <= 0:
+        raise InvalidArgumentError(f"within_ms must be an int > 0, not {within_ms!r}")
+    children = options.get("children", [])
+    if not all(isinstance(c, ChildSpec) for c in children):
+        raise InvalidArgumentError("children must be a list of ChildSpec")
+    ids = [c.id for c in children]
+    if len(ids) != len(set(ids)):
+        raise InvalidArgumentError(f"child ids must be unique, got {ids}")
+    if strategy == "simple_one_for_one" and len(children) != 1:
+        raise InvalidArgumentError("simple_one_for_one needs exactly one child spec: the template")
+
+
+class SupervisorServer(GenServer):
+    """The supervisor process (internal; use the `Supervisor` facade)."""
+
+    trap_exit = True
+
+    async def init(self, options: dict[str, Any]) -> _State:
+        _validate_options(options)
+        strategy: Strategy = options.get("strategy", "one_for_one")
+        specs: list[ChildSpec] = list(options.get("children", []))
+        state = _State(strategy, options.get("max_restarts", 3), options.get("within_ms", 5000), [])
+        if strategy == "simple_one_for_one":
+            state.template = specs[0]
+            return state
+        for spec in specs:
+            child = _Child(spec)
+            try:
+                await self._start_child(child)
+            except BaseException:
+                await self._stop_all(state)
+                raise
+            state.children.append(child)
+        return state
+
+    # ------------------------------------------------------------------ starting and stopping
+    async def _start_child(self, child: _Child) -> None:
+        node = self.node
+        spec = child.spec
+        me = self._noex_process
+        if spec.behavior is not None:
+            child.ref = await node.spawn(spec.behavior, spec.arg, name=spec.name, link=me, parent=self.ref)
+        elif spec.supervisor_options is not None:
+            child.ref = await node.spawn(
+                SupervisorServer, spec.supervisor_options, name=spec.name, link=me, parent=self.ref
+            )
+        else:
+            assert spec.start is not None
+            ref = await spec.start()
+            if not isinstance(ref, ProcessRef):
+                raise InitError(spec.id, f"start= returned {ref!r}, not a ProcessRef")
+            node.link(self.ref, ref)
+            proc = node.local_process(ref) if node.is_local(ref) else None
+            if proc is not None:
+                proc.parent = self.ref
+            child.ref = ref
+        node.events.emit("child_started", supervisor=self.ref, child=spec.id, ref=child.ref)
+
+    async def _stop_child(self, child: _Child, reason: ExitReason = SHUTDOWN) -> None:
+        """Unlink, ask for an orderly shutdown, kill after `spec.shutdown` seconds."""
+        ref = child.ref
+        if ref is None:
+            return
+        child.ref = None
+        node = self.node
+        node.unlink(self.ref, ref)
+        proc = node.local_process(ref) if node.is_local(ref) else None
+        if proc is not None:
+            proc.request_shutdown(reason)
+            if not await proc.wait_exit(child.spec.shutdown):
+                proc.kill(KILLED)
+                await proc.wait_exit(None)
+            child.last_reason = proc.exit_reason
+        else:
+            with anyio.move_on_after(child.spec.shutdown or 30.0):
+                try:
+                    await node.stop_process(ref, reason, child.spec.shutdown or 30.0)
+                except Exception:  # already gone: nothing left to stop
+                    pass
+        node.events.emit("child_stopped", supervisor=self.ref, child=child.spec.id, ref=ref)
+
+    async def _stop_all(self, state: _State) -> None:
+        for child in reversed(state.children):
+            await self._stop_child(child)
+
+    # ------------------------------------------------------------------ exits and restarts
+    async def handle_info(self, msg: Any, state: _State) -> Any:
+        if not isinstance(msg, Exit):
+            return state
+        proc = self._noex_process
+        if proc.parent is not None and msg.from_ == proc.parent:
+            return Stop(msg.reason, state)
+        index = next((i for i, c in enumerate(state.children) if c.ref == msg.from_), None)
+        if index is None:
+            return state
+        child = state.children[index]
+        child.ref = None
+        child.last_reason = msg.reason
+        restart = child.spec.restart
+        if restart == "temporary" or (restart == "transient" and is_normal_exit(msg.reason)):
+            if restart == "temporary" or state.strategy == "simple_one_for_one":
+                state.children.pop(index)
+            return state
+        return await self._restart(state, child, msg.reason)
+
+    def _count_restart(self, state: _State) -> bool:
+        """Record one restart; False when the intensity is exceeded."""
+        now = anyio.current_time()
+        window = state.within_ms / 1000.0
+        times = state.restart_times
+        times.append(now)
+        while times and now - times[0] > window:
+            times.popleft()
+        return len(times) <= state.max_restarts
+
+    async def _restart(self, state: _State, failed: _Child, reason: ExitReason) -> Any:
+        node = self.node
+        if state.strategy in ("one_for_one", "simple_one_for_one"):
+            group = [failed]
+        else:
+            start = 0 if state.strategy == "one_for_all" else state.children.index(failed)
+            group = state.children[start:]
+            for child in reversed(group):
+                if child is not failed:
+                    await self._stop_child(child)
+            temporary = [c for c in group if c.spec.restart == "temporary" and c is not failed]
+            for child in temporary:
+                state.children.remove(child)
+            group = [c for c in group if c not in temporary]
+        while True:
+            if not self._count_restart(state):
+                return await self._give_up(state)
+            state.total_restarts += 1
+            node.events.emit(
+                "supervisor_restart", supervisor=self.ref, child=failed.spec.id, reason=reason,
+                strategy=state.strategy, restarts=failed.restarts + 1,
+            )
+            try:
+                for child in group:
+                    if child.ref is None:
+                        child.restarts += 1
+                        await self._start_child(child)
+                return state
+            except InitError as exc:
+                reason = exc.reason
+                for child in reversed(group):
+                    await self._stop_child(child)
+
+    async def _give_up(self, state: _State) -> Stop:
+        await self._stop_all(state)
+        err = MaxRestartsExceededError(state.max_restarts, state.within_ms)
+        self.node.events.emit("supervisor_gave_up", supervisor=self.ref, reason=str(err))
+        return Stop(ErrorReason("MaxRestartsExceededError", str(err), ""), state)
+
+    async def terminate(self, reason: ExitReason, state: _State) -> None:
+        await self._stop_all(state)
+
+    # ------------------------------------------------------------------ dynamic children
+    async def handle_call(self, msg: Any, state: _State) -> Any:
+        if not (isinstance(msg, tuple) and len(msg) >= 2 and msg[0] == _SUP):
+            raise SupervisorError(f"a supervisor only answers Supervisor.* requests, not {msg!r}")
+        op = msg[1]
+        if op == "which_children":
+            return [c.info(self.node) for c in state.children], state
+        if op == "count_children":
+            return len(state.children), state
+        if op == "tree":
+            return self.noex_tree(state), state
+        if op == "start_child":
+            return await self._call_start_child(msg[2], state), state
+        child = self._find(state, msg[2])
+        if op == "terminate_child":
+            await self._stop_child(child)
+            if state.strategy == "simple_one_for_one":
+                state.children.remove(child)
+            return None, state
+        if op == "restart_child":
+            await self._stop_child(child)
+            child.restarts += 1
+            await self._start_child(child)
+            return child.ref, state
+        if op == "delete_child":
+            if child.ref is not None:
+                raise SupervisorError(f"child {child.spec.id!r} is running; terminate_child it first")
+            state.children.remove(child)
+            return None, state
+        raise SupervisorError(f"unknown supervisor request {op!r}")
+
+    async def _call_start_child(self, spec_or_arg: Any, state: _State) -> ProcessRef:
+        if state.strategy == "simple_one_for_one":
+            assert state.template is not None
+            state.next_dynamic += 1
+            spec = spec_or_arg if isinstance(spec_or_arg, ChildSpec) else dataclasses.replace(
+                state.template, id=f"{state.template.id}-{state.next_dynamic}", arg=spec_or_arg
+            )
+        else:
+            if not isinstance(spec_or_arg, ChildSpec):
+                raise SupervisorError("start_child needs a ChildSpec (an arg alone only for simple_one_for_one)")
+            spec = spec_or_arg
+        if any(c.spec.id == spec.id for c in state.children):
+            raise SupervisorError(f"a child with id {spec.id!r} already exists")
+        child = _Child(spec)
+        await self._start_child(child)
+        state.children.append(child)
+        assert child.ref is not None
+        return child.ref
+
+    @staticmethod
+    def _find(state: _State, key: Any) -> _Child:
+        for child in state.children:
+            if child.spec.id == key or child.ref == key:
+                return child
+        raise SupervisorError(f"no child {key!r} in this supervisor")
+
+    def noex_tree(self, state: _State | None = None) -> SupervisorTree:
+        """This supervisor's tree (children, restart counts) for snapshots."""
+        state = state if state is not None else self._noex_process.state
+        node = self.node
+        subtrees = []
+        for child in state.children:
+            if child.spec.is_supervisor and child.ref is not None:
+                proc = node.local_process(child.ref)
+                if proc is not None and isinstance(proc.server, SupervisorServer) and proc.state is not None:
+                    subtrees.append(proc.server.noex_tree(proc.state))
+        return SupervisorTree(
+            ref=self.ref, name=self._noex_process.name, strategy=state.strategy,
+            restarts=state.total_restarts, children=[c.info(node) for c in state.children],
+            subtrees=subtrees,
+        )
+
+
+_SUP = "$supervisor"
+
+
+class Supervisor:
+    """Facade: start supervisors and manage their children."""
+
+    @staticmethod
+    async def start(
+        strategy: Strategy = "one_for_one", children: list[ChildSpec] | None = None, *,
+        max_restarts: int = 3, within_ms: int = 5000, name: str | None = None, timeout: float = 30.0,
+    ) -> ProcessRef:
+        """Start a supervisor and its children (in order); returns its ref."""
+        options = {"strategy": strategy, "children": list(children or []),
+                   "max_restarts": max_restarts, "within_ms": within_ms}
+        _validate_options(options)
+        return await current_node().spawn(SupervisorServer, options, name=name, timeout=timeout)
+
+    @staticmethod
+    async def start_child(sup: Target, spec: ChildSpec | Any, *, timeout: float = 30.0) -> ProcessRef:
+        """Add a child (for simple_one_for_one, pass the child's arg or a ChildSpec)."""
+        ref: ProcessRef = await current_node().call(sup, (_SUP, "start_child", spec), timeout)
+        return ref
+
+    @staticmethod
+    async def terminate_child(sup: Target, child_id: str | ProcessRef, *, timeout: float = 30.0) -> None:
+        """Stop a child; it stays stopped (its spec is kept, except for simple_one_for_one)."""
+        await current_node().call(sup, (_SUP, "terminate_child", child_id), timeout)
+
+    @staticmethod
+    async def restart_child(sup: Target, child_id: str, *, timeout: float = 30.0) -> ProcessRef:
+        """Stop the child if it runs, then start it again; returns the new ref."""
+        ref: ProcessRef = await current_node().call(sup, (_SUP, "restart_child", child_id), timeout)
+        return ref
+
+    @staticmethod
+    async def delete_child(sup: Target, child_id: str, *, timeout: float = 30.0) -> None:
+        """Forget a stopped child's spec."""
+        await current_node().call(sup, (_SUP, "delete_child", child_id), timeout)
+
+    @staticmethod
+    async def which_children(sup: Target, *, timeout: float = 5.0) -> list[ChildInfo]:
+        result: list[ChildInfo] = await current_node().call(sup, (_SUP, "which_children"), timeout)
+        return result
+
+    @staticmethod
+    async def count_children(sup: Target, *, timeout: float = 5.0) -> int:
+        """How many children the supervisor has (running or stopped)."""
+        result: int = await current_node().call(sup, (_SUP, "count_children"), timeout)
+        return result
+
+    @staticmethod
+    async def stop(sup: Target, *, timeout: float = 60.0) -> None:
+        """Stop all children (reverse start order), then the supervisor."""
+        await current_node().stop_process(sup, SHUTDOWN, timeout)
