@@ -104,7 +104,7 @@ class AsyncioBackend(Backend):
 class TrioFuture:
     """A minimal awaitable future for trio with the asyncio.Future interface we use."""
 
-    __slots__ = ("_event", "_done", "_value", "_exc", "_cancelled")
+    __slots__ = ("_cancelled", "_done", "_event", "_exc", "_value")
 
     def __init__(self) -> None:
         import trio
@@ -179,9 +179,10 @@ class TrioBackend(Backend):
     async def wait_future(self, fut: FutureLike, timeout: float | None) -> Any:
         if timeout is None:
             return await fut
-        with self._trio.move_on_after(timeout):
+        with self._trio.move_on_after(timeout) as scope:
             return await fut
-        _expire(fut)
+        if scope.cancelled_caught:
+            raise TimeoutError()
         return fut.result()
 
     def call_later(

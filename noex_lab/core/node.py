@@ -85,6 +85,7 @@ class Node:
         self._id: NodeId | None = None
         self.router: Router | None = None
         self.distribution: Any = None
+        self.faults: Any = None
         self.names = NameTable()
         self.events = EventStream(self)
         self.started_at = time.time()
@@ -374,9 +375,16 @@ class Node:
             )
 
     # ------------------------------------------------------------------ messaging
+    def _resolve_process(self, target: Target) -> ProcessRef:
+        """`resolve` for call and stop: an unknown name is no such process (`ServerNotRunningError`)."""
+        try:
+            return self.resolve(target)
+        except NotRegisteredError:
+            raise ServerNotRunningError(target, NOPROC) from None
+
     async def call(self, target: Target, msg: Any, timeout: float = 5.0) -> Any:
         """Request/reply (see `GenServer.call`)."""
-        ref = target if type(target) is ProcessRef else self.resolve(target)
+        ref = target if type(target) is ProcessRef else self._resolve_process(target)
         me = _current_process.get()
         sender = me.ref if me is not None else None
         if not self.is_local(ref):
@@ -430,7 +438,7 @@ class Node:
 
     async def stop_process(self, target: Target, reason: ExitReason = NORMAL, timeout: float = 5.0) -> None:
         """Orderly stop after already-queued messages (see `GenServer.stop`)."""
-        ref = self.resolve(target)
+        ref = self._resolve_process(target)
         if not self.is_local(ref):
             if self.router is None:
                 raise ServerNotRunningError(ref, NOPROC)
@@ -622,6 +630,45 @@ class Node:
         deliver = getattr(sink, "deliver_down", None)
         if deliver is not None:
             deliver(down)
+
+    # ------------------------------------------------------------------ cluster (distribution layer)
+    def _cluster(self) -> Any:
+        if self.distribution is None:
+            from .errors import ClusterError
+
+            raise ClusterError(f"node {self.display_name} is not distributed; call Cluster.start(...) first")
+        return self.distribution
+
+    def get_local_node_id(self) -> NodeId | None:
+        return self._id
+
+    def get_nodes(self) -> list[Any]:
+        """The connected peers (`NodeInfo`), self excluded; empty while not distributed."""
+        return [] if self.distribution is None else list(self.distribution.get_nodes())
+
+    def get_status(self) -> str:
+        if self.distribution is None:
+            return "running" if self._running else "stopped"
+        return str(self.distribution.status)
+
+    def on_node_up(self, callback: Callable[[Any], Any]) -> Callable[[], None]:
+        return self._subscribe(self._cluster().membership.up_callbacks, callback)
+
+    def on_node_down(self, callback: Callable[[Any, str], Any]) -> Callable[[], None]:
+        return self._subscribe(self._cluster().membership.down_callbacks, callback)
+
+    def on_node_busy(self, callback: Callable[[Any], Any]) -> Callable[[], None]:
+        return self._subscribe(self._cluster().membership.busy_callbacks, callback)
+
+    @staticmethod
+    def _subscribe(callbacks: list[Any], callback: Any) -> Callable[[], None]:
+        callbacks.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in callbacks:
+                callbacks.remove(callback)
+
+        return unsubscribe
 
     # ------------------------------------------------------------------ observing
     def snapshot(self) -> NodeSnapshot:

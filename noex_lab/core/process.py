@@ -50,10 +50,36 @@ class Process:
     """Runtime record of one process (internal; users hold `ProcessRef`s)."""
 
     __slots__ = (
-        "node", "pid", "ref", "behavior", "server", "state", "mailbox", "name", "trap_exit",
-        "links", "monitors", "watching", "started_at", "handled", "exit_reason", "parent",
-        "reply_to", "caller", "_wake", "_done", "_kill_reason", "_shutdown_reason",
-        "_scope", "_stop_waiters", "_alive", "tracers", "__weakref__",
+        "__weakref__",
+        "_alive",
+        "_close_reason",
+        "_closed",
+        "_done",
+        "_kill_reason",
+        "_scope",
+        "_shutdown_reason",
+        "_stop_waiters",
+        "_unanswered",
+        "_wake",
+        "behavior",
+        "caller",
+        "exit_reason",
+        "handled",
+        "links",
+        "mailbox",
+        "monitors",
+        "name",
+        "node",
+        "parent",
+        "pid",
+        "ref",
+        "reply_to",
+        "server",
+        "started_at",
+        "state",
+        "tracers",
+        "trap_exit",
+        "watching",
     )
 
     def __init__(self, node: Node, pid: int, ref: ProcessRef, behavior: type[GenServer]) -> None:
@@ -84,12 +110,20 @@ class Process:
         self._shutdown_reason: ExitReason = None
         self._scope: anyio.CancelScope | None = None
         self._stop_waiters: list[FutureLike] = []
+        # replies owed to callers whose handle_call returned NoReply or Stop without reply
+        self._unanswered: list[FutureLike] = []
+        # set once no message will be handled any more (the loop ended): calls fail at once
+        self._closed = False
+        self._close_reason: ExitReason = None
         self._alive = True
         self.tracers: list[Callable[[str, Any, Any], None]] | None = None
 
     # ------------------------------------------------------------------ delivery
     def deliver(self, item: tuple[Any, ...]) -> None:
         """Append to the mailbox and wake the runner (cheap: this is the hot path)."""
+        if self._closed:
+            self._refuse(item)
+            return
         self.mailbox.append(item)
         wake = self._wake
         if wake is not None:
@@ -122,12 +156,15 @@ class Process:
 
     async def wait_exit(self, timeout: float | None) -> bool:
         """Wait for the exit; False on timeout."""
-        if self._done.done():
+        if not self._alive:
             return True
+        # A private future: a timeout (or cancellation) settles it, never the shared `_done`.
+        waiter = self.node.backend.new_future()
+        self._stop_waiters.append(waiter)
         try:
-            await self.node.backend.wait_future(self._done, timeout)
+            await self.node.backend.wait_future(waiter, timeout)
         except TimeoutError:
-            return self._done.done()
+            return not self._alive
         return True
 
     def exit_signal(self, from_: ProcessRef, reason: ExitReason) -> None:
@@ -144,7 +181,7 @@ class Process:
     def status(self) -> str:
         if not self._alive:
             return "exited"
-        if self._shutdown_reason is not None or self._kill_reason is not None:
+        if self._closed or self._shutdown_reason is not None or self._kill_reason is not None:
             return "stopping"
         if self._wake is not None:
             return "waiting"
@@ -170,6 +207,7 @@ class Process:
                 if not ok:
                     return
                 reason, run_terminate = await self._loop()
+                self._close_mailbox(reason)
             if scope.cancelled_caught or self._kill_reason is not None:
                 reason, run_terminate = self._kill_reason or KILLED, False
             if run_terminate:
@@ -281,10 +319,14 @@ class Process:
                             reply.set_result(result[0])
                     elif isinstance(result, NoReply):
                         self.state = result.state
+                        self._owe_reply(reply)
                     elif isinstance(result, Stop):
                         self.state = result.state
-                        if result.has_reply and not reply.done():
-                            reply.set_result(result.reply)
+                        if result.has_reply:
+                            if not reply.done():
+                                reply.set_result(result.reply)
+                        else:  # terminate may still answer it with GenServer.reply
+                            self._owe_reply(reply)
                         return result.reason, True
                     else:
                         raise BadReturnError(
@@ -338,6 +380,37 @@ class Process:
             return ErrorReason.from_exception(exc)
         return reason
 
+    def _owe_reply(self, reply: FutureLike) -> None:
+        """Remember a reply still owed after handle_call, to fail it if the process exits first."""
+        owed = self._unanswered
+        owed.append(reply)
+        if len(owed) >= 64 and len(owed) & (len(owed) - 1) == 0:  # prune answered ones now and then
+            owed[:] = [f for f in owed if not f.done()]
+
+    def _close_mailbox(self, reason: ExitReason) -> None:
+        """No message will be handled any more: fail queued calls now, drop the rest.
+
+        Runs when the loop ends, before `terminate`, so callers never wait for it, and on exit."""
+        self._closed = True
+        self._close_reason = reason
+        pending, self.mailbox = self.mailbox, deque()
+        for item in pending:
+            self._refuse(item)
+
+    def _refuse(self, item: tuple[Any, ...]) -> None:
+        """Answer a message that arrived after the mailbox closed."""
+        tag = item[0]
+        if tag == CALL:
+            reply = item[2]
+            if not reply.done():
+                reply.set_exception(ServerNotRunningError(self.ref, self._close_reason))
+        elif tag == STOP:
+            waiter = item[2]
+            if self._alive:
+                self._stop_waiters.append(waiter)  # settled with the exit reason by _finish
+            elif not waiter.done():
+                waiter.set_result(self.exit_reason)
+
     def _finish(self, reason: ExitReason) -> None:
         """Exit bookkeeping (synchronous): fail queued calls, fire links and monitors, notify."""
         if not self._alive:
@@ -345,15 +418,16 @@ class Process:
         self._alive = False
         self.exit_reason = reason
         self.node._process_exited(self, reason)
-        pending = self.mailbox
-        self.mailbox = deque()
-        for item in pending:
-            if item[0] == CALL:
-                reply = item[2]
-                if not reply.done():
-                    reply.set_exception(ServerNotRunningError(self.ref, reason))
-            elif item[0] == STOP:
-                self._stop_waiters.append(item[2])
+        self._close_mailbox(reason)
+        # replies still owed: the call being handled when the process was killed, NoReply/Stop ones
+        owed = self._unanswered
+        if self.reply_to is not None:
+            owed.append(self.reply_to)
+            self.reply_to = None
+        for reply in owed:
+            if not reply.done():
+                reply.set_exception(ServerNotRunningError(self.ref, reason))
+        owed.clear()
         if not self._done.done():
             self._done.set_result(reason)
         for waiter in self._stop_waiters:

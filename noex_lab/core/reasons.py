@@ -44,4 +44,4 @@ NOCONNECTION = "noconnection"
 
 def is_normal_exit(reason: ExitReason) -> bool:
     """True for "normal" and "shutdown": exits a transient child is not restarted after."""
-    return reason == NORMAL or reason == SHUTDOWN
+    return bool(reason == NORMAL or reason == SHUTDOWN)

@@ -75,7 +75,7 @@ def take_snapshot(node: Node) -> NodeSnapshot:
         for other in proc.links:
             links.add((min(proc.ref, other, key=str), max(proc.ref, other, key=str)))
         for mref, watcher in proc.monitors.items():
-            monitors.append((mref, proc.ref, watcher if isinstance(watcher, ProcessRef) else "callback"))
+            monitors.append((mref, proc.ref, watcher if isinstance(watcher, ProcessRef) else repr(watcher)))
         if isinstance(proc.server, SupervisorServer) and proc.state is not None:
             tree = proc.server.noex_tree(proc.state)
             supervisors.append(tree)

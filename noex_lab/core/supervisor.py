@@ -303,31 +303,39 @@ class SupervisorServer(GenServer):
     async def handle_call(self, msg: Any, state: _State) -> Any:
         if not (isinstance(msg, tuple) and len(msg) >= 2 and msg[0] == _SUP):
             raise SupervisorError(f"a supervisor only answers Supervisor.* requests, not {msg!r}")
+        try:
+            return await self._request(msg, state), state
+        except (SupervisorError, InitError) as exc:
+            # A refused request (unknown id, a child failing to start) is the caller's error:
+            # the facade raises it there and the supervisor keeps running (OTP's {error, _}).
+            return (_REFUSED, exc), state
+
+    async def _request(self, msg: tuple[Any, ...], state: _State) -> Any:
         op = msg[1]
         if op == "which_children":
-            return [c.info(self.node) for c in state.children], state
+            return [c.info(self.node) for c in state.children]
         if op == "count_children":
-            return len(state.children), state
+            return len(state.children)
         if op == "tree":
-            return self.noex_tree(state), state
+            return self.noex_tree(state)
         if op == "start_child":
-            return await self._call_start_child(msg[2], state), state
+            return await self._call_start_child(msg[2], state)
         child = self._find(state, msg[2])
         if op == "terminate_child":
             await self._stop_child(child)
             if state.strategy == "simple_one_for_one":
                 state.children.remove(child)
-            return None, state
+            return None
         if op == "restart_child":
             await self._stop_child(child)
             child.restarts += 1
             await self._start_child(child)
-            return child.ref, state
+            return child.ref
         if op == "delete_child":
             if child.ref is not None:
                 raise SupervisorError(f"child {child.spec.id!r} is running; terminate_child it first")
             state.children.remove(child)
-            return None, state
+            return None
         raise SupervisorError(f"unknown supervisor request {op!r}")
 
     async def _call_start_child(self, spec_or_arg: Any, state: _State) -> ProcessRef:
@@ -374,6 +382,15 @@ class SupervisorServer(GenServer):
 
 
 _SUP = "$supervisor"
+_REFUSED = "$supervisor_refused"
+
+
+async def _ask(sup: Target, timeout: float, *request: Any) -> Any:
+    """Send a request to a supervisor; raise the error it refused the request with."""
+    result = await current_node().call(sup, (_SUP, *request), timeout)
+    if type(result) is tuple and len(result) == 2 and result[0] == _REFUSED:
+        raise result[1]
+    return result
 
 
 class Supervisor:
@@ -393,34 +410,34 @@ class Supervisor:
     @staticmethod
     async def start_child(sup: Target, spec: ChildSpec | Any, *, timeout: float = 30.0) -> ProcessRef:
         """Add a child (for simple_one_for_one, pass the child's arg or a ChildSpec)."""
-        ref: ProcessRef = await current_node().call(sup, (_SUP, "start_child", spec), timeout)
+        ref: ProcessRef = await _ask(sup, timeout, "start_child", spec)
         return ref
 
     @staticmethod
     async def terminate_child(sup: Target, child_id: str | ProcessRef, *, timeout: float = 30.0) -> None:
         """Stop a child; it stays stopped (its spec is kept, except for simple_one_for_one)."""
-        await current_node().call(sup, (_SUP, "terminate_child", child_id), timeout)
+        await _ask(sup, timeout, "terminate_child", child_id)
 
     @staticmethod
     async def restart_child(sup: Target, child_id: str, *, timeout: float = 30.0) -> ProcessRef:
         """Stop the child if it runs, then start it again; returns the new ref."""
-        ref: ProcessRef = await current_node().call(sup, (_SUP, "restart_child", child_id), timeout)
+        ref: ProcessRef = await _ask(sup, timeout, "restart_child", child_id)
         return ref
 
     @staticmethod
     async def delete_child(sup: Target, child_id: str, *, timeout: float = 30.0) -> None:
         """Forget a stopped child's spec."""
-        await current_node().call(sup, (_SUP, "delete_child", child_id), timeout)
+        await _ask(sup, timeout, "delete_child", child_id)
 
     @staticmethod
     async def which_children(sup: Target, *, timeout: float = 5.0) -> list[ChildInfo]:
-        result: list[ChildInfo] = await current_node().call(sup, (_SUP, "which_children"), timeout)
+        result: list[ChildInfo] = await _ask(sup, timeout, "which_children")
         return result
 
     @staticmethod
     async def count_children(sup: Target, *, timeout: float = 5.0) -> int:
         """How many children the supervisor has (running or stopped)."""
-        result: int = await current_node().call(sup, (_SUP, "count_children"), timeout)
+        result: int = await _ask(sup, timeout, "count_children")
         return result
 
     @staticmethod

@@ -1,0 +1,293 @@
+#!/usr/bin/env python3
+"""Run noex_lab's benchmark workloads next to the pure-Python ceiling, in one invocation.
+
+    python benchmarks/run.py [--workloads W1,W2] [--deadline SECONDS] [--backend asyncio|trio]
+                             [--ceiling PATH | --no-ceiling] [--no-summary]
+
+Each selected workload runs in a child process of its own (a fresh interpreter and event loop,
+killed if it overruns its deadline). Then `../shared/bench/limit-asyncio/bench.py` (the shared
+folder beside the repository) runs the same workloads. Every result is printed as one JSON line
+in the format of `../shared/bench/WORKLOADS.md` (ours with "peer": "noex_lab"), followed by a
+summary table: ours, the ceiling, the ratio and the target ratio.
+
+Exit status: 0 when every workload of ours produced a number, even if a target ratio is missed
+(misses are marked MISS in the summary); 1 when one of ours failed (its line has "value": null
+and params.error). A missing or failing ceiling is reported but does not change the status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.common import PEER, Context, Workload, base_params, emit_line  # noqa: E402
+
+# Workload id -> module defining `WORKLOAD`. Add W3..W7 here as they are written
+# (remote workloads start their nodes as OS processes from inside `run`).
+REGISTRY: dict[str, str] = {
+    "W1": "benchmarks.workloads.w1_local_call",
+    "W2": "benchmarks.workloads.w2_local_cast",
+}
+KNOWN_IDS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7")  # WORKLOADS.md
+CEILING_IDS = ("W1", "W2", "W3", "W4", "W5")  # what limit-asyncio/bench.py measures
+CEILING_PEER = "limit-asyncio"
+DEFAULT_CEILING = REPO.parent / "shared" / "bench" / "limit-asyncio" / "bench.py"
+DEFAULT_DEADLINE_S = float(os.environ.get("BENCH_WORKLOAD_DEADLINE_S", "120"))
+GRACE_S = 15.0  # interpreter start-up and shutdown on top of a child's deadline
+
+
+def load(workload_id: str) -> Workload:
+    module = importlib.import_module(REGISTRY[workload_id])
+    workload: Workload = module.WORKLOAD
+    if workload.id != workload_id:
+        raise RuntimeError(f"{REGISTRY[workload_id]} defines {workload.id}, registered as {workload_id}")
+    return workload
+
+
+def note(text: str) -> None:
+    """Human-readable progress and warnings go to stderr; stdout carries JSON lines and the summary."""
+    print(f"[bench] {text}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- child side
+def child_main(workload_id: str, backend: str, deadline_s: float) -> int:
+    """Run one workload in this process and print its JSON lines."""
+    import anyio
+
+    workload = load(workload_id)
+    ctx = Context(backend=backend, deadline_s=deadline_s, base_params=base_params(backend))
+
+    async def guarded() -> list[Any]:
+        with anyio.fail_after(deadline_s):
+            return await workload.run(ctx)
+
+    try:
+        results = anyio.run(guarded, backend=backend)
+    except TimeoutError:
+        return _emit_failure(workload, ctx.base_params, f"deadline of {deadline_s:g} s exceeded")
+    except Exception as exc:
+        return _emit_failure(workload, ctx.base_params, f"{type(exc).__name__}: {exc}")
+    reported = set()
+    for m in results:
+        emit_line(PEER, m.workload, m.value, m.unit, m.params)
+        reported.add(m.workload)
+    missing = [line for line in workload.lines if line.workload not in reported]
+    for line in missing:
+        emit_line(PEER, line.workload, None, line.unit, {**ctx.base_params, "error": "not reported"})
+    return 1 if missing else 0
+
+
+def _emit_failure(workload: Workload, params: dict[str, Any], error: str) -> int:
+    for line in workload.lines:
+        emit_line(PEER, line.workload, None, line.unit, {**params, "error": error})
+    return 1
+
+
+# --------------------------------------------------------------------------- parent side
+def parse_lines(text: str, source: str) -> list[dict[str, Any]]:
+    """JSON result lines from a child's stdout; anything else is passed on to stderr."""
+    records = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if isinstance(record, dict) and "workload" in record and "peer" in record:
+            records.append(record)
+        else:
+            note(f"{source}: {line}")
+    return records
+
+
+def null_records(workload: Workload, params: dict[str, Any], error: str) -> list[dict[str, Any]]:
+    return [
+        {"peer": PEER, "workload": line.workload, "value": None, "unit": line.unit,
+         "params": {**params, "error": error}}
+        for line in workload.lines
+    ]
+
+
+def run_ours(workload: Workload, backend: str, deadline_s: float) -> list[dict[str, Any]]:
+    """Run one workload in a child process with a hard deadline."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", workload.id,
+           "--backend", backend, "--deadline", str(deadline_s)]
+    params = base_params(backend)
+    note(f"running {workload.id} {workload.name} ({workload.description}) on {backend}")
+    proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+    try:
+        out, _ = proc.communicate(timeout=deadline_s + GRACE_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # by PID: the child this function started
+        out, _ = proc.communicate()
+        parse_lines(out, workload.id)
+        return null_records(workload, params, f"killed: no result within the {deadline_s:g} s deadline")
+    records = parse_lines(out, workload.id)
+    seen = {r["workload"] for r in records}
+    for rec in null_records(workload, params, f"the workload process exited with status {proc.returncode}"):
+        if rec["workload"] not in seen:
+            records.append(rec)
+    return records
+
+
+def run_ceiling(path: Path, ids: list[str], deadline_s: float) -> tuple[list[dict[str, Any]], str | None]:
+    """Run limit-asyncio/bench.py for `ids`; returns its records and a problem, if any."""
+    if not ids:
+        return [], None
+    if not path.is_file():
+        return [], f"ceiling harness not found at {path} (expected ../shared beside the repository)"
+    note(f"running the ceiling {path} --workloads {','.join(ids)}")
+    env = {**os.environ, "BENCH_WORKLOAD_DEADLINE_S": str(deadline_s)}
+    cmd = [sys.executable, str(path), "--workloads", ",".join(ids)]
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        out, _ = proc.communicate(timeout=deadline_s * (len(ids) + 1) + GRACE_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # by PID: the child this function started
+        out, _ = proc.communicate()
+        return parse_lines(out, "ceiling"), "the ceiling harness overran its deadline and was killed"
+    records = parse_lines(out, "ceiling")
+    problem = None if proc.returncode == 0 else f"the ceiling harness exited with status {proc.returncode}"
+    return records, problem
+
+
+# --------------------------------------------------------------------------- summary
+def fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.1f}" if abs(value) < 100 else f"{value:,.0f}"
+
+
+def summarize(workloads: list[Workload], ours: list[dict[str, Any]], ceiling: list[dict[str, Any]],
+              ceiling_problem: str | None) -> list[str]:
+    """The summary table, as lines of text; misses and errors are marked."""
+    ceil_by = {r["workload"]: r for r in ceiling
+               if r.get("peer") == CEILING_PEER and r.get("params", {}).get("variant") == "default"}
+    ours_by = {r["workload"]: r for r in ours}
+    header = ("workload", "unit", "ours", "ceiling", "ratio", "target", "status")
+    rows: list[tuple[str, ...]] = []
+    misses, errors = [], []
+    for workload in workloads:
+        for line in workload.lines:
+            rec = ours_by.get(line.workload, {})
+            value = rec.get("value")
+            crec = ceil_by.get(line.workload, {})
+            cvalue = crec.get("value") if workload.has_ceiling else None
+            ratio = value / cvalue if value is not None and cvalue else None
+            if line.target_ratio is None:
+                target = "-"
+            else:
+                target = f"{'>=' if line.higher_is_better else '<='} {line.target_ratio:.2f}"
+            if value is None:
+                status = "ERROR: " + str(rec.get("params", {}).get("error", "no result"))
+                errors.append(line.workload)
+            elif ratio is None:
+                status = "no ceiling" if workload.has_ceiling else "-"
+            elif line.target_ratio is None:
+                status = "-"
+            elif (ratio >= line.target_ratio) if line.higher_is_better else (ratio <= line.target_ratio):
+                status = "ok"
+            else:
+                status = "MISS  <-- below target" if line.higher_is_better else "MISS  <-- above target"
+                misses.append(line.workload)
+            rows.append((line.workload, line.unit, fmt(value), fmt(cvalue),
+                         "-" if ratio is None else f"{ratio:.2f}", target, status))
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def row(cells: tuple[str, ...]) -> str:
+        left, right = cells[:2], cells[2:-1]
+        parts = [c.ljust(w) for c, w in zip(left, widths[:2], strict=True)]
+        parts += [c.rjust(w) for c, w in zip(right, widths[2:-1], strict=True)]
+        return "  ".join([*parts, cells[-1]])
+
+    lines = ["", f"Summary: {PEER} vs {CEILING_PEER} (ratio = ours / ceiling, measured in this run)",
+             row(header), row(tuple("-" * w for w in widths))]
+    lines += [row(r) for r in rows]
+    if ceiling_problem:
+        lines.append(f"NOTE: {ceiling_problem}; ratios need the ceiling")
+    if misses:
+        lines.append(f"TARGET MISSED: {', '.join(misses)}")
+    if errors:
+        lines.append(f"FAILED: {', '.join(errors)} (see params.error in the JSON lines)")
+    if not misses and not errors and not ceiling_problem:
+        lines.append("all targets met")
+    return lines
+
+
+# --------------------------------------------------------------------------- main
+def select(spec: str | None) -> list[str]:
+    if spec is None:
+        return list(REGISTRY)
+    wanted = [w.strip().upper() for w in spec.split(",") if w.strip()]
+    unknown = [w for w in wanted if w not in KNOWN_IDS]
+    if unknown:
+        raise SystemExit(f"unknown workload ids {unknown}; WORKLOADS.md defines {', '.join(KNOWN_IDS)}")
+    return list(dict.fromkeys(wanted))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workloads",
+                    help=f"comma-separated ids (default: all implemented: {','.join(REGISTRY)})")
+    ap.add_argument("--deadline", type=float, default=DEFAULT_DEADLINE_S,
+                    help="seconds each workload may take (default %(default)s; "
+                         "env BENCH_WORKLOAD_DEADLINE_S)")
+    ap.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio",
+                    help="anyio backend for our workloads (default asyncio; "
+                         "trio is reported as variant 'trio')")
+    ap.add_argument("--ceiling", type=Path, default=DEFAULT_CEILING, help="path of limit-asyncio/bench.py")
+    ap.add_argument("--no-ceiling", action="store_true", help="do not run the ceiling harness")
+    ap.add_argument("--no-summary", action="store_true", help="print only the JSON lines")
+    ap.add_argument("--child", metavar="ID", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.deadline <= 0:
+        ap.error("--deadline must be > 0")
+
+    if args.child:
+        return child_main(args.child, args.backend, args.deadline)
+
+    ids = select(args.workloads)
+    not_yet = [w for w in ids if w not in REGISTRY]
+    if not_yet:
+        note(f"not implemented yet in benchmarks/ (skipped for noex_lab): {', '.join(not_yet)}")
+    workloads = [load(w) for w in ids if w in REGISTRY]
+
+    ours: list[dict[str, Any]] = []
+    for workload in workloads:
+        records = run_ours(workload, args.backend, args.deadline)
+        for rec in records:
+            print(json.dumps(rec), flush=True)
+        ours.extend(records)
+
+    ceiling: list[dict[str, Any]] = []
+    problem: str | None = None
+    if args.no_ceiling:
+        problem = "the ceiling was not run (--no-ceiling)"
+    else:
+        ceiling_ids = [w for w in ids if w in CEILING_IDS]
+        ceiling, problem = run_ceiling(args.ceiling.resolve(), ceiling_ids, args.deadline)
+        for rec in ceiling:
+            print(json.dumps(rec), flush=True)
+    if problem:
+        note(f"WARNING: {problem}")
+
+    if not args.no_summary:
+        print("\n".join(summarize(workloads, ours, ceiling, problem)), flush=True)
+    failed = any(r.get("value") is None for r in ours)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per workload of WORKLOADS.md; each defines `WORKLOAD` (see `benchmarks/common.py`)."""

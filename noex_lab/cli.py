@@ -1,0 +1,116 @@
+"""The `noex-lab` command: `node` runs a standalone node until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="noex-lab", description="noex_lab command line")
+    sub = parser.add_subparsers(dest="command", required=True)
+    node = sub.add_parser("node", help="run a standalone node until SIGTERM/SIGINT")
+    node.add_argument("--name", required=True, help="node name (letters, digits, _ and -)")
+    node.add_argument("--port", type=int, default=4369, help="TCP (and liveness UDP) port; 0 = free port")
+    node.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    node.add_argument("--advertise-host", default=None, help="address peers dial (when --host is 0.0.0.0)")
+    node.add_argument("--seed", action="append", default=[], metavar="ID", help="seed node id name@host:port")
+    node.add_argument("--secret-env", metavar="VAR", help="environment variable holding the cluster secret")
+    node.add_argument("--behaviors", action="append", default=[], metavar="MODULE",
+                      help="import MODULE first (it registers behaviors)")
+    node.add_argument("--allow-code", action="store_true", help="accept behavior source from peers")
+    node.add_argument("--heartbeat-interval-ms", type=int, default=5000)
+    node.add_argument("--heartbeat-miss-threshold", type=int, default=3)
+    node.add_argument("--insecure", action="store_true", help="allow a non-loopback bind without a secret")
+    node.add_argument("--exit-on-stdin-eof", action="store_true",
+                      help="leave when standard input closes (for nodes launched by a parent process)")
+    node.add_argument("--report", action="store_true",
+                      help="print membership lines: PEERS <n> <wall_us>, UP/DOWN <peer> <wall_us> [reason]")
+    return parser
+
+
+def _wall_us() -> int:
+    return time.time_ns() // 1000
+
+
+def _print(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _secret(var: str | None) -> str | None:
+    if var is None:
+        return None
+    value = os.environ.get(var)
+    if not value:
+        raise SystemExit(f"noex-lab: environment variable {var} (--secret-env) is not set or empty")
+    return value
+
+
+async def _run_node(args: argparse.Namespace) -> int:
+    from .distribution.cluster import Cluster
+
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for module in args.behaviors:
+        importlib.import_module(module)
+    node = await Cluster.start(
+        args.name, host=args.host, port=args.port, seeds=args.seed, cluster_secret=_secret(args.secret_env),
+        heartbeat_interval_ms=args.heartbeat_interval_ms,
+        heartbeat_miss_threshold=args.heartbeat_miss_threshold, advertise_host=args.advertise_host,
+        allow_code=args.allow_code, insecure=args.insecure,
+    )
+    if args.report:
+        def up(info: Any) -> None:
+            _print(f"UP {info.id} {_wall_us()}")
+            _print(f"PEERS {len(node.get_nodes())} {_wall_us()}")
+
+        def down(peer: Any, reason: str) -> None:
+            _print(f"DOWN {peer} {_wall_us()} {reason}")
+            _print(f"PEERS {len(node.get_nodes())} {_wall_us()}")
+
+        node.on_node_up(up)
+        node.on_node_down(down)
+    _print(f"NODE {node.id}")
+    async with anyio.create_task_group() as tg:
+        async def wait_signal() -> None:
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for _ in signals:
+                    break
+            tg.cancel_scope.cancel()
+
+        async def wait_stdin_eof() -> None:
+            await anyio.to_thread.run_sync(sys.stdin.buffer.read, abandon_on_cancel=True)
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(wait_signal)
+        if args.exit_on_stdin_eof:
+            tg.start_soon(wait_stdin_eof)
+    with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+        await node.stop()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "node":
+        from .core.errors import NoexError
+
+        try:
+            return int(anyio.run(_run_node, args))
+        except NoexError as exc:
+            print(f"noex-lab: {exc}", file=sys.stderr)
+            return 2
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

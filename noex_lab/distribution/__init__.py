@@ -1,0 +1,15 @@
+"""Clustering: transport, membership, remote messaging, spawn, registries, supervision."""
+
+from .behaviors import BehaviorRegistry
+from .cluster import Cluster, ClusterConfig
+from .codec import wire_type
+from .faults import Faults, heal, partition
+from .membership import NodeInfo
+from .remote_call import RemoteCall
+from .spawn import RemoteSpawn
+from .transport import TLSConfig
+
+__all__ = [
+    "BehaviorRegistry", "Cluster", "ClusterConfig", "Faults", "NodeInfo", "RemoteCall", "RemoteSpawn",
+    "TLSConfig", "heal", "partition", "wire_type",
+]

@@ -1,0 +1,345 @@
+"""`Cluster`: make a node distributed (listener, liveness thread, membership, routing).
+
+`Distribution` is the per-node object that wires the transport, the router, membership
+and the liveness thread together; `Cluster` is the user-facing facade.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import ssl
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from ..core.errors import ClusterError, InvalidArgumentError
+from ..core.node import Node, current_node
+from ..core.node_id import NodeId, validate_node_name
+from ..core.snapshot import NodeSnapshot
+from .codec import Codec
+from .connection import Connection
+from .faults import Faults
+from .liveness import LivenessMonitor, LoopStamp, PeerLiveness, run_loop_stamper
+from .membership import Membership, NodeInfo
+from .protocol import GOODBYE, GOSSIP
+from .routing import RemoteRouter
+from .spawn import handle_spawn, spawn
+from .transport import TLSConfig, Transport
+
+log = logging.getLogger("noex_lab")
+
+GOSSIP_PERIOD_S = 1.0
+BIND_ATTEMPTS = 20
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """The options of `Cluster.start` (see SPEC §3); `_ms` fields are milliseconds."""
+
+    node_name: str
+    host: str = "127.0.0.1"
+    port: int = 4369
+    seeds: tuple[NodeId, ...] = ()
+    cluster_secret: str | bytes | None = None
+    heartbeat_interval_ms: int = 5000
+    heartbeat_miss_threshold: int = 3
+    advertise_host: str | None = None
+    tls: TLSConfig | None = None
+    busy_threshold_ms: int | None = None
+    max_message_bytes: int = 64 * 2**20
+    allow_code: bool = False
+    insecure: bool = False
+    hidden: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def secret(self) -> bytes | None:
+        if self.cluster_secret is None:
+            return None
+        if isinstance(self.cluster_secret, bytes):
+            return self.cluster_secret
+        return self.cluster_secret.encode()
+
+    @property
+    def busy_threshold_s(self) -> float:
+        ms = self.busy_threshold_ms if self.busy_threshold_ms is not None else 2 * self.heartbeat_interval_ms
+        return ms / 1000.0
+
+    def validate(self) -> None:
+        try:
+            validate_node_name(self.node_name)
+        except ValueError as exc:
+            raise InvalidArgumentError(str(exc)) from None
+        if not isinstance(self.port, int) or not 0 <= self.port < 65536:
+            raise InvalidArgumentError(f"port must be 0..65535, not {self.port!r}")
+        if self.heartbeat_interval_ms <= 0 or self.heartbeat_miss_threshold < 1:
+            raise InvalidArgumentError("heartbeat_interval_ms must be > 0 and heartbeat_miss_threshold >= 1")
+        if self.max_message_bytes < 1024:
+            raise InvalidArgumentError("max_message_bytes must be at least 1024")
+        if self.cluster_secret is not None and len(self.cluster_secret) < 8:
+            raise InvalidArgumentError("cluster_secret must be at least 8 characters")
+        if self.allow_code and self.cluster_secret is None:
+            raise InvalidArgumentError("allow_code=True needs a cluster_secret (code only over authenticated links)")
+        if not _is_loopback(self.host) and self.cluster_secret is None and not self.insecure:
+            raise ClusterError(
+                f"refusing to listen on {self.host} without a cluster_secret: anyone who can reach it could "
+                "start processes here. Set cluster_secret=..., or pass insecure=True if you really mean it."
+            )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Distribution:
+    """Everything that makes one node part of a cluster."""
+
+    def __init__(self, node: Node, config: ClusterConfig) -> None:
+        self.node = node
+        self.config = config
+        self.faults = Faults()
+        self.stopping = False
+        self.node_id: NodeId = NodeId("pending", "127.0.0.1", 1)
+        self.codec = Codec(None, max_bytes=config.max_message_bytes)
+        self.liveness: LivenessMonitor | None = None
+        self.stamp = LoopStamp()
+        self.membership = Membership(self)
+        self.transport: Transport
+        self.router: RemoteRouter
+        self.join_hooks: list[Callable[[NodeId], None]] = []
+        self.leave_hooks: list[Callable[[NodeId, str], None]] = []
+        self.status = "starting"
+
+    # ------------------------------------------------------------------ start / stop
+    async def start(self) -> None:
+        config = self.config
+        listener, udp = await self._bind()
+        port = udp.getsockname()[1]
+        host = config.advertise_host or config.host
+        if host in ("0.0.0.0", "::", ""):
+            listener_close = listener.aclose()
+            await listener_close
+            udp.close()
+            raise ClusterError("binding a wildcard address needs advertise_host= (the address peers dial)")
+        self.node_id = NodeId(config.node_name, host, port)
+        self.codec = Codec(self.node_id, max_bytes=config.max_message_bytes)
+        node = self.node
+        self.transport = Transport(
+            node, node_id=self.node_id, incarnation=node.incarnation, secret=config.secret, codec=self.codec,
+            faults=self.faults, dispatch=self._dispatch, max_message_bytes=config.max_message_bytes,
+            tls=config.tls, on_connected=self.membership.on_connected,
+            on_disconnected=self.membership.on_disconnected,
+        )
+        self.router = RemoteRouter(node, self.transport)
+        self.router.rpc_handlers["snapshot"] = lambda _peer, _args: node.snapshot()
+        self.router.rpc_handlers["spawn"] = lambda peer, args: handle_spawn(self, peer, args)
+        backend = node.backend
+
+        def report(kind: str, peer: NodeId, live: PeerLiveness) -> None:
+            backend.call_soon_threadsafe(lambda: self.membership.on_liveness(kind, peer, live))
+
+        self.liveness = LivenessMonitor(
+            node_id=self.node_id, incarnation=node.incarnation, secret=config.secret,
+            interval_s=config.heartbeat_interval_ms / 1000.0, miss_threshold=config.heartbeat_miss_threshold,
+            busy_threshold_s=config.busy_threshold_s, stamp=self.stamp,
+            process_count=lambda: node.process_count, report=report, faults=self.faults, sock=udp,
+        )
+        node.set_id(self.node_id)
+        node.router = self.router
+        node.distribution = self
+        node.faults = self.faults
+        node.stop_hooks.append(self._on_node_stop)
+        self.liveness.start()
+        node.spawn_task(run_loop_stamper, self.stamp, what="loop stamper")
+        node.spawn_task(self.transport.serve, listener, what="listener")
+        node.spawn_task(self._gossip_loop, what="gossip")
+        self.membership.seeds = list(config.seeds)
+        for seed in config.seeds:
+            if seed != self.node_id:
+                self.transport.ensure_dialing(seed, self._seed_wanted)
+        self.status = "running"
+        node.events.emit("cluster_started", node_id=self.node_id, seeds=[str(s) for s in config.seeds])
+
+    async def _bind(self) -> tuple[Any, socket.socket]:
+        """Bind the TCP listener and the liveness UDP socket on the same port number."""
+        config = self.config
+        last_error: OSError | None = None
+        for _ in range(BIND_ATTEMPTS if config.port == 0 else 1):
+            try:
+                listener = await anyio.create_tcp_listener(
+                    local_host=config.host, local_port=config.port, backlog=4096, reuse_port=False
+                )
+            except OSError as exc:
+                raise ClusterError(
+                    f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}; "
+                    "pick another port (or port=0 for a free one)"
+                ) from exc
+            port = listener.extra(anyio.abc.SocketAttribute.local_port)
+            try:
+                udp = LivenessMonitor.bind(config.host, port)
+            except OSError as exc:
+                last_error = exc
+                await listener.aclose()
+                continue
+            return listener, udp
+        raise ClusterError(f"cannot bind the liveness UDP port next to TCP {config.port}: {last_error}")
+
+    def _seed_wanted(self, seed: NodeId) -> bool:
+        return not self.stopping and seed not in self.membership.peers
+
+    async def _gossip_loop(self) -> None:
+        while not self.stopping:
+            await anyio.sleep(GOSSIP_PERIOD_S)
+            self.membership.gossip_all()
+            for seed in self.membership.seeds:
+                if seed != self.node_id and seed not in self.membership.peers and not self.membership.peers:
+                    self.transport.ensure_dialing(seed, self._seed_wanted)
+
+    async def _on_node_stop(self, graceful: bool) -> None:
+        self.stopping = True
+        self.status = "stopping"
+
+        def goodbye(conn: Connection) -> None:
+            conn.send([GOODBYE])
+
+        await self.transport.close(graceful, goodbye)
+        if self.liveness is not None:
+            await anyio.to_thread.run_sync(self.liveness.stop)
+        self.status = "stopped"
+
+    # ------------------------------------------------------------------ frames and hooks
+    def _dispatch(self, conn: Connection, m: list[Any]) -> None:
+        if m[0] == GOSSIP or m[0] == GOODBYE:
+            self.membership.on_frame(conn, m)
+        else:
+            self.router.dispatch(conn, m)
+
+    def peer_joined(self, peer: NodeId) -> None:
+        for hook in list(self.join_hooks):
+            try:
+                hook(peer)
+            except Exception as exc:
+                self.node.events.report_error("join hook failed", exc)
+
+    def peer_left(self, peer: NodeId, reason: str) -> None:
+        for hook in list(self.leave_hooks):
+            try:
+                hook(peer, reason)
+            except Exception as exc:
+                self.node.events.report_error("leave hook failed", exc)
+
+    async def spawn(self, behavior_name: str, node_id: NodeId | str, **options: Any) -> Any:
+        """`GenServer.start_remote` lands here (the core does not import this layer)."""
+        with self.node.as_default():
+            return await spawn(behavior_name, node_id, **options)
+
+    # ------------------------------------------------------------------ queries
+    def get_nodes(self) -> list[NodeInfo]:
+        return self.membership.nodes()
+
+    async def cluster_snapshot(self, timeout: float) -> list[NodeSnapshot]:
+        results: list[NodeSnapshot] = [self.node.snapshot()]
+        peers = sorted(self.membership.peers)
+        slots: list[NodeSnapshot | None] = [None] * len(peers)
+
+        async def one(i: int, peer: NodeId) -> None:
+            try:
+                with anyio.fail_after(timeout):
+                    slots[i] = await self.router.rpc(peer, "snapshot", None, timeout)
+            except Exception as exc:
+                slots[i] = NodeSnapshot(node=peer, label=str(peer), taken_at=0.0, processes=[], supervisors=[],
+                                        names={}, reachable=False, error=f"{type(exc).__name__}: {exc}")
+
+        async with anyio.create_task_group() as tg:
+            for i, peer in enumerate(peers):
+                tg.start_soon(one, i, peer)
+        results.extend(s for s in slots if s is not None)
+        return results
+
+
+def _dist(node: Node) -> Distribution:
+    dist = node.distribution
+    if not isinstance(dist, Distribution):
+        raise ClusterError(f"node {node.display_name} is not distributed; call Cluster.start(...) first")
+    return dist
+
+
+class Cluster:
+    """Facade: start the current node's distribution and ask it about the cluster."""
+
+    @staticmethod
+    async def start(
+        node_name: str, *, host: str = "127.0.0.1", port: int = 4369, seeds: Sequence[str | NodeId] = (),
+        cluster_secret: str | bytes | None = None, heartbeat_interval_ms: int = 5000,
+        heartbeat_miss_threshold: int = 3, advertise_host: str | None = None,
+        tls: TLSConfig | ssl.SSLContext | None = None, busy_threshold_ms: int | None = None,
+        max_message_bytes: int = 64 * 2**20, allow_code: bool = False, insecure: bool = False,
+    ) -> Node:
+        """Start a node of the cluster: the implicit node the first time, a new node afterwards."""
+        try:
+            seed_ids = tuple(NodeId.parse(s) if not isinstance(s, NodeId) else s for s in seeds)
+        except ValueError as exc:
+            raise InvalidArgumentError(f"bad seed: {exc}") from None
+        if isinstance(tls, ssl.SSLContext):
+            raise InvalidArgumentError("tls= takes a TLSConfig(server=..., client=...) or TLSConfig.from_files(...)")
+        config = ClusterConfig(
+            node_name=node_name, host=host, port=port, seeds=seed_ids, cluster_secret=cluster_secret,
+            heartbeat_interval_ms=heartbeat_interval_ms, heartbeat_miss_threshold=heartbeat_miss_threshold,
+            advertise_host=advertise_host, tls=tls, busy_threshold_ms=busy_threshold_ms,
+            max_message_bytes=max_message_bytes, allow_code=allow_code, insecure=insecure,
+        )
+        config.validate()
+        node = current_node()
+        if node.distribution is not None or not node.running:
+            node = Node(label=node_name)
+        await node.start()
+        dist = Distribution(node, config)
+        await dist.start()
+        return node
+
+    @staticmethod
+    def get_local_node_id() -> NodeId:
+        return _dist(current_node()).node_id
+
+    @staticmethod
+    def get_nodes() -> list[NodeInfo]:
+        return _dist(current_node()).get_nodes()
+
+    @staticmethod
+    def get_status() -> str:
+        dist = current_node().distribution
+        return "not_started" if dist is None else str(dist.status)
+
+    @staticmethod
+    def on_node_up(callback: Callable[[NodeInfo], Any]) -> Callable[[], None]:
+        return current_node().on_node_up(callback)
+
+    @staticmethod
+    def on_node_down(callback: Callable[[NodeId, str], Any]) -> Callable[[], None]:
+        return current_node().on_node_down(callback)
+
+    @staticmethod
+    def on_node_busy(callback: Callable[[NodeInfo], Any]) -> Callable[[], None]:
+        return current_node().on_node_busy(callback)
+
+    @staticmethod
+    async def stop() -> None:
+        await current_node().stop()
+
+    @staticmethod
+    async def snapshot(*, timeout: float = 2.0) -> list[NodeSnapshot]:
+        """Every node's snapshot; an unreachable node is marked, never blocks past `timeout`."""
+        node = current_node()
+        if node.distribution is None:
+            return [node.snapshot()]
+        return await _dist(node).cluster_snapshot(timeout)
+

@@ -1,0 +1,81 @@
+"""Length-prefixed frames: a 4-byte big-endian length, then the body.
+
+`FrameReader` parses a byte stream incrementally and enforces the maximum frame size,
+so a hostile length header is refused before any memory is allocated for it.
+Large bodies are split into chunk frames (see `ChunkAssembler`) so small frames can
+interleave with them on one connection.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from ..core.errors import NoexError
+
+HEADER = struct.Struct(">I")
+HEADER_SIZE = HEADER.size
+
+
+class ProtocolError(NoexError):
+    """A peer sent bytes that break the protocol; its connection is closed."""
+
+
+def frame(body: bytes) -> bytes:
+    """Prefix `body` with its length."""
+    return HEADER.pack(len(body)) + body
+
+
+class FrameReader:
+    """Incremental frame parser with a maximum frame size."""
+
+    __slots__ = ("_buf", "max_frame")
+
+    def __init__(self, max_frame: int) -> None:
+        self._buf = bytearray()
+        self.max_frame = max_frame
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add received bytes; return every complete frame body (raises ProtocolError)."""
+        buf = self._buf
+        buf += data
+        out: list[bytes] = []
+        offset, size = 0, len(buf)
+        unpack_from = HEADER.unpack_from
+        while size - offset >= HEADER_SIZE:
+            (length,) = unpack_from(buf, offset)
+            if length > self.max_frame:
+                raise ProtocolError(f"frame of {length} bytes exceeds the limit of {self.max_frame}")
+            end = offset + HEADER_SIZE + length
+            if end > size:
+                break
+            out.append(bytes(buf[offset + HEADER_SIZE:end]))
+            offset = end
+        if offset:
+            del buf[:offset]
+        return out
+
+
+class ChunkAssembler:
+    """Reassembles bodies sent as chunks, bounded by `max_bytes` per message and in total."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._parts: dict[int, list[bytes]] = {}
+        self._sizes: dict[int, int] = {}
+
+    def add(self, message_id: int, data: bytes, last: bool) -> bytes | None:
+        """Add one chunk; return the whole body when `last` arrives."""
+        size = self._sizes.get(message_id, 0) + len(data)
+        if size > self.max_bytes or sum(self._sizes.values()) + len(data) > 2 * self.max_bytes:
+            raise ProtocolError(f"chunked message {message_id} exceeds {self.max_bytes} bytes")
+        self._parts.setdefault(message_id, []).append(data)
+        self._sizes[message_id] = size
+        if not last:
+            return None
+        parts = self._parts.pop(message_id)
+        del self._sizes[message_id]
+        return b"".join(parts)

@@ -1,0 +1,33 @@
+"""Message types spoken on a node-to-node connection after the handshake.
+
+Every frame body is a msgpack array whose first element is one of these types.
+"""
+
+from __future__ import annotations
+
+PROTOCOL_VERSION = 1
+
+CALL = 1        # [CALL, req, pid, creation, sender, msg]
+REPLY = 2       # [REPLY, req, ok, value]  (value: result, or an error tuple when not ok)
+CAST = 3        # [CAST, pid, creation, msg]
+SEND = 4        # [SEND, pid, creation, msg]                      -> handle_info
+STOP = 5        # [STOP, req, pid, creation, reason, timeout]
+EXIT = 6        # [EXIT, pid, creation, from_ref, reason]          link exit signal
+LINK = 7        # [LINK, pid, creation, from_ref]
+UNLINK = 8      # [UNLINK, pid, creation, from_ref]
+MONITOR = 9     # [MONITOR, mref, pid, creation]
+DEMONITOR = 10  # [DEMONITOR, mref, pid, creation]
+DOWN = 11       # [DOWN, mref, ref, reason]                        to the watcher's node
+GOSSIP = 12     # [GOSSIP, [[node_id, incarnation], ...]]
+GOODBYE = 13    # [GOODBYE]                                        graceful leave
+RPC = 14        # [RPC, req, op, args]                             system request -> REPLY
+CHUNK = 15      # [CHUNK, message_id, last, data]                  part of a large body
+RPC_CAST = 16   # [RPC_CAST, op, args]                             system notification, no reply
+
+KNOWN_TYPES = frozenset(range(1, 17))
+
+# Error kinds inside a failed REPLY: [kind, *details]
+ERR_NOPROC = "noproc"          # [kind, reason]
+ERR_CRASH = "crash"            # [kind, exc_type, message, traceback]
+ERR_TIMEOUT = "timeout"        # [kind, seconds]
+ERR_EXCEPTION = "exception"    # [kind, error_class_name, args]   a typed NoexError raised by a handler

@@ -1,0 +1,384 @@
+"""The distribution side of the core's router seam: remote call, cast, send, stop,
+links and monitors, and the handling of every incoming data frame.
+
+Incoming frames are dispatched synchronously in the connection's reader, in arrival
+order, straight into mailboxes: this is what keeps per-sender FIFO across nodes.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..core import errors as noex_errors
+from ..core.errors import (
+    CallError,
+    CallTimeoutError,
+    NodeNotReachableError,
+    NoexError,
+    SerializationError,
+    ServerNotRunningError,
+)
+from ..core.messages import Down
+from ..core.node_id import NodeId
+from ..core.process import CALL as CALL_TAG
+from ..core.process import CAST as CAST_TAG
+from ..core.process import INFO as INFO_TAG
+from ..core.reasons import NOCONNECTION, NOPROC, ErrorReason, ExitReason
+from ..core.refs import MonitorRef, ProcessRef
+from . import protocol as p
+
+if TYPE_CHECKING:
+    from ..core.node import Node
+    from .connection import Connection
+    from .transport import Transport
+
+log = logging.getLogger("noex_lab")
+
+RpcHandler = Callable[[NodeId, Any], Any]
+
+
+def encode_error(exc: BaseException) -> list[Any]:
+    """A typed error as the details of a failed REPLY."""
+    if isinstance(exc, CallError):
+        return [p.ERR_CRASH, exc.exc_type, exc.message, exc.remote_traceback]
+    if isinstance(exc, ServerNotRunningError):
+        return [p.ERR_NOPROC, exc.reason]
+    if isinstance(exc, CallTimeoutError):
+        return [p.ERR_TIMEOUT, exc.timeout]
+    if isinstance(exc, NoexError):
+        return [p.ERR_EXCEPTION, type(exc).__name__, str(exc), _error_fields(exc)]
+    import traceback
+
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return [p.ERR_CRASH, type(exc).__name__, str(exc), text]
+
+
+def _error_fields(exc: NoexError) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for key, value in vars(exc).items():
+        if isinstance(value, (str, int, float, bool, type(None), ProcessRef, NodeId, ErrorReason)):
+            fields[key] = value
+    return fields
+
+
+def decode_error(details: Any, target: object) -> BaseException:
+    """Rebuild the typed error of a failed REPLY (only noex_lab's own error classes)."""
+    if not isinstance(details, list) or not details:
+        return NoexError(f"malformed error reply {details!r}")
+    kind = details[0]
+    if kind == p.ERR_CRASH and len(details) == 4:
+        return CallError(str(details[1]), str(details[2]), str(details[3]))
+    if kind == p.ERR_NOPROC:
+        return ServerNotRunningError(target, details[1] if len(details) > 1 else NOPROC)
+    if kind == p.ERR_TIMEOUT:
+        return CallTimeoutError(target, float(details[1]))
+    if kind == p.ERR_EXCEPTION and len(details) >= 3:
+        cls = getattr(noex_errors, str(details[1]), None)
+        if isinstance(cls, type) and issubclass(cls, NoexError):
+            err = NoexError.__new__(cls)
+            Exception.__init__(err, str(details[2]))
+            if len(details) > 3 and isinstance(details[3], dict):
+                for key, value in details[3].items():
+                    if isinstance(key, str):
+                        setattr(err, key, value)
+            return err
+        return NoexError(f"{details[1]}: {details[2]}")
+    return NoexError(f"remote error {details!r}")
+
+
+class RemoteReply:
+    """Stands in for the caller's future on the server's node: answers over the connection."""
+
+    __slots__ = ("_done", "conn", "req")
+
+    def __init__(self, conn: Connection, req: int) -> None:
+        self.conn = conn
+        self.req = req
+        self._done = False
+
+    def done(self) -> bool:
+        return self._done or self.conn.closed
+
+    def cancelled(self) -> bool:
+        return False
+
+    def set_result(self, value: Any) -> None:
+        self._done = True
+        try:
+            self.conn.send([p.REPLY, self.req, True, value])
+        except SerializationError as exc:
+            self.conn.send([p.REPLY, self.req, False, [p.ERR_CRASH, "SerializationError", str(exc), ""]])
+
+    def set_exception(self, exc: BaseException) -> None:
+        self._done = True
+        self.conn.send([p.REPLY, self.req, False, encode_error(exc)])
+
+    def result(self) -> Any:
+        return None
+
+    def __await__(self) -> Any:  # never awaited: present for the FutureLike protocol
+        raise TypeError("RemoteReply is not awaitable")
+
+
+class RemoteWatcher:
+    """A monitor held on a local process by a watcher on another node."""
+
+    __slots__ = ("node_id", "router")
+
+    def __init__(self, router: RemoteRouter, node_id: NodeId) -> None:
+        self.router = router
+        self.node_id = node_id
+
+    def deliver_down(self, down: Down) -> None:
+        conn = self.router.transport.conns.get(self.node_id)
+        if conn is not None:
+            self.router.send_frame(conn, [p.DOWN, down.monitor, down.ref, down.reason])
+
+    def __repr__(self) -> str:
+        return f"RemoteWatcher({self.node_id})"
+
+
+class RemoteRouter:
+    """Implements `noex_lab.core.router.Router` over the transport."""
+
+    def __init__(self, node: Node, transport: Transport) -> None:
+        self.node = node
+        self.transport = transport
+        # monitors this node's watchers hold on remote processes: mref -> (target, sink)
+        self.remote_monitors: dict[MonitorRef, tuple[ProcessRef, Any]] = {}
+        self.rpc_handlers: dict[str, RpcHandler] = {}
+        self.name_resolvers: list[Callable[[str], ProcessRef | None]] = []
+
+    # ------------------------------------------------------------------ helpers
+    def _conn(self, ref: ProcessRef) -> Connection | None:
+        if ref.node is None:
+            return None
+        return self.transport.conns.get(ref.node)
+
+    def send_frame(self, conn: Connection, message: list[Any]) -> None:
+        if conn.congested:
+            self.node.events.emit("overload", peer=conn.peer, dropped_frame_type=message[0])
+            return
+        conn.send(message)
+
+    # ------------------------------------------------------------------ Router protocol
+    def send(self, to: ProcessRef, tag: int, msg: Any, sender: ProcessRef | None) -> None:
+        conn = self._conn(to)
+        if conn is None or conn.peer_incarnation != to.creation:
+            return
+        kind = p.CAST if tag == CAST_TAG else p.SEND
+        self.send_frame(conn, [kind, to.id, to.creation, msg])
+
+    async def call(self, to: ProcessRef, msg: Any, timeout: float, sender: ProcessRef | None) -> Any:
+        conn = self._conn(to)
+        if conn is None:
+            raise NodeNotReachableError(to.node, "not connected")
+        if conn.peer_incarnation != to.creation:
+            raise ServerNotRunningError(to, NOPROC)
+        if conn.congested:
+            await conn.wait_for_space()
+        return await self.request(conn, [p.CALL, 0, to.id, to.creation, sender, msg], timeout, to)
+
+    async def request(self, conn: Connection, message: list[Any], timeout: float, target: object) -> Any:
+        """Send a request frame (its slot 1 is the request id) and await the REPLY."""
+        req = next(conn.req_ids)
+        message[1] = req
+        backend = self.node.backend
+        fut = backend.new_future()
+        conn.pending[req] = fut
+        try:
+            conn.send(message)
+            return await backend.wait_future(fut, timeout)
+        except TimeoutError as exc:
+            if type(exc) is TimeoutError:
+                raise CallTimeoutError(target, timeout) from None
+            raise
+        finally:
+            conn.pending.pop(req, None)
+
+    async def stop(self, to: ProcessRef, reason: ExitReason, timeout: float) -> None:
+        conn = self._conn(to)
+        if conn is None:
+            raise NodeNotReachableError(to.node, "not connected")
+        if conn.peer_incarnation != to.creation:
+            raise ServerNotRunningError(to, NOPROC)
+        await self.request(conn, [p.STOP, 0, to.id, to.creation, reason, timeout], timeout + 1.0, to)
+
+    def exit_signal(self, to: ProcessRef, from_: ProcessRef, reason: ExitReason) -> None:
+        conn = self._conn(to)
+        if conn is not None and conn.peer_incarnation == to.creation:
+            self.send_frame(conn, [p.EXIT, to.id, to.creation, from_, reason])
+
+    def link(self, local: ProcessRef, remote: ProcessRef) -> None:
+        conn = self._conn(remote)
+        if conn is None or conn.peer_incarnation != remote.creation:
+            reason = NOCONNECTION if conn is None else NOPROC
+            self.node.exit_signal(local, remote, reason)
+            return
+        conn.send([p.LINK, remote.id, remote.creation, local])
+
+    def unlink(self, local: ProcessRef, remote: ProcessRef) -> None:
+        conn = self._conn(remote)
+        if conn is not None:
+            conn.send([p.UNLINK, remote.id, remote.creation, local])
+
+    def monitor(self, mref: MonitorRef, target: ProcessRef, watcher: Any) -> None:
+        conn = self._conn(target)
+        if conn is None or conn.peer_incarnation != target.creation:
+            reason = NOCONNECTION if conn is None else NOPROC
+            self.node._deliver_down(watcher, Down(mref, target, reason))
+            return
+        self.remote_monitors[mref] = (target, watcher)
+        conn.send([p.MONITOR, mref, target.id, target.creation])
+
+    def demonitor(self, mref: MonitorRef, target: ProcessRef) -> None:
+        if self.remote_monitors.pop(mref, None) is None:
+            return
+        conn = self._conn(target)
+        if conn is not None:
+            conn.send([p.DEMONITOR, mref, target.id, target.creation])
+
+    def resolve_name(self, name: str) -> ProcessRef | None:
+        for resolver in self.name_resolvers:
+            ref = resolver(name)
+            if ref is not None:
+                return ref
+        return None
+
+    # ------------------------------------------------------------------ system requests
+    async def rpc(self, node_id: NodeId, op: str, args: Any, timeout: float = 5.0) -> Any:
+        """Ask node `node_id` to run its system handler `op` (spawn, registry, snapshot ...)."""
+        conn = self.transport.conns.get(node_id)
+        if conn is None:
+            raise NodeNotReachableError(node_id, "not connected")
+        return await self.request(conn, [p.RPC, 0, op, args], timeout, node_id)
+
+    def rpc_cast(self, node_id: NodeId, op: str, args: Any) -> bool:
+        conn = self.transport.conns.get(node_id)
+        if conn is None:
+            return False
+        conn.send([p.RPC_CAST, op, args])
+        return True
+
+    # ------------------------------------------------------------------ node loss
+    def node_lost(self, conn: Connection) -> None:
+        """Fail everything that depended on `conn`: pending requests, monitors, links."""
+        peer = conn.peer
+        pending, conn.pending = conn.pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(NodeNotReachableError(peer, "the connection was lost while waiting"))
+        node = self.node
+        for mref, (target, sink) in list(self.remote_monitors.items()):
+            if target.node == peer:
+                del self.remote_monitors[mref]
+                node._deliver_down(sink, Down(mref, target, NOCONNECTION))
+        for proc in node.processes():
+            for linked in [r for r in proc.links if r.node == peer]:
+                proc.exit_signal(linked, NOCONNECTION)
+            for mref, sink in list(proc.monitors.items()):
+                if isinstance(sink, RemoteWatcher) and sink.node_id == peer:
+                    del proc.monitors[mref]
+
+    # ------------------------------------------------------------------ incoming frames
+    def dispatch(self, conn: Connection, m: list[Any]) -> None:
+        kind = m[0]
+        node = self.node
+        if kind == p.CALL:
+            _, req, pid, creation, sender, msg = m
+            proc = node._procs.get(pid) if creation == node.incarnation else None
+            if proc is None or not proc._alive:
+                conn.send([p.REPLY, req, False, [p.ERR_NOPROC, NOPROC]])
+            else:
+                proc.deliver((CALL_TAG, msg, RemoteReply(conn, req), sender))
+        elif kind == p.REPLY:
+            fut = conn.pending.get(m[1])
+            if fut is not None and not fut.done():
+                if m[2]:
+                    fut.set_result(m[3])
+                else:
+                    fut.set_exception(decode_error(m[3], conn.peer))
+        elif kind == p.CAST or kind == p.SEND:
+            proc = node._procs.get(m[1]) if m[2] == node.incarnation else None
+            if proc is not None and proc._alive:
+                proc.deliver((CAST_TAG if kind == p.CAST else INFO_TAG, m[3]))
+        elif kind == p.STOP:
+            node.spawn_task(self._remote_stop, conn, m, what="remote stop")
+        elif kind == p.EXIT:
+            _, pid, creation, from_, reason = m
+            proc = node._procs.get(pid) if creation == node.incarnation else None
+            if proc is not None:
+                proc.exit_signal(from_, reason)
+        elif kind == p.LINK:
+            _, pid, creation, from_ = m
+            proc = node._procs.get(pid) if creation == node.incarnation else None
+            if proc is not None and proc._alive:
+                proc.links.add(from_)
+            else:
+                conn.send([p.EXIT, from_.id, from_.creation, ProcessRef(node.id, pid, creation), NOPROC])
+        elif kind == p.UNLINK:
+            _, pid, creation, from_ = m
+            proc = node._procs.get(pid) if creation == node.incarnation else None
+            if proc is not None:
+                proc.links.discard(from_)
+        elif kind == p.MONITOR:
+            _, mref, pid, creation = m
+            proc = node._procs.get(pid) if creation == node.incarnation else None
+            if proc is not None and proc._alive:
+                proc.monitors[mref] = RemoteWatcher(self, conn.peer)
+            else:
+                conn.send([p.DOWN, mref, ProcessRef(node.id, pid, creation), NOPROC])
+        elif kind == p.DEMONITOR:
+            _, mref, pid, creation = m
+            proc = node._procs.get(pid) if creation == node.incarnation else None
+            if proc is not None:
+                proc.monitors.pop(mref, None)
+        elif kind == p.DOWN:
+            _, mref, ref, reason = m
+            entry = self.remote_monitors.pop(mref, None)
+            if entry is not None:
+                node._deliver_down(entry[1], Down(mref, ref, reason))
+        elif kind == p.RPC:
+            node.spawn_task(self._run_rpc, conn, m, what=f"system request {m[2]!r}")
+        elif kind == p.RPC_CAST:
+            handler = self.rpc_handlers.get(m[1])
+            if handler is None:
+                log.warning("unknown system notification %r from %s", m[1], conn.peer)
+            else:
+                result = handler(conn.peer, m[2])
+                if inspect.isawaitable(result):
+                    node.run_callback_result(result, f"system notification {m[1]!r}")
+        else:
+            log.warning("unexpected frame type %r from %s", kind, conn.peer)
+
+    async def _remote_stop(self, conn: Connection, m: list[Any]) -> None:
+        _, req, pid, creation, reason, timeout = m
+        try:
+            await self.node.stop_process(ProcessRef(self.node.id, pid, creation), reason, float(timeout))
+        except NoexError as exc:
+            conn.send([p.REPLY, req, False, encode_error(exc)])
+            return
+        conn.send([p.REPLY, req, True, None])
+
+    async def _run_rpc(self, conn: Connection, m: list[Any]) -> None:
+        _, req, op, args = m
+        handler = self.rpc_handlers.get(op)
+        if handler is None:
+            err = NoexError(f"node {self.node.id} has no system handler {op!r}")
+            conn.send([p.REPLY, req, False, encode_error(err)])
+            return
+        try:
+            result = handler(conn.peer, args)
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception as exc:
+            conn.send([p.REPLY, req, False, encode_error(exc)])
+            return
+        try:
+            conn.send([p.REPLY, req, True, result])
+        except SerializationError as exc:
+            conn.send([p.REPLY, req, False, encode_error(exc)])
+

@@ -1,0 +1,368 @@
+"""TCP transport: the listener, dialing with back-off, the handshake, one connection per pair.
+
+Simultaneous dials are resolved deterministically: when two nodes dial each other at
+once, the dial started by the node whose id sorts lower wins and the other is refused
+as a duplicate, so exactly one connection remains.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+from anyio.streams.tls import TLSStream
+
+from ..core.errors import AuthenticationError
+from ..core.node_id import NodeId
+from . import handshake as hs
+from .connection import Connection, Dispatch
+from .faults import Faults
+from .framing import HEADER, ProtocolError
+
+if TYPE_CHECKING:
+    from ..core.node import Node
+    from .codec import Codec
+
+log = logging.getLogger("noex_lab")
+
+HANDSHAKE_TIMEOUT_S = 5.0
+MAX_PENDING_HANDSHAKES = 1024
+CONNECT_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    """TLS for node links: a server-side and a client-side `ssl.SSLContext`."""
+
+    server: ssl.SSLContext
+    client: ssl.SSLContext
+
+    @classmethod
+    def from_files(cls, certfile: str, keyfile: str, cafile: str) -> TLSConfig:
+        """Mutual TLS from PEM files: every node presents `certfile`, trusts `cafile`."""
+        server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=cafile)
+        server.load_cert_chain(certfile, keyfile)
+        server.verify_mode = ssl.CERT_REQUIRED
+        client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cafile)
+        client.load_cert_chain(certfile, keyfile)
+        client.check_hostname = False
+        return cls(server, client)
+
+
+class _RateLimitedLog:
+    """At most one warning per peer address per `period_s`; counts the suppressed ones."""
+
+    def __init__(self, period_s: float = 1.0) -> None:
+        self.period_s = period_s
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def warning(self, address: str, text: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self._last.get(address, -1e9) < self.period_s:
+            self._suppressed[address] = self._suppressed.get(address, 0) + 1
+            return
+        if len(self._last) > 4096:
+            self._last.clear()
+            self._suppressed.clear()
+        self._last[address] = now
+        more = self._suppressed.pop(address, 0)
+        suffix = f" ({more} similar suppressed)" if more else ""
+        log.warning(text + suffix, *args)
+
+
+class Transport:
+    """Owns the listener and every connection of one node."""
+
+    def __init__(
+        self, node: Node, *, node_id: NodeId, incarnation: int, secret: bytes | None, codec: Codec,
+        faults: Faults, dispatch: Dispatch, max_message_bytes: int, tls: TLSConfig | None,
+        on_connected: Callable[[Connection], None], on_disconnected: Callable[[Connection], None],
+    ) -> None:
+        self.node = node
+        self.node_id = node_id
+        self.incarnation = incarnation
+        self.secret = secret
+        self.codec = codec
+        self.faults = faults
+        self.dispatch = dispatch
+        self.max_message_bytes = max_message_bytes
+        self.tls = tls
+        self.on_connected = on_connected
+        self.on_disconnected = on_disconnected
+        self.conns: dict[NodeId, Connection] = {}
+        self.dialing: set[NodeId] = set()
+        self.dial_loops: set[NodeId] = set()
+        self.pending_handshakes = 0
+        self.auth_failures = 0
+        self.refusals: list[str] = []
+        self._log = _RateLimitedLog()
+        self.listener: anyio.abc.Listener[anyio.abc.SocketStream] | None = None
+        self.stopping = False
+
+    # ------------------------------------------------------------------ accepting
+    async def serve(self, listener: anyio.abc.Listener[anyio.abc.SocketStream]) -> None:
+        """Accept connections until the listener is closed; each gets its own handshake task."""
+        self.listener = listener
+        listeners = getattr(listener, "listeners", [listener])
+        async with anyio.create_task_group() as tg:
+            for one in listeners:
+                tg.start_soon(self._accept_loop, one, tg)
+
+    async def _accept_loop(self, listener: Any, tg: anyio.abc.TaskGroup) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                return
+            except OSError as exc:  # e.g. EMFILE: back off instead of spinning
+                log.warning("accept failed: %s", exc)
+                await anyio.sleep(0.1)
+                continue
+            tg.start_soon(self._handle_incoming, stream)
+
+    async def _handle_incoming(self, raw: anyio.abc.SocketStream) -> None:
+        peer_address = _address_of(raw)
+        if self.pending_handshakes >= MAX_PENDING_HANDSHAKES or self.stopping:
+            await anyio.aclose_forcefully(raw)
+            return
+        self.pending_handshakes += 1
+        stream: anyio.abc.ByteStream = raw
+        conn: Connection | None = None
+        try:
+            with anyio.fail_after(HANDSHAKE_TIMEOUT_S):
+                if self.tls is not None:
+                    stream = await TLSStream.wrap(raw, ssl_context=self.tls.server, server_side=True)
+                conn = await self._accept_handshake(stream, peer_address)
+        except TimeoutError:
+            self._log.warning(peer_address, "handshake from %s timed out; closed", peer_address)
+        except hs.Refused as exc:
+            self._log.warning(peer_address, "connection from %s refused: %s", peer_address, exc.reason)
+        except (AuthenticationError, ProtocolError) as exc:
+            self.auth_failures += 1
+            self._log.warning(peer_address, "handshake from %s failed: %s", peer_address, exc)
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError,
+                ssl.SSLError) as exc:
+            self._log.warning(peer_address, "connection from %s dropped during handshake: %s",
+                              peer_address, type(exc).__name__)
+        finally:
+            self.pending_handshakes -= 1
+        if conn is None:
+            await anyio.aclose_forcefully(stream)
+            return
+        await self._run(conn)
+
+    async def _accept_handshake(self, stream: anyio.abc.ByteStream, address: str) -> Connection | None:
+        reader = _HandshakeReader()
+        hello = hs.parse_hello(await reader.read(stream), hs.HELLO)
+        if self.faults.is_blocked(hello.node_id):
+            return None
+        secured = self.secret is not None
+        if secured and not hello.secured:
+            await _refuse(stream, "this cluster requires a cluster_secret; the dialing node has none")
+            raise AuthenticationError(f"{hello.node_id} at {address} has no cluster secret")
+        if not secured and hello.secured:
+            await _refuse(stream, "this node has no cluster_secret; the dialing node expects one")
+            raise AuthenticationError(f"{hello.node_id} at {address} expects a cluster secret; we have none")
+        me = hs.PeerHello(hs.PROTOCOL_VERSION, self.node_id, self.incarnation, hs.new_nonce(), secured)
+        proof_s = hs.proof(self.secret, b"S", hello, me) if self.secret is not None else b""
+        await _send(stream, hs.encode(hs.WELCOME, me.version, str(me.node_id), me.incarnation, me.nonce,
+                                      secured, proof_s))
+        fields = await reader.read(stream)
+        if fields[0] != hs.PROOF or len(fields) != 2:
+            raise AuthenticationError(f"expected proof, got {fields[0]!r}")
+        if self.secret is not None and not hs.verify(hs.proof(self.secret, b"C", hello, me), fields[1]):
+            await _refuse(stream, "authentication failed: wrong cluster secret")
+            raise AuthenticationError(f"{hello.node_id} at {address} failed authentication (wrong secret?)")
+        if hello.node_id == self.node_id:
+            await _refuse(stream, f"the node id {self.node_id} is already in use")
+            raise AuthenticationError(f"a node at {address} claims our own id {self.node_id}")
+        if not self._admit(hello.node_id, hello.incarnation, outgoing=False):
+            await _refuse(stream, "duplicate connection")
+            return None
+        await _send(stream, hs.encode(hs.ACCEPT))
+        return self._new_connection(stream, hello.node_id, hello.incarnation, reader)
+
+    def _admit(self, peer: NodeId, incarnation: int, *, outgoing: bool) -> bool:
+        existing = self.conns.get(peer)
+        if existing is not None and not existing.closed:
+            if existing.peer_incarnation == incarnation:
+                return False
+            existing.close("connection_closed")  # an old incarnation: it is gone
+        if not outgoing and peer in self.dialing and self.node_id < peer:
+            return False  # our own dial wins the tie-break
+        return True
+
+    # ------------------------------------------------------------------ dialing
+    async def dial(self, peer: NodeId) -> bool:
+        """One attempt to connect; True when a connection to `peer` exists afterwards."""
+        if peer in self.conns or peer == self.node_id:
+            return True
+        if self.faults.is_blocked(peer) or self.stopping:
+            return False
+        self.dialing.add(peer)
+        stream: anyio.abc.ByteStream | None = None
+        conn: Connection | None = None
+        try:
+            with anyio.fail_after(CONNECT_TIMEOUT_S + HANDSHAKE_TIMEOUT_S):
+                raw = await anyio.connect_tcp(peer.host, peer.port)
+                stream = raw
+                if self.tls is not None:
+                    stream = await TLSStream.wrap(raw, ssl_context=self.tls.client, server_side=False,
+                                                  hostname=peer.host)
+                conn = await self._dial_handshake(stream, peer)
+        except hs.Refused as exc:
+            if exc.reason != "duplicate connection":
+                self._log.warning(str(peer), "%s refused our connection: %s", peer, exc.reason)
+                self.refusals.append(exc.reason)
+        except AuthenticationError as exc:
+            self.auth_failures += 1
+            self._log.warning(str(peer), "handshake with %s failed: %s", peer, exc)
+        except (TimeoutError, OSError, anyio.EndOfStream, anyio.BrokenResourceError,
+                anyio.ClosedResourceError, ssl.SSLError, ProtocolError) as exc:
+            log.debug("dial %s failed: %s", peer, exc)
+        finally:
+            self.dialing.discard(peer)
+        if conn is None:
+            if stream is not None:
+                await anyio.aclose_forcefully(stream)
+            return peer in self.conns
+        self.node.spawn_task(self._run, conn, what=f"connection to {peer}")
+        return True
+
+    async def _dial_handshake(self, stream: anyio.abc.ByteStream, peer: NodeId) -> Connection | None:
+        reader = _HandshakeReader()
+        secured = self.secret is not None
+        me = hs.PeerHello(hs.PROTOCOL_VERSION, self.node_id, self.incarnation, hs.new_nonce(), secured)
+        await _send(stream, hs.encode(hs.HELLO, me.version, str(me.node_id), me.incarnation, me.nonce, secured))
+        fields = await reader.read(stream)
+        welcome = hs.parse_hello(fields, hs.WELCOME)
+        if welcome.node_id != peer:
+            raise AuthenticationError(f"dialed {peer} but {welcome.node_id} answered")
+        if self.secret is not None:
+            if not welcome.secured:
+                raise AuthenticationError(f"{peer} has no cluster secret; this node requires one")
+            if not hs.verify(hs.proof(self.secret, b"S", me, welcome), fields[6] if len(fields) > 6 else None):
+                await _refuse(stream, "authentication failed: wrong cluster secret")
+                raise AuthenticationError(f"{peer} failed authentication (wrong secret?)")
+        proof_c = hs.proof(self.secret, b"C", me, welcome) if self.secret is not None else b""
+        await _send(stream, hs.encode(hs.PROOF, proof_c))
+        fields = await reader.read(stream)
+        if fields[0] != hs.ACCEPT:
+            raise AuthenticationError(f"expected accept, got {fields[0]!r}")
+        if not self._admit(peer, welcome.incarnation, outgoing=True):
+            return None
+        return self._new_connection(stream, peer, welcome.incarnation, reader)
+
+    def ensure_dialing(
+        self, peer: NodeId, wanted: Callable[[NodeId], bool], *, max_backoff_s: float = 2.0,
+        give_up_after_s: float | None = None,
+    ) -> None:
+        """Keep dialing `peer` with jittered exponential back-off while `wanted(peer)`."""
+        if peer in self.dial_loops or peer in self.conns or peer == self.node_id or self.stopping:
+            return
+        self.dial_loops.add(peer)
+
+        async def loop() -> None:
+            delay = 0.05
+            deadline = None if give_up_after_s is None else time.monotonic() + give_up_after_s
+            try:
+                while not self.stopping and wanted(peer) and peer not in self.conns:
+                    if deadline is not None and time.monotonic() > deadline:
+                        log.info("giving up dialing %s after %.0f s", peer, give_up_after_s)
+                        return
+                    if await self.dial(peer):
+                        return
+                    await anyio.sleep(delay * random.uniform(0.5, 1.5))
+                    delay = min(delay * 2, max_backoff_s)
+            finally:
+                self.dial_loops.discard(peer)
+
+        self.node.spawn_task(loop, what=f"dialing {peer}")
+
+    # ------------------------------------------------------------------ connections
+    def _new_connection(
+        self, stream: anyio.abc.ByteStream, peer: NodeId, incarnation: int, reader: _HandshakeReader
+    ) -> Connection:
+        leftover = reader.rest()
+        conn = Connection(self.node, stream, peer, incarnation, self.codec, self.dispatch, self.faults,
+                          self.max_message_bytes, initial=leftover)
+        self.conns[peer] = conn
+        self.on_connected(conn)
+        return conn
+
+    async def _run(self, conn: Connection) -> None:
+        try:
+            await conn.run()
+        finally:
+            if self.conns.get(conn.peer) is conn:
+                del self.conns[conn.peer]
+            self.on_disconnected(conn)
+
+    async def close(self, graceful: bool, goodbye: Callable[[Connection], None] | None = None) -> None:
+        self.stopping = True
+        if self.listener is not None:
+            with anyio.CancelScope(shield=True):
+                await self.listener.aclose()
+        conns = list(self.conns.values())
+        if graceful and goodbye is not None:
+            for conn in conns:
+                goodbye(conn)
+            with anyio.move_on_after(1.0):
+                for conn in conns:
+                    await conn.flushed()
+        for conn in conns:
+            conn.close("graceful_shutdown" if graceful else "connection_closed")
+
+
+def _address_of(stream: anyio.abc.SocketStream) -> str:
+    try:
+        address = stream.extra(anyio.abc.SocketAttribute.remote_address)
+    except Exception:
+        return "unknown"
+    if isinstance(address, tuple):
+        return f"{address[0]}:{address[1]}"
+    return str(address)
+
+
+async def _send(stream: anyio.abc.ByteStream, body: bytes) -> None:
+    await stream.send(HEADER.pack(len(body)) + body)
+
+
+async def _refuse(stream: anyio.abc.ByteStream, reason: str) -> None:
+    try:
+        with anyio.move_on_after(1.0):
+            await _send(stream, hs.encode(hs.REFUSE, reason))
+    except Exception:  # the peer may already be gone; the refusal is best effort
+        pass
+
+
+class _HandshakeReader:
+    """Reads handshake frames one at a time (at most 4 KiB each) and keeps what follows."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    async def read(self, stream: anyio.abc.ByteStream) -> list[Any]:
+        buf = self._buf
+        for _ in range(64):
+            if len(buf) >= 4:
+                (length,) = HEADER.unpack_from(buf, 0)
+                if length > hs.MAX_HANDSHAKE_FRAME:
+                    raise ProtocolError(f"handshake frame of {length} bytes is too large")
+                if len(buf) >= 4 + length:
+                    body = bytes(buf[4:4 + length])
+                    del buf[:4 + length]
+                    return hs.decode(body)
+            buf += await stream.receive(4096)
+        raise ProtocolError("handshake frame never completed")
+
+    def rest(self) -> bytes:
+        return bytes(self._buf)

@@ -1,0 +1,41 @@
+"""Behaviors the cluster tests start on `noex-lab node` processes (imported with --behaviors)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio
+
+from noex_lab import BehaviorRegistry, GenServer
+
+
+class Echo(GenServer):
+    """Replies with what it gets; ("sleep", s) blocks the whole event loop for s seconds."""
+
+    def init(self, arg: Any) -> Any:
+        return {"count": 0, "arg": arg}
+
+    async def handle_call(self, msg: Any, state: Any) -> Any:
+        if msg == "get":
+            return state["count"], state
+        if msg == "arg":
+            return state["arg"], state
+        if msg == "crash":
+            raise RuntimeError("crashed on request")
+        if isinstance(msg, tuple) and msg[0] == "slow":
+            await anyio.sleep(msg[1])
+            return "slow done", state
+        return msg, state
+
+    def handle_cast(self, msg: Any, state: Any) -> Any:
+        if msg == "inc":
+            state["count"] += 1
+        elif msg == "reset":
+            state["count"] = 0
+        elif isinstance(msg, tuple) and msg[0] == "block":
+            time.sleep(msg[1])  # deliberately blocks the node's event loop
+        return state
+
+
+BehaviorRegistry.register("echo", Echo)

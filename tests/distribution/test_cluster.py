@@ -1,0 +1,175 @@
+"""In-process clusters on real TCP (127.0.0.1): membership, remote call/cast, errors, stop/kill."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio
+import pytest
+
+from noex_lab import (
+    CallError,
+    CallTimeoutError,
+    Cluster,
+    ClusterError,
+    GenServer,
+    InvalidArgumentError,
+    NodeNotReachableError,
+    RemoteCall,
+    RemoteSpawn,
+    SerializationError,
+    ServerNotRunningError,
+)
+from noex_lab.distribution.membership import NodeInfo
+from tests.distribution.behaviors_for_tests import Echo
+from tests.helpers.cluster import start_cluster, wait_until
+
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("cleanup")]
+
+
+class Recorder(GenServer):
+    def init(self, arg: Any) -> list[Any]:
+        return []
+
+    def handle_call(self, msg: Any, state: list[Any]) -> Any:
+        if msg == "log":
+            return list(state), state
+        state.append(("call", msg))
+        return len(state), state
+
+    def handle_cast(self, msg: Any, state: list[Any]) -> list[Any]:
+        state.append(("cast", msg))
+        return state
+
+
+async def test_five_nodes_seeded_from_the_first_form_a_full_mesh() -> None:
+    nodes = await start_cluster(5)
+    ids = {n.id for n in nodes}
+    for node in nodes:
+        peers = {info.id for info in node.get_nodes()}
+        assert peers == ids - {node.id}
+        assert all(isinstance(i, NodeInfo) and i.status == "up" for i in node.get_nodes())
+    # exactly one connection per pair
+    for node in nodes:
+        assert len(node.distribution.transport.conns) == 4
+
+
+async def test_remote_call_cast_and_per_sender_fifo() -> None:
+    a, b = await start_cluster(2)
+    with b.as_default():
+        ref = await GenServer.start(Recorder)
+    assert ref.node == b.id
+    with a.as_default():
+        for i in range(50):
+            GenServer.cast(ref, i)
+        assert await GenServer.call(ref, "x") == 51
+        log = await RemoteCall.call(ref, "log")
+    assert log == [("cast", i) for i in range(50)] + [("call", "x")]
+
+
+async def test_remote_errors_are_typed() -> None:
+    a, b = await start_cluster(2)
+    with b.as_default():
+        ref = await GenServer.start(Echo)
+    with a.as_default():
+        with pytest.raises(CallError) as info:
+            await GenServer.call(ref, "crash")
+        assert info.value.exc_type == "RuntimeError"
+        assert "crashed on request" in info.value.message
+        assert "handle_call" in info.value.remote_traceback
+        with pytest.raises(ServerNotRunningError):
+            await GenServer.call(ref, "get")
+        with b.as_default():
+            slow = await GenServer.start(Echo)
+        started = time.monotonic()
+        with pytest.raises(CallTimeoutError):
+            await GenServer.call(slow, ("slow", 2.0), timeout=0.2)
+        assert time.monotonic() - started < 1.5
+        # a cast to a dead process never raises
+        GenServer.cast(ref, "inc")
+
+
+async def test_remote_stop_runs_terminate_and_queued_calls_fail() -> None:
+    a, b = await start_cluster(2)
+    with b.as_default():
+        ref = await GenServer.start(Echo)
+    with a.as_default():
+        await GenServer.stop(ref)
+        with pytest.raises(ServerNotRunningError):
+            await GenServer.call(ref, "get")
+    assert b.local_process(ref) is None
+
+
+async def test_unsendable_value_raises_in_sender_and_connection_survives() -> None:
+    a, b = await start_cluster(2)
+    with b.as_default():
+        ref = await GenServer.start(Echo)
+    with a.as_default():
+        with pytest.raises(SerializationError):
+            await GenServer.call(ref, object())
+        with pytest.raises(SerializationError):
+            GenServer.cast(ref, lambda: None)
+        assert await GenServer.call(ref, {"still": ("works", 1)}) == {"still": ("works", 1)}
+
+
+async def test_graceful_stop_is_seen_at_once_as_graceful_shutdown() -> None:
+    a, b, c = await start_cluster(3)
+    seen: list[tuple[Any, str]] = []
+    a.on_node_down(lambda peer, reason: seen.append((peer, reason)))
+    started = time.monotonic()
+    await c.stop()
+    await wait_until(lambda: seen, 2.0, "node down")
+    assert seen == [(c.id, "graceful_shutdown")]
+    assert time.monotonic() - started < 1.0
+    await wait_until(lambda: len(b.get_nodes()) == 1, 2.0)
+
+
+async def test_kill_fails_pending_calls_with_node_not_reachable() -> None:
+    a, b = await start_cluster(2)
+    with b.as_default():
+        ref = await GenServer.start(Echo)
+    reasons: list[str] = []
+    a.on_node_down(lambda peer, reason: reasons.append(reason))
+    results: list[BaseException] = []
+
+    async def pending_call() -> None:
+        with a.as_default():
+            try:
+                await GenServer.call(ref, ("slow", 10.0), timeout=8.0)
+            except BaseException as exc:
+                results.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(5):
+            tg.start_soon(pending_call)
+        await wait_until(lambda: b.local_process(ref) and b.local_process(ref).handled >= 1, 2.0)
+        started = time.monotonic()
+        await b.kill()
+    assert len(results) == 5
+    assert all(isinstance(r, NodeNotReachableError) for r in results), results
+    assert time.monotonic() - started < 1.0
+    assert reasons == ["connection_closed"]
+    with a.as_default(), pytest.raises(NodeNotReachableError):
+        await GenServer.call(ref, "get")
+
+
+async def test_remote_spawn_of_registered_behavior() -> None:
+    a, b = await start_cluster(2)
+    with a.as_default():
+        ref = await RemoteSpawn.spawn("echo", b.id, arg=41)
+        assert ref.node == b.id
+        assert await GenServer.call(ref, "arg") == 41
+
+
+async def test_bad_configuration_is_refused() -> None:
+    with pytest.raises(ClusterError, match="cluster_secret"):
+        await Cluster.start("open", host="0.0.0.0", port=0)
+    with pytest.raises(InvalidArgumentError):
+        await Cluster.start("bad name!", port=0)
+    with pytest.raises(InvalidArgumentError):
+        await Cluster.start("x", port=0, seeds=["not-an-id"])
+    a = await Cluster.start("taken", port=0)
+    assert a.id is not None
+    with pytest.raises(ClusterError, match="cannot listen"):
+        await Cluster.start("again", port=a.id.port)
