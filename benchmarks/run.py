@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Run noex_lab's benchmark workloads next to the pure-Python ceiling, in one invocation.
 
-    python benchmarks/run.py [--workloads W1,W2] [--deadline SECONDS] [--backend asyncio|trio]
-                             [--ceiling PATH | --no-ceiling] [--no-summary]
+    python benchmarks/run.py [--workloads W1,W2] [--repeat N] [--deadline SECONDS]
+                             [--backend asyncio|trio] [--ceiling PATH | --no-ceiling] [--no-summary]
 
 Each selected workload runs in a child process of its own (a fresh interpreter and event loop,
 killed if it overruns its deadline). Then `../shared/bench/limit-asyncio/bench.py` (the shared
-folder beside the repository) runs the same workloads. Every result is printed as one JSON line
-in the format of `../shared/bench/WORKLOADS.md` (ours with "peer": "noex_lab"), followed by a
-summary table: ours, the ceiling, the ratio and the target ratio.
+folder beside the repository) runs the same workloads. That is one round; `--repeat N` (default
+3) runs N rounds, alternating ours and the ceiling, and reports the median of each. Every result
+is printed as one JSON line in the format of `../shared/bench/WORKLOADS.md` (ours with
+"peer": "noex_lab"), followed by a summary table: ours, the ceiling, the ratio and the target.
 
 Exit status: 0 when every workload of ours produced a number, even if a target ratio is missed
 (misses are marked MISS in the summary); 1 when one of ours failed (its line has "value": null
@@ -21,6 +22,7 @@ import argparse
 import importlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +45,7 @@ CEILING_IDS = ("W1", "W2", "W3", "W4", "W5")  # what limit-asyncio/bench.py meas
 CEILING_PEER = "limit-asyncio"
 DEFAULT_CEILING = REPO.parent / "shared" / "bench" / "limit-asyncio" / "bench.py"
 DEFAULT_DEADLINE_S = float(os.environ.get("BENCH_WORKLOAD_DEADLINE_S", "120"))
+DEFAULT_REPEAT = 3
 GRACE_S = 15.0  # interpreter start-up and shutdown on top of a child's deadline
 
 
@@ -163,6 +166,38 @@ def run_ceiling(path: Path, ids: list[str], deadline_s: float) -> tuple[list[dic
     return records, problem
 
 
+def combine(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One record per (peer, workload, variant) over several rounds: the median value.
+
+    With one round the records are returned unchanged. Otherwise `params.runs` lists every
+    round's value and `params.repeat` their number; if any round failed, the line is a failure
+    (value null) carrying the first error.
+    """
+    if len(runs) == 1:
+        return runs[0]
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for records in runs:
+        for rec in records:
+            key = (rec["peer"], rec["workload"], str(rec.get("params", {}).get("variant")))
+            groups.setdefault(key, []).append(rec)
+    combined = []
+    for recs in groups.values():
+        values = [r.get("value") for r in recs]
+        first = recs[0]
+        params = {k: v for k, v in first.get("params", {}).items() if k != "error"}
+        params.update(repeat=len(recs), runs=values)
+        errors = [r["params"]["error"] for r in recs
+                  if r.get("value") is None and "error" in r.get("params", {})]
+        if None in values:
+            params["error"] = errors[0] if errors else "a round produced no value"
+            value = None
+        else:
+            value = round(statistics.median(values), 2)
+        combined.append({"peer": first["peer"], "workload": first["workload"], "value": value,
+                         "unit": first["unit"], "params": params})
+    return combined
+
+
 # --------------------------------------------------------------------------- summary
 def fmt(value: float | None) -> str:
     if value is None:
@@ -212,7 +247,7 @@ def summarize(workloads: list[Workload], ours: list[dict[str, Any]], ceiling: li
         parts += [c.rjust(w) for c, w in zip(right, widths[2:-1], strict=True)]
         return "  ".join([*parts, cells[-1]])
 
-    lines = ["", f"Summary: {PEER} vs {CEILING_PEER} (ratio = ours / ceiling, measured in this run)",
+    lines = ["", f"Summary: {PEER} vs {CEILING_PEER} (ratio = ours / ceiling, both measured in this run)",
              row(header), row(tuple("-" * w for w in widths))]
     lines += [row(r) for r in rows]
     if ceiling_problem:
@@ -247,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio",
                     help="anyio backend for our workloads (default asyncio; "
                          "trio is reported as variant 'trio')")
+    ap.add_argument("--repeat", type=int, default=DEFAULT_REPEAT,
+                    help="rounds of ours + ceiling; each line reports the median (default %(default)s)")
     ap.add_argument("--ceiling", type=Path, default=DEFAULT_CEILING, help="path of limit-asyncio/bench.py")
     ap.add_argument("--no-ceiling", action="store_true", help="do not run the ceiling harness")
     ap.add_argument("--no-summary", action="store_true", help="print only the JSON lines")
@@ -254,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.deadline <= 0:
         ap.error("--deadline must be > 0")
+    if args.repeat < 1:
+        ap.error("--repeat must be >= 1")
 
     if args.child:
         return child_main(args.child, args.backend, args.deadline)
@@ -264,24 +303,25 @@ def main(argv: list[str] | None = None) -> int:
         note(f"not implemented yet in benchmarks/ (skipped for noex_lab): {', '.join(not_yet)}")
     workloads = [load(w) for w in ids if w in REGISTRY]
 
-    ours: list[dict[str, Any]] = []
-    for workload in workloads:
-        records = run_ours(workload, args.backend, args.deadline)
-        for rec in records:
-            print(json.dumps(rec), flush=True)
-        ours.extend(records)
+    ours_runs: list[list[dict[str, Any]]] = []
+    ceiling_runs: list[list[dict[str, Any]]] = []
+    problem: str | None = "the ceiling was not run (--no-ceiling)" if args.no_ceiling else None
+    ceiling_ids = [w for w in ids if w in CEILING_IDS]
+    for run in range(1, args.repeat + 1):
+        if args.repeat > 1:
+            note(f"round {run} of {args.repeat}")
+        # Ours and the ceiling alternate, so a change in machine load hits both sides.
+        ours_runs.append([rec for w in workloads for rec in run_ours(w, args.backend, args.deadline)])
+        if not args.no_ceiling:
+            records, problem = run_ceiling(args.ceiling.resolve(), ceiling_ids, args.deadline)
+            ceiling_runs.append(records)
+            if problem:
+                note(f"WARNING: {problem}")
 
-    ceiling: list[dict[str, Any]] = []
-    problem: str | None = None
-    if args.no_ceiling:
-        problem = "the ceiling was not run (--no-ceiling)"
-    else:
-        ceiling_ids = [w for w in ids if w in CEILING_IDS]
-        ceiling, problem = run_ceiling(args.ceiling.resolve(), ceiling_ids, args.deadline)
-        for rec in ceiling:
-            print(json.dumps(rec), flush=True)
-    if problem:
-        note(f"WARNING: {problem}")
+    ours = combine(ours_runs)
+    ceiling = combine(ceiling_runs)
+    for rec in [*ours, *ceiling]:
+        print(json.dumps(rec), flush=True)
 
     if not args.no_summary:
         print("\n".join(summarize(workloads, ours, ceiling, problem)), flush=True)

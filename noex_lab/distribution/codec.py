@@ -744,9 +744,8 @@ class Codec:
     def decode(self, data: bytes | bytearray | memoryview) -> Any:
         """The value in `data`; anything malformed, unknown or too big raises DecodeError."""
         try:
-            size = data.nbytes if type(data) is memoryview else len(data)
-            if size > self._max_bytes:
-                raise DecodeError(f"the message is {size} bytes, more than the limit of {self._max_bytes}")
+            if len(data) > self._max_bytes or type(data) is memoryview and data.nbytes > self._max_bytes:
+                raise DecodeError(f"the message is {len(data)} items long, over the limit of {self._max_bytes}")
             # unpackb caps every declared length by the buffer size: no allocation from a header.
             return _unpackb(
                 data, ext_hook=self._ext_fast, strict_map_key=False, unicode_errors="surrogatepass",

@@ -68,6 +68,20 @@ class Connection:
         self._scope: anyio.CancelScope | None = None
         self.sent_frames = 0
         self.received_frames = 0
+        # asyncio fast path: frames produced in one loop iteration are written with one
+        # synchronous transport.write at its end, with no hop through the writer task.
+        self._transport: Any = None
+        self._write_event: Any = None
+        self._direct: list[bytes] = []
+        self._flush_scheduled = False
+        self._loop: Any = None
+        if node.backend.name == "asyncio" and type(stream).__module__ == "anyio._backends._asyncio":
+            transport = getattr(stream, "_transport", None)
+            protocol = getattr(stream, "_protocol", None)
+            if transport is not None and protocol is not None and hasattr(protocol, "write_event"):
+                self._transport = transport
+                self._write_event = protocol.write_event
+                self._loop = getattr(node.backend, "loop", None)
 
     # ------------------------------------------------------------------ sending
     def send(self, message: list[Any]) -> None:
@@ -76,6 +90,21 @@ class Connection:
 
     def send_body(self, body: bytes) -> None:
         if self.closed:
+            return
+        if (
+            self._transport is not None
+            and len(body) <= CHUNK_SIZE
+            and not self._small
+            and not self._large
+            and not self.faults.active
+            and self._write_event.is_set()
+        ):
+            direct = self._direct
+            direct.append(HEADER.pack(len(body)))
+            direct.append(body)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush_direct)
             return
         if len(body) > CHUNK_SIZE:
             self._large.append((next(self._large_ids), memoryview(body)))
@@ -88,6 +117,22 @@ class Connection:
             self._wake = None
             if not wake.done():
                 wake.set_result(None)
+
+    def _flush_direct(self) -> None:
+        self._flush_scheduled = False
+        direct = self._direct
+        if not direct:
+            return
+        data = b"".join(direct)
+        self.sent_frames += len(direct) // 2
+        direct.clear()
+        if self.closed:
+            return
+        try:
+            self._transport.write(data)
+        except Exception as exc:  # the transport is closing: the reader will notice
+            log.debug("direct write to %s failed: %s", self.peer, exc)
+            self.close()
 
     @property
     def congested(self) -> bool:
@@ -110,6 +155,8 @@ class Connection:
     async def flushed(self) -> None:
         """Wait until everything queued so far was handed to the socket."""
         for _ in range(10_000):
+            if self._direct:
+                self._flush_direct()
             if self.closed or (not self._small and not self._large and self._wake is not None):
                 return
             fut = self.node.backend.new_future()
@@ -199,6 +246,8 @@ class Connection:
         new_future = self.node.backend.new_future
         while True:
             if not self._small and not self._large:
+                if self._direct:
+                    self._flush_direct()
                 if self._space:
                     self._release_space()
                 wake = new_future()
@@ -225,6 +274,8 @@ class Connection:
                 await self._write(stream, HEADER.pack(len(body)) + body, 1 if last else 0)
 
     async def _write(self, stream: anyio.abc.ByteStream, data: bytes, frames: int) -> None:
+        if self._direct:
+            self._flush_direct()  # frames queued for the fast path go first: order is kept
         if self.faults.is_blocked(self.peer):
             return
         delay = self.faults.delay_for(self.peer)

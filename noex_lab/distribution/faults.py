@@ -20,12 +20,13 @@ class Faults:
         self._lock = threading.Lock()
         self._blocked: set[NodeId] = set()
         self._delay_s: dict[NodeId, float] = {}
-        self.on_change: list[object] = []
+        self.active = False  # any rule set; read without the lock on the hot path
 
     def drop(self, *peers: NodeId | str) -> None:
         """Silently drop all traffic (data and heartbeats) to and from these peers."""
         with self._lock:
             self._blocked.update(_ids(peers))
+            self.active = True
 
     def delay(self, peer: NodeId | str, seconds: float) -> None:
         """Delay every outgoing data frame to `peer` by `seconds` (order is kept)."""
@@ -37,6 +38,7 @@ class Faults:
                 self._delay_s.pop(pid, None)
             else:
                 self._delay_s[pid] = seconds
+            self.active = bool(self._blocked or self._delay_s)
 
     def heal(self, *peers: NodeId | str) -> None:
         """Remove drop and delay rules for these peers (all peers when none are given)."""
@@ -44,16 +46,20 @@ class Faults:
             if not peers:
                 self._blocked.clear()
                 self._delay_s.clear()
-                return
             for pid in _ids(peers):
                 self._blocked.discard(pid)
                 self._delay_s.pop(pid, None)
+            self.active = bool(self._blocked or self._delay_s)
 
     def is_blocked(self, peer: NodeId) -> bool:
+        if not self.active:
+            return False
         with self._lock:
             return peer in self._blocked
 
     def delay_for(self, peer: NodeId) -> float:
+        if not self.active:
+            return 0.0
         with self._lock:
             return self._delay_s.get(peer, 0.0)
 

@@ -132,7 +132,8 @@ async def test_trap_exit_receives_exit_messages(node: Node) -> None:
     assert isinstance(first.reason, ErrorReason) and first.reason.exc_type == "RuntimeError"
     GenServer.cast(quitter, ("stop", "normal"))
     await GenServer.stop(stopper, "shutdown")
-    assert (await sink.wait_for(3))[1:] == [Exit(quitter, "normal"), Exit(stopper, "shutdown")]
+    # a trapping process also hears of normal exits (the two exits may arrive in either order)
+    assert set((await sink.wait_for(3))[1:]) == {Exit(quitter, "normal"), Exit(stopper, "shutdown")}
     # the trapping process lives on
     assert await GenServer.call(trapper, "barrier") == sink.items
 
