@@ -4,12 +4,13 @@ from .behaviors import BehaviorRegistry
 from .cluster import Cluster, ClusterConfig
 from .codec import wire_type
 from .faults import Faults, heal, partition
+from .global_registry import GlobalConflict, GlobalRegistry
 from .membership import NodeInfo
 from .remote_call import RemoteCall
 from .spawn import RemoteSpawn
 from .transport import TLSConfig
 
 __all__ = [
-    "BehaviorRegistry", "Cluster", "ClusterConfig", "Faults", "NodeInfo", "RemoteCall", "RemoteSpawn",
+    "BehaviorRegistry", "Cluster", "ClusterConfig", "Faults", "GlobalConflict", "GlobalRegistry", "NodeInfo", "RemoteCall", "RemoteSpawn",
     "TLSConfig", "heal", "partition", "wire_type",
 ]

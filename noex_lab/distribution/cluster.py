@@ -26,6 +26,7 @@ from .faults import Faults
 from .liveness import LivenessMonitor, LoopStamp, PeerLiveness, run_loop_stamper
 from .membership import Membership, NodeInfo
 from .protocol import GOODBYE, GOSSIP
+from .global_registry import GlobalNames
 from .routing import RemoteRouter
 from .spawn import handle_spawn, spawn
 from .transport import TLSConfig, Transport
@@ -118,6 +119,7 @@ class Distribution:
         self.join_hooks: list[Callable[[NodeId], None]] = []
         self.leave_hooks: list[Callable[[NodeId, str], None]] = []
         self.status = "starting"
+        self.global_registry: GlobalNames | None = None
 
     # ------------------------------------------------------------------ start / stop
     async def start(self) -> None:
@@ -142,6 +144,7 @@ class Distribution:
         self.router = RemoteRouter(node, self.transport)
         self.router.rpc_handlers["snapshot"] = lambda _peer, _args: node.snapshot()
         self.router.rpc_handlers["spawn"] = lambda peer, args: handle_spawn(self, peer, args)
+        self.global_registry = GlobalNames(self)
         backend = node.backend
 
         def report(kind: str, peer: NodeId, live: PeerLiveness) -> None:
@@ -241,6 +244,9 @@ class Distribution:
         """`GenServer.start_remote` lands here (the core does not import this layer)."""
         with self.node.as_default():
             return await spawn(behavior_name, node_id, **options)
+
+    def global_names(self) -> dict[str, Any]:
+        return dict(self.global_registry.names) if self.global_registry is not None else {}
 
     # ------------------------------------------------------------------ queries
     def get_nodes(self) -> list[NodeInfo]:

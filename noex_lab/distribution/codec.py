@@ -281,17 +281,19 @@ def _register(
 
 
 # ----------------------------------------------------------------------------------- leaf encoders
-_NODE_BYTES: dict[NodeId, bytes] = {}
+# By id(): NodeId's dataclass __hash__ runs Python code, and the same few NodeId objects recur.
+_NODE_BYTES: dict[int, tuple[NodeId, bytes]] = {}
 
 
 def _node_payload(node: NodeId) -> bytes:
-    payload = _NODE_BYTES.get(node)
-    if payload is None:
-        name = node.name.encode("utf-8")
-        payload = _U16.pack(node.port) + bytes((len(name),)) + name + node.host.encode("utf-8")
-        if len(_NODE_BYTES) >= _CACHE_MAX:
-            _NODE_BYTES.clear()
-        _NODE_BYTES[node] = payload
+    hit = _NODE_BYTES.get(id(node))
+    if hit is not None and hit[0] is node:
+        return hit[1]
+    name = node.name.encode("utf-8")
+    payload = _U16.pack(node.port) + bytes((len(name),)) + name + node.host.encode("utf-8")
+    if len(_NODE_BYTES) >= _CACHE_MAX:
+        _NODE_BYTES.clear()
+    _NODE_BYTES[id(node)] = (node, payload)  # keeps `node` alive, so its id is not reused
     return payload
 
 
@@ -632,7 +634,7 @@ class Codec:
 
     __slots__ = (
         "_ext_fast", "_ext_slow", "_list_hook", "_local_node", "_marked", "_max_bytes", "_pack",
-        "_pack_surrogates", "_pending",
+        "_pack_surrogates", "_pending", "_refs",
     )
 
     def __init__(self, local_node: NodeId | None = None, *, max_bytes: int = 64 * 2**20) -> None:
@@ -640,6 +642,7 @@ class Codec:
         self._max_bytes = max_bytes
         self._marked = False
         self._pending = 0
+        self._refs: dict[int, tuple[ProcessRef | MonitorRef, Any]] = {}
         self._pack: Callable[[Any], bytes] = msgpack.Packer(
             default=self._default, strict_types=True, use_bin_type=True, datetime=False
         ).pack
@@ -731,6 +734,10 @@ class Codec:
         raise _Unsupported(obj)
 
     def _encode_ref(self, ref: ProcessRef | MonitorRef) -> Any:
+        # By identity: a process sends its own ref again and again; the dataclass hash is slow.
+        hit = self._refs.get(id(ref))
+        if hit is not None and hit[0] is ref:
+            return hit[1]
         node = ref.node if ref.node is not None else self._local_node
         try:
             payload = _REF.pack(ref.id, ref.creation)
@@ -738,14 +745,19 @@ class Codec:
                 payload += _node_payload(node)
         except Exception as exc:
             raise _Unsupported(ref, f"cannot encode it ({exc})") from exc
-        return _ext(_PROCESS_REF if type(ref) is ProcessRef else _MONITOR_REF, payload)
+        ext = _ext(_PROCESS_REF if type(ref) is ProcessRef else _MONITOR_REF, payload)
+        if len(self._refs) >= _CACHE_MAX:
+            self._refs.clear()
+        self._refs[id(ref)] = (ref, ext)  # keeps `ref` alive, so its id is not reused
+        return ext
 
     # -------------------------------------------------------------------------------- decoding
     def decode(self, data: bytes | bytearray | memoryview) -> Any:
         """The value in `data`; anything malformed, unknown or too big raises DecodeError."""
         try:
-            if len(data) > self._max_bytes or type(data) is memoryview and data.nbytes > self._max_bytes:
-                raise DecodeError(f"the message is {len(data)} items long, over the limit of {self._max_bytes}")
+            if len(data) > self._max_bytes or (type(data) is memoryview and data.nbytes > self._max_bytes):
+                size = data.nbytes if type(data) is memoryview else len(data)
+                raise DecodeError(f"the message is {size} bytes, more than the limit of {self._max_bytes}")
             # unpackb caps every declared length by the buffer size: no allocation from a header.
             return _unpackb(
                 data, ext_hook=self._ext_fast, strict_map_key=False, unicode_errors="surrogatepass",
@@ -758,27 +770,27 @@ class Codec:
             raise DecodeError(f"malformed message ({detail[:200]})") from exc
 
     def _decode_ext_fast(self, code: int, payload: bytes) -> Any:
+        if code == _PROCESS_REF:  # the common case first: the sender ref of a call
+            ref = _PID_CACHE.get(payload)
+            if ref is not None:
+                return ref
+        elif code == _WRAPPED:
+            # Containers inside: decode again with the list hook (one level only: the slow
+            # hook rejects WRAPPED), then check every marker was consumed by its array.
+            self._pending = 0
+            value = _unpackb(
+                payload, ext_hook=self._ext_slow, list_hook=self._list_hook, strict_map_key=False,
+                unicode_errors="surrogatepass", timestamp=3,
+            )
+            if self._pending:
+                raise DecodeError("a type marker is out of place")
+            return value
         leaf = _LEAF_DECODERS.get(code)
-        if leaf is not None:
-            return leaf(payload)
-        if code == _WRAPPED:
-            return self._unwrap(payload)
-        raise DecodeError(f"unexpected ext type {code}")
-
-    def _unwrap(self, payload: bytes) -> Any:
-        self._pending = 0
-        value = _unpackb(
-            payload, ext_hook=self._ext_slow, list_hook=self._list_hook, strict_map_key=False,
-            unicode_errors="surrogatepass", timestamp=3,
-        )
-        if self._pending:
-            raise DecodeError("a type marker is out of place")
-        return value
+        if leaf is None:
+            raise DecodeError(f"unexpected ext type {code}")
+        return leaf(payload)
 
     def _decode_ext_slow(self, code: int, payload: bytes) -> Any:
-        leaf = _LEAF_DECODERS.get(code)
-        if leaf is not None:
-            return leaf(payload)
         marker = _MARKERS.get(code)
         if marker is not None:
             if payload:
@@ -792,7 +804,10 @@ class Codec:
                 )
             marker = entry.marker
         else:
-            raise DecodeError(f"unexpected ext type {code}")
+            leaf = _LEAF_DECODERS.get(code)
+            if leaf is None:
+                raise DecodeError(f"unexpected ext type {code}")
+            return leaf(payload)
         self._pending += 1
         return marker
 

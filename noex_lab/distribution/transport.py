@@ -262,7 +262,7 @@ class Transport:
         return self._new_connection(stream, peer, welcome.incarnation, reader)
 
     def ensure_dialing(
-        self, peer: NodeId, wanted: Callable[[NodeId], bool], *, max_backoff_s: float = 2.0,
+        self, peer: NodeId, wanted: Callable[[NodeId], bool], *, max_backoff_s: float = 0.5,
         give_up_after_s: float | None = None,
     ) -> None:
         """Keep dialing `peer` with jittered exponential back-off while `wanted(peer)`."""

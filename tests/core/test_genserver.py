@@ -680,6 +680,18 @@ async def test_stop_without_reply_fails_the_caller_at_once(node: Node) -> None:
     assert await sink.wait_for(1) == [("normal", 1)]
 
 
+async def test_terminate_may_answer_a_call_that_returned_stop_without_reply(node: Node) -> None:
+    class ReplyInTerminate(GenServer):
+        def handle_call(self, msg: Any, state: Any) -> Any:
+            return Stop("normal", self.caller)
+
+        def terminate(self, reason: Any, from_: Any) -> None:
+            GenServer.reply(from_, ("answered in terminate", reason))
+
+    ref = await GenServer.start(ReplyInTerminate)
+    assert await GenServer.call(ref, "quit", timeout=3) == ("answered in terminate", "normal")
+
+
 # ---------------------------------------------------------------------------- timers
 
 

@@ -39,3 +39,13 @@ class Echo(GenServer):
 
 
 BehaviorRegistry.register("echo", Echo)
+
+
+class FailingInit(GenServer):
+    """init always raises: remote spawns of it must report the remote reason."""
+
+    def init(self, arg: Any) -> Any:
+        raise ValueError(f"refusing to start with {arg!r}")
+
+
+BehaviorRegistry.register("failing_init", FailingInit)
