@@ -1,8 +1,10 @@
 """Clustering: transport, membership, remote messaging, spawn, registries, supervision."""
 
+from . import wire_types as _wire_types  # noqa: F401  (registers the runtime's records)
 from .behaviors import BehaviorRegistry
 from .cluster import Cluster, ClusterConfig
 from .codec import wire_type
+from .distributed_supervisor import DistributedChildSpec, DistributedSupervisor
 from .faults import Faults, heal, partition
 from .global_registry import GlobalConflict, GlobalRegistry
 from .membership import NodeInfo
@@ -11,6 +13,19 @@ from .spawn import RemoteSpawn
 from .transport import TLSConfig
 
 __all__ = [
-    "BehaviorRegistry", "Cluster", "ClusterConfig", "Faults", "GlobalConflict", "GlobalRegistry", "NodeInfo", "RemoteCall", "RemoteSpawn",
-    "TLSConfig", "heal", "partition", "wire_type",
+    "BehaviorRegistry",
+    "Cluster",
+    "ClusterConfig",
+    "DistributedChildSpec",
+    "DistributedSupervisor",
+    "Faults",
+    "GlobalConflict",
+    "GlobalRegistry",
+    "NodeInfo",
+    "RemoteCall",
+    "RemoteSpawn",
+    "TLSConfig",
+    "heal",
+    "partition",
+    "wire_type",
 ]

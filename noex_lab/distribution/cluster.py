@@ -20,13 +20,15 @@ from ..core.errors import ClusterError, InvalidArgumentError
 from ..core.node import Node, current_node
 from ..core.node_id import NodeId, validate_node_name
 from ..core.snapshot import NodeSnapshot
+from .code_loading import install_code_loading
 from .codec import Codec
 from .connection import Connection
 from .faults import Faults
+from .global_registry import GlobalNames
+from .introspection import install_introspection
 from .liveness import LivenessMonitor, LoopStamp, PeerLiveness, run_loop_stamper
 from .membership import Membership, NodeInfo
 from .protocol import GOODBYE, GOSSIP
-from .global_registry import GlobalNames
 from .routing import RemoteRouter
 from .spawn import handle_spawn, spawn
 from .transport import TLSConfig, Transport
@@ -144,6 +146,8 @@ class Distribution:
         self.router = RemoteRouter(node, self.transport)
         self.router.rpc_handlers["snapshot"] = lambda _peer, _args: node.snapshot()
         self.router.rpc_handlers["spawn"] = lambda peer, args: handle_spawn(self, peer, args)
+        install_introspection(self)  # state, trace, process lists, events (%noex state/trace/ps/events)
+        install_code_loading(self)  # shipped behavior source; refused unless allow_code (SPEC §9, §11)
         self.global_registry = GlobalNames(self)
         backend = node.backend
 

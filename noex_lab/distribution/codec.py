@@ -301,17 +301,23 @@ def _offset_us(offset: timedelta) -> int:
     return (offset.days * 86400 + offset.seconds) * 1_000_000 + offset.microseconds
 
 
-def _tz_payload(tz: Any, offset: timedelta | None, tzname: str | None) -> bytes:
+def _tz_payload(value: datetime | time) -> bytes:
+    offset = value.utcoffset()
     if offset is None:
         return b""
+    tz = value.tzinfo
+    name: str | None
     if type(tz) is timezone:
-        if tzname == timezone(offset).tzname(None):
+        name = tz.tzname(None)
+        if name == timezone(offset).tzname(None):
             return _TZ.pack(_TZ_FIXED, _offset_us(offset))
     elif isinstance(tz, ZoneInfo) and tz.key is not None:
         return _TZ.pack(_TZ_ZONE, _offset_us(offset)) + tz.key.encode("utf-8")
-    if tzname is None:
+    else:
+        name = value.tzname()
+    if name is None:
         return _TZ.pack(_TZ_FIXED, _offset_us(offset))
-    return _TZ.pack(_TZ_NAMED, _offset_us(offset)) + tzname.encode("utf-8", "surrogatepass")
+    return _TZ.pack(_TZ_NAMED, _offset_us(offset)) + name.encode("utf-8", "surrogatepass")
 
 
 def _enc_bigint(value: int) -> Any:
@@ -322,14 +328,14 @@ def _enc_datetime(dt: datetime) -> Any:
     head = _DT.pack(dt.year, dt.month, dt.day, dt.hour, dt.minute, dt.second, dt.microsecond, dt.fold)
     if dt.tzinfo is None:
         return _ext(_DATETIME, head)
-    return _ext(_DATETIME, head + _tz_payload(dt.tzinfo, dt.utcoffset(), dt.tzname()))
+    return _ext(_DATETIME, head + _tz_payload(dt))
 
 
 def _enc_time(t: time) -> Any:
     head = _TM.pack(t.hour, t.minute, t.second, t.microsecond, t.fold)
     if t.tzinfo is None:
         return _ext(_TIME, head)
-    return _ext(_TIME, head + _tz_payload(t.tzinfo, t.utcoffset(), t.tzname()))
+    return _ext(_TIME, head + _tz_payload(t))
 
 
 def _exception_fields(exc: BaseException) -> list[str]:
@@ -406,6 +412,7 @@ _BUILTIN_TYPES = _NATIVE_TYPES | set(_ENCODERS) | set(_CONTAINERS) | {ProcessRef
 _NODE_CACHE: dict[bytes, NodeId] = {}
 _PID_CACHE: dict[bytes, ProcessRef] = {}
 _ZONE_CACHE: dict[str, ZoneInfo | None] = {}
+_DECIMAL_NAN = re.compile(r"\s*[+-]?s?nan\d*\s*", re.IGNORECASE)
 _ZONE_KEY = re.compile(r"^[A-Za-z0-9_+-]+(?:/[A-Za-z0-9_+-]+){0,3}$")
 
 
@@ -490,7 +497,11 @@ def _dec_time(payload: bytes) -> time:
 
 
 def _dec_decimal(payload: bytes) -> Decimal:
-    return Decimal(payload.decode("ascii"))
+    text = payload.decode("ascii")
+    value = Decimal(text)  # exact; but junk becomes NaN if the thread's context does not trap it
+    if value.is_nan() and not _DECIMAL_NAN.fullmatch(text):
+        raise DecodeError(f"malformed Decimal {text[:40]!r}")
+    return value
 
 
 _LEAF_DECODERS: dict[int, Callable[[bytes], Any]] = {
@@ -638,6 +649,8 @@ class Codec:
     )
 
     def __init__(self, local_node: NodeId | None = None, *, max_bytes: int = 64 * 2**20) -> None:
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or not 0 < max_bytes < 2**32:
+            raise InvalidArgumentError(f"max_bytes={max_bytes!r}: use a positive int below 4 GiB (frame limit)")
         self._local_node = local_node
         self._max_bytes = max_bytes
         self._marked = False
@@ -682,7 +695,7 @@ class Codec:
             raise SerializationError(f"msg: cannot encode: {exc}") from exc
         except Exception as exc:
             raise SerializationError(f"msg: cannot encode: {type(exc).__name__}: {exc}") from exc
-        if self._marked:
+        if self._marked and len(data) <= self._max_bytes:  # (ext32 holds < 4 GiB, as max_bytes)
             data = _wrap_header(len(data)) + data
         if len(data) > self._max_bytes:
             raise SerializationError(
@@ -777,13 +790,16 @@ class Codec:
         elif code == _WRAPPED:
             # Containers inside: decode again with the list hook (one level only: the slow
             # hook rejects WRAPPED), then check every marker was consumed by its array.
-            self._pending = 0
-            value = _unpackb(
-                payload, ext_hook=self._ext_slow, list_hook=self._list_hook, strict_map_key=False,
-                unicode_errors="surrogatepass", timestamp=3,
-            )
-            if self._pending:
-                raise DecodeError("a type marker is out of place")
+            outer, self._pending = self._pending, 0  # saved: a wire type's decode may decode too
+            try:
+                value = _unpackb(
+                    payload, ext_hook=self._ext_slow, list_hook=self._list_hook, strict_map_key=False,
+                    unicode_errors="surrogatepass", timestamp=3,
+                )
+                if self._pending:
+                    raise DecodeError("a type marker is out of place")
+            finally:
+                self._pending = outer
             return value
         leaf = _LEAF_DECODERS.get(code)
         if leaf is None:

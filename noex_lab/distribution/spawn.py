@@ -22,11 +22,12 @@ REGISTRATIONS = ("none", "local", "global")
 
 async def handle_spawn(dist: Distribution, _peer: NodeId, args: Any) -> ProcessRef:
     """System handler on the target node."""
-    behavior_name, arg, name, registration, timeout = args
+    behavior_name, arg, name, registration, timeout = args[:5]
+    link_to = args[5] if len(args) > 5 else None
     behavior = BehaviorRegistry.get(behavior_name)
     node = dist.node
     local_name = name if registration == "local" else None
-    ref = await node.spawn(behavior, arg, name=local_name, timeout=float(timeout))
+    ref = await node.spawn(behavior, arg, name=local_name, timeout=float(timeout), link=link_to)
     if registration == "global":
         registry = getattr(dist, "global_registry", None)
         if registry is None:
@@ -44,8 +45,9 @@ async def handle_spawn(dist: Distribution, _peer: NodeId, args: Any) -> ProcessR
 
 async def spawn(
     behavior_name: str, node_id: NodeId | str, *, arg: Any = None, name: str | None = None,
-    registration: str = "none", timeout: float = 10.0,
+    registration: str = "none", timeout: float = 10.0, link_to: ProcessRef | None = None,
 ) -> ProcessRef:
+    """Spawn on `node_id` (this node included); `link_to` links the new process before its init."""
     node = current_node()
     target = node_id if isinstance(node_id, NodeId) else NodeId.parse(node_id)
     if registration not in REGISTRATIONS:
@@ -57,9 +59,9 @@ async def spawn(
         if dist is None and target != node.id:
             raise NodeNotReachableError(target, "this node is not distributed (call Cluster.start first)")
         assert dist is not None
-        return await handle_spawn(dist, target, [behavior_name, arg, name, registration, timeout])
+        return await handle_spawn(dist, target, [behavior_name, arg, name, registration, timeout, link_to])
     result: ProcessRef = await dist.router.rpc(
-        target, "spawn", [behavior_name, arg, name, registration, timeout], timeout + 1.0
+        target, "spawn", [behavior_name, arg, name, registration, timeout, link_to], timeout + 1.0
     )
     return result
 

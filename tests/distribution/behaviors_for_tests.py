@@ -49,3 +49,27 @@ class FailingInit(GenServer):
 
 
 BehaviorRegistry.register("failing_init", FailingInit)
+
+
+class Flaky(GenServer):
+    """Crashes on "crash"; crashes right after init when its arg says so (a crash loop)."""
+
+    def init(self, arg: Any) -> Any:
+        if arg == "crash_loop":
+            GenServer.cast(self.ref, "crash")
+        return arg
+
+    def handle_call(self, msg: Any, state: Any) -> Any:
+        if msg == "arg":
+            return state, state
+        if msg == "crash":
+            raise RuntimeError("flaky crash")
+        return msg, state
+
+    def handle_cast(self, msg: Any, state: Any) -> Any:
+        if msg == "crash":
+            raise RuntimeError("crash loop")
+        return state
+
+
+BehaviorRegistry.register("flaky", Flaky)

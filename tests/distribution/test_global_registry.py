@@ -53,7 +53,8 @@ async def test_concurrent_claims_have_exactly_one_winner_every_round() -> None:
         outcomes: list[Any] = [None] * 4
         seen_after: list[list[Any]] = []
 
-        async def claim(i: int) -> None:
+        async def claim(i: int, refs: list[Any] = refs, outcomes: list[Any] = outcomes,
+                        seen_after: list[list[Any]] = seen_after) -> None:
             with nodes[i].as_default():
                 try:
                     await GlobalRegistry.register("leader", refs[i])

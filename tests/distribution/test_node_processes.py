@@ -95,7 +95,7 @@ async def test_sigstop_is_detected_by_heartbeat_timeout(procs: list[NodeProcess]
         await wait_until(lambda: downs, 3.0, "down after SIGSTOP")
     finally:
         victim.signal(signal.SIGCONT)
-    peer, reason, seen_at = downs[0]
+    _, reason, seen_at = downs[0]
     assert reason == "heartbeat_timeout"
     assert 0.4 <= seen_at - stopped_at <= 1.2, f"detected after {seen_at - stopped_at:.3f} s"
 

@@ -48,8 +48,8 @@ async def start_cluster(n: int, *, fast: bool = True, **options: Any) -> list[No
 class NodeProcess:
     """A `noex-lab node` OS process; its stdout lines are collected by a reader thread."""
 
-    def __init__(self, name: str, *args: str, env: dict[str, str] | None = None) -> None:
-        cmd = [sys.executable, "-m", "noex_lab.cli", "node", "--name", name, "--port", "0", "--report", *args]
+    def __init__(self, name: str, *args: str, env: dict[str, str] | None = None, port: int = 0) -> None:
+        cmd = [sys.executable, "-m", "noex_lab.cli", "node", "--name", name, "--port", str(port), "--report", *args]
         full_env = dict(os.environ)
         full_env["PYTHONPATH"] = os.pathsep.join([str(REPO), full_env.get("PYTHONPATH", "")])
         full_env.update(env or {})

@@ -1,0 +1,89 @@
+"""Receiving behavior source shipped from a peer (`%%noex behavior`, SPEC §9 and §11).
+
+A node accepts code only when it opted in (`allow_code=True`, `--allow-code`) and its links are
+authenticated (it has a `cluster_secret`, so every peer passed the HMAC handshake). The source
+runs in a fresh module named after the behavior; the `GenServer` subclass it defines is
+registered in `BehaviorRegistry` under that name, replacing an earlier version.
+
+System request: `noex_load_behavior [name, source, class_name]` -> the class name.
+"""
+
+from __future__ import annotations
+
+import linecache
+import re
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
+from ..core.errors import NoexError
+from ..core.genserver import GenServer
+from ..core.node_id import NodeId
+from .behaviors import BehaviorRegistry
+
+if TYPE_CHECKING:
+    from .cluster import Distribution
+
+MODULE_PREFIX = "noex_lab_shipped"
+
+
+class CodeLoadingError(NoexError):
+    """A node refused shipped code, or the code failed to load there."""
+
+
+def module_name(behavior_name: str) -> str:
+    """The module the source of `behavior_name` is loaded into (a valid dotted name)."""
+    slug = re.sub(r"\W", "_", behavior_name)
+    if not slug or slug[0].isdigit():
+        slug = "_" + slug
+    return f"{MODULE_PREFIX}.{slug}"
+
+
+def load_behavior_source(name: str, source: str, class_name: str, *, origin: str = "peer") -> type[GenServer]:
+    """Run `source` in a fresh module and return its `GenServer` subclass `class_name`."""
+    modname = module_name(name)
+    filename = f"<behavior {name!r} from {origin}>"
+    module = types.ModuleType(modname)
+    module.__file__ = filename
+    lines = source.splitlines(keepends=True)
+    linecache.cache[filename] = (len(source), None, lines, filename)
+    previous = sys.modules.get(modname)
+    sys.modules[modname] = module  # dataclasses and typing look their module up while the class is built
+    try:
+        code = compile(source, filename, "exec")
+        exec(code, module.__dict__)
+    except BaseException as exc:
+        if previous is not None:
+            sys.modules[modname] = previous
+        else:
+            sys.modules.pop(modname, None)
+        raise CodeLoadingError(f"the source of behavior {name!r} failed here: {type(exc).__name__}: {exc}") from exc
+    cls = module.__dict__.get(class_name)
+    if not (isinstance(cls, type) and issubclass(cls, GenServer)):
+        raise CodeLoadingError(f"the source of behavior {name!r} defines no GenServer subclass {class_name!r}")
+    return cls
+
+
+def handle_load_behavior(dist: Distribution, peer: NodeId, args: Any) -> str:
+    """System handler: refuse unless this node accepts code over authenticated links."""
+    config = dist.config
+    if not config.allow_code:
+        raise CodeLoadingError(
+            f"node {dist.node_id} does not accept code: it was started without allow_code=True (--allow-code)"
+        )
+    if config.secret is None:
+        raise CodeLoadingError(
+            f"node {dist.node_id} does not accept code: its links are not authenticated (no cluster_secret)"
+        )
+    if not isinstance(args, list) or len(args) != 3 or not all(isinstance(a, str) for a in args):
+        raise CodeLoadingError("malformed behavior shipment")
+    name, source, class_name = (str(a) for a in args)
+    cls = load_behavior_source(name, source, class_name, origin=str(peer))
+    BehaviorRegistry.register(name, cls)
+    dist.node.events.emit("behavior_loaded", name=name, behavior=class_name, origin=peer)
+    return class_name
+
+
+def install_code_loading(dist: Distribution) -> None:
+    """Register the `noex_load_behavior` system request (it refuses unless `allow_code`)."""
+    dist.router.rpc_handlers["noex_load_behavior"] = lambda peer, args: handle_load_behavior(dist, peer, args)

@@ -1,0 +1,447 @@
+"""Looking into live processes on any node: state (like OTP's `sys:get_state`), tracing
+(like `sys:trace`), process lists and recent events, as system requests.
+
+Every value that crosses the wire here is plain data (refs, strings, numbers); a process's
+state is sent as its `repr` and, when it is a wire value, also as itself.
+
+System requests (handled on every distributed node):
+
+- `noex_get_state [pid, creation, name]` -> `[ref, behavior, status, queue_len, messages, repr, value, has_value]`
+- `noex_trace_start [trace_id, pid, creation, name, seconds, max_events]` -> `[ref, behavior, state_repr]`;
+  afterwards the target sends `noex_trace_event [trace_id, at, kind, msg_repr, state_repr]`
+  notifications and one `noex_trace_end [trace_id, why]`.
+- `noex_trace_stop [trace_id]`
+- `noex_processes None` -> `[[ref, name, behavior, status, queue_len, messages, uptime_s], ...], names`
+- `noex_events n` -> `[[at, kind, details], ...]`
+"""
+
+from __future__ import annotations
+
+import itertools
+import reprlib
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..core.errors import InvalidArgumentError, NodeNotReachableError, NotRegisteredError, SerializationError
+from ..core.messages import Down
+from ..core.node import Node, current_node
+from ..core.node_id import NodeId
+from ..core.process import Process
+from ..core.reasons import NOPROC
+from ..core.refs import ProcessRef
+
+if TYPE_CHECKING:
+    from ..core._backend import Cancellable
+    from .cluster import Distribution
+
+REPR_LIMIT = 2000
+MAX_TRACE_EVENTS = 10_000
+
+_repr = reprlib.Repr()
+_repr.maxstring = 400
+_repr.maxother = 400
+_repr.maxlist = _repr.maxtuple = _repr.maxset = _repr.maxfrozenset = _repr.maxdeque = 50
+_repr.maxdict = 50
+_repr.maxlevel = 6
+
+
+def short_repr(value: Any) -> str:
+    """A bounded `repr` (never raises)."""
+    try:
+        text = repr(value)
+    except Exception as exc:  # a broken __repr__ must not break tracing
+        return f"<unrepresentable {type(value).__name__}: {type(exc).__name__}: {exc}>"
+    if len(text) > REPR_LIMIT:
+        try:
+            text = _repr.repr(value)
+        except Exception:
+            text = text[:REPR_LIMIT]
+        if len(text) > REPR_LIMIT:
+            text = text[: REPR_LIMIT - 1] + "…"
+    return text
+
+
+# ----------------------------------------------------------------------------------- results
+@dataclass(frozen=True)
+class ProcessState:
+    """A snapshot of one process's state (`%noex state`)."""
+
+    ref: ProcessRef
+    behavior: str
+    status: str
+    queue_len: int
+    messages: int
+    state_repr: str
+    state: Any = None
+    has_state: bool = False  # False when the state is not a wire value (only its repr came back)
+
+    def __str__(self) -> str:
+        return (
+            f"{self.ref} {self.behavior} ({self.status}, queue={self.queue_len}, messages={self.messages})\n"
+            f"state: {self.state_repr}"
+        )
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        return (
+            f"<div><code>{escape(str(self.ref))}</code> <b>{escape(self.behavior)}</b> "
+            f"<span style='color:#666'>{escape(self.status)}, queue={self.queue_len}, "
+            f"messages={self.messages}</span>"
+            f"<pre style='margin:2px 0 0 0'>{escape(self.state_repr)}</pre></div>"
+        )
+
+
+@dataclass(frozen=True)
+class TraceEvent:
+    """One traced message: when, its kind (call / cast / info), the message, the state after it."""
+
+    at: float
+    kind: str
+    message: str
+    state: str
+
+    def __str__(self) -> str:
+        stamp = time.strftime("%H:%M:%S", time.localtime(self.at)) + f".{int(self.at * 1000) % 1000:03d}"
+        return f"{stamp} {self.kind:<4} {self.message}  ->  {self.state}"
+
+
+# ----------------------------------------------------------------------------------- target side
+def _find_process(node: Node, pid: int | None, creation: int, name: str | None) -> Process:
+    if name is not None:
+        ref = node.names.whereis(name)
+        if ref is None and node.router is not None:
+            ref = node.router.resolve_name(name)
+            if ref is not None and not node.is_local(ref):
+                raise InvalidArgumentError(f"{name!r} names {ref}, which runs on another node")
+        if ref is None:
+            raise NotRegisteredError(name)
+        proc = node.local_process(ref)
+    else:
+        proc = node._procs.get(pid) if pid is not None else None
+        if proc is not None and creation and creation != node.incarnation:
+            proc = None
+    if proc is None or not proc.alive:
+        from ..core.errors import ServerNotRunningError
+
+        what = name if name is not None else ProcessRef(node.id, pid or 0, creation or node.incarnation)
+        raise ServerNotRunningError(what, NOPROC)
+    return proc
+
+
+def local_state(proc: Process, encodable: Callable[[Any], bool] | None = None) -> ProcessState:
+    state = proc.state
+    ok = True if encodable is None else encodable(state)
+    return ProcessState(
+        ref=proc.ref, behavior=proc.behavior.__name__, status=proc.status, queue_len=len(proc.mailbox),
+        messages=proc.handled, state_repr=short_repr(state), state=state if ok else None, has_state=ok,
+    )
+
+
+class _Trace:
+    """A tracer installed on one local process, feeding `emit` until it ends."""
+
+    def __init__(
+        self, node: Node, proc: Process, emit: Callable[[TraceEvent], None], finish: Callable[[str], None],
+        seconds: float, max_events: int,
+    ) -> None:
+        self.node = node
+        self.proc = proc
+        self._emit = emit
+        self._finish = finish
+        self.count = 0
+        self.max_events = max_events
+        self.ended = False
+        if proc.tracers is None:
+            proc.tracers = []
+        proc.tracers.append(self._tracer)
+        self._mref = node.monitor(proc.ref, on_down=self._on_down)
+        self._timer: Cancellable | None = node.backend.call_later(
+            max(0.0, seconds), lambda: self.end("time is up"), lambda fn: node.spawn_task(fn, what="trace timer")
+        )
+
+    def _tracer(self, kind: str, msg: Any, state: Any) -> None:
+        if self.ended:
+            return
+        self.count += 1
+        self._emit(TraceEvent(time.time(), kind, short_repr(msg), short_repr(state)))
+        if self.count >= self.max_events:
+            self.end(f"stopped after {self.max_events} messages")
+
+    def _on_down(self, down: Down) -> None:
+        self.end(f"the process exited ({down.reason})")
+
+    def end(self, why: str) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        tracers = self.proc.tracers
+        if tracers is not None and self._tracer in tracers:
+            tracers.remove(self._tracer)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.node.demonitor(self._mref)
+        self._finish(why)
+
+
+class TraceHandle:
+    """The caller's side of a running trace: `stop()` ends it; `ended` says whether it ended."""
+
+    def __init__(self, ref: ProcessRef, behavior: str, initial_state: str, stop: Callable[[], None]) -> None:
+        self.ref = ref
+        self.behavior = behavior
+        self.initial_state = initial_state
+        self.ended = False
+        self.end_reason: str | None = None
+        self._stop = stop
+
+    def stop(self) -> None:
+        if not self.ended:
+            self._stop()
+
+
+class Introspection:
+    """The system-request handlers of one distributed node, and its running traces."""
+
+    def __init__(self, dist: Distribution) -> None:
+        self.dist = dist
+        self.node = dist.node
+        self._ids = itertools.count(1)
+        # traces running on this node for a peer: (peer, trace_id) -> _Trace
+        self.serving: dict[tuple[NodeId, int], _Trace] = {}
+        # traces this node asked a peer for: trace_id -> (peer, on_event, on_end, handle)
+        self.watching: dict[int, tuple[NodeId, Callable[[TraceEvent], None], Callable[[str], None]]] = {}
+
+    def install(self) -> None:
+        handlers = self.dist.router.rpc_handlers
+        handlers["noex_get_state"] = self._get_state
+        handlers["noex_trace_start"] = self._trace_start
+        handlers["noex_trace_stop"] = self._trace_stop
+        handlers["noex_trace_event"] = self._trace_event
+        handlers["noex_trace_end"] = self._trace_end
+        handlers["noex_processes"] = self._processes
+        handlers["noex_events"] = self._events
+        self.dist.leave_hooks.append(self._peer_left)
+
+    def _encodable(self, value: Any) -> bool:
+        try:
+            self.dist.codec.encode(value)
+        except SerializationError:
+            return False
+        except Exception:
+            return False
+        return True
+
+    # --------------------------------------------------------------- handlers (target side)
+    def _get_state(self, _peer: NodeId, args: Any) -> list[Any]:
+        pid, creation, name = args
+        st = local_state(_find_process(self.node, pid, creation, name), self._encodable)
+        return [st.ref, st.behavior, st.status, st.queue_len, st.messages, st.state_repr, st.state, st.has_state]
+
+    def _trace_start(self, peer: NodeId, args: Any) -> list[Any]:
+        trace_id, pid, creation, name, seconds, max_events = args
+        proc = _find_process(self.node, pid, creation, name)
+        key = (peer, int(trace_id))
+        router = self.dist.router
+
+        def emit(ev: TraceEvent) -> None:
+            router.rpc_cast(peer, "noex_trace_event", [trace_id, ev.at, ev.kind, ev.message, ev.state])
+
+        def finish(why: str) -> None:
+            self.serving.pop(key, None)
+            router.rpc_cast(peer, "noex_trace_end", [trace_id, why])
+
+        self.serving[key] = _Trace(self.node, proc, emit, finish, float(seconds),
+                                   min(int(max_events), MAX_TRACE_EVENTS))
+        return [proc.ref, proc.behavior.__name__, short_repr(proc.state)]
+
+    def _trace_stop(self, peer: NodeId, args: Any) -> None:
+        trace = self.serving.get((peer, int(args[0])))
+        if trace is not None:
+            trace.end("stopped")
+
+    def _processes(self, _peer: NodeId, _args: Any) -> list[Any]:
+        return process_rows(self.node)
+
+    def _events(self, _peer: NodeId, args: Any) -> list[list[Any]]:
+        return event_rows(self.node, int(args))
+
+    # --------------------------------------------------------------- notifications (caller side)
+    def _trace_event(self, _peer: NodeId, args: Any) -> None:
+        trace_id, at, kind, message, state = args
+        entry = self.watching.get(int(trace_id))
+        if entry is not None:
+            entry[1](TraceEvent(float(at), str(kind), str(message), str(state)))
+
+    def _trace_end(self, _peer: NodeId, args: Any) -> None:
+        entry = self.watching.pop(int(args[0]), None)
+        if entry is not None:
+            entry[2](str(args[1]))
+
+    def _peer_left(self, peer: NodeId, reason: str) -> None:
+        for key, trace in list(self.serving.items()):
+            if key[0] == peer:
+                trace.end(f"the tracing node left ({reason})")
+        for trace_id, entry in list(self.watching.items()):
+            if entry[0] == peer:
+                del self.watching[trace_id]
+                entry[2](f"node {peer} went down ({reason})")
+
+    def next_trace_id(self) -> int:
+        return next(self._ids)
+
+
+_installed: weakref.WeakKeyDictionary[Node, Introspection] = weakref.WeakKeyDictionary()
+
+
+def install_introspection(dist: Distribution) -> Introspection:
+    """Register the introspection system requests on a node (called by `Distribution.start`)."""
+    intro = Introspection(dist)
+    intro.install()
+    _installed[dist.node] = intro
+    return intro
+
+
+def process_rows(node: Node) -> list[Any]:
+    """`[[ref, name, behavior, status, queue_len, messages, uptime_s], ...], {name: ref}` (plain data)."""
+    now = time.monotonic()
+    rows = [
+        [p.ref, p.name, p.behavior.__name__, p.status, len(p.mailbox), p.handled, round(now - p.started_at, 3)]
+        for p in sorted(node.processes(), key=lambda p: p.pid)
+    ]
+    names = {n: r for n in node.names.names() if (r := node.names.whereis(n)) is not None}
+    return [rows, names]
+
+
+def event_rows(node: Node, n: int) -> list[list[Any]]:
+    """The last `n` events as `[at, kind, details]` (details as text)."""
+    rows = []
+    for ev in node.events.recent(max(0, min(n, 2000))):
+        details = " ".join(f"{k}={_event_value(v)}" for k, v in ev.data.items() if k != "exception")
+        rows.append([ev.at, ev.kind, details])
+    return rows
+
+
+def _event_value(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 300 else text[:299] + "…"
+
+
+# ----------------------------------------------------------------------------------- caller side
+Location = tuple[NodeId | None, int | None, int, str | None]  # (remote node or None, pid, creation, name)
+
+
+def locate(node: Node, target: ProcessRef | str, on: NodeId | None = None) -> Location:
+    """Where `target` runs: `(None, ...)` for this node, else the remote node id."""
+    if isinstance(target, ProcessRef):
+        if node.is_local(target):
+            return None, target.id, target.creation, None
+        return target.node, target.id, target.creation, None
+    if not isinstance(target, str) or not target:
+        raise InvalidArgumentError(f"a target is a ProcessRef or a registered name, not {target!r}")
+    if on is not None and on != node.id:
+        return on, None, 0, target
+    ref = node.names.whereis(target)
+    if ref is None and on is None and node.router is not None:
+        ref = node.router.resolve_name(target)
+    if ref is None:
+        raise NotRegisteredError(target)
+    return locate(node, ref)
+
+
+def _router_of(node: Node, where: NodeId) -> Any:
+    if node.router is None or node.distribution is None:
+        raise NodeNotReachableError(where, "this node is not distributed")
+    return node.router
+
+
+async def get_state(
+    target: ProcessRef | str, *, on: NodeId | str | None = None, node: Node | None = None, timeout: float = 5.0,
+) -> ProcessState:
+    """The current state of a process, local or remote, without disturbing it (like `sys:get_state`).
+
+    `target` is a ref, a local name or a global name; `on=` looks a local name up on that node.
+    A state that is not a wire value comes back as its repr only (`has_state=False`)."""
+    node = node or current_node()
+    on_id = NodeId.parse(on) if isinstance(on, str) else on
+    where, pid, creation, name = locate(node, target, on_id)
+    if where is None:
+        return local_state(_find_process(node, pid, creation, name))
+    router = _router_of(node, where)
+    r = await router.rpc(where, "noex_get_state", [pid, creation, name], timeout)
+    return ProcessState(ref=r[0], behavior=r[1], status=r[2], queue_len=r[3], messages=r[4], state_repr=r[5],
+                        state=r[6], has_state=bool(r[7]))
+
+
+async def trace(
+    target: ProcessRef | str, on_event: Callable[[TraceEvent], None], on_end: Callable[[str], None], *,
+    seconds: float = 10.0, max_events: int = 1000, on: NodeId | str | None = None, node: Node | None = None,
+    timeout: float = 5.0,
+) -> TraceHandle:
+    """Trace a live process (like `sys:trace`): `on_event` gets every message it handles and the
+    state after it, until `seconds` pass, `max_events` arrived, it exits or `stop()` is called;
+    then `on_end(why)` is called once. Works for local and remote processes."""
+    node = node or current_node()
+    if seconds <= 0:
+        raise InvalidArgumentError(f"seconds must be > 0, not {seconds!r}")
+    on_id = NodeId.parse(on) if isinstance(on, str) else on
+    where, pid, creation, name = locate(node, target, on_id)
+    handle_box: list[TraceHandle] = []
+
+    def ended(why: str) -> None:
+        if handle_box:
+            handle_box[0].ended = True
+            handle_box[0].end_reason = why
+        on_end(why)
+
+    if where is None:
+        proc = _find_process(node, pid, creation, name)
+        local = _Trace(node, proc, on_event, ended, seconds, min(max_events, MAX_TRACE_EVENTS))
+        handle = TraceHandle(proc.ref, proc.behavior.__name__, short_repr(proc.state), lambda: local.end("stopped"))
+        handle_box.append(handle)
+        return handle
+    router = _router_of(node, where)
+    intro = _installed.get(node)
+    if intro is None:
+        raise NodeNotReachableError(where, "this node has no introspection handlers")
+    trace_id = intro.next_trace_id()
+    intro.watching[trace_id] = (where, on_event, ended)
+    try:
+        r = await router.rpc(where, "noex_trace_start", [trace_id, pid, creation, name, seconds, max_events], timeout)
+    except BaseException:
+        intro.watching.pop(trace_id, None)
+        raise
+
+    def stop() -> None:
+        if router.rpc_cast(where, "noex_trace_stop", [trace_id]) is False:
+            entry = intro.watching.pop(trace_id, None)
+            if entry is not None:
+                entry[2]("stopped")
+
+    handle = TraceHandle(r[0], r[1], r[2], stop)
+    handle_box.append(handle)
+    return handle
+
+
+async def process_list(where: NodeId | None = None, *, node: Node | None = None, timeout: float = 5.0) -> list[Any]:
+    """`process_rows` of this node (`where=None`) or of another node."""
+    node = node or current_node()
+    if where is None or where == node.id:
+        return process_rows(node)
+    result: list[Any] = await _router_of(node, where).rpc(where, "noex_processes", None, timeout)
+    return result
+
+
+async def recent_events(
+    n: int = 50, where: NodeId | None = None, *, node: Node | None = None, timeout: float = 5.0,
+) -> list[list[Any]]:
+    """`event_rows` of this node (`where=None`) or of another node."""
+    node = node or current_node()
+    if where is None or where == node.id:
+        return event_rows(node, n)
+    result: list[list[Any]] = await _router_of(node, where).rpc(where, "noex_events", n, timeout)
+    return result

@@ -1,0 +1,12 @@
+"""The runtime's own records that travel between nodes (snapshots, supervisor trees, node info)."""
+
+from __future__ import annotations
+
+from ..core.snapshot import NodeSnapshot, ProcessInfo
+from ..core.supervisor import ChildInfo, SupervisorTree
+from .codec import wire_type
+from .global_registry import GlobalConflict
+from .membership import NodeInfo
+
+for _cls in (NodeSnapshot, ProcessInfo, ChildInfo, SupervisorTree, NodeInfo, GlobalConflict):
+    wire_type(_cls, name=f"noex_lab.{_cls.__name__}")

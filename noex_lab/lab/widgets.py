@@ -1,0 +1,541 @@
+"""Live widgets: `ClusterView`, `SupervisorView`, `EventLog` (and `TraceView` for `%noex trace`).
+
+How they behave (SPEC §9):
+
+- Each widget is one `ipywidgets.HTML` model whose value is re-rendered in place, so a widget
+  never creates child models after it was built (no leaked models however often it changes).
+- Changes arrive from event-stream subscriptions and small background tasks on the kernel's
+  loop, so the widget updates while the kernel is idle.
+- Bursts are coalesced: a widget renders at most once per `min_interval` seconds (default
+  0.25 s, so at most 4 updates per second), and sends nothing when the rendering is unchanged.
+- `_repr_mimebundle_` adds `text/html` and `text/plain` renderings next to the widget view, for
+  static renderers (nbconvert, GitHub) and plain terminals.
+- `close()` unsubscribes and stops the background work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from html import escape
+from typing import Any, Protocol, runtime_checkable
+
+import ipywidgets
+
+from ..core.errors import InvalidArgumentError, NoexError
+from ..core.events import NodeEvent
+from ..core.node import Node, current_node
+from ..core.node_id import NodeId
+from ..core.refs import ProcessRef
+from ..core.supervisor import ChildInfo, Supervisor, SupervisorServer
+from ..distribution.introspection import TraceEvent
+from .reprs import Status, Table, clock, text_of
+
+MEMBERSHIP_EVENTS = frozenset({"node_up", "node_down", "node_busy", "node_available", "cluster_started"})
+SUPERVISOR_EVENTS = frozenset({
+    "child_started", "child_stopped", "supervisor_restart", "supervisor_gave_up", "child_restarted",
+    "child_migrated", "node_failure_detected", "supervisor_stopped",
+})
+
+SCROLL_STYLE = "max-height:320px;overflow-y:auto"
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+class LiveWidget(ipywidgets.HTML):  # type: ignore[misc]
+    """An HTML widget that re-renders itself, coalesced, whenever `invalidate()` is called."""
+
+    min_interval: float = 0.25
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(value="", **kwargs)
+        self._loop = _running_loop()
+        self._handle: asyncio.TimerHandle | asyncio.Handle | None = None
+        self._last_flush = float("-inf")
+        self._closed = False
+        self._cleanups: list[Callable[[], None]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.renders = 0  # how many times the value actually changed (a test and debugging aid)
+
+    # --------------------------------------------------------------- subclass API
+    def render_html(self) -> str:
+        raise NotImplementedError
+
+    def render_text(self) -> str:
+        raise NotImplementedError
+
+    # --------------------------------------------------------------- updating
+    def invalidate(self) -> None:
+        """Schedule a re-render (at most one per `min_interval`)."""
+        if self._closed or self._handle is not None:
+            return
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self.flush()
+            return
+        delay = self._last_flush + self.min_interval - loop.time()
+        if delay <= 0:
+            self._handle = loop.call_soon(self.flush)
+        else:
+            self._handle = loop.call_later(delay, self.flush)
+
+    def flush(self) -> None:
+        """Re-render now; only a changed rendering is sent to the front end."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        if self._closed:
+            return
+        if self._loop is not None:
+            self._last_flush = self._loop.time()
+        try:
+            html = self.render_html()
+        except Exception as exc:  # never let a rendering bug kill the subscription
+            html = f"<pre style='color:#cf222e'>{escape(type(self).__name__)} failed to render: {escape(repr(exc))}</pre>"
+        if html != self.value:
+            self.value = html
+            self.renders += 1
+
+    def start_task(self, coro: Awaitable[Any]) -> None:
+        """Run background work owned by this widget (cancelled by `close()`)."""
+        loop = self._loop
+        if loop is None:
+            raise NoexError(f"{type(self).__name__} needs a running asyncio loop for live updates")
+
+        async def run() -> None:
+            await coro
+
+        task = loop.create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.on_task_error(task.exception())
+
+    def on_task_error(self, exc: BaseException | None) -> None:
+        pass
+
+    def on_close(self, cleanup: Callable[[], None]) -> None:
+        self._cleanups.append(cleanup)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Stop updating (unsubscribe, cancel background work) and close the widget model."""
+        if not self._closed:
+            self._closed = True
+            if self._handle is not None:
+                self._handle.cancel()
+                self._handle = None
+            for cleanup in self._cleanups:
+                with contextlib.suppress(Exception):
+                    cleanup()
+            self._cleanups.clear()
+            for task in list(self._tasks):
+                task.cancel()
+        super().close()
+
+    # --------------------------------------------------------------- display
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        data = super()._repr_mimebundle_(**kwargs) or {}
+        data["text/plain"] = self.render_text()
+        data["text/html"] = self.render_html()
+        return data
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}>"
+
+
+def _subscribe_events(widget: LiveWidget, node: Node, callback: Callable[[NodeEvent], None]) -> None:
+    widget.on_close(node.events.subscribe(callback))
+
+
+# ----------------------------------------------------------------------------------- ClusterView
+class ClusterView(LiveWidget):
+    """Live membership of the cluster seen from `node` (default: the current node): id, status
+    (up / busy / down), loop lag, process count and last heartbeat of every member."""
+
+    def __init__(self, node: Node | None = None, *, refresh_s: float = 1.0, keep_down: int = 20) -> None:
+        super().__init__()
+        self.node = node or current_node()
+        self.keep_down = keep_down
+        self.refresh_s = refresh_s
+        self.down: dict[NodeId, tuple[float, str]] = {}
+        self.extra_columns: Callable[[NodeId], str] | None = None  # e.g. "local pid 123" (set by %noex)
+        _subscribe_events(self, self.node, self._on_event)
+        self.flush()
+        if self._loop is not None and refresh_s > 0:
+            self.start_task(self._refresh_loop())
+
+    def _on_event(self, event: NodeEvent) -> None:
+        if event.kind not in MEMBERSHIP_EVENTS:
+            return
+        peer = event.data.get("peer")
+        if isinstance(peer, NodeId):
+            if event.kind == "node_down":
+                self.down[peer] = (event.at, str(event.data.get("reason", "")))
+                while len(self.down) > self.keep_down:
+                    self.down.pop(next(iter(self.down)))
+            else:
+                self.down.pop(peer, None)
+        self.invalidate()
+
+    async def _refresh_loop(self) -> None:
+        while not self.closed:
+            await asyncio.sleep(self.refresh_s)
+            self.invalidate()
+            if not self.node.running:
+                self.flush()
+                return
+
+    def table(self) -> Table:
+        node = self.node
+        rows: list[list[Any]] = []
+        if node.id is None:
+            title = f"node {node.display_name} ({'running' if node.running else 'stopped'}, not distributed)"
+        else:
+            title = f"cluster seen from {node.id}" + ("" if node.running else " (stopped)")
+        me = node.id if node.id is not None else node.display_name
+        rows.append([me, Status("up (this node)" if node.running else "stopped"), None, node.process_count, None, ""])
+        for info in node.get_nodes() if node.running else []:
+            extra = self.extra_columns(info.id) if self.extra_columns is not None else ""
+            rows.append([info.id, Status(info.status), f"{info.loop_lag_ms:.0f}", info.process_count,
+                         clock(info.last_heartbeat_at), extra])
+        for peer, (at, reason) in self.down.items():
+            rows.append([peer, Status(f"down ({reason})" if reason else "down"), None, None, None, f"since {clock(at)}"])
+        up = sum(1 for r in rows[1:] if not str(r[1]).startswith("down"))
+        return Table(["node", "status", "loop lag ms", "processes", "last heartbeat", ""], rows, title=title,
+                     note=f"{up} peers connected")
+
+    def render_html(self) -> str:
+        return self.table()._repr_html_()
+
+    def render_text(self) -> str:
+        return self.table().text()
+
+
+# ----------------------------------------------------------------------------------- SupervisorView
+@dataclass(frozen=True)
+class SupervisorEvent:
+    """One line of a supervisor's live log."""
+
+    at: float
+    kind: str
+    child: str
+    detail: str = ""
+
+
+@runtime_checkable
+class SupervisorSource(Protocol):
+    """What `SupervisorView` needs from a supervisor (local or distributed)."""
+
+    label: str
+
+    async def children(self) -> list[ChildInfo]: ...
+
+    def subscribe(self, callback: Callable[[SupervisorEvent], None]) -> Callable[[], None]: ...
+
+
+def _reason_text(reason: Any) -> str:
+    return str(reason) if reason is not None else ""
+
+
+class LocalSupervisorSource:
+    """A `Supervisor` running on `node`: children by `which_children`, the log from the event stream."""
+
+    def __init__(self, node: Node, ref: ProcessRef) -> None:
+        self.node = node
+        self.ref = ref
+        proc = node.local_process(ref)
+        name = proc.name if proc is not None else None
+        self.label = f"supervisor {ref}" + (f" ({name})" if name else "")
+
+    async def children(self) -> list[ChildInfo]:
+        with self.node.as_default():
+            return await Supervisor.which_children(self.ref)
+
+    def subscribe(self, callback: Callable[[SupervisorEvent], None]) -> Callable[[], None]:
+        ref = self.ref
+
+        def on_event(event: NodeEvent) -> None:
+            data = event.data
+            if event.kind in SUPERVISOR_EVENTS and data.get("supervisor") == ref:
+                child = str(data.get("child", ""))
+                if event.kind == "supervisor_restart":
+                    detail = f"restart #{data.get('restarts', '?')} after {_reason_text(data.get('reason'))}"
+                elif event.kind == "supervisor_gave_up":
+                    detail = _reason_text(data.get("reason"))
+                else:
+                    detail = str(data.get("ref", "") or "")
+                callback(SupervisorEvent(event.at, event.kind, child, detail))
+            elif event.kind == "process_exited" and data.get("ref") == ref:
+                callback(SupervisorEvent(event.at, "supervisor_exited", "", _reason_text(data.get("reason"))))
+
+        return self.node.events.subscribe(on_event)
+
+
+class FunctionSupervisorSource:
+    """Adapter from two functions (e.g. `DistributedSupervisor.which_children` / `.on_event`)."""
+
+    def __init__(
+        self, label: str, children: Callable[[], Awaitable[list[ChildInfo]]],
+        subscribe: Callable[[Callable[[Any], None]], Callable[[], None]],
+    ) -> None:
+        self.label = label
+        self._children = children
+        self._subscribe = subscribe
+
+    async def children(self) -> list[ChildInfo]:
+        return await self._children()
+
+    def subscribe(self, callback: Callable[[SupervisorEvent], None]) -> Callable[[], None]:
+        def convert(event: Any) -> None:
+            callback(as_supervisor_event(event))
+
+        return self._subscribe(convert)
+
+
+def as_supervisor_event(event: Any) -> SupervisorEvent:
+    """Best-effort conversion of a supervisor event (object, dict or `NodeEvent`) to a log line."""
+    if isinstance(event, SupervisorEvent):
+        return event
+    if isinstance(event, NodeEvent):
+        data: dict[str, Any] = dict(event.data)
+        kind, at = event.kind, event.at
+    elif isinstance(event, dict):
+        data = dict(event)
+        kind, at = str(data.pop("kind", data.pop("type", "event"))), float(data.pop("at", time.time()))
+    else:
+        data = {k: v for k, v in vars(event).items() if not k.startswith("_")} if hasattr(event, "__dict__") else {}
+        kind = str(getattr(event, "kind", getattr(event, "type", type(event).__name__)))
+        at = float(getattr(event, "at", time.time()))
+        data.pop("kind", None)
+        data.pop("type", None)
+        data.pop("at", None)
+    child = str(data.pop("child", data.pop("child_id", "")) or "")
+    detail = " ".join(f"{k}={v}" for k, v in data.items() if k not in ("supervisor", "exception"))
+    return SupervisorEvent(at, kind, child, detail)
+
+
+def source_for(sup: Any, node: Node | None = None) -> SupervisorSource:
+    """The `SupervisorSource` for `sup`: a source itself, a local `Supervisor` (ref or name), or
+    (once it exists) a `DistributedSupervisor` handle."""
+    if isinstance(sup, SupervisorSource):
+        return sup
+    node = node or current_node()
+    if isinstance(sup, (ProcessRef, str)):
+        try:
+            ref = node.resolve(sup)
+        except NoexError:
+            ref = None
+        if ref is not None and node.is_local(ref):
+            proc = node.local_process(ref)
+            if proc is not None and isinstance(proc.server, SupervisorServer):
+                return LocalSupervisorSource(node, ref)
+    import noex_lab
+
+    distributed = getattr(noex_lab, "DistributedSupervisor", None)
+    if distributed is not None and hasattr(distributed, "on_event") and hasattr(distributed, "which_children"):
+        def children() -> Awaitable[list[ChildInfo]]:
+            with node.as_default():
+                result: Awaitable[list[ChildInfo]] = distributed.which_children(sup)
+                return result
+
+        def subscribe(cb: Callable[[Any], None]) -> Callable[[], None]:
+            with node.as_default():
+                unsubscribe: Callable[[], None] = distributed.on_event(sup, cb)
+                return unsubscribe
+
+        try:
+            return FunctionSupervisorSource(f"distributed supervisor {sup}", children, subscribe)
+        except Exception:  # pragma: no cover - depends on the future DistributedSupervisor
+            pass
+    raise InvalidArgumentError(
+        f"{sup!r} is not a running supervisor on node {node.display_name}; pass a local Supervisor ref or "
+        "name, or source= (an object with async children() and subscribe(callback))"
+    )
+
+
+class SupervisorView(LiveWidget):
+    """Live view of a supervisor: its children (id, ref, node, status, restarts, last exit
+    reason) and a log of restarts and other supervision events."""
+
+    def __init__(self, sup: Any, *, node: Node | None = None, log_size: int = 50) -> None:
+        super().__init__()
+        self.source = source_for(sup, node)
+        self.children: list[ChildInfo] = []
+        self.log: deque[SupervisorEvent] = deque(maxlen=log_size)
+        self.error: str | None = None
+        self.finished: str | None = None
+        self._fetching = False
+        self._fetch_again = False
+        self.on_close(self.source.subscribe(self._on_event))
+        self.flush()
+        if self._loop is not None:
+            self.refresh()
+
+    def _on_event(self, event: SupervisorEvent) -> None:
+        self.log.append(event)
+        if event.kind in ("supervisor_exited", "supervisor_stopped"):
+            self.finished = event.detail or "stopped"
+        self.invalidate()
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Fetch the children again (one fetch at a time; a request during a fetch repeats it)."""
+        if self.closed or self.finished is not None:
+            return
+        if self._fetching:
+            self._fetch_again = True
+            return
+        self._fetching = True
+        self.start_task(self._fetch())
+
+    async def _fetch(self) -> None:
+        try:
+            while True:
+                self._fetch_again = False
+                try:
+                    self.children = await self.source.children()
+                    self.error = None
+                except NoexError as exc:
+                    self.error = f"{type(exc).__name__}: {exc}"
+                self.invalidate()
+                if not self._fetch_again or self.closed or self.finished is not None:
+                    return
+        finally:
+            self._fetching = False
+
+    def table(self) -> Table:
+        rows = [[c.id, c.ref, c.node, Status(c.status), c.restarts, c.last_exit_reason] for c in self.children]
+        note = self.error or ""
+        if self.finished is not None:
+            note = f"the supervisor exited: {self.finished}"
+        return Table(["child", "ref", "node", "status", "restarts", "last exit"], rows,
+                     title=self.source.label, note=note)
+
+    def log_table(self) -> Table:
+        rows = [[clock(e.at), e.kind, e.child, e.detail] for e in reversed(self.log)]
+        return Table(["time", "event", "child", "detail"], rows, title="restart log (newest first)",
+                     empty="(no restarts yet)")
+
+    def render_html(self) -> str:
+        return self.table()._repr_html_() + f"<div style='{SCROLL_STYLE}'>{self.log_table()._repr_html_()}</div>"
+
+    def render_text(self) -> str:
+        return self.table().text() + "\n\n" + self.log_table().text()
+
+
+# ----------------------------------------------------------------------------------- EventLog
+def event_details(event: NodeEvent) -> str:
+    data = event.data
+    if event.kind == "node_output":
+        return f"{data.get('node', '')} {data.get('stream', '')} | {data.get('line', '')}"
+    return " ".join(f"{k}={text_of(v)}" for k, v in data.items() if k != "exception")
+
+
+class EventLog(LiveWidget):
+    """The live event stream of `node` (default: the current node): processes started and
+    exited, supervisor restarts, nodes up/down, background errors, output of local nodes."""
+
+    def __init__(self, node: Node | None = None, *, limit: int = 200, show: int = 50,
+                 kinds: set[str] | frozenset[str] | None = None) -> None:
+        super().__init__()
+        self.node = node or current_node()
+        self.kinds = frozenset(kinds) if kinds is not None else None
+        self.show = show
+        self.events: deque[NodeEvent] = deque(maxlen=limit)
+        for event in self.node.events.recent(limit):
+            if self._wanted(event):
+                self.events.append(event)
+        _subscribe_events(self, self.node, self._on_event)
+        self.flush()
+
+    def _wanted(self, event: NodeEvent) -> bool:
+        return self.kinds is None or event.kind in self.kinds
+
+    def _on_event(self, event: NodeEvent) -> None:
+        if self._wanted(event):
+            self.events.append(event)
+            self.invalidate()
+
+    def table(self) -> Table:
+        shown = list(self.events)[-self.show:]
+        rows = [[clock(e.at), Status(e.kind) if e.kind == "error" else e.kind, event_details(e)]
+                for e in reversed(shown)]
+        return Table(["time", "event", "details"], rows, title=f"events of {self.node.display_name} (newest first)",
+                     note=f"{len(self.events)} kept, {len(shown)} shown", empty="(no events yet)")
+
+    def render_html(self) -> str:
+        return f"<div style='{SCROLL_STYLE}'>{self.table()._repr_html_()}</div>"
+
+    def render_text(self) -> str:
+        return self.table().text()
+
+
+# ----------------------------------------------------------------------------------- TraceView
+class TraceView(LiveWidget):
+    """The live trace of one process (`%noex trace`): every message it handles and its state after."""
+
+    def __init__(self, target: str, *, seconds: float, keep: int = 500, show: int = 100) -> None:
+        super().__init__()
+        self.target = target
+        self.ref: ProcessRef | None = None
+        self.behavior = ""
+        self.initial_state = ""
+        self.until = time.time() + seconds
+        self.events: deque[TraceEvent] = deque(maxlen=keep)
+        self.count = 0
+        self.show = show
+        self.ended: str | None = None
+        self.flush()
+
+    def started(self, ref: ProcessRef, behavior: str, initial_state: str) -> None:
+        self.ref, self.behavior, self.initial_state = ref, behavior, initial_state
+        self.flush()
+
+    def add(self, event: TraceEvent) -> None:
+        self.events.append(event)
+        self.count += 1
+        self.invalidate()
+
+    def end(self, why: str) -> None:
+        self.ended = why
+        self.invalidate()
+
+    def title(self) -> str:
+        who = f"{self.ref} {self.behavior}" if self.ref is not None else self.target
+        if self.ended is not None:
+            return f"trace of {who}: ended ({self.ended}), {self.count} messages"
+        return f"trace of {who}: live until {clock(self.until)[:8]}, {self.count} messages so far"
+
+    def table(self) -> Table:
+        shown = list(self.events)[-self.show:]
+        rows = [[clock(e.at), e.kind, e.message, e.state] for e in shown]
+        return Table(["time", "kind", "message", "state after"], rows, title=self.title(),
+                     note=f"state when the trace started: {self.initial_state}", empty="(no messages yet)")
+
+    def render_html(self) -> str:
+        return f"<div style='{SCROLL_STYLE}'>{self.table()._repr_html_()}</div>"
+
+    def render_text(self) -> str:
+        return self.table().text()
+
+
+__all__ = [
+    "ClusterView", "EventLog", "FunctionSupervisorSource", "LiveWidget", "LocalSupervisorSource", "SupervisorEvent",
+    "SupervisorSource", "SupervisorView", "TraceView", "source_for",
+]

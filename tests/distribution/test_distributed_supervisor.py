@@ -1,0 +1,159 @@
+"""DistributedSupervisor across in-process nodes (real TCP): placement, failover, strategies, intensity."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+
+import tests.distribution.behaviors_for_tests  # noqa: F401  (registers echo and flaky)
+from noex_lab import (
+    Cluster,
+    DistributedSupervisor,
+    GenServer,
+    MaxRestartsExceededError,
+    Node,
+    NodeEvent,
+    RemoteMonitor,
+)
+from tests.helpers.cluster import start_cluster, wait_until
+
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("cleanup")]
+
+
+def specs(n: int, behavior: str = "echo", **extra: Any) -> list[dict[str, Any]]:
+    return [{"id": f"w{i}", "behavior_name": behavior, "arg": f"arg-{i}", **extra} for i in range(n)]
+
+
+async def live_instances(behavior: str) -> Counter[Any]:
+    """How many processes of `behavior` run on each reachable node (asks every node)."""
+    counts: Counter[Any] = Counter()
+    for snap in await Cluster.snapshot():
+        assert snap.reachable, snap.error
+        counts[snap.node] += sum(1 for p in snap.processes if p.behavior == behavior)
+    return counts
+
+
+async def test_round_robin_placement_and_exactly_once_failover() -> None:
+    a, b, c = await start_cluster(3)
+    events: list[NodeEvent] = []
+    with a.as_default():
+        sup = await DistributedSupervisor.start(children=specs(9), node_selector="round_robin", max_restarts=20)
+        DistributedSupervisor.on_event(sup, events.append)
+        children = await DistributedSupervisor.which_children(sup)
+        assert Counter(ch.node for ch in children) == {a.id: 3, b.id: 3, c.id: 3}
+        on_c = {ch.id for ch in children if ch.node == c.id}
+        await c.kill()
+        await wait_until(lambda: sum(e.kind == "child_migrated" for e in events) == 3, 2.0, "3 migrations")
+        children = await DistributedSupervisor.which_children(sup)
+        assert all(ch.status == "running" and ch.node in (a.id, b.id) for ch in children)
+        assert {e.data["child"] for e in events if e.kind == "child_migrated"} == on_c
+        assert [e.data["node"] for e in events if e.kind == "node_failure_detected"] == [c.id]
+        assert await live_instances("Echo") == {a.id: len([x for x in children if x.node == a.id]),
+                                               b.id: len([x for x in children if x.node == b.id])}
+        for ch in children:
+            assert await GenServer.call(ch.ref, "arg") == f"arg-{ch.id[1:]}"
+        assert sum(ch.restarts for ch in children) == 3
+
+
+async def test_one_for_all_restarts_every_child_on_every_node_in_order() -> None:
+    a, b, c = await start_cluster(3)
+    events: list[NodeEvent] = []
+    with a.as_default():
+        sup = await DistributedSupervisor.start("one_for_all", specs(6, "flaky"), node_selector="round_robin",
+                                                max_restarts=5)
+        DistributedSupervisor.on_event(sup, events.append)
+        before = await DistributedSupervisor.which_children(sup)
+        with pytest.raises(Exception, match="flaky crash"):
+            await GenServer.call(before[2].ref, "crash")
+        await wait_until(lambda: sum(e.kind == "child_started" for e in events) == 6, 3.0, "all restarted")
+        stopped = [e.data["child"] for e in events if e.kind == "child_stopped"]
+        started = [e.data["child"] for e in events if e.kind == "child_started"]
+        assert stopped == ["w5", "w4", "w3", "w1", "w0"]  # reverse start order, the crashed w2 excluded
+        assert started == [f"w{i}" for i in range(6)]
+        after = await DistributedSupervisor.which_children(sup)
+        assert all(x.ref != y.ref for x, y in zip(before, after, strict=True))
+        assert await live_instances("Flaky") == Counter({a.id: 2, b.id: 2, c.id: 2})
+
+
+async def test_crash_loop_exhausts_intensity_and_nothing_keeps_running() -> None:
+    a, b = await start_cluster(2)
+    with a.as_default():
+        sup = await DistributedSupervisor.start(
+            children=[*specs(3), {"id": "bad", "behavior_name": "flaky", "arg": "crash_loop"}],
+            node_selector="round_robin", max_restarts=3, within_ms=5000,
+        )
+        downs: list[Any] = []
+        await RemoteMonitor.monitor(sup, on_down=downs.append)
+        await wait_until(lambda: downs, 5.0, "supervisor exit")
+        assert downs[0].reason.exc_type == MaxRestartsExceededError.__name__
+        counts = await live_instances("Echo") + await live_instances("Flaky")
+        assert sum(counts.values()) == 0
+
+
+async def test_terminate_child_and_stop_leave_nothing_running() -> None:
+    a, b, c = await start_cluster(3)
+    with a.as_default():
+        sup = await DistributedSupervisor.start(children=specs(6), node_selector="round_robin")
+        await DistributedSupervisor.terminate_child(sup, "w1")
+        await DistributedSupervisor.terminate_child(sup, "w2")
+        assert sum((await live_instances("Echo")).values()) == 4
+        kids = {ch.id: ch.status for ch in await DistributedSupervisor.which_children(sup)}
+        assert kids["w1"] == "stopped" and kids["w2"] == "stopped"
+        new_ref = await DistributedSupervisor.restart_child(sup, "w1")
+        assert await GenServer.call(new_ref, "arg") == "arg-1"
+        await DistributedSupervisor.stop(sup)
+        assert sum((await live_instances("Echo")).values()) == 0
+
+
+async def test_selectors_least_loaded_fixed_and_callable() -> None:
+    a, b, c = await start_cluster(3)
+    with b.as_default():
+        for _ in range(20):
+            await GenServer.start(GenServer)  # b is busy with processes
+    await wait_until(lambda: all(i.process_count >= 20 for i in a.get_nodes() if i.id == b.id), 3.0,
+                     "b's process count reaches a")
+    with a.as_default():
+        sup = await DistributedSupervisor.start(children=specs(4), node_selector="least_loaded")
+        nodes = {ch.node for ch in await DistributedSupervisor.which_children(sup)}
+        assert b.id not in nodes
+        fixed = await DistributedSupervisor.start(children=specs(2), node_selector={"node": str(c.id)})
+        assert {ch.node for ch in await DistributedSupervisor.which_children(fixed)} == {c.id}
+        chosen: list[Any] = []
+
+        async def pick(nodes: list[Any], child_id: str) -> Any:
+            chosen.append(child_id)
+            return max(nodes)
+
+        custom = await DistributedSupervisor.start(
+            children=[*specs(1), {"id": "pinned", "behavior_name": "echo", "node_selector": {"node": str(b.id)}}],
+            node_selector=pick,
+        )
+        placed = {ch.id: ch.node for ch in await DistributedSupervisor.which_children(custom)}
+        assert placed == {"w0": max(a.id, b.id, c.id), "pinned": b.id} and chosen == ["w0"]
+
+
+async def test_supervisor_node_death_takes_its_children_down() -> None:
+    a, b, c = await start_cluster(3)
+    with a.as_default():
+        sup = await DistributedSupervisor.start(children=specs(4), node_selector={"node": str(b.id)})
+    assert sum(1 for p in b.processes() if p.behavior.__name__ == "Echo") == 4
+    await a.kill()
+    await wait_until(lambda: not any(p.behavior.__name__ == "Echo" for p in b.processes()), 2.0,
+                     "orphans exit with noconnection")
+    assert sup.node == a.id
+
+
+async def test_restarted_node_gets_no_stale_children() -> None:
+    a, b = await start_cluster(2)
+    port = b.id.port
+    with a.as_default():
+        sup = await DistributedSupervisor.start(children=specs(4), node_selector="round_robin", max_restarts=10)
+        await b.kill()
+        await wait_until(lambda: a.get_nodes() == [], 2.0)
+        b2: Node = await Cluster.start("n1", port=port, seeds=[str(a.id)], heartbeat_interval_ms=200)
+        await wait_until(lambda: a.get_nodes(), 5.0, "b back")
+        children = await DistributedSupervisor.which_children(sup)
+        assert {ch.node for ch in children} == {a.id}
+        assert not any(p.behavior.__name__ == "Echo" for p in b2.processes())
