@@ -28,6 +28,12 @@ class Line:
     # True for rates (ours / ceiling must be >= target), False for latencies and durations
     # (ours / ceiling must be <= target).
     higher_is_better: bool = True
+    # params.variant of the line; None: the run's own variant ("default", or the backend's name).
+    variant: str | None = None
+    # An absolute target (in `unit`) where there is no ceiling, e.g. W6/W7's issue targets;
+    # compared with `higher_is_better` like the ratio (None: no absolute target).
+    abs_target: float | None = None
+    abs_note: str = ""  # where the absolute target comes from ("issue acceptance")
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,25 @@
 """noex_lab: Erlang/OTP-style processes, supervisors and P2P clustering for Python and Jupyter."""
 
+from typing import Any
+
 from .core import *  # noqa: F403
 from .core import __all__ as _core_all
 from .distribution import *  # noqa: F403
 from .distribution import __all__ as _distribution_all
 
 __version__ = "0.1.0"
-__all__ = [*_core_all, *_distribution_all, "__version__"]
+__all__ = [*_core_all, *_distribution_all, "__version__", "load_ipython_extension", "unload_ipython_extension"]
+
+
+def load_ipython_extension(ip: Any) -> None:
+    """`%load_ext noex_lab` (IPython is imported only here, never by `import noex_lab`)."""
+    from .lab import load_ipython_extension as load
+
+    load(ip)
+
+
+def unload_ipython_extension(ip: Any) -> None:
+    """`%unload_ext noex_lab`."""
+    from .lab import unload_ipython_extension as unload
+
+    unload(ip)

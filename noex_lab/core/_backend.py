@@ -219,9 +219,13 @@ def current_backend() -> Backend:
 
 
 def current_loop_key() -> object:
-    lib = sniffio.current_async_library()
-    if lib == "asyncio":
+    """Identifies the running event loop (hot: called by every facade call outside a process)."""
+    try:
         return asyncio.get_running_loop()
-    import trio
+    except RuntimeError:
+        pass
+    if sniffio.current_async_library() == "trio":
+        import trio
 
-    return trio.lowlevel.current_trio_token()
+        return trio.lowlevel.current_trio_token()
+    raise RuntimeError("noex_lab needs a running asyncio or trio event loop")

@@ -546,8 +546,9 @@ def _texts(items: list[Any], what: str) -> tuple[str, str, str]:
     return exc_type, message, text
 
 
+_TUPLE_MARKER = _Marker(_TUPLE, lambda items: tuple(items[1:]))
 _MARKERS: dict[int, _Marker] = {
-    _TUPLE: _Marker(_TUPLE, lambda items: tuple(items[1:])),
+    _TUPLE: _TUPLE_MARKER,
     _SET: _Marker(_SET, lambda items: set(items[1:])),
     _FROZENSET: _Marker(_FROZENSET, lambda items: frozenset(items[1:])),
     _DOWN: _Marker(_DOWN, _build_down),
@@ -721,6 +722,9 @@ class Codec:
     def _default(self, obj: Any) -> Any:
         """msgpack's hook for every value that is not a native msgpack type."""
         t = type(obj)
+        if t is tuple:  # by far the most common non-native value
+            self._marked = True
+            return [_M_TUPLE, *obj]
         leaf = _ENCODERS.get(t)
         if leaf is not None:
             try:
@@ -807,6 +811,9 @@ class Codec:
         return leaf(payload)
 
     def _decode_ext_slow(self, code: int, payload: bytes) -> Any:
+        if code == _TUPLE and not payload:
+            self._pending += 1
+            return _TUPLE_MARKER
         marker = _MARKERS.get(code)
         if marker is not None:
             if payload:
@@ -832,6 +839,8 @@ class Codec:
             head = items[0]
             if type(head) is _Marker:
                 self._pending -= 1
+                if head is _TUPLE_MARKER:
+                    return tuple(items[1:])
                 return head.build(items)
         return items
 

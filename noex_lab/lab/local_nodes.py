@@ -27,14 +27,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core.errors import NoexError
 from ..core.node_id import NodeId
+from .errors import LabError
 
 SECRET_ENV = "NOEX_LAB_SECRET"
 READY_TIMEOUT_S = 30.0
 
 
-class LocalNodeError(NoexError):
+class LocalNodeError(LabError):
     """A local node process could not be started, or is not known."""
 
 

@@ -29,6 +29,14 @@ TABLE_STYLE = "border-collapse:collapse;font-size:12px;margin:2px 0"
 CELL_STYLE = "padding:1px 8px;text-align:left;border-bottom:1px solid #e0e0e0;vertical-align:top"
 
 
+def display(*objs: Any) -> None:
+    """IPython's `display` (typed)."""
+    from IPython.display import display as ipy_display
+
+    show: Callable[..., Any] = ipy_display
+    show(*objs)
+
+
 def clock(at: float) -> str:
     """Wall-clock time `HH:MM:SS.mmm`."""
     if not at:
@@ -92,7 +100,8 @@ class Table:
             for row in self.rows
         )
         if not self.rows:
-            body = f"<tr><td style='{CELL_STYLE};color:#888' colspan='{len(self.columns)}'>{escape(self.empty)}</td></tr>"
+            span = len(self.columns)
+            body = f"<tr><td style='{CELL_STYLE};color:#888' colspan='{span}'>{escape(self.empty)}</td></tr>"
         title = f"<div style='font-weight:bold;margin-top:4px'>{escape(self.title)}</div>" if self.title else ""
         note = f"<div style='color:#666;font-size:11px'>{escape(self.note)}</div>" if self.note else ""
         return f"<div class='noex-table'>{title}<table style='{TABLE_STYLE}'><tr>{head}</tr>{body}</table>{note}</div>"
@@ -205,12 +214,15 @@ EXTRA_HTML: dict[type, Callable[[Any], str]] = {
 
 def register_reprs(ip: InteractiveShell) -> None:
     """Teach IPython's HTML formatter the runtime values that have no `_repr_html_` of their own."""
+    assert ip.display_formatter is not None
     formatter = ip.display_formatter.formatters["text/html"]
     for cls, fn in EXTRA_HTML.items():
         formatter.for_type(cls, fn)
 
 
 def unregister_reprs(ip: InteractiveShell) -> None:
+    if ip.display_formatter is None:
+        return
     formatter = ip.display_formatter.formatters["text/html"]
     for cls in EXTRA_HTML:
         formatter.type_printers.pop(cls, None)

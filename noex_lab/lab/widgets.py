@@ -55,6 +55,7 @@ class LiveWidget(ipywidgets.HTML):  # type: ignore[misc]
     """An HTML widget that re-renders itself, coalesced, whenever `invalidate()` is called."""
 
     min_interval: float = 0.25
+    value: str  # the ipywidgets trait (an annotation only: the trait descriptor stays)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(value="", **kwargs)
@@ -100,7 +101,8 @@ class LiveWidget(ipywidgets.HTML):  # type: ignore[misc]
         try:
             html = self.render_html()
         except Exception as exc:  # never let a rendering bug kill the subscription
-            html = f"<pre style='color:#cf222e'>{escape(type(self).__name__)} failed to render: {escape(repr(exc))}</pre>"
+            what = f"{type(self).__name__} failed to render: {exc!r}"
+            html = f"<pre style='color:#cf222e'>{escape(what)}</pre>"
         if html != self.value:
             self.value = html
             self.renders += 1
@@ -215,7 +217,8 @@ class ClusterView(LiveWidget):
             rows.append([info.id, Status(info.status), f"{info.loop_lag_ms:.0f}", info.process_count,
                          clock(info.last_heartbeat_at), extra])
         for peer, (at, reason) in self.down.items():
-            rows.append([peer, Status(f"down ({reason})" if reason else "down"), None, None, None, f"since {clock(at)}"])
+            status = Status(f"down ({reason})" if reason else "down")
+            rows.append([peer, status, None, None, None, f"since {clock(at)}"])
         up = sum(1 for r in rows[1:] if not str(r[1]).startswith("down"))
         return Table(["node", "status", "loop lag ms", "processes", "last heartbeat", ""], rows, title=title,
                      note=f"{up} peers connected")

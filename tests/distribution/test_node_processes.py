@@ -42,7 +42,11 @@ async def test_eight_node_processes_seeded_from_one_form_a_full_mesh_quickly(pro
     def converged(p: NodeProcess) -> bool:
         return any(line.startswith("PEERS 7 ") for line in p.history)
 
-    await wait_until(lambda: all(converged(p) for p in procs), 10.0, "every process sees 7 peers")
+    try:
+        await wait_until(lambda: all(converged(p) for p in procs), 10.0, "every process sees 7 peers")
+    except AssertionError:
+        report = {p.id: [x for x in p.history if x.startswith(("PEERS", "DOWN"))][-3:] for p in procs}
+        raise AssertionError(f"no full mesh: {report}") from None
     last = max(
         int(next(line for line in p.history if line.startswith("PEERS 7 ")).split()[2]) for p in procs
     )

@@ -1,0 +1,331 @@
+"""`%noex` / `%%noex`: the notebook's command line for a noex_lab cluster (SPEC §9).
+
+No cell needs `await`: an input transformer rewrites an exact top-level line
+`get_ipython().run_line_magic('noex', ...)` (what IPython makes of `%noex ...`, also after
+`x = `) and `get_ipython().run_cell_magic('noex', ...)` into an awaited call, so the kernel
+runs that cell as an async cell and the magic may return an awaitable. Called any other way
+(inside a loop, from a function), the magic still works: the returned task runs in the
+background and its errors are re-reported under the next cell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import re
+import shlex
+import weakref
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic_arguments import MagicArgumentParser, argument, kwds, magic_arguments
+
+from ..core.errors import NoexError
+from ..distribution.behaviors import BehaviorRegistry
+from .code_shipping import pick_behavior
+from .errors import LabError, MagicUsageError
+from .reprs import Message, display, register_reprs, unregister_reprs
+from .session import LabSession
+
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
+
+# --------------------------------------------------------------------------------- the transformer
+_AWAITABLE_LINE = re.compile(
+    r"^(?P<assign>[A-Za-z_][A-Za-z0-9_]*\s*=\s*)?(?P<call>get_ipython\(\)\.run_(?:line|cell)_magic\('noex', .*\))"
+    r"(?P<end>\s*)$",
+    re.DOTALL,
+)
+
+
+def await_noex_magics(lines: list[str]) -> list[str]:
+    """`input_transformers_post` hook: await exact top-level `%noex` calls (see module doc)."""
+    out = []
+    for line in lines:
+        m = _AWAITABLE_LINE.match(line)
+        if m is None:
+            out.append(line)
+        else:
+            out.append(f"{m.group('assign') or ''}await {m.group('call')}{m.group('end')}")
+    return out
+
+
+# --------------------------------------------------------------------------------- subcommands
+def _parser(name: str, help_text: str, usage: str) -> MagicArgumentParser:
+    # argparse %-formats usage strings, and IPython's help formatter prints the '%' in front
+    parser: MagicArgumentParser = MagicArgumentParser(  # type: ignore[no-untyped-call]
+        prog=f"noex {name}", description=help_text, usage=f"noex {usage}"
+    )
+    return parser
+
+
+def _build_parsers() -> dict[str, MagicArgumentParser]:
+    p: dict[str, MagicArgumentParser] = {}
+    s = p["start"] = _parser(
+        "start", "Start this kernel's node (re-running reuses a node of the same name and says so). Without "
+        "--secret-env a random secret is generated; nodes started by `%noex local` get it, so every link is "
+        "authenticated. Errors (port in use, bad seed) are raised in the cell.",
+        "start NAME [--port P] [--host H] [--seed ID ...] [--secret-env VAR]")
+    s.add_argument("name", help="node name: a letter, then letters, digits, _ or -")
+    s.add_argument("--port", type=int, default=0, help="TCP port (default 0: a free port)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    s.add_argument("--seed", action="append", default=[], metavar="ID", help="seed node id name@host:port (repeatable)")
+    s.add_argument("--secret-env", metavar="VAR", help="environment variable holding the cluster secret")
+    s.add_argument("--heartbeat-interval-ms", type=int, default=5000, help="liveness heartbeat period")
+    s.add_argument("--heartbeat-miss-threshold", type=int, default=3, help="missed heartbeats before down")
+
+    s = p["local"] = _parser(
+        "local", "Make sure N local node processes run, joined to this kernel's node (starts only the "
+        "missing ones). They accept behaviors from `%%noex behavior`, survive the stop button and exit "
+        "with the kernel (also when it is killed). Their output goes to the event log.", "local N [--prefix P]")
+    s.add_argument("count", type=int, metavar="N", help="how many local nodes should run")
+    s.add_argument("--prefix", default="local", help="node names are PREFIX1, PREFIX2, ... (default local)")
+
+    s = p["kill"] = _parser("kill", "SIGKILL a local node (a crash: peers see the connection drop); for this "
+                            "kernel's own node, node.kill() (fault injection).", "kill NODE")
+    s.add_argument("node", help="a local node's name or id")
+
+    s = p["stop"] = _parser("stop", "Stop a local node gracefully; without NODE, stop every local node and then "
+                            "this kernel's node.", "stop [NODE]")
+    s.add_argument("node", nargs="?", help="a local node's name or id (default: everything)")
+
+    p["nodes"] = _parser("nodes", "Table of the cluster members (status, loop lag, processes, heartbeat).", "nodes")
+
+    s = p["ps"] = _parser("ps", "Table of the processes of this kernel's node, of NODE, or of every node.",
+                          "ps [NODE] [--all]")
+    s.add_argument("node", nargs="?", help="node name or id (default: this kernel's node)")
+    s.add_argument("--all", action="store_true", help="every node of the cluster")
+
+    p["registry"] = _parser("registry", "Registered names on every node, global names, and the behaviors "
+                            "this kernel can start.", "registry")
+
+    s = p["events"] = _parser("events", "Table of the most recent events of a node.",
+                              "events [N] [--node NODE] [--kind KIND]")
+    s.add_argument("count", nargs="?", type=int, default=20, metavar="N", help="how many (default 20)")
+    s.add_argument("--node", help="node name or id (default: this kernel's node)")
+    s.add_argument("--kind", help="only events of this kind (e.g. process_exited, node_down, error)")
+
+    s = p["state"] = _parser("state", "The current state of a process, local or remote (like OTP's "
+                             "sys:get_state); the process is not disturbed.", "state TARGET [--node NODE]")
+    s.add_argument("target", help="a process ref like <0.12@n@127.0.0.1:5000>, a local name or a global name")
+    s.add_argument("--node", help="look a local name up on this node")
+
+    s = p["trace"] = _parser("trace", "Show live every message a process handles and its state after each "
+                             "(like OTP's sys:trace), local or remote, without stopping it. The trace shows "
+                             "in a live view; `--stop` ends all running traces.",
+                             "trace TARGET [--for SECONDS] [--node NODE] [--max N] | trace --stop")
+    s.add_argument("target", nargs="?", help="a process ref, a local name or a global name")
+    s.add_argument("--for", dest="seconds", type=float, default=10.0, help="how long (default 10 s)")
+    s.add_argument("--node", help="look a local name up on this node")
+    s.add_argument("--max", dest="max_events", type=int, default=1000, help="stop after N messages (default 1000)")
+    s.add_argument("--stop", action="store_true", help="stop every running trace")
+
+    p["watch"] = _parser("watch", "Display a live ClusterView (membership, status, loop lag, processes).", "watch")
+    p["log"] = _parser("log", "Display a live EventLog of this kernel's node (background output and errors).",
+                       "log")
+
+    s = p["behavior"] = _parser(
+        "behavior", "As a cell magic: run the cell, register the GenServer subclass it defines under NAME in "
+        "BehaviorRegistry, and ship the cell's source to every current and future node that accepts code. "
+        "Re-running the cell replaces the behavior everywhere. As a line magic: where each behavior was "
+        "loaded or refused.", "behavior NAME   (as the first line of a cell: %%%%noex behavior NAME)")
+    s.add_argument("name", nargs="?", help="the behavior name RemoteSpawn uses")
+
+    s = p["help"] = _parser("help", "Help for every subcommand, or for one.", "help [SUBCOMMAND]")
+    s.add_argument("subcommand", nargs="?")
+    return p
+
+
+PARSERS = _build_parsers()
+ASYNC_SUBCOMMANDS = frozenset({"start", "local", "kill", "stop", "ps", "registry", "events", "state", "trace"})
+
+
+def _summary() -> str:
+    lines = ["Run and inspect a noex_lab cluster from this notebook. No cell needs `await`.", "",
+             "Subcommands:"]
+    for name, parser in PARSERS.items():
+        usage = (parser.usage or name).removeprefix("noex ").replace("%%", "%")
+        first = (parser.description or "").split(". ")[0].rstrip(".")
+        lines.append(f"  {usage}")
+        lines.append(f"      {first}.")
+    lines += ["", "`%noex help` (or `%noex help SUBCOMMAND`) shows every option."]
+    return "\n".join(lines)
+
+
+SUMMARY = _summary()
+
+
+def full_help(subcommand: str | None = None) -> str:
+    if subcommand is not None:
+        parser = PARSERS.get(subcommand)
+        if parser is None:
+            raise MagicUsageError(f"unknown subcommand {subcommand!r}; one of: {', '.join(PARSERS)}")
+        return str(parser.format_help())
+    return SUMMARY + "\n\n" + "\n".join(str(p.format_help()) for p in PARSERS.values())
+
+
+def parse(subcommand: str, argv: list[str]) -> argparse.Namespace:
+    parser = PARSERS.get(subcommand)
+    if parser is None:
+        raise MagicUsageError(f"unknown subcommand {subcommand!r}; one of: {', '.join(PARSERS)} (see %noex help)")
+    try:
+        return parser.parse_args(argv)
+    except UsageError as exc:
+        usage = (parser.usage or "").replace("%%", "%")
+        raise MagicUsageError(f"%noex {subcommand}: {exc} (usage: %{usage})") from None
+
+
+# --------------------------------------------------------------------------------- the magics
+def _in_task(coro: Coroutine[Any, Any, Any]) -> Any:
+    """An awaitable for the magic to return: a task on the running loop (so it also runs when the
+    line was not rewritten into an await), else the coroutine itself."""
+
+    async def guarded() -> Any:
+        try:
+            return await coro
+        except NoexError as exc:  # the message says it all: keep the traceback short
+            raise exc.with_traceback(None) from exc.__cause__
+
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return guarded()
+    return loop.create_task(guarded(), name="%noex")
+
+
+@magics_class
+class NoexMagics(Magics):
+    def __init__(self, shell: InteractiveShell, session: LabSession) -> None:
+        super().__init__(shell)
+        self.session = session
+
+    @magic_arguments()  # type: ignore[no-untyped-call, untyped-decorator]
+    @kwds(description=SUMMARY)  # type: ignore[no-untyped-call, untyped-decorator]
+    @argument(  # type: ignore[no-untyped-call, untyped-decorator]
+        "subcommand", nargs="?", default="help", choices=list(PARSERS), help="what to do")
+    @argument(  # type: ignore[no-untyped-call, untyped-decorator]
+        "args", nargs=argparse.REMAINDER, help="its arguments (see %%noex help SUBCOMMAND)")
+    @line_cell_magic
+    def noex(self, line: str, cell: str | None = None) -> Any:
+        try:
+            argv = shlex.split(line)
+        except ValueError as exc:
+            raise MagicUsageError(f"cannot split {line!r}: {exc}") from None
+        subcommand = argv[0] if argv else "help"
+        args = parse(subcommand, argv[1:])
+        if cell is not None:
+            if subcommand != "behavior":
+                raise MagicUsageError("%%noex is a cell magic only for `behavior NAME`; use %noex for the rest")
+            return self._behavior_cell(args, cell)
+        if subcommand in ASYNC_SUBCOMMANDS:
+            return _in_task(self._run_async(subcommand, args))
+        self._run_sync(subcommand, args)
+        return None
+
+    # --------------------------------------------------------------- sync subcommands
+    def _run_sync(self, subcommand: str, args: argparse.Namespace) -> None:
+        session = self.session
+        if subcommand == "help":
+            print(full_help(args.subcommand))
+        elif subcommand == "nodes":
+            display(session.nodes_table())
+        elif subcommand == "watch":
+            display(session.watch())
+        elif subcommand == "log":
+            display(session.log())
+        elif subcommand == "behavior":
+            if args.name is not None:
+                raise MagicUsageError("use %%noex behavior NAME as the first line of a cell that defines the behavior")
+            display(session.behaviors_table())
+        else:  # pragma: no cover - every subcommand is dispatched somewhere
+            raise MagicUsageError(f"unknown subcommand {subcommand!r}")
+
+    # --------------------------------------------------------------- async subcommands
+    async def _run_async(self, subcommand: str, args: argparse.Namespace) -> None:
+        session = self.session
+        if subcommand == "start":
+            await session.start(args.name, port=args.port, host=args.host, seeds=args.seed,
+                                secret_env=args.secret_env, heartbeat_interval_ms=args.heartbeat_interval_ms,
+                                heartbeat_miss_threshold=args.heartbeat_miss_threshold)
+        elif subcommand == "local":
+            await session.local(args.count, prefix=args.prefix)
+        elif subcommand == "kill":
+            await session.kill(args.node)
+        elif subcommand == "stop":
+            await session.stop(args.node)
+        elif subcommand == "ps":
+            display(*await session.ps(args.node, all_nodes=args.all))
+        elif subcommand == "registry":
+            display(*await session.registry())
+        elif subcommand == "events":
+            display(await session.events(args.count, spec=args.node, kind=args.kind))
+        elif subcommand == "state":
+            display(await session.state(args.target, on=args.node))
+        elif subcommand == "trace":
+            if args.stop:
+                stopped = session.stop_traces()
+                display(Message(f"stopped {stopped} running trace(s)", "ok"))
+                return
+            if args.target is None:
+                raise MagicUsageError("%noex trace needs a TARGET (or --stop)")
+            display(await session.trace(args.target, seconds=args.seconds, on=args.node,
+                                        max_events=args.max_events))
+
+    # --------------------------------------------------------------- %%noex behavior
+    def _behavior_cell(self, args: argparse.Namespace, cell: str) -> Any:
+        name = args.name
+        if not name:
+            raise MagicUsageError("%%noex behavior needs a NAME: the name RemoteSpawn.spawn will use")
+        shell = self.shell
+        assert shell is not None
+        transformed: str = shell.transform_cell(cell)  # type: ignore[no-untyped-call]
+        filename = shell.compile.cache(transformed, shell.execution_count, raw_code=cell)
+        code = shell.compile(transformed, filename, "exec")
+        exec(code, shell.user_ns)
+        cls = pick_behavior(name, transformed, shell.user_ns)
+        BehaviorRegistry.register(name, cls)
+        return _in_task(self.session.ship_behavior(name, cell, cls))
+
+
+# --------------------------------------------------------------------------------- extension entry points
+_sessions: weakref.WeakKeyDictionary[Any, LabSession] = weakref.WeakKeyDictionary()
+
+
+def session_of(ip: InteractiveShell) -> LabSession:
+    """The `LabSession` of a shell that loaded the extension."""
+    session = _sessions.get(ip)
+    if session is None:
+        raise LabError("the noex_lab extension is not loaded: run %load_ext noex_lab")
+    return session
+
+
+def load_ipython_extension(ip: InteractiveShell) -> None:
+    """`%load_ext noex_lab`: register %noex / %%noex, the await transformer, reprs and the background reporter."""
+    if ip in _sessions:
+        return
+    session = LabSession(ip)
+    _sessions[ip] = session
+    session.load()
+    ip.register_magics(NoexMagics(ip, session))
+    if await_noex_magics not in ip.input_transformers_post:
+        ip.input_transformers_post.append(await_noex_magics)
+    register_reprs(ip)
+    atexit.register(session.launcher.close_all)
+
+
+def unload_ipython_extension(ip: InteractiveShell) -> None:
+    """`%unload_ext noex_lab`: stop views and traces, close local nodes, remove the hooks."""
+    session = _sessions.pop(ip, None)
+    if session is None:
+        return
+    session.unload()
+    atexit.unregister(session.launcher.close_all)
+    if await_noex_magics in ip.input_transformers_post:
+        ip.input_transformers_post.remove(await_noex_magics)
+    unregister_reprs(ip)
+    magics: dict[str, dict[str, Callable[..., Any]]] = ip.magics_manager.magics
+    magics["line"].pop("noex", None)
+    magics["cell"].pop("noex", None)

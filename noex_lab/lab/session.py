@@ -1,0 +1,490 @@
+"""The state of noex_lab in one kernel, and what each `%noex` subcommand does.
+
+A `LabSession` owns this kernel's node (started by `%noex start`), its cluster secret, the
+local node processes (`%noex local`), the behaviors defined in cells (`%%noex behavior`), the
+background reporter and the views it handed out. The magics (`magics.py`) only parse command
+lines and call the coroutines here; every one of them is safe to run again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import secrets
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..core.errors import NoexError
+from ..core.node import Node, current_node, running_nodes
+from ..core.node_id import NodeId
+from ..core.refs import ProcessRef
+from ..distribution.behaviors import BehaviorRegistry
+from ..distribution.cluster import Cluster
+from ..distribution.introspection import (
+    TraceHandle,
+    get_state,
+    process_list,
+    recent_events,
+    trace,
+)
+from .background import BackgroundReporter
+from .code_shipping import CodeShipper, ShipResult
+from .errors import LabError
+from .local_nodes import LocalNode, LocalNodeLauncher
+from .reprs import Message, Status, Table, clock, display
+from .widgets import ClusterView, EventLog, TraceView
+
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
+
+JOIN_TIMEOUT_S = 20.0
+SEED_WAIT_S = 3.0
+_REF = re.compile(r"^<0\.(\d+)(?:@(.+))?>$")
+
+
+async def wait_for(node: Node, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Wait until `predicate()` holds, re-checking on every event of `node`; LabError after `timeout`."""
+    if predicate():
+        return
+    changed = asyncio.Event()
+    unsubscribe = node.events.subscribe(lambda _event: changed.set())
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    try:
+        while not predicate():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise LabError(f"timed out after {timeout:g} s waiting for {what}")
+            changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), min(remaining, 0.5))
+    finally:
+        unsubscribe()
+
+
+class LabSession:
+    """noex_lab's state in one IPython kernel."""
+
+    def __init__(self, ip: InteractiveShell) -> None:
+        self.ip = ip
+        self.node: Node | None = None
+        self.secret: str | None = None
+        self.heartbeat_interval_ms = 5000
+        self.heartbeat_miss_threshold = 3
+        self.launcher = LocalNodeLauncher(self._on_local_output, self._on_local_exit)
+        self.shipper = CodeShipper(self._report)
+        self.reporter = BackgroundReporter(ip, self.event_node)
+        self.views: list[Any] = []
+        self.cluster_view: ClusterView | None = None
+        self.event_log: EventLog | None = None
+        self.traces: list[TraceHandle] = []
+
+    # --------------------------------------------------------------- lifecycle
+    def load(self) -> None:
+        self.reporter.install()
+
+    def unload(self) -> None:
+        for handle in self.traces:
+            with contextlib.suppress(Exception):
+                handle.stop()
+        for view in self.views:
+            with contextlib.suppress(Exception):
+                view.close()
+        self.views.clear()
+        self.shipper.detach_all()
+        self.launcher.close_all()
+        self.reporter.uninstall()
+
+    # --------------------------------------------------------------- nodes
+    def kernel_node(self) -> Node:
+        """This kernel's node: the one `%noex start` started, else the current (maybe implicit) node."""
+        if self.node is not None and self.node.running:
+            return self.node
+        return current_node()
+
+    def event_node(self) -> Node | None:
+        if self.node is not None and self.node.running:
+            return self.node
+        try:
+            nodes = running_nodes()
+        except Exception:
+            return None
+        return nodes[0] if nodes else None
+
+    def distributed_node(self) -> Node:
+        node = self.kernel_node()
+        if node.id is None or node.distribution is None:
+            raise LabError("this kernel's node is not started yet: run %noex start NAME first")
+        return node
+
+    def _report(self, kind: str, data: dict[str, Any]) -> None:
+        node = self.event_node()
+        if node is not None:
+            node.events.emit(kind, **data)
+
+    def _on_local_output(self, local: LocalNode, stream: str, line: str) -> None:
+        self._report("node_output", {"node": local.name, "stream": stream, "line": line})
+
+    def _on_local_exit(self, local: LocalNode, code: int) -> None:
+        self._report("local_node_exited", {"node": local.name, "pid": local.pid, "returncode": code,
+                                           "expected": local.expected_exit})
+        if not local.expected_exit:
+            tail = " | ".join(local.stderr_tail[-3:])
+            self._report("error", {"what": f"local node {local.name} (pid {local.pid}) exited unexpectedly",
+                                   "error": f"exit code {code}" + (f": {tail}" if tail else "")})
+
+    def resolve_node(self, spec: str) -> NodeId:
+        """A node by full id or by name (this kernel's node, its peers, local nodes)."""
+        node = self.kernel_node()
+        if "@" in spec:
+            try:
+                return NodeId.parse(spec)
+            except ValueError as exc:
+                raise LabError(str(exc)) from None
+        known: list[NodeId] = []
+        if node.id is not None:
+            known.append(node.id)
+        known.extend(info.id for info in node.get_nodes())
+        local = self.launcher.find(spec)
+        if local is not None and local.node_id is not None:
+            known.append(local.node_id)
+        matches = sorted({k for k in known if k.name == spec})
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            names = ", ".join(sorted({k.name for k in known})) or "none"
+            raise LabError(f"no node named {spec!r} is connected (known: {names})")
+        raise LabError(f"several nodes are named {spec!r}: {', '.join(map(str, matches))}; use the full id")
+
+    def parse_target(self, text: str) -> ProcessRef | str:
+        """A `<0.N@node>` ref (its incarnation filled in) or a name."""
+        m = _REF.match(text.strip())
+        if m is None:
+            return text
+        node = self.kernel_node()
+        pid = int(m.group(1))
+        if m.group(2) is None:
+            return ProcessRef(node.id, pid, node.incarnation)
+        try:
+            node_id = NodeId.parse(m.group(2))
+        except ValueError as exc:
+            raise LabError(f"bad process reference {text!r}: {exc}") from None
+        if node_id == node.id:
+            return ProcessRef(node_id, pid, node.incarnation)
+        for info in node.get_nodes():
+            if info.id == node_id:
+                return ProcessRef(node_id, pid, info.incarnation)
+        raise LabError(f"node {node_id} of {text} is not connected")
+
+    # --------------------------------------------------------------- %noex start
+    async def start(
+        self, name: str, *, port: int = 0, host: str = "127.0.0.1", seeds: list[str] | None = None,
+        secret_env: str | None = None, heartbeat_interval_ms: int = 5000, heartbeat_miss_threshold: int = 3,
+    ) -> Node:
+        existing = self.node if self.node is not None and self.node.running else None
+        if existing is None:
+            existing = next((n for n in running_nodes() if n.id is not None and n.id.name == name), None)
+            if existing is not None:
+                self._adopt(existing)
+        if existing is not None and existing.id is not None:
+            if existing.id.name != name:
+                raise LabError(f"this kernel's node is already {existing.id}; run %noex stop first to start {name!r}")
+            display(Message(f"reusing node {existing.id} (already running; the options of this call are "
+                            "ignored: %noex stop first to change them)", "info"))
+            return existing
+        if secret_env:
+            secret = os.environ.get(secret_env)
+            if not secret:
+                raise LabError(f"environment variable {secret_env} (--secret-env) is not set or empty")
+        else:
+            secret = secrets.token_urlsafe(24)
+        node = await Cluster.start(
+            name, host=host, port=port, seeds=list(seeds or []), cluster_secret=secret,
+            heartbeat_interval_ms=heartbeat_interval_ms, heartbeat_miss_threshold=heartbeat_miss_threshold,
+        )
+        self.node, self.secret = node, secret
+        self.heartbeat_interval_ms, self.heartbeat_miss_threshold = heartbeat_interval_ms, heartbeat_miss_threshold
+        self.reporter.watch(node)
+        self.shipper.attach(node)
+        how = f"secret from ${secret_env}" if secret_env else "a fresh random secret"
+        display(Message(f"node {node.id} started (authenticated links, {how})", "ok"))
+        if seeds:
+            try:
+                await wait_for(node, lambda: bool(node.get_nodes()), SEED_WAIT_S, "a seed")
+                display(Message(f"joined the cluster: {len(node.get_nodes())} peer(s)", "ok"))
+            except LabError:
+                display(Message(f"no seed answered within {SEED_WAIT_S:g} s ({', '.join(seeds)}); "
+                                "still trying in the background", "warning"))
+        return node
+
+    def _adopt(self, node: Node) -> None:
+        config = getattr(node.distribution, "config", None)
+        raw = getattr(config, "cluster_secret", None)
+        self.node = node
+        self.secret = raw.decode() if isinstance(raw, bytes) else raw
+        self.reporter.watch(node)
+        self.shipper.attach(node)
+
+    # --------------------------------------------------------------- %noex local / kill / stop
+    async def local(self, count: int, *, prefix: str = "local") -> list[LocalNode]:
+        node = self.distributed_node()
+        if self.secret is None:
+            raise LabError("this kernel's node has no cluster secret, so local nodes could not authenticate; "
+                           "run %noex stop, then %noex start NAME")
+        if count < 0:
+            raise LabError(f"N must be >= 0, not {count}")
+        alive = self.launcher.alive()
+        missing = count - len(alive)
+        if missing <= 0:
+            display(Message(f"{len(alive)} local node(s) already running; nothing to start", "info"),
+                    self.local_table())
+            return alive
+        names = self.launcher.free_names(prefix, missing)
+        results = await asyncio.gather(
+            *(self.launcher.launch(n, node.id, self.secret, heartbeat_interval_ms=self.heartbeat_interval_ms,  # type: ignore[arg-type]
+                                   heartbeat_miss_threshold=self.heartbeat_miss_threshold) for n in names),
+            return_exceptions=True,
+        )
+        started = [r for r in results if isinstance(r, LocalNode)]
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            for local in started:
+                await self.launcher.kill(local)
+            raise failures[0]
+        ids = [local.node_id for local in started if local.node_id is not None]
+
+        def joined() -> bool:
+            peers = {info.id for info in node.get_nodes()}
+            return all(i in peers for i in ids)
+
+        await wait_for(node, joined, JOIN_TIMEOUT_S, f"{', '.join(map(str, ids))} to join")
+        shipped: list[ShipResult] = []
+        if self.shipper.behaviors:
+            for part in await asyncio.gather(*(self.shipper.wait_peer(node, i) for i in ids)):
+                shipped.extend(part)
+        text = f"started {len(started)} local node(s): {', '.join(n.name for n in started)}"
+        if len(alive):
+            text += f" ({len(alive)} already running)"
+        outputs: list[Any] = [Message(text, "ok"), self.local_table()]
+        refused = [r for r in shipped if not r.ok]
+        if shipped:
+            outputs.append(Message(f"shipped {len(self.shipper.behaviors)} behavior(s) to the new nodes"
+                                   + (f"; {len(refused)} refusal(s)" if refused else ""),
+                                   "warning" if refused else "ok"))
+        if refused:
+            outputs.append(self.shipper.table(refused))
+        display(*outputs)
+        return self.launcher.alive()
+
+    def local_table(self) -> Table:
+        rows = [[n.name, n.node_id, n.pid, Status("running" if n.alive else "exited"),
+                 "" if n.alive else f"exit code {n.returncode}"] for n in self.launcher.nodes.values()]
+        return Table(["name", "node", "pid", "status", ""], rows, title="local node processes")
+
+    async def _wait_down(self, node: Node, peer: NodeId | None) -> None:
+        if peer is None or not node.running:
+            return
+        with contextlib.suppress(LabError):
+            await wait_for(node, lambda: all(i.id != peer for i in node.get_nodes()), 10.0, f"{peer} to leave")
+
+    async def kill(self, spec: str) -> None:
+        local = self.launcher.find(spec)
+        if local is not None:
+            code = await self.launcher.kill(local)
+            node = self.kernel_node()
+            await self._wait_down(node, local.node_id)
+            display(Message(f"killed local node {local.name} ({local.node_id}, pid {local.pid}, exit code {code})",
+                            "ok"))
+            return
+        node = self.kernel_node()
+        if node.id is not None and spec in (node.id.name, str(node.id)):
+            await node.kill()
+            self.node = None
+            display(Message(f"killed this kernel's node {node.id} (fault injection: its processes ended "
+                            "'killed', peers saw the connection drop)", "ok"))
+            return
+        running = ", ".join(n.name for n in self.launcher.alive()) or "none"
+        raise LabError(f"{spec!r} is not a running node started by %noex local (running: {running}); "
+                       "only those, and this kernel's own node, can be killed from here")
+
+    async def stop(self, spec: str | None = None) -> None:
+        node = self.kernel_node()
+        if spec is None:
+            locals_ = self.launcher.alive()
+            await asyncio.gather(*(self.launcher.stop(n) for n in locals_))
+            for view in list(self.views):
+                if isinstance(view, TraceView):
+                    view.end("node stopped")
+            stopped = node.display_name
+            was_distributed = node.id is not None
+            await node.stop()
+            self.node = None
+            parts = [f"stopped {len(locals_)} local node(s)"] if locals_ else []
+            parts.append(f"stopped this kernel's node {stopped}" if was_distributed
+                         else f"stopped this kernel's local node {stopped}")
+            display(Message("; ".join(parts), "ok"))
+            return
+        local = self.launcher.find(spec)
+        if local is not None:
+            code = await self.launcher.stop(local)
+            await self._wait_down(node, local.node_id)
+            display(Message(f"stopped local node {local.name} ({local.node_id}, exit code {code})", "ok"))
+            return
+        if node.id is not None and spec in (node.id.name, str(node.id)):
+            await self.stop(None)
+            return
+        running = ", ".join(n.name for n in self.launcher.alive()) or "none"
+        raise LabError(f"{spec!r} is not a running node started by %noex local (running: {running}), "
+                       "nor this kernel's node")
+
+    # --------------------------------------------------------------- tables
+    def nodes_table(self) -> Table:
+        view = ClusterView(self.kernel_node(), refresh_s=0)
+        try:
+            view.extra_columns = self._local_label
+            return view.table()
+        finally:
+            view.close()
+
+    def _local_label(self, node_id: NodeId) -> str:
+        local = self.launcher.by_id(node_id)
+        return f"local pid {local.pid}" if local is not None else ""
+
+    async def ps(self, spec: str | None = None, *, all_nodes: bool = False) -> list[Table]:
+        node = self.kernel_node()
+        targets: list[NodeId | None]
+        if all_nodes:
+            targets = [None, *(info.id for info in node.get_nodes())]
+        elif spec is not None:
+            target = self.resolve_node(spec)
+            targets = [None if target == node.id else target]
+        else:
+            targets = [None]
+        tables = []
+        for where in targets:
+            title = str(where) if where is not None else f"{node.display_name} (this kernel)"
+            try:
+                rows, _names = await process_list(where, node=node)
+            except NoexError as exc:
+                tables.append(Table(["ref"], [], title=title, empty=f"unreachable: {exc}"))
+                continue
+            body = [[r[0], r[1], r[2], Status(r[3]), r[4], r[5], round(float(r[6]), 1)] for r in rows]
+            tables.append(Table(["ref", "name", "behavior", "status", "queue", "messages", "uptime s"], body,
+                                title=f"processes on {title}", note=f"{len(body)} processes"))
+        return tables
+
+    async def registry(self) -> list[Table]:
+        node = self.kernel_node()
+        rows: list[list[Any]] = []
+        where_list: list[NodeId | None] = [None, *(info.id for info in node.get_nodes())]
+        for where in where_list:
+            label = where if where is not None else (node.id or node.display_name)
+            try:
+                _rows, names = await process_list(where, node=node)
+            except NoexError as exc:
+                rows.append(["?", "local", label, f"unreachable: {exc}"])
+                continue
+            for name, ref in sorted(names.items()):
+                rows.append([name, "local", label, ref])
+        global_names = getattr(node.distribution, "global_names", None)
+        if callable(global_names):
+            for name, ref in sorted(dict(global_names()).items()):
+                rows.append([name, "global", ref.node if isinstance(ref, ProcessRef) else "", ref])
+        names_table = Table(["name", "scope", "node", "ref"], rows, title="registered names")
+        known = [[n, getattr(BehaviorRegistry.get(n), "__qualname__", "?")] for n in BehaviorRegistry.names()]
+        behaviors = Table(["behavior", "class"], known, title="BehaviorRegistry (this kernel)")
+        return [names_table, behaviors]
+
+    async def events(self, count: int = 20, *, spec: str | None = None, kind: str | None = None) -> Table:
+        node = self.kernel_node()
+        where = None if spec is None else self.resolve_node(spec)
+        if where == node.id:
+            where = None
+        fetch = count if kind is None else 2000
+        rows = await recent_events(fetch, where, node=node)
+        if kind is not None:
+            rows = [r for r in rows if r[1] == kind]
+        rows = rows[-count:]
+        title = f"last {len(rows)} events of {where or node.display_name}" + (f" (kind {kind})" if kind else "")
+        body = [[clock(float(r[0])), Status(r[1]) if r[1] == "error" else r[1], r[2]] for r in rows]
+        return Table(["time", "event", "details"], body, title=title, empty="(no events)")
+
+    # --------------------------------------------------------------- debugging
+    async def state(self, target: str, *, on: str | None = None) -> Any:
+        node = self.kernel_node()
+        on_id = self.resolve_node(on) if on is not None else None
+        return await get_state(self.parse_target(target), on=on_id, node=node)
+
+    async def trace(self, target: str, *, seconds: float = 10.0, on: str | None = None,
+                    max_events: int = 1000) -> TraceView:
+        node = self.kernel_node()
+        on_id = self.resolve_node(on) if on is not None else None
+        view = TraceView(target, seconds=seconds)
+        try:
+            handle = await trace(self.parse_target(target), view.add, view.end, seconds=seconds,
+                                 max_events=max_events, on=on_id, node=node)
+        except BaseException:
+            view.close()
+            raise
+        view.started(handle.ref, handle.behavior, handle.initial_state)
+        self.traces = [t for t in self.traces if not t.ended] + [handle]
+        self._keep_view(view)
+        return view
+
+    def stop_traces(self) -> int:
+        running = [t for t in self.traces if not t.ended]
+        for handle in running:
+            handle.stop()
+        self.traces = []
+        return len(running)
+
+    # --------------------------------------------------------------- views
+    def _keep_view(self, view: Any) -> None:
+        self.views = [*[v for v in self.views if not getattr(v, "closed", False)][-50:], view]
+
+    def watch(self) -> ClusterView:
+        node = self.kernel_node()
+        view = self.cluster_view
+        if view is None or view.closed or view.node is not node:
+            if view is not None:
+                view.close()
+            view = ClusterView(node)
+            view.extra_columns = self._local_label
+            self.cluster_view = view
+            self._keep_view(view)
+        return view
+
+    def log(self) -> EventLog:
+        node = self.kernel_node()
+        view = self.event_log
+        if view is None or view.closed or view.node is not node:
+            if view is not None:
+                view.close()
+            view = EventLog(node)
+            self.event_log = view
+            self._keep_view(view)
+        return view
+
+    # --------------------------------------------------------------- %%noex behavior
+    async def ship_behavior(self, name: str, source: str, cls: type) -> list[ShipResult]:
+        behavior = self.shipper.define(name, source, cls.__name__)
+        node = self.kernel_node()
+        results: list[ShipResult] = []
+        if node.distribution is not None:
+            self.shipper.attach(node)
+            results = await self.shipper.ship(node, behavior)
+        refused = [r for r in results if not r.ok]
+        where = f"shipped to {len(results) - len(refused)} of {len(results)} other node(s)" if results else \
+            "no other node connected yet; it will be shipped to nodes that join"
+        level = "warning" if refused else "ok"
+        outputs: list[Any] = [Message(f"behavior {name!r} = {cls.__qualname__} registered here; {where}", level)]
+        if results:
+            outputs.append(self.shipper.table(results))
+        display(*outputs)
+        return results
+
+    def behaviors_table(self) -> Table:
+        return self.shipper.table()
+
