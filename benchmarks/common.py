@@ -51,7 +51,7 @@ class Context:
 @dataclass(frozen=True)
 class Measurement:
     workload: str
-    value: float
+    value: float | None  # None: this line failed (params["error"] says why)
     unit: str
     params: dict[str, Any]
 

@@ -32,16 +32,27 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.common import PEER, Context, Workload, base_params, emit_line  # noqa: E402
+from benchmarks.common import PEER, Context, Line, Workload, base_params, emit_line  # noqa: E402
 
-# Workload id -> module defining `WORKLOAD`. Add W3..W7 here as they are written
-# (remote workloads start their nodes as OS processes from inside `run`).
+# Workload id -> module defining `WORKLOAD` (remote workloads start their nodes as
+# `noex-lab node` OS processes from inside `run`).
 REGISTRY: dict[str, str] = {
     "W1": "benchmarks.workloads.w1_local_call",
     "W2": "benchmarks.workloads.w2_local_cast",
+    "W3": "benchmarks.workloads.w3_remote_call_latency",
+    "W4": "benchmarks.workloads.w4_remote_call_throughput",
+    "W5": "benchmarks.workloads.w5_remote_cast_throughput",
+    "W6": "benchmarks.workloads.w6_cluster_formation",
+    "W7": "benchmarks.workloads.w7_failure_detection",
 }
 KNOWN_IDS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7")  # WORKLOADS.md
 CEILING_IDS = ("W1", "W2", "W3", "W4", "W5")  # what limit-asyncio/bench.py measures
+# The ceiling's variants: (variant, extra arguments, the ids it measures). Ratios use the best
+# variant of each line (highest rate, lowest latency), both measured in the same run.
+CEILING_VARIANTS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("default", (), CEILING_IDS),
+    ("coalesced", ("--coalesce",), ("W3", "W4", "W5")),
+)
 CEILING_PEER = "limit-asyncio"
 DEFAULT_CEILING = REPO.parent / "shared" / "bench" / "limit-asyncio" / "bench.py"
 DEFAULT_DEADLINE_S = float(os.environ.get("BENCH_WORKLOAD_DEADLINE_S", "120"))
@@ -81,18 +92,30 @@ def child_main(workload_id: str, backend: str, deadline_s: float) -> int:
     except Exception as exc:
         return _emit_failure(workload, ctx.base_params, f"{type(exc).__name__}: {exc}")
     reported = set()
+    failed = False
     for m in results:
         emit_line(PEER, m.workload, m.value, m.unit, m.params)
-        reported.add(m.workload)
-    missing = [line for line in workload.lines if line.workload not in reported]
+        reported.add((m.workload, m.params.get("variant")))
+        failed = failed or m.value is None
+    missing = [line for line in workload.lines
+               if (line.workload, line_variant(line, ctx.base_params)) not in reported]
     for line in missing:
-        emit_line(PEER, line.workload, None, line.unit, {**ctx.base_params, "error": "not reported"})
-    return 1 if missing else 0
+        emit_line(PEER, line.workload, None, line.unit, line_params(line, ctx.base_params, "not reported"))
+    return 1 if missing or failed else 0
+
+
+def line_variant(line: Line, params: dict[str, Any]) -> Any:
+    """The params.variant a line of ours carries: its own, else the run's."""
+    return line.variant if line.variant is not None else params.get("variant")
+
+
+def line_params(line: Line, params: dict[str, Any], error: str) -> dict[str, Any]:
+    return {**params, "variant": line_variant(line, params), "error": error}
 
 
 def _emit_failure(workload: Workload, params: dict[str, Any], error: str) -> int:
     for line in workload.lines:
-        emit_line(PEER, line.workload, None, line.unit, {**params, "error": error})
+        emit_line(PEER, line.workload, None, line.unit, line_params(line, params, error))
     return 1
 
 
@@ -118,7 +141,7 @@ def parse_lines(text: str, source: str) -> list[dict[str, Any]]:
 def null_records(workload: Workload, params: dict[str, Any], error: str) -> list[dict[str, Any]]:
     return [
         {"peer": PEER, "workload": line.workload, "value": None, "unit": line.unit,
-         "params": {**params, "error": error}}
+         "params": line_params(line, params, error)}
         for line in workload.lines
     ]
 
@@ -138,9 +161,9 @@ def run_ours(workload: Workload, backend: str, deadline_s: float) -> list[dict[s
         parse_lines(out, workload.id)
         return null_records(workload, params, f"killed: no result within the {deadline_s:g} s deadline")
     records = parse_lines(out, workload.id)
-    seen = {r["workload"] for r in records}
+    seen = {(r["workload"], r.get("params", {}).get("variant")) for r in records}
     for rec in null_records(workload, params, f"the workload process exited with status {proc.returncode}"):
-        if rec["workload"] not in seen:
+        if (rec["workload"], rec["params"]["variant"]) not in seen:
             records.append(rec)
     return records
 

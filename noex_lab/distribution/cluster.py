@@ -36,6 +36,7 @@ from .transport import TLSConfig, Transport
 log = logging.getLogger("noex_lab")
 
 GOSSIP_PERIOD_S = 1.0
+DNS_REFRESH_S = 5.0
 BIND_ATTEMPTS = 20
 
 
@@ -47,6 +48,7 @@ class ClusterConfig:
     host: str = "127.0.0.1"
     port: int = 4369
     seeds: tuple[NodeId, ...] = ()
+    dns_seeds: tuple[tuple[str, int], ...] = ()
     cluster_secret: str | bytes | None = None
     heartbeat_interval_ms: int = 5000
     heartbeat_miss_threshold: int = 3
@@ -141,7 +143,7 @@ class Distribution:
             node, node_id=self.node_id, incarnation=node.incarnation, secret=config.secret, codec=self.codec,
             faults=self.faults, dispatch=self._dispatch, max_message_bytes=config.max_message_bytes,
             tls=config.tls, on_connected=self.membership.on_connected,
-            on_disconnected=self.membership.on_disconnected,
+            on_disconnected=self.membership.on_disconnected, hidden=config.hidden,
         )
         self.router = RemoteRouter(node, self.transport)
         self.router.rpc_handlers["snapshot"] = lambda _peer, _args: node.snapshot()
@@ -173,6 +175,8 @@ class Distribution:
         for seed in config.seeds:
             if seed != self.node_id:
                 self.transport.ensure_dialing(seed, self._seed_wanted)
+        if config.dns_seeds:
+            node.spawn_task(self._dns_seed_loop, what="DNS seeds")
         self.status = "running"
         node.events.emit("cluster_started", node_id=self.node_id, seeds=[str(s) for s in config.seeds])
 
@@ -199,6 +203,23 @@ class Distribution:
                 continue
             return listener, udp
         raise ClusterError(f"cannot bind the liveness UDP port next to TCP {config.port}: {last_error}")
+
+    async def _dns_seed_loop(self) -> None:
+        """Re-resolve `dns:HOST:PORT` seeds periodically; every address is a candidate member
+        (how a Kubernetes headless service is used for discovery)."""
+        while not self.stopping:
+            for host, port in self.config.dns_seeds:
+                try:
+                    infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+                except OSError as exc:
+                    log.warning("cannot resolve DNS seed %s:%s: %s", host, port, exc)
+                    continue
+                known = {(peer.host, peer.port) for peer in self.transport.conns}
+                known.add((self.node_id.host, self.node_id.port))
+                for address in sorted({(str(info[4][0]), int(info[4][1])) for info in infos}):
+                    if address not in known and not self.stopping:
+                        await self.transport.dial_address(*address)
+            await anyio.sleep(DNS_REFRESH_S)
 
     def _seed_wanted(self, seed: NodeId) -> bool:
         return not self.stopping and seed not in self.membership.peers
@@ -276,6 +297,27 @@ class Distribution:
         return results
 
 
+def _parse_seeds(seeds: Sequence[str | NodeId]) -> tuple[tuple[NodeId, ...], tuple[tuple[str, int], ...]]:
+    """Split seeds into node ids (`name@host:port`) and DNS seeds (`dns:HOSTNAME:PORT`)."""
+    ids: list[NodeId] = []
+    dns: list[tuple[str, int]] = []
+    for seed in seeds:
+        if isinstance(seed, NodeId):
+            ids.append(seed)
+            continue
+        if isinstance(seed, str) and seed.startswith("dns:"):
+            host, sep, port = seed[4:].rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise InvalidArgumentError(f"bad DNS seed {seed!r}: expected dns:HOSTNAME:PORT")
+            dns.append((host, int(port)))
+            continue
+        try:
+            ids.append(NodeId.parse(seed))
+        except (ValueError, TypeError) as exc:
+            raise InvalidArgumentError(f"bad seed {seed!r}: {exc} (or use dns:HOSTNAME:PORT)") from None
+    return tuple(ids), tuple(dns)
+
+
 def _dist(node: Node) -> Distribution:
     dist = node.distribution
     if not isinstance(dist, Distribution):
@@ -293,19 +335,21 @@ class Cluster:
         heartbeat_miss_threshold: int = 3, advertise_host: str | None = None,
         tls: TLSConfig | ssl.SSLContext | None = None, busy_threshold_ms: int | None = None,
         max_message_bytes: int = 64 * 2**20, allow_code: bool = False, insecure: bool = False,
+        hidden: bool = False,
     ) -> Node:
-        """Start a node of the cluster: the implicit node the first time, a new node afterwards."""
-        try:
-            seed_ids = tuple(NodeId.parse(s) if not isinstance(s, NodeId) else s for s in seeds)
-        except ValueError as exc:
-            raise InvalidArgumentError(f"bad seed: {exc}") from None
+        """Start a node of the cluster: the implicit node the first time, a new node afterwards.
+
+        `hidden=True` makes an observer (like `noex-lab top`): it connects to every member and
+        can ask them anything, but members do not list it, gossip it or place children on it."""
+        seed_ids, dns_seeds = _parse_seeds(seeds)
         if isinstance(tls, ssl.SSLContext):
             raise InvalidArgumentError("tls= takes a TLSConfig(server=..., client=...) or TLSConfig.from_files(...)")
         config = ClusterConfig(
-            node_name=node_name, host=host, port=port, seeds=seed_ids, cluster_secret=cluster_secret,
+            node_name=node_name, host=host, port=port, seeds=seed_ids, dns_seeds=dns_seeds,
+            cluster_secret=cluster_secret,
             heartbeat_interval_ms=heartbeat_interval_ms, heartbeat_miss_threshold=heartbeat_miss_threshold,
             advertise_host=advertise_host, tls=tls, busy_threshold_ms=busy_threshold_ms,
-            max_message_bytes=max_message_bytes, allow_code=allow_code, insecure=insecure,
+            max_message_bytes=max_message_bytes, allow_code=allow_code, insecure=insecure, hidden=hidden,
         )
         config.validate()
         node = current_node()

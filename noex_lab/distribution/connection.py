@@ -58,6 +58,7 @@ class Connection:
         self.closed = False
         self.close_reason = "connection_closed"
         self.goodbye_received = False
+        self.peer_hidden = False
         self._initial = initial
         self._small: list[bytes] = []
         self._small_bytes = 0

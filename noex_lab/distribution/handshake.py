@@ -2,10 +2,11 @@
 and with a cluster secret mutual HMAC-SHA256 proofs over all of them.
 
 Dialer (C) and acceptor (S):
-    C -> S  HELLO   [version, c_id, c_incarnation, c_nonce, secured]
-    S -> C  WELCOME [version, s_id, s_incarnation, s_nonce, secured, proof_s]   or REFUSE [reason]
+    C -> S  HELLO   [version, c_id, c_incarnation, c_nonce, secured, hidden]
+    S -> C  WELCOME [version, s_id, s_incarnation, s_nonce, secured, proof_s, hidden]   or REFUSE [reason]
     C -> S  PROOF   [proof_c]                                                   or REFUSE [reason]
     S -> C  ACCEPT  []                                                          or REFUSE [reason]
+`hidden` marks an observer node (e.g. `noex-lab top`): connected, but not listed as a member.
 Both proofs cover both nonces, so a recorded handshake cannot be replayed: the acceptor's
 nonce is fresh for every attempt. The frames are plain msgpack with tight size limits.
 """
@@ -38,6 +39,7 @@ class PeerHello:
     incarnation: int
     nonce: bytes
     secured: bool
+    hidden: bool = False
 
 
 class Refused(AuthenticationError):
@@ -98,4 +100,6 @@ def parse_hello(fields: list[Any], expected_kind: str) -> PeerHello:
         node_id = NodeId.parse(node_text)
     except (ValueError, TypeError) as exc:
         raise AuthenticationError(f"bad node id in hello: {exc}") from None
-    return PeerHello(version, node_id, incarnation, nonce, bool(secured))
+    hidden_at = 6 if expected_kind == HELLO else 7
+    hidden = bool(fields[hidden_at]) if len(fields) > hidden_at else False
+    return PeerHello(version, node_id, incarnation, nonce, bool(secured), hidden)

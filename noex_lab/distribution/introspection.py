@@ -84,6 +84,9 @@ class ProcessState:
             f"state: {self.state_repr}"
         )
 
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(str(self))
+
     def _repr_html_(self) -> str:
         from html import escape
 

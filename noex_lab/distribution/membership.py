@@ -82,7 +82,11 @@ class Membership:
         )
 
     def nodes(self) -> list[NodeInfo]:
-        return [info for peer in sorted(self.peers) if (info := self.info(peer)) is not None]
+        """Connected members, hidden observers excluded."""
+        return [
+            info for peer in sorted(self.peers)
+            if not self.peers[peer].conn.peer_hidden and (info := self.info(peer)) is not None
+        ]
 
     # ------------------------------------------------------------------ connection events
     def on_connected(self, conn: Connection) -> None:
@@ -94,6 +98,9 @@ class Membership:
             self.dist.liveness.watch(peer, conn.peer_incarnation)
         members = self._member_list()
         conn.send([p.GOSSIP, members])
+        if conn.peer_hidden:  # an observer: connected, never announced or listed
+            self.dist.peer_joined(peer)
+            return
         for other in self.peers.values():
             if other.conn is not conn:
                 other.conn.send([p.GOSSIP, [[str(peer), conn.peer_incarnation]]])
@@ -114,6 +121,9 @@ class Membership:
             self.dist.liveness.unwatch(peer)
         reason = "graceful_shutdown" if conn.goodbye_received else conn.close_reason
         self.dist.router.node_lost(conn)
+        if conn.peer_hidden:
+            self.dist.peer_left(peer, reason)
+            return
         self.dist.node.events.emit("node_down", peer=peer, reason=reason)
         for callback in list(self.down_callbacks):
             self._call(callback, peer, reason)
@@ -155,14 +165,20 @@ class Membership:
             state.conn.send([p.GOSSIP, members])
 
     def _member_list(self) -> list[list[Any]]:
-        return [[str(self.dist.node_id), self.dist.node.incarnation]] + [
+        me: list[list[Any]] = [] if self.dist.config.hidden else [[str(self.dist.node_id), self.dist.node.incarnation]]
+        return me + [
             [str(peer), state.conn.peer_incarnation] for peer, state in self.peers.items()
+            if not state.conn.peer_hidden
         ]
 
     # ------------------------------------------------------------------ liveness events
     def on_liveness(self, kind: str, peer: NodeId, live: PeerLiveness) -> None:
         state = self.peers.get(peer)
         if state is None or live.incarnation != state.conn.peer_incarnation:
+            return
+        if state.conn.peer_hidden:
+            if kind == "down":
+                state.conn.close("heartbeat_timeout")
             return
         if kind == "down":
             state.conn.close("heartbeat_timeout")

@@ -85,7 +85,9 @@ class Transport:
         self, node: Node, *, node_id: NodeId, incarnation: int, secret: bytes | None, codec: Codec,
         faults: Faults, dispatch: Dispatch, max_message_bytes: int, tls: TLSConfig | None,
         on_connected: Callable[[Connection], None], on_disconnected: Callable[[Connection], None],
+        hidden: bool = False,
     ) -> None:
+        self.hidden = hidden
         self.node = node
         self.node_id = node_id
         self.incarnation = incarnation
@@ -174,7 +176,7 @@ class Transport:
         me = hs.PeerHello(hs.PROTOCOL_VERSION, self.node_id, self.incarnation, hs.new_nonce(), secured)
         proof_s = hs.proof(self.secret, b"S", hello, me) if self.secret is not None else b""
         await _send(stream, hs.encode(hs.WELCOME, me.version, str(me.node_id), me.incarnation, me.nonce,
-                                      secured, proof_s))
+                                      secured, proof_s, self.hidden))
         fields = await reader.read(stream)
         if fields[0] != hs.PROOF or len(fields) != 2:
             raise AuthenticationError(f"expected proof, got {fields[0]!r}")
@@ -188,7 +190,7 @@ class Transport:
             await _refuse(stream, "duplicate connection")
             return None
         await _send(stream, hs.encode(hs.ACCEPT))
-        return self._new_connection(stream, hello.node_id, hello.incarnation, reader)
+        return self._new_connection(stream, hello.node_id, hello.incarnation, reader, hello.hidden)
 
     def _admit(self, peer: NodeId, incarnation: int, *, outgoing: bool) -> bool:
         existing = self.conns.get(peer)
@@ -208,44 +210,75 @@ class Transport:
         if self.faults.is_blocked(peer) or self.stopping:
             return False
         self.dialing.add(peer)
-        stream: anyio.abc.ByteStream | None = None
-        conn: Connection | None = None
         try:
-            with anyio.fail_after(CONNECT_TIMEOUT_S + HANDSHAKE_TIMEOUT_S):
-                raw = await anyio.connect_tcp(peer.host, peer.port)
-                stream = raw
-                if self.tls is not None:
-                    stream = await TLSStream.wrap(raw, ssl_context=self.tls.client, server_side=False,
-                                                  hostname=peer.host)
-                conn = await self._dial_handshake(stream, peer)
-        except hs.Refused as exc:
-            if exc.reason != "duplicate connection":
-                self._log.warning(str(peer), "%s refused our connection: %s", peer, exc.reason)
-                self.refusals.append(exc.reason)
-        except AuthenticationError as exc:
-            self.auth_failures += 1
-            self._log.warning(str(peer), "handshake with %s failed: %s", peer, exc)
-        except (TimeoutError, OSError, anyio.EndOfStream, anyio.BrokenResourceError,
-                anyio.ClosedResourceError, ssl.SSLError, ProtocolError) as exc:
-            log.debug("dial %s failed: %s", peer, exc)
+            conn = await self._attempt(peer.host, peer.port, peer)
         finally:
             self.dialing.discard(peer)
         if conn is None:
-            if stream is not None:
-                await anyio.aclose_forcefully(stream)
             return peer in self.conns
         self.node.spawn_task(self._run, conn, what=f"connection to {peer}")
         return True
 
-    async def _dial_handshake(self, stream: anyio.abc.ByteStream, peer: NodeId) -> Connection | None:
+    async def dial_address(self, host: str, port: int) -> NodeId | None:
+        """One attempt to connect to an address whose node id is unknown (DNS seeds)."""
+        if self.stopping:
+            return None
+        conn = await self._attempt(host, port, None)
+        if conn is None:
+            return None
+        self.node.spawn_task(self._run, conn, what=f"connection to {conn.peer}")
+        return conn.peer
+
+    async def _attempt(self, host: str, port: int, expected: NodeId | None) -> Connection | None:
+        """Connect and run the dialer's side of the handshake; None (logged) when it fails."""
+        label = str(expected) if expected is not None else f"{host}:{port}"
+        stream: anyio.abc.ByteStream | None = None
+        conn: Connection | None = None
+        learned: list[NodeId] = []
+        try:
+            with anyio.fail_after(CONNECT_TIMEOUT_S + HANDSHAKE_TIMEOUT_S):
+                raw = await anyio.connect_tcp(host, port)
+                stream = raw
+                if self.tls is not None:
+                    stream = await TLSStream.wrap(raw, ssl_context=self.tls.client, server_side=False,
+                                                  hostname=host)
+                conn = await self._dial_handshake(stream, expected, learned)
+        except hs.Refused as exc:
+            if exc.reason != "duplicate connection":
+                self._log.warning(label, "%s refused our connection: %s", label, exc.reason)
+                self.refusals.append(exc.reason)
+        except AuthenticationError as exc:
+            self.auth_failures += 1
+            self._log.warning(label, "handshake with %s failed: %s", label, exc)
+        except (TimeoutError, OSError, anyio.EndOfStream, anyio.BrokenResourceError,
+                anyio.ClosedResourceError, ssl.SSLError, ProtocolError) as exc:
+            log.debug("dial %s failed: %s", label, exc)
+        finally:
+            for peer in learned:
+                self.dialing.discard(peer)
+        if conn is None and stream is not None:
+            await anyio.aclose_forcefully(stream)
+        return conn
+
+    async def _dial_handshake(
+        self, stream: anyio.abc.ByteStream, expected: NodeId | None, learned: list[NodeId]
+    ) -> Connection | None:
         reader = _HandshakeReader()
         secured = self.secret is not None
         me = hs.PeerHello(hs.PROTOCOL_VERSION, self.node_id, self.incarnation, hs.new_nonce(), secured)
-        await _send(stream, hs.encode(hs.HELLO, me.version, str(me.node_id), me.incarnation, me.nonce, secured))
+        await _send(stream, hs.encode(hs.HELLO, me.version, str(me.node_id), me.incarnation, me.nonce, secured,
+                                      self.hidden))
         fields = await reader.read(stream)
         welcome = hs.parse_hello(fields, hs.WELCOME)
-        if welcome.node_id != peer:
-            raise AuthenticationError(f"dialed {peer} but {welcome.node_id} answered")
+        peer = welcome.node_id
+        if expected is not None and peer != expected:
+            raise AuthenticationError(f"dialed {expected} but {peer} answered")
+        if expected is None:
+            # an address dial (DNS seed): from here on it takes part in the tie-break like any dial
+            if peer == self.node_id or peer in self.conns or peer in self.dialing or self.faults.is_blocked(peer):
+                return None
+            self.dialing.add(peer)
+            learned.append(peer)
         if self.secret is not None:
             if not welcome.secured:
                 raise AuthenticationError(f"{peer} has no cluster secret; this node requires one")
@@ -259,7 +292,7 @@ class Transport:
             raise AuthenticationError(f"expected accept, got {fields[0]!r}")
         if not self._admit(peer, welcome.incarnation, outgoing=True):
             return None
-        return self._new_connection(stream, peer, welcome.incarnation, reader)
+        return self._new_connection(stream, peer, welcome.incarnation, reader, welcome.hidden)
 
     def ensure_dialing(
         self, peer: NodeId, wanted: Callable[[NodeId], bool], *, max_backoff_s: float = 0.5,
@@ -289,11 +322,13 @@ class Transport:
 
     # ------------------------------------------------------------------ connections
     def _new_connection(
-        self, stream: anyio.abc.ByteStream, peer: NodeId, incarnation: int, reader: _HandshakeReader
+        self, stream: anyio.abc.ByteStream, peer: NodeId, incarnation: int, reader: _HandshakeReader,
+        hidden: bool,
     ) -> Connection:
         leftover = reader.rest()
         conn = Connection(self.node, stream, peer, incarnation, self.codec, self.dispatch, self.faults,
                           self.max_message_bytes, initial=leftover)
+        conn.peer_hidden = hidden
         self.conns[peer] = conn
         self.on_connected(conn)
         return conn

@@ -179,13 +179,23 @@ def parse(subcommand: str, argv: list[str]) -> argparse.Namespace:
 
 
 # --------------------------------------------------------------------------------- the magics
+def _done() -> Any:
+    """What a synchronous subcommand returns: the line may have been rewritten into an await."""
+    try:
+        fut = asyncio.get_running_loop().create_future()
+    except RuntimeError:
+        return None
+    fut.set_result(None)
+    return fut
+
+
 def _in_task(coro: Coroutine[Any, Any, Any]) -> Any:
     """An awaitable for the magic to return: a task on the running loop (so it also runs when the
     line was not rewritten into an await), else the coroutine itself."""
 
-    async def guarded() -> Any:
+    async def guarded() -> None:
         try:
-            return await coro
+            await coro  # results are shown with display(); the cell gets no Out[] value
         except NoexError as exc:  # the message says it all: keep the traceback short
             raise exc.with_traceback(None) from exc.__cause__
 
@@ -223,7 +233,7 @@ class NoexMagics(Magics):
         if subcommand in ASYNC_SUBCOMMANDS:
             return _in_task(self._run_async(subcommand, args))
         self._run_sync(subcommand, args)
-        return None
+        return _done()
 
     # --------------------------------------------------------------- sync subcommands
     def _run_sync(self, subcommand: str, args: argparse.Namespace) -> None:

@@ -26,7 +26,8 @@ STATUS_COLORS = {
 }
 
 TABLE_STYLE = "border-collapse:collapse;font-size:12px;margin:2px 0"
-CELL_STYLE = "padding:1px 8px;text-align:left;border-bottom:1px solid #e0e0e0;vertical-align:top"
+CELL_STYLE = "padding:1px 8px;text-align:left;vertical-align:top"
+ROW_STYLE = "border-bottom:1px solid #e0e0e0"
 
 
 def display(*objs: Any) -> None:
@@ -96,7 +97,7 @@ class Table:
     def _repr_html_(self) -> str:
         head = "".join(f"<th style='{CELL_STYLE}'>{escape(c)}</th>" for c in self.columns)
         body = "".join(
-            "<tr>" + "".join(f"<td style='{CELL_STYLE}'>{html_of(v)}</td>" for v in row) + "</tr>"
+            f"<tr style='{ROW_STYLE}'>" + "".join(f"<td style='{CELL_STYLE}'>{html_of(v)}</td>" for v in row) + "</tr>"
             for row in self.rows
         )
         if not self.rows:

@@ -173,3 +173,18 @@ async def test_bad_configuration_is_refused() -> None:
     assert a.id is not None
     with pytest.raises(ClusterError, match="cannot listen"):
         await Cluster.start("again", port=a.id.port)
+
+
+async def test_hidden_observer_sees_everyone_and_is_listed_by_nobody() -> None:
+    nodes = await start_cluster(3)
+    observer = await Cluster.start("observer", port=0, seeds=[str(nodes[0].id)], hidden=True,
+                                   heartbeat_interval_ms=200)
+    await wait_until(lambda: len(observer.get_nodes()) == 3, 5.0, "observer connected to all")
+    assert {i.id for i in observer.get_nodes()} == {n.id for n in nodes}
+    for node in nodes:
+        assert observer.id not in {i.id for i in node.get_nodes()}
+        assert observer.id in node.distribution.transport.conns
+    snapshots = await observer.distribution.cluster_snapshot(2.0)
+    assert {s.node for s in snapshots} == {observer.id, *(n.id for n in nodes)}
+    await observer.kill()
+    await wait_until(lambda: all(observer.id not in n.distribution.transport.conns for n in nodes), 2.0)

@@ -1,0 +1,187 @@
+"""`noex-lab node` OS processes for the remote workloads (W3-W7): launch, read, wait, stop.
+
+Every node is started with `--port 0 --report --exit-on-stdin-eof` on 127.0.0.1, so it
+prints `NODE <id>` once it listens, `UP` / `PEERS <n> <wall_us>` / `DOWN <peer> <wall_us>
+<reason>` as membership changes, and leaves by itself if the benchmark process dies (its
+stdin pipe closes). A reader thread per node collects stdout lines with the wall time they
+arrived. Every wait has a deadline; `stop_all` stops every node by its PID.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import anyio
+
+REPO = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+POLL_S = 0.002  # how often the waits below re-check the collected lines
+STOP_GRACE_S = 5.0  # SIGTERM, then SIGKILL after this many seconds
+
+
+def wall_us() -> int:
+    """Wall clock (CLOCK_REALTIME) in microseconds: the clock of the node lines."""
+    return time.time_ns() // 1000
+
+
+def node_command() -> list[str]:
+    """`noex-lab` from the interpreter's bin directory, else `python -m noex_lab.cli`."""
+    script = Path(sys.executable).with_name("noex-lab")
+    if script.is_file() and os.access(script, os.X_OK):
+        return [str(script)]
+    return [sys.executable, "-m", "noex_lab.cli"]
+
+
+class NodeError(RuntimeError):
+    """A node did not start, did not print what was awaited in time, or exited early."""
+
+
+class NodeProc:
+    """One `noex-lab node` process (stdout lines are collected by a reader thread)."""
+
+    def __init__(
+        self, name: str, *, seeds: Iterable[str] = (), heartbeat_interval_ms: int | None = None,
+        heartbeat_miss_threshold: int | None = None, behaviors: Iterable[str] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        cmd = [*node_command(), "node", "--name", name, "--host", HOST, "--port", "0", "--report",
+               "--exit-on-stdin-eof"]
+        for seed in seeds:
+            cmd += ["--seed", seed]
+        if heartbeat_interval_ms is not None:
+            cmd += ["--heartbeat-interval-ms", str(heartbeat_interval_ms)]
+        if heartbeat_miss_threshold is not None:
+            cmd += ["--heartbeat-miss-threshold", str(heartbeat_miss_threshold)]
+        for module in behaviors:
+            cmd += ["--behaviors", module]
+        full_env = dict(os.environ)
+        full_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), full_env.get("PYTHONPATH", "")) if p)
+        full_env.update(env or {})
+        self.cmd = cmd
+        self.id: str | None = None
+        self.lines: list[tuple[int, str]] = []  # (wall_us when read, line)
+        self.stderr: deque[str] = deque(maxlen=40)
+        self.launched_us = wall_us()
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env,
+            cwd=str(REPO), text=True, bufsize=1,
+        )
+        self._threads = [threading.Thread(target=self._read_out, daemon=True),
+                         threading.Thread(target=self._read_err, daemon=True)]
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _read_out(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append((wall_us(), line.rstrip("\n")))  # list.append is atomic
+
+    def _read_err(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr.append(line.rstrip("\n"))
+
+    # ------------------------------------------------------------------ reading
+    def find(self, predicate: Callable[[str], bool]) -> tuple[int, str] | None:
+        """The first collected line matching `predicate`, with its arrival wall time."""
+        for item in list(self.lines):
+            if predicate(item[1]):
+                return item
+        return None
+
+    def describe(self) -> str:
+        status = self.proc.poll()
+        state = "running" if status is None else f"exited with {status}"
+        tail = [line for _, line in self.lines[-6:]]
+        return f"{self.name} (pid {self.pid}, {state}; stdout tail {tail}; stderr tail {list(self.stderr)[-6:]})"
+
+    async def wait_line(self, predicate: Callable[[str], bool], deadline: float, what: str) -> tuple[int, str]:
+        """Wait (until the monotonic `deadline`) for a stdout line matching `predicate`."""
+        while True:
+            hit = self.find(predicate)
+            if hit is not None:
+                return hit
+            if self.proc.poll() is not None and not self._threads[0].is_alive():
+                if self.find(predicate) is None:  # re-checked: the last lines may just have arrived
+                    raise NodeError(f"{what}: node {self.describe()}")
+                continue
+            if time.monotonic() > deadline:
+                raise NodeError(f"{what}: not seen in time; node {self.describe()}")
+            await anyio.sleep(POLL_S)
+
+    async def started(self, deadline: float) -> str:
+        """Wait for `NODE <id>` (the listener is up); returns the node id."""
+        _, line = await self.wait_line(lambda s: s.startswith("NODE "), deadline, f"{self.name} start")
+        self.id = line.split()[1]
+        return self.id
+
+    def peers_line(self, count: int) -> tuple[int, str] | None:
+        """The first `PEERS <count> <wall_us>` line, if any."""
+        prefix = f"PEERS {count} "
+        return self.find(lambda s: s.startswith(prefix))
+
+    # ------------------------------------------------------------------ signals and stopping
+    def signal(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)  # by PID: a process this harness started
+
+    def stop_begin(self) -> None:
+        """Ask the node to leave (SIGCONT first, in case it was frozen, then SIGTERM)."""
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, signal.SIGCONT)
+                os.kill(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def stop_end(self, deadline: float) -> None:
+        """Reap the node; SIGKILL it if it has not left by `deadline` (monotonic)."""
+        try:
+            self.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            try:
+                self.proc.kill()
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                pass
+        for thread in self._threads:
+            thread.join(timeout=1.0)  # the readers end at EOF once the process is gone
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+
+
+def stop_all(nodes: Iterable[NodeProc], grace_s: float = STOP_GRACE_S) -> None:
+    """Stop every node by its PID: SIGTERM to all at once, then reap (SIGKILL after `grace_s`)."""
+    nodes = list(nodes)
+    for node in nodes:
+        node.stop_begin()
+    deadline = time.monotonic() + grace_s
+    for node in nodes:
+        node.stop_end(deadline)
+
+
+async def stop_all_async(nodes: Iterable[NodeProc], grace_s: float = STOP_GRACE_S) -> None:
+    """`stop_all` in a worker thread, shielded: it runs to the end even when the workload is cancelled."""
+    nodes = list(nodes)
+    with anyio.CancelScope(shield=True):
+        await anyio.to_thread.run_sync(stop_all, nodes, grace_s)
