@@ -168,15 +168,17 @@ def run_ours(workload: Workload, backend: str, deadline_s: float) -> list[dict[s
     return records
 
 
-def run_ceiling(path: Path, ids: list[str], deadline_s: float) -> tuple[list[dict[str, Any]], str | None]:
-    """Run limit-asyncio/bench.py for `ids`; returns its records and a problem, if any."""
+def run_ceiling(path: Path, ids: list[str], deadline_s: float,
+                extra: tuple[str, ...] = ()) -> tuple[list[dict[str, Any]], str | None]:
+    """Run limit-asyncio/bench.py for `ids` (plus `extra` arguments, e.g. `--coalesce`);
+    returns its records and a problem, if any."""
     if not ids:
         return [], None
     if not path.is_file():
         return [], f"ceiling harness not found at {path} (expected ../shared beside the repository)"
-    note(f"running the ceiling {path} --workloads {','.join(ids)}")
+    note(f"running the ceiling {path} --workloads {','.join(ids)} {' '.join(extra)}".rstrip())
     env = {**os.environ, "BENCH_WORKLOAD_DEADLINE_S": str(deadline_s)}
-    cmd = [sys.executable, str(path), "--workloads", ",".join(ids)]
+    cmd = [sys.executable, str(path), "--workloads", ",".join(ids), *extra]
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True, env=env)
     try:
         out, _ = proc.communicate(timeout=deadline_s * (len(ids) + 1) + GRACE_S)
@@ -225,52 +227,91 @@ def combine(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
 def fmt(value: float | None) -> str:
     if value is None:
         return "-"
+    if abs(value) < 1:
+        return f"{value:.4f}"
     return f"{value:,.1f}" if abs(value) < 100 else f"{value:,.0f}"
+
+
+def best_ceiling(ceiling: list[dict[str, Any]], line: Line) -> dict[str, Any] | None:
+    """The ceiling's best record for `line` over its variants: highest rate / lowest latency."""
+    candidates = [r for r in ceiling
+                  if r.get("peer") == CEILING_PEER and r.get("workload") == line.workload
+                  and r.get("value") is not None]
+    if not candidates:
+        return None
+    pick = max if line.higher_is_better else min
+    return pick(candidates, key=lambda r: float(r["value"]))
+
+
+def find_ours(ours: list[dict[str, Any]], line: Line) -> dict[str, Any]:
+    for rec in ours:
+        if rec.get("workload") != line.workload:
+            continue
+        if line.variant is None or rec.get("params", {}).get("variant") == line.variant:
+            return rec
+    return {}
 
 
 def summarize(workloads: list[Workload], ours: list[dict[str, Any]], ceiling: list[dict[str, Any]],
               ceiling_problem: str | None) -> list[str]:
-    """The summary table, as lines of text; misses and errors are marked."""
-    ceil_by = {r["workload"]: r for r in ceiling
-               if r.get("peer") == CEILING_PEER and r.get("params", {}).get("variant") == "default"}
-    ours_by = {r["workload"]: r for r in ours}
-    header = ("workload", "unit", "ours", "ceiling", "ratio", "target", "status")
+    """The summary table, as lines of text; misses and errors are marked.
+
+    `ours/ceil` is always ours divided by the ceiling's best variant measured in the same run;
+    `better` says which direction is good for that line (rates: higher; latencies and
+    durations: lower), and `target` is the bound ours/ceil must meet (or, for W6/W7, which
+    have no ceiling, the absolute bound of the issue, in the line's unit).
+    """
+    header = ("workload", "variant", "unit", "better", "ours", "ceiling", "ceil.variant", "ours/ceil",
+              "target", "status")
     rows: list[tuple[str, ...]] = []
     misses, errors = [], []
     for workload in workloads:
         for line in workload.lines:
-            rec = ours_by.get(line.workload, {})
+            rec = find_ours(ours, line)
             value = rec.get("value")
-            crec = ceil_by.get(line.workload, {})
-            cvalue = crec.get("value") if workload.has_ceiling else None
+            variant = str(rec.get("params", {}).get("variant", line.variant or "-"))
+            crec = best_ceiling(ceiling, line) if workload.has_ceiling else None
+            cvalue = crec.get("value") if crec is not None else None
+            cvariant = str(crec.get("params", {}).get("variant", "?")) if crec is not None else "-"
             ratio = value / cvalue if value is not None and cvalue else None
-            if line.target_ratio is None:
-                target = "-"
+            cmp = ">=" if line.higher_is_better else "<="
+            ok: bool | None = None
+            if line.target_ratio is not None:
+                target = f"ratio {cmp} {line.target_ratio:.2f}"
+                if ratio is not None:
+                    ok = ratio >= line.target_ratio if line.higher_is_better else ratio <= line.target_ratio
+            elif line.abs_target is not None:
+                target = f"{cmp} {line.abs_target:g} {line.unit} ({line.abs_note})" if line.abs_note else \
+                    f"{cmp} {line.abs_target:g} {line.unit}"
+                if value is not None:
+                    ok = value >= line.abs_target if line.higher_is_better else value <= line.abs_target
             else:
-                target = f"{'>=' if line.higher_is_better else '<='} {line.target_ratio:.2f}"
+                target = "-"
             if value is None:
                 status = "ERROR: " + str(rec.get("params", {}).get("error", "no result"))
-                errors.append(line.workload)
-            elif ratio is None:
-                status = "no ceiling" if workload.has_ceiling else "-"
-            elif line.target_ratio is None:
-                status = "-"
-            elif (ratio >= line.target_ratio) if line.higher_is_better else (ratio <= line.target_ratio):
+                errors.append(f"{line.workload}/{variant}")
+            elif ok is None:
+                status = "no ceiling" if workload.has_ceiling and ratio is None else "-"
+            elif ok:
                 status = "ok"
             else:
-                status = "MISS  <-- below target" if line.higher_is_better else "MISS  <-- above target"
-                misses.append(line.workload)
-            rows.append((line.workload, line.unit, fmt(value), fmt(cvalue),
-                         "-" if ratio is None else f"{ratio:.2f}", target, status))
+                status = "MISS  <-- " + ("below target" if line.higher_is_better else "above target")
+                misses.append(f"{line.workload}/{variant}")
+            rows.append((line.workload, variant, line.unit, "higher" if line.higher_is_better else "lower",
+                         fmt(value), fmt(cvalue), cvariant, "-" if ratio is None else f"{ratio:.2f}",
+                         target, status))
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    numeric = {4, 5, 7}
 
     def row(cells: tuple[str, ...]) -> str:
-        left, right = cells[:2], cells[2:-1]
-        parts = [c.ljust(w) for c, w in zip(left, widths[:2], strict=True)]
-        parts += [c.rjust(w) for c, w in zip(right, widths[2:-1], strict=True)]
+        parts = [c.rjust(w) if i in numeric else c.ljust(w)
+                 for i, (c, w) in enumerate(zip(cells[:-1], widths[:-1], strict=True))]
         return "  ".join([*parts, cells[-1]])
 
-    lines = ["", f"Summary: {PEER} vs {CEILING_PEER} (ratio = ours / ceiling, both measured in this run)",
+    lines = ["", f"Summary: {PEER} vs {CEILING_PEER}, both measured in this run "
+                 f"(medians of the rounds). ours/ceil = ours / the ceiling's best variant;",
+             "`better` gives the good direction: rates higher (target ours/ceil >= x), latencies and "
+             "durations lower (target ours/ceil <= x, or an absolute bound where there is no ceiling).",
              row(header), row(tuple("-" * w for w in widths))]
     lines += [row(r) for r in rows]
     if ceiling_problem:
@@ -329,17 +370,22 @@ def main(argv: list[str] | None = None) -> int:
     ours_runs: list[list[dict[str, Any]]] = []
     ceiling_runs: list[list[dict[str, Any]]] = []
     problem: str | None = "the ceiling was not run (--no-ceiling)" if args.no_ceiling else None
-    ceiling_ids = [w for w in ids if w in CEILING_IDS]
     for run in range(1, args.repeat + 1):
         if args.repeat > 1:
             note(f"round {run} of {args.repeat}")
         # Ours and the ceiling alternate, so a change in machine load hits both sides.
         ours_runs.append([rec for w in workloads for rec in run_ours(w, args.backend, args.deadline)])
         if not args.no_ceiling:
-            records, problem = run_ceiling(args.ceiling.resolve(), ceiling_ids, args.deadline)
-            ceiling_runs.append(records)
-            if problem:
-                note(f"WARNING: {problem}")
+            round_records: list[dict[str, Any]] = []
+            problem = None
+            for _variant, extra, measured in CEILING_VARIANTS:
+                ceiling_ids = [w for w in ids if w in measured]
+                records, variant_problem = run_ceiling(args.ceiling.resolve(), ceiling_ids, args.deadline, extra)
+                round_records += records
+                if variant_problem:
+                    problem = variant_problem
+                    note(f"WARNING: {variant_problem}")
+            ceiling_runs.append(round_records)
 
     ours = combine(ours_runs)
     ceiling = combine(ceiling_runs)

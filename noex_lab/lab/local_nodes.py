@@ -213,9 +213,9 @@ class LocalNodeLauncher:
         return await self._wait_exit(node, timeout)
 
     async def stop(self, node: LocalNode, timeout: float = 10.0) -> int:
-        """SIGTERM: the node leaves gracefully (peers see `graceful_shutdown`); SIGKILL after `timeout`."""
+        """Close its stdin: the node leaves gracefully (peers see `graceful_shutdown`); SIGKILL after `timeout`."""
         node.expected_exit = True
-        self._signal(node, signal.SIGTERM)
+        self._close_stdin(node)
         try:
             return await self._wait_exit(node, timeout)
         except LocalNodeError:
@@ -228,14 +228,18 @@ class LocalNodeLauncher:
         except TimeoutError:
             raise LocalNodeError(f"local node {node.name} (pid {node.pid}) did not exit within {timeout:g} s") from None
 
+    @staticmethod
+    def _close_stdin(node: LocalNode) -> None:
+        if node.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                node.proc.stdin.close()
+
     def close_all(self) -> None:
         """Close every node's stdin: each leaves gracefully on its own (used on unload and at exit)."""
         for node in self.nodes.values():
             if node.proc.poll() is None:
                 node.expected_exit = True
-                if node.proc.stdin is not None:
-                    with contextlib.suppress(OSError):
-                        node.proc.stdin.close()
+                self._close_stdin(node)
 
 
 def _settle(fut: asyncio.Future[NodeId] | asyncio.Future[int], value: object) -> None:

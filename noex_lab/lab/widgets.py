@@ -177,12 +177,19 @@ class ClusterView(LiveWidget):
         self.refresh_s = refresh_s
         self.down: dict[NodeId, tuple[float, str]] = {}
         self.extra_columns: Callable[[NodeId], str] | None = None  # e.g. "local pid 123" (set by %noex)
+        for event in self.node.events.recent(2000):  # nodes that went down before the view existed
+            self._apply(event)
         _subscribe_events(self, self.node, self._on_event)
         self.flush()
         if self._loop is not None and refresh_s > 0:
             self.start_task(self._refresh_loop())
 
     def _on_event(self, event: NodeEvent) -> None:
+        if event.kind in MEMBERSHIP_EVENTS:
+            self._apply(event)
+            self.invalidate()
+
+    def _apply(self, event: NodeEvent) -> None:
         if event.kind not in MEMBERSHIP_EVENTS:
             return
         peer = event.data.get("peer")
@@ -193,7 +200,6 @@ class ClusterView(LiveWidget):
                     self.down.pop(next(iter(self.down)))
             else:
                 self.down.pop(peer, None)
-        self.invalidate()
 
     async def _refresh_loop(self) -> None:
         while not self.closed:

@@ -123,3 +123,29 @@ async def test_blocked_loop_is_busy_never_down_and_recovers(procs: list[NodeProc
     assert time.monotonic() - blocked_at >= 3.5
     assert downs == []
     assert await GenServer.call(ref, "get") == 0
+
+
+async def test_sigterm_leaves_gracefully(procs: list[NodeProcess]) -> None:
+    me, victim = await _cluster_with_process(procs)
+    downs: list[tuple[Any, str]] = []
+    me.on_node_down(lambda peer, reason: downs.append((peer, reason)))
+    victim.signal(signal.SIGTERM)
+    await wait_until(lambda: downs, 3.0, "down after SIGTERM")
+    assert downs == [(victim.id, "graceful_shutdown")]
+    assert await anyio.to_thread.run_sync(victim.proc.wait, 5) == 0
+
+
+async def test_node_command_rejects_bad_input() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "noex_lab.cli", "node", "--name", "bad name", "--port", "0"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode == 2 and "invalid node name" in result.stderr
+    result = subprocess.run(
+        [sys.executable, "-m", "noex_lab.cli", "node", "--name", "x", "--host", "0.0.0.0", "--port", "0"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode == 2 and "cluster_secret" in result.stderr

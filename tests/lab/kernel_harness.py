@@ -7,6 +7,7 @@ that arrive while the kernel is idle: widget updates from background tasks) is k
 
 from __future__ import annotations
 
+import ast
 import os
 import queue
 import signal
@@ -29,6 +30,7 @@ class CellResult:
     status: str = "ok"
     outputs: list[dict[str, Any]] = field(default_factory=list)  # the IOPub messages of this cell
     error: dict[str, Any] | None = None
+    reply: dict[str, Any] = field(default_factory=dict)  # the execute_reply content (payloads: %magic? pages)
 
     @property
     def text(self) -> str:
@@ -69,6 +71,10 @@ class CellResult:
                 if view:
                     ids.append(view["model_id"])
         return ids
+
+    @property
+    def ename(self) -> str | None:
+        return None if self.error is None else str(self.error.get("ename"))
 
     def expect_ok(self) -> CellResult:
         if self.status != "ok":
@@ -129,6 +135,7 @@ class Kernel:
                     result.status = "error"
                     result.error = msg["content"]
         reply = self.kc.get_shell_msg(timeout=max(1.0, deadline - time.monotonic()))
+        result.reply = reply["content"]
         if reply["content"]["status"] != "ok" and result.error is None:
             result.status = "error"
             result.error = reply["content"]
@@ -138,6 +145,14 @@ class Kernel:
 
     def ok(self, code: str, timeout: float = 60.0) -> CellResult:
         return self.execute(code, timeout)
+
+    def eval(self, expr: str, timeout: float = 30.0) -> Any:
+        """The value of a Python literal expression evaluated in the kernel."""
+        result = self.execute(f"print('@@' + repr({expr}))", timeout)
+        for line in result.stdout.splitlines():
+            if line.startswith("@@"):
+                return ast.literal_eval(line[2:])
+        raise AssertionError(f"no value for {expr!r}: {result.text}")
 
     def pump_until(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
         """Collect IOPub messages (the kernel may be idle) until `predicate()`; fail after `timeout`."""
