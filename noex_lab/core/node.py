@@ -58,12 +58,25 @@ def current_node() -> Node:
     if there is none, an implicit local node is created and bound to the loop.
     """
     node = _current_node.get()
-    if node is not None and node.running:
+    if node is not None and node._running:
         return node
-    nodes = _nodes_by_loop.get(current_loop_key())
+    global _last_loop
+    key = current_loop_key()
+    cached = _last_loop
+    nodes: list[Node] | None
+    if cached is not None and cached[0]() is key:
+        nodes = cached[1]
+    else:
+        nodes = _nodes_by_loop.get(key)
+        if nodes is not None:
+            _last_loop = (weakref.ref(key), nodes)
     if nodes:
         return nodes[0]
     return Node()
+
+
+# one-entry cache of the last loop's node list (facade calls outside processes are hot)
+_last_loop: tuple[weakref.ref[object], list[Node]] | None = None
 
 
 def current_process() -> Process | None:
@@ -420,13 +433,20 @@ class Node:
             except NotRegisteredError:
                 return
         assert isinstance(target, ProcessRef)
+        node = target.node
+        router = self.router
+        # A node has no connection to itself: a ref whose node has a connection is remote.
+        if node is not None and node is not self._id and router is not None and router.has_connection(node):
+            me = _current_process.get()
+            router.send(target, tag, msg, me.ref if me is not None else None)
+            return
         if self.is_local(target):
             proc = self.local_process(target)
             if proc is not None and proc._alive:
                 proc.deliver((tag, msg))
-        elif self.router is not None:
+        elif router is not None:
             me = _current_process.get()
-            self.router.send(target, tag, msg, me.ref if me is not None else None)
+            router.send(target, tag, msg, me.ref if me is not None else None)
 
     def deliver_local(self, ref: ProcessRef, item: tuple[Any, ...]) -> bool:
         """Put a prepared mailbox item into a local process (used by the distribution layer)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 _HOST = re.compile(r"^[A-Za-z0-9._-]{1,253}$")
@@ -26,6 +26,7 @@ class NodeId:
     name: str
     host: str
     port: int
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         validate_node_name(self.name)
@@ -35,6 +36,30 @@ class NodeId:
             raise ValueError(f"invalid host {self.host!r}")
         if not isinstance(self.port, int) or isinstance(self.port, bool) or not 0 < self.port < 65536:
             raise ValueError(f"invalid port {self.port!r}: it must be an integer in 1..65535")
+        object.__setattr__(self, "_hash", hash((self.name, self.host, self.port)))
+
+    # Node ids are dictionary keys on every message's path: hash once, compare identity first.
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if type(other) is not NodeId:
+            return NotImplemented
+        return self._hash == other._hash and (self.name, self.host, self.port) == (
+            other.name, other.host, other.port
+        )
+
+    def interned(self) -> NodeId:
+        """The canonical instance equal to this one, so dictionary lookups hit by identity."""
+        key = (self.name, self.host, self.port)
+        canonical = _INTERNED.get(key)
+        if canonical is None:
+            if len(_INTERNED) >= 65536:
+                _INTERNED.clear()
+            canonical = _INTERNED[key] = self
+        return canonical
 
     @classmethod
     def parse(cls, text: str) -> NodeId:
@@ -56,7 +81,7 @@ class NodeId:
                 raise ValueError(f"invalid node id {text!r}: write IPv6 hosts in brackets")
         if not port_text.isdigit():
             raise ValueError(f"invalid node id {text!r}: port {port_text!r} is not a number")
-        return cls(name, host, int(port_text))
+        return cls(name, host, int(port_text)).interned()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -68,3 +93,6 @@ class NodeId:
 
     def __repr__(self) -> str:
         return f"NodeId({str(self)!r})"
+
+
+_INTERNED: dict[tuple[str, str, int], NodeId] = {}

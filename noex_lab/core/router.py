@@ -15,6 +15,9 @@ from .refs import MonitorRef, ProcessRef
 class Router(Protocol):
     """Delivers to non-local refs. Implemented by `noex_lab.distribution`."""
 
+    def has_connection(self, node: Any) -> bool:
+        """Whether a connection to `node` is open (never true for the local node)."""
+
     def send(self, to: ProcessRef, tag: int, msg: Any, sender: ProcessRef | None) -> None:
         """Cast (tag CAST) or plain send (tag INFO); never raises for an unreachable node."""
 

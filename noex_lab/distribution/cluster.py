@@ -28,7 +28,7 @@ from .global_registry import GlobalNames
 from .introspection import install_introspection
 from .liveness import LivenessMonitor, LoopStamp, PeerLiveness, run_loop_stamper
 from .membership import Membership, NodeInfo
-from .protocol import GOODBYE, GOSSIP
+from .protocol import GOODBYE
 from .routing import RemoteRouter
 from .spawn import handle_spawn, spawn
 from .transport import TLSConfig, Transport
@@ -136,7 +136,7 @@ class Distribution:
             await listener_close
             udp.close()
             raise ClusterError("binding a wildcard address needs advertise_host= (the address peers dial)")
-        self.node_id = NodeId(config.node_name, host, port)
+        self.node_id = NodeId(config.node_name, host, port).interned()
         self.codec = Codec(self.node_id, max_bytes=config.max_message_bytes)
         node = self.node
         self.transport = Transport(
@@ -146,6 +146,8 @@ class Distribution:
             on_disconnected=self.membership.on_disconnected, hidden=config.hidden,
         )
         self.router = RemoteRouter(node, self.transport)
+        self.router.on_membership = self.membership.on_frame  # type: ignore[method-assign]
+        self.transport.dispatch = self.router.dispatch
         self.router.rpc_handlers["snapshot"] = lambda _peer, _args: node.snapshot()
         self.router.rpc_handlers["spawn"] = lambda peer, args: handle_spawn(self, peer, args)
         install_introspection(self)  # state, trace, process lists, events (%noex state/trace/ps/events)
@@ -246,10 +248,7 @@ class Distribution:
 
     # ------------------------------------------------------------------ frames and hooks
     def _dispatch(self, conn: Connection, m: list[Any]) -> None:
-        if m[0] == GOSSIP or m[0] == GOODBYE:
-            self.membership.on_frame(conn, m)
-        else:
-            self.router.dispatch(conn, m)
+        self.router.dispatch(conn, m)  # replaced by the router's own method once it exists
 
     def peer_joined(self, peer: NodeId) -> None:
         for hook in list(self.join_hooks):

@@ -424,7 +424,7 @@ def _dec_node(payload: bytes) -> NodeId:
         end = 3 + payload[2]
         node = NodeId(
             payload[3:end].decode("utf-8"), payload[end:].decode("utf-8"), (payload[0] << 8) | payload[1]
-        )
+        ).interned()
         if len(_NODE_CACHE) >= _CACHE_MAX:
             _NODE_CACHE.clear()
         _NODE_CACHE[payload] = node

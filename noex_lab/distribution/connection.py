@@ -100,12 +100,21 @@ class Connection:
             and not self.faults.active
             and self._write_event.is_set()
         ):
+            if not self._flush_scheduled:
+                # first frame of this loop iteration: out at once (latency); the rest of the
+                # iteration's frames are coalesced into one write at its end (throughput)
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush_direct)
+                self.sent_frames += 1
+                try:
+                    self._transport.write(HEADER.pack(len(body)) + body)
+                except Exception as exc:  # the transport is closing: the reader will notice
+                    log.debug("direct write to %s failed: %s", self.peer, exc)
+                    self.close()
+                return
             direct = self._direct
             direct.append(HEADER.pack(len(body)))
             direct.append(body)
-            if not self._flush_scheduled:
-                self._flush_scheduled = True
-                self._loop.call_soon(self._flush_direct)
             return
         if len(body) > CHUNK_SIZE:
             self._large.append((next(self._large_ids), memoryview(body)))
@@ -202,6 +211,7 @@ class Connection:
         assembler = ChunkAssembler(self.max_message_bytes)
         decode = self.codec.decode
         dispatch = self.dispatch
+        known = KNOWN_TYPES
         data = self._initial
         stream = self.stream
         while True:
@@ -217,7 +227,7 @@ class Connection:
                     self.received_frames += 1
                     try:
                         message = decode(body)
-                        if type(message) is not list or not message or message[0] not in KNOWN_TYPES:
+                        if type(message) is not list or not message or message[0] not in known:
                             raise ProtocolError(f"unknown message {str(message)[:80]}")
                         if message[0] == CHUNK:
                             whole = assembler.add(message[1], message[3], bool(message[2]))

@@ -38,24 +38,32 @@ class FrameReader:
     def buffered(self) -> int:
         return len(self._buf)
 
-    def feed(self, data: bytes) -> list[bytes]:
-        """Add received bytes; return every complete frame body (raises ProtocolError)."""
-        buf = self._buf
-        buf += data
-        out: list[bytes] = []
-        offset, size = 0, len(buf)
+    def feed(self, data: bytes) -> list[memoryview]:
+        """Add received bytes; return every complete frame body (raises ProtocolError).
+
+        The bodies are views into an immutable copy of the input: no per-frame copy."""
+        if self._buf:
+            self._buf += data
+            chunk = bytes(self._buf)
+            self._buf.clear()
+        else:
+            chunk = data
+        out: list[memoryview] = []
+        view = memoryview(chunk)
+        offset, size = 0, len(chunk)
         unpack_from = HEADER.unpack_from
+        max_frame = self.max_frame
         while size - offset >= HEADER_SIZE:
-            (length,) = unpack_from(buf, offset)
-            if length > self.max_frame:
-                raise ProtocolError(f"frame of {length} bytes exceeds the limit of {self.max_frame}")
+            (length,) = unpack_from(chunk, offset)
+            if length > max_frame:
+                raise ProtocolError(f"frame of {length} bytes exceeds the limit of {max_frame}")
             end = offset + HEADER_SIZE + length
             if end > size:
                 break
-            out.append(bytes(buf[offset + HEADER_SIZE:end]))
+            out.append(view[offset + HEADER_SIZE:end])
             offset = end
-        if offset:
-            del buf[:offset]
+        if offset < size:
+            self._buf += view[offset:]
         return out
 
 

@@ -165,12 +165,17 @@ class RemoteRouter:
         conn.send(message)
 
     # ------------------------------------------------------------------ Router protocol
+    def has_connection(self, node: Any) -> bool:
+        return node in self.transport.conns
+
     def send(self, to: ProcessRef, tag: int, msg: Any, sender: ProcessRef | None) -> None:
-        conn = self._conn(to)
+        conn = self.transport.conns.get(to.node) if to.node is not None else None
         if conn is None or conn.peer_incarnation != to.creation:
             return
-        kind = p.CAST if tag == CAST_TAG else p.SEND
-        self.send_frame(conn, [kind, to.id, to.creation, msg])
+        if conn.congested:
+            self.node.events.emit("overload", peer=conn.peer, dropped_frame_type=tag)
+            return
+        conn.send_body(conn.codec.encode([p.CAST if tag == CAST_TAG else p.SEND, to.id, to.creation, msg]))
 
     async def call(self, to: ProcessRef, msg: Any, timeout: float, sender: ProcessRef | None) -> Any:
         conn = self._conn(to)
@@ -285,9 +290,14 @@ class RemoteRouter:
 
     # ------------------------------------------------------------------ incoming frames
     def dispatch(self, conn: Connection, m: list[Any]) -> None:
+        """Handle one incoming frame (the hot types first)."""
         kind = m[0]
         node = self.node
-        if kind == p.CALL:
+        if kind == p.CAST or kind == p.SEND:
+            proc = node._procs.get(m[1]) if m[2] == node.incarnation else None
+            if proc is not None and proc._alive:
+                proc.deliver((CAST_TAG if kind == p.CAST else INFO_TAG, m[3]))
+        elif kind == p.CALL:
             _, req, pid, creation, sender, msg = m
             proc = node._procs.get(pid) if creation == node.incarnation else None
             if proc is None or not proc._alive:
@@ -301,10 +311,6 @@ class RemoteRouter:
                     fut.set_result(m[3])
                 else:
                     fut.set_exception(decode_error(m[3], conn.peer))
-        elif kind == p.CAST or kind == p.SEND:
-            proc = node._procs.get(m[1]) if m[2] == node.incarnation else None
-            if proc is not None and proc._alive:
-                proc.deliver((CAST_TAG if kind == p.CAST else INFO_TAG, m[3]))
         elif kind == p.STOP:
             node.spawn_task(self._remote_stop, conn, m, what="remote stop")
         elif kind == p.EXIT:
@@ -351,8 +357,13 @@ class RemoteRouter:
                 result = handler(conn.peer, m[2])
                 if inspect.isawaitable(result):
                     node.run_callback_result(result, f"system notification {m[1]!r}")
+        elif kind == p.GOSSIP or kind == p.GOODBYE:
+            self.on_membership(conn, m)
         else:
             log.warning("unexpected frame type %r from %s", kind, conn.peer)
+
+    def on_membership(self, conn: Connection, m: list[Any]) -> None:
+        """Replaced by the cluster with its membership's frame handler."""
 
     async def _remote_stop(self, conn: Connection, m: list[Any]) -> None:
         _, req, pid, creation, reason, timeout = m
