@@ -476,6 +476,25 @@ class Node:
         except TimeoutError:
             raise CallTimeoutError(target, timeout) from None
 
+    async def shutdown_process(
+        self, ref: ProcessRef, reason: ExitReason = SHUTDOWN, timeout: float | None = 5.0
+    ) -> ExitReason:
+        """Supervisor-style stop, wherever the process runs: finish the current message, run
+        `terminate`, and kill it if that takes more than `timeout` seconds (None: no limit).
+        Returns the exit reason, or None when it was not running (or its node is unreachable)."""
+        if not self.is_local(ref):
+            if self.router is None:
+                return None
+            return await self.router.shutdown(ref, reason, timeout)
+        proc = self.local_process(ref)
+        if proc is None or not proc.alive:
+            return None
+        proc.request_shutdown(reason)
+        if not await proc.wait_exit(timeout):
+            proc.kill(KILLED)
+            await proc.wait_exit(None)
+        return proc.exit_reason
+
     def send_after(self, target: Target, msg: Any, delay: float) -> TimerRef:
         """Send `msg` to `handle_info` of `target` after `delay` seconds (monotonic)."""
         if delay < 0:

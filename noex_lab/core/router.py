@@ -27,6 +27,9 @@ class Router(Protocol):
     async def stop(self, to: ProcessRef, reason: ExitReason, timeout: float) -> None:
         """Orderly stop of a remote process."""
 
+    async def shutdown(self, to: ProcessRef, reason: ExitReason, timeout: float | None) -> ExitReason:
+        """Supervisor-style stop of a remote process (killed after `timeout`); None if unreachable."""
+
     def exit_signal(self, to: ProcessRef, from_: ProcessRef, reason: ExitReason) -> None:
         """A local process linked to remote `to` exited with `reason`."""
 

@@ -19,7 +19,7 @@ from .genserver import GenServer
 from .messages import Exit, Stop
 from .node import Node, Target, current_node
 from .node_id import NodeId
-from .reasons import KILLED, SHUTDOWN, ErrorReason, ExitReason, is_normal_exit
+from .reasons import SHUTDOWN, ErrorReason, ExitReason, is_normal_exit
 from .refs import ProcessRef
 
 Strategy = Literal["one_for_one", "one_for_all", "rest_for_one", "simple_one_for_one"]
@@ -208,19 +208,9 @@ class SupervisorServer(GenServer):
         child.ref = None
         node = self.node
         node.unlink(self.ref, ref)
-        proc = node.local_process(ref) if node.is_local(ref) else None
-        if proc is not None:
-            proc.request_shutdown(reason)
-            if not await proc.wait_exit(child.spec.shutdown):
-                proc.kill(KILLED)
-                await proc.wait_exit(None)
-            child.last_reason = proc.exit_reason
-        else:
-            with anyio.move_on_after(child.spec.shutdown or 30.0):
-                try:
-                    await node.stop_process(ref, reason, child.spec.shutdown or 30.0)
-                except Exception:  # already gone: nothing left to stop
-                    pass
+        exit_reason = await node.shutdown_process(ref, reason, child.spec.shutdown)
+        if exit_reason is not None:
+            child.last_reason = exit_reason
         node.events.emit("child_stopped", supervisor=self.ref, child=child.spec.id, ref=ref)
 
     async def _stop_all(self, state: _State) -> None:
@@ -339,12 +329,12 @@ class SupervisorServer(GenServer):
         raise SupervisorError(f"unknown supervisor request {op!r}")
 
     async def _call_start_child(self, spec_or_arg: Any, state: _State) -> ProcessRef:
-        if state.strategy == "simple_one_for_one":
+        if state.strategy == "simple_one_for_one" and not isinstance(spec_or_arg, ChildSpec):
             assert state.template is not None
             state.next_dynamic += 1
-            spec = spec_or_arg if isinstance(spec_or_arg, ChildSpec) else dataclasses.replace(
-                state.template, id=f"{state.template.id}-{state.next_dynamic}", arg=spec_or_arg
-            )
+            spec = dataclasses.replace(state.template, id=f"{state.template.id}-{state.next_dynamic}", arg=spec_or_arg)
+        elif state.strategy == "simple_one_for_one":
+            spec = spec_or_arg
         else:
             if not isinstance(spec_or_arg, ChildSpec):
                 raise SupervisorError("start_child needs a ChildSpec (an arg alone only for simple_one_for_one)")

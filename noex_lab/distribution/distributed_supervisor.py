@@ -18,6 +18,7 @@ import dataclasses
 import inspect
 import itertools
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -101,6 +102,8 @@ class DistributedSupervisorServer(SupervisorServer):
         self._migrating: dict[str, NodeId] = {}
         self._failed_nodes: set[NodeId] = set()
         self._dspecs: dict[str, DistributedChildSpec] = {}
+        # wall times of recent placements per node: heartbeats report process counts late
+        self._placed_at: dict[NodeId, list[float]] = {}
         options["children"] = [self._to_child_spec(DistributedChildSpec.of(c)) for c in options.get("children", [])]
         if self.node.distribution is not None:
             self._unsubscribe_up = self.node.on_node_up(lambda info: self._failed_nodes.discard(info.id))
@@ -133,9 +136,13 @@ class DistributedSupervisorServer(SupervisorServer):
         if selector == "random":
             return random.choice(nodes)
         if selector == "least_loaded":
-            counts = {info.id: info.process_count for info in self.node.get_nodes()}
+            counts = {
+                info.id: info.process_count
+                + sum(1 for t in self._placed_at.get(info.id, ()) if t >= info.last_heartbeat_at)
+                for info in self.node.get_nodes()
+            }
             if me is not None:
-                counts[me] = self.node.process_count
+                counts[me] = self.node.process_count  # exact for this node
             return min(nodes, key=lambda n: (counts.get(n, 0), n))
         if isinstance(selector, dict):
             wanted = NodeId.parse(str(selector["node"]))
@@ -167,6 +174,7 @@ class DistributedSupervisorServer(SupervisorServer):
                 raise
             try:
                 child.ref = await spawn(dspec.behavior_name, target, arg=dspec.arg, link_to=self.ref)
+                self._note_placement(target)
             except (NodeNotReachableError, TimeoutError) as exc:
                 tried.add(target)
                 last_error = exc
@@ -186,6 +194,12 @@ class DistributedSupervisorServer(SupervisorServer):
             emit("child_restarted", supervisor=self.ref, child=dspec.id, ref=child.ref, node=target,
                  restarts=child.restarts)
         emit("child_started", supervisor=self.ref, child=dspec.id, ref=child.ref, node=target)
+
+    def _note_placement(self, target: NodeId) -> None:
+        now = time.time()
+        recent = [t for t in self._placed_at.get(target, ()) if now - t < 30.0]
+        recent.append(now)
+        self._placed_at[target] = recent
 
     # ------------------------------------------------------------------ node loss
     async def handle_info(self, msg: Any, state: _State) -> Any:
@@ -212,7 +226,7 @@ class DistributedSupervisorServer(SupervisorServer):
         if state.strategy == "simple_one_for_one":
             assert state.template is not None
             template = self._dspecs[state.template.id]
-            state.next_dynamic += 1
+            state.next_dynamic += 1  # the base class counts only specs it builds itself
             dspec = dataclasses.replace(template, id=f"{template.id}-{state.next_dynamic}", arg=spec_or_arg)
         else:
             try:

@@ -100,6 +100,8 @@ class GlobalNames:
         if not isinstance(ref, ProcessRef):
             raise InvalidArgumentError(f"GlobalRegistry.register needs a ProcessRef, not {ref!r}")
         ref = self.full_ref(ref)
+        if ref.node != self.dist.node_id and ref.node not in self.dist.membership.peers:
+            raise NodeNotReachableError(ref.node, "cannot register a process of a node that is not connected")
         owner = self.names.get(name)
         if owner is not None:
             if owner == ref:
@@ -119,7 +121,11 @@ class GlobalNames:
                         raise GlobalNameConflictError(name, answer)
                 for member in locked:
                     await self._ask(member, "global.commit", [name, claim, ref], 5.0)
+                late = set(self.dist.membership.peers) - set(locked)
                 locked.clear()
+            # nodes that joined while the claim ran missed both the locks and their join sync
+            for peer in late:
+                self.dist.router.rpc_cast(peer, "global.sync", {"names": [[name, ref]], "conflicts": []})
         except TimeoutError:
             raise CallTimeoutError(f"global name {name!r}", timeout) from None
         finally:

@@ -149,7 +149,7 @@ class RemoteRouter:
         self.transport = transport
         # monitors this node's watchers hold on remote processes: mref -> (target, sink)
         self.remote_monitors: dict[MonitorRef, tuple[ProcessRef, Any]] = {}
-        self.rpc_handlers: dict[str, RpcHandler] = {}
+        self.rpc_handlers: dict[str, RpcHandler] = {"process.shutdown": self._handle_shutdown}
         self.name_resolvers: list[Callable[[str], ProcessRef | None]] = []
 
     # ------------------------------------------------------------------ helpers
@@ -211,6 +211,22 @@ class RemoteRouter:
         if conn.peer_incarnation != to.creation:
             raise ServerNotRunningError(to, NOPROC)
         await self.request(conn, [p.STOP, 0, to.id, to.creation, reason, timeout], timeout + 1.0, to)
+
+    async def shutdown(self, to: ProcessRef, reason: ExitReason, timeout: float | None) -> ExitReason:
+        conn = self._conn(to)
+        if conn is None or conn.peer_incarnation != to.creation:
+            return None
+        wait = (timeout if timeout is not None else 3600.0) + 5.0
+        try:
+            return await self.request(conn, [p.RPC, 0, "process.shutdown", [to.id, to.creation, reason, timeout]],
+                                      wait, to)
+        except (NodeNotReachableError, CallTimeoutError):
+            return None
+
+    async def _handle_shutdown(self, _peer: NodeId, args: Any) -> ExitReason:
+        pid, creation, reason, timeout = args
+        node = self.node
+        return await node.shutdown_process(ProcessRef(node.id, pid, creation), reason, timeout)
 
     def exit_signal(self, to: ProcessRef, from_: ProcessRef, reason: ExitReason) -> None:
         conn = self._conn(to)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..core.errors import InvalidArgumentError, NodeNotReachableError
+from ..core.errors import BehaviorNotFoundError, InvalidArgumentError, NodeNotReachableError
 from ..core.node import current_node
 from ..core.node_id import NodeId
 from ..core.refs import ProcessRef
@@ -24,8 +24,11 @@ async def handle_spawn(dist: Distribution, _peer: NodeId, args: Any) -> ProcessR
     """System handler on the target node."""
     behavior_name, arg, name, registration, timeout = args[:5]
     link_to = args[5] if len(args) > 5 else None
-    behavior = BehaviorRegistry.get(behavior_name)
     node = dist.node
+    try:
+        behavior = BehaviorRegistry.get(behavior_name)
+    except BehaviorNotFoundError:
+        raise BehaviorNotFoundError(behavior_name, node.id) from None
     local_name = name if registration == "local" else None
     ref = await node.spawn(behavior, arg, name=local_name, timeout=float(timeout), link=link_to)
     if registration == "global":
