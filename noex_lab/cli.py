@@ -1,17 +1,22 @@
-"""The `noex-lab` command: `node` runs a standalone node until SIGTERM/SIGINT."""
+"""The `noex-lab` command: `node` runs a standalone node until SIGTERM/SIGINT; `top` shows a live
+view of a cluster; `demo` runs a self-contained failover demonstration (both in `noex_lab.terminal`)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,6 +39,11 @@ def _parser() -> argparse.ArgumentParser:
                       help="leave when standard input closes (for nodes launched by a parent process)")
     node.add_argument("--report", action="store_true",
                       help="print membership lines: PEERS <n> <wall_us>, UP/DOWN <peer> <wall_us> [reason]")
+    from .terminal import demo, top
+
+    top.add_arguments(sub.add_parser("top", help="live terminal view of a cluster's members, processes and events"))
+    demo.add_arguments(sub.add_parser(
+        "demo", help="local demonstration: node processes, a distributed supervisor, a node killed, failover"))
     return parser
 
 
@@ -79,36 +89,57 @@ async def _run_node(args: argparse.Namespace) -> int:
 
         node.on_node_up(up)
         node.on_node_down(down)
-    _print(f"NODE {node.id}")
     async with anyio.create_task_group() as tg:
-        async def wait_signal() -> None:
+        async def wait_signal(*, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                task_status.started()
                 async for _ in signals:
                     break
             tg.cancel_scope.cancel()
 
         async def wait_stdin_eof() -> None:
-            await anyio.to_thread.run_sync(sys.stdin.buffer.read, abandon_on_cancel=True)
+            # A daemon thread, not anyio.to_thread: a worker thread blocked in read() would keep
+            # the interpreter from exiting after SIGTERM until stdin closed.
+            token = anyio.lowlevel.current_token()
+            eof = anyio.Event()
+            fd = sys.stdin.fileno()
+
+            def read_until_eof() -> None:
+                # os.read on the descriptor: a buffered sys.stdin read would hold its lock at shutdown
+                with contextlib.suppress(OSError, ValueError):
+                    while os.read(fd, 65536):
+                        pass
+                with contextlib.suppress(Exception):  # the loop may be gone already
+                    anyio.from_thread.run_sync(eof.set, token=token)
+
+            threading.Thread(target=read_until_eof, name="noex-stdin-eof", daemon=True).start()
+            await eof.wait()
             tg.cancel_scope.cancel()
 
-        tg.start_soon(wait_signal)
+        await tg.start(wait_signal)  # handlers in place before NODE: a SIGTERM right after it is graceful
         if args.exit_on_stdin_eof:
             tg.start_soon(wait_stdin_eof)
+        _print(f"NODE {node.id}")
     with anyio.CancelScope(shield=True), anyio.move_on_after(10):
         await node.stop()
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command == "node":
-        from .core.errors import NoexError
+    from .core.errors import NoexError
+    from .terminal import demo, top
 
-        try:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "node":
             return int(anyio.run(_run_node, args))
-        except NoexError as exc:
-            print(f"noex-lab: {exc}", file=sys.stderr)
-            return 2
+        if args.command == "top":
+            return top.main(args)
+        if args.command == "demo":
+            return demo.main(args)
+    except NoexError as exc:
+        print(f"noex-lab: {exc}", file=sys.stderr)
+        return 2
     return 1
 
 

@@ -144,6 +144,7 @@ class Distribution:
             faults=self.faults, dispatch=self._dispatch, max_message_bytes=config.max_message_bytes,
             tls=config.tls, on_connected=self.membership.on_connected,
             on_disconnected=self.membership.on_disconnected, hidden=config.hidden,
+            heartbeat_ms=config.heartbeat_interval_ms,
         )
         self.router = RemoteRouter(node, self.transport)
         self.router.on_membership = self.membership.on_frame  # type: ignore[method-assign]

@@ -59,6 +59,7 @@ class Connection:
         self.close_reason = "connection_closed"
         self.goodbye_received = False
         self.peer_hidden = False
+        self.peer_heartbeat_ms = 0
         self._initial = initial
         self._small: list[bytes] = []
         self._small_bytes = 0

@@ -2,10 +2,12 @@
 and with a cluster secret mutual HMAC-SHA256 proofs over all of them.
 
 Dialer (C) and acceptor (S):
-    C -> S  HELLO   [version, c_id, c_incarnation, c_nonce, secured, hidden]
-    S -> C  WELCOME [version, s_id, s_incarnation, s_nonce, secured, proof_s, hidden]   or REFUSE [reason]
+    C -> S  HELLO   [version, c_id, c_incarnation, c_nonce, secured, hidden, heartbeat_ms]
+    S -> C  WELCOME [version, s_id, s_incarnation, s_nonce, secured, proof_s, hidden, heartbeat_ms]
+                                                                                or REFUSE [reason]
     C -> S  PROOF   [proof_c]                                                   or REFUSE [reason]
     S -> C  ACCEPT  []                                                          or REFUSE [reason]
+`heartbeat_ms` is how often the sender's liveness thread sends heartbeats (peers allow for it).
 `hidden` marks an observer node (e.g. `noex-lab top`): connected, but not listed as a member.
 Both proofs cover both nonces, so a recorded handshake cannot be replayed: the acceptor's
 nonce is fresh for every attempt. The frames are plain msgpack with tight size limits.
@@ -40,6 +42,7 @@ class PeerHello:
     nonce: bytes
     secured: bool
     hidden: bool = False
+    heartbeat_ms: int = 0
 
 
 class Refused(AuthenticationError):
@@ -102,4 +105,6 @@ def parse_hello(fields: list[Any], expected_kind: str) -> PeerHello:
         raise AuthenticationError(f"bad node id in hello: {exc}") from None
     hidden_at = 6 if expected_kind == HELLO else 7
     hidden = bool(fields[hidden_at]) if len(fields) > hidden_at else False
-    return PeerHello(version, node_id, incarnation, nonce, bool(secured), hidden)
+    beat = fields[hidden_at + 1] if len(fields) > hidden_at + 1 else 0
+    heartbeat_ms = beat if isinstance(beat, int) and 0 <= beat <= 3_600_000 else 0
+    return PeerHello(version, node_id, incarnation, nonce, bool(secured), hidden, heartbeat_ms)

@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import anyio
+
 from ..core.errors import InvalidArgumentError, NodeNotReachableError, NotRegisteredError, SerializationError
 from ..core.messages import Down
 from ..core.node import Node, current_node
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     from .cluster import Distribution
 
 REPR_LIMIT = 2000
+SETTLE_S = 1.0
 MAX_TRACE_EVENTS = 10_000
 
 _repr = reprlib.Repr()
@@ -133,6 +136,31 @@ def _find_process(node: Node, pid: int | None, creation: int, name: str | None) 
         what = name if name is not None else ProcessRef(node.id, pid or 0, creation or node.incarnation)
         raise ServerNotRunningError(what, NOPROC)
     return proc
+
+
+async def settle(proc: Process, wait: float = SETTLE_S) -> None:
+    """Wait (at most `wait` seconds) until the messages already queued in `proc` are handled, so
+    a state read after a cast sees that cast, as OTP's `sys:get_state` (a message in the queue)
+    would; unlike it, a process stuck in a long callback delays the answer by `wait` only."""
+    target = proc.handled + len(proc.mailbox)
+    if not proc.alive or proc.handled >= target:
+        return
+    done = anyio.Event()
+
+    def tracer(_kind: str, _msg: Any, _state: Any) -> None:
+        if proc.handled >= target:
+            done.set()
+
+    if proc.tracers is None:
+        proc.tracers = []
+    proc.tracers.append(tracer)
+    try:
+        with anyio.move_on_after(wait):
+            while proc.alive and proc.handled < target:
+                await done.wait()
+    finally:
+        if tracer in proc.tracers:
+            proc.tracers.remove(tracer)
 
 
 def local_state(proc: Process, encodable: Callable[[Any], bool] | None = None) -> ProcessState:
@@ -240,9 +268,11 @@ class Introspection:
         return True
 
     # --------------------------------------------------------------- handlers (target side)
-    def _get_state(self, _peer: NodeId, args: Any) -> list[Any]:
+    async def _get_state(self, _peer: NodeId, args: Any) -> list[Any]:
         pid, creation, name = args
-        st = local_state(_find_process(self.node, pid, creation, name), self._encodable)
+        proc = _find_process(self.node, pid, creation, name)
+        await settle(proc)
+        st = local_state(proc, self._encodable)
         return [st.ref, st.behavior, st.status, st.queue_len, st.messages, st.state_repr, st.state, st.has_state]
 
     def _trace_start(self, peer: NodeId, args: Any) -> list[Any]:
@@ -373,7 +403,9 @@ async def get_state(
     on_id = NodeId.parse(on) if isinstance(on, str) else on
     where, pid, creation, name = locate(node, target, on_id)
     if where is None:
-        return local_state(_find_process(node, pid, creation, name))
+        proc = _find_process(node, pid, creation, name)
+        await settle(proc)
+        return local_state(proc)
     router = _router_of(node, where)
     r = await router.rpc(where, "noex_get_state", [pid, creation, name], timeout)
     return ProcessState(ref=r[0], behavior=r[1], status=r[2], queue_len=r[3], messages=r[4], state_repr=r[5],

@@ -186,6 +186,7 @@ class _Peer:
     process_count: int = 0
     last_seq: int = -1
     heartbeats: int = 0
+    timeout_s: float = 0.0
 
     def snapshot(self) -> PeerLiveness:
         return PeerLiveness(
@@ -226,6 +227,7 @@ class LivenessMonitor:
         self._text = str(node_id)
         self._secret = secret
         self.interval_s = interval_s
+        self.miss_threshold = miss_threshold
         self.timeout_s = interval_s * miss_threshold
         self.busy_threshold_ms = busy_threshold_s * 1000.0
         self._check_s = min(interval_s / 4, 0.05)
@@ -289,11 +291,12 @@ class LivenessMonitor:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def watch(self, peer: NodeId, incarnation: int) -> None:
+    def watch(self, peer: NodeId, incarnation: int, peer_interval_s: float | None = None) -> None:
         """Expect heartbeats from this incarnation of `peer`; its deadline starts now.
 
         Also revives a peer that was reported down. The replay guard survives a re-watch of the
-        same incarnation and resets for a new one.
+        same incarnation and resets for a new one. A peer that sends less often than we do
+        (`peer_interval_s`) gets `peer_interval_s * miss_threshold` before it is declared down.
         """
         if peer == self.node_id:
             raise ValueError("a node does not watch itself")
@@ -302,6 +305,7 @@ class LivenessMonitor:
         with self._lock:
             old = self._peers.get(text)
             state = _Peer(peer, text, incarnation, UP, now_mono, now_wall)
+            state.timeout_s = max(self.timeout_s, (peer_interval_s or 0.0) * self.miss_threshold)
             if old is not None and old.incarnation == incarnation:
                 state.last_seq = old.last_seq
             self._peers[text] = state
@@ -417,7 +421,7 @@ class LivenessMonitor:
             for state in self._peers.values():
                 if state.status == DOWN:
                     continue
-                deadline = state.heard_mono + self.timeout_s
+                deadline = state.heard_mono + state.timeout_s
                 if now >= deadline:
                     state.status = DOWN
                     expired.append(state.snapshot())

@@ -95,7 +95,7 @@ class Membership:
         self._lost_at.pop(peer, None)
         self.peers[peer] = _Peer(conn, "up", time.time())
         if self.dist.liveness is not None:
-            self.dist.liveness.watch(peer, conn.peer_incarnation)
+            self.dist.liveness.watch(peer, conn.peer_incarnation, conn.peer_heartbeat_ms / 1000.0)
         members = self._member_list()
         conn.send([p.GOSSIP, members])
         if conn.peer_hidden:  # an observer: connected, never announced or listed

@@ -85,9 +85,10 @@ class Transport:
         self, node: Node, *, node_id: NodeId, incarnation: int, secret: bytes | None, codec: Codec,
         faults: Faults, dispatch: Dispatch, max_message_bytes: int, tls: TLSConfig | None,
         on_connected: Callable[[Connection], None], on_disconnected: Callable[[Connection], None],
-        hidden: bool = False,
+        hidden: bool = False, heartbeat_ms: int = 0,
     ) -> None:
         self.hidden = hidden
+        self.heartbeat_ms = heartbeat_ms
         self.node = node
         self.node_id = node_id
         self.incarnation = incarnation
@@ -176,7 +177,7 @@ class Transport:
         me = hs.PeerHello(hs.PROTOCOL_VERSION, self.node_id, self.incarnation, hs.new_nonce(), secured)
         proof_s = hs.proof(self.secret, b"S", hello, me) if self.secret is not None else b""
         await _send(stream, hs.encode(hs.WELCOME, me.version, str(me.node_id), me.incarnation, me.nonce,
-                                      secured, proof_s, self.hidden))
+                                      secured, proof_s, self.hidden, self.heartbeat_ms))
         fields = await reader.read(stream)
         if fields[0] != hs.PROOF or len(fields) != 2:
             raise AuthenticationError(f"expected proof, got {fields[0]!r}")
@@ -190,7 +191,7 @@ class Transport:
             await _refuse(stream, "duplicate connection")
             return None
         await _send(stream, hs.encode(hs.ACCEPT))
-        return self._new_connection(stream, hello.node_id, hello.incarnation, reader, hello.hidden)
+        return self._new_connection(stream, hello.node_id, hello.incarnation, reader, hello)
 
     def _admit(self, peer: NodeId, incarnation: int, *, outgoing: bool) -> bool:
         existing = self.conns.get(peer)
@@ -267,7 +268,7 @@ class Transport:
         secured = self.secret is not None
         me = hs.PeerHello(hs.PROTOCOL_VERSION, self.node_id, self.incarnation, hs.new_nonce(), secured)
         await _send(stream, hs.encode(hs.HELLO, me.version, str(me.node_id), me.incarnation, me.nonce, secured,
-                                      self.hidden))
+                                      self.hidden, self.heartbeat_ms))
         fields = await reader.read(stream)
         welcome = hs.parse_hello(fields, hs.WELCOME)
         peer = welcome.node_id
@@ -292,7 +293,7 @@ class Transport:
             raise AuthenticationError(f"expected accept, got {fields[0]!r}")
         if not self._admit(peer, welcome.incarnation, outgoing=True):
             return None
-        return self._new_connection(stream, peer, welcome.incarnation, reader, welcome.hidden)
+        return self._new_connection(stream, peer, welcome.incarnation, reader, welcome)
 
     def ensure_dialing(
         self, peer: NodeId, wanted: Callable[[NodeId], bool], *, max_backoff_s: float = 0.5,
@@ -323,12 +324,13 @@ class Transport:
     # ------------------------------------------------------------------ connections
     def _new_connection(
         self, stream: anyio.abc.ByteStream, peer: NodeId, incarnation: int, reader: _HandshakeReader,
-        hidden: bool,
+        hello: hs.PeerHello,
     ) -> Connection:
         leftover = reader.rest()
         conn = Connection(self.node, stream, peer, incarnation, self.codec, self.dispatch, self.faults,
                           self.max_message_bytes, initial=leftover)
-        conn.peer_hidden = hidden
+        conn.peer_hidden = hello.hidden
+        conn.peer_heartbeat_ms = hello.heartbeat_ms
         self.conns[peer] = conn
         self.on_connected(conn)
         return conn

@@ -188,3 +188,18 @@ async def test_hidden_observer_sees_everyone_and_is_listed_by_nobody() -> None:
     assert {s.node for s in snapshots} == {observer.id, *(n.id for n in nodes)}
     await observer.kill()
     await wait_until(lambda: all(observer.id not in n.distribution.transport.conns for n in nodes), 2.0)
+
+
+async def test_peers_with_slower_heartbeats_are_not_declared_down() -> None:
+    fast = await Cluster.start("fast", port=0, heartbeat_interval_ms=100, heartbeat_miss_threshold=3)
+    slow = await Cluster.start("slow", port=0, seeds=[str(fast.id)], heartbeat_interval_ms=1000,
+                               heartbeat_miss_threshold=3)
+    downs: list[Any] = []
+    fast.on_node_down(lambda peer, reason: downs.append(reason))
+    await wait_until(lambda: fast.get_nodes() and slow.get_nodes(), 5.0, "joined")
+    timeout = fast.distribution.liveness.status(slow.id)
+    assert timeout is not None and timeout.status == "up"
+    # fast expects slow's heartbeats every second, not every 100 ms: 3 x 100 ms pass without a down
+    with pytest.raises(AssertionError):
+        await wait_until(lambda: downs, 1.5, "a false down")
+    assert downs == [] and fast.get_nodes()[0].status == "up"

@@ -1,0 +1,136 @@
+"""`noex-lab top SEED_ID`: a live terminal view of a cluster, from a hidden observer node.
+
+The observer (`Cluster.start(..., hidden=True)`) connects to every member but is never listed,
+gossiped or given children. Modes:
+
+* default: a live rich view, refreshed every `--interval` seconds and at once on membership changes;
+* `--once`: print one rendering and exit;
+* `--json`: print one JSON document and exit;
+* `--jsonl`: print one JSON document per refresh (one line each) until interrupted.
+
+SIGINT (Ctrl-C), SIGTERM and SIGHUP end it cleanly: the observer node leaves and the exit code is 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from .common import Waker, log_to, run_until_signal, secret_from_env
+
+if TYPE_CHECKING:
+    from ..core.node import Node
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("seed", metavar="SEED_ID", help="any live member, name@host:port")
+    parser.add_argument("--secret-env", metavar="VAR", help="environment variable holding the cluster secret")
+    parser.add_argument("--interval", type=float, default=1.0, metavar="S", help="seconds between refreshes")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--once", action="store_true", help="print one rendering and exit")
+    mode.add_argument("--json", action="store_true", help="print one JSON document and exit")
+    mode.add_argument("--jsonl", action="store_true", help="print a JSON document per refresh (one per line)")
+    parser.add_argument("--events", type=int, default=12, metavar="N", help="recent events shown (JSON: 50)")
+    parser.add_argument("--connect-timeout", type=float, default=10.0, metavar="S",
+                        help="give up when no member is reachable within S seconds")
+    parser.add_argument("--host", default="127.0.0.1", help="address the observer listens on")
+    parser.add_argument("--advertise-host", default=None, help="address members reach the observer at")
+    parser.add_argument("--insecure", action="store_true", help="allow a non-loopback bind without a secret")
+    parser.add_argument("--heartbeat-interval-ms", type=int, default=5000,
+                        help="must match the cluster's setting (default 5000, as `noex-lab node`)")
+    parser.add_argument("--heartbeat-miss-threshold", type=int, default=3,
+                        help="must match the cluster's setting (default 3)")
+
+
+async def wait_for_members(node: Node, *, timeout: float, settle: float = 0.5, cap: float = 5.0) -> bool:
+    """Wait for the first member, then until the member set stopped growing for `settle` seconds
+    (the seed's gossip names the others, which the observer then dials). False if none came."""
+    deadline = time.monotonic() + timeout
+    while not node.get_nodes():
+        if time.monotonic() > deadline:
+            return False
+        await anyio.sleep(0.02)
+    seen = {info.id for info in node.get_nodes()}
+    changed_at = first = time.monotonic()
+    while time.monotonic() - changed_at < settle and time.monotonic() - first < cap:
+        await anyio.sleep(0.02)
+        now_ids = {info.id for info in node.get_nodes()}
+        if now_ids != seen:
+            seen, changed_at = now_ids, time.monotonic()
+    return True
+
+
+def _write_line(text: str) -> None:
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise SystemExit(0) from None
+
+
+async def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.live import Live
+
+    from ..distribution.cluster import Cluster
+    from .view import ClusterWatch, render_view
+
+    if args.interval <= 0:
+        raise SystemExit("noex-lab top: --interval must be > 0")
+    console = Console()
+    node = await Cluster.start(
+        f"top-{os.getpid()}", host=args.host, port=0, seeds=[args.seed],
+        cluster_secret=secret_from_env(args.secret_env), hidden=True, heartbeat_interval_ms=args.heartbeat_interval_ms,
+        heartbeat_miss_threshold=args.heartbeat_miss_threshold, advertise_host=args.advertise_host,
+        insecure=args.insecure,
+    )
+    watch = ClusterWatch(node)
+    watch.start()
+    waker = Waker()
+    watch.on_change(waker.wake)
+    snapshot_timeout = max(0.5, min(2.0, args.interval))
+
+    async def main() -> int:
+        if not await wait_for_members(node, timeout=args.connect_timeout):
+            print(f"noex-lab top: no member reachable through {args.seed} within {args.connect_timeout:g} s "
+                  "(is it running? same --secret-env and heartbeat settings?)", file=sys.stderr)
+            return 2
+        await watch.refresh(snapshot_timeout)
+        if args.json:
+            _write_line(json.dumps(watch.to_json(events=max(args.events, 50)), indent=2))
+            return 0
+        if args.once:
+            console.print(render_view(watch, events=args.events))
+            return 0
+        if args.jsonl:
+            while True:
+                _write_line(json.dumps(watch.to_json(events=max(args.events, 50))))
+                await waker.wait(args.interval)
+                await watch.refresh(snapshot_timeout)
+        log_to(console)
+        with Live(render_view(watch, events=args.events), console=console, auto_refresh=False,
+                  vertical_overflow="crop") as live:
+            while True:
+                await waker.wait(args.interval)
+                await watch.refresh(snapshot_timeout)
+                live.update(render_view(watch, events=args.events), refresh=True)
+
+    try:
+        return await run_until_signal(main)
+    finally:
+        watch.close()
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            await node.stop()
+
+
+def main(args: argparse.Namespace) -> int:
+    code: Any = anyio.run(run, args)
+    return int(code)
