@@ -1,0 +1,1 @@
+"""A chat across nodes: GlobalRegistry names, RemoteSpawn of sessions, casts fanned out to every member."""
