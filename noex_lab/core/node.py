@@ -113,6 +113,7 @@ class Node:
         self._ready = self.backend.new_future()
         self._closed = self.backend.new_future()
         self._running = True
+        self._stopping = False
         self.exit_hooks: list[Callable[[Process, ExitReason], None]] = []
         self.stop_hooks: list[Callable[[bool], Awaitable[None]]] = []
         _nodes_by_loop.setdefault(self.backend.key, []).append(self)
@@ -206,6 +207,7 @@ class Node:
         if not self._running:
             return
         await self._ensure_ready()
+        self._stopping = True  # no new processes from here on
         roots = [p for p in self._procs.values() if p.parent is None or p.parent.id not in self._procs]
         for proc in sorted(roots, key=lambda p: p.pid, reverse=True):
             proc.request_shutdown(SHUTDOWN)
@@ -335,6 +337,8 @@ class Node:
             raise InvalidArgumentError(f"timeout must be a positive number of seconds, not {timeout!r}")
         await self._ensure_ready()
         assert self._tg is not None
+        if self._stopping:
+            raise NodeStoppedError(f"node {self.display_name} is stopping; it starts no new processes")
         if name is not None:
             owner = self.names.whereis(name)
             if owner is not None:

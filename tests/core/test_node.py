@@ -260,3 +260,21 @@ async def test_facade_calls_use_the_default_node(node: Node) -> None:
         assert {p.ref for p in other.snapshot().processes} == {on_other}
     finally:
         await other.kill()
+
+
+async def test_a_stopping_node_starts_no_new_processes(node: Node) -> None:
+    from noex_lab import NodeStoppedError
+
+    attempts: list[BaseException] = []
+
+    class Spawner(GenServer):
+        async def terminate(self, reason: object, state: object) -> None:
+            try:
+                await GenServer.start(GenServer)
+            except NodeStoppedError as exc:
+                attempts.append(exc)
+
+    await GenServer.start(Spawner)
+    await node.stop()
+    assert len(attempts) == 1
+    assert node.process_count == 0
