@@ -145,6 +145,7 @@ class BackgroundReporter:
         self.pending: deque[BackgroundError] = deque(maxlen=MAX_PENDING)
         self.dropped = 0
         self._watched: dict[Node, Callable[[], None]] = {}
+        self.watched = self._watched.keys()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = threading.get_ident()
         self._previous_handler: Any = None

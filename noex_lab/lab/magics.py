@@ -16,7 +16,7 @@ import atexit
 import re
 import shlex
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
@@ -109,7 +109,9 @@ def _build_parsers() -> dict[str, MagicArgumentParser]:
     s.add_argument("--kind", help="only events of this kind (e.g. process_exited, node_down, error)")
 
     s = p["state"] = _parser("state", "The current state of a process, local or remote (like OTP's "
-                             "sys:get_state); the process is not disturbed.", "state TARGET [--node NODE]")
+                             "sys:get_state), without disturbing it; messages queued before the request are "
+                             "handled first (waiting at most 1 s, so a stuck process still answers).",
+                             "state TARGET [--node NODE]")
     s.add_argument("target", help="a process ref like <0.12@n@127.0.0.1:5000>, a local name or a global name")
     s.add_argument("--node", help="look a local name up on this node")
 
@@ -189,9 +191,43 @@ def _done() -> Any:
     return fut
 
 
-def _in_task(coro: Coroutine[Any, Any, Any]) -> Any:
-    """An awaitable for the magic to return: a task on the running loop (so it also runs when the
-    line was not rewritten into an await), else the coroutine itself."""
+class MagicCall:
+    """What an asynchronous subcommand returns: an awaitable running as a task on the kernel's
+    loop. Awaited (the usual case, see the module doc), it raises in the cell; never awaited (the
+    line was not rewritten, e.g. `%load_ext noex_lab` in the same cell), it still runs, and an
+    error is re-reported under the next cell like any background error."""
+
+    running: set[MagicCall] = set()  # strong references: the loop keeps only weak ones
+
+    def __init__(self, task: asyncio.Task[None], what: str, on_error: Callable[[str, BaseException], None]) -> None:
+        self.task = task
+        self.what = what
+        self.awaited = False
+        self._on_error = on_error
+        MagicCall.running.add(self)
+        task.add_done_callback(self._finished)
+
+    def __await__(self) -> Generator[Any, None, None]:
+        self.awaited = True
+        return self.task.__await__()
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        MagicCall.running.discard(self)
+        if self.awaited or task.cancelled():
+            return
+        exc = task.exception()  # retrieved here: nobody else will
+        if exc is not None:
+            self._on_error(self.what, exc)
+
+    def __repr__(self) -> str:
+        state = "done" if self.task.done() else "running"
+        return f"<%noex {self.what} ({state}; await it, or put %noex lines in a cell of their own)>"
+
+
+def _in_task(coro: Coroutine[Any, Any, Any], what: str = "command",
+             on_error: Callable[[str, BaseException], None] | None = None) -> Any:
+    """An awaitable for the magic to return: a `MagicCall` on the running loop (so it also runs when
+    the line was not rewritten into an await), else the coroutine itself."""
 
     async def guarded() -> None:
         try:
@@ -203,7 +239,8 @@ def _in_task(coro: Coroutine[Any, Any, Any]) -> Any:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         return guarded()
-    return loop.create_task(guarded(), name="%noex")
+    task = loop.create_task(guarded(), name=f"%noex {what}")
+    return MagicCall(task, what, on_error or (lambda _what, _exc: None))
 
 
 @magics_class
@@ -231,7 +268,7 @@ class NoexMagics(Magics):
                 raise MagicUsageError("%%noex is a cell magic only for `behavior NAME`; use %noex for the rest")
             return self._behavior_cell(args, cell)
         if subcommand in ASYNC_SUBCOMMANDS:
-            return _in_task(self._run_async(subcommand, args))
+            return _in_task(self._run_async(subcommand, args), line.strip(), self.session.background_failure)
         self._run_sync(subcommand, args)
         return _done()
 
@@ -297,7 +334,8 @@ class NoexMagics(Magics):
         exec(code, shell.user_ns)
         cls = pick_behavior(name, transformed, shell.user_ns)
         BehaviorRegistry.register(name, cls)
-        return _in_task(self.session.ship_behavior(name, cell, cls))
+        return _in_task(self.session.ship_behavior(name, cell, cls), f"behavior {name}",
+                        self.session.background_failure)
 
 
 # --------------------------------------------------------------------------------- extension entry points

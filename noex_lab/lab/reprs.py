@@ -118,8 +118,10 @@ class Table:
         lines.append("  ".join("-" * w for w in widths))
         if not cells:
             lines.append(self.empty)
-        for row in cells:
-            lines.append("  ".join(_clip(v, w).ljust(w) for v, w in zip(row, widths, strict=False)).rstrip())
+        last = len(widths) - 1
+        for row in cells:  # the last column is never clipped: nothing needs to line up after it
+            lines.append("  ".join(v if i == last else _clip(v, w).ljust(w)
+                                   for i, (v, w) in enumerate(zip(row, widths, strict=False))).rstrip())
         if self.note:
             lines.append(self.note)
         return "\n".join(lines)

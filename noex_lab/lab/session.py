@@ -13,6 +13,7 @@ import contextlib
 import os
 import re
 import secrets
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +35,7 @@ from .code_shipping import CodeShipper, ShipResult
 from .errors import LabError
 from .local_nodes import LocalNode, LocalNodeLauncher
 from .reprs import Message, Status, Table, clock, display
-from .widgets import ClusterView, EventLog, TraceView
+from .widgets import ClusterTable, ClusterView, EventLog, TraceView
 
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
@@ -119,6 +120,17 @@ class LabSession:
             raise LabError("this kernel's node is not started yet: run %noex start NAME first")
         return node
 
+    def background_failure(self, what: str, exc: BaseException) -> None:
+        """A `%noex` command that nobody awaited failed: report it like any background error."""
+        from .background import BackgroundError
+
+        node = self.event_node()
+        error = f"{type(exc).__name__}: {exc}"
+        if node is not None and node.running and node in self.reporter.watched:
+            node.events.emit("error", what=f"%noex {what}", error=error)
+        else:
+            self.reporter.add(BackgroundError(time.time(), "%noex", f"%noex {what}", error))
+
     def _report(self, kind: str, data: dict[str, Any]) -> None:
         node = self.event_node()
         if node is not None:
@@ -185,7 +197,8 @@ class LabSession:
     ) -> Node:
         existing = self.node if self.node is not None and self.node.running else None
         if existing is None:
-            existing = next((n for n in running_nodes() if n.id is not None and n.id.name == name), None)
+            # a node started in code (Cluster.start): adopt it, whatever its name (re-running is safe)
+            existing = next((n for n in running_nodes() if n.id is not None), None)
             if existing is not None:
                 self._adopt(existing)
         if existing is not None and existing.id is not None:
@@ -341,12 +354,9 @@ class LabSession:
 
     # --------------------------------------------------------------- tables
     def nodes_table(self) -> Table:
-        view = ClusterView(self.kernel_node(), refresh_s=0)
-        try:
-            view.extra_columns = self._local_label
-            return view.table()
-        finally:
-            view.close()
+        members = ClusterTable(self.kernel_node())
+        members.extra_columns = self._local_label
+        return members.table()
 
     def _local_label(self, node_id: NodeId) -> str:
         local = self.launcher.by_id(node_id)

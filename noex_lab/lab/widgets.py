@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -60,6 +61,10 @@ class LiveWidget(ipywidgets.HTML):  # type: ignore[misc]
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(value="", **kwargs)
         self._loop = _running_loop()
+        # Updates run in the context the widget was made in (the cell's), never in the context of
+        # whoever triggered them: event callbacks run inside processes, and a task inheriting a
+        # process's context would act as that process (a supervisor calling itself, for one).
+        self._context = contextvars.copy_context()
         self._handle: asyncio.TimerHandle | asyncio.Handle | None = None
         self._last_flush = float("-inf")
         self._closed = False
@@ -85,9 +90,9 @@ class LiveWidget(ipywidgets.HTML):  # type: ignore[misc]
             return
         delay = self._last_flush + self.min_interval - loop.time()
         if delay <= 0:
-            self._handle = loop.call_soon(self.flush)
+            self._handle = loop.call_soon(self.flush, context=self._context)
         else:
-            self._handle = loop.call_later(delay, self.flush)
+            self._handle = loop.call_later(delay, self.flush, context=self._context)
 
     def flush(self) -> None:
         """Re-render now; only a changed rendering is sent to the front end."""
@@ -116,7 +121,7 @@ class LiveWidget(ipywidgets.HTML):  # type: ignore[misc]
         async def run() -> None:
             await coro
 
-        task = loop.create_task(run())
+        task = loop.create_task(run(), context=self._context.copy())
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
@@ -166,48 +171,31 @@ def _subscribe_events(widget: LiveWidget, node: Node, callback: Callable[[NodeEv
 
 
 # ----------------------------------------------------------------------------------- ClusterView
-class ClusterView(LiveWidget):
-    """Live membership of the cluster seen from `node` (default: the current node): id, status
-    (up / busy / down), loop lag, process count and last heartbeat of every member."""
+class ClusterTable:
+    """The membership table of `node`: itself, its peers, and peers that went down (from its events)."""
 
-    def __init__(self, node: Node | None = None, *, refresh_s: float = 1.0, keep_down: int = 20) -> None:
-        super().__init__()
-        self.node = node or current_node()
+    def __init__(self, node: Node, *, keep_down: int = 20) -> None:
+        self.node = node
         self.keep_down = keep_down
-        self.refresh_s = refresh_s
         self.down: dict[NodeId, tuple[float, str]] = {}
         self.extra_columns: Callable[[NodeId], str] | None = None  # e.g. "local pid 123" (set by %noex)
-        for event in self.node.events.recent(2000):  # nodes that went down before the view existed
-            self._apply(event)
-        _subscribe_events(self, self.node, self._on_event)
-        self.flush()
-        if self._loop is not None and refresh_s > 0:
-            self.start_task(self._refresh_loop())
+        for event in node.events.recent(2000):  # nodes that went down before this table existed
+            self.apply(event)
 
-    def _on_event(self, event: NodeEvent) -> None:
-        if event.kind in MEMBERSHIP_EVENTS:
-            self._apply(event)
-            self.invalidate()
-
-    def _apply(self, event: NodeEvent) -> None:
+    def apply(self, event: NodeEvent) -> bool:
+        """Take a membership event into account; False for other events."""
         if event.kind not in MEMBERSHIP_EVENTS:
-            return
+            return False
         peer = event.data.get("peer")
         if isinstance(peer, NodeId):
             if event.kind == "node_down":
+                self.down.pop(peer, None)
                 self.down[peer] = (event.at, str(event.data.get("reason", "")))
                 while len(self.down) > self.keep_down:
                     self.down.pop(next(iter(self.down)))
             else:
                 self.down.pop(peer, None)
-
-    async def _refresh_loop(self) -> None:
-        while not self.closed:
-            await asyncio.sleep(self.refresh_s)
-            self.invalidate()
-            if not self.node.running:
-                self.flush()
-                return
+        return True
 
     def table(self) -> Table:
         node = self.node
@@ -218,16 +206,56 @@ class ClusterView(LiveWidget):
             title = f"cluster seen from {node.id}" + ("" if node.running else " (stopped)")
         me = node.id if node.id is not None else node.display_name
         rows.append([me, Status("up (this node)" if node.running else "stopped"), None, node.process_count, None, ""])
-        for info in node.get_nodes() if node.running else []:
+        peers = node.get_nodes() if node.running else []
+        for info in peers:
             extra = self.extra_columns(info.id) if self.extra_columns is not None else ""
             rows.append([info.id, Status(info.status), f"{info.loop_lag_ms:.0f}", info.process_count,
                          clock(info.last_heartbeat_at), extra])
-        for peer, (at, reason) in self.down.items():
+        for peer, (at, reason) in reversed(self.down.items()):
             status = Status(f"down ({reason})" if reason else "down")
             rows.append([peer, status, None, None, None, f"since {clock(at)}"])
-        up = sum(1 for r in rows[1:] if not str(r[1]).startswith("down"))
+        busy = sum(1 for info in peers if info.status == "busy")
+        note = f"{len(peers)} peers connected" + (f", {busy} busy" if busy else "")
         return Table(["node", "status", "loop lag ms", "processes", "last heartbeat", ""], rows, title=title,
-                     note=f"{up} peers connected")
+                     note=note)
+
+
+class ClusterView(LiveWidget):
+    """Live membership of the cluster seen from `node` (default: the current node): id, status
+    (up / busy / down), loop lag, process count and last heartbeat of every member."""
+
+    def __init__(self, node: Node | None = None, *, refresh_s: float = 1.0, keep_down: int = 20) -> None:
+        super().__init__()
+        self.node = node or current_node()
+        self.refresh_s = refresh_s
+        self.members = ClusterTable(self.node, keep_down=keep_down)
+        _subscribe_events(self, self.node, self._on_event)
+        self.flush()
+        if self._loop is not None and refresh_s > 0:
+            self.start_task(self._refresh_loop())
+
+    @property
+    def extra_columns(self) -> Callable[[NodeId], str] | None:
+        return self.members.extra_columns
+
+    @extra_columns.setter
+    def extra_columns(self, fn: Callable[[NodeId], str] | None) -> None:
+        self.members.extra_columns = fn
+
+    def _on_event(self, event: NodeEvent) -> None:
+        if self.members.apply(event):
+            self.invalidate()
+
+    async def _refresh_loop(self) -> None:
+        while not self.closed:  # loop lag, process counts and heartbeats change without events
+            await asyncio.sleep(self.refresh_s)
+            self.invalidate()
+            if not self.node.running:
+                self.flush()
+                return
+
+    def table(self) -> Table:
+        return self.members.table()
 
     def render_html(self) -> str:
         return self.table()._repr_html_()
@@ -276,6 +304,13 @@ class LocalSupervisorSource:
         with self.node.as_default():
             return await Supervisor.which_children(self.ref)
 
+    def peek(self) -> list[ChildInfo] | None:
+        """The children right now, without a call (for the first rendering); None if unknown."""
+        proc = self.node.local_process(self.ref)
+        if proc is None or not isinstance(proc.server, SupervisorServer) or proc.state is None:
+            return None
+        return list(proc.server.noex_tree(proc.state).children)
+
     def subscribe(self, callback: Callable[[SupervisorEvent], None]) -> Callable[[], None]:
         ref = self.ref
 
@@ -285,10 +320,11 @@ class LocalSupervisorSource:
                 child = str(data.get("child", ""))
                 if event.kind == "supervisor_restart":
                     detail = f"restart #{data.get('restarts', '?')} after {_reason_text(data.get('reason'))}"
-                elif event.kind == "supervisor_gave_up":
-                    detail = _reason_text(data.get("reason"))
+                elif event.kind == "child_migrated":
+                    detail = f"{data.get('ref', '')} moved from {data.get('from_node')} to {data.get('to_node')}"
                 else:
-                    detail = str(data.get("ref", "") or "")
+                    detail = " ".join(f"{k}={_reason_text(v)}" for k, v in data.items()
+                                      if k not in ("supervisor", "child", "exception"))
                 callback(SupervisorEvent(event.at, event.kind, child, detail))
             elif event.kind == "process_exited" and data.get("ref") == ref:
                 callback(SupervisorEvent(event.at, "supervisor_exited", "", _reason_text(data.get("reason"))))
@@ -339,42 +375,46 @@ def as_supervisor_event(event: Any) -> SupervisorEvent:
     return SupervisorEvent(at, kind, child, detail)
 
 
+class RemoteSupervisorSource:
+    """A supervisor (local or distributed) running on another node: its children are fetched with
+    `which_children` every `poll_s` seconds (its events stay on its own node), and restarts are
+    logged when a child's restart count goes up."""
+
+    poll_s = 1.0
+
+    def __init__(self, node: Node, ref: ProcessRef) -> None:
+        self.node = node
+        self.ref = ref
+        self.label = f"supervisor {ref} (remote, refreshed every {self.poll_s:g} s)"
+
+    async def children(self) -> list[ChildInfo]:
+        with self.node.as_default():
+            return await Supervisor.which_children(self.ref)
+
+    def subscribe(self, callback: Callable[[SupervisorEvent], None]) -> Callable[[], None]:
+        return lambda: None
+
+
 def source_for(sup: Any, node: Node | None = None) -> SupervisorSource:
-    """The `SupervisorSource` for `sup`: a source itself, a local `Supervisor` (ref or name), or
-    (once it exists) a `DistributedSupervisor` handle."""
+    """The `SupervisorSource` for `sup`: a source itself, or a `Supervisor` / `DistributedSupervisor`
+    (ref or name) running on `node` (live, from its events) or on another node (polled)."""
     if isinstance(sup, SupervisorSource):
         return sup
     node = node or current_node()
     if isinstance(sup, (ProcessRef, str)):
         try:
-            ref = node.resolve(sup)
+            ref: ProcessRef | None = node.resolve(sup)
         except NoexError:
             ref = None
         if ref is not None and node.is_local(ref):
             proc = node.local_process(ref)
             if proc is not None and isinstance(proc.server, SupervisorServer):
                 return LocalSupervisorSource(node, ref)
-    import noex_lab
-
-    distributed = getattr(noex_lab, "DistributedSupervisor", None)
-    if distributed is not None and hasattr(distributed, "on_event") and hasattr(distributed, "which_children"):
-        def children() -> Awaitable[list[ChildInfo]]:
-            with node.as_default():
-                result: Awaitable[list[ChildInfo]] = distributed.which_children(sup)
-                return result
-
-        def subscribe(cb: Callable[[Any], None]) -> Callable[[], None]:
-            with node.as_default():
-                unsubscribe: Callable[[], None] = distributed.on_event(sup, cb)
-                return unsubscribe
-
-        try:
-            return FunctionSupervisorSource(f"distributed supervisor {sup}", children, subscribe)
-        except Exception:  # pragma: no cover - depends on the future DistributedSupervisor
-            pass
+        elif ref is not None:
+            return RemoteSupervisorSource(node, ref)
     raise InvalidArgumentError(
-        f"{sup!r} is not a running supervisor on node {node.display_name}; pass a local Supervisor ref or "
-        "name, or source= (an object with async children() and subscribe(callback))"
+        f"{sup!r} is not a running supervisor of node {node.display_name} nor a ref to one elsewhere; pass a "
+        "Supervisor or DistributedSupervisor ref or name, or a SupervisorSource (async children(), subscribe(cb))"
     )
 
 
@@ -386,18 +426,29 @@ class SupervisorView(LiveWidget):
         super().__init__()
         self.source = source_for(sup, node)
         self.children: list[ChildInfo] = []
-        self.log: deque[SupervisorEvent] = deque(maxlen=log_size)
+        self.restart_log: deque[SupervisorEvent] = deque(maxlen=log_size)
         self.error: str | None = None
         self.finished: str | None = None
         self._fetching = False
         self._fetch_again = False
         self.on_close(self.source.subscribe(self._on_event))
+        peek = getattr(self.source, "peek", None)
+        if callable(peek):
+            self.children = peek() or []
         self.flush()
         if self._loop is not None:
             self.refresh()
+            poll_s = getattr(self.source, "poll_s", None)
+            if isinstance(poll_s, (int, float)) and poll_s > 0:
+                self.start_task(self._poll(float(poll_s)))
+
+    async def _poll(self, every: float) -> None:
+        while not self.closed and self.finished is None:
+            await asyncio.sleep(every)
+            self.refresh()
 
     def _on_event(self, event: SupervisorEvent) -> None:
-        self.log.append(event)
+        self.restart_log.append(event)
         if event.kind in ("supervisor_exited", "supervisor_stopped"):
             self.finished = event.detail or "stopped"
         self.invalidate()
@@ -418,15 +469,29 @@ class SupervisorView(LiveWidget):
             while True:
                 self._fetch_again = False
                 try:
-                    self.children = await self.source.children()
+                    children = await self.source.children()
                     self.error = None
                 except NoexError as exc:
                     self.error = f"{type(exc).__name__}: {exc}"
+                else:
+                    if isinstance(self.source, RemoteSupervisorSource):
+                        self._log_restarts(self.children, children)
+                    self.children = children
                 self.invalidate()
                 if not self._fetch_again or self.closed or self.finished is not None:
                     return
         finally:
             self._fetching = False
+
+    def _log_restarts(self, before: list[ChildInfo], after: list[ChildInfo]) -> None:
+        """For a polled supervisor: log the restarts that happened between two fetches."""
+        seen = {c.id: c.restarts for c in before}
+        for child in after:
+            if child.id in seen and child.restarts > seen[child.id]:
+                self.restart_log.append(SupervisorEvent(
+                    time.time(), "child_restarted", child.id,
+                    f"restart #{child.restarts} after {_reason_text(child.last_exit_reason)}",
+                ))
 
     def table(self) -> Table:
         rows = [[c.id, c.ref, c.node, Status(c.status), c.restarts, c.last_exit_reason] for c in self.children]
@@ -437,7 +502,7 @@ class SupervisorView(LiveWidget):
                      title=self.source.label, note=note)
 
     def log_table(self) -> Table:
-        rows = [[clock(e.at), e.kind, e.child, e.detail] for e in reversed(self.log)]
+        rows = [[clock(e.at), e.kind, e.child, e.detail] for e in reversed(self.restart_log)]
         return Table(["time", "event", "child", "detail"], rows, title="restart log (newest first)",
                      empty="(no restarts yet)")
 
@@ -545,6 +610,7 @@ class TraceView(LiveWidget):
 
 
 __all__ = [
-    "ClusterView", "EventLog", "FunctionSupervisorSource", "LiveWidget", "LocalSupervisorSource", "SupervisorEvent",
-    "SupervisorSource", "SupervisorView", "TraceView", "source_for",
+    "ClusterTable", "ClusterView", "EventLog", "FunctionSupervisorSource", "LiveWidget", "LocalSupervisorSource",
+    "RemoteSupervisorSource",
+    "SupervisorEvent", "SupervisorSource", "SupervisorView", "TraceView", "source_for",
 ]

@@ -10,11 +10,15 @@ import pytest
 
 from tests.lab.kernel_harness import Kernel, wait_pids_gone
 
-PIDS_OF_LOCAL_NODES = "[n.pid for n in __import__('noex_lab.lab', fromlist=['x']).session_of(get_ipython()).launcher.nodes.values()]"
+PIDS_OF_LOCAL_NODES = (
+    "[n.pid for n in __import__('noex_lab.lab', fromlist=['x']).session_of(get_ipython()).launcher.nodes.values()]"
+)
 
 
 def local_pids(kernel: Kernel) -> list[int]:
     """PIDs of every node process `%noex local` started in `kernel` (running or not)."""
+    if not kernel.km.is_alive():
+        return []
     try:
         pids = kernel.eval(PIDS_OF_LOCAL_NODES, timeout=10)
     except Exception:

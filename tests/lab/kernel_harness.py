@@ -80,7 +80,8 @@ class CellResult:
         if self.status != "ok":
             assert self.error is not None
             tb = "\n".join(self.error.get("traceback", []))
-            raise AssertionError(f"cell failed: {self.error['ename']}: {self.error['evalue']}\n{tb}\n--- code:\n{self.code}")
+            what = f"{self.error['ename']}: {self.error['evalue']}"
+            raise AssertionError(f"cell failed: {what}\n{tb}\n--- code:\n{self.code}")
         return self
 
 
@@ -134,7 +135,10 @@ class Kernel:
                 if kind == "error":
                     result.status = "error"
                     result.error = msg["content"]
-        reply = self.kc.get_shell_msg(timeout=max(1.0, deadline - time.monotonic()))
+        while True:  # the reply to this request (skip stale replies, e.g. of an interrupted cell)
+            reply = self.kc.get_shell_msg(timeout=max(1.0, deadline - time.monotonic()))
+            if reply["parent_header"].get("msg_id") == msg_id:
+                break
         result.reply = reply["content"]
         if reply["content"]["status"] != "ok" and result.error is None:
             result.status = "error"

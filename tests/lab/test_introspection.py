@@ -73,6 +73,11 @@ class Box(GenServer):
             return threading.Lock()  # a state that is no wire value
         return state
 
+    async def handle_info(self, msg: Any, state: Any) -> Any:
+        if isinstance(msg, tuple) and msg[0] == "nap":
+            await anyio.sleep(msg[1])  # busy in a long callback
+        return state
+
 
 @pytest.fixture(autouse=True)
 async def cleanup() -> AsyncIterator[None]:
@@ -111,6 +116,25 @@ async def test_get_state_local_remote_and_by_name() -> None:
         await GenServer.stop(local)
         with pytest.raises(ServerNotRunningError):
             await get_state(local)
+
+
+async def test_get_state_sees_messages_queued_before_it() -> None:
+    a, b = await start_cluster(2, cluster_secret=SECRET)
+    BehaviorRegistry.register("box_lab", Box)
+    with a.as_default():
+        local = await GenServer.start(Box, 0)
+        remote = await RemoteSpawn.spawn("box_lab", b.id, arg=0)
+        for ref in (local, remote):
+            for i in range(1, 51):
+                GenServer.cast(ref, ("set", i))
+            assert (await get_state(ref)).state == 50  # like a message queued behind the casts
+        # a process stuck in a long callback answers after a bounded wait, with what it has
+        GenServer.send(remote, ("nap", 30))
+        GenServer.cast(remote, ("set", 99))
+        started = anyio.current_time()
+        st = await get_state(remote)
+        assert st.state == 50 and st.queue_len == 1 and st.status == "running"
+        assert anyio.current_time() - started < 3
 
 
 async def test_trace_remote_sees_messages_and_states_then_ends() -> None:

@@ -208,9 +208,13 @@ def test_trace_shows_messages_live_while_idle(k: Kernel) -> None:
 
 
 def test_tables_nodes_ps_registry_events(k: Kernel) -> None:
+    before = len(k.messages)
     nodes = k.ok("%noex nodes")
     assert nodes.text.startswith("cluster seen from kern@") and "up (this node)" in nodes.text
     assert "<table" in nodes.html and "local1@127.0.0.1" in nodes.html
+    assert not k.comm_opens(before), "a table is no widget"
+    node_id = k.ok("current_node().id")
+    assert node_id.html.startswith("<code title='node id'>kern@127.0.0.1:")
     ps = k.ok("%noex ps").text
     assert "processes on kern@" in ps and "box" in ps and "Counter" in ps
     ps1 = k.ok("%noex ps local1").text
