@@ -102,18 +102,20 @@ async def test_hostile_bytes_close_only_the_offender_and_node_keeps_serving() ->
         b"\x00\x00",                                        # truncated header
     ]
 
-    def attack() -> None:
-        for payload in payloads:
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-                try:
-                    s.sendall(payload)
-                    s.settimeout(6)
-                    while s.recv(65536):
-                        pass
-                except OSError:
+    def attack(payload: bytes) -> None:
+        """Send hostile bytes and wait until the node closes this connection."""
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            try:
+                s.sendall(payload)
+                s.settimeout(8)
+                while s.recv(65536):
                     pass
+            except OSError:
+                pass
 
-    await anyio.to_thread.run_sync(attack)
+    async with anyio.create_task_group() as tg:
+        for payload in payloads:
+            tg.start_soon(anyio.to_thread.run_sync, attack, payload)
     with b.as_default():
         assert await GenServer.call(ref, "ping") == "ping"
     assert a.distribution.transport.pending_handshakes == 0
@@ -175,3 +177,34 @@ async def test_big_message_does_not_starve_small_calls() -> None:
     latencies.sort()
     median = latencies[len(latencies) // 2]
     assert median < 0.050, f"median small-call latency {median * 1000:.1f} ms during a 48 MiB transfer"
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+async def test_memory_stays_bounded_under_partial_frames_and_oversized_headers() -> None:
+    a = await Cluster.start("a", port=0)
+    assert a.id is not None
+    before = _rss_bytes()
+    socks: list[socket.socket] = []
+    try:
+        for i in range(300):
+            s = socket.create_connection(("127.0.0.1", a.id.port), timeout=5)
+            if i % 2:
+                s.sendall(struct.pack(">I", 4000) + b"x" * 3990)   # a handshake frame that never completes
+            else:
+                s.sendall(struct.pack(">I", 512 * 2**20) + b"y" * 4096)  # claims 512 MiB
+            socks.append(s)
+        await wait_until(lambda: a.distribution.transport.pending_handshakes <= 150, 5.0,
+                         "oversized headers closed at once")
+        grown = _rss_bytes() - before
+        assert grown < 64 * 2**20, f"memory grew by {grown / 2**20:.0f} MiB"
+        b = await Cluster.start("b", port=0, seeds=[str(a.id)])
+        await wait_until(lambda: len(a.get_nodes()) == 1, 5.0, "a still admits real peers")
+    finally:
+        for s in socks:
+            s.close()
+    await wait_until(lambda: a.distribution.transport.pending_handshakes == 0, 8.0)
+    assert {i.id for i in a.get_nodes()} == {b.id}
