@@ -56,7 +56,8 @@ def _print(line: str) -> None:
     sys.stdout.flush()
 
 
-def _secret(var: str | None) -> str | None:
+def secret_from_env(var: str | None) -> str | None:
+    """The cluster secret from environment variable `var` (never from the command line)."""
     if var is None:
         return None
     value = os.environ.get(var)
@@ -73,7 +74,7 @@ async def _run_node(args: argparse.Namespace) -> int:
     for module in args.behaviors:
         importlib.import_module(module)
     node = await Cluster.start(
-        args.name, host=args.host, port=args.port, seeds=args.seed, cluster_secret=_secret(args.secret_env),
+        args.name, host=args.host, port=args.port, seeds=args.seed, cluster_secret=secret_from_env(args.secret_env),
         heartbeat_interval_ms=args.heartbeat_interval_ms,
         heartbeat_miss_threshold=args.heartbeat_miss_threshold, advertise_host=args.advertise_host,
         allow_code=args.allow_code, insecure=args.insecure,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from noex_lab.core.node import Node, running_nodes
+from tests.helpers.cluster import NodeProcess
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -14,14 +15,39 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+async def kill_all_nodes() -> None:
+    """Kill every node still running on this event loop (tests leave nothing behind)."""
+    for leftover in running_nodes():
+        await leftover.kill()
+
+
+@pytest.fixture
+async def cleanup() -> AsyncIterator[None]:
+    """Every node a test starts (e.g. with Cluster.start) is killed afterwards."""
+    await kill_all_nodes()
+    try:
+        yield
+    finally:
+        await kill_all_nodes()
+
+
+@pytest.fixture
+def procs() -> Iterator[list[NodeProcess]]:
+    """`noex-lab node` processes a test starts; each is killed by PID afterwards."""
+    started: list[NodeProcess] = []
+    try:
+        yield started
+    finally:
+        for proc in started:
+            proc.stop()
+
+
 @pytest.fixture
 async def node() -> AsyncIterator[Node]:
     """A fresh local node that is the default node for the test; killed afterwards."""
-    for leftover in running_nodes():
-        await leftover.kill()
+    await kill_all_nodes()
     fresh = await Node().start()
     try:
         yield fresh
     finally:
-        for leftover in running_nodes():
-            await leftover.kill()
+        await kill_all_nodes()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -56,14 +55,6 @@ async def run_until_signal(main: Callable[[], Awaitable[int]]) -> int:
         raise failure[0]
     return result[0]
 
-
-def secret_from_env(var: str | None) -> str | None:
-    if var is None:
-        return None
-    value = os.environ.get(var)
-    if not value:
-        raise SystemExit(f"noex-lab: environment variable {var} (--secret-env) is not set or empty")
-    return value
 
 
 def log_to(console: Console) -> None:

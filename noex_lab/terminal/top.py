@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .common import Waker, log_to, run_until_signal, secret_from_env
+from ..cli import secret_from_env
+from .common import Waker, log_to, run_until_signal
 
 if TYPE_CHECKING:
     from ..core.node import Node

@@ -7,7 +7,7 @@ from typing import Any
 
 import anyio
 
-from noex_lab import BehaviorRegistry, GenServer
+from noex_lab import BehaviorRegistry, GenServer, RemoteMonitor
 
 
 class Echo(GenServer):
@@ -73,3 +73,23 @@ class Flaky(GenServer):
 
 
 BehaviorRegistry.register("flaky", Flaky)
+
+
+class Watcher(GenServer):
+    """Traps exits and records every info message (Down, Exit) in its state."""
+
+    trap_exit = True
+
+    def init(self, arg: Any) -> list[Any]:
+        return []
+
+    def handle_info(self, msg: Any, state: list[Any]) -> list[Any]:
+        state.append(msg)
+        return state
+
+    async def handle_call(self, msg: Any, state: list[Any]) -> Any:
+        if msg == "log":
+            return list(state), state
+        if isinstance(msg, tuple) and msg[0] == "monitor":
+            return await RemoteMonitor.monitor(msg[1]), state
+        return None, state

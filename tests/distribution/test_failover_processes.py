@@ -24,13 +24,6 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture
-def procs() -> Any:
-    started: list[NodeProcess] = []
-    yield started
-    for proc in started:
-        proc.stop()
-
 
 async def _cluster(procs: list[NodeProcess], n: int, names: list[str] | None = None) -> Any:
     import tests.distribution.behaviors_for_tests  # noqa: F401  (the test's node runs workers too)

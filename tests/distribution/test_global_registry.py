@@ -21,21 +21,11 @@ from noex_lab import (
     heal,
     partition,
 )
-from tests.distribution.behaviors_for_tests import Echo
+from tests.distribution.behaviors_for_tests import Echo, Watcher
 from tests.helpers.cluster import start_cluster, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("cleanup")]
 
-
-class Trapper(GenServer):
-    trap_exit = True
-
-    def init(self, arg: Any) -> list[Any]:
-        return []
-
-    def handle_info(self, msg: Any, state: list[Any]) -> list[Any]:
-        state.append(msg)
-        return state
 
 
 def whereis_on(node: Node, name: str) -> Any:
@@ -133,10 +123,10 @@ async def test_partition_conflict_is_resolved_deterministically() -> None:
     await wait_until(lambda: len(a.get_nodes()) == 1 and len(c.get_nodes()) == 1
                      and len(b.get_nodes()) == 1 and len(d.get_nodes()) == 1, 5.0, "partition")
     with a.as_default():
-        left = await GenServer.start(Trapper)
+        left = await GenServer.start(Watcher)
         await GlobalRegistry.register("singleton", left)
     with c.as_default():
-        right = await GenServer.start(Trapper)
+        right = await GenServer.start(Watcher)
         await GlobalRegistry.register("singleton", right)
     heal(a, b, c, d)
     t0 = time.monotonic()

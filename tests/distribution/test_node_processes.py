@@ -23,13 +23,6 @@ def anyio_backend() -> str:
     return "asyncio"  # these tests measure OS processes; one backend is enough
 
 
-@pytest.fixture
-def procs() -> Any:
-    started: list[NodeProcess] = []
-    yield started
-    for proc in started:
-        proc.stop()
-
 
 async def test_eight_node_processes_seeded_from_one_form_a_full_mesh_quickly(procs: list[NodeProcess]) -> None:
     t0 = time.time()

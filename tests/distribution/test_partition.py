@@ -7,24 +7,11 @@ from typing import Any
 import pytest
 
 from noex_lab import Down, GenServer, RemoteLink, RemoteMonitor, heal, partition
-from tests.distribution.behaviors_for_tests import Echo
+from tests.distribution.behaviors_for_tests import Echo, Watcher
 from tests.helpers.cluster import start_cluster, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("cleanup")]
 
-
-class Trapper(GenServer):
-    trap_exit = True
-
-    def init(self, arg: Any) -> list[Any]:
-        return []
-
-    def handle_info(self, msg: Any, state: list[Any]) -> list[Any]:
-        state.append(msg)
-        return state
-
-    def handle_call(self, msg: Any, state: list[Any]) -> Any:
-        return list(state), state
 
 
 async def test_partition_then_heal_monitors_fire_exactly_once() -> None:
@@ -60,7 +47,7 @@ async def test_partition_then_heal_monitors_fire_exactly_once() -> None:
 async def test_partition_delivers_noconnection_to_links() -> None:
     a, b = await start_cluster(2)
     with a.as_default():
-        trapper = await GenServer.start(Trapper)
+        trapper = await GenServer.start(Watcher)
     with b.as_default():
         partner = await GenServer.start(Echo)
     with a.as_default():

@@ -20,30 +20,10 @@ from noex_lab import (
     RemoteMonitor,
     RemoteSpawn,
 )
-from tests.distribution.behaviors_for_tests import Echo
+from tests.distribution.behaviors_for_tests import Echo, Watcher
 from tests.helpers.cluster import NodeProcess, start_cluster, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("cleanup")]
-
-
-class Watcher(GenServer):
-    """Records every info message (Down, Exit)."""
-
-    trap_exit = True
-
-    def init(self, arg: Any) -> list[Any]:
-        return []
-
-    def handle_info(self, msg: Any, state: list[Any]) -> list[Any]:
-        state.append(msg)
-        return state
-
-    async def handle_call(self, msg: Any, state: list[Any]) -> Any:
-        if msg == "log":
-            return list(state), state
-        if isinstance(msg, tuple) and msg[0] == "monitor":
-            return await RemoteMonitor.monitor(msg[1]), state
-        return None, state
 
 
 class Plain(GenServer):
@@ -190,13 +170,6 @@ async def test_new_incarnation_does_not_inherit_monitors_or_messages() -> None:
             await GenServer.call(old_ref, "get")
     assert len(downs) == 1
 
-
-@pytest.fixture
-def procs() -> Any:
-    started: list[NodeProcess] = []
-    yield started
-    for proc in started:
-        proc.stop()
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])

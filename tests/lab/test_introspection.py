@@ -18,7 +18,6 @@ from noex_lab import (
     RemoteSpawn,
     ServerNotRunningError,
 )
-from noex_lab.core.node import running_nodes
 from noex_lab.distribution.code_loading import CodeLoadingError, load_behavior_source
 from noex_lab.distribution.introspection import (
     TraceEvent,
@@ -27,6 +26,7 @@ from noex_lab.distribution.introspection import (
     recent_events,
     trace,
 )
+from tests.conftest import kill_all_nodes
 from tests.helpers.cluster import start_cluster, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
@@ -81,13 +81,11 @@ class Box(GenServer):
 
 @pytest.fixture(autouse=True)
 async def cleanup() -> AsyncIterator[None]:
-    for leftover in running_nodes():
-        await leftover.kill()
+    await kill_all_nodes()
     try:
         yield
     finally:
-        for leftover in running_nodes():
-            await leftover.kill()
+        await kill_all_nodes()
         for name in ("shipped_counter", "box_lab"):
             BehaviorRegistry.unregister(name)
 

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from noex_lab import BehaviorRegistry, ChildSpec, GenServer, InvalidArgumentError, Supervisor
-from noex_lab.core.node import running_nodes
 from noex_lab.distribution import DistributedSupervisor
 from noex_lab.lab.widgets import SupervisorView
+from tests.conftest import kill_all_nodes
 from tests.helpers.cluster import start_cluster, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
@@ -34,13 +34,11 @@ class Worker(GenServer):
 
 @pytest.fixture(autouse=True)
 async def cleanup() -> AsyncIterator[None]:
-    for leftover in running_nodes():
-        await leftover.kill()
+    await kill_all_nodes()
     try:
         yield
     finally:
-        for leftover in running_nodes():
-            await leftover.kill()
+        await kill_all_nodes()
         BehaviorRegistry.unregister("sv_worker")
 
 

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -111,16 +111,6 @@ def _start_cluster(n: int, started: list[NodeProcess]) -> list[str]:
     for p in started:
         p.wait_line(f"PEERS {n - 1} ", timeout=15.0)
     return ids
-
-
-@pytest.fixture
-def procs() -> Iterator[list[NodeProcess]]:
-    started: list[NodeProcess] = []
-    try:
-        yield started
-    finally:
-        for p in started:
-            p.stop()
 
 
 @pytest.mark.timeout(90)
