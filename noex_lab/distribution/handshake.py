@@ -58,10 +58,12 @@ def new_nonce() -> bytes:
 
 
 def proof(secret: bytes, role: bytes, c: PeerHello, s: PeerHello) -> bytes:
-    """HMAC-SHA256 over the role, the version, both ids, incarnations and nonces."""
-    material = msgpack.packb(
-        [role, PROTOCOL_VERSION, str(c.node_id), c.incarnation, c.nonce, str(s.node_id), s.incarnation, s.nonce]
-    )
+    """HMAC-SHA256 over the role, the version, both ids, incarnations, nonces and flags."""
+    material = msgpack.packb([
+        role, PROTOCOL_VERSION,
+        str(c.node_id), c.incarnation, c.nonce, c.secured, c.hidden, c.heartbeat_ms,
+        str(s.node_id), s.incarnation, s.nonce, s.secured, s.hidden, s.heartbeat_ms,
+    ])
     return hmac.new(secret, material, hashlib.sha256).digest()
 
 

@@ -65,6 +65,7 @@ class _RateLimitedLog:
         self._suppressed: dict[str, int] = {}
 
     def warning(self, address: str, text: str, *args: Any) -> None:
+        address = address.rsplit(":", 1)[0]  # per host: a retrying peer uses a new port each time
         now = time.monotonic()
         if now - self._last.get(address, -1e9) < self.period_s:
             self._suppressed[address] = self._suppressed.get(address, 0) + 1
@@ -174,10 +175,11 @@ class Transport:
         if not secured and hello.secured:
             await _refuse(stream, "this node has no cluster_secret; the dialing node expects one")
             raise AuthenticationError(f"{hello.node_id} at {address} expects a cluster secret; we have none")
-        me = hs.PeerHello(hs.PROTOCOL_VERSION, self.node_id, self.incarnation, hs.new_nonce(), secured)
+        me = hs.PeerHello(hs.PROTOCOL_VERSION, self.node_id, self.incarnation, hs.new_nonce(), secured,
+                          self.hidden, self.heartbeat_ms)
         proof_s = hs.proof(self.secret, b"S", hello, me) if self.secret is not None else b""
         await _send(stream, hs.encode(hs.WELCOME, me.version, str(me.node_id), me.incarnation, me.nonce,
-                                      secured, proof_s, self.hidden, self.heartbeat_ms))
+                                      secured, proof_s, me.hidden, me.heartbeat_ms))
         fields = await reader.read(stream)
         if fields[0] != hs.PROOF or len(fields) != 2:
             raise AuthenticationError(f"expected proof, got {fields[0]!r}")
@@ -266,9 +268,10 @@ class Transport:
     ) -> Connection | None:
         reader = _HandshakeReader()
         secured = self.secret is not None
-        me = hs.PeerHello(hs.PROTOCOL_VERSION, self.node_id, self.incarnation, hs.new_nonce(), secured)
+        me = hs.PeerHello(hs.PROTOCOL_VERSION, self.node_id, self.incarnation, hs.new_nonce(), secured,
+                          self.hidden, self.heartbeat_ms)
         await _send(stream, hs.encode(hs.HELLO, me.version, str(me.node_id), me.incarnation, me.nonce, secured,
-                                      self.hidden, self.heartbeat_ms))
+                                      me.hidden, me.heartbeat_ms))
         fields = await reader.read(stream)
         welcome = hs.parse_hello(fields, hs.WELCOME)
         peer = welcome.node_id

@@ -203,3 +203,17 @@ async def test_peers_with_slower_heartbeats_are_not_declared_down() -> None:
     with pytest.raises(AssertionError):
         await wait_until(lambda: downs, 1.5, "a false down")
     assert downs == [] and fast.get_nodes()[0].status == "up"
+
+
+async def test_per_sender_fifo_holds_for_large_messages_too() -> None:
+    a, b = await start_cluster(2)
+    with b.as_default():
+        ref = await GenServer.start(Recorder)
+    big = b"x" * 1_000_000
+    with a.as_default():
+        GenServer.cast(ref, "first")
+        GenServer.cast(ref, big)
+        GenServer.cast(ref, "third")
+        assert await GenServer.call(ref, "x", timeout=30) == 4
+        log = await GenServer.call(ref, "log")
+    assert [entry[1] if entry[1] != big else "big" for entry in log] == ["first", "big", "third", "x"]
