@@ -309,6 +309,7 @@ class Connection:
         known = KNOWN_TYPES
         for body in bodies:
             self.received_frames += 1
+            frame: bytes | memoryview = body
             try:
                 message = decode(body)
                 if type(message) is not list or not message or message[0] not in known:
@@ -317,6 +318,7 @@ class Connection:
                     whole = self._chunks.add(message[1], message[3], bool(message[2]))
                     if whole is None:
                         continue
+                    frame = whole
                     message = decode(whole)
                     if type(message) is not list or not message or message[0] not in known:
                         raise ProtocolError("unknown chunked message")
@@ -328,9 +330,31 @@ class Connection:
                 from .codec import DecodeError
 
                 if isinstance(exc, DecodeError):
-                    log.warning("closing connection to %s: undecodable frame: %s", self.peer, exc)
-                    return False
+                    if not self._refuse_undecodable(frame, exc):
+                        log.warning("closing connection to %s: undecodable frame: %s", self.peer, exc)
+                        return False
+                    continue
                 self.node.events.report_error(f"handling a message from {self.peer}", exc)
+        return True
+
+    def _refuse_undecodable(self, body: Any, exc: Exception) -> bool:
+        """A well-formed frame holding a value this node cannot rebuild (an unknown wire type, a
+        failing decode): drop that message only, and answer a request with the error.
+        False when the frame is not even well-formed msgpack (then the connection closes)."""
+        try:
+            raw = msgpack.unpackb(body, strict_map_key=False)
+            if isinstance(raw, msgpack.ExtType) and raw.code == 0:  # the codec's wrapped message
+                raw = msgpack.unpackb(raw.data, strict_map_key=False)
+        except Exception:
+            return False
+        if type(raw) is not list or not raw or raw[0] not in KNOWN_TYPES or raw[0] == CHUNK:
+            return False
+        from .protocol import CALL, ERR_EXCEPTION, REPLY, RPC
+
+        self.node.events.report_error(f"a message from {self.peer} could not be decoded here; dropped", exc)
+        if raw[0] in (CALL, RPC) and len(raw) > 1 and isinstance(raw[1], int):
+            detail = f"node {self.node.id} cannot decode the message: {exc}"
+            self.send([REPLY, raw[1], False, [ERR_EXCEPTION, "SerializationError", detail, {}]])
         return True
 
     async def _writer(self) -> None:

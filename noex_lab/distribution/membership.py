@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .liveness import PeerLiveness
 
 DOWN_REASONS = ("connection_closed", "heartbeat_timeout", "graceful_shutdown")
-REDIAL_FOR_S = 300.0
+REDIAL_FOR_S = 3600.0  # a lost peer is redialed (slowly after 30 s) for an hour: partitions heal
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ class Membership:
             self.dist.liveness.unwatch(peer)
         reason = "graceful_shutdown" if conn.goodbye_received else conn.close_reason
         self.dist.router.node_lost(conn)
-        if conn.peer_hidden:
+        if conn.peer_hidden or self.dist.stopping:  # observers, and our own leaving, are not peer failures
             self.dist.peer_left(peer, reason)
             return
         self.dist.node.events.emit("node_down", peer=peer, reason=reason)

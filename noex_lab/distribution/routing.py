@@ -44,6 +44,22 @@ RpcHandler = Callable[[NodeId, Any], Any]
 _CAST, _SEND, _CALL, _REPLY = p.CAST, p.SEND, p.CALL, p.REPLY
 
 
+def _user_path(exc: SerializationError, index: int) -> str:
+    """The codec's message with the frame's envelope taken off the path (`msg[5]['x']` -> `msg['x']`)."""
+    text = str(exc)
+    prefix = f"msg[{index}]"
+    return "msg" + text[len(prefix):] if text.startswith(prefix) else text
+
+
+def _send_user(conn: Connection, message: list[Any], index: int) -> None:
+    """Send a frame whose slot `index` is the user's message; errors name the user's path."""
+    try:
+        body = conn.codec.encode(message)
+    except SerializationError as exc:
+        raise SerializationError(_user_path(exc, index)) from None
+    conn.send_body(body)
+
+
 def encode_error(exc: BaseException) -> list[Any]:
     """A typed error as the details of a failed REPLY."""
     if isinstance(exc, CallError):
@@ -93,6 +109,11 @@ def decode_error(details: Any, target: object) -> BaseException:
     return NoexError(f"remote error {details!r}")
 
 
+def _from(ref: Any, conn: Connection) -> bool:
+    """Whether `ref` is a process of the node at the other end of `conn`."""
+    return isinstance(ref, ProcessRef) and ref.node == conn.peer
+
+
 class RemoteReply:
     """Stands in for the caller's future on the server's node: answers over the connection."""
 
@@ -113,8 +134,9 @@ class RemoteReply:
         self._done = True
         try:
             self.conn.send([p.REPLY, self.req, True, value])
-        except SerializationError as exc:
-            self.conn.send([p.REPLY, self.req, False, [p.ERR_CRASH, "SerializationError", str(exc), ""]])
+        except SerializationError as exc:  # the server is fine; its reply cannot travel
+            err = SerializationError(f"the reply cannot be sent: {_user_path(exc, 3)}")
+            self.conn.send([p.REPLY, self.req, False, encode_error(err)])
 
     def set_exception(self, exc: BaseException) -> None:
         self._done = True
@@ -219,7 +241,7 @@ class RemoteRouter:
         if conn.congested:
             self.node.events.emit("overload", peer=conn.peer, dropped_frame_type=tag)
             return
-        conn.send_body(conn.codec.encode([p.CAST if tag == CAST_TAG else p.SEND, to.id, to.creation, msg]))
+        _send_user(conn, [p.CAST if tag == CAST_TAG else p.SEND, to.id, to.creation, msg], 3)
 
     async def call(self, to: ProcessRef, msg: Any, timeout: float, sender: ProcessRef | None) -> Any:
         conn = self._conn(to)
@@ -240,7 +262,7 @@ class RemoteRouter:
         conn.pending[req] = fut
         slot: set[Any] | None = None
         try:
-            conn.send(message)
+            _send_user(conn, message, len(message) - 1)
             if deadlines is None:
                 return await self.node.backend.wait_future(fut, timeout)
             if timeout is not None:
@@ -261,6 +283,8 @@ class RemoteRouter:
             raise NodeNotReachableError(to.node, "not connected")
         if conn.peer_incarnation != to.creation:
             raise ServerNotRunningError(to, NOPROC)
+        if conn.congested:
+            await conn.wait_for_space()
         await self.request(conn, [p.STOP, 0, to.id, to.creation, reason, timeout], timeout + 1.0, to)
 
     async def shutdown(self, to: ProcessRef, reason: ExitReason, timeout: float | None) -> ExitReason:
@@ -381,12 +405,15 @@ class RemoteRouter:
         elif kind == p.STOP:
             node.spawn_task(self._remote_stop, conn, m, what="remote stop")
         elif kind == p.EXIT:
+            # a connection speaks only for its own node, and only about links that exist
             _, pid, creation, from_, reason = m
             proc = node._procs.get(pid) if creation == node.incarnation else None
-            if proc is not None:
+            if proc is not None and _from(from_, conn) and from_ in proc.links:
                 proc.exit_signal(from_, reason)
         elif kind == p.LINK:
             _, pid, creation, from_ = m
+            if not _from(from_, conn):
+                return
             proc = node._procs.get(pid) if creation == node.incarnation else None
             if proc is not None and proc._alive:
                 proc.links.add(from_)
@@ -394,7 +421,7 @@ class RemoteRouter:
                 conn.send([p.EXIT, from_.id, from_.creation, ProcessRef(node.id, pid, creation), NOPROC])
         elif kind == p.UNLINK:
             _, pid, creation, from_ = m
-            proc = node._procs.get(pid) if creation == node.incarnation else None
+            proc = node._procs.get(pid) if creation == node.incarnation and _from(from_, conn) else None
             if proc is not None:
                 proc.links.discard(from_)
         elif kind == p.MONITOR:
@@ -411,8 +438,9 @@ class RemoteRouter:
                 proc.monitors.pop(mref, None)
         elif kind == p.DOWN:
             _, mref, ref, reason = m
-            entry = self.remote_monitors.pop(mref, None)
-            if entry is not None:
+            entry = self.remote_monitors.get(mref)
+            if entry is not None and entry[0].node == conn.peer:  # only the target's node reports it
+                del self.remote_monitors[mref]
                 node._deliver_down(entry[1], Down(mref, ref, reason))
         elif kind == p.RPC:
             node.spawn_task(self._run_rpc, conn, m, what=f"system request {m[2]!r}")

@@ -300,16 +300,18 @@ class Transport:
 
     def ensure_dialing(
         self, peer: NodeId, wanted: Callable[[NodeId], bool], *, max_backoff_s: float = 0.5,
-        give_up_after_s: float | None = None,
+        give_up_after_s: float | None = None, slow_after_s: float = 30.0, slow_backoff_s: float = 5.0,
     ) -> None:
-        """Keep dialing `peer` with jittered exponential back-off while `wanted(peer)`."""
+        """Keep dialing `peer` with jittered exponential back-off while `wanted(peer)`: quickly
+        (every `max_backoff_s` at most) for `slow_after_s`, then every `slow_backoff_s` at most."""
         if peer in self.dial_loops or peer in self.conns or peer == self.node_id or self.stopping:
             return
         self.dial_loops.add(peer)
 
         async def loop() -> None:
             delay = 0.05
-            deadline = None if give_up_after_s is None else time.monotonic() + give_up_after_s
+            started = time.monotonic()
+            deadline = None if give_up_after_s is None else started + give_up_after_s
             try:
                 while not self.stopping and wanted(peer) and peer not in self.conns:
                     if deadline is not None and time.monotonic() > deadline:
@@ -318,7 +320,8 @@ class Transport:
                     if await self.dial(peer):
                         return
                     await anyio.sleep(delay * random.uniform(0.5, 1.5))
-                    delay = min(delay * 2, max_backoff_s)
+                    cap = max_backoff_s if time.monotonic() - started < slow_after_s else slow_backoff_s
+                    delay = min(delay * 2, cap)
             finally:
                 self.dial_loops.discard(peer)
 

@@ -217,3 +217,38 @@ async def test_per_sender_fifo_holds_for_large_messages_too() -> None:
         assert await GenServer.call(ref, "x", timeout=30) == 4
         log = await GenServer.call(ref, "log")
     assert [entry[1] if entry[1] != big else "big" for entry in log] == ["first", "big", "third", "x"]
+
+
+async def test_an_undecodable_message_is_refused_without_closing_the_connection() -> None:
+    from noex_lab import wire_type
+
+    class Fragile:
+        pass
+
+    wire_type(Fragile, name="tests.Fragile", encode=lambda obj: 1, decode=lambda state: 1 / 0)
+    a, b = await start_cluster(2)
+    with b.as_default():
+        ref = await GenServer.start(Echo)
+    with a.as_default():
+        with pytest.raises(SerializationError, match="cannot decode"):
+            await GenServer.call(ref, Fragile())
+        with pytest.raises(SerializationError) as info:
+            await GenServer.call(ref, {"f": object()})
+        assert str(info.value).startswith("msg['f']")  # the user's path, not the frame's
+        assert await GenServer.call(ref, "still connected") == "still connected"
+    assert len(a.get_nodes()) == 1
+
+
+async def test_a_reply_that_cannot_travel_is_a_serialization_error() -> None:
+    a, b = await start_cluster(2)
+
+    class Rude(GenServer):
+        def handle_call(self, msg: Any, state: Any) -> Any:
+            return object(), state
+
+    with b.as_default():
+        ref = await GenServer.start(Rude)
+    with a.as_default():
+        with pytest.raises(SerializationError, match="the reply cannot be sent"):
+            await GenServer.call(ref, "x")
+        assert b.local_process(ref) is not None  # the server did not crash
