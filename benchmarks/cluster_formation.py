@@ -67,6 +67,9 @@ async def form_cluster(
                 if hit is not None:
                     formation.converged_us[node.name] = int(hit[1].split()[2])
         if len(formation.converged_us) == n:
+            for node in formation.nodes:  # every id (each printed NODE before it could see peers)
+                if node.id is None:
+                    await node.started(deadline)
             return
         dead = [node for node in formation.nodes if node.proc.poll() is not None]
         if dead:

@@ -139,12 +139,20 @@ class NodeProc:
             os.kill(self.proc.pid, sig)  # by PID: a process this harness started
 
     def stop_begin(self) -> None:
-        """Ask the node to leave (SIGCONT first, in case it was frozen, then SIGTERM)."""
+        """Ask the node to leave: SIGCONT (in case it was frozen), SIGTERM, and close its stdin.
+
+        Closing stdin is needed as well: with `--exit-on-stdin-eof` the node's worker thread
+        blocked reading stdin keeps the interpreter from exiting after SIGTERM until EOF."""
         if self.proc.poll() is None:
             try:
                 os.kill(self.proc.pid, signal.SIGCONT)
                 os.kill(self.proc.pid, signal.SIGTERM)
             except ProcessLookupError:
+                pass
+        if self.proc.stdin is not None:
+            try:
+                self.proc.stdin.close()
+            except OSError:
                 pass
 
     def stop_end(self, deadline: float) -> None:

@@ -1,17 +1,20 @@
 #!/usr/bin/env python3
 """Run noex_lab's benchmark workloads next to the pure-Python ceiling, in one invocation.
 
-    python benchmarks/run.py [--workloads W1,W2] [--repeat N] [--deadline SECONDS]
+    python benchmarks/run.py [--workloads W1,...,W7] [--repeat N] [--deadline SECONDS]
                              [--backend asyncio|trio] [--ceiling PATH | --no-ceiling] [--no-summary]
 
 Each selected workload runs in a child process of its own (a fresh interpreter and event loop,
-killed if it overruns its deadline). Then `../shared/bench/limit-asyncio/bench.py` (the shared
-folder beside the repository) runs the same workloads. That is one round; `--repeat N` (default
-3) runs N rounds, alternating ours and the ceiling, and reports the median of each. Every result
-is printed as one JSON line in the format of `../shared/bench/WORKLOADS.md` (ours with
-"peer": "noex_lab"), followed by a summary table: ours, the ceiling, the ratio and the target.
+killed if it overruns its deadline); the remote ones (W3-W7) start their nodes as `noex-lab node`
+OS processes from there. Then `../shared/bench/limit-asyncio/bench.py` (the shared folder beside
+the repository) runs W1-W5 twice: its default variant and `--coalesce` (variant "coalesced").
+That is one round; `--repeat N` (default 3) runs N rounds, alternating ours and the ceiling, and
+reports the median of each. Every result is printed as one JSON line in the format of
+`../shared/bench/WORKLOADS.md` (ours with "peer": "noex_lab"), followed by a summary table:
+ours, the ceiling's best variant for that line, ours/ceiling, which direction is better, and the
+target (W6/W7 have no ceiling: their absolute issue targets are checked instead).
 
-Exit status: 0 when every workload of ours produced a number, even if a target ratio is missed
+Exit status: 0 when every workload of ours produced a number, even if a target is missed
 (misses are marked MISS in the summary); 1 when one of ours failed (its line has "value": null
 and params.error). A missing or failing ceiling is reported but does not change the status.
 """
@@ -217,7 +220,7 @@ def combine(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
             params["error"] = errors[0] if errors else "a round produced no value"
             value = None
         else:
-            value = round(statistics.median(values), 2)
+            value = round(statistics.median(values), 4)
         combined.append({"peer": first["peer"], "workload": first["workload"], "value": value,
                          "unit": first["unit"], "params": params})
     return combined
@@ -288,7 +291,8 @@ def summarize(workloads: list[Workload], ours: list[dict[str, Any]], ceiling: li
             else:
                 target = "-"
             if value is None:
-                status = "ERROR: " + str(rec.get("params", {}).get("error", "no result"))
+                error = str(rec.get("params", {}).get("error", "no result"))
+                status = "ERROR: " + (error if len(error) <= 120 else error[:117] + "...")
                 errors.append(f"{line.workload}/{variant}")
             elif ok is None:
                 status = "no ceiling" if workload.has_ceiling and ratio is None else "-"
@@ -298,7 +302,7 @@ def summarize(workloads: list[Workload], ours: list[dict[str, Any]], ceiling: li
                 status = "MISS  <-- " + ("below target" if line.higher_is_better else "above target")
                 misses.append(f"{line.workload}/{variant}")
             rows.append((line.workload, variant, line.unit, "higher" if line.higher_is_better else "lower",
-                         fmt(value), fmt(cvalue), cvariant, "-" if ratio is None else f"{ratio:.2f}",
+                         fmt(value), fmt(cvalue), cvariant, "-" if ratio is None else f"{ratio:.3f}",
                          target, status))
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     numeric = {4, 5, 7}

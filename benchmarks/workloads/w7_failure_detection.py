@@ -39,6 +39,7 @@ async def one(variant: str, sig: int, interval_ms: int, misses: int) -> tuple[fl
                            heartbeat_miss_threshold=misses, prefix="f")
         await anyio.sleep(SETTLE_S)
         victim = formation.nodes[-1]
+        assert victim.id is not None
         survivors = formation.nodes[:-1]
         kill_us = wall_us()
         victim.signal(sig)

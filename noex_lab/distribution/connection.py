@@ -64,7 +64,10 @@ def _sender_key() -> Hashable:
     proc = current_process()
     if proc is not None:
         return proc.pid
-    return ("task", anyio.get_current_task().id)
+    try:
+        return ("task", anyio.get_current_task().id)
+    except RuntimeError:  # no task: a frame sent while dispatching in the reader's data_received
+        return ("reader",)
 
 
 class Connection:

@@ -16,9 +16,11 @@ from noex_lab import (
     Exit,
     GenServer,
     InitError,
+    ProcessRef,
     RemoteLink,
     RemoteMonitor,
     RemoteSpawn,
+    ServerNotRunningError,
 )
 from tests.distribution.behaviors_for_tests import Echo, Watcher
 from tests.helpers.cluster import NodeProcess, start_cluster, wait_until
@@ -117,10 +119,26 @@ async def test_links_cross_nodes_in_both_directions() -> None:
     with b.as_default():
         b4 = await GenServer.start(Plain)
         await RemoteLink.link(b4, a3)
+    # the link reaches a asynchronously: had a3 exited first, b4 would rightly get `noproc`
+    await wait_until(lambda: b4 in a.local_process(a3).links, 2.0, "the link reached a3")
     with a.as_default():
         await GenServer.stop(a3, "normal")
     with b.as_default():
         assert await GenServer.call(b4, "still here") == "still here"
+
+
+async def test_a_reply_sent_by_the_reader_while_a_large_message_is_in_flight_is_not_lost() -> None:
+    # On asyncio frames are dispatched in the transport's data_received callback (no task);
+    # the noproc answer to this call is sent from there while b's link to a carries large casts.
+    a, b = await start_cluster(2)
+    with a.as_default():
+        sink = await GenServer.start(Echo)
+    with b.as_default():
+        for _ in range(3):
+            GenServer.cast(sink, ("payload", b"x" * (4 * 2**20)))
+    dead = ProcessRef(b.id, 999_999, b.incarnation)
+    with a.as_default(), pytest.raises(ServerNotRunningError):
+        await GenServer.call(dead, "anyone?", timeout=3.0)
 
 
 async def test_hundred_concurrent_remote_spawns_and_typed_failures() -> None:
