@@ -439,18 +439,15 @@ class Node:
         assert isinstance(target, ProcessRef)
         node = target.node
         router = self.router
-        # A node has no connection to itself: a ref whose node has a connection is remote.
-        if node is not None and node is not self._id and router is not None and router.has_connection(node):
+        # A node has no connection to itself: a ref the router could send to is remote.
+        if node is not None and node is not self._id and router is not None:
             me = _current_process.get()
-            router.send(target, tag, msg, me.ref if me is not None else None)
-            return
+            if router.send(target, tag, msg, me.ref if me is not None else None):
+                return
         if self.is_local(target):
             proc = self.local_process(target)
             if proc is not None and proc._alive:
                 proc.deliver((tag, msg))
-        elif router is not None:
-            me = _current_process.get()
-            router.send(target, tag, msg, me.ref if me is not None else None)
 
     def deliver_local(self, ref: ProcessRef, item: tuple[Any, ...]) -> bool:
         """Put a prepared mailbox item into a local process (used by the distribution layer)."""

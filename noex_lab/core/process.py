@@ -342,11 +342,12 @@ class Process:
                         result = handle_info(item[1], self.state)
                         if info_async:
                             result = await result
-                    if isinstance(result, Stop):
+                    kind = type(result)
+                    if kind is Stop or kind is NoReply or isinstance(result, (Stop, NoReply)):
+                        if isinstance(result, NoReply):
+                            raise BadReturnError(f"{cls.__name__}: NoReply is only valid from handle_call")
                         self.state = result.state
                         return result.reason, True
-                    if isinstance(result, NoReply):
-                        raise BadReturnError(f"{cls.__name__}: NoReply is only valid from handle_call")
                     self.state = result
                 else:  # STOP
                     self._stop_waiters.append(item[2])

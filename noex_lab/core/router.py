@@ -18,8 +18,9 @@ class Router(Protocol):
     def has_connection(self, node: Any) -> bool:
         """Whether a connection to `node` is open (never true for the local node)."""
 
-    def send(self, to: ProcessRef, tag: int, msg: Any, sender: ProcessRef | None) -> None:
-        """Cast (tag CAST) or plain send (tag INFO); never raises for an unreachable node."""
+    def send(self, to: ProcessRef, tag: int, msg: Any, sender: ProcessRef | None) -> bool:
+        """Cast (tag CAST) or plain send (tag INFO); never raises for an unreachable node.
+        False when there is no connection to `to.node` (nothing was sent)."""
 
     async def call(self, to: ProcessRef, msg: Any, timeout: float, sender: ProcessRef | None) -> Any:
         """Request/reply to a remote process; raises the typed errors of `GenServer.call`."""

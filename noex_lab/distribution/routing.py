@@ -234,14 +234,17 @@ class RemoteRouter:
     def has_connection(self, node: Any) -> bool:
         return node in self.transport.conns
 
-    def send(self, to: ProcessRef, tag: int, msg: Any, sender: ProcessRef | None) -> None:
+    def send(self, to: ProcessRef, tag: int, msg: Any, sender: ProcessRef | None) -> bool:
         conn = self.transport.conns.get(to.node) if to.node is not None else None
-        if conn is None or conn.peer_incarnation != to.creation:
-            return
+        if conn is None:
+            return False
+        if conn.peer_incarnation != to.creation:
+            return True  # addressed to an old incarnation of that node: dropped
         if conn.congested:
             self.node.events.emit("overload", peer=conn.peer, dropped_frame_type=tag)
-            return
+            return True
         _send_user(conn, [p.CAST if tag == CAST_TAG else p.SEND, to.id, to.creation, msg], 3)
+        return True
 
     async def call(self, to: ProcessRef, msg: Any, timeout: float, sender: ProcessRef | None) -> Any:
         conn = self._conn(to)
