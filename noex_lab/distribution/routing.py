@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -167,43 +166,6 @@ class RemoteWatcher:
         return f"RemoteWatcher({self.node_id})"
 
 
-class _Deadlines:
-    """Request timeouts on asyncio with one loop timer per deadline slot, not one per request.
-
-    A deadline is rounded up to a multiple of 1 % of the timeout (at least 1 ms, at most
-    100 ms), so a request fails between `timeout` and `timeout` + 1 % (+ 100 ms at most) late,
-    never early. Requests whose deadlines share a slot share one `TimerHandle`: a
-    `call_later` + `cancel` per request (a heap push of a Python-compared handle, 2-3 us)
-    becomes a dict lookup and a set add/discard.
-    """
-
-    __slots__ = ("loop", "slots")
-
-    def __init__(self, loop: Any) -> None:
-        self.loop = loop
-        self.slots: dict[float, set[Any]] = {}
-
-    def add(self, fut: Any, timeout: float) -> set[Any]:
-        """Fail `fut` with TimeoutError once `timeout` has passed; discard it from the result when done."""
-        grain = timeout * 0.01
-        if grain < 0.001:
-            grain = 0.001
-        elif grain > 0.1:
-            grain = 0.1
-        due = math.ceil((self.loop.time() + timeout) / grain) * grain
-        slot = self.slots.get(due)
-        if slot is None:
-            slot = self.slots[due] = set()
-            self.loop.call_at(due, self._expire, due)
-        slot.add(fut)
-        return slot
-
-    def _expire(self, due: float) -> None:
-        for fut in self.slots.pop(due, ()):
-            if not fut.done():
-                fut.set_exception(TimeoutError())
-
-
 class RemoteRouter:
     """Implements `noex_lab.core.router.Router` over the transport."""
 
@@ -214,9 +176,6 @@ class RemoteRouter:
         self.remote_monitors: dict[MonitorRef, tuple[ProcessRef, Any]] = {}
         self.rpc_handlers: dict[str, RpcHandler] = {"process.shutdown": self._handle_shutdown}
         self.name_resolvers: list[Callable[[str], ProcessRef | None]] = []
-        # asyncio: request timeouts share loop timers (see _Deadlines); trio: one scope each
-        loop = getattr(node.backend, "loop", None) if node.backend.name == "asyncio" else None
-        self._deadlines = _Deadlines(loop) if loop is not None else None
 
     # ------------------------------------------------------------------ helpers
     def _conn(self, ref: ProcessRef) -> Connection | None:
@@ -260,25 +219,18 @@ class RemoteRouter:
         """Send a request frame (its slot 1 is the request id) and await the REPLY."""
         req = next(conn.req_ids)
         message[1] = req
-        deadlines = self._deadlines
-        fut = deadlines.loop.create_future() if deadlines is not None else self.node.backend.new_future()
+        backend = self.node.backend
+        fut = backend.new_future()
         conn.pending[req] = fut
-        slot: set[Any] | None = None
         try:
             _send_user(conn, message, len(message) - 1)
-            if deadlines is None:
-                return await self.node.backend.wait_future(fut, timeout)
-            if timeout is not None:
-                slot = deadlines.add(fut, timeout)
-            return await fut
+            return await backend.wait_future(fut, timeout)
         except TimeoutError as exc:
             if type(exc) is TimeoutError:
                 raise CallTimeoutError(target, timeout) from None
             raise
         finally:
             conn.pending.pop(req, None)
-            if slot is not None:
-                slot.discard(fut)
 
     async def stop(self, to: ProcessRef, reason: ExitReason, timeout: float) -> None:
         conn = self._conn(to)
