@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # JupyterLab refuses to run as root unless told; containers and CI often are root.
 LAB_FLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: lab test lint typecheck unit notebooks bench docs clean
+.PHONY: lab test lint typecheck unit notebooks bench docs clean test-browser
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "noex_lab needs Python >= 3.11 (set PYTHON=python3.11)")'
@@ -48,3 +48,25 @@ $(DOCS_STAMP): $(STAMP)
 
 docs: $(DOCS_STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+# The browser test (tests/browser): JupyterLab in headless Debian chromium, driven by Python
+# playwright. No browser download: playwright drives the system's chromium (installed here with
+# apt-get when it is missing, which needs root).
+CHROMIUM      ?= /usr/bin/chromium
+BROWSER_STAMP := $(VENV)/.installed-browser
+
+$(BROWSER_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet playwright
+	touch $(BROWSER_STAMP)
+
+$(CHROMIUM):
+	@if [ "$$(id -u)" != 0 ]; then \
+		echo "$(CHROMIUM) is missing: install Debian's chromium (apt-get install -y chromium) as root, or set CHROMIUM=/path/to/chromium" >&2; \
+		exit 1; \
+	fi
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+
+test-browser: $(BROWSER_STAMP) $(CHROMIUM)
+	mkdir -p tests/artifacts
+	CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q -p no:randomly -m browser tests/browser

@@ -19,6 +19,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import sniffio
 from anyio.abc import TaskGroup
 
 from ._backend import Backend, Cancellable, current_backend, current_loop_key
@@ -263,7 +264,15 @@ class Node:
             except Exception as exc:
                 self.events.report_error(f"{what} failed", exc)
 
-        self._tg.start_soon(guarded)
+        # Callbacks from the loop (protocols, call_soon, the liveness thread's reports) run
+        # outside any task; anyio finds the loop through sniffio, so name it for this call.
+        local = sniffio.thread_local
+        previous = local.name
+        local.name = self.backend.name
+        try:
+            self._tg.start_soon(guarded)
+        finally:
+            local.name = previous
 
     def run_callback(self, callback: Callable[..., Any], *args: Any, what: str = "callback") -> None:
         """Call a user callback (sync or async) in the background; errors are reported."""

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.abc
 import msgpack
+import sniffio
 
 from ..core._backend import FutureLike
 from ..core.node_id import NodeId
@@ -436,11 +437,18 @@ class _InlineProtocol:
     def data_received(self, data: bytes) -> None:
         if not self.active:
             return
+        # Frames are handled here, outside any task: tell anyio (through sniffio) which loop
+        # this is, as anyio.run would, so handlers may start tasks (e.g. in a Jupyter kernel).
+        local = sniffio.thread_local
+        previous = local.name
+        local.name = "asyncio"
         try:
             ok = self.conn._received(data)
         except BaseException:
             self._finish()
             raise
+        finally:
+            local.name = previous
         if not ok:
             self._finish()
             self.conn._transport.pause_reading()

@@ -1,0 +1,304 @@
+"""End to end in a real browser: JupyterLab (headless) runs `00-start-here.ipynb` with *Run → Run
+All Cells* in Debian's chromium driven by Python playwright, and the rendered widgets show the
+failover: the `ClusterView` shows the killed node down, the `SupervisorView` shows its children
+moved to the nodes that are left.
+
+Run by `make test-browser` only (marker `browser`, deselected by default in pyproject.toml): it
+needs `/usr/bin/chromium` (or $CHROMIUM) and the `playwright` package, which that target installs.
+Screenshots go to tests/artifacts/.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "tests" / "artifacts"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+NOTEBOOK = "00-start-here.ipynb"
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(420)]
+
+
+# ----------------------------------------------------------------------------------- processes
+def _children_of() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        tree.setdefault(ppid, []).append(int(entry))
+    return tree
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (kernels and the node processes they started)."""
+    tree = _children_of()
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in tree.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _wait(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
+    """Re-check `predicate` until it is truthy; AssertionError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(every)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class JupyterLab:
+    """`jupyter lab` on a free loopback port with a random token, serving `notebook_dir`."""
+
+    def __init__(self, notebook_dir: Path, home: Path) -> None:
+        self.port = _free_port()
+        self.token = secrets.token_hex(24)
+        self.log_path = home / "jupyterlab.log"
+        env = dict(os.environ)
+        env.update({  # no user configuration in, no state out
+            "JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_DATA_DIR": str(home / "data"),
+            "JUPYTER_RUNTIME_DIR": str(home / "runtime"), "IPYTHONDIR": str(home / "ipython"),
+        })
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", f"--port={self.port}",
+             "--ServerApp.ip=127.0.0.1", f"--ServerApp.token={self.token}", f"--notebook-dir={notebook_dir}",
+             "--ServerApp.port_retries=0", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=str(notebook_dir),
+            start_new_session=True,
+        )
+        self.known: set[int] = set()  # every descendant seen: kernels, local nodes
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}?token={self.token}"
+
+    def ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"jupyter lab exited with {self.proc.returncode}: {self.log()[-2000:]}")
+        try:
+            with urllib.request.urlopen(self.url("/api/status"), timeout=2) as response:
+                return bool(json.loads(response.read()))
+        except OSError:
+            return False
+
+    def note_descendants(self) -> list[int]:
+        self.known.update(descendants(self.proc.pid))
+        return sorted(self.known)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        """SIGTERM (it shuts its kernels down), then SIGKILL whatever it started that is left, by PID."""
+        pids = self.note_descendants()
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        with contextlib.suppress(AssertionError):
+            _wait(lambda: not any(_alive(p) for p in pids), 10, "the kernels and local nodes to exit")
+        for pid in pids:
+            if _alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        self._log.close()
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[JupyterLab]:
+    notebooks = tmp_path / "notebooks"
+    shutil.copytree(REPO / "notebooks", notebooks)
+    # The stored outputs (and widget state) of the copy are removed: everything the test sees
+    # on the page comes from this run.
+    path = notebooks / NOTEBOOK
+    nb = json.loads(path.read_text())
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            cell["outputs"], cell["execution_count"] = [], None
+    nb["metadata"].pop("widgets", None)
+    path.write_text(json.dumps(nb, indent=1))
+    server = JupyterLab(notebooks, tmp_path)
+    try:
+        _wait(server.ready, 90, "JupyterLab to answer /api/status", every=0.25)
+        yield server
+    finally:
+        server.stop()
+
+
+# ----------------------------------------------------------------------------------- the page
+# rows of cell texts; a status cell starts with a colored dot, which is left out
+ROWS_JS = """(el) => Array.from(el.querySelectorAll('table')).map(t =>
+    Array.from(t.querySelectorAll('tr')).map(r => Array.from(r.children).map(
+        c => c.textContent.replace('\u25cf', '').trim())))"""
+
+
+def _tables(locator: Any) -> list[list[list[str]]]:
+    """The tables inside a widget output, as rows of cell texts (the first row of each: its header)."""
+    tables: list[list[list[str]]] = locator.evaluate(ROWS_JS)
+    return tables
+
+
+def _by_column(table: list[list[str]], key: str) -> dict[str, dict[str, str]]:
+    header, *rows = table
+    return {row[header.index(key)]: dict(zip(header, row, strict=False)) for row in rows if len(row) == len(header)}
+
+
+def test_run_all_shows_the_failover_in_the_widgets(lab: JupyterLab) -> None:
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: run `make test-browser` (it installs chromium)"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shots = {name: ARTIFACTS / f"start-here-{name}.png" for name in ("opened", "after-run", "cluster-view",
+                                                                    "supervisor-view")}
+    for shot in [*shots.values(), ARTIFACTS / "start-here-failure.png"]:
+        shot.unlink(missing_ok=True)
+    nb = json.loads((REPO / "notebooks" / NOTEBOOK).read_text())
+    code_cell_count = sum(cell["cell_type"] == "code" for cell in nb["cells"])
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        except BaseException:
+            browser.close()
+            raise
+        try:
+            page.set_default_timeout(30_000)
+            page.goto(lab.url(f"/lab/tree/{NOTEBOOK}"))
+            page.wait_for_selector(".jp-NotebookPanel", timeout=90_000)
+            status = page.locator(".jp-StatusBar-Widget", has_text="Python 3 (ipykernel) | Idle").first
+            status.wait_for(timeout=90_000)
+
+            # the "would you like to get notified about official Jupyter news?" toast, if shown
+            toast = page.locator(".jp-toast-container, .Toastify").filter(has_text="Jupyter news")
+            with contextlib.suppress(Exception):
+                toast.first.wait_for(timeout=5_000)
+            if toast.count():
+                toast.get_by_role("button", name="No").first.click()
+                toast.first.wait_for(state="detached", timeout=10_000)
+            page.screenshot(path=str(shots["opened"]))
+
+            # Run → Run All Cells
+            page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+            page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+
+            prompts = page.locator(".jp-Notebook .jp-CodeCell .jp-InputArea-prompt")
+
+            def all_ran() -> bool:  # every code cell shows its execution count: [n]:
+                texts = prompts.all_text_contents()
+                return len(texts) == code_cell_count and all(re.fullmatch(r"\[\d+\]:", t.strip()) for t in texts)
+
+            _wait(all_ran, 180, "every code cell to run", every=0.5)
+            lab.note_descendants()  # the kernel and the three local nodes it started
+            status.wait_for(timeout=60_000)
+            errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr'], "
+                                  ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']")
+            assert errors.count() == 0, f"a cell failed or wrote to stderr: {errors.all_text_contents()}"
+
+            # the node that %noex kill killed, as this run named it (with its port)
+            killed = page.locator(".jp-OutputArea-output", has_text="killed local node local2").first
+            match = re.search(r"\((local2@127\.0\.0\.1:\d+),", killed.text_content() or "")
+            assert match, killed.text_content()
+            local2 = match.group(1)
+
+            cluster = page.locator(".widget-html-content", has_text="cluster seen from app@").first
+            supervisor = page.locator(".widget-html-content", has_text="restart log").first
+
+            seen: list[Any] = []
+
+            def failover_rendered() -> bool:
+                seen[:] = [_tables(cluster), _tables(supervisor)]
+                members = _by_column(seen[0][0], "node")
+                children_table, log = seen[1]
+                moved = [row for row in log[1:] if row[1] == "child_migrated"]
+                return (members.get(local2, {}).get("status", "").startswith("down")
+                        and len(moved) == 2 and all(c[2] != local2 for c in children_table[1:]))
+
+            try:
+                _wait(failover_rendered, 30, "the widgets to show the failover", every=0.25)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; the widgets show {seen}") from None
+
+            # ClusterView: the killed node is down (its connection closed), the others are up
+            members = _by_column(_tables(cluster)[0], "node")
+            assert members[local2]["status"] == "down (connection_closed)", members
+            up = sorted(node.split("@")[0] for node, row in members.items() if row["status"] == "up")
+            assert up == ["local1", "local3"], members
+            assert members[next(n for n in members if n.startswith("app@"))]["status"] == "up (this node)"
+
+            # SupervisorView: w2 and w6 moved off local2 (one restart each, last exit noconnection),
+            # the six others never stopped; the restart log shows both migrations
+            children_table, log = _tables(supervisor)
+            children = _by_column(children_table, "child")
+            assert sorted(children) == [f"w{i}" for i in range(8)], children
+            for child_id, row in children.items():
+                assert row["status"] == "running" and row["node"] != local2, row
+                if child_id in ("w2", "w6"):
+                    assert (row["restarts"], row["last exit"]) == ("1", "noconnection"), row
+                else:
+                    assert (row["restarts"], row["last exit"]) == ("0", ""), row
+            migrated = sorted((row[2], row[3].split(" moved from ")[1].split(" to ")[0])
+                              for row in log[1:] if row[1] == "child_migrated")
+            assert migrated == [("w2", local2), ("w6", local2)], log
+
+            cluster.scroll_into_view_if_needed()
+            cluster.screenshot(path=str(shots["cluster-view"]))
+            supervisor.scroll_into_view_if_needed()
+            supervisor.screenshot(path=str(shots["supervisor-view"]))
+            page.screenshot(path=str(shots["after-run"]))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                page.screenshot(path=str(ARTIFACTS / "start-here-failure.png"))
+            raise
+        finally:
+            browser.close()
+    for shot in shots.values():
+        assert shot.stat().st_size > 10_000, f"{shot} looks empty"
