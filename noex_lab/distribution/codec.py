@@ -769,6 +769,14 @@ class Codec:
         return ext
 
     # -------------------------------------------------------------------------------- decoding
+    def frame_decoder(self) -> Callable[[Any], Any]:
+        """`decode` without its size check, for frames the reader already bounded (hot path).
+        It raises what msgpack raises; callers treat any exception as an undecodable frame."""
+        return functools.partial(
+            _unpackb, ext_hook=self._ext_fast, strict_map_key=False, unicode_errors="surrogatepass",
+            timestamp=3,
+        )
+
     def decode(self, data: bytes | bytearray | memoryview) -> Any:
         """The value in `data`; anything malformed, unknown or too big raises DecodeError."""
         try:

@@ -94,6 +94,7 @@ class Connection:
         self.goodbye_received = False
         self.peer_hidden = False
         self.peer_heartbeat_ms = 0
+        self._decode_frame = codec.frame_decoder()
         self._initial = initial
         self._small: list[bytes] = []
         self._small_bytes = 0
@@ -308,7 +309,7 @@ class Connection:
             return False
         if bodies and self.faults.is_blocked(self.peer):
             return True
-        decode = self.codec.decode
+        decode = self._decode_frame
         dispatch = self.dispatch
         known = KNOWN_TYPES
         for body in bodies:
@@ -316,28 +317,26 @@ class Connection:
             frame: bytes | memoryview = body
             try:
                 message = decode(body)
-                if type(message) is not list or not message or message[0] not in known:
-                    raise ProtocolError(f"unknown message {str(message)[:80]}")
-                if message[0] == CHUNK:
+                if type(message) is list and message and message[0] == CHUNK:
                     whole = self._chunks.add(message[1], message[3], bool(message[2]))
                     if whole is None:
                         continue
                     frame = whole
                     message = decode(whole)
-                    if type(message) is not list or not message or message[0] not in known:
-                        raise ProtocolError("unknown chunked message")
-                dispatch(self, message)
             except ProtocolError as exc:
                 log.warning("closing connection to %s: %s", self.peer, exc)
                 return False
+            except Exception as exc:  # malformed bytes, or a value this node cannot rebuild
+                if not self._refuse_undecodable(frame, exc):
+                    log.warning("closing connection to %s: undecodable frame: %s", self.peer, exc)
+                    return False
+                continue
+            if type(message) is not list or not message or message[0] not in known:
+                log.warning("closing connection to %s: unknown message %s", self.peer, str(message)[:80])
+                return False
+            try:
+                dispatch(self, message)
             except Exception as exc:
-                from .codec import DecodeError
-
-                if isinstance(exc, DecodeError):
-                    if not self._refuse_undecodable(frame, exc):
-                        log.warning("closing connection to %s: undecodable frame: %s", self.peer, exc)
-                        return False
-                    continue
                 self.node.events.report_error(f"handling a message from {self.peer}", exc)
         return True
 
