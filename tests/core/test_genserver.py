@@ -148,23 +148,23 @@ async def test_async_callbacks(node: Node) -> None:
 
     class AsyncServer(GenServer):
         async def init(self, arg: Any) -> list[Any]:
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
             return [("init", arg)]
 
         async def handle_call(self, msg: Any, state: list[Any]) -> Any:
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
             return list(state), state
 
         async def handle_cast(self, msg: Any, state: list[Any]) -> list[Any]:
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
             return [*state, ("cast", msg)]
 
         async def handle_info(self, msg: Any, state: list[Any]) -> list[Any]:
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
             return [*state, ("info", msg)]
 
         async def terminate(self, reason: Any, state: list[Any]) -> None:
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
             sink.add((reason, state))
 
     ref = await GenServer.start(AsyncServer, "a")
@@ -196,7 +196,7 @@ async def test_init_raising_gives_init_error_with_cause(node: Node) -> None:
 async def test_init_timeout_gives_init_error_with_cause(node: Node) -> None:
     class Sleepy(GenServer):
         async def init(self, arg: Any) -> Any:
-            await anyio.sleep(30)
+            await anyio.sleep_forever()  # stuck: killed or timed out by the runtime
 
     started = anyio.current_time()
     with pytest.raises(InitError) as info:

@@ -268,7 +268,7 @@ async def test_on_down_callbacks_sync_and_async(node: Node) -> None:
     sync_sink, async_sink = Sink(), Sink()
 
     async def async_on_down(down: Down) -> None:
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         async_sink.add(down)
 
     m1 = await RemoteMonitor.monitor(target, on_down=sync_sink)

@@ -84,7 +84,7 @@ async def test_async_subscribers_and_a_broken_subscriber(node: Node) -> None:
     async_sink = Sink()
 
     async def async_subscriber(event: NodeEvent) -> None:
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         if event.kind == "process_started":
             async_sink.add(event)
 
@@ -234,7 +234,7 @@ async def test_node_stop_kills_a_process_whose_terminate_hangs(node: Node) -> No
     class Hangs(Pawn):
         async def terminate(self, reason: Any, state: Any) -> None:
             terminated.add(reason)
-            await anyio.sleep(30)
+            await anyio.sleep_forever()  # stuck: killed or timed out by the runtime
 
     events = Sink()
     node.events.subscribe(events)

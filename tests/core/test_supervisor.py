@@ -391,7 +391,7 @@ async def test_a_child_exceeding_its_shutdown_time_is_killed(node: Node) -> None
     class Stubborn(Worker):
         async def terminate(self, reason: Any, state: tuple[str, Sink]) -> None:
             state[1].add(("terminating", state[0]))
-            await anyio.sleep(30)
+            await anyio.sleep_forever()  # stuck: killed or timed out by the runtime
 
     sup = await Supervisor.start(
         "one_for_one",

@@ -645,7 +645,6 @@ def start_child(sides: Sides) -> tuple[Side, Child, NodeId]:
     return a, child, child_id
 
 
-@pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs SIGSTOP")
 def test_frozen_process_is_reported_down(sides: Sides) -> None:
     a, child, child_id = start_child(sides)
     try:
