@@ -205,7 +205,8 @@ class RemoteRouter:
         _send_user(conn, [p.CAST if tag == CAST_TAG else p.SEND, to.id, to.creation, msg], 3)
         return True
 
-    async def call(self, to: ProcessRef, msg: Any, timeout: float, sender: ProcessRef | None) -> Any:
+    async def _ready_conn(self, to: ProcessRef) -> Connection:
+        """The connection to `to`'s node, with room to send; typed errors when there is none."""
         conn = self._conn(to)
         if conn is None:
             raise NodeNotReachableError(to.node, "not connected")
@@ -213,6 +214,10 @@ class RemoteRouter:
             raise ServerNotRunningError(to, NOPROC)
         if conn.congested:
             await conn.wait_for_space()
+        return conn
+
+    async def call(self, to: ProcessRef, msg: Any, timeout: float, sender: ProcessRef | None) -> Any:
+        conn = await self._ready_conn(to)
         return await self.request(conn, [p.CALL, 0, to.id, to.creation, sender, msg], timeout, to)
 
     async def request(self, conn: Connection, message: list[Any], timeout: float, target: object) -> Any:
@@ -233,13 +238,7 @@ class RemoteRouter:
             conn.pending.pop(req, None)
 
     async def stop(self, to: ProcessRef, reason: ExitReason, timeout: float) -> None:
-        conn = self._conn(to)
-        if conn is None:
-            raise NodeNotReachableError(to.node, "not connected")
-        if conn.peer_incarnation != to.creation:
-            raise ServerNotRunningError(to, NOPROC)
-        if conn.congested:
-            await conn.wait_for_space()
+        conn = await self._ready_conn(to)
         await self.request(conn, [p.STOP, 0, to.id, to.creation, reason, timeout], timeout + 1.0, to)
 
     async def shutdown(self, to: ProcessRef, reason: ExitReason, timeout: float | None) -> ExitReason:

@@ -17,7 +17,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import anyio
@@ -36,6 +36,8 @@ from noex_lab.distribution.liveness import (
     encode_heartbeat,
     run_loop_stamper,
 )
+from tests.helpers.waiting import wait_until as wait_until_async
+from tests.helpers.waiting import wait_until_blocking as wait_until
 
 INTERVAL = 0.1
 MISS = 3
@@ -84,14 +86,6 @@ class Recorder:
     def kinds(self, peer: NodeId | None = None) -> list[str]:
         with self._lock:
             return [e.kind for e in self.events if peer is None or e.peer == peer]
-
-
-def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.005)
 
 
 def heard(mon: LivenessMonitor, peer: NodeId) -> int:
@@ -263,9 +257,7 @@ async def test_run_loop_stamper_reports_a_blocked_loop_as_busy(sides: Sides) -> 
         tg.start_soon(run_loop_stamper, stamp, 0.02)
         a.mon.start()
         b.mon.start()
-        with anyio.fail_after(2):
-            while heard(b.mon, a.id) < 2:
-                await anyio.sleep(0.01)
+        await wait_until_async(lambda: heard(b.mon, a.id) >= 2, 2.0, "two heartbeats")
         assert stamp.lag_s() < BUSY
         time.sleep(0.6)  # a blocking "notebook cell": the stamper cannot run
         busy = await anyio.to_thread.run_sync(b.rec.wait_for, "busy", a.id, 1.0)

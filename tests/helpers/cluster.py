@@ -9,27 +9,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
 
 from noex_lab import Cluster, Node, NodeId
+from tests.helpers.waiting import wait_until
+
+__all__ = ["NodeProcess", "start_cluster", "wait_until"]
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-async def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
-    """Re-check `predicate` every 5 ms until it is truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await anyio.sleep(0.005)
 
 
 async def start_cluster(n: int, *, fast: bool = True, **options: Any) -> list[Node]:

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.lab.kernel_harness import Kernel, wait_pids_gone
+from tests.helpers.waiting import wait_pids_gone
+from tests.lab.kernel_harness import Kernel
 
 PIDS_OF_LOCAL_NODES = (
     "[n.pid for n in __import__('noex_lab.lab', fromlist=['x']).session_of(get_ipython()).launcher.nodes.values()]"

@@ -209,30 +209,5 @@ class Kernel:
                         os.kill(with_pid.pid, signal.SIGKILL)
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie (exited, not yet reaped by its parent) counts as gone
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def wait_pids_gone(pids: list[int], timeout: float) -> list[int]:
-    """Wait until none of `pids` runs; returns the ones still alive at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        alive = [p for p in pids if pid_alive(p)]
-        if not alive or time.monotonic() > deadline:
-            return alive
-        time.sleep(0.05)
-
-
 def python() -> str:
     return sys.executable

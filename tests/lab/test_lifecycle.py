@@ -9,8 +9,9 @@ import time
 
 import pytest
 
+from tests.helpers.waiting import pid_alive, wait_pids_gone
 from tests.lab.conftest import local_pids, shutdown_and_reap
-from tests.lab.kernel_harness import Kernel, pid_alive, wait_pids_gone
+from tests.lab.kernel_harness import Kernel
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -10,8 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.helpers.waiting import pid_alive, wait_pids_gone
 from tests.lab.conftest import local_pids, shutdown_and_reap
-from tests.lab.kernel_harness import REPO, Kernel, pid_alive, wait_pids_gone
+from tests.lab.kernel_harness import REPO, Kernel
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from tests.helpers.waiting import wait_pids_gone
 from tests.lab.conftest import local_pids, shutdown_and_reap
-from tests.lab.kernel_harness import Kernel, wait_pids_gone
+from tests.lab.kernel_harness import Kernel
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -23,6 +24,8 @@ import asyncio, time
 from noex_lab import Cluster, current_node
 from noex_lab.lab import session_of
 
+POLL_S = 0.002  # re-check interval of the bounded wait below
+
 async def churn():
     kernel_node = current_node()
     secret = session_of(get_ipython()).secret
@@ -32,7 +35,7 @@ async def churn():
         deadline = time.monotonic() + 10
         while not predicate():
             assert time.monotonic() < deadline, "membership did not change in time"
-            await asyncio.sleep(0.002)
+            await asyncio.sleep(POLL_S)
 
     for i in range({CYCLES}):
         peer = await Cluster.start(f"churn{{i}}", port=0, seeds=[str(kernel_node.id)], cluster_secret=secret,

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.cluster import REPO
+from tests.helpers.waiting import wait_pids_gone
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -39,23 +40,6 @@ def _node_pids_of(demo_pid: int) -> set[int]:
         if b"noex_lab.cli\x00node" in cmdline and marker in cmdline and state != "Z":
             found.add(int(entry.name))
     return found
-
-
-def _wait_gone(pids: set[int], timeout: float) -> set[int]:
-    """Wait until none of `pids` runs any more (zombies count as gone); returns the survivors."""
-    deadline = time.monotonic() + timeout
-    while True:
-        alive = set()
-        for pid in pids:
-            try:
-                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            except OSError:
-                continue
-            if state != "Z":
-                alive.add(pid)
-        if not alive or time.monotonic() > deadline:
-            return alive
-        time.sleep(0.05)
 
 
 def _pids_line(output: str) -> set[int]:
@@ -103,7 +87,7 @@ def test_demo_runs_end_to_end_and_leaves_no_process_behind() -> None:
     assert "supervision trees" in out and "DemoWorker" in out  # the view was shown
     assert "nothing left running" in out
     assert "Traceback" not in result.stderr, result.stderr
-    assert not leftovers and not _wait_gone(pids, 0.0), "node processes outlived the demo"
+    assert not leftovers and not wait_pids_gone(pids, 0.0), "node processes outlived the demo"
 
 
 @pytest.mark.timeout(90)
@@ -113,7 +97,7 @@ def test_demo_live_view_on_a_terminal() -> None:
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
     assert "\x1b[" in result.stdout  # a live view was drawn with terminal control codes
     assert "child_migrated" in result.stdout and "SIGKILL" in result.stdout
-    assert not leftovers and not _wait_gone(_pids_line(result.stdout), 0.0)
+    assert not leftovers and not wait_pids_gone(_pids_line(result.stdout), 0.0)
 
 
 class RunningDemo:
@@ -155,7 +139,7 @@ class RunningDemo:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
-        for pid in _node_pids_of(self.proc.pid) | _wait_gone(self.pids, 0.0):
+        for pid in _node_pids_of(self.proc.pid) | wait_pids_gone(self.pids, 0.0):
             os.kill(pid, signal.SIGKILL)
 
 
@@ -166,7 +150,7 @@ def test_node_processes_exit_when_the_demo_is_killed() -> None:
         demo.wait_supervisor()
         demo.proc.kill()  # no cleanup code runs: the closed stdin pipes make the nodes leave
         demo.proc.wait(timeout=10)
-        survivors = _wait_gone(demo.pids, 10.0)
+        survivors = wait_pids_gone(demo.pids, 10.0)
         assert not survivors, f"node processes {survivors} outlived the SIGKILLed demo"
     finally:
         demo.cleanup()
@@ -179,7 +163,7 @@ def test_sigterm_stops_the_demo_and_everything_it_started() -> None:
         demo.wait_supervisor()
         demo.proc.send_signal(signal.SIGTERM)
         assert demo.proc.wait(timeout=30) == 0
-        assert not _wait_gone(demo.pids, 0.0), "node processes outlived the demo"
+        assert not wait_pids_gone(demo.pids, 0.0), "node processes outlived the demo"
         assert not _node_pids_of(demo.proc.pid)
         demo.wait_line("nothing left running", 5.0)
     finally:
