@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
+import weakref
 from collections.abc import Awaitable, Callable, Generator
+from threading import get_ident
 from typing import Any, Protocol
 
 import anyio
@@ -253,13 +256,49 @@ def current_backend() -> Backend:
 
 
 def current_loop_key() -> object:
-    """Identifies the running event loop (hot: called by every facade call outside a process)."""
+    """Identifies the running event loop (hot: called by every facade call outside a process).
+
+    `asyncio.get_running_loop()` makes a getpid() system call on every call (its fork check),
+    which costs more than the rest of a cast. So the asyncio loop last found is remembered: it
+    is still the running loop when it runs in this very thread (one thread runs one loop at a
+    time), which `loop._thread_id` tells without a system call. A fork forgets it."""
+    loop = _last_asyncio_loop()
+    if loop is not None and loop._thread_id == get_ident():
+        return loop
     try:
-        return asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
     except RuntimeError:
         pass
-    if sniffio.current_async_library() == "trio":
+    else:
+        _remember_loop(loop)
+        return loop
+    try:
+        library = sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        library = None
+    if library == "trio":
         import trio
 
         return trio.lowlevel.current_trio_token()
     raise RuntimeError("noex_lab needs a running asyncio or trio event loop")
+
+
+def _no_loop() -> Any:
+    return None
+
+
+_last_asyncio_loop: Callable[[], Any] = _no_loop  # a weak reference to it, once there is one
+
+
+def _remember_loop(loop: asyncio.AbstractEventLoop) -> None:
+    global _last_asyncio_loop
+    if hasattr(loop, "_thread_id"):  # (an event loop without it, like uvloop's, is not remembered)
+        _last_asyncio_loop = weakref.ref(loop)
+
+
+def _forget_loop() -> None:
+    global _last_asyncio_loop
+    _last_asyncio_loop = _no_loop
+
+
+os.register_at_fork(after_in_child=_forget_loop)

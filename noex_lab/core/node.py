@@ -440,21 +440,21 @@ class Node:
         self._send(target, INFO, msg)
 
     def _send(self, target: Target, tag: int, msg: Any) -> None:
-        if type(target) is not ProcessRef:
+        if type(target) is ProcessRef:
+            ref = target
+        else:
             try:
-                target = self.resolve(target)
+                ref = self.resolve(target)
             except NotRegisteredError:
                 return
-        assert isinstance(target, ProcessRef)
-        node = target.node
-        router = self.router
+        node = ref.node
         # A node has no connection to itself: a ref the router could send to is remote.
-        if node is not None and node is not self._id and router is not None:
-            me = _current_process.get()
-            if router.send(target, tag, msg, me.ref if me is not None else None):
+        if node is not None and node is not self._id:
+            router = self.router
+            if router is not None and router.send(ref, tag, msg):
                 return
-        if self.is_local(target):
-            proc = self.local_process(target)
+        if self.is_local(ref):
+            proc = self.local_process(ref)
             if proc is not None and proc._alive:
                 proc.deliver((tag, msg))
 
@@ -668,7 +668,7 @@ class Node:
                     if proc.alive:
                         proc.deliver((INFO, down))
             elif self.router is not None:
-                self.router.send(sink, INFO, down, None)
+                self.router.send(sink, INFO, down)
         elif callable(sink):
             self.run_callback(sink, down, what="on_down")
         else:

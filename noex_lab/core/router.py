@@ -18,7 +18,7 @@ class Router(Protocol):
     def has_connection(self, node: Any) -> bool:
         """Whether a connection to `node` is open (never true for the local node)."""
 
-    def send(self, to: ProcessRef, tag: int, msg: Any, sender: ProcessRef | None) -> bool:
+    def send(self, to: ProcessRef, tag: int, msg: Any) -> bool:
         """Cast (tag CAST) or plain send (tag INFO); never raises for an unreachable node.
         False when there is no connection to `to.node` (nothing was sent)."""
 

@@ -111,6 +111,7 @@ class Connection:
         # synchronous transport.write at its end, with no hop through the writer task, and
         # received bytes are parsed and dispatched in the transport's data_received callback.
         self._transport: Any = None
+        self._direct_ok = False  # the fast path is installed and the transport is not paused
         self._protocol: Any = None  # anyio's StreamProtocol: its write_event tracks flow control
         self._direct: list[bytes] = []
         self._direct_bytes = 0
@@ -134,16 +135,21 @@ class Connection:
         """Encode and queue (raises SerializationError for unsendable values)."""
         self.send_body(self.codec.encode(message))
 
+    def send_user(self, message: list[Any]) -> bool:
+        """`send` for a frame carrying a user's value (casts, calls): False, and nothing sent,
+        while the connection is congested; the sender decides whether to wait or drop."""
+        if self._small_bytes >= SMALL_LANE_LIMIT or self._big_pending >= LARGE_LANE_LIMIT:
+            return False
+        self.send_body(self.codec.encode(message))
+        return True
+
     def send_body(self, body: bytes) -> None:
-        if self.closed:
-            return
         if (
-            self._transport is not None
-            and len(body) <= CHUNK_SIZE
+            self._direct_ok  # the asyncio fast path is on and the transport takes writes
             and not self._small
             and not self._large
+            and len(body) <= CHUNK_SIZE
             and not self.faults.active
-            and self._protocol.write_event.is_set()  # (anyio replaces the event on pause_writing)
         ):
             direct = self._direct
             direct.append(HEADER.pack(len(body)))
@@ -156,6 +162,8 @@ class Connection:
                 # a long burst in one iteration (100,000 casts in a loop): stream it in batches,
                 # so the peer starts working while the sender is still producing
                 self._write_direct()
+            return
+        if self.closed:
             return
         if len(body) > CHUNK_SIZE or self._behind:
             key = _sender_key()
@@ -250,6 +258,7 @@ class Connection:
                 self.node.events.report_error(f"connection to {self.peer} failed", exc)
         finally:
             self.closed = True
+            self._direct_ok = False
             self._release_space()
             with anyio.CancelScope(shield=True):
                 await anyio.aclose_forcefully(self.stream)
@@ -258,6 +267,7 @@ class Connection:
         if not self.closed:
             self.close_reason = reason
         self.closed = True
+        self._direct_ok = False
         if self._scope is not None:
             self._scope.cancel()
 
@@ -295,10 +305,12 @@ class Connection:
                     return
             if anyio_protocol.is_at_eof or anyio_protocol.exception is not None or transport.is_closing():
                 return
+            self._direct_ok = anyio_protocol.write_event.is_set() and not self.closed
             transport.resume_reading()  # registers the reader callback with this task's context
             await done
         finally:
             inline.active = False
+            self._direct_ok = False
 
     def _received(self, data: bytes) -> bool:
         """Parse and dispatch received bytes; False when the connection must close."""
@@ -307,33 +319,44 @@ class Connection:
         except ProtocolError as exc:
             log.warning("closing connection to %s: %s", self.peer, exc)
             return False
-        if bodies and self.faults.is_blocked(self.peer):
+        if not bodies or self.faults.is_blocked(self.peer):
             return True
+        self.received_frames += len(bodies)
         decode = self._decode_frame
         dispatch = self.dispatch
         known = KNOWN_TYPES
         for body in bodies:
-            self.received_frames += 1
-            frame: bytes | memoryview = body
             try:
                 message = decode(body)
-                if type(message) is list and message and message[0] == CHUNK:
-                    whole = self._chunks.add(message[1], message[3], bool(message[2]))
-                    if whole is None:
-                        continue
-                    frame = whole
-                    message = decode(whole)
-            except ProtocolError as exc:
-                log.warning("closing connection to %s: %s", self.peer, exc)
-                return False
             except Exception as exc:  # malformed bytes, or a value this node cannot rebuild
-                if not self._refuse_undecodable(frame, exc):
+                if not self._refuse_undecodable(body, exc):
                     log.warning("closing connection to %s: undecodable frame: %s", self.peer, exc)
                     return False
                 continue
             if type(message) is not list or not message or message[0] not in known:
                 log.warning("closing connection to %s: unknown message %s", self.peer, str(message)[:80])
                 return False
+            if message[0] == CHUNK:
+                try:
+                    whole = self._chunks.add(message[1], message[3], bool(message[2]))
+                except ProtocolError as exc:
+                    log.warning("closing connection to %s: %s", self.peer, exc)
+                    return False
+                except Exception as exc:  # a CHUNK frame of the wrong shape
+                    log.warning("closing connection to %s: malformed chunk: %s", self.peer, exc)
+                    return False
+                if whole is None:
+                    continue
+                try:
+                    message = decode(whole)
+                except Exception as exc:
+                    if not self._refuse_undecodable(whole, exc):
+                        log.warning("closing connection to %s: undecodable frame: %s", self.peer, exc)
+                        return False
+                    continue
+                if type(message) is not list or not message or message[0] not in known or message[0] == CHUNK:
+                    log.warning("closing connection to %s: unknown message %s", self.peer, str(message)[:80])
+                    return False
             try:
                 dispatch(self, message)
             except Exception as exc:
@@ -462,7 +485,9 @@ class _InlineProtocol:
         self.inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
+        self.conn._direct_ok = False
         self.inner.pause_writing()
 
     def resume_writing(self) -> None:
         self.inner.resume_writing()
+        self.conn._direct_ok = self.active and not self.conn.closed

@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..core import errors as noex_errors
 from ..core.errors import (
@@ -50,13 +50,13 @@ def _user_path(exc: SerializationError, index: int) -> str:
     return "msg" + text[len(prefix):] if text.startswith(prefix) else text
 
 
-def _send_user(conn: Connection, message: list[Any], index: int) -> None:
-    """Send a frame whose slot `index` is the user's message; errors name the user's path."""
+def _send_user(conn: Connection, message: list[Any], index: int) -> bool:
+    """Send a frame whose slot `index` is the user's message; errors name the user's path.
+    False when the connection is congested and the frame was dropped."""
     try:
-        body = conn.codec.encode(message)
+        return conn.send_user(message)
     except SerializationError as exc:
         raise SerializationError(_user_path(exc, index)) from None
-    conn.send_body(body)
 
 
 def encode_error(exc: BaseException) -> list[Any]:
@@ -172,6 +172,8 @@ class RemoteRouter:
     def __init__(self, node: Node, transport: Transport) -> None:
         self.node = node
         self.transport = transport
+        # the transport mutates this dict, never replaces it; looked up with a ref's node, maybe None
+        self._conns = cast("dict[NodeId | None, Connection]", transport.conns)
         # monitors this node's watchers hold on remote processes: mref -> (target, sink)
         self.remote_monitors: dict[MonitorRef, tuple[ProcessRef, Any]] = {}
         self.rpc_handlers: dict[str, RpcHandler] = {"process.shutdown": self._handle_shutdown}
@@ -193,16 +195,14 @@ class RemoteRouter:
     def has_connection(self, node: Any) -> bool:
         return node in self.transport.conns
 
-    def send(self, to: ProcessRef, tag: int, msg: Any, sender: ProcessRef | None) -> bool:
-        conn = self.transport.conns.get(to.node) if to.node is not None else None
+    def send(self, to: ProcessRef, tag: int, msg: Any) -> bool:
+        conn = self._conns.get(to.node)  # (None for a ref of a node that is not distributed)
         if conn is None:
             return False
         if conn.peer_incarnation != to.creation:
             return True  # addressed to an old incarnation of that node: dropped
-        if conn.congested:
+        if not _send_user(conn, [_CAST if tag == CAST_TAG else _SEND, to.id, to.creation, msg], 3):
             self.node.events.emit("overload", peer=conn.peer, dropped_frame_type=tag)
-            return True
-        _send_user(conn, [p.CAST if tag == CAST_TAG else p.SEND, to.id, to.creation, msg], 3)
         return True
 
     async def _ready_conn(self, to: ProcessRef) -> Connection:

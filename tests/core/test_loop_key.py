@@ -1,0 +1,97 @@
+"""`current_loop_key` remembers the last asyncio loop (to skip a system call per facade call):
+it must still name the loop that runs *now*, in this thread, whatever ran before."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+
+import pytest
+import trio
+
+from noex_lab.core._backend import current_loop_key
+from noex_lab.core.node import Node, current_node
+
+
+async def _key_and_loop() -> tuple[object, object]:
+    return current_loop_key(), asyncio.get_running_loop()
+
+
+def test_each_asyncio_run_gets_its_own_loop_key() -> None:
+    first_key, first_loop = asyncio.run(_key_and_loop())
+    second_key, second_loop = asyncio.run(_key_and_loop())
+    assert first_key is first_loop
+    assert second_key is second_loop
+    assert first_loop is not second_loop
+
+
+def test_a_loop_in_another_thread_is_not_confused_with_this_one() -> None:
+    results: dict[str, tuple[object, object]] = {}
+    other_started = threading.Event()
+    main_checked = threading.Event()
+
+    async def in_thread() -> None:
+        results["thread-before"] = await _key_and_loop()
+        other_started.set()
+        await asyncio.get_running_loop().run_in_executor(None, main_checked.wait, 10)
+        results["thread-after"] = await _key_and_loop()
+
+    async def in_main() -> None:
+        thread = threading.Thread(target=asyncio.run, args=(in_thread(),))
+        thread.start()
+        await asyncio.get_running_loop().run_in_executor(None, other_started.wait, 10)
+        results["main"] = await _key_and_loop()  # the thread's loop was the last one seen
+        main_checked.set()
+        await asyncio.get_running_loop().run_in_executor(None, thread.join, 10)
+
+    asyncio.run(in_main())
+    for name in ("thread-before", "main", "thread-after"):
+        key, loop = results[name]
+        assert key is loop, name
+    assert results["main"][1] is not results["thread-before"][1]
+
+
+def test_outside_any_loop_it_raises_even_after_a_loop_was_seen() -> None:
+    asyncio.run(_key_and_loop())
+    with pytest.raises(RuntimeError, match="running asyncio or trio event loop"):
+        current_loop_key()
+
+
+def test_trio_after_asyncio_gets_the_trio_token() -> None:
+    asyncio.run(_key_and_loop())
+
+    async def main() -> None:
+        assert current_loop_key() is trio.lowlevel.current_trio_token()
+
+    trio.run(main)
+
+
+def test_default_node_follows_the_running_loop() -> None:
+    async def main() -> Node:
+        node = current_node()
+        assert current_node() is node
+        await node.stop()
+        return node
+
+    first = asyncio.run(main())
+    second = asyncio.run(main())
+    assert first is not second
+
+
+def test_a_forked_child_forgets_the_parents_loop() -> None:
+    async def main() -> int:
+        current_loop_key()  # remembered in the parent
+        pid = os.fork()
+        if pid == 0:  # the child is not running the parent's loop (asyncio says so too)
+            code = 0
+            try:
+                current_loop_key()
+                code = 1
+            except RuntimeError:
+                code = 0
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status)
+
+    assert asyncio.run(main()) == 0
