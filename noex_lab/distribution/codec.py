@@ -769,16 +769,14 @@ class Codec:
         return ext
 
     # -------------------------------------------------------------------------------- decoding
-    def frame_decoder(self) -> Callable[[Any], Any]:
-        """`decode` without its size check, for frames the reader already bounded (hot path).
-        It raises what msgpack raises; callers treat any exception as an undecodable frame."""
-        ext_hook = self._ext_fast
-
-        def decode_frame(body: Any) -> Any:
-            # keywords spelled out: a functools.partial holding them costs ~250 ns more per call
-            return _unpackb(body, ext_hook=ext_hook, strict_map_key=False, unicode_errors="surrogatepass", timestamp=3)
-
-        return decode_frame
+    def stream_unpacker(self, max_buffer_size: int) -> msgpack.Unpacker:
+        """A streaming decoder for the messages of a connection's frames (hot path: one C loop
+        over the many messages of a frame). It raises what msgpack or a failing type decode
+        raises, and is unusable after that: callers make a new one."""
+        return msgpack.Unpacker(
+            ext_hook=self._ext_fast, strict_map_key=False, unicode_errors="surrogatepass", timestamp=3,
+            max_buffer_size=max_buffer_size, read_size=min(max_buffer_size, 64 * 1024),
+        )
 
     def decode(self, data: bytes | bytearray | memoryview) -> Any:
         """The value in `data`; anything malformed, unknown or too big raises DecodeError."""

@@ -26,7 +26,7 @@ import sniffio
 from ..core._backend import FutureLike
 from ..core.node_id import NodeId
 from .faults import Faults
-from .framing import HEADER, ChunkAssembler, FrameReader, ProtocolError
+from .framing import HEADER, ChunkAssembler, FrameReader, ProtocolError, batch
 from .protocol import CHUNK, KNOWN_TYPES
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ CHUNK_SIZE = 256 * 1024          # bytes of a large body per chunk frame
 SMALL_LANE_LIMIT = 16 * 2**20    # queued small-frame bytes before senders wait / casts are refused
 LARGE_LANE_LIMIT = 2             # large messages queued before senders wait
 RECEIVE_SIZE = 256 * 1024
-DIRECT_BATCH_BYTES = 64 * 1024   # asyncio fast path: write a burst of small frames every this many bytes
+BATCH_BYTES = 64 * 1024          # small messages per frame (and per write on the asyncio fast path)
 
 Dispatch = Callable[["Connection", list[Any]], None]
 
@@ -94,7 +94,6 @@ class Connection:
         self.goodbye_received = False
         self.peer_hidden = False
         self.peer_heartbeat_ms = 0
-        self._decode_frame = codec.frame_decoder()
         self._initial = initial
         self._small: list[bytes] = []
         self._small_bytes = 0
@@ -105,8 +104,9 @@ class Connection:
         self._wake: FutureLike | None = None
         self._space: list[FutureLike] = []
         self._scope: anyio.CancelScope | None = None
-        self.sent_frames = 0
-        self.received_frames = 0
+        self.sent_messages = 0
+        self.received_messages = 0
+        self.received_frames = 0  # (a frame holds one or more messages)
         # asyncio fast path: frames produced in one loop iteration are written with one
         # synchronous transport.write at its end, with no hop through the writer task, and
         # received bytes are parsed and dispatched in the transport's data_received callback.
@@ -115,9 +115,12 @@ class Connection:
         self._protocol: Any = None  # anyio's StreamProtocol: its write_event tracks flow control
         self._direct: list[bytes] = []
         self._direct_bytes = 0
+        self._batch_bytes = min(BATCH_BYTES, max_message_bytes)  # a peer with our settings takes it
         self._flush_scheduled = False
         self._loop: Any = None
         self._frames = FrameReader(max_message_bytes + 1024)
+        self._unpacker = codec.stream_unpacker(self._frames.max_frame)
+        self._unpacked = 0  # bytes fed to the unpacker (it must have used them all at a frame's end)
         self._chunks = ChunkAssembler(max_message_bytes)
         if node.backend.name == "asyncio" and type(stream).__module__ == "anyio._backends._asyncio":
             transport = getattr(stream, "_transport", None)
@@ -151,17 +154,16 @@ class Connection:
             and len(body) <= CHUNK_SIZE
             and not self.faults.active
         ):
-            direct = self._direct
-            direct.append(HEADER.pack(len(body)))
-            direct.append(body)
-            if not self._flush_scheduled:
-                self._flush_scheduled = True
-                self._loop.call_soon(self._flush_direct)
-            self._direct_bytes += len(body) + 4
-            if self._direct_bytes >= DIRECT_BATCH_BYTES:
+            size = len(body)
+            if self._direct_bytes + size > self._batch_bytes and self._direct:
                 # a long burst in one iteration (100,000 casts in a loop): stream it in batches,
                 # so the peer starts working while the sender is still producing
                 self._write_direct()
+            self._direct.append(body)
+            self._direct_bytes += size
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush_direct)
             return
         if self.closed:
             return
@@ -175,13 +177,11 @@ class Connection:
                 self._large.append(_Ordered(key, frame=HEADER.pack(len(body)) + body))
                 self._behind[key] += 1
             else:
-                self._small.append(HEADER.pack(len(body)))
                 self._small.append(body)
-                self._small_bytes += len(body) + 4
+                self._small_bytes += len(body)
         else:
-            self._small.append(HEADER.pack(len(body)))
             self._small.append(body)
-            self._small_bytes += len(body) + 4
+            self._small_bytes += len(body)
         wake = self._wake
         if wake is not None:
             self._wake = None
@@ -195,8 +195,8 @@ class Connection:
 
     def _write_direct(self) -> None:
         direct = self._direct
-        data = b"".join(direct)
-        self.sent_frames += len(direct) // 2
+        data = HEADER.pack(self._direct_bytes) + b"".join(direct)
+        self.sent_messages += len(direct)
         direct.clear()
         self._direct_bytes = 0
         if self.closed:
@@ -321,58 +321,109 @@ class Connection:
             return False
         if not bodies or self.faults.is_blocked(self.peer):
             return True
-        self.received_frames += len(bodies)
-        decode = self._decode_frame
-        dispatch = self.dispatch
-        known = KNOWN_TYPES
         for body in bodies:
-            try:
-                message = decode(body)
-            except Exception as exc:  # malformed bytes, or a value this node cannot rebuild
-                if not self._refuse_undecodable(body, exc):
-                    log.warning("closing connection to %s: undecodable frame: %s", self.peer, exc)
-                    return False
-                continue
-            if type(message) is not list or not message or message[0] not in known:
-                log.warning("closing connection to %s: unknown message %s", self.peer, str(message)[:80])
+            if not self._received_frame(body):
                 return False
-            if message[0] == CHUNK:
-                try:
-                    whole = self._chunks.add(message[1], message[3], bool(message[2]))
-                except ProtocolError as exc:
-                    log.warning("closing connection to %s: %s", self.peer, exc)
-                    return False
-                except Exception as exc:  # a CHUNK frame of the wrong shape
-                    log.warning("closing connection to %s: malformed chunk: %s", self.peer, exc)
-                    return False
-                if whole is None:
-                    continue
-                try:
-                    message = decode(whole)
-                except Exception as exc:
-                    if not self._refuse_undecodable(whole, exc):
-                        log.warning("closing connection to %s: undecodable frame: %s", self.peer, exc)
-                        return False
-                    continue
-                if type(message) is not list or not message or message[0] not in known or message[0] == CHUNK:
-                    log.warning("closing connection to %s: unknown message %s", self.peer, str(message)[:80])
-                    return False
-            try:
-                dispatch(self, message)
-            except Exception as exc:
-                self.node.events.report_error(f"handling a message from {self.peer}", exc)
         return True
 
-    def _refuse_undecodable(self, body: Any, exc: Exception) -> bool:
-        """A well-formed frame holding a value this node cannot rebuild (an unknown wire type, a
-        failing decode): drop that message only, and answer a request with the error.
-        False when the frame is not even well-formed msgpack (then the connection closes)."""
+    def _received_frame(self, body: memoryview) -> bool:
+        """Decode and dispatch the messages of one frame (one or more, back to back) in order.
+        A message this node cannot rebuild is refused alone; malformed bytes close the connection."""
+        self.received_frames += 1
+        dispatch = self.dispatch
+        known = KNOWN_TYPES
+        offset = 0
+        for _ in range(len(body) + 1):  # each pass ends the frame or skips at least one byte
+            piece = body[offset:] if offset else body
+            unpacker = self._unpacker
+            unpacker.feed(piece)
+            self._unpacked += len(piece)
+            count = 0
+            try:
+                for message in unpacker:
+                    count += 1
+                    if type(message) is not list or not message or message[0] not in known:
+                        log.warning("closing connection to %s: unknown message %s", self.peer, str(message)[:80])
+                        return False
+                    if message[0] == CHUNK:
+                        message = self._chunk(message)
+                        if message is None:
+                            continue
+                        if message is False:
+                            return False
+                    try:
+                        dispatch(self, message)
+                    except Exception as exc:
+                        self.node.events.report_error(f"handling a message from {self.peer}", exc)
+            except Exception as exc:  # malformed bytes, or a value this node cannot rebuild
+                self.received_messages += count
+                self._unpacker = self.codec.stream_unpacker(self._frames.max_frame)
+                self._unpacked = 0
+                skipped = self._skip_undecodable(piece, count, exc)
+                if skipped is None:
+                    return False
+                offset += skipped
+                if offset >= len(body):
+                    return True
+                continue
+            self.received_messages += count
+            if unpacker.tell() != self._unpacked:
+                log.warning("closing connection to %s: a frame ends inside a message", self.peer)
+                return False
+            return True
+        return False  # (not reached: the loop always consumes the frame)
+
+    def _chunk(self, message: list[Any]) -> Any:
+        """Add a CHUNK frame: the whole message once its last chunk is in, None before that,
+        False when the connection must close."""
         try:
-            raw = msgpack.unpackb(body, strict_map_key=False)
-            if isinstance(raw, msgpack.ExtType) and raw.code == 0:  # the codec's wrapped message
-                raw = msgpack.unpackb(raw.data, strict_map_key=False)
-        except Exception:
+            whole = self._chunks.add(message[1], message[3], bool(message[2]))
+        except ProtocolError as exc:
+            log.warning("closing connection to %s: %s", self.peer, exc)
             return False
+        except Exception as exc:  # a CHUNK frame of the wrong shape
+            log.warning("closing connection to %s: malformed chunk: %s", self.peer, exc)
+            return False
+        if whole is None:
+            return None
+        try:
+            decoded = self.codec.decode(whole)
+        except Exception as exc:
+            raw = _plain_decode(whole)
+            if raw is _MALFORMED or not self._refuse_undecodable(raw, exc):
+                log.warning("closing connection to %s: undecodable message: %s", self.peer, exc)
+                return False
+            return None
+        if type(decoded) is not list or not decoded or decoded[0] not in KNOWN_TYPES or decoded[0] == CHUNK:
+            log.warning("closing connection to %s: unknown message %s", self.peer, str(decoded)[:80])
+            return False
+        return decoded
+
+    def _skip_undecodable(self, piece: memoryview, decoded: int, exc: Exception) -> int | None:
+        """The streaming decode failed after `decoded` messages of `piece`: find the failing
+        message without the codec's hooks. If it is well-formed, refuse it alone and return how
+        many bytes of `piece` it ends at; None when the bytes are malformed (close)."""
+        plain = msgpack.Unpacker(strict_map_key=False, max_buffer_size=max(len(piece), 1))
+        plain.feed(piece)
+        try:
+            for _ in range(decoded):
+                plain.skip()
+            raw = plain.unpack()
+        except Exception:
+            log.warning("closing connection to %s: undecodable frame: %s", self.peer, exc)
+            return None
+        if not self._refuse_undecodable(raw, exc):
+            log.warning("closing connection to %s: undecodable frame: %s", self.peer, exc)
+            return None
+        end: int = plain.tell()
+        return end
+
+    def _refuse_undecodable(self, raw: Any, exc: Exception) -> bool:
+        """A well-formed message holding a value this node cannot rebuild (an unknown wire type,
+        a failing decode), seen as plain msgpack `raw`: drop that message only, and answer a
+        request with the error. False when it is not a message at all (then the connection closes)."""
+        if isinstance(raw, msgpack.ExtType) and raw.code == 0:  # the codec's wrapped message
+            raw = _plain_decode(raw.data)
         if type(raw) is not list or not raw or raw[0] not in KNOWN_TYPES or raw[0] == CHUNK:
             return False
         from .protocol import CALL, ERR_EXCEPTION, REPLY, RPC
@@ -401,7 +452,7 @@ class Connection:
                 self._small_bytes = 0
                 if self._space:
                     self._release_space()
-                await self._write(stream, b"".join(parts), len(parts) // 2)
+                await self._write(stream, batch(parts, self._batch_bytes), len(parts))
             if self._large:
                 item = self._large[0]
                 if item.rest is None:
@@ -433,7 +484,18 @@ class Connection:
         if delay:
             await anyio.sleep(delay)
         await stream.send(data)
-        self.sent_frames += frames
+        self.sent_messages += frames
+
+
+_MALFORMED = object()
+
+
+def _plain_decode(data: Any) -> Any:
+    """`data` as plain msgpack (no type hooks), or _MALFORMED."""
+    try:
+        return msgpack.unpackb(data, strict_map_key=False)
+    except Exception:
+        return _MALFORMED
 
 
 class _InlineProtocol:

@@ -1,11 +1,12 @@
 """Message types spoken on a node-to-node connection after the handshake.
 
-Every frame body is a msgpack array whose first element is one of these types.
+A frame body holds one or more messages (see framing.py); every message is a msgpack
+array whose first element is one of these types.
 """
 
 from __future__ import annotations
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: a frame holds one or more messages
 
 CALL = 1        # [CALL, req, pid, creation, sender, msg]
 REPLY = 2       # [REPLY, req, ok, value]  (value: result, or an error tuple when not ok)
