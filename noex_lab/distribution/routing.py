@@ -174,6 +174,7 @@ class RemoteRouter:
         self.transport = transport
         # the transport mutates this dict, never replaces it; looked up with a ref's node, maybe None
         self._conns = cast("dict[NodeId | None, Connection]", transport.conns)
+        self._last_conn: Connection | None = None  # where the last cast went (casts come in runs)
         # monitors this node's watchers hold on remote processes: mref -> (target, sink)
         self.remote_monitors: dict[MonitorRef, tuple[ProcessRef, Any]] = {}
         self.rpc_handlers: dict[str, RpcHandler] = {"process.shutdown": self._handle_shutdown}
@@ -196,12 +197,20 @@ class RemoteRouter:
         return node in self.transport.conns
 
     def send(self, to: ProcessRef, tag: int, msg: Any) -> bool:
-        conn = self._conns.get(to.node)  # (None for a ref of a node that is not distributed)
-        if conn is None:
-            return False
+        conn = self._last_conn
+        if conn is None or conn.peer is not to.node or conn.closed:
+            # (a connection that is not closed is the one in the dict: one per peer)
+            conn = self._conns.get(to.node)  # None for a ref of a node that is not distributed
+            if conn is None:
+                return False
+            self._last_conn = conn
         if conn.peer_incarnation != to.creation:
             return True  # addressed to an old incarnation of that node: dropped
-        if not _send_user(conn, [_CAST if tag == CAST_TAG else _SEND, to.id, to.creation, msg], 3):
+        try:
+            sent = conn.send_user([_CAST if tag == CAST_TAG else _SEND, to.id, to.creation, msg])
+        except SerializationError as exc:
+            raise SerializationError(_user_path(exc, 3)) from None
+        if not sent:
             self.node.events.emit("overload", peer=conn.peer, dropped_frame_type=tag)
         return True
 
