@@ -34,6 +34,9 @@ class NoReply:
 
     state: Any
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:  # the process loop tests `type(result) is NoReply`
+        raise TypeError("NoReply cannot be subclassed: return NoReply(state) itself")
+
 
 @dataclass(slots=True)
 class Stop:
@@ -46,3 +49,6 @@ class Stop:
     @property
     def has_reply(self) -> bool:
         return self.reply is not _NO_REPLY
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:  # the process loop tests `type(result) is Stop`
+        raise TypeError("Stop cannot be subclassed: return Stop(reason, state) itself")

@@ -55,6 +55,7 @@ class Process:
         "_close_reason",
         "_closed",
         "_done",
+        "_interrupted",
         "_kill_reason",
         "_scope",
         "_shutdown_reason",
@@ -108,6 +109,7 @@ class Process:
         self._done: FutureLike = node.backend.new_future()
         self._kill_reason: ExitReason = None
         self._shutdown_reason: ExitReason = None
+        self._interrupted = False  # one of the two above is set: the loop checks this per message
         self._scope: anyio.CancelScope | None = None
         self._stop_waiters: list[FutureLike] = []
         # replies owed to callers whose handle_call returned NoReply or Stop without reply
@@ -140,6 +142,7 @@ class Process:
         if not self._alive or self._kill_reason is not None:
             return
         self._kill_reason = reason
+        self._interrupted = True
         if self._scope is not None:
             self._scope.cancel()
 
@@ -148,6 +151,7 @@ class Process:
         if not self._alive or self._shutdown_reason is not None:
             return
         self._shutdown_reason = reason
+        self._interrupted = True
         wake = self._wake
         if wake is not None:
             self._wake = None
@@ -287,9 +291,9 @@ class Process:
         info_async = cls._noex_info_async
         budget = 0
         while True:
-            if self._kill_reason is not None:
-                return self._kill_reason, False
-            if self._shutdown_reason is not None:
+            if self._interrupted:  # kill() or request_shutdown()
+                if self._kill_reason is not None:
+                    return self._kill_reason, False
                 return self._shutdown_reason, True
             if not mailbox:
                 budget = 0
@@ -343,8 +347,8 @@ class Process:
                         if info_async:
                             result = await result
                     kind = type(result)
-                    if kind is Stop or kind is NoReply or isinstance(result, (Stop, NoReply)):
-                        if isinstance(result, NoReply):
+                    if kind is Stop or kind is NoReply:  # (neither can be subclassed)
+                        if kind is NoReply:
                             raise BadReturnError(f"{cls.__name__}: NoReply is only valid from handle_call")
                         self.state = result.state
                         return result.reason, True

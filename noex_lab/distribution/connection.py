@@ -100,6 +100,8 @@ class Connection:
         self._large: deque[_Ordered] = deque()
         self._behind: dict[Hashable, int] = {}  # senders with items in the ordered lane
         self._big_pending = 0  # large bodies in the ordered lane (bounded: LARGE_LANE_LIMIT)
+        # whether the lanes are full (the peer does not keep up): senders then wait, casts are dropped
+        self.congested = False
         self._large_ids = itertools.count(1)
         self._wake: FutureLike | None = None
         self._space: list[FutureLike] = []
@@ -135,18 +137,9 @@ class Connection:
 
     # ------------------------------------------------------------------ sending
     def send(self, message: list[Any]) -> None:
-        """Encode and queue (raises SerializationError for unsendable values)."""
-        self.send_body(self.codec.encode(message))
-
-    def send_user(self, message: list[Any]) -> bool:
-        """`send` for a frame carrying a user's value (casts, calls): False, and nothing sent,
-        while the connection is congested; the sender decides whether to wait or drop."""
-        if self._small_bytes >= SMALL_LANE_LIMIT or self._big_pending >= LARGE_LANE_LIMIT:
-            return False
-        self.send_body(self.codec.encode(message))
-        return True
-
-    def send_body(self, body: bytes) -> None:
+        """Encode and queue (raises SerializationError for unsendable values). Never refuses:
+        senders of droppable traffic check `congested` first."""
+        body = self.codec.encode(message)
         if (
             self._direct_ok  # the asyncio fast path is on and the transport takes writes
             and not self._small
@@ -165,6 +158,10 @@ class Connection:
                 self._flush_scheduled = True
                 self._loop.call_soon(self._flush_direct)
             return
+        self._queue(body)
+
+    def _queue(self, body: bytes) -> None:
+        """The writer task's lanes: small frames, and large bodies (sent in chunks) in order."""
         if self.closed:
             return
         if len(body) > CHUNK_SIZE or self._behind:
@@ -182,6 +179,7 @@ class Connection:
         else:
             self._small.append(body)
             self._small_bytes += len(body)
+        self._recount()
         wake = self._wake
         if wake is not None:
             self._wake = None
@@ -207,9 +205,8 @@ class Connection:
             log.debug("direct write to %s failed: %s", self.peer, exc)
             self.close()
 
-    @property
-    def congested(self) -> bool:
-        return self._small_bytes >= SMALL_LANE_LIMIT or self._big_pending >= LARGE_LANE_LIMIT
+    def _recount(self) -> None:
+        self.congested = self._small_bytes >= SMALL_LANE_LIMIT or self._big_pending >= LARGE_LANE_LIMIT
 
     async def wait_for_space(self, large: bool = False) -> None:
         """Block an awaiting sender while the peer cannot keep up (bounded memory)."""
@@ -450,6 +447,7 @@ class Connection:
             if self._small:
                 parts, self._small = self._small, []
                 self._small_bytes = 0
+                self._recount()
                 if self._space:
                     self._release_space()
                 await self._write(stream, batch(parts, self._batch_bytes), len(parts))
@@ -466,6 +464,7 @@ class Connection:
                     self._large.popleft()
                     if item.rest is not None:
                         self._big_pending -= 1
+                        self._recount()
                     left = self._behind[item.key] - 1
                     if left:
                         self._behind[item.key] = left

@@ -50,11 +50,10 @@ def _user_path(exc: SerializationError, index: int) -> str:
     return "msg" + text[len(prefix):] if text.startswith(prefix) else text
 
 
-def _send_user(conn: Connection, message: list[Any], index: int) -> bool:
-    """Send a frame whose slot `index` is the user's message; errors name the user's path.
-    False when the connection is congested and the frame was dropped."""
+def _send_user(conn: Connection, message: list[Any], index: int) -> None:
+    """Send a frame whose slot `index` is the user's message; errors name the user's path."""
     try:
-        return conn.send_user(message)
+        conn.send(message)
     except SerializationError as exc:
         raise SerializationError(_user_path(exc, index)) from None
 
@@ -206,12 +205,13 @@ class RemoteRouter:
             self._last_conn = conn
         if conn.peer_incarnation != to.creation:
             return True  # addressed to an old incarnation of that node: dropped
+        if conn.congested:  # the peer does not keep up: a cast is dropped, and said so
+            self.node.events.emit("overload", peer=conn.peer, dropped_frame_type=tag)
+            return True
         try:
-            sent = conn.send_user([_CAST if tag == CAST_TAG else _SEND, to.id, to.creation, msg])
+            conn.send([_CAST if tag == CAST_TAG else _SEND, to.id, to.creation, msg])
         except SerializationError as exc:
             raise SerializationError(_user_path(exc, 3)) from None
-        if not sent:
-            self.node.events.emit("overload", peer=conn.peer, dropped_frame_type=tag)
         return True
 
     async def _ready_conn(self, to: ProcessRef) -> Connection:

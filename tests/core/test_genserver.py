@@ -745,3 +745,10 @@ async def test_send_after_by_name_and_periodic_self_timer(node: Node) -> None:
     assert await named_sink.wait_for(1) == ["by-name"]
     with pytest.raises(InvalidArgumentError):
         GenServer.send_after(collector, "x", -1)
+
+
+@pytest.mark.parametrize("control", [Stop, NoReply])
+def test_stop_and_noreply_cannot_be_subclassed(control: type) -> None:
+    # the process loop recognises them by exact type (one identity test per message)
+    with pytest.raises(TypeError, match="cannot be subclassed"):
+        type("Mine", (control,), {})
