@@ -340,7 +340,7 @@ class Connection:
                 for message in unpacker:
                     count += 1
                     if type(message) is not list or not message or message[0] not in known:
-                        log.warning("closing connection to %s: unknown message %s", self.peer, str(message)[:80])
+                        log.warning("closing connection to %s: unknown message %s", self.peer, _describe(message))
                         return False
                     if message[0] == CHUNK:
                         message = self._chunk(message)
@@ -392,7 +392,7 @@ class Connection:
                 return False
             return None
         if type(decoded) is not list or not decoded or decoded[0] not in KNOWN_TYPES or decoded[0] == CHUNK:
-            log.warning("closing connection to %s: unknown message %s", self.peer, str(decoded)[:80])
+            log.warning("closing connection to %s: unknown message %s", self.peer, _describe(decoded))
             return False
         return decoded
 
@@ -487,6 +487,14 @@ class Connection:
 
 
 _MALFORMED = object()
+
+
+def _describe(message: Any) -> str:
+    """A short text for a log line; never raises (the value came from a peer)."""
+    try:
+        return repr(message)[:80]
+    except Exception:
+        return f"<{type(message).__name__}>"
 
 
 def _plain_decode(data: Any) -> Any:
