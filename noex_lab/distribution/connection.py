@@ -117,10 +117,11 @@ class Connection:
         self._protocol: Any = None  # anyio's StreamProtocol: its write_event tracks flow control
         self._direct: list[bytes] = []
         self._direct_bytes = 0
-        self._batch_bytes = min(BATCH_BYTES, max_message_bytes)  # a peer with our settings takes it
         self._flush_scheduled = False
         self._loop: Any = None
-        self._frames = FrameReader(max_message_bytes + 1024)
+        # A frame holds one message, a chunk of a large one, or a batch of small ones of up to
+        # BATCH_BYTES, which every node accepts whatever its own max_message_bytes.
+        self._frames = FrameReader(max(max_message_bytes, BATCH_BYTES) + 1024)
         self._unpacker = codec.stream_unpacker(self._frames.max_frame)
         self._unpacked = 0  # bytes fed to the unpacker (it must have used them all at a frame's end)
         self._chunks = ChunkAssembler(max_message_bytes)
@@ -148,7 +149,7 @@ class Connection:
             and not self.faults.active
         ):
             size = len(body)
-            if self._direct_bytes + size > self._batch_bytes and self._direct:
+            if self._direct_bytes + size > BATCH_BYTES and self._direct:
                 # a long burst in one iteration (100,000 casts in a loop): stream it in batches,
                 # so the peer starts working while the sender is still producing
                 self._write_direct()
@@ -450,7 +451,7 @@ class Connection:
                 self._recount()
                 if self._space:
                     self._release_space()
-                await self._write(stream, batch(parts, self._batch_bytes), len(parts))
+                await self._write(stream, batch(parts, BATCH_BYTES), len(parts))
             if self._large:
                 item = self._large[0]
                 if item.rest is None:

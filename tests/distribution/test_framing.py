@@ -8,12 +8,12 @@ from typing import Any
 import msgpack
 import pytest
 
-from noex_lab import GenServer, SerializationError, wire_type
+from noex_lab import Cluster, GenServer, SerializationError, wire_type
 from noex_lab.core.node import Node
 from noex_lab.distribution.connection import Connection
 from noex_lab.distribution.framing import HEADER, FrameReader, batch
 from tests.distribution.test_cluster import Recorder
-from tests.helpers.cluster import start_cluster
+from tests.helpers.cluster import start_cluster, wait_until
 
 
 def _messages_per_frame(data: bytes) -> list[list[Any]]:
@@ -116,3 +116,18 @@ async def test_malformed_bytes_after_good_messages_close_the_connection_after_de
     with b.as_default():
         log = await GenServer.call(ref, "log")
     assert log == [("cast", "before")]
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("cleanup")
+async def test_a_node_with_a_small_message_limit_takes_batches_from_a_default_peer() -> None:
+    sender = await Cluster.start("sender", port=0)
+    small = await Cluster.start("small", port=0, seeds=[str(sender.id)], max_message_bytes=4096)
+    await wait_until(lambda: sender.get_nodes() and small.get_nodes(), 5.0, "joined")
+    with small.as_default():
+        ref = await GenServer.start(Recorder)
+    with sender.as_default():
+        for i in range(2000):  # about 20 KiB of casts in one loop iteration: batched frames
+            GenServer.cast(ref, i)
+        assert await GenServer.call(ref, "x") == 2001
+    assert [node.id for node in small.get_nodes()] == [sender.id]
