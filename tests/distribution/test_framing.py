@@ -8,7 +8,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from noex_lab import Cluster, GenServer, SerializationError, wire_type
+from noex_lab import Cluster, GenServer, ProcessRef, SerializationError, wire_type
 from noex_lab.core.node import Node
 from noex_lab.distribution.connection import Connection
 from noex_lab.distribution.framing import HEADER, FrameReader, batch
@@ -42,6 +42,13 @@ def test_batch_gives_a_message_bigger_than_the_limit_a_frame_of_its_own() -> Non
     assert batch([], 100) == b""
 
 
+async def _recorder_on_second_of_two() -> tuple[Node, Node, ProcessRef]:
+    a, b = await start_cluster(2)
+    with b.as_default():
+        ref = await GenServer.start(Recorder)
+    return a, b, ref
+
+
 def _connection(node: Node, peer: Node) -> Connection:
     assert node.router is not None and peer.id is not None
     conn: Connection = node.router.transport.conns[peer.id]  # type: ignore[attr-defined]
@@ -51,9 +58,7 @@ def _connection(node: Node, peer: Node) -> Connection:
 @pytest.mark.anyio
 @pytest.mark.usefixtures("cleanup")
 async def test_messages_sent_in_one_iteration_share_frames_and_keep_their_order() -> None:
-    a, b = await start_cluster(2)
-    with b.as_default():
-        ref = await GenServer.start(Recorder)
+    a, b, ref = await _recorder_on_second_of_two()
     conn = _connection(b, a)
     frames_before, messages_before = conn.received_frames, conn.received_messages
     with a.as_default():
@@ -75,9 +80,7 @@ async def test_an_undecodable_message_in_a_batch_costs_only_itself() -> None:
         pass
 
     wire_type(Brittle, name="tests.framing.Brittle", encode=lambda obj: 1, decode=lambda state: 1 / 0)
-    a, b = await start_cluster(2)
-    with b.as_default():
-        ref = await GenServer.start(Recorder)
+    a, b, ref = await _recorder_on_second_of_two()
     errors: list[str] = []
     b.events.subscribe(lambda event: errors.append(str(event)) if event.kind == "error" else None)
     with a.as_default():
@@ -105,9 +108,7 @@ async def test_a_frame_that_ends_inside_a_message_closes_the_connection() -> Non
 @pytest.mark.anyio
 @pytest.mark.usefixtures("cleanup")
 async def test_malformed_bytes_after_good_messages_close_the_connection_after_delivering_those() -> None:
-    a, b = await start_cluster(2)
-    with b.as_default():
-        ref = await GenServer.start(Recorder)
+    a, b, ref = await _recorder_on_second_of_two()
     conn = _connection(b, a)
     assert b.id is not None
     good = msgpack.packb([3, ref.id, ref.creation, "before"])
