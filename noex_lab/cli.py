@@ -8,15 +8,19 @@ import contextlib
 import importlib
 import os
 import signal
+import ssl
 import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
+
+if TYPE_CHECKING:
+    from .distribution.transport import TLSConfig
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     node.add_argument("--heartbeat-interval-ms", type=int, default=5000)
     node.add_argument("--heartbeat-miss-threshold", type=int, default=3)
     node.add_argument("--insecure", action="store_true", help="allow a non-loopback bind without a secret")
+    add_tls_arguments(node)
     node.add_argument("--exit-on-stdin-eof", action="store_true",
                       help="leave when standard input closes (for nodes launched by a parent process)")
     node.add_argument("--report", action="store_true",
@@ -45,6 +50,31 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_arguments(sub.add_parser(
         "demo", help="local demonstration: node processes, a distributed supervisor, a node killed, failover"))
     return parser
+
+
+def add_tls_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("TLS", "mutual TLS on every node link, from PEM files (give all three)")
+    group.add_argument("--tls-cert", metavar="PEM", help="this node's certificate (chain)")
+    group.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
+    group.add_argument("--tls-ca", metavar="PEM", help="the CA that signed every member's certificate")
+
+
+def tls_from_args(args: argparse.Namespace) -> TLSConfig | None:
+    """The TLSConfig the --tls-* flags ask for, or None; exits with a clear message if unusable."""
+    from .distribution.transport import TLSConfig
+
+    files = {"--tls-cert": args.tls_cert, "--tls-key": args.tls_key, "--tls-ca": args.tls_ca}
+    if not any(files.values()):
+        return None
+    missing = [flag for flag, path in files.items() if not path]
+    if missing:
+        raise SystemExit(
+            f"noex-lab: TLS needs --tls-cert, --tls-key and --tls-ca together; missing {', '.join(missing)}"
+        )
+    try:
+        return TLSConfig.from_files(args.tls_cert, args.tls_key, args.tls_ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise SystemExit(f"noex-lab: cannot load the TLS files: {exc}") from None
 
 
 def _wall_us() -> int:
@@ -77,7 +107,7 @@ async def _run_node(args: argparse.Namespace) -> int:
         args.name, host=args.host, port=args.port, seeds=args.seed, cluster_secret=secret_from_env(args.secret_env),
         heartbeat_interval_ms=args.heartbeat_interval_ms,
         heartbeat_miss_threshold=args.heartbeat_miss_threshold, advertise_host=args.advertise_host,
-        allow_code=args.allow_code, insecure=args.insecure,
+        allow_code=args.allow_code, insecure=args.insecure, tls=tls_from_args(args),
     )
     if args.report:
         def up(info: Any) -> None:

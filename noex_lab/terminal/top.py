@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ..cli import secret_from_env
+from ..cli import add_tls_arguments, secret_from_env, tls_from_args
 from .common import Waker, log_to, run_until_signal
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="must match the cluster's setting (default 5000, as `noex-lab node`)")
     parser.add_argument("--heartbeat-miss-threshold", type=int, default=3,
                         help="must match the cluster's setting (default 3)")
+    add_tls_arguments(parser)
 
 
 async def wait_for_members(node: Node, *, timeout: float, settle: float = 0.5, cap: float = 5.0) -> bool:
@@ -91,7 +92,7 @@ async def run(args: argparse.Namespace) -> int:
         f"top-{os.getpid()}", host=args.host, port=0, seeds=[args.seed],
         cluster_secret=secret_from_env(args.secret_env), hidden=True, heartbeat_interval_ms=args.heartbeat_interval_ms,
         heartbeat_miss_threshold=args.heartbeat_miss_threshold, advertise_host=args.advertise_host,
-        insecure=args.insecure,
+        insecure=args.insecure, tls=tls_from_args(args),
     )
     watch = ClusterWatch(node)
     watch.start()

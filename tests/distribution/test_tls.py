@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
+import anyio
 import pytest
 
 from noex_lab import Cluster, GenServer, TLSConfig
 from tests.distribution.behaviors_for_tests import Echo
-from tests.helpers.cluster import wait_until
+from tests.helpers.cluster import REPO, NodeProcess, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("cleanup")]
 
@@ -57,3 +61,33 @@ async def test_tls_links_work_and_untrusted_certificates_are_refused(pki: dict[s
     with pytest.raises(AssertionError):
         await wait_until(lambda: rogue.get_nodes() or plain.get_nodes(), 1.5, "an untrusted join")
     assert {i.id for i in a.get_nodes()} == {b.id}
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    return subprocess.run([sys.executable, "-m", "noex_lab.cli", *args], capture_output=True, text=True,
+                          timeout=60, env=env, cwd=str(REPO))
+
+
+@pytest.mark.timeout(90)
+async def test_noex_lab_node_and_top_take_tls_from_flags(pki: dict[str, Path], procs: list[NodeProcess]) -> None:
+    flags = ["--tls-cert", str(pki["cert"]), "--tls-key", str(pki["key"]), "--tls-ca", str(pki["ca"])]
+    proc = NodeProcess("tlscli", *flags)
+    procs.append(proc)
+    node_id = await proc.started()
+    tls = TLSConfig.from_files(str(pki["cert"]), str(pki["key"]), str(pki["ca"]))
+    a = await Cluster.start("a", port=0, tls=tls, seeds=[str(node_id)])
+    await wait_until(lambda: len(a.get_nodes()) == 1, 10.0, "the CLI node joined over TLS")
+    assert type(a.distribution.transport.conns[node_id].stream).__name__ == "TLSStream"
+
+    seen = await anyio.to_thread.run_sync(_cli, "top", str(node_id), "--json", *flags)
+    assert seen.returncode == 0, seen.stderr
+    assert {m["name"] for m in json.loads(seen.stdout)["members"]} == {"tlscli", "a"}
+    plain = await anyio.to_thread.run_sync(_cli, "top", str(node_id), "--json", "--connect-timeout", "2")
+    assert plain.returncode != 0  # no TLS: the node never lets it in
+
+    half = await anyio.to_thread.run_sync(_cli, "node", "--name", "half", "--port", "0", "--tls-cert",
+                                          str(pki["cert"]))
+    assert half.returncode != 0
+    assert "missing --tls-key, --tls-ca" in half.stderr
