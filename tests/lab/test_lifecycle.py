@@ -32,10 +32,14 @@ def test_interrupt_leaves_local_nodes_running() -> None:
     pids: list[int] = []
     try:
         pids = _start_cluster(k)
-        msg_id = k.kc.execute("import time\nfor _ in range(600):\n    time.sleep(0.1)")
-        k.pump_until(lambda: any(m["msg_type"] == "status" and m["parent_header"].get("msg_id") == msg_id
-                                 and m["content"]["execution_state"] == "busy" for m in k.messages),
-                     10, "the blocking cell to start")
+        msg_id = k.kc.execute("import time\nprint('cell running', flush=True)\nfor _ in range(600):\n"
+                              "    time.sleep(0.1)")
+        # Wait for the cell's own output, not just the "busy" status: ipykernel publishes "busy"
+        # before it installs the handler that turns SIGINT into a KeyboardInterrupt in the cell,
+        # and an interrupt in between is swallowed ("KeyboardInterrupt caught in kernel").
+        k.pump_until(lambda: any(m["msg_type"] == "stream" and m["parent_header"].get("msg_id") == msg_id
+                                 and "cell running" in m["content"]["text"] for m in k.messages),
+                     10, "the blocking cell to run")
         k.km.interrupt_kernel()  # the stop button: SIGINT to the kernel's process group
         k.pump_until(lambda: any(m["msg_type"] == "error" and m["parent_header"].get("msg_id") == msg_id
                                  for m in k.messages), 10, "the KeyboardInterrupt")
