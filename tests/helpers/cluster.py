@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import queue
-import signal
 import subprocess
 import sys
 import threading
@@ -15,6 +14,7 @@ from typing import Any
 import anyio
 
 from noex_lab import Cluster, Node, NodeId
+from tests.helpers.processes import kill_and_reap
 from tests.helpers.waiting import wait_until
 
 __all__ = ["NodeProcess", "start_cluster", "wait_until"]
@@ -94,19 +94,4 @@ class NodeProcess:
 
     def stop(self) -> None:
         """Kill by PID and reap (also un-freezes a SIGSTOPped process first)."""
-        if self.proc.poll() is None:
-            try:
-                os.kill(self.proc.pid, signal.SIGCONT)
-                self.proc.kill()
-            except ProcessLookupError:
-                pass
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
-        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                try:
-                    stream.close()
-                except OSError:
-                    pass
+        kill_and_reap(self.proc)

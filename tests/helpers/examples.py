@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from noex_lab import NodeId
+from tests.helpers.processes import kill_and_reap
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -91,19 +92,5 @@ class ExampleNode:
 
     def stop(self) -> None:
         """Kill by PID (if still running), reap, close the pipes."""
-        if self.proc.poll() is None:
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
-        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                try:
-                    stream.close()
-                except OSError:
-                    pass
+        kill_and_reap(self.proc)
 

@@ -19,7 +19,6 @@ import json
 import os
 import queue
 import secrets
-import signal
 import subprocess
 import sys
 import threading
@@ -28,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers.processes import kill_and_reap
 from tests.lab.conftest import local_pids, shutdown_and_reap
 from tests.lab.kernel_harness import REPO, Kernel
 
@@ -134,15 +134,7 @@ class Top:
                 return seen
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.kill(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
+        kill_and_reap(self.proc)
 
 
 def _cell_idle(k: Kernel, msg_id: str) -> bool:
