@@ -26,7 +26,6 @@ from noex_lab.distribution.introspection import (
     recent_events,
     trace,
 )
-from tests.conftest import kill_all_nodes
 from tests.helpers.cluster import start_cluster, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
@@ -80,12 +79,11 @@ class Box(GenServer):
 
 
 @pytest.fixture(autouse=True)
-async def cleanup() -> AsyncIterator[None]:
-    await kill_all_nodes()
+async def cleanup(cleanup: None) -> AsyncIterator[None]:
+    """The shared `cleanup` (nodes killed), and the behaviors this module registers."""
     try:
         yield
     finally:
-        await kill_all_nodes()
         for name in ("shipped_counter", "box_lab"):
             BehaviorRegistry.unregister(name)
 

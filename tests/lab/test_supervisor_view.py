@@ -11,7 +11,6 @@ import pytest
 from noex_lab import BehaviorRegistry, ChildSpec, GenServer, InvalidArgumentError, Supervisor
 from noex_lab.distribution import DistributedSupervisor
 from noex_lab.lab.widgets import SupervisorView
-from tests.conftest import kill_all_nodes
 from tests.helpers.cluster import start_cluster, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
@@ -33,12 +32,11 @@ class Worker(GenServer):
 
 
 @pytest.fixture(autouse=True)
-async def cleanup() -> AsyncIterator[None]:
-    await kill_all_nodes()
+async def cleanup(cleanup: None) -> AsyncIterator[None]:
+    """The shared `cleanup` (nodes killed), and the behaviors this module registers."""
     try:
         yield
     finally:
-        await kill_all_nodes()
         BehaviorRegistry.unregister("sv_worker")
 
 
