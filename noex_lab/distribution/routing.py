@@ -208,7 +208,7 @@ class RemoteRouter:
         if conn.congested:  # the peer does not keep up: a cast is dropped, and said so
             self.node.events.emit("overload", peer=conn.peer, dropped_frame_type=tag)
             return True
-        try:
+        try:  # (`_send_user` inlined: this is the hot path of every remote cast)
             conn.send([_CAST if tag == CAST_TAG else _SEND, to.id, to.creation, msg])
         except SerializationError as exc:
             raise SerializationError(_user_path(exc, 3)) from None
