@@ -20,13 +20,14 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.helpers.waiting import wait_pids_gone, wait_until_blocking
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "tests" / "artifacts"
@@ -63,26 +64,6 @@ def descendants(pid: int) -> list[int]:
             out.append(child)
             todo.append(child)
     return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _wait(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
-    """Re-check `predicate` until it is truthy; AssertionError after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(every)
 
 
 def _free_port() -> int:
@@ -143,10 +124,7 @@ class JupyterLab:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
-        with contextlib.suppress(AssertionError):
-            _wait(lambda: not any(_alive(p) for p in pids), 10, "the kernels and local nodes to exit")
-        for pid in pids:
-            if _alive(pid):
+        for pid in wait_pids_gone(pids, 10):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         self._log.close()
@@ -167,7 +145,7 @@ def lab(tmp_path: Path) -> Iterator[JupyterLab]:
     path.write_text(json.dumps(nb, indent=1))
     server = JupyterLab(notebooks, tmp_path)
     try:
-        _wait(server.ready, 90, "JupyterLab to answer /api/status", every=0.25)
+        wait_until_blocking(server.ready, 90, "JupyterLab to answer /api/status", poll=0.25)
         yield server
     finally:
         server.stop()
@@ -236,7 +214,7 @@ def test_run_all_shows_the_failover_in_the_widgets(lab: JupyterLab) -> None:
                 texts = prompts.all_text_contents()
                 return len(texts) == code_cell_count and all(re.fullmatch(r"\[\d+\]:", t.strip()) for t in texts)
 
-            _wait(all_ran, 180, "every code cell to run", every=0.5)
+            wait_until_blocking(all_ran, 180, "every code cell to run", poll=0.5)
             lab.note_descendants()  # the kernel and the three local nodes it started
             status.wait_for(timeout=60_000)
             errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr'], "
@@ -263,7 +241,7 @@ def test_run_all_shows_the_failover_in_the_widgets(lab: JupyterLab) -> None:
                         and len(moved) == 2 and all(c[2] != local2 for c in children_table[1:]))
 
             try:
-                _wait(failover_rendered, 30, "the widgets to show the failover", every=0.25)
+                wait_until_blocking(failover_rendered, 30, "the widgets to show the failover", poll=0.25)
             except AssertionError as exc:
                 raise AssertionError(f"{exc}; the widgets show {seen}") from None
 

@@ -12,7 +12,6 @@ import queue
 import random
 import signal
 import socket
-import subprocess
 import sys
 import textwrap
 import threading
@@ -36,6 +35,7 @@ from noex_lab.distribution.liveness import (
     encode_heartbeat,
     run_loop_stamper,
 )
+from tests.helpers.processes import WatchedProcess
 from tests.helpers.waiting import wait_until as wait_until_async
 from tests.helpers.waiting import wait_until_blocking as wait_until
 
@@ -270,21 +270,13 @@ async def test_run_loop_stamper_reports_a_blocked_loop_as_busy(sides: Sides) -> 
 # -- authentication, replay, hostile input --------------------------------------------------------
 
 
-def test_wrong_secret_is_ignored_and_leads_to_down(sides: Sides) -> None:
-    a = sides("a", secret=b"one", incarnation=11)
-    b = sides("b", secret=b"two", incarnation=22)
-    a.mon.watch(b.id, 22)
-    b.mon.watch(a.id, 11)
-    a.mon.start()
-    b.mon.start()
-    a.rec.wait_for("down", b.id, 2.0)
-    b.rec.wait_for("down", a.id, 2.0)
-    assert heard(a.mon, b.id) == 0 and heard(b.mon, a.id) == 0
-
-
-def test_no_secret_on_one_side_is_ignored(sides: Sides) -> None:
-    a = sides("a", secret=None, incarnation=11)
-    b = sides("b", secret=SECRET, incarnation=22)
+@pytest.mark.parametrize(("secret_a", "secret_b"), [(b"one", b"two"), (None, SECRET)],
+                         ids=["wrong secret", "no secret on one side"])
+def test_heartbeats_without_the_same_secret_are_ignored_and_lead_to_down(
+    sides: Sides, secret_a: bytes | None, secret_b: bytes,
+) -> None:
+    a = sides("a", secret=secret_a, incarnation=11)
+    b = sides("b", secret=secret_b, incarnation=22)
     a.mon.watch(b.id, 22)
     b.mon.watch(a.id, 11)
     a.mon.start()
@@ -562,65 +554,17 @@ CHILD = textwrap.dedent(
 )
 
 
-EOF = "<eof>"
-
-
-class Child:
+class Child(WatchedProcess):
     def __init__(self, parent: Side) -> None:
-        env = dict(os.environ)
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-        self.proc = subprocess.Popen(
-            # The child's own miss threshold is generous: only the parent's view is under test.
+        # The child's own miss threshold is generous: only the parent's view is under test.
+        super().__init__(
             [sys.executable, "-c", CHILD, str(parent.id), str(parent.incarnation), str(INTERVAL), "50",
              str(BUSY), SECRET.decode()],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-            start_new_session=True,
+            label="liveness child", merge_stderr=True, new_session=True,
         )
-        self.lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(EOF)
 
     def expect(self, prefix: str, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        seen = []
-        while (remaining := deadline - time.monotonic()) > 0:
-            try:
-                line = self.lines.get(timeout=remaining)
-            except queue.Empty:
-                break
-            if line.startswith(prefix):
-                return line
-            if line is EOF:
-                break  # the child exited
-            seen.append(line)
-        raise AssertionError(f"child did not print {prefix!r} within {timeout} s; it printed {seen}")
-
-    def send(self, command: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(command + "\n")
-        self.proc.stdin.flush()
-
-    def cleanup(self) -> None:
-        pid = self.proc.pid
-        if self.proc.poll() is None:
-            try:
-                os.kill(pid, signal.SIGCONT)
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.proc.wait(timeout=5)
-        for stream in (self.proc.stdin, self.proc.stdout):
-            if stream is not None:
-                try:
-                    stream.close()
-                except OSError:
-                    pass
+        return self.next_line(lambda line: line.startswith(prefix), timeout, f"{prefix!r} line")[1]
 
 
 def start_child(sides: Sides) -> tuple[Side, Child, NodeId]:
@@ -630,7 +574,7 @@ def start_child(sides: Sides) -> tuple[Side, Child, NodeId]:
     try:
         port = int(child.expect("READY", 10.0).split()[1])
     except BaseException:
-        child.cleanup()
+        child.stop()
         raise
     child_id = NodeId("child", "127.0.0.1", port)
     a.mon.watch(child_id, 77)
@@ -651,7 +595,7 @@ def test_frozen_process_is_reported_down(sides: Sides) -> None:
         assert after_stop <= TIMEOUT + INTERVAL + SLACK
         assert a.rec.kinds(child_id) == ["down"]
     finally:
-        child.cleanup()
+        child.stop()
 
 
 def test_sleeping_main_thread_is_busy_not_down(sides: Sides) -> None:
@@ -660,7 +604,7 @@ def test_sleeping_main_thread_is_busy_not_down(sides: Sides) -> None:
         wait_until(lambda: heard(a.mon, child_id) >= 3, 3.0, "child heard")
         assert a.mon.status(child_id).process_count == 3  # type: ignore[union-attr]
         blocked_at = time.monotonic()
-        child.send("block 3")
+        child.type_line("block 3")
         busy = a.rec.wait_for("busy", child_id, 2.0)
         assert busy.info.loop_lag_ms >= BUSY * 1000
         child.expect("UNBLOCKED", 5.0)
@@ -671,4 +615,4 @@ def test_sleeping_main_thread_is_busy_not_down(sides: Sides) -> None:
         assert a.rec.kinds(child_id) == ["busy", "up"]
         assert heard(a.mon, child_id) >= 30  # heartbeats kept flowing during the 3 s block
     finally:
-        child.cleanup()
+        child.stop()

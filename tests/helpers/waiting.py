@@ -27,8 +27,11 @@ async def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, what: s
         await anyio.sleep(POLL_S)
 
 
-def wait_until_blocking(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
-    """`wait_until` for code outside an event loop (threads, plain tests)."""
+def wait_until_blocking(
+    predicate: Callable[[], Any], timeout: float = 5.0, what: str = "condition", poll: float = POLL_S,
+) -> Any:
+    """`wait_until` for code outside an event loop (threads, plain tests); `poll` spaces out
+    costly checks (a browser query)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -36,7 +39,7 @@ def wait_until_blocking(predicate: Callable[[], Any], timeout: float = 5.0, what
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(POLL_S)
+        time.sleep(poll)
 
 
 def pid_alive(pid: int) -> bool:

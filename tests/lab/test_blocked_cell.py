@@ -16,20 +16,17 @@ three nodes. While the cell sleeps:
 from __future__ import annotations
 
 import json
-import os
-import queue
 import secrets
 import subprocess
 import sys
-import threading
 import time
 from typing import Any
 
 import pytest
 
-from tests.helpers.processes import kill_and_reap
+from tests.helpers.processes import WatchedProcess, repo_env
 from tests.lab.conftest import local_pids, shutdown_and_reap
-from tests.lab.kernel_harness import REPO, Kernel
+from tests.lab.kernel_harness import Kernel
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -80,61 +77,37 @@ for peer in current_node().get_nodes():
 '''
 
 
-class Top:
+class Top(WatchedProcess):
     """`noex-lab top SEED --jsonl`: one JSON document per refresh, read by a thread."""
 
     def __init__(self, seed: str, env: dict[str, str]) -> None:
         cmd = [sys.executable, "-m", "noex_lab.cli", "top", seed, "--jsonl", "--interval", "0.5",
                "--secret-env", SECRET_ENV, "--heartbeat-interval-ms", str(HEARTBEAT_MS)]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     env=env, cwd=str(REPO), text=True, start_new_session=True)
-        self.docs: queue.Queue[tuple[float, dict[str, Any]]] = queue.Queue()
-        self.stderr: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-        threading.Thread(target=self._read_err, daemon=True).start()
+        super().__init__(cmd, label="top", env=env, stdin=subprocess.DEVNULL, new_session=True, clock=time.time)
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                self.docs.put((time.time(), json.loads(line)))
-            except json.JSONDecodeError:
-                continue
+    @staticmethod
+    def _statuses(line: str) -> dict[str, str] | None:
+        """{member name: status} of one document; None for a line that is not one."""
+        try:
+            doc = json.loads(line)
+        except json.JSONDecodeError:
+            return None
+        return {m["name"]: m["status"] for m in doc["members"]}
 
-    def _read_err(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.stderr.append(line.rstrip("\n"))
+    def _documents(self, lines: list[tuple[float, str]]) -> list[tuple[float, dict[str, str]]]:
+        return [(at, statuses) for at, line in lines if (statuses := self._statuses(line)) is not None]
 
-    def drain(self) -> list[tuple[float, dict[str, str]]]:
+    def drain_documents(self) -> list[tuple[float, dict[str, str]]]:
         """Every document that arrived so far, as (arrival time, {member name: status})."""
-        out = []
-        while True:
-            try:
-                at, doc = self.docs.get_nowait()
-            except queue.Empty:
-                return out
-            out.append((at, {m["name"]: m["status"] for m in doc["members"]}))
+        return self._documents(self.drain())
 
     def wait(self, predicate: Any, timeout: float, what: str) -> list[tuple[float, dict[str, str]]]:
         """Documents until one satisfies `predicate(statuses)` (all of them are returned)."""
-        seen: list[tuple[float, dict[str, str]]] = []
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"top showed no {what} within {timeout} s; last {seen[-1:]}, "
-                                     f"stderr {self.stderr[-10:]}")
-            try:
-                at, doc = self.docs.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            seen.append((at, {m["name"]: m["status"] for m in doc["members"]}))
-            if predicate(seen[-1][1]):
-                return seen
+        def matches(line: str) -> bool:
+            statuses = self._statuses(line)
+            return statuses is not None and bool(predicate(statuses))
 
-    def stop(self) -> None:
-        kill_and_reap(self.proc)
+        return self._documents(self.next_lines(matches, timeout, f"top showing {what}"))
 
 
 def _cell_idle(k: Kernel, msg_id: str) -> bool:
@@ -159,10 +132,7 @@ def test_a_blocked_cell_makes_the_kernel_node_busy_not_down_and_moves_nothing() 
         assert sorted({node for _, _, node, _, _ in before}) == ["kern", "local1", "local2"], before
         assert all(status == "running" and restarts == 0 for *_, status, restarts in before), before
 
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
-        env[SECRET_ENV] = secret
-        top = Top(k.eval("str(current_node().id)"), env)
+        top = Top(k.eval("str(current_node().id)"), repo_env(**{SECRET_ENV: secret}))
         top.wait(lambda s: all(s.get(n) == "up" for n in ("kern", "local1", "local2")), 30,
                  "kern, local1 and local2 up")
 
@@ -172,7 +142,7 @@ def test_a_blocked_cell_makes_the_kernel_node_busy_not_down_and_moves_nothing() 
         during = top.wait(lambda s: s.get("kern") == "busy", 15, "kern busy")
 
         def cell_finished() -> bool:
-            during.extend(top.drain())  # keep every document top prints while the cell sleeps
+            during.extend(top.drain_documents())  # keep every document top prints while the cell sleeps
             return _cell_idle(k, msg_id)
 
         k.pump_until(cell_finished, BLOCK_S + 30, "the blocking cell to finish")

@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import os
-import queue
 import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.helpers.cluster import REPO
+from tests.helpers.processes import WatchedProcess, repo_env
 from tests.helpers.waiting import wait_pids_gone
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-    env.update(extra)
-    return env
 
 
 def _node_pids_of(demo_pid: int) -> set[int]:
@@ -54,7 +46,7 @@ def _run_demo(*args: str, **env: str) -> tuple[subprocess.CompletedProcess[str],
     started = time.monotonic()
     leftovers: set[int] = set()
     proc = subprocess.Popen([sys.executable, "-m", "noex_lab.cli", "demo", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=_env(**env), cwd=str(REPO))
+                            stderr=subprocess.PIPE, text=True, env=repo_env(**env), cwd=str(REPO))
     try:
         out, err = proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:
@@ -100,35 +92,16 @@ def test_demo_live_view_on_a_terminal() -> None:
     assert not leftovers and not wait_pids_gone(_pids_line(result.stdout), 0.0)
 
 
-class RunningDemo:
-    """A long `noex-lab demo` in the background; its stdout lines are queued by a reader thread."""
+class RunningDemo(WatchedProcess):
+    """A long `noex-lab demo` in the background; its stdout lines are read by a thread."""
 
     def __init__(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "noex_lab.cli", "demo", "--duration", "60"],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     env=_env(TTY_COMPATIBLE="0", COLUMNS="160"), cwd=str(REPO))
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.output: list[str] = []
+        super().__init__([sys.executable, "-m", "noex_lab.cli", "demo", "--duration", "60"], label="demo",
+                         env=repo_env(TTY_COMPATIBLE="0", COLUMNS="160"), stdin=None)
         self.pids: set[int] = set()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.output.append(line)
-            self.lines.put(line)
 
     def wait_line(self, text: str, timeout: float = 30.0) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            assert remaining > 0, f"no line with {text!r} within {timeout} s: {self.output[-5:]}"
-            try:
-                line = self.lines.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if text in line:
-                return line
+        return self.next_line(lambda line: text in line, timeout, f"line with {text!r}")[1]
 
     def wait_supervisor(self) -> None:
         """Until the cluster is up and the supervisor runs; records the node processes' PIDs."""

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import queue
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,17 +13,14 @@ from typing import Any
 import pytest
 
 from tests.helpers.cluster import REPO, NodeProcess
+from tests.helpers.processes import WatchedProcess, kill_and_reap, repo_env
 
 SECRET_ENV = "NOEX_TOP_TEST_SECRET"
 SECRET = {SECRET_ENV: "top-test-secret-0123456789"}
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-    env.update(SECRET)
-    env.update(extra)
-    return env
+    return repo_env(**SECRET, **extra)
 
 
 def _top(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
@@ -38,50 +32,19 @@ def _members(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {m["name"]: m for m in doc["members"]}
 
 
-class TopProcess:
+class TopProcess(WatchedProcess):
     """A long-running `noex-lab top`; stdout lines are collected (with arrival times) by a thread."""
 
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         cmd = [sys.executable, "-m", "noex_lab.cli", "top", *args, "--secret-env", SECRET_ENV]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     env=env or _env(), cwd=str(REPO), text=True, bufsize=1)
-        self.lines: queue.Queue[tuple[float, str]] = queue.Queue()
-        self.output: list[str] = []
-        self.stderr: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-        threading.Thread(target=self._read_err, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.output.append(line)
-            self.lines.put((time.monotonic(), line))
-
-    def _read_err(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.stderr.append(line)
-
-    def wait_line(self, predicate: Callable[[str], bool], timeout: float, what: str) -> tuple[float, str]:
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"no {what} within {timeout} s; last output {self.output[-3:]!r}, "
-                                     f"stderr {self.stderr[-10:]!r}")
-            try:
-                at, line = self.lines.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if predicate(line):
-                return at, line
+        super().__init__(cmd, label="top", env=env or _env(), stdin=subprocess.DEVNULL)
 
     def wait_doc(self, predicate: Callable[[dict[str, Any]], bool], timeout: float, what: str
                  ) -> tuple[float, dict[str, Any]]:
         def matches(line: str) -> bool:
             return predicate(json.loads(line))
 
-        at, line = self.wait_line(matches, timeout, what)
+        at, line = self.next_line(matches, timeout, what)
         return at, json.loads(line)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
@@ -95,9 +58,7 @@ class TopProcess:
             raise AssertionError(f"top did not end within {timeout} s of signal {sig}") from None
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=5)
+        kill_and_reap(self.proc)
 
 
 def _start_cluster(n: int, started: list[NodeProcess]) -> list[str]:
@@ -173,7 +134,7 @@ def test_top_once_prints_one_view_and_ctrl_c_ends_the_live_view(procs: list[Node
     # the live view (rich Live, as on a terminal), ended by Ctrl-C
     live = TopProcess(ids[0], "--interval", "0.2", env=_env(TTY_COMPATIBLE="1", COLUMNS="120", LINES="60"))
     try:
-        live.wait_line(lambda line: "t1" in line, 15.0, "the live view")
+        live.next_line(lambda line: "t1" in line, 15.0, "the live view")
         assert live.stop(signal.SIGINT) == 0, live.stderr
         assert not any("Traceback" in line for line in live.stderr), live.stderr
     finally:
