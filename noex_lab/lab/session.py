@@ -15,7 +15,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..core.errors import NoexError
 from ..core.node import Node, current_node, running_nodes
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 JOIN_TIMEOUT_S = 20.0
 SEED_WAIT_S = 3.0
+_View = TypeVar("_View", ClusterView, EventLog)
 _REF = re.compile(r"^<0\.(\d+)(?:@(.+))?>$")
 
 
@@ -454,28 +455,29 @@ class LabSession:
     def _keep_view(self, view: Any) -> None:
         self.views = [*[v for v in self.views if not getattr(v, "closed", False)][-50:], view]
 
-    def watch(self) -> ClusterView:
+    def _current(self, view: _View | None, make: Callable[[Node], _View]) -> _View:
+        """`view` while it is open and shows the kernel's node; else a new one (the old one closed)."""
         node = self.kernel_node()
-        view = self.cluster_view
-        if view is None or view.closed or view.node is not node:
-            if view is not None:
-                view.close()
-            view = ClusterView(node)
-            view.extra_columns = self._local_label
-            self.cluster_view = view
-            self._keep_view(view)
+        if view is not None and not view.closed and view.node is node:
+            return view
+        if view is not None:
+            view.close()
+        view = make(node)
+        self._keep_view(view)
         return view
 
+    def watch(self) -> ClusterView:
+        def make(node: Node) -> ClusterView:
+            view = ClusterView(node)
+            view.extra_columns = self._local_label
+            return view
+
+        self.cluster_view = self._current(self.cluster_view, make)
+        return self.cluster_view
+
     def log(self) -> EventLog:
-        node = self.kernel_node()
-        view = self.event_log
-        if view is None or view.closed or view.node is not node:
-            if view is not None:
-                view.close()
-            view = EventLog(node)
-            self.event_log = view
-            self._keep_view(view)
-        return view
+        self.event_log = self._current(self.event_log, EventLog)
+        return self.event_log
 
     # --------------------------------------------------------------- %%noex behavior
     async def ship_behavior(self, name: str, source: str, cls: type) -> list[ShipResult]:
