@@ -38,10 +38,11 @@ class DeadlineSlots:
     """Request timeouts on asyncio with one loop timer per deadline slot, not one per request.
 
     A deadline is rounded up to a multiple of 1 % of the timeout (at least 1 ms, at most
-    100 ms), so a request fails between `timeout` and `timeout` + 1 % (+ 100 ms at most) late,
-    never early. Requests whose deadlines share a slot share one `TimerHandle`: a
-    `call_later` + `cancel` per request (a heap push of a Python-compared handle, 2-3 us)
-    becomes a dict lookup and a set add/discard.
+    20 ms), so a request fails between `timeout` and `timeout` + 1 % (+ 20 ms at most) late,
+    never early (SPEC §4: every blocking API ends within its timeout plus a small constant).
+    Requests whose deadlines share a slot share one `TimerHandle`: a `call_later` + `cancel`
+    per request (a heap push of a Python-compared handle, 2-3 us) becomes a dict lookup and a
+    set add/discard.
     """
 
     __slots__ = ("loop", "slots")
@@ -55,8 +56,8 @@ class DeadlineSlots:
         grain = timeout * 0.01
         if grain < 0.001:
             grain = 0.001
-        elif grain > 0.1:
-            grain = 0.1
+        elif grain > 0.02:
+            grain = 0.02
         due = math.ceil((self.loop.time() + timeout) / grain) * grain
         slot = self.slots.get(due)
         if slot is None:

@@ -25,6 +25,18 @@ class CallTimeoutError(NoexError, TimeoutError):
         self.timeout = timeout
 
 
+class SendTimeoutError(NoexError, TimeoutError):
+    """The connection to a node stayed busy (its peer reads slower than we send) past a deadline."""
+
+    def __init__(self, node: object, timeout: float) -> None:
+        super().__init__(
+            f"the connection to {node} was still busy after {timeout:g} s (the peer reads slower than "
+            "this node sends: send less, raise timeout=, or check the peer with %noex nodes)"
+        )
+        self.node = node
+        self.timeout = timeout
+
+
 class ServerNotRunningError(NoexError):
     """The target process does not exist (any more): Erlang's `noproc`."""
 

@@ -458,6 +458,17 @@ class Node:
             if proc is not None and proc._alive:
                 proc.deliver((tag, msg))
 
+    async def drain(self, peer: NodeId | str | None = None, timeout: float | None = None) -> None:
+        """Wait until the connection to `peer` (every connection when None) is no longer busy.
+
+        `cast` from outside a process never waits (a process that casts into a busy connection
+        is suspended before its next message instead); a loop that casts a lot from a script or
+        a cell awaits this now and then to go at the pace of its peers. `SendTimeoutError` after
+        `timeout` seconds."""
+        if self.router is None:
+            return
+        await self.router.drain(NodeId.parse(peer) if isinstance(peer, str) else peer, timeout)
+
     def deliver_local(self, ref: ProcessRef, item: tuple[Any, ...]) -> bool:
         """Put a prepared mailbox item into a local process (used by the distribution layer)."""
         proc = self.local_process(ref)

@@ -23,6 +23,7 @@ from .refs import MonitorRef, ProcessRef
 if TYPE_CHECKING:
     from .genserver import GenServer
     from .node import Node
+    from .router import Congestion
 
 # Mailbox item tags. Items: (CALL, msg, reply, sender), (CAST, msg), (INFO, msg), (STOP, reason, waiter)
 CALL, CAST, INFO, STOP = 0, 1, 2, 3
@@ -54,6 +55,8 @@ class Process:
         "_alive",
         "_close_reason",
         "_closed",
+        "_congestion",
+        "_congestion_wake",
         "_done",
         "_interrupted",
         "_kill_reason",
@@ -109,7 +112,10 @@ class Process:
         self._done: FutureLike = node.backend.new_future()
         self._kill_reason: ExitReason = None
         self._shutdown_reason: ExitReason = None
-        self._interrupted = False  # one of the two above is set: the loop checks this per message
+        # a busy outgoing connection this process cast into: it waits for it before its next message
+        self._congestion: Congestion | None = None
+        self._congestion_wake: FutureLike | None = None
+        self._interrupted = False  # one of the three above is set: the loop checks this per message
         self._scope: anyio.CancelScope | None = None
         self._stop_waiters: list[FutureLike] = []
         # replies owed to callers whose handle_call returned NoReply or Stop without reply
@@ -137,6 +143,26 @@ class Process:
     def alive(self) -> bool:
         return self._alive
 
+    def wait_for(self, congestion: Congestion) -> None:
+        """Back-pressure: before its next message, wait until `congestion` is no longer busy."""
+        self._congestion = congestion
+        self._interrupted = True
+
+    async def _wait_congestion(self) -> None:
+        """Wait until the busy connection drains (or the connection closes, or a kill or a
+        shutdown request comes); messages arriving meanwhile stay queued."""
+        congestion, self._congestion = self._congestion, None
+        self._interrupted = self._kill_reason is not None or self._shutdown_reason is not None
+        if congestion is None or not congestion.congested or self._interrupted:
+            return
+        fut = self.node.backend.new_future()
+        self._congestion_wake = fut
+        congestion.add_space_waiter(fut)
+        try:
+            await fut
+        finally:
+            self._congestion_wake = None
+
     def kill(self, reason: ExitReason) -> None:
         """Terminate at once, without `terminate` (exit signal / `node.kill`)."""
         if not self._alive or self._kill_reason is not None:
@@ -152,11 +178,10 @@ class Process:
             return
         self._shutdown_reason = reason
         self._interrupted = True
-        wake = self._wake
-        if wake is not None:
-            self._wake = None
-            if not wake.done():
+        for wake in (self._wake, self._congestion_wake):
+            if wake is not None and not wake.done():
                 wake.set_result(None)
+        self._wake = None
 
     async def wait_exit(self, timeout: float | None) -> bool:
         """Wait for the exit; False on timeout."""
@@ -291,10 +316,13 @@ class Process:
         info_async = cls._noex_info_async
         budget = 0
         while True:
-            if self._interrupted:  # kill() or request_shutdown()
+            if self._interrupted:  # kill(), request_shutdown() or wait_for()
                 if self._kill_reason is not None:
                     return self._kill_reason, False
-                return self._shutdown_reason, True
+                if self._shutdown_reason is not None:
+                    return self._shutdown_reason, True
+                await self._wait_congestion()
+                continue
             if not mailbox:
                 budget = 0
                 wake = new_future()

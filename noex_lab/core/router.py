@@ -8,8 +8,20 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from ._backend import FutureLike
 from .reasons import ExitReason
 from .refs import MonitorRef, ProcessRef
+
+
+class Congestion(Protocol):
+    """A busy outgoing connection a process waits on before its next message (back-pressure)."""
+
+    @property
+    def congested(self) -> bool:
+        """Whether it is busy (never once closed)."""
+
+    def add_space_waiter(self, fut: FutureLike) -> None:
+        """Resolve `fut` once it is no longer busy."""
 
 
 class Router(Protocol):
@@ -21,6 +33,10 @@ class Router(Protocol):
     def send(self, to: ProcessRef, tag: int, msg: Any) -> bool:
         """Cast (tag CAST) or plain send (tag INFO); never raises for an unreachable node.
         False when there is no connection to `to.node` (nothing was sent)."""
+
+    async def drain(self, node: Any, timeout: float | None) -> None:
+        """Wait until the connection to `node` (every one when None) is not busy;
+        `SendTimeoutError` after `timeout` seconds."""
 
     async def call(self, to: ProcessRef, msg: Any, timeout: float, sender: ProcessRef | None) -> Any:
         """Request/reply to a remote process; raises the typed errors of `GenServer.call`."""

@@ -22,7 +22,7 @@ from ..core.node_id import NodeId, validate_node_name
 from ..core.snapshot import NodeSnapshot
 from .code_loading import install_code_loading
 from .codec import Codec
-from .connection import Connection
+from .connection import BUSY_LIMIT_BYTES, MAX_SEND_BUFFER_BYTES, Connection
 from .faults import Faults
 from .global_registry import GlobalNames
 from .introspection import install_introspection
@@ -56,6 +56,8 @@ class ClusterConfig:
     tls: TLSConfig | None = None
     busy_threshold_ms: int | None = None
     max_message_bytes: int = 64 * 2**20
+    busy_limit_bytes: int = BUSY_LIMIT_BYTES
+    max_send_buffer_bytes: int | None = None
     allow_code: bool = False
     insecure: bool = False
     hidden: bool = False
@@ -68,6 +70,14 @@ class ClusterConfig:
         if isinstance(self.cluster_secret, bytes):
             return self.cluster_secret
         return self.cluster_secret.encode()
+
+    @property
+    def send_buffer_bound(self) -> int:
+        """The hard bound of one connection's queued bytes: by default 128 MiB, and always
+        room for two of the largest messages."""
+        if self.max_send_buffer_bytes is not None:
+            return self.max_send_buffer_bytes
+        return max(MAX_SEND_BUFFER_BYTES, 2 * self.max_message_bytes)
 
     @property
     def busy_threshold_s(self) -> float:
@@ -85,6 +95,16 @@ class ClusterConfig:
             raise InvalidArgumentError("heartbeat_interval_ms must be > 0 and heartbeat_miss_threshold >= 1")
         if self.max_message_bytes < 1024:
             raise InvalidArgumentError("max_message_bytes must be at least 1024")
+        if not isinstance(self.busy_limit_bytes, int) or self.busy_limit_bytes < 1024:
+            raise InvalidArgumentError(
+                f"busy_limit_bytes must be an int of at least 1024, not {self.busy_limit_bytes!r}"
+            )
+        bound = self.max_send_buffer_bytes
+        if bound is not None and (not isinstance(bound, int) or bound < self.busy_limit_bytes + self.max_message_bytes):
+            raise InvalidArgumentError(
+                f"max_send_buffer_bytes must be an int of at least busy_limit_bytes + max_message_bytes "
+                f"({self.busy_limit_bytes + self.max_message_bytes}), not {bound!r}"
+            )
         if self.cluster_secret is not None and len(self.cluster_secret) < 8:
             raise InvalidArgumentError("cluster_secret must be at least 8 characters")
         if self.allow_code and self.cluster_secret is None:
@@ -142,6 +162,7 @@ class Distribution:
         self.transport = Transport(
             node, node_id=self.node_id, incarnation=node.incarnation, secret=config.secret, codec=self.codec,
             faults=self.faults, dispatch=self._dispatch, max_message_bytes=config.max_message_bytes,
+            busy_limit_bytes=config.busy_limit_bytes, max_send_buffer_bytes=config.send_buffer_bound,
             tls=config.tls, on_connected=self.membership.on_connected,
             on_disconnected=self.membership.on_disconnected, hidden=config.hidden,
             heartbeat_ms=config.heartbeat_interval_ms,
@@ -335,7 +356,7 @@ class Cluster:
         heartbeat_miss_threshold: int = 3, advertise_host: str | None = None,
         tls: TLSConfig | ssl.SSLContext | None = None, busy_threshold_ms: int | None = None,
         max_message_bytes: int = 64 * 2**20, allow_code: bool = False, insecure: bool = False,
-        hidden: bool = False,
+        hidden: bool = False, busy_limit_bytes: int = BUSY_LIMIT_BYTES, max_send_buffer_bytes: int | None = None,
     ) -> Node:
         """Start a node of the cluster: the implicit node the first time, a new node afterwards.
 
@@ -350,6 +371,7 @@ class Cluster:
             heartbeat_interval_ms=heartbeat_interval_ms, heartbeat_miss_threshold=heartbeat_miss_threshold,
             advertise_host=advertise_host, tls=tls, busy_threshold_ms=busy_threshold_ms,
             max_message_bytes=max_message_bytes, allow_code=allow_code, insecure=insecure, hidden=hidden,
+            busy_limit_bytes=busy_limit_bytes, max_send_buffer_bytes=max_send_buffer_bytes,
         )
         config.validate()
         node = current_node()
@@ -388,6 +410,11 @@ class Cluster:
     @staticmethod
     async def stop() -> None:
         await current_node().stop()
+
+    @staticmethod
+    async def drain(peer: NodeId | str | None = None, *, timeout: float | None = None) -> None:
+        """`node.drain` of the current node: wait until its connections are no longer busy."""
+        await current_node().drain(peer, timeout)
 
     @staticmethod
     async def snapshot(*, timeout: float = 2.0) -> list[NodeSnapshot]:

@@ -36,8 +36,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("noex_lab")
 
 CHUNK_SIZE = 256 * 1024          # bytes of a large body per chunk frame
-SMALL_LANE_LIMIT = 16 * 2**20    # queued small-frame bytes before senders wait / casts are refused
-LARGE_LANE_LIMIT = 2             # large messages queued before senders wait
+BUSY_LIMIT_BYTES = 2**20         # queued bytes at which the connection is busy (Erlang's dist_buf_busy_limit)
+MAX_SEND_BUFFER_BYTES = 128 * 2**20  # queued bytes past which the connection is closed and treated as lost
 RECEIVE_SIZE = 256 * 1024
 BATCH_BYTES = 64 * 1024          # small messages per frame (and per write on the asyncio fast path)
 
@@ -77,7 +77,8 @@ class Connection:
     def __init__(
         self, node: Node, stream: anyio.abc.ByteStream, peer: NodeId, peer_incarnation: int,
         codec: Codec, dispatch: Dispatch, faults: Faults, max_message_bytes: int,
-        initial: bytes = b"",
+        initial: bytes = b"", busy_limit_bytes: int = BUSY_LIMIT_BYTES,
+        max_send_buffer_bytes: int = MAX_SEND_BUFFER_BYTES,
     ) -> None:
         self.node = node
         self.stream = stream
@@ -99,9 +100,14 @@ class Connection:
         self._small_bytes = 0
         self._large: deque[_Ordered] = deque()
         self._behind: dict[Hashable, int] = {}  # senders with items in the ordered lane
-        self._big_pending = 0  # large bodies in the ordered lane (bounded: LARGE_LANE_LIMIT)
-        # whether the lanes are full (the peer does not keep up): senders then wait, casts are dropped
-        self.congested = False
+        # Bytes waiting in the lanes (small frames, and what is left of large bodies). At
+        # `busy_limit_bytes` the connection is busy: processes that cast into it are suspended
+        # and awaiting senders wait until it drains; past `max_send_buffer_bytes` it is closed
+        # and treated as lost (SPEC §4: nothing is dropped while the connection lives).
+        self.queued_bytes = 0
+        self.busy_limit_bytes = busy_limit_bytes
+        self.max_send_buffer_bytes = max_send_buffer_bytes
+        self.congested = False  # queued_bytes >= busy_limit_bytes (never while closed)
         self._large_ids = itertools.count(1)
         self._wake: FutureLike | None = None
         self._space: list[FutureLike] = []
@@ -138,8 +144,9 @@ class Connection:
 
     # ------------------------------------------------------------------ sending
     def send(self, message: list[Any]) -> None:
-        """Encode and queue (raises SerializationError for unsendable values). Never refuses:
-        senders of droppable traffic check `congested` first."""
+        """Encode and queue (raises SerializationError for unsendable values). Never drops a
+        message while the connection lives: past the hard bound the connection closes instead.
+        Senders that can wait check `congested` afterwards (back-pressure)."""
         body = self.codec.encode(message)
         if (
             self._direct_ok  # the asyncio fast path is on and the transport takes writes
@@ -165,27 +172,53 @@ class Connection:
         """The writer task's lanes: small frames, and large bodies (sent in chunks) in order."""
         if self.closed:
             return
-        if len(body) > CHUNK_SIZE or self._behind:
+        size = len(body)
+        if size > CHUNK_SIZE or self._behind:
             key = _sender_key()
-            if len(body) > CHUNK_SIZE:
+            if size > CHUNK_SIZE:
                 self._large.append(_Ordered(key, next(self._large_ids), memoryview(body)))
                 self._behind[key] = self._behind.get(key, 0) + 1
-                self._big_pending += 1
             elif key in self._behind:  # this sender has a large message in flight: stay behind it
-                self._large.append(_Ordered(key, frame=HEADER.pack(len(body)) + body))
+                self._large.append(_Ordered(key, frame=HEADER.pack(size) + body))
                 self._behind[key] += 1
             else:
                 self._small.append(body)
-                self._small_bytes += len(body)
+                self._small_bytes += size
         else:
             self._small.append(body)
-            self._small_bytes += len(body)
-        self._recount()
+            self._small_bytes += size
+        self.queued_bytes += size
+        if self.queued_bytes >= self.busy_limit_bytes:
+            self.congested = True
+            if self.queued_bytes > self.max_send_buffer_bytes:
+                self._overflow()
+                return
         wake = self._wake
         if wake is not None:
             self._wake = None
             if not wake.done():
                 wake.set_result(None)
+
+    def _overflow(self) -> None:
+        """The peer has not taken `max_send_buffer_bytes` of queued messages: give up on this
+        connection exactly as if it broke (monitors get noconnection, links exit, waiting calls
+        fail with NodeNotReachableError), so no message is ever lost silently."""
+        log.warning(
+            "closing connection to %s: %d bytes queued for it exceed the send buffer bound of %d "
+            "(max_send_buffer_bytes); it is treated as lost", self.peer, self.queued_bytes,
+            self.max_send_buffer_bytes,
+        )
+        self.node.events.emit("send_buffer_overflow", peer=self.peer, queued_bytes=self.queued_bytes,
+                              limit=self.max_send_buffer_bytes)
+        self.close()
+
+    def _sent(self, size: int) -> None:
+        """`size` queued bytes left the lanes: end the busy state (and wake waiters) below the limit."""
+        self.queued_bytes -= size
+        if self.congested and self.queued_bytes < self.busy_limit_bytes:
+            self.congested = False
+            if self._space:
+                self._release_space()
 
     def _flush_direct(self) -> None:
         self._flush_scheduled = False
@@ -206,22 +239,32 @@ class Connection:
             log.debug("direct write to %s failed: %s", self.peer, exc)
             self.close()
 
-    def _recount(self) -> None:
-        self.congested = self._small_bytes >= SMALL_LANE_LIMIT or self._big_pending >= LARGE_LANE_LIMIT
-
-    async def wait_for_space(self, large: bool = False) -> None:
-        """Block an awaiting sender while the peer cannot keep up (bounded memory)."""
-        for _ in range(10_000):
-            if self.closed:
-                return
-            if large:
-                if self._big_pending < LARGE_LANE_LIMIT:
-                    return
-            elif self._small_bytes < SMALL_LANE_LIMIT:
-                return
-            fut = self.node.backend.new_future()
+    def add_space_waiter(self, fut: FutureLike) -> None:
+        """Resolve `fut` once the connection is no longer busy (or closes)."""
+        if self.congested:
             self._space.append(fut)
-            await fut
+        elif not fut.done():
+            fut.set_result(None)
+
+    async def wait_for_space(self, timeout: float | None = None) -> bool:
+        """Wait while the connection is busy; False if `timeout` seconds passed first."""
+        if not self.congested:
+            return True
+        backend = self.node.backend
+        deadline = None if timeout is None else anyio.current_time() + timeout
+        for _ in range(100_000):  # each pass waits for the lanes to drain below the limit once
+            if not self.congested:
+                return True
+            fut = backend.new_future()
+            self._space.append(fut)
+            remaining = None if deadline is None else deadline - anyio.current_time()
+            if remaining is not None and remaining <= 0:
+                return False
+            try:
+                await backend.wait_future(fut, remaining)
+            except TimeoutError:
+                return not self.congested
+        return not self.congested
 
     async def flushed(self) -> None:
         """Wait until everything queued so far was handed to the socket."""
@@ -235,6 +278,8 @@ class Connection:
             await fut
 
     def _release_space(self) -> None:
+        if not self._space:
+            return
         waiters, self._space = self._space, []
         for fut in waiters:
             if not fut.done():
@@ -256,6 +301,7 @@ class Connection:
                 self.node.events.report_error(f"connection to {self.peer} failed", exc)
         finally:
             self.closed = True
+            self.congested = False
             self._direct_ok = False
             self._release_space()
             with anyio.CancelScope(shield=True):
@@ -265,7 +311,9 @@ class Connection:
         if not self.closed:
             self.close_reason = reason
         self.closed = True
+        self.congested = False
         self._direct_ok = False
+        self._release_space()
         if self._scope is not None:
             self._scope.cancel()
 
@@ -439,41 +487,36 @@ class Connection:
             if not self._small and not self._large:
                 if self._direct:
                     self._flush_direct()
-                if self._space:
-                    self._release_space()
+                if self._space and not self.congested:
+                    self._release_space()  # (flushed() waiters)
                 wake = new_future()
                 self._wake = wake
                 await wake
                 continue
             if self._small:
                 parts, self._small = self._small, []
-                self._small_bytes = 0
-                self._recount()
-                if self._space:
-                    self._release_space()
+                size, self._small_bytes = self._small_bytes, 0
                 await self._write(stream, batch(parts, BATCH_BYTES), len(parts))
+                self._sent(size)
             if self._large:
                 item = self._large[0]
                 if item.rest is None:
-                    data, last = item.frame, True
+                    data, last, size = item.frame, True, len(item.frame) - HEADER.size
                 else:
                     piece, item.rest = item.rest[:CHUNK_SIZE], item.rest[CHUNK_SIZE:]
                     last = len(item.rest) == 0
+                    size = len(piece)
                     body = msgpack.packb([CHUNK, item.message_id, last, bytes(piece)])
                     data = HEADER.pack(len(body)) + body
                 if last:
                     self._large.popleft()
-                    if item.rest is not None:
-                        self._big_pending -= 1
-                        self._recount()
                     left = self._behind[item.key] - 1
                     if left:
                         self._behind[item.key] = left
                     else:
                         del self._behind[item.key]
-                    if self._space:
-                        self._release_space()
                 await self._write(stream, data, 1 if last else 0)
+                self._sent(size)
 
     async def _write(self, stream: anyio.abc.ByteStream, data: bytes, frames: int) -> None:
         if self._direct:

@@ -12,16 +12,20 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
+import anyio
+
 from ..core import errors as noex_errors
 from ..core.errors import (
     CallError,
     CallTimeoutError,
     NodeNotReachableError,
     NoexError,
+    SendTimeoutError,
     SerializationError,
     ServerNotRunningError,
 )
 from ..core.messages import Down
+from ..core.node import current_process
 from ..core.node_id import NodeId
 from ..core.process import CALL as CALL_TAG
 from ..core.process import CAST as CAST_TAG
@@ -112,6 +116,15 @@ def _from(ref: Any, conn: Connection) -> bool:
     return isinstance(ref, ProcessRef) and ref.node == conn.peer
 
 
+def _describe(value: Any) -> str:
+    """A peer's value for an error or log text: short, and never raising."""
+    try:
+        text = repr(value)
+    except Exception:
+        return f"<{type(value).__name__}>"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 class RemoteReply:
     """Stands in for the caller's future on the server's node: answers over the connection."""
 
@@ -186,10 +199,17 @@ class RemoteRouter:
         return self.transport.conns.get(ref.node)
 
     def send_frame(self, conn: Connection, message: list[Any]) -> None:
-        if conn.congested:
-            self.node.events.emit("overload", peer=conn.peer, dropped_frame_type=message[0])
-            return
+        """A system frame (DOWN, EXIT): never dropped, and its sender never waits."""
         conn.send(message)
+
+    @staticmethod
+    def _slow_down(conn: Connection) -> None:
+        """Back-pressure: a process that cast into a busy connection waits for it to drain
+        before it handles its next message (Erlang suspends a sender on a busy dist port).
+        Code outside processes is not suspended: it can `await node.drain()`."""
+        proc = current_process()
+        if proc is not None:
+            proc.wait_for(conn)
 
     # ------------------------------------------------------------------ Router protocol
     def has_connection(self, node: Any) -> bool:
@@ -205,32 +225,49 @@ class RemoteRouter:
             self._last_conn = conn
         if conn.peer_incarnation != to.creation:
             return True  # addressed to an old incarnation of that node: dropped
-        if conn.congested:  # the peer does not keep up: a cast is dropped, and said so
-            self.node.events.emit("overload", peer=conn.peer, dropped_frame_type=tag)
-            return True
         try:  # (`_send_user` inlined: this is the hot path of every remote cast)
             conn.send([_CAST if tag == CAST_TAG else _SEND, to.id, to.creation, msg])
         except SerializationError as exc:
             raise SerializationError(_user_path(exc, 3)) from None
+        if conn.congested:
+            self._slow_down(conn)
         return True
 
-    async def _ready_conn(self, to: ProcessRef) -> Connection:
-        """The connection to `to`'s node, with room to send; typed errors when there is none."""
+    async def drain(self, node: NodeId | None, timeout: float | None) -> None:
+        """Wait until the connection to `node` (every connection when None) is not busy."""
+        conns = list(self.transport.conns.values()) if node is None else [self.transport.conns.get(node)]
+        start = anyio.current_time()
+        for conn in conns:
+            if conn is None or not conn.congested:
+                continue
+            left = None if timeout is None else timeout - (anyio.current_time() - start)
+            if not await conn.wait_for_space(left):
+                raise SendTimeoutError(conn.peer, cast(float, timeout))
+
+    def _ready_conn(self, to: ProcessRef) -> Connection:
+        """The connection to `to`'s node; typed errors when there is none."""
         conn = self._conn(to)
         if conn is None:
             raise NodeNotReachableError(to.node, "not connected")
         if conn.peer_incarnation != to.creation:
             raise ServerNotRunningError(to, NOPROC)
-        if conn.congested:
-            await conn.wait_for_space()
         return conn
 
     async def call(self, to: ProcessRef, msg: Any, timeout: float, sender: ProcessRef | None) -> Any:
-        conn = await self._ready_conn(to)
+        conn = self._ready_conn(to)
         return await self.request(conn, [p.CALL, 0, to.id, to.creation, sender, msg], timeout, to)
 
     async def request(self, conn: Connection, message: list[Any], timeout: float, target: object) -> Any:
-        """Send a request frame (its slot 1 is the request id) and await the REPLY."""
+        """Send a request frame (its slot 1 is the request id) and await the REPLY, all within
+        `timeout` (a busy connection is waited for inside the same deadline)."""
+        wait = timeout
+        if conn.congested:
+            start = anyio.current_time()
+            if not await conn.wait_for_space(timeout):
+                raise CallTimeoutError(target, timeout)
+            wait = timeout - (anyio.current_time() - start)
+            if conn.closed:
+                raise NodeNotReachableError(conn.peer, "the connection was lost while waiting")
         req = next(conn.req_ids)
         message[1] = req
         backend = self.node.backend
@@ -238,7 +275,7 @@ class RemoteRouter:
         conn.pending[req] = fut
         try:
             _send_user(conn, message, len(message) - 1)
-            return await backend.wait_future(fut, timeout)
+            return await backend.wait_future(fut, wait)
         except TimeoutError as exc:
             if type(exc) is TimeoutError:
                 raise CallTimeoutError(target, timeout) from None
@@ -247,8 +284,8 @@ class RemoteRouter:
             conn.pending.pop(req, None)
 
     async def stop(self, to: ProcessRef, reason: ExitReason, timeout: float) -> None:
-        conn = await self._ready_conn(to)
-        await self.request(conn, [p.STOP, 0, to.id, to.creation, reason, timeout], timeout + 1.0, to)
+        conn = self._ready_conn(to)
+        await self.request(conn, [p.STOP, 0, to.id, to.creation, reason, timeout], timeout, to)
 
     async def shutdown(self, to: ProcessRef, reason: ExitReason, timeout: float | None) -> ExitReason:
         conn = self._conn(to)
@@ -406,11 +443,11 @@ class RemoteRouter:
                 del self.remote_monitors[mref]
                 node._deliver_down(entry[1], Down(mref, ref, reason))
         elif kind == p.RPC:
-            node.spawn_task(self._run_rpc, conn, m, what=f"system request {m[2]!r}")
+            node.spawn_task(self._run_rpc, conn, m, what=f"system request {_describe(m[2])}")
         elif kind == p.RPC_CAST:
             handler = self.rpc_handlers.get(m[1])
             if handler is None:
-                log.warning("unknown system notification %r from %s", m[1], conn.peer)
+                log.warning("unknown system notification %s from %s", _describe(m[1]), conn.peer)
             else:
                 result = handler(conn.peer, m[2])
                 if inspect.isawaitable(result):
@@ -418,7 +455,7 @@ class RemoteRouter:
         elif kind == p.GOSSIP or kind == p.GOODBYE:
             self.on_membership(conn, m)
         else:
-            log.warning("unexpected frame type %r from %s", kind, conn.peer)
+            log.warning("unexpected frame type %s from %s", _describe(kind), conn.peer)
 
     def on_membership(self, conn: Connection, m: list[Any]) -> None:
         """Replaced by the cluster with its membership's frame handler."""
@@ -435,8 +472,8 @@ class RemoteRouter:
     async def _run_rpc(self, conn: Connection, m: list[Any]) -> None:
         _, req, op, args = m
         handler = self.rpc_handlers.get(op)
-        if handler is None:
-            err = NoexError(f"node {self.node.id} has no system handler {op!r}")
+        if handler is None:  # (never echo a peer's value at length: it could be megabytes)
+            err = NoexError(f"node {self.node.id} has no system handler {_describe(op)}")
             conn.send([p.REPLY, req, False, encode_error(err)])
             return
         try:

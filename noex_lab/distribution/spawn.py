@@ -64,7 +64,7 @@ async def spawn(
         assert dist is not None
         return await handle_spawn(dist, target, [behavior_name, arg, name, registration, timeout, link_to])
     result: ProcessRef = await dist.router.rpc(
-        target, "spawn", [behavior_name, arg, name, registration, timeout, link_to], timeout + 1.0
+        target, "spawn", [behavior_name, arg, name, registration, timeout, link_to], timeout
     )
     return result
 

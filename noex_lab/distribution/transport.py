@@ -22,7 +22,7 @@ from anyio.streams.tls import TLSStream
 from ..core.errors import AuthenticationError
 from ..core.node_id import NodeId
 from . import handshake as hs
-from .connection import Connection, Dispatch
+from .connection import BUSY_LIMIT_BYTES, MAX_SEND_BUFFER_BYTES, Connection, Dispatch
 from .faults import Faults
 from .framing import HEADER, ProtocolError
 
@@ -85,6 +85,7 @@ class Transport:
     def __init__(
         self, node: Node, *, node_id: NodeId, incarnation: int, secret: bytes | None, codec: Codec,
         faults: Faults, dispatch: Dispatch, max_message_bytes: int, tls: TLSConfig | None,
+        busy_limit_bytes: int = BUSY_LIMIT_BYTES, max_send_buffer_bytes: int = MAX_SEND_BUFFER_BYTES,
         on_connected: Callable[[Connection], None], on_disconnected: Callable[[Connection], None],
         hidden: bool = False, heartbeat_ms: int = 0,
     ) -> None:
@@ -98,6 +99,8 @@ class Transport:
         self.faults = faults
         self.dispatch = dispatch
         self.max_message_bytes = max_message_bytes
+        self.busy_limit_bytes = busy_limit_bytes
+        self.max_send_buffer_bytes = max_send_buffer_bytes
         self.tls = tls
         self.on_connected = on_connected
         self.on_disconnected = on_disconnected
@@ -334,7 +337,8 @@ class Transport:
     ) -> Connection:
         leftover = reader.rest()
         conn = Connection(self.node, stream, peer, incarnation, self.codec, self.dispatch, self.faults,
-                          self.max_message_bytes, initial=leftover)
+                          self.max_message_bytes, initial=leftover, busy_limit_bytes=self.busy_limit_bytes,
+                          max_send_buffer_bytes=self.max_send_buffer_bytes)
         conn.peer_hidden = hello.hidden
         conn.peer_heartbeat_ms = hello.heartbeat_ms
         self.conns[peer] = conn

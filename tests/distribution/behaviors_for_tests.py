@@ -93,3 +93,32 @@ class Watcher(GenServer):
         if isinstance(msg, tuple) and msg[0] == "monitor":
             return await RemoteMonitor.monitor(msg[1]), state
         return None, state
+
+
+class SeqSink(GenServer):
+    """Counts casts and checks per-sender order: ("seq", sender, i) must come as 0, 1, 2, ...
+    per sender; ("blob", sender, i, data) too. Call "stats" -> counts, gaps, blob bytes."""
+
+    def init(self, arg: Any) -> dict[str, Any]:
+        return {"next": {}, "count": 0, "out_of_order": 0, "blobs": 0, "blob_bytes": 0}
+
+    def handle_cast(self, msg: Any, state: dict[str, Any]) -> dict[str, Any]:
+        sender, index = msg[1], msg[2]
+        if state["next"].get(sender, 0) != index:
+            state["out_of_order"] += 1
+        state["next"][sender] = index + 1
+        if msg[0] == "blob":
+            state["blobs"] += 1
+            state["blob_bytes"] += len(msg[3])
+        else:
+            state["count"] += 1
+        return state
+
+    def handle_call(self, msg: Any, state: dict[str, Any]) -> Any:
+        if msg == "stats":
+            stats = {k: v for k, v in state.items() if k != "next"}
+            return stats, state
+        return msg, state
+
+
+BehaviorRegistry.register("seq_sink", SeqSink)
