@@ -4,6 +4,11 @@ Small frames are coalesced into one write per turn of the writer; a large body i
 split into chunks and the writer sends every pending small frame between two chunks,
 so heartbeat-sized traffic keeps its latency while a 64 MiB message is in transit.
 
+Nothing is ever dropped here (SPEC §4). The bytes waiting in the lanes are counted: from
+`busy_limit_bytes` on the connection is `congested` (the router then suspends processes that
+cast into it, and requests wait for it inside their deadline); past `max_send_buffer_bytes`
+it is closed, and the loss is reported like any lost connection.
+
 On asyncio (plain TCP) both directions take a fast path around anyio's stream: the small
 frames of one loop iteration go out in one synchronous `transport.write` at its end (every
 64 KiB during a longer burst), and received bytes are parsed and dispatched right in the

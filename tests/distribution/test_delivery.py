@@ -85,6 +85,7 @@ async def stoppable(procs: list[NodeProcess]) -> AsyncIterator[tuple[Node, NodeP
         peer.signal(signal.SIGCONT)
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 async def test_large_messages_of_one_sender_never_make_small_casts_of_another_fail() -> None:
     """W5 with a concurrent 3 x 16 MiB sender on the same connection: 100,000/100,000 in order."""
     a, b = await start_cluster(2, fast=False)
@@ -262,3 +263,22 @@ async def test_past_the_hard_bound_the_connection_is_lost_loudly(procs: list[Nod
 def _log(watcher: Any) -> list[Any]:
     proc = current_node().local_process(watcher)
     return list(proc.state) if proc is not None else []
+
+
+async def test_a_process_suspended_on_a_busy_link_still_shuts_down_at_once(
+    stoppable: tuple[Node, NodeProcess, Any],
+) -> None:
+    """Back-pressure holds messages, not supervision: a shutdown ends a suspended process."""
+    me, peer, sink = stoppable
+    conn = _conn(me, sink.node)
+    progress: dict[str, Any] = {}
+    pump = await GenServer.start(Pump, progress)
+    peer.signal(signal.SIGSTOP)
+    GenServer.cast(pump, ("go", sink, "s", 1_000_000, 500))
+    await wait_until(lambda: conn.congested, 10.0, "the link is busy")
+    sent = progress["sent"]
+    await wait_until(lambda: me.local_process(pump)._congestion_wake is not None, 5.0, "the pump is suspended")
+    assert progress["sent"] == sent
+    t0 = time.monotonic()
+    reason = await me.shutdown_process(pump, "shutdown", 5.0)
+    assert reason == "shutdown" and time.monotonic() - t0 < 0.2
