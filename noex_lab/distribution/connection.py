@@ -17,6 +17,7 @@ transport's `data_received` callback, with no hop through the reader task.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 from collections import deque
@@ -31,7 +32,7 @@ import sniffio
 from ..core._backend import FutureLike
 from ..core.node_id import NodeId
 from .faults import Faults
-from .framing import HEADER, ChunkAssembler, FrameReader, ProtocolError, batch
+from .framing import HEADER, MAC_BYTES, ChunkAssembler, FrameOpener, FrameReader, FrameSealer, ProtocolError, batch
 from .protocol import CHUNK, KNOWN_TYPES
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ class Connection:
         self, node: Node, stream: anyio.abc.ByteStream, peer: NodeId, peer_incarnation: int,
         codec: Codec, dispatch: Dispatch, faults: Faults, max_message_bytes: int,
         initial: bytes = b"", busy_limit_bytes: int = BUSY_LIMIT_BYTES,
-        max_send_buffer_bytes: int = MAX_SEND_BUFFER_BYTES,
+        max_send_buffer_bytes: int = MAX_SEND_BUFFER_BYTES, frame_keys: tuple[bytes, bytes] | None = None,
     ) -> None:
         self.node = node
         self.stream = stream
@@ -101,6 +102,10 @@ class Connection:
         self.peer_hidden = False
         self.peer_heartbeat_ms = 0
         self._initial = initial
+        # with a cluster secret, every frame carries a MAC under keys of this connection only
+        self._sealer = FrameSealer(frame_keys[0]) if frame_keys is not None else None
+        self._opener = FrameOpener(frame_keys[1]) if frame_keys is not None else None
+        self._writing = False  # the writer task is between sealing a frame and handing it over
         self._small: list[bytes] = []
         self._small_bytes = 0
         self._large: deque[_Ordered] = deque()
@@ -132,7 +137,7 @@ class Connection:
         self._loop: Any = None
         # A frame holds one message, a chunk of a large one, or a batch of small ones of up to
         # BATCH_BYTES, which every node accepts whatever its own max_message_bytes.
-        self._frames = FrameReader(max(max_message_bytes, BATCH_BYTES) + 1024)
+        self._frames = FrameReader(max(max_message_bytes, BATCH_BYTES) + 1024 + MAC_BYTES)
         self._unpacker = codec.stream_unpacker(self._frames.max_frame)
         self._unpacked = 0  # bytes fed to the unpacker (it must have used them all at a frame's end)
         self._chunks = ChunkAssembler(max_message_bytes)
@@ -157,6 +162,7 @@ class Connection:
             self._direct_ok  # the asyncio fast path is on and the transport takes writes
             and not self._small
             and not self._large
+            and not self._writing  # (the writer's frame goes first: order, and the MAC sequence)
             and len(body) <= CHUNK_SIZE
             and not self.faults.active
         ):
@@ -184,7 +190,7 @@ class Connection:
                 self._large.append(_Ordered(key, next(self._large_ids), memoryview(body)))
                 self._behind[key] = self._behind.get(key, 0) + 1
             elif key in self._behind:  # this sender has a large message in flight: stay behind it
-                self._large.append(_Ordered(key, frame=HEADER.pack(size) + body))
+                self._large.append(_Ordered(key, frame=body))
                 self._behind[key] += 1
             else:
                 self._small.append(body)
@@ -232,7 +238,10 @@ class Connection:
 
     def _write_direct(self) -> None:
         direct = self._direct
-        data = HEADER.pack(self._direct_bytes) + b"".join(direct)
+        if self._sealer is None:
+            data = HEADER.pack(self._direct_bytes) + b"".join(direct)
+        else:
+            data = self._sealer.seal(b"".join(direct))
         self.sent_messages += len(direct)
         direct.clear()
         self._direct_bytes = 0
@@ -367,6 +376,9 @@ class Connection:
         """Parse and dispatch received bytes; False when the connection must close."""
         try:
             bodies = self._frames.feed(data)
+            opener = self._opener
+            if opener is not None:
+                bodies = [opener.open(body) for body in bodies]
         except ProtocolError as exc:
             log.warning("closing connection to %s: %s", self.peer, exc)
             return False
@@ -498,40 +510,53 @@ class Connection:
                 self._wake = wake
                 await wake
                 continue
-            if self._small:
-                parts, self._small = self._small, []
-                size, self._small_bytes = self._small_bytes, 0
-                await self._write(stream, batch(parts, BATCH_BYTES), len(parts))
-                self._sent(size)
-            if self._large:
-                item = self._large[0]
-                if item.rest is None:
-                    data, last, size = item.frame, True, len(item.frame) - HEADER.size
-                else:
-                    piece, item.rest = item.rest[:CHUNK_SIZE], item.rest[CHUNK_SIZE:]
-                    last = len(item.rest) == 0
-                    size = len(piece)
-                    body = msgpack.packb([CHUNK, item.message_id, last, bytes(piece)])
-                    data = HEADER.pack(len(body)) + body
-                if last:
-                    self._large.popleft()
-                    left = self._behind[item.key] - 1
-                    if left:
-                        self._behind[item.key] = left
-                    else:
-                        del self._behind[item.key]
-                await self._write(stream, data, 1 if last else 0)
-                self._sent(size)
+            if self._direct:
+                self._flush_direct()  # frames queued for the fast path go first: order is kept
+            self._writing = True
+            try:
+                if self._small:
+                    parts, self._small = self._small, []
+                    size, self._small_bytes = self._small_bytes, 0
+                    await self._write(stream, functools.partial(batch, parts, BATCH_BYTES, self._sealer), len(parts))
+                    self._sent(size)
+                if self._large:
+                    await self._write_ordered(stream)
+            finally:
+                self._writing = False
 
-    async def _write(self, stream: anyio.abc.ByteStream, data: bytes, frames: int) -> None:
-        if self._direct:
-            self._flush_direct()  # frames queued for the fast path go first: order is kept
-        if self.faults.is_blocked(self.peer):
-            return
-        delay = self.faults.delay_for(self.peer)
-        if delay:
-            await anyio.sleep(delay)
-        await stream.send(data)
+    async def _write_ordered(self, stream: anyio.abc.ByteStream) -> None:
+        """The next piece of the ordered lane: a chunk of a large body, or a small frame."""
+        item = self._large[0]
+        if item.rest is None:  # a small message kept behind its sender's large one
+            body, last, size = item.frame, True, len(item.frame)
+        else:
+            piece, item.rest = item.rest[:CHUNK_SIZE], item.rest[CHUNK_SIZE:]
+            last = len(item.rest) == 0
+            size = len(piece)
+            body = msgpack.packb([CHUNK, item.message_id, last, bytes(piece)])
+        if last:
+            self._large.popleft()
+            left = self._behind[item.key] - 1
+            if left:
+                self._behind[item.key] = left
+            else:
+                del self._behind[item.key]
+        sealer = self._sealer
+        await self._write(stream, lambda: sealer.seal(body) if sealer is not None else HEADER.pack(len(body)) + body,
+                          1 if last else 0)
+        self._sent(size)
+
+    async def _write(self, stream: anyio.abc.ByteStream, make: Callable[[], bytes], frames: int) -> None:
+        """Send the frames `make` builds (and seals) right before they are handed over, so the
+        MAC sequence is the order on the wire; a partition of the fault layer drops them unbuilt."""
+        faults = self.faults
+        if faults.active:
+            if faults.is_blocked(self.peer):
+                return
+            delay = faults.delay_for(self.peer)
+            if delay:
+                await anyio.sleep(delay)
+        await stream.send(make())
         self.sent_messages += frames
 
 
