@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .cluster import Distribution
 
 REGISTRATIONS = ("none", "local", "global")
+INIT_MARGIN_S = 0.1  # at most this much of a remote spawn's timeout is kept for the round trip
 
 
 async def handle_spawn(dist: Distribution, _peer: NodeId, args: Any) -> ProcessRef:
@@ -63,8 +64,11 @@ async def spawn(
             raise NodeNotReachableError(target, "this node is not distributed (call Cluster.start first)")
         assert dist is not None
         return await handle_spawn(dist, target, [behavior_name, arg, name, registration, timeout, link_to])
+    # The whole spawn ends within `timeout` (SPEC §4); the target's init gets that less a margin
+    # for the round trip, so an init that times out still comes back as InitError in time.
+    init_timeout = timeout - min(INIT_MARGIN_S, timeout * 0.2)
     result: ProcessRef = await dist.router.rpc(
-        target, "spawn", [behavior_name, arg, name, registration, timeout, link_to], timeout
+        target, "spawn", [behavior_name, arg, name, registration, init_timeout, link_to], timeout
     )
     return result
 
