@@ -94,6 +94,7 @@ class Connection:
         self.goodbye_received = False
         self.peer_hidden = False
         self.peer_heartbeat_ms = 0
+        self.session_key: bytes | None = None  # this connection's key from the handshake (None without a secret)
         self._initial = initial
         self._small: list[bytes] = []
         self._small_bytes = 0
