@@ -53,8 +53,9 @@ class NodeProc:
         env: dict[str, str] | None = None,
     ) -> None:
         self.name = name
+        # --no-secret: like the workloads' in-process nodes (and the user's secret file is left alone)
         cmd = [*node_command(), "node", "--name", name, "--host", HOST, "--port", "0", "--report",
-               "--exit-on-stdin-eof"]
+               "--exit-on-stdin-eof", "--no-secret"]
         for seed in seeds:
             cmd += ["--seed", seed]
         if heartbeat_interval_ms is not None:
