@@ -29,7 +29,7 @@ unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
 notebooks: $(STAMP)
-	$(BIN)/python -m pytest -q --nbval --nbval-sanitize-with notebooks/sanitize.cfg \
+	XDG_CONFIG_HOME="$$(mktemp -d)" $(BIN)/python -m pytest -q --nbval --nbval-sanitize-with notebooks/sanitize.cfg \
 		--nbval-cell-timeout=120 -p no:randomly notebooks
 
 test: lint typecheck unit notebooks

@@ -40,6 +40,9 @@ def node_command() -> list[str]:
     return [sys.executable, "-m", "noex_lab.cli"]
 
 
+SECRET_ENV = "NOEX_BENCH_SECRET"
+
+
 class NodeError(RuntimeError):
     """A node did not start, did not print what was awaited in time, or exited early."""
 
@@ -50,11 +53,14 @@ class NodeProc:
     def __init__(
         self, name: str, *, seeds: Iterable[str] = (), heartbeat_interval_ms: int | None = None,
         heartbeat_miss_threshold: int | None = None, behaviors: Iterable[str] = (),
-        env: dict[str, str] | None = None,
+        env: dict[str, str] | None = None, secret: str | None = None,
     ) -> None:
         self.name = name
+        # a secret only through the environment (`secret`); otherwise --no-secret, like the
+        # workloads' in-process nodes (and the user's own secret file is left alone)
+        auth = ["--secret-env", SECRET_ENV] if secret is not None else ["--no-secret"]
         cmd = [*node_command(), "node", "--name", name, "--host", HOST, "--port", "0", "--report",
-               "--exit-on-stdin-eof"]
+               "--exit-on-stdin-eof", *auth]
         for seed in seeds:
             cmd += ["--seed", seed]
         if heartbeat_interval_ms is not None:
@@ -66,6 +72,8 @@ class NodeProc:
         full_env = dict(os.environ)
         full_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), full_env.get("PYTHONPATH", "")) if p)
         full_env.update(env or {})
+        if secret is not None:
+            full_env[SECRET_ENV] = secret
         self.cmd = cmd
         self.id: str | None = None
         self.lines: list[tuple[int, str]] = []  # (wall_us when read, line)

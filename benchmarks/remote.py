@@ -3,7 +3,8 @@
 Node B runs with `--behaviors benchmarks.bench_behaviors` (it registers `bench_counter`);
 node A is made distributed with `Cluster.start` in the workload's own process, seeded with B,
 and starts the counter on B with `RemoteSpawn.spawn`. Both nodes use noex_lab's default
-settings (heartbeat 5000 ms x 3).
+settings (heartbeat 5000 ms x 3), and a cluster secret: the handshake is authenticated and
+every frame carries its MAC, as on a production link.
 
 Profiling hooks (benchmark code only):
 
@@ -30,6 +31,7 @@ from .bench_behaviors import BEHAVIOR, PROFILE_ENV
 from .nodes import NodeError, NodeProc, stop_all_async
 
 SETUP_TIMEOUT_S = 30.0  # node B start, the connection, the spawn
+SECRET = "noex-lab benchmark secret, not for production"
 
 
 @dataclass
@@ -39,7 +41,8 @@ class Remote:
     ref: ProcessRef  # the counter on node B
 
     def params(self) -> dict[str, Any]:
-        return {"node_b_cmd": " ".join(self.node_b.cmd[1:]), "heartbeat": "default 5000 ms x 3"}
+        return {"node_b_cmd": " ".join(self.node_b.cmd[1:]), "heartbeat": "default 5000 ms x 3",
+                "secret": "yes (frames with a MAC)"}
 
 
 @contextlib.asynccontextmanager
@@ -49,12 +52,12 @@ async def remote_counter(workload: str) -> AsyncIterator[Remote]:
     prefix_b = os.environ.get("NOEX_BENCH_PROFILE_B")
     if prefix_b:
         env[PROFILE_ENV] = f"{prefix_b}.{workload}.B.prof"
-    node_b = NodeProc("bench_b", behaviors=["benchmarks.bench_behaviors"], env=env)
+    node_b = NodeProc("bench_b", behaviors=["benchmarks.bench_behaviors"], env=env, secret=SECRET)
     node_a: Node | None = None
     try:
         deadline = time.monotonic() + SETUP_TIMEOUT_S
         b_id = await node_b.started(deadline)
-        node_a = await Cluster.start("bench_a", port=0, seeds=[b_id])
+        node_a = await Cluster.start("bench_a", port=0, seeds=[b_id], cluster_secret=SECRET)
         while not any(str(info.id) == b_id for info in node_a.get_nodes()):
             if time.monotonic() > deadline:
                 raise NodeError(f"node A did not connect to node B in time; B: {node_b.describe()}")

@@ -32,13 +32,16 @@ def _parser() -> argparse.ArgumentParser:
     node.add_argument("--host", default="127.0.0.1", help="address to listen on")
     node.add_argument("--advertise-host", default=None, help="address peers dial (when --host is 0.0.0.0)")
     node.add_argument("--seed", action="append", default=[], metavar="ID", help="seed node id name@host:port")
-    node.add_argument("--secret-env", metavar="VAR", help="environment variable holding the cluster secret")
+    add_secret_arguments(node)
     node.add_argument("--behaviors", action="append", default=[], metavar="MODULE",
                       help="import MODULE first (it registers behaviors)")
     node.add_argument("--allow-code", action="store_true", help="accept behavior source from peers")
+    node.add_argument("--allow-code-from", action="append", default=[], metavar="ID",
+                      help="with --allow-code: accept it only from this node id (repeatable)")
     node.add_argument("--heartbeat-interval-ms", type=int, default=5000)
     node.add_argument("--heartbeat-miss-threshold", type=int, default=3)
-    node.add_argument("--insecure", action="store_true", help="allow a non-loopback bind without a secret")
+    node.add_argument("--insecure", action="store_true",
+                      help="allow a non-loopback bind with --no-secret (anyone who reaches it can run code)")
     add_tls_arguments(node)
     node.add_argument("--exit-on-stdin-eof", action="store_true",
                       help="leave when standard input closes (for nodes launched by a parent process)")
@@ -50,6 +53,40 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_arguments(sub.add_parser(
         "demo", help="local demonstration: node processes, a distributed supervisor, a node killed, failover"))
     return parser
+
+
+def add_secret_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--secret-env", metavar="VAR",
+                       help="environment variable holding the cluster secret (default: the per-user secret file "
+                            "$XDG_CONFIG_HOME/noex-lab/secret, created on first use)")
+    group.add_argument("--no-secret", action="store_true",
+                       help="no cluster secret: every local user (and with --insecure, anyone) can connect")
+
+
+def secret_from_args(args: argparse.Namespace) -> str | None:
+    """The secret `--secret-env` names, none with `--no-secret` (with a warning), else the per-user
+    secret file (created on first use). Warns about `--insecure` on a non-loopback address."""
+    from .distribution.cluster import is_loopback
+    from .distribution.user_secret import SecretFileError, load_or_create, secret_path
+
+    if getattr(args, "insecure", False) and not is_loopback(args.host):
+        warn(f"--insecure on {args.host}: without a secret, anyone who can reach this address can start "
+             "processes and run code here")
+    if args.secret_env:
+        return secret_from_env(args.secret_env)
+    if args.no_secret:
+        warn("--no-secret: links are not authenticated; any local user (anyone, on a non-loopback "
+             f"address) can join and run code here. Without it the secret in {secret_path()} is used")
+        return None
+    try:
+        return load_or_create()
+    except SecretFileError as exc:
+        raise SystemExit(f"noex-lab: {exc}") from None
+
+
+def warn(text: str) -> None:
+    print(f"noex-lab: warning: {text}", file=sys.stderr, flush=True)
 
 
 def add_tls_arguments(parser: argparse.ArgumentParser) -> None:
@@ -104,10 +141,11 @@ async def _run_node(args: argparse.Namespace) -> int:
     for module in args.behaviors:
         importlib.import_module(module)
     node = await Cluster.start(
-        args.name, host=args.host, port=args.port, seeds=args.seed, cluster_secret=secret_from_env(args.secret_env),
+        args.name, host=args.host, port=args.port, seeds=args.seed, cluster_secret=secret_from_args(args),
         heartbeat_interval_ms=args.heartbeat_interval_ms,
         heartbeat_miss_threshold=args.heartbeat_miss_threshold, advertise_host=args.advertise_host,
-        allow_code=args.allow_code, insecure=args.insecure, tls=tls_from_args(args),
+        allow_code=args.allow_code, allow_code_from=args.allow_code_from, insecure=args.insecure,
+        tls=tls_from_args(args),
     )
     if args.report:
         def up(info: Any) -> None:

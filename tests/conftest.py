@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from noex_lab.core.node import Node, running_nodes
 from tests.helpers.cluster import NodeProcess
+
+# The per-user secret file (`noex-lab node`, `top`, `%noex start/local`) lives under
+# XDG_CONFIG_HOME: the tests, and every process they start, use a temporary one, never the
+# real home. Set at import, before any test or fixture starts a process.
+_CONFIG_HOME = tempfile.TemporaryDirectory(prefix="noex-test-xdg-")
+os.environ["XDG_CONFIG_HOME"] = _CONFIG_HOME.name
 
 
 @pytest.fixture(params=["asyncio", "trio"])

@@ -25,6 +25,7 @@ from .codec import Codec
 from .connection import BUSY_LIMIT_BYTES, MAX_SEND_BUFFER_BYTES, Connection
 from .faults import Faults
 from .global_registry import GlobalNames
+from .handshake import derive_key
 from .introspection import install_introspection
 from .liveness import LivenessMonitor, LoopStamp, PeerLiveness, run_loop_stamper
 from .membership import Membership, NodeInfo
@@ -32,6 +33,7 @@ from .protocol import GOODBYE
 from .routing import RemoteRouter
 from .spawn import handle_spawn, spawn
 from .transport import TLSConfig, Transport
+from .user_secret import weak_secret_reason
 
 log = logging.getLogger("noex_lab")
 
@@ -59,6 +61,7 @@ class ClusterConfig:
     busy_limit_bytes: int = BUSY_LIMIT_BYTES
     max_send_buffer_bytes: int | None = None
     allow_code: bool = False
+    allow_code_from: tuple[NodeId, ...] = ()
     insecure: bool = False
     hidden: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -109,14 +112,16 @@ class ClusterConfig:
             raise InvalidArgumentError("cluster_secret must be at least 8 characters")
         if self.allow_code and self.cluster_secret is None:
             raise InvalidArgumentError("allow_code=True needs a cluster_secret (code only over authenticated links)")
-        if not _is_loopback(self.host) and self.cluster_secret is None and not self.insecure:
+        if self.allow_code_from and not self.allow_code:
+            raise InvalidArgumentError("allow_code_from= narrows allow_code=True; pass allow_code=True as well")
+        if not is_loopback(self.host) and self.cluster_secret is None and not self.insecure:
             raise ClusterError(
                 f"refusing to listen on {self.host} without a cluster_secret: anyone who can reach it could "
                 "start processes here. Set cluster_secret=..., or pass insecure=True if you really mean it."
             )
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
@@ -134,6 +139,7 @@ class Distribution:
         self.faults = Faults()
         self.stopping = False
         self.node_id: NodeId = NodeId("pending", "127.0.0.1", 1)
+        self.key: bytes | None = None  # derived from the cluster secret once, in start()
         self.codec = Codec(None, max_bytes=config.max_message_bytes)
         self.liveness: LivenessMonitor | None = None
         self.stamp = LoopStamp()
@@ -148,6 +154,16 @@ class Distribution:
     # ------------------------------------------------------------------ start / stop
     async def start(self) -> None:
         config = self.config
+        secret = config.secret
+        if secret is not None:
+            weak = weak_secret_reason(secret)
+            if weak is not None:
+                log.warning("node %s: the cluster secret is weak (%s): whoever records one handshake can try "
+                            "guesses offline. Use a long random secret, e.g. the per-user secret file of "
+                            "`noex-lab node`, or python -c 'import secrets; print(secrets.token_urlsafe(32))'",
+                            config.node_name, weak)
+            # scrypt, once per node (not per connection); in a thread so other nodes' loops keep running
+            self.key = await anyio.to_thread.run_sync(derive_key, secret)
         listener, udp = await self._bind()
         port = udp.getsockname()[1]
         host = config.advertise_host or config.host
@@ -160,7 +176,7 @@ class Distribution:
         self.codec = Codec(self.node_id, max_bytes=config.max_message_bytes)
         node = self.node
         self.transport = Transport(
-            node, node_id=self.node_id, incarnation=node.incarnation, secret=config.secret, codec=self.codec,
+            node, node_id=self.node_id, incarnation=node.incarnation, key=self.key, codec=self.codec,
             faults=self.faults, dispatch=self._dispatch, max_message_bytes=config.max_message_bytes,
             busy_limit_bytes=config.busy_limit_bytes, max_send_buffer_bytes=config.send_buffer_bound,
             tls=config.tls, on_connected=self.membership.on_connected,
@@ -181,7 +197,7 @@ class Distribution:
             backend.call_soon_threadsafe(lambda: self.membership.on_liveness(kind, peer, live))
 
         self.liveness = LivenessMonitor(
-            node_id=self.node_id, incarnation=node.incarnation, secret=config.secret,
+            node_id=self.node_id, incarnation=node.incarnation, secret=self.key,
             interval_s=config.heartbeat_interval_ms / 1000.0, miss_threshold=config.heartbeat_miss_threshold,
             busy_threshold_s=config.busy_threshold_s, stamp=self.stamp,
             process_count=lambda: node.process_count, report=report, faults=self.faults, sock=udp,
@@ -339,6 +355,13 @@ def _parse_seeds(seeds: Sequence[str | NodeId]) -> tuple[tuple[NodeId, ...], tup
     return tuple(ids), tuple(dns)
 
 
+def _parse_node_ids(ids: Sequence[str | NodeId], what: str) -> tuple[NodeId, ...]:
+    try:
+        return tuple(i if isinstance(i, NodeId) else NodeId.parse(i) for i in ids)
+    except (ValueError, TypeError) as exc:
+        raise InvalidArgumentError(f"bad node id in {what}=: {exc} (expected name@host:port)") from None
+
+
 def _dist(node: Node) -> Distribution:
     dist = node.distribution
     if not isinstance(dist, Distribution):
@@ -356,13 +379,16 @@ class Cluster:
         heartbeat_miss_threshold: int = 3, advertise_host: str | None = None,
         tls: TLSConfig | ssl.SSLContext | None = None, busy_threshold_ms: int | None = None,
         max_message_bytes: int = 64 * 2**20, allow_code: bool = False, insecure: bool = False,
-        hidden: bool = False, busy_limit_bytes: int = BUSY_LIMIT_BYTES, max_send_buffer_bytes: int | None = None,
+        hidden: bool = False, allow_code_from: Sequence[str | NodeId] = (),
+        busy_limit_bytes: int = BUSY_LIMIT_BYTES, max_send_buffer_bytes: int | None = None,
     ) -> Node:
         """Start a node of the cluster: the implicit node the first time, a new node afterwards.
 
         `hidden=True` makes an observer (like `noex-lab top`): it connects to every member and
-        can ask them anything, but members do not list it, gossip it or place children on it."""
+        can ask them anything, but members do not list it, gossip it or place children on it.
+        `allow_code_from=[node ids]` narrows `allow_code=True` to code shipped by those nodes."""
         seed_ids, dns_seeds = _parse_seeds(seeds)
+        code_from = _parse_node_ids(allow_code_from, "allow_code_from")
         if isinstance(tls, ssl.SSLContext):
             raise InvalidArgumentError("tls= takes a TLSConfig(server=..., client=...) or TLSConfig.from_files(...)")
         config = ClusterConfig(
@@ -371,7 +397,7 @@ class Cluster:
             heartbeat_interval_ms=heartbeat_interval_ms, heartbeat_miss_threshold=heartbeat_miss_threshold,
             advertise_host=advertise_host, tls=tls, busy_threshold_ms=busy_threshold_ms,
             max_message_bytes=max_message_bytes, allow_code=allow_code, insecure=insecure, hidden=hidden,
-            busy_limit_bytes=busy_limit_bytes, max_send_buffer_bytes=max_send_buffer_bytes,
+            allow_code_from=code_from, busy_limit_bytes=busy_limit_bytes, max_send_buffer_bytes=max_send_buffer_bytes,
         )
         config.validate()
         node = current_node()

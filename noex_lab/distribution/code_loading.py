@@ -1,11 +1,15 @@
 """Receiving behavior source shipped from a peer (`%%noex behavior`, SPEC §9 and §11).
 
 A node accepts code only when it opted in (`allow_code=True`, `--allow-code`) and its links are
-authenticated (it has a `cluster_secret`, so every peer passed the HMAC handshake). The source
-runs in a fresh module named after the behavior; the `GenServer` subclass it defines is
-registered in `BehaviorRegistry` under that name, replacing an earlier version.
+authenticated (it has a `cluster_secret`, so every peer passed the HMAC handshake); with
+`allow_code_from=[ids]` (`--allow-code-from ID`) only from those nodes. The source runs in a
+fresh module named after the behavior; the `GenServer` subclass it defines is registered in
+`BehaviorRegistry` under that name. It replaces an earlier *shipped* version (a re-run cell)
+freely, but a behavior the node's operator loaded (`--behaviors`, or registered in code) only
+when the shipper asks for it (`replace`), so a notebook never silently swaps production code.
 
-System request: `noex_load_behavior [name, source, class_name]` -> the class name.
+System request: `noex_load_behavior [name, source, class_name, replace]` -> the class name
+(`replace` may be left out: False).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import sys
 import types
 from typing import TYPE_CHECKING, Any
 
-from ..core.errors import NoexError
+from ..core.errors import BehaviorNotFoundError, NoexError
 from ..core.genserver import GenServer
 from ..core.node_id import NodeId
 from .behaviors import BehaviorRegistry
@@ -64,8 +68,13 @@ def load_behavior_source(name: str, source: str, class_name: str, *, origin: str
     return cls
 
 
+def is_shipped(cls: type) -> bool:
+    """Whether `cls` came from shipped source (rather than from the node's own modules)."""
+    return str(getattr(cls, "__module__", "")).startswith(MODULE_PREFIX + ".")
+
+
 def handle_load_behavior(dist: Distribution, peer: NodeId, args: Any) -> str:
-    """System handler: refuse unless this node accepts code over authenticated links."""
+    """System handler: refuse unless this node accepts code over authenticated links from `peer`."""
     config = dist.config
     if not config.allow_code:
         raise CodeLoadingError(
@@ -75,9 +84,25 @@ def handle_load_behavior(dist: Distribution, peer: NodeId, args: Any) -> str:
         raise CodeLoadingError(
             f"node {dist.node_id} does not accept code: its links are not authenticated (no cluster_secret)"
         )
-    if not isinstance(args, list) or len(args) != 3 or not all(isinstance(a, str) for a in args):
+    if config.allow_code_from and peer not in config.allow_code_from:
+        allowed = ", ".join(map(str, config.allow_code_from))
+        raise CodeLoadingError(
+            f"node {dist.node_id} accepts code only from {allowed} (--allow-code-from), not from {peer}"
+        )
+    if (not isinstance(args, list) or len(args) not in (3, 4) or not all(isinstance(a, str) for a in args[:3])
+            or (len(args) == 4 and not isinstance(args[3], bool))):
         raise CodeLoadingError("malformed behavior shipment")
-    name, source, class_name = (str(a) for a in args)
+    name, source, class_name = (str(a) for a in args[:3])
+    replace = len(args) == 4 and args[3]
+    try:
+        existing: type | None = BehaviorRegistry.get(name)
+    except BehaviorNotFoundError:
+        existing = None
+    if existing is not None and not is_shipped(existing) and not replace:
+        raise CodeLoadingError(
+            f"node {dist.node_id} already has behavior {name!r} ({existing.__module__}.{existing.__qualname__}) "
+            "from its own modules; shipped code replaces it only when asked to (%%noex behavior NAME --replace)"
+        )
     cls = load_behavior_source(name, source, class_name, origin=str(peer))
     BehaviorRegistry.register(name, cls)
     dist.node.events.emit("behavior_loaded", name=name, behavior=class_name, origin=peer)

@@ -101,6 +101,7 @@ class Connection:
         self.goodbye_received = False
         self.peer_hidden = False
         self.peer_heartbeat_ms = 0
+        self.session_key: bytes | None = None  # this connection's key from the handshake (None without a secret)
         self._initial = initial
         # with a cluster secret, every frame carries a MAC under keys of this connection only
         self._sealer = FrameSealer(frame_keys[0]) if frame_keys is not None else None

@@ -6,7 +6,7 @@ array whose first element is one of these types.
 
 from __future__ import annotations
 
-PROTOCOL_VERSION = 2  # 2: a frame holds one or more messages
+PROTOCOL_VERSION = 3  # 2: a frame holds one or more messages; 3: the dialer proves first, scrypt key
 
 CALL = 1        # [CALL, req, pid, creation, sender, msg]
 REPLY = 2       # [REPLY, req, ok, value]  (value: result, or an error tuple when not ok)

@@ -3,16 +3,26 @@
 Simultaneous dials are resolved deterministically: when two nodes dial each other at
 once, the dial started by the node whose id sorts lower wins and the other is refused
 as a duplicate, so exactly one connection remains.
+
+Connections that have not finished their handshake are bounded: at most
+`MAX_PENDING_PER_ADDRESS` from one source address and `MAX_PENDING_HANDSHAKES` in all. When a
+bound is reached the oldest pending handshake is shed (idle ones, which have not even sent a
+valid HELLO, first) to make room for the new connection: a legitimate peer finishes its
+handshake in milliseconds, so it is never the oldest for long, while a flood of idle sockets
+only ever displaces itself. When accept() fails for lack of descriptors (EMFILE, ENFILE), the
+oldest pending handshakes (idle ones first) are shed as well and accept is retried with back-off.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import random
 import ssl
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -24,7 +34,7 @@ from ..core.node_id import NodeId
 from . import handshake as hs
 from .connection import BUSY_LIMIT_BYTES, MAX_SEND_BUFFER_BYTES, Connection, Dispatch
 from .faults import Faults
-from .framing import HEADER, ProtocolError
+from .framing import HEADER, ProtocolError, frame_keys
 
 if TYPE_CHECKING:
     from ..core.node import Node
@@ -33,8 +43,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("noex_lab")
 
 HANDSHAKE_TIMEOUT_S = 5.0
-MAX_PENDING_HANDSHAKES = 1024
+MAX_PENDING_HANDSHAKES = 1024  # connections that have not finished their handshake, in all
+MAX_PENDING_PER_ADDRESS = 128  # ... and from one source address
 CONNECT_TIMEOUT_S = 5.0
+OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+SHED_ON_EMFILE = 8  # pending handshakes closed (idle ones first) when accept() runs out of descriptors
+ACCEPT_BACKOFF_S = (0.005, 0.5)  # first and longest pause after a failed accept()
 
 
 @dataclass(frozen=True)
@@ -57,33 +71,118 @@ class TLSConfig:
 
 
 class _RateLimitedLog:
-    """At most one warning per peer address per `period_s`; counts the suppressed ones."""
+    """At most one warning per peer host per `period_s`. What it suppresses is not hidden: a
+    line "N more refused from HOST (suppressed)" follows once the period is over."""
 
-    def __init__(self, period_s: float = 1.0) -> None:
+    def __init__(self, period_s: float = 1.0,
+                 spawn: Callable[[Callable[[], Awaitable[None]]], None] | None = None) -> None:
         self.period_s = period_s
+        self._spawn = spawn
         self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
+        self._suppressed: dict[str, tuple[int, str]] = {}  # host -> (count, the last suppressed text)
+        self._flushing = False
 
     def warning(self, address: str, text: str, *args: Any) -> None:
-        address = address.rsplit(":", 1)[0]  # per host: a retrying peer uses a new port each time
+        host = address.rsplit(":", 1)[0]  # per host: a retrying peer uses a new port each time
         now = time.monotonic()
-        if now - self._last.get(address, -1e9) < self.period_s:
-            self._suppressed[address] = self._suppressed.get(address, 0) + 1
+        if now - self._last.get(host, -1e9) < self.period_s:
+            count, _ = self._suppressed.get(host, (0, ""))
+            self._suppressed[host] = (count + 1, text % args)
+            self._flush_later()
             return
         if len(self._last) > 4096:
-            self._last.clear()
-            self._suppressed.clear()
-        self._last[address] = now
-        more = self._suppressed.pop(address, 0)
+            self._last = {h: t for h, t in self._last.items() if h in self._suppressed}
+        self._last[host] = now
+        more, _ = self._suppressed.pop(host, (0, ""))
         suffix = f" ({more} similar suppressed)" if more else ""
         log.warning(text + suffix, *args)
+
+    def flush(self, *, force: bool = False) -> None:
+        """Log the summary line of every host whose period is over (of all of them with `force`)."""
+        now = time.monotonic()
+        for host, (count, last_text) in list(self._suppressed.items()):
+            if force or now - self._last.get(host, -1e9) >= self.period_s:
+                del self._suppressed[host]
+                self._last[host] = now
+                log.warning("%d more refused from %s (suppressed); the last: %s", count, host, last_text)
+
+    def _flush_later(self) -> None:
+        if self._flushing or self._spawn is None:
+            return
+        self._flushing = True
+
+        async def flusher() -> None:
+            try:
+                while self._suppressed:
+                    await anyio.sleep(self.period_s / 4)
+                    self.flush()
+            finally:
+                self._flushing = False
+                self.flush(force=True)  # also when the node stops first
+
+        try:
+            self._spawn(flusher)
+        except Exception:  # the node is stopping: say it now
+            self._flushing = False
+            self.flush(force=True)
+
+
+@dataclass(eq=False)
+class _Pending:
+    """A connection whose handshake has not finished; `idle` until it sent a valid HELLO."""
+
+    host: str
+    scope: anyio.CancelScope
+    idle: bool = True
+    shed: bool = False
+
+
+@dataclass
+class _PendingHandshakes:
+    """Pending handshakes, oldest first, in all and per source address (see the module doc)."""
+
+    all: dict[_Pending, None] = field(default_factory=dict)
+    by_host: dict[str, dict[_Pending, None]] = field(default_factory=dict)
+    shed: int = 0  # how many were closed to make room
+
+    def __len__(self) -> int:
+        return len(self.all)
+
+    def add(self, pending: _Pending) -> None:
+        self.all[pending] = None
+        self.by_host.setdefault(pending.host, {})[pending] = None
+
+    def remove(self, pending: _Pending) -> None:
+        self.all.pop(pending, None)
+        of_host = self.by_host.get(pending.host)
+        if of_host is not None:
+            of_host.pop(pending, None)
+            if not of_host:
+                del self.by_host[pending.host]
+
+    def count(self, host: str) -> int:
+        return len(self.by_host.get(host, ()))
+
+    def shed_oldest(self, among: dict[_Pending, None]) -> bool:
+        """Close the oldest idle pending handshake in `among`, else the oldest of any kind;
+        False if there was none."""
+        victim = next((p for p in among if p.idle), None)
+        if victim is None:
+            victim = next(iter(among), None)
+        if victim is None:
+            return False
+        victim.shed = True
+        victim.scope.cancel()
+        self.remove(victim)  # its task closes the socket; it no longer counts
+        self.shed += 1
+        return True
 
 
 class Transport:
     """Owns the listener and every connection of one node."""
 
     def __init__(
-        self, node: Node, *, node_id: NodeId, incarnation: int, secret: bytes | None, codec: Codec,
+        self, node: Node, *, node_id: NodeId, incarnation: int, key: bytes | None, codec: Codec,
         faults: Faults, dispatch: Dispatch, max_message_bytes: int, tls: TLSConfig | None,
         busy_limit_bytes: int = BUSY_LIMIT_BYTES, max_send_buffer_bytes: int = MAX_SEND_BUFFER_BYTES,
         on_connected: Callable[[Connection], None], on_disconnected: Callable[[Connection], None],
@@ -94,7 +193,7 @@ class Transport:
         self.node = node
         self.node_id = node_id
         self.incarnation = incarnation
-        self.secret = secret
+        self.key = key  # derived from the cluster secret (handshake.derive_key), or None
         self.codec = codec
         self.faults = faults
         self.dispatch = dispatch
@@ -107,10 +206,11 @@ class Transport:
         self.conns: dict[NodeId, Connection] = {}
         self.dialing: set[NodeId] = set()
         self.dial_loops: set[NodeId] = set()
-        self.pending_handshakes = 0
+        self.pending = _PendingHandshakes()
         self.auth_failures = 0
-        self.refusals: list[str] = []
-        self._log = _RateLimitedLog()
+        self.accept_failures = 0
+        self.refusals: deque[str] = deque(maxlen=32)  # the latest reasons other nodes refused us
+        self._log = _RateLimitedLog(spawn=lambda fn: node.spawn_task(fn, what="handshake log summary"))
         self.listener: anyio.abc.Listener[anyio.abc.SocketStream] | None = None
         self.stopping = False
 
@@ -123,33 +223,65 @@ class Transport:
             for one in listeners:
                 tg.start_soon(self._accept_loop, one, tg)
 
+    @property
+    def pending_handshakes(self) -> int:
+        return len(self.pending)
+
     async def _accept_loop(self, listener: Any, tg: anyio.abc.TaskGroup) -> None:
+        pause = ACCEPT_BACKOFF_S[0]
         while True:
             try:
                 stream = await listener.accept()
-            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            except anyio.ClosedResourceError:
                 return
-            except OSError as exc:  # e.g. EMFILE: back off instead of spinning
-                log.warning("accept failed: %s", exc)
-                await anyio.sleep(0.1)
+            except (OSError, anyio.BrokenResourceError) as exc:
+                # e.g. EMFILE (trio reports it as BrokenResourceError from the OSError): make room and
+                # back off instead of spinning or giving up on the listener
+                error = exc if isinstance(exc, OSError) else exc.__cause__
+                if self.stopping or not isinstance(error, OSError):
+                    return
+                self.accept_failures += 1
+                shed = 0
+                if error.errno in OUT_OF_DESCRIPTORS:
+                    while shed < SHED_ON_EMFILE and self.pending.shed_oldest(self.pending.all):
+                        shed += 1
+                self._log.warning("accept", "accept failed: %s; closed %d pending handshake(s), retrying in %.0f ms",
+                                  error, shed, pause * 1000)
+                await anyio.sleep(pause)
+                pause = min(pause * 2, ACCEPT_BACKOFF_S[1])
                 continue
+            pause = ACCEPT_BACKOFF_S[0]
             tg.start_soon(self._handle_incoming, stream)
+
+    def _make_room(self, host: str) -> None:
+        """Shed the oldest pending handshake of `host`, or of all, if a bound is reached."""
+        pending = self.pending
+        if pending.count(host) >= MAX_PENDING_PER_ADDRESS:
+            pending.shed_oldest(pending.by_host[host])
+            self._log.warning(host, "more than %d pending handshakes from %s: closed the oldest",
+                              MAX_PENDING_PER_ADDRESS, host)
+        if len(pending) >= MAX_PENDING_HANDSHAKES:
+            pending.shed_oldest(pending.all)
+            self._log.warning(host, "more than %d pending handshakes: closed the oldest", MAX_PENDING_HANDSHAKES)
 
     async def _handle_incoming(self, raw: anyio.abc.SocketStream) -> None:
         peer_address = _address_of(raw)
-        if self.pending_handshakes >= MAX_PENDING_HANDSHAKES or self.stopping:
+        if self.stopping:
             await anyio.aclose_forcefully(raw)
             return
-        self.pending_handshakes += 1
+        host = peer_address.rsplit(":", 1)[0]
+        self._make_room(host)
+        me = _Pending(host, anyio.CancelScope(deadline=anyio.current_time() + HANDSHAKE_TIMEOUT_S))
+        self.pending.add(me)
         stream: anyio.abc.ByteStream = raw
         conn: Connection | None = None
         try:
-            with anyio.fail_after(HANDSHAKE_TIMEOUT_S):
+            with me.scope:
                 if self.tls is not None:
                     stream = await TLSStream.wrap(raw, ssl_context=self.tls.server, server_side=True)
-                conn = await self._accept_handshake(stream, peer_address)
-        except TimeoutError:
-            self._log.warning(peer_address, "handshake from %s timed out; closed", peer_address)
+                conn = await self._accept_handshake(stream, peer_address, me)
+            if me.scope.cancelled_caught and not me.shed:
+                self._log.warning(peer_address, "handshake from %s timed out; closed", peer_address)
         except hs.Refused as exc:
             self._log.warning(peer_address, "connection from %s refused: %s", peer_address, exc.reason)
         except (AuthenticationError, ProtocolError) as exc:
@@ -160,33 +292,39 @@ class Transport:
             self._log.warning(peer_address, "connection from %s dropped during handshake: %s",
                               peer_address, type(exc).__name__)
         finally:
-            self.pending_handshakes -= 1
+            self.pending.remove(me)
         if conn is None:
             await anyio.aclose_forcefully(stream)
             return
         await self._run(conn)
 
-    async def _accept_handshake(self, stream: anyio.abc.ByteStream, address: str) -> Connection | None:
+    async def _accept_handshake(self, stream: anyio.abc.ByteStream, address: str, pending: _Pending,
+                                ) -> Connection | None:
         reader = _HandshakeReader()
-        hello = hs.parse_hello(await reader.read(stream), hs.HELLO)
+        fields = await reader.read(stream)
+        mismatch = hs.version_mismatch(fields) if fields[0] == hs.HELLO else None
+        if mismatch is not None:
+            await _refuse(stream, mismatch)
+            raise AuthenticationError(f"{address} speaks {mismatch}")
+        hello = hs.parse_hello(fields, hs.HELLO)
+        pending.idle = False
         if self.faults.is_blocked(hello.node_id):
             return None
-        secured = self.secret is not None
-        if secured and not hello.secured:
+        key = self.key
+        if key is not None and not hello.secured:
             await _refuse(stream, "this cluster requires a cluster_secret; the dialing node has none")
             raise AuthenticationError(f"{hello.node_id} at {address} has no cluster secret")
-        if not secured and hello.secured:
+        if key is None and hello.secured:
             await _refuse(stream, "this node has no cluster_secret; the dialing node expects one")
             raise AuthenticationError(f"{hello.node_id} at {address} expects a cluster secret; we have none")
-        me = hs.PeerHello(hs.PROTOCOL_VERSION, self.node_id, self.incarnation, hs.new_nonce(), secured,
+        me = hs.PeerHello(hs.PROTOCOL_VERSION, self.node_id, self.incarnation, hs.new_nonce(), key is not None,
                           self.hidden, self.heartbeat_ms)
-        proof_s = hs.proof(self.secret, b"S", hello, me) if self.secret is not None else b""
-        await _send(stream, hs.encode(hs.WELCOME, me.version, str(me.node_id), me.incarnation, me.nonce,
-                                      secured, proof_s, me.hidden, me.heartbeat_ms))
+        await _send(stream, hs.encode_hello(hs.WELCOME, me))
         fields = await reader.read(stream)
         if fields[0] != hs.PROOF or len(fields) != 2:
             raise AuthenticationError(f"expected proof, got {fields[0]!r}")
-        if self.secret is not None and not hs.verify(hs.proof(self.secret, b"C", hello, me), fields[1]):
+        # The dialer proves first: nothing derived from the key leaves this node before this check.
+        if key is not None and not hs.verify(hs.proof(key, b"C", hello, me), fields[1]):
             await _refuse(stream, "authentication failed: wrong cluster secret")
             raise AuthenticationError(f"{hello.node_id} at {address} failed authentication (wrong secret?)")
         if hello.node_id == self.node_id:
@@ -195,8 +333,9 @@ class Transport:
         if not self._admit(hello.node_id, hello.incarnation, outgoing=False):
             await _refuse(stream, "duplicate connection")
             return None
-        await _send(stream, hs.encode(hs.ACCEPT))
-        return self._new_connection(stream, hello.node_id, hello.incarnation, reader, hello)
+        await _send(stream, hs.encode(hs.ACCEPT, hs.proof(key, b"S", hello, me) if key is not None else b""))
+        session = hs.session_key(key, hello, me) if key is not None else None
+        return self._new_connection(stream, hello.node_id, hello.incarnation, reader, hello, session, dialer=False)
 
     def _admit(self, peer: NodeId, incarnation: int, *, outgoing: bool) -> bool:
         existing = self.conns.get(peer)
@@ -251,6 +390,7 @@ class Transport:
                 conn = await self._dial_handshake(stream, expected, learned)
         except hs.Refused as exc:
             if exc.reason != "duplicate connection":
+                self.auth_failures += 1
                 self._log.warning(label, "%s refused our connection: %s", label, exc.reason)
                 self.refusals.append(exc.reason)
         except AuthenticationError as exc:
@@ -270,11 +410,10 @@ class Transport:
         self, stream: anyio.abc.ByteStream, expected: NodeId | None, learned: list[NodeId]
     ) -> Connection | None:
         reader = _HandshakeReader()
-        secured = self.secret is not None
-        me = hs.PeerHello(hs.PROTOCOL_VERSION, self.node_id, self.incarnation, hs.new_nonce(), secured,
+        key = self.key
+        me = hs.PeerHello(hs.PROTOCOL_VERSION, self.node_id, self.incarnation, hs.new_nonce(), key is not None,
                           self.hidden, self.heartbeat_ms)
-        await _send(stream, hs.encode(hs.HELLO, me.version, str(me.node_id), me.incarnation, me.nonce, secured,
-                                      me.hidden, me.heartbeat_ms))
+        await _send(stream, hs.encode_hello(hs.HELLO, me))
         fields = await reader.read(stream)
         welcome = hs.parse_hello(fields, hs.WELCOME)
         peer = welcome.node_id
@@ -286,20 +425,18 @@ class Transport:
                 return None
             self.dialing.add(peer)
             learned.append(peer)
-        if self.secret is not None:
-            if not welcome.secured:
-                raise AuthenticationError(f"{peer} has no cluster secret; this node requires one")
-            if not hs.verify(hs.proof(self.secret, b"S", me, welcome), fields[6] if len(fields) > 6 else None):
-                await _refuse(stream, "authentication failed: wrong cluster secret")
-                raise AuthenticationError(f"{peer} failed authentication (wrong secret?)")
-        proof_c = hs.proof(self.secret, b"C", me, welcome) if self.secret is not None else b""
-        await _send(stream, hs.encode(hs.PROOF, proof_c))
+        if key is not None and not welcome.secured:
+            raise AuthenticationError(f"{peer} has no cluster secret; this node requires one")
+        await _send(stream, hs.encode(hs.PROOF, hs.proof(key, b"C", me, welcome) if key is not None else b""))
         fields = await reader.read(stream)
         if fields[0] != hs.ACCEPT:
             raise AuthenticationError(f"expected accept, got {fields[0]!r}")
+        if key is not None and not hs.verify(hs.proof(key, b"S", me, welcome), fields[1] if len(fields) > 1 else None):
+            raise AuthenticationError(f"{peer} failed authentication: its proof is wrong (wrong secret?)")
         if not self._admit(peer, welcome.incarnation, outgoing=True):
             return None
-        return self._new_connection(stream, peer, welcome.incarnation, reader, welcome)
+        session = hs.session_key(key, me, welcome) if key is not None else None
+        return self._new_connection(stream, peer, welcome.incarnation, reader, welcome, session, dialer=True)
 
     def ensure_dialing(
         self, peer: NodeId, wanted: Callable[[NodeId], bool], *, max_backoff_s: float = 0.5,
@@ -333,12 +470,14 @@ class Transport:
     # ------------------------------------------------------------------ connections
     def _new_connection(
         self, stream: anyio.abc.ByteStream, peer: NodeId, incarnation: int, reader: _HandshakeReader,
-        hello: hs.PeerHello,
+        hello: hs.PeerHello, session_key: bytes | None, *, dialer: bool,
     ) -> Connection:
         leftover = reader.rest()
         conn = Connection(self.node, stream, peer, incarnation, self.codec, self.dispatch, self.faults,
                           self.max_message_bytes, initial=leftover, busy_limit_bytes=self.busy_limit_bytes,
-                          max_send_buffer_bytes=self.max_send_buffer_bytes)
+                          max_send_buffer_bytes=self.max_send_buffer_bytes,
+                          frame_keys=frame_keys(session_key, dialer) if session_key is not None else None)
+        conn.session_key = session_key
         conn.peer_hidden = hello.hidden
         conn.peer_heartbeat_ms = hello.heartbeat_ms
         self.conns[peer] = conn

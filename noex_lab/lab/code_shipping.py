@@ -4,7 +4,9 @@ The kernel keeps the latest source of every behavior defined with the cell magic
 (system request `noex_load_behavior`) to every connected node, and to every node that joins
 later. A node loads it only if it accepts code (`allow_code` plus an authenticated link; the
 nodes `%noex local` starts do); a node that refuses says why, and the cell shows it.
-Re-running the cell ships the new source, which replaces the old behavior everywhere.
+Re-running the cell ships the new source, which replaces the old behavior everywhere. A node
+that has a behavior of that name from its own modules (`--behaviors`) keeps it unless the cell
+asks to replace it (`%%noex behavior NAME --replace`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class ShippedBehavior:
     source: str
     class_name: str
     version: int
+    replace: bool = False  # also replace a behavior a node loaded from its own modules
 
 
 @dataclass(frozen=True)
@@ -102,9 +105,9 @@ class CodeShipper:
         self._pending: dict[NodeId, asyncio.Task[list[ShipResult]]] = {}
         self._attached: dict[Node, Callable[[], None]] = {}
 
-    def define(self, name: str, source: str, class_name: str) -> ShippedBehavior:
+    def define(self, name: str, source: str, class_name: str, *, replace: bool = False) -> ShippedBehavior:
         self._versions += 1
-        behavior = ShippedBehavior(name, source, class_name, self._versions)
+        behavior = ShippedBehavior(name, source, class_name, self._versions, replace)
         self.behaviors[name] = behavior
         return behavior
 
@@ -115,7 +118,8 @@ class CodeShipper:
             if router is None:
                 raise NoexError("this kernel's node is not distributed")
             loaded = await router.rpc(
-                peer, "noex_load_behavior", [behavior.name, behavior.source, behavior.class_name], SHIP_TIMEOUT_S
+                peer, "noex_load_behavior", [behavior.name, behavior.source, behavior.class_name, behavior.replace],
+                SHIP_TIMEOUT_S,
             )
             result = ShipResult(peer, behavior.name, behavior.version, True, f"loaded {loaded}")
         except NoexError as exc:

@@ -9,8 +9,9 @@ Each one is a `noex-lab node` OS process joined to the kernel's node, such that:
   it and the node exits: no orphans;
 - its stdout and stderr are drained by reader threads into a callback (the kernel node's event
   stream), never into whatever cell happens to be running;
-- it accepts behavior source from the kernel (`--allow-code`) over links authenticated with the
-  secret the kernel hands it through an environment variable (never on the command line).
+- it accepts behavior source from the kernel's node only (`--allow-code --allow-code-from KERNEL`,
+  unless `code_from_any`) over links authenticated with the secret the kernel hands it through
+  an environment variable (never on the command line).
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ class LocalNodeLauncher:
 
     async def launch(
         self, name: str, seed: NodeId, secret: str, *, heartbeat_interval_ms: int = 5000,
-        heartbeat_miss_threshold: int = 3, timeout: float = READY_TIMEOUT_S,
+        heartbeat_miss_threshold: int = 3, timeout: float = READY_TIMEOUT_S, code_from_any: bool = False,
     ) -> LocalNode:
         """Start one node process and wait until it listens (its `NODE <id>` line)."""
         loop = asyncio.get_running_loop()
@@ -127,6 +128,8 @@ class LocalNodeLauncher:
             "--heartbeat-interval-ms", str(heartbeat_interval_ms),
             "--heartbeat-miss-threshold", str(heartbeat_miss_threshold),
         ]
+        if not code_from_any:
+            cmd += ["--allow-code-from", str(seed)]
         try:
             proc = subprocess.Popen(
                 cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,

@@ -66,7 +66,8 @@ def _build_parsers() -> dict[str, MagicArgumentParser]:
     p: dict[str, MagicArgumentParser] = {}
     s = p["start"] = _parser(
         "start", "Start this kernel's node (re-running reuses a node of the same name and says so). Without "
-        "--secret-env a random secret is generated; nodes started by `%noex local` get it, so every link is "
+        "--secret-env it uses the per-user secret ($XDG_CONFIG_HOME/noex-lab/secret, created on first use), "
+        "as `noex-lab node` and `noex-lab top` do; nodes started by `%noex local` get it, so every link is "
         "authenticated. Errors (port in use, bad seed) are raised in the cell.",
         "start NAME [--port P] [--host H] [--seed ID ...] [--secret-env VAR]")
     s.add_argument("name", help="node name: a letter, then letters, digits, _ or -")
@@ -79,10 +80,13 @@ def _build_parsers() -> dict[str, MagicArgumentParser]:
 
     s = p["local"] = _parser(
         "local", "Make sure N local node processes run, joined to this kernel's node (starts only the "
-        "missing ones). They accept behaviors from `%%noex behavior`, survive the stop button and exit "
-        "with the kernel (also when it is killed). Their output goes to the event log.", "local N [--prefix P]")
+        "missing ones). They accept behaviors from `%%noex behavior` (from this kernel's node only, unless "
+        "--code-from-any), survive the stop button and exit with the kernel (also when it is killed). Their "
+        "output goes to the event log.", "local N [--prefix P] [--code-from-any]")
     s.add_argument("count", type=int, metavar="N", help="how many local nodes should run")
     s.add_argument("--prefix", default="local", help="node names are PREFIX1, PREFIX2, ... (default local)")
+    s.add_argument("--code-from-any", action="store_true",
+                   help="the new nodes accept behaviors from any node with the secret, not only this kernel's")
 
     s = p["kill"] = _parser("kill", "SIGKILL a local node (a crash: peers see the connection drop); for this "
                             "kernel's own node, node.kill() (fault injection).", "kill NODE")
@@ -132,9 +136,12 @@ def _build_parsers() -> dict[str, MagicArgumentParser]:
     s = p["behavior"] = _parser(
         "behavior", "As a cell magic: run the cell, register the GenServer subclass it defines under NAME in "
         "BehaviorRegistry, and ship the cell's source to every current and future node that accepts code. "
-        "Re-running the cell replaces the behavior everywhere. As a line magic: where each behavior was "
-        "loaded or refused.", "behavior NAME   (as the first line of a cell: %%%%noex behavior NAME)")
+        "Re-running the cell replaces the behavior everywhere; a behavior a node loaded from its own "
+        "modules (--behaviors) only with --replace. As a line magic: where each behavior was "
+        "loaded or refused.", "behavior NAME [--replace]   (as the first line of a cell: %%%%noex behavior NAME)")
     s.add_argument("name", nargs="?", help="the behavior name RemoteSpawn uses")
+    s.add_argument("--replace", action="store_true",
+                   help="also replace a behavior of that name that a node loaded from its own modules")
 
     s = p["help"] = _parser("help", "Help for every subcommand, or for one.", "help [SUBCOMMAND]")
     s.add_argument("subcommand", nargs="?")
@@ -298,7 +305,7 @@ class NoexMagics(Magics):
                                 secret_env=args.secret_env, heartbeat_interval_ms=args.heartbeat_interval_ms,
                                 heartbeat_miss_threshold=args.heartbeat_miss_threshold)
         elif subcommand == "local":
-            await session.local(args.count, prefix=args.prefix)
+            await session.local(args.count, prefix=args.prefix, code_from_any=args.code_from_any)
         elif subcommand == "kill":
             await session.kill(args.node)
         elif subcommand == "stop":
@@ -334,7 +341,7 @@ class NoexMagics(Magics):
         exec(code, shell.user_ns)
         cls = pick_behavior(name, transformed, shell.user_ns)
         BehaviorRegistry.register(name, cls)
-        return _in_task(self.session.ship_behavior(name, cell, cls), f"behavior {name}",
+        return _in_task(self.session.ship_behavior(name, cell, cls, replace=args.replace), f"behavior {name}",
                         self.session.background_failure)
 
 

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import os
 import re
-import secrets
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -30,6 +29,7 @@ from ..distribution.introspection import (
     recent_events,
     trace,
 )
+from ..distribution.user_secret import load_or_create
 from .background import BackgroundReporter
 from .code_shipping import CodeShipper, ShipResult
 from .errors import LabError
@@ -212,8 +212,10 @@ class LabSession:
             secret = os.environ.get(secret_env)
             if not secret:
                 raise LabError(f"environment variable {secret_env} (--secret-env) is not set or empty")
+            how = f"secret from ${secret_env}"
         else:
-            secret = secrets.token_urlsafe(24)
+            secret = load_or_create()  # the per-user secret file: `noex-lab top` attaches with no flags
+            how = "the per-user secret"
         node = await Cluster.start(
             name, host=host, port=port, seeds=list(seeds or []), cluster_secret=secret,
             heartbeat_interval_ms=heartbeat_interval_ms, heartbeat_miss_threshold=heartbeat_miss_threshold,
@@ -222,7 +224,6 @@ class LabSession:
         self.heartbeat_interval_ms, self.heartbeat_miss_threshold = heartbeat_interval_ms, heartbeat_miss_threshold
         self.reporter.watch(node)
         self.shipper.attach(node)
-        how = f"secret from ${secret_env}" if secret_env else "a fresh random secret"
         display(Message(f"node {node.id} started (authenticated links, {how})", "ok"))
         if seeds:
             try:
@@ -242,7 +243,7 @@ class LabSession:
         self.shipper.attach(node)
 
     # --------------------------------------------------------------- %noex local / kill / stop
-    async def local(self, count: int, *, prefix: str = "local") -> list[LocalNode]:
+    async def local(self, count: int, *, prefix: str = "local", code_from_any: bool = False) -> list[LocalNode]:
         node = self.distributed_node()
         if self.secret is None:
             raise LabError("this kernel's node has no cluster secret, so local nodes could not authenticate; "
@@ -258,7 +259,8 @@ class LabSession:
         names = self.launcher.free_names(prefix, missing)
         results = await asyncio.gather(
             *(self.launcher.launch(n, node.id, self.secret, heartbeat_interval_ms=self.heartbeat_interval_ms,  # type: ignore[arg-type]
-                                   heartbeat_miss_threshold=self.heartbeat_miss_threshold) for n in names),
+                                   heartbeat_miss_threshold=self.heartbeat_miss_threshold,
+                                   code_from_any=code_from_any) for n in names),
             return_exceptions=True,
         )
         started = [r for r in results if isinstance(r, LocalNode)]
@@ -480,8 +482,8 @@ class LabSession:
         return self.event_log
 
     # --------------------------------------------------------------- %%noex behavior
-    async def ship_behavior(self, name: str, source: str, cls: type) -> list[ShipResult]:
-        behavior = self.shipper.define(name, source, cls.__name__)
+    async def ship_behavior(self, name: str, source: str, cls: type, *, replace: bool = False) -> list[ShipResult]:
+        behavior = self.shipper.define(name, source, cls.__name__, replace=replace)
         node = self.kernel_node()
         results: list[ShipResult] = []
         if node.distribution is not None:

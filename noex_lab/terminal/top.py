@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ..cli import add_tls_arguments, secret_from_env, tls_from_args
+from ..cli import add_secret_arguments, add_tls_arguments, secret_from_args, tls_from_args
 from .common import Waker, log_to, run_until_signal
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("seed", metavar="SEED_ID", help="any live member, name@host:port")
-    parser.add_argument("--secret-env", metavar="VAR", help="environment variable holding the cluster secret")
+    add_secret_arguments(parser)
     parser.add_argument("--interval", type=float, default=1.0, metavar="S", help="seconds between refreshes")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true", help="print one rendering and exit")
@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="give up when no member is reachable within S seconds")
     parser.add_argument("--host", default="127.0.0.1", help="address the observer listens on")
     parser.add_argument("--advertise-host", default=None, help="address members reach the observer at")
-    parser.add_argument("--insecure", action="store_true", help="allow a non-loopback bind without a secret")
+    parser.add_argument("--insecure", action="store_true", help="allow a non-loopback bind with --no-secret")
     parser.add_argument("--heartbeat-interval-ms", type=int, default=5000,
                         help="must match the cluster's setting (default 5000, as `noex-lab node`)")
     parser.add_argument("--heartbeat-miss-threshold", type=int, default=3,
@@ -90,7 +90,7 @@ async def run(args: argparse.Namespace) -> int:
     console = Console()
     node = await Cluster.start(
         f"top-{os.getpid()}", host=args.host, port=0, seeds=[args.seed],
-        cluster_secret=secret_from_env(args.secret_env), hidden=True, heartbeat_interval_ms=args.heartbeat_interval_ms,
+        cluster_secret=secret_from_args(args), hidden=True, heartbeat_interval_ms=args.heartbeat_interval_ms,
         heartbeat_miss_threshold=args.heartbeat_miss_threshold, advertise_host=args.advertise_host,
         insecure=args.insecure, tls=tls_from_args(args),
     )

@@ -138,7 +138,8 @@ async def test_node_command_rejects_bad_input() -> None:
     )
     assert result.returncode == 2 and "invalid node name" in result.stderr
     result = subprocess.run(
-        [sys.executable, "-m", "noex_lab.cli", "node", "--name", "x", "--host", "0.0.0.0", "--port", "0"],
+        [sys.executable, "-m", "noex_lab.cli", "node", "--name", "x", "--host", "0.0.0.0", "--port", "0",
+         "--no-secret"],  # without it the per-user secret is used
         capture_output=True, text=True, timeout=30,
     )
     assert result.returncode == 2 and "cluster_secret" in result.stderr

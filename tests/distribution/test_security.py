@@ -66,7 +66,7 @@ async def _raw_handshake_client(port: int, frames: list[bytes]) -> list[Any]:
 
 
 async def test_recorded_handshake_cannot_be_replayed() -> None:
-    secret = SECRET.encode()
+    secret = hs.derive_key(SECRET.encode())
     a = await Cluster.start("a", port=0, cluster_secret=SECRET)
     assert a.id is not None
     # A legitimate client run by hand: record its frames.

@@ -81,10 +81,10 @@ async def test_noex_lab_node_and_top_take_tls_from_flags(pki: dict[str, Path], p
     await wait_until(lambda: len(a.get_nodes()) == 1, 10.0, "the CLI node joined over TLS")
     assert type(a.distribution.transport.conns[node_id].stream).__name__ == "TLSStream"
 
-    seen = await anyio.to_thread.run_sync(_cli, "top", str(node_id), "--json", *flags)
+    seen = await anyio.to_thread.run_sync(_cli, "top", str(node_id), "--json", "--no-secret", *flags)
     assert seen.returncode == 0, seen.stderr
     assert {m["name"] for m in json.loads(seen.stdout)["members"]} == {"tlscli", "a"}
-    plain = await anyio.to_thread.run_sync(_cli, "top", str(node_id), "--json", "--connect-timeout", "2")
+    plain = await anyio.to_thread.run_sync(_cli, "top", str(node_id), "--json", "--no-secret", "--connect-timeout", "2")
     assert plain.returncode != 0  # no TLS: the node never lets it in
 
     half = await anyio.to_thread.run_sync(_cli, "node", "--name", "half", "--port", "0", "--tls-cert",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -30,12 +31,18 @@ async def start_cluster(n: int, *, fast: bool = True, **options: Any) -> list[No
 
 
 class NodeProcess(WatchedProcess):
-    """A `noex-lab node` OS process; its stdout lines are collected by a reader thread."""
+    """A `noex-lab node` OS process; its stdout lines are collected by a reader thread.
 
-    def __init__(self, name: str, *args: str, env: dict[str, str] | None = None, port: int = 0) -> None:
+    Without `--secret-env` it runs `--no-secret`, like the in-process nodes the tests join it
+    with; `user_secret=True` leaves the choice to the command (the per-user secret file)."""
+
+    def __init__(self, name: str, *args: str, env: dict[str, str] | None = None, port: int = 0,
+                 user_secret: bool = False, preexec_fn: Callable[[], None] | None = None) -> None:
+        if not user_secret and "--secret-env" not in args and "--no-secret" not in args:
+            args = ("--no-secret", *args)
         cmd = [sys.executable, "-m", "noex_lab.cli", "node", "--name", name, "--port", str(port), "--report", *args]
         self.started_at = time.time()
-        super().__init__(cmd, label=f"node {name}", env=repo_env(**(env or {})))
+        super().__init__(cmd, label=f"node {name}", env=repo_env(**(env or {})), preexec_fn=preexec_fn)
         self.id: NodeId | None = None
 
     def wait_line(self, prefix: str, timeout: float = 15.0) -> str:

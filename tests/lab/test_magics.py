@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from noex_lab.distribution.user_secret import load_or_create
 from tests.helpers.waiting import pid_alive, wait_pids_gone
 from tests.lab.conftest import local_pids, shutdown_and_reap
 from tests.lab.kernel_harness import REPO, Kernel
@@ -76,7 +77,9 @@ def test_start_errors_raise_in_the_cell_then_start_and_reuse(k: Kernel) -> None:
     assert r.ename == "MagicUsageError"
 
     text = k.ok("%noex start kern --heartbeat-interval-ms 500").text
-    assert re.search(r"node kern@127\.0\.0\.1:\d+ started \(authenticated links, a fresh random secret\)", text)
+    assert re.search(r"node kern@127\.0\.0\.1:\d+ started \(authenticated links, the per-user secret\)", text)
+    # the file under the tests' temporary XDG_CONFIG_HOME, which the kernel inherits
+    assert k.eval("__import__('noex_lab.lab', fromlist=['x']).session_of(get_ipython()).secret") == load_or_create()
     again = k.ok("%noex start kern").text
     assert "reusing node kern@127.0.0.1:" in again
     r = k.execute("%noex start other", allow_error=True)
