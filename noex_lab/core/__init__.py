@@ -11,6 +11,7 @@ from .errors import (
     GlobalNameNotFoundError,
     InitError,
     InvalidArgumentError,
+    MailboxFullError,
     MaxRestartsExceededError,
     NodeNotReachableError,
     NodeStoppedError,
@@ -20,6 +21,7 @@ from .errors import (
     SerializationError,
     ServerNotRunningError,
     SupervisorError,
+    TooManyTracesError,
 )
 from .events import EventStream, NodeEvent
 from .genserver import From, GenServer
@@ -53,6 +55,7 @@ __all__ = [
     "GlobalNameNotFoundError",
     "InitError",
     "InvalidArgumentError",
+    "MailboxFullError",
     "MaxRestartsExceededError",
     "MonitorRef",
     "NoReply",
@@ -77,6 +80,7 @@ __all__ = [
     "SupervisorError",
     "SupervisorTree",
     "TimerRef",
+    "TooManyTracesError",
     "current_node",
     "is_normal_exit",
     "running_nodes",
