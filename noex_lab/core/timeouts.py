@@ -13,14 +13,18 @@ from typing import Any
 from .errors import InvalidArgumentError
 
 _INF = math.inf
+# The longest timeout (about 31 years): far beyond any real wait, and small enough that a
+# deadline computed from it stays a finite float (1e308 overflows the loop's timer arithmetic).
+MAX_TIMEOUT_S = 1e9
 
 
 def check_timeout(value: Any, name: str = "timeout", *, allow_zero: bool = False,
-                  maximum: float | None = None) -> float:
-    """`value` as a finite float of seconds > 0 (>= 0 with `allow_zero`, <= `maximum` if given).
+                  maximum: float = MAX_TIMEOUT_S) -> float:
+    """`value` as a float of seconds > 0 (>= 0 with `allow_zero`) and at most `maximum`.
 
-    Refuses bools, non-numbers, NaN, infinity and negative values with `InvalidArgumentError`."""
-    if type(value) is float and 0.0 < value < _INF and maximum is None:  # the common case, fast
+    Refuses bools, non-numbers, NaN, infinity, negative and too large values with
+    `InvalidArgumentError`."""
+    if type(value) is float and 0.0 < value <= maximum:  # the common case, fast (NaN fails it)
         return value
     if isinstance(value, bool) or not isinstance(value, Real):
         raise InvalidArgumentError(f"{name} must be a number of seconds, not {value!r}")
@@ -35,7 +39,7 @@ def check_timeout(value: Any, name: str = "timeout", *, allow_zero: bool = False
         raise InvalidArgumentError(f"{name} must be {least} seconds, not {value!r}")
     if seconds == _INF:
         raise InvalidArgumentError(f"{name} must be a finite number of seconds, not {value!r}")
-    if maximum is not None and seconds > maximum:
+    if seconds > maximum:
         raise InvalidArgumentError(f"{name} must be at most {maximum:g} seconds, not {value!r}")
     return seconds
 

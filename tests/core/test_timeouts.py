@@ -12,13 +12,13 @@ import pytest
 
 from noex_lab import ChildSpec, GenServer, InvalidArgumentError, Supervisor
 from noex_lab.core.node import Node
-from noex_lab.core.timeouts import check_limit, check_timeout, seconds_argument
+from noex_lab.core.timeouts import MAX_TIMEOUT_S, check_limit, check_timeout, seconds_argument
 
 from ._helpers import Pawn
 
 pytestmark = pytest.mark.anyio
 
-BAD = [math.nan, math.inf, -math.inf, -1, 0, "5", None, True, 10**400]
+BAD = [math.nan, math.inf, -math.inf, -1, 0, "5", None, True, 10**400, 1e308]
 
 
 def test_check_timeout_accepts_positive_finite_numbers() -> None:
@@ -26,11 +26,12 @@ def test_check_timeout_accepts_positive_finite_numbers() -> None:
     assert type(check_timeout(2)) is float
     assert check_timeout(0, "delay", allow_zero=True) == 0.0
     assert check_timeout(3600, "seconds", maximum=3600) == 3600.0
+    assert check_timeout(MAX_TIMEOUT_S) == 1e9  # about 31 years: the longest wait
 
 
 @pytest.mark.parametrize("bad", BAD)
 def test_check_timeout_refuses_with_a_clear_message(bad: Any) -> None:
-    with pytest.raises(InvalidArgumentError, match=r"^timeout must be (a|> 0|a finite) number|^timeout must be > 0"):
+    with pytest.raises(InvalidArgumentError, match=r"^timeout must be (a |a finite |> 0 |at most 1e\+09 )"):
         check_timeout(bad)
 
 
@@ -42,6 +43,8 @@ def test_check_timeout_messages_say_what_is_wrong() -> None:
         with pytest.raises(InvalidArgumentError) as caught:
             check_timeout(value)
         assert str(caught.value) == text
+    with pytest.raises(InvalidArgumentError, match=r"timeout must be at most 1e\+09 seconds, not 1e\+308"):
+        check_timeout(1e308)  # finite, but a deadline computed from it would overflow the loop's timers
     with pytest.raises(InvalidArgumentError, match="seconds must be at most 3600 seconds, not 3601"):
         check_timeout(3601, "seconds", maximum=3600)
     with pytest.raises(InvalidArgumentError, match="delay must be >= 0 seconds"):
@@ -64,7 +67,7 @@ def test_command_line_seconds() -> None:
             seconds_argument(bad)
 
 
-@pytest.mark.parametrize("bad", [math.nan, math.inf, -1.0, 0, "5"])
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -1.0, 0, "5", 1e308])
 async def test_every_core_api_refuses_a_bad_timeout(node: Node, bad: Any) -> None:
     ref = await GenServer.start(Pawn)
     sup = await Supervisor.start(children=[ChildSpec(id="p", behavior=Pawn)])

@@ -26,7 +26,7 @@ from tests.helpers.cluster import start_cluster
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("cleanup"), pytest.mark.timeout(60)]
 
-HOSTILE = [math.nan, math.inf, -1.0, "soon", None]
+HOSTILE = [math.nan, math.inf, -1.0, 1e308, "soon", None]
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -2.0, 0, "5"])
