@@ -11,6 +11,7 @@ from .errors import (
     GlobalNameNotFoundError,
     InitError,
     InvalidArgumentError,
+    MailboxFullError,
     MaxRestartsExceededError,
     NodeNotReachableError,
     NodeStoppedError,
@@ -21,6 +22,7 @@ from .errors import (
     SerializationError,
     ServerNotRunningError,
     SupervisorError,
+    TooManyTracesError,
 )
 from .events import EventStream, NodeEvent
 from .genserver import From, GenServer
@@ -54,6 +56,7 @@ __all__ = [
     "GlobalNameNotFoundError",
     "InitError",
     "InvalidArgumentError",
+    "MailboxFullError",
     "MaxRestartsExceededError",
     "MonitorRef",
     "NoReply",
@@ -79,6 +82,7 @@ __all__ = [
     "SupervisorError",
     "SupervisorTree",
     "TimerRef",
+    "TooManyTracesError",
     "current_node",
     "is_normal_exit",
     "running_nodes",

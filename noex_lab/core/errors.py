@@ -46,6 +46,31 @@ class ServerNotRunningError(NoexError):
         self.reason = reason
 
 
+class MailboxFullError(NoexError):
+    """The target's mailbox is at its `max_mailbox` bound: this message was refused, not queued."""
+
+    def __init__(self, target: object, max_mailbox: int, overflow: str = "drop_newest") -> None:
+        super().__init__(
+            f"the mailbox of {target} is full (max_mailbox={max_mailbox}, overflow={overflow!r}); the message "
+            "was not queued. The server does not keep up: slow the senders down, add workers or raise max_mailbox"
+        )
+        self.target = target
+        self.max_mailbox = max_mailbox
+        self.overflow = overflow
+
+
+class TooManyTracesError(NoexError):
+    """The target node already runs as many traces for the requesting node as it allows."""
+
+    def __init__(self, node: object, limit: int) -> None:
+        super().__init__(
+            f"node {node} already runs {limit} traces for this node (the most one node may hold); "
+            "stop one (TraceHandle.stop(), %noex trace --stop) or wait for one to end"
+        )
+        self.node = node
+        self.limit = limit
+
+
 class NodeNotReachableError(NoexError):
     """No connection to the target's node, or it was lost while the request was pending."""
 

@@ -103,15 +103,23 @@ class GenServer:
     # ------------------------------------------------------------------ facade
     @staticmethod
     async def start(
-        behavior: type[GenServer], arg: Any = None, *, name: str | None = None, timeout: float = 5.0
+        behavior: type[GenServer], arg: Any = None, *, name: str | None = None, timeout: float = 5.0,
+        max_mailbox: int | None = None, overflow: str = "drop_newest",
     ) -> ProcessRef:
-        """Start a process on the current node; returns its ref once `init` succeeded."""
-        return await current_node().spawn(behavior, arg, name=name, timeout=timeout)
+        """Start a process on the current node; returns its ref once `init` succeeded.
+
+        `max_mailbox=N` bounds its mailbox (default: unbounded); `overflow` is what a message
+        finding it full does: "drop_newest" (dropped; a call gets `MailboxFullError`) or "crash"
+        (the process exits with reason "mailbox_overflow")."""
+        return await current_node().spawn(
+            behavior, arg, name=name, timeout=timeout, max_mailbox=max_mailbox, overflow=overflow
+        )
 
     @staticmethod
     async def start_remote(
         behavior_name: str, node_id: NodeId | str, *, arg: Any = None, name: str | None = None,
-        registration: str = "none", timeout: float = 10.0,
+        registration: str = "none", timeout: float = 10.0, max_mailbox: int | None = None,
+        overflow: str = "drop_newest",
     ) -> ProcessRef:
         """Start a registered behavior on another node (same as `RemoteSpawn.spawn`)."""
         node = current_node()
@@ -121,7 +129,8 @@ class GenServer:
 
             raise NodeNotReachableError(node_id, "this node is not distributed (call Cluster.start first)")
         result: ProcessRef = await spawner(
-            behavior_name, node_id, arg=arg, name=name, registration=registration, timeout=timeout
+            behavior_name, node_id, arg=arg, name=name, registration=registration, timeout=timeout,
+            max_mailbox=max_mailbox, overflow=overflow,
         )
         return result
 

@@ -31,6 +31,7 @@ from .errors import (
     ServerNotRunningError,
 )
 from .events import EventStream
+from .mailbox import BoundedProcess, MailboxBound, check_mailbox_options
 from .messages import Down
 from .node_id import NodeId
 from .process import CALL, CAST, INFO, STOP, Process
@@ -38,6 +39,7 @@ from .reasons import KILLED, NOPROC, NORMAL, SHUTDOWN, ExitReason
 from .refs import MonitorRef, ProcessRef, TimerRef
 from .registry import NameTable
 from .router import Router
+from .timeouts import check_limit, check_timeout
 
 if TYPE_CHECKING:
     from .genserver import GenServer
@@ -207,6 +209,7 @@ class Node:
         """Leave gracefully: stop processes (terminate runs), tell peers, end the task group."""
         if not self._running:
             return
+        timeout = check_timeout(timeout)
         await self._ensure_ready()
         self._stopping = True  # no new processes from here on
         roots = [p for p in self._procs.values() if p.parent is None or p.parent.id not in self._procs]
@@ -336,14 +339,18 @@ class Node:
         timeout: float = 5.0,
         link: Process | ProcessRef | None = None,
         parent: ProcessRef | None = None,
+        max_mailbox: int | None = None,
+        overflow: str = "drop_newest",
     ) -> ProcessRef:
-        """Start a process running `behavior`; returns once `init` succeeded (else InitError)."""
+        """Start a process running `behavior`; returns once `init` succeeded (else InitError).
+        `max_mailbox` bounds its mailbox, `overflow` says what a message finding it full does
+        (see `noex_lab.core.mailbox`)."""
         from .genserver import GenServer
 
         if not (isinstance(behavior, type) and issubclass(behavior, GenServer)):
             raise InvalidArgumentError(f"a behavior is a GenServer subclass, not {behavior!r}")
-        if timeout is None or timeout <= 0:
-            raise InvalidArgumentError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        timeout = check_timeout(timeout)
+        check_mailbox_options(max_mailbox, overflow)
         await self._ensure_ready()
         assert self._tg is not None
         if self._stopping:
@@ -356,7 +363,10 @@ class Node:
                 raise AlreadyRegisteredError(name, owner)
         pid = next(self._pids)
         ref = ProcessRef(self._id, pid, self.incarnation)
-        proc = Process(self, pid, ref, behavior)
+        if max_mailbox is None:
+            proc = Process(self, pid, ref, behavior)
+        else:
+            proc = BoundedProcess(self, pid, ref, behavior, MailboxBound(max_mailbox, overflow))
         proc.parent = parent
         self._procs[pid] = proc
         if name is not None:
@@ -410,6 +420,7 @@ class Node:
 
     async def call(self, target: Target, msg: Any, timeout: float = 5.0) -> Any:
         """Request/reply (see `GenServer.call`)."""
+        timeout = check_timeout(timeout)
         ref = target if type(target) is ProcessRef else self._resolve_process(target)
         me = _current_process.get()
         sender = me.ref if me is not None else None
@@ -479,6 +490,7 @@ class Node:
 
     async def stop_process(self, target: Target, reason: ExitReason = NORMAL, timeout: float = 5.0) -> None:
         """Orderly stop after already-queued messages (see `GenServer.stop`)."""
+        timeout = check_timeout(timeout)
         ref = self._resolve_process(target)
         if not self.is_local(ref):
             if self.router is None:
@@ -503,6 +515,7 @@ class Node:
         """Supervisor-style stop, wherever the process runs: finish the current message, run
         `terminate`, and kill it if that takes more than `timeout` seconds (None: no limit).
         Returns the exit reason, or None when it was not running (or its node is unreachable)."""
+        timeout = check_limit(timeout)
         if not self.is_local(ref):
             if self.router is None:
                 return None
@@ -518,8 +531,7 @@ class Node:
 
     def send_after(self, target: Target, msg: Any, delay: float) -> TimerRef:
         """Send `msg` to `handle_info` of `target` after `delay` seconds (monotonic)."""
-        if delay < 0:
-            raise InvalidArgumentError(f"delay must be >= 0 seconds, not {delay!r}")
+        delay = check_timeout(delay, "delay", allow_zero=True)
         timer_id = next(self._timer_ids)
 
         def fire() -> None:

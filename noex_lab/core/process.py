@@ -22,6 +22,7 @@ from .refs import MonitorRef, ProcessRef
 
 if TYPE_CHECKING:
     from .genserver import GenServer
+    from .mailbox import MailboxBound
     from .node import Node
     from .router import Congestion
 
@@ -66,6 +67,7 @@ class Process:
         "_unanswered",
         "_wake",
         "behavior",
+        "bound",
         "caller",
         "exit_reason",
         "handled",
@@ -76,6 +78,7 @@ class Process:
         "node",
         "parent",
         "pid",
+        "queue_high_water",
         "ref",
         "reply_to",
         "server",
@@ -95,6 +98,8 @@ class Process:
         self.server._noex_process = self
         self.state: Any = None
         self.mailbox: deque[tuple[Any, ...]] = deque()
+        self.bound: MailboxBound | None = None  # set by `mailbox.BoundedProcess`
+        self.queue_high_water = 0  # the longest the mailbox has been (see `_note_queue`)
         self.name: str | None = None
         self.trap_exit: bool = bool(getattr(behavior, "trap_exit", False))
         self.links: set[ProcessRef] = set()
@@ -315,6 +320,7 @@ class Process:
         cast_async = cls._noex_cast_async
         info_async = cls._noex_info_async
         budget = 0
+        self._note_queue()  # messages that came during init
         while True:
             if self._interrupted:  # kill(), request_shutdown() or wait_for()
                 if self._kill_reason is not None:
@@ -322,17 +328,20 @@ class Process:
                 if self._shutdown_reason is not None:
                     return self._shutdown_reason, True
                 await self._wait_congestion()
+                self._note_queue()
                 continue
             if not mailbox:
                 budget = 0
                 wake = new_future()
                 self._wake = wake
                 await wake
+                self._note_queue()
                 continue
             budget += 1
             if budget >= YIELD_EVERY:
                 budget = 0
                 await anyio.lowlevel.checkpoint()
+                self._note_queue()
             item = mailbox.popleft()
             tag = item[0]
             self.handled += 1
@@ -344,6 +353,7 @@ class Process:
                     result = handle_call(item[1], self.state)
                     if call_async:
                         result = await result
+                        self._note_queue()
                     self.reply_to = None
                     if type(result) is tuple and len(result) == 2:
                         self.state = result[1]
@@ -370,10 +380,12 @@ class Process:
                         result = handle_cast(item[1], self.state)
                         if cast_async:
                             result = await result
+                            self._note_queue()
                     else:
                         result = handle_info(item[1], self.state)
                         if info_async:
                             result = await result
+                            self._note_queue()
                     kind = type(result)
                     if kind is Stop or kind is NoReply:  # (neither can be subclassed)
                         if kind is NoReply:
@@ -391,6 +403,16 @@ class Process:
                 if tag == CALL and not item[2].done():
                     item[2].set_exception(crash_error(exc))
                 return ErrorReason.from_exception(exc), True
+
+    def _note_queue(self) -> None:
+        """Update `queue_high_water` (called where the loop resumes after an await).
+
+        Others can only add messages while this process awaits, so the mailbox is checked after
+        each await, not per message (that would cost the hot loop); messages a process sends
+        itself during one run of callbacks are seen within YIELD_EVERY messages."""
+        queued = len(self.mailbox)
+        if queued > self.queue_high_water:
+            self.queue_high_water = queued
 
     def _trace(self, tag: int, msg: Any) -> None:
         kind = {CALL: "call", CAST: "cast", INFO: "info"}.get(tag, "stop")
@@ -427,6 +449,7 @@ class Process:
         self._closed = True
         self._close_reason = reason
         pending, self.mailbox = self.mailbox, deque()
+        self.queue_high_water = max(self.queue_high_water, len(pending))
         for item in pending:
             self._refuse(item)
 

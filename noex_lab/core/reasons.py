@@ -45,3 +45,4 @@ NOCONNECTION = "noconnection"
 def is_normal_exit(reason: ExitReason) -> bool:
     """True for "normal" and "shutdown": exits a transient child is not restarted after."""
     return bool(reason == NORMAL or reason == SHUTDOWN)
+MAILBOX_OVERFLOW = "mailbox_overflow"  # a process started with overflow="crash" got a message when full

@@ -16,6 +16,9 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ProcessInfo:
+    """One process: `queue_len` messages wait now, `queue_high_water` is the most that ever waited,
+    `max_mailbox` its bound (None: unbounded)."""
+
     ref: ProcessRef
     name: str | None
     behavior: str
@@ -23,6 +26,8 @@ class ProcessInfo:
     queue_len: int
     messages: int
     uptime_s: float
+    queue_high_water: int = 0
+    max_mailbox: int | None = None
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,7 @@ class NodeSnapshot:
         rows = "".join(
             f"<tr><td><code>{escape(str(p.ref))}</code></td><td>{escape(p.name or '')}</td>"
             f"<td>{escape(p.behavior)}</td><td>{escape(p.status)}</td><td>{p.queue_len}</td>"
+            f"<td>{p.queue_high_water}</td><td>{'-' if p.max_mailbox is None else p.max_mailbox}</td>"
             f"<td>{p.messages}</td><td>{p.uptime_s:.1f}</td></tr>"
             for p in self.processes
         )
@@ -52,7 +58,8 @@ class NodeSnapshot:
         return (
             f"<b>{title}</b>: {len(self.processes)} processes"
             "<table><tr><th>ref</th><th>name</th><th>behavior</th><th>status</th>"
-            f"<th>queue</th><th>messages</th><th>uptime s</th></tr>{rows}</table>"
+            "<th>queue</th><th>high-water</th><th>bound</th><th>messages</th><th>uptime s</th></tr>"
+            f"{rows}</table>"
         )
 
 
@@ -66,10 +73,13 @@ def take_snapshot(node: Node) -> NodeSnapshot:
     monitors = []
     supervised: set[ProcessRef] = set()
     for proc in node.processes():
+        queue_len = len(proc.mailbox)
         processes.append(
             ProcessInfo(
                 ref=proc.ref, name=proc.name, behavior=proc.behavior.__name__, status=proc.status,
-                queue_len=len(proc.mailbox), messages=proc.handled, uptime_s=now - proc.started_at,
+                queue_len=queue_len, messages=proc.handled, uptime_s=now - proc.started_at,
+                queue_high_water=max(proc.queue_high_water, queue_len),
+                max_mailbox=proc.bound.max if proc.bound is not None else None,
             )
         )
         for other in proc.links:

@@ -16,11 +16,13 @@ import anyio
 
 from .errors import InitError, InvalidArgumentError, MaxRestartsExceededError, SupervisorError
 from .genserver import GenServer
+from .mailbox import check_mailbox_options
 from .messages import Exit, Stop
 from .node import Node, Target, current_node
 from .node_id import NodeId
 from .reasons import SHUTDOWN, ErrorReason, ExitReason, is_normal_exit
 from .refs import ProcessRef
+from .timeouts import check_limit
 
 Strategy = Literal["one_for_one", "one_for_all", "rest_for_one", "simple_one_for_one"]
 RestartType = Literal["permanent", "transient", "temporary"]
@@ -36,7 +38,8 @@ class ChildSpec:
     callable returning a `ProcessRef`), or build a nested supervisor with
     `ChildSpec.supervisor(id, **supervisor_options)`.
     `shutdown` is how many seconds the child gets to run `terminate` before it is killed
-    (None: no limit, the default for supervisors).
+    (None: no limit, the default for supervisors; 0: killed at once).
+    `max_mailbox` and `overflow` bound the child's mailbox, as in `GenServer.start`.
     """
 
     id: str
@@ -47,6 +50,8 @@ class ChildSpec:
     shutdown: float | None = 5.0
     name: str | None = None
     supervisor_options: dict[str, Any] | None = None
+    max_mailbox: int | None = None
+    overflow: str = "drop_newest"
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:
@@ -62,6 +67,13 @@ class ChildSpec:
             isinstance(self.behavior, type) and issubclass(self.behavior, GenServer)
         ):
             raise InvalidArgumentError(f"ChildSpec {self.id!r}: behavior must be a GenServer subclass")
+        object.__setattr__(self, "shutdown", check_limit(self.shutdown, f"ChildSpec {self.id!r}: shutdown"))
+        check_mailbox_options(self.max_mailbox, self.overflow)
+        if self.start is not None and self.max_mailbox is not None:
+            raise InvalidArgumentError(
+                f"ChildSpec {self.id!r}: max_mailbox applies to behavior= children; a start= callable "
+                "passes it to GenServer.start itself"
+            )
 
     @classmethod
     def supervisor(
@@ -183,10 +195,12 @@ class SupervisorServer(GenServer):
         spec = child.spec
         me = self._noex_process
         if spec.behavior is not None:
-            child.ref = await node.spawn(spec.behavior, spec.arg, name=spec.name, link=me, parent=self.ref)
+            child.ref = await node.spawn(spec.behavior, spec.arg, name=spec.name, link=me, parent=self.ref,
+                                         max_mailbox=spec.max_mailbox, overflow=spec.overflow)
         elif spec.supervisor_options is not None:
             child.ref = await node.spawn(
-                SupervisorServer, spec.supervisor_options, name=spec.name, link=me, parent=self.ref
+                SupervisorServer, spec.supervisor_options, name=spec.name, link=me, parent=self.ref,
+                max_mailbox=spec.max_mailbox, overflow=spec.overflow,
             )
         else:
             assert spec.start is not None

@@ -20,6 +20,7 @@ from ..core.errors import ClusterError, InvalidArgumentError
 from ..core.node import Node, current_node
 from ..core.node_id import NodeId, validate_node_name
 from ..core.snapshot import NodeSnapshot
+from ..core.timeouts import check_timeout
 from .code_loading import install_code_loading
 from .codec import Codec
 from .connection import BUSY_LIMIT_BYTES, MAX_SEND_BUFFER_BYTES, Connection
@@ -188,7 +189,7 @@ class Distribution:
         self.transport.dispatch = self.router.dispatch
         self.router.rpc_handlers["snapshot"] = lambda _peer, _args: node.snapshot()
         self.router.rpc_handlers["spawn"] = lambda peer, args: handle_spawn(self, peer, args)
-        install_introspection(self)  # state, trace, process lists, events (%noex state/trace/ps/events)
+        self.introspection = install_introspection(self)  # %noex state/trace/ps/events
         install_code_loading(self)  # shipped behavior source; refused unless allow_code (SPEC §9, §11)
         self.global_registry = GlobalNames(self)
         backend = node.backend
@@ -445,6 +446,7 @@ class Cluster:
     @staticmethod
     async def snapshot(*, timeout: float = 2.0) -> list[NodeSnapshot]:
         """Every node's snapshot; an unreachable node is marked, never blocks past `timeout`."""
+        timeout = check_timeout(timeout)
         node = current_node()
         if node.distribution is None:
             return [node.snapshot()]

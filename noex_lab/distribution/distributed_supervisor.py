@@ -25,6 +25,7 @@ from typing import Any
 
 from ..core.errors import InitError, InvalidArgumentError, NodeNotReachableError, NoexError, SupervisorError
 from ..core.events import NodeEvent
+from ..core.mailbox import check_mailbox_options
 from ..core.messages import Exit
 from ..core.node import Node, Target, current_node
 from ..core.node_id import NodeId
@@ -51,7 +52,8 @@ NodeSelector = str | dict[str, Any] | Callable[..., Any]
 
 @dataclass(frozen=True)
 class DistributedChildSpec:
-    """One child: a behavior registered under `behavior_name` on every node (BehaviorRegistry)."""
+    """One child: a behavior registered under `behavior_name` on every node (BehaviorRegistry).
+    `max_mailbox` and `overflow` bound its mailbox, as in `GenServer.start`."""
 
     id: str
     behavior_name: str
@@ -59,6 +61,11 @@ class DistributedChildSpec:
     restart: str = "permanent"
     shutdown: float | None = 5.0
     node_selector: NodeSelector | None = None
+    max_mailbox: int | None = None
+    overflow: str = "drop_newest"
+
+    def __post_init__(self) -> None:
+        check_mailbox_options(self.max_mailbox, self.overflow)
 
     @classmethod
     def of(cls, value: Any) -> DistributedChildSpec:
@@ -173,7 +180,8 @@ class DistributedSupervisorServer(SupervisorServer):
                     raise InitError(dspec.behavior_name, f"could not start child {dspec.id!r}: {last_error}") from None
                 raise
             try:
-                child.ref = await spawn(dspec.behavior_name, target, arg=dspec.arg, link_to=self.ref)
+                child.ref = await spawn(dspec.behavior_name, target, arg=dspec.arg, link_to=self.ref,
+                                        max_mailbox=dspec.max_mailbox, overflow=dspec.overflow)
                 self._note_placement(target)
             except (NodeNotReachableError, TimeoutError) as exc:
                 tried.add(target)

@@ -36,6 +36,7 @@ from ..core.node_id import NodeId
 from ..core.process import Process
 from ..core.reasons import ExitReason
 from ..core.refs import ProcessRef
+from ..core.timeouts import check_timeout
 
 if TYPE_CHECKING:
     from .cluster import Distribution
@@ -95,6 +96,7 @@ class GlobalNames:
         return ref
 
     async def register(self, name: str, ref: ProcessRef, timeout: float = 10.0) -> None:
+        timeout = check_timeout(timeout)
         if not isinstance(name, str) or not name:
             raise InvalidArgumentError(f"a global name is a non-empty string, not {name!r}")
         if not isinstance(ref, ProcessRef):

@@ -9,9 +9,13 @@ System requests (handled on every distributed node):
 - `noex_get_state [pid, creation, name]` -> `[ref, behavior, status, queue_len, messages, repr, value, has_value]`
 - `noex_trace_start [trace_id, pid, creation, name, seconds, max_events]` -> `[ref, behavior, state_repr]`;
   afterwards the target sends `noex_trace_event [trace_id, at, kind, msg_repr, state_repr]`
-  notifications and one `noex_trace_end [trace_id, why]`.
+  notifications and one `noex_trace_end [trace_id, why]`. A trace lasts a finite `seconds`
+  (at most MAX_TRACE_SECONDS) and `max_events` (at most MAX_TRACE_EVENTS); a node runs at most
+  MAX_TRACES_PER_PEER traces for each requesting node (`TooManyTracesError` beyond), so a peer
+  cannot turn one message into an unbounded number of notifications.
 - `noex_trace_stop [trace_id]`
-- `noex_processes None` -> `[[ref, name, behavior, status, queue_len, messages, uptime_s], ...], names`
+- `noex_processes None` ->
+  `[[ref, name, behavior, status, queue_len, messages, uptime_s, queue_high_water, max_mailbox], ...], names`
 - `noex_events n` -> `[[at, kind, details], ...]`
 """
 
@@ -27,13 +31,20 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ..core.errors import InvalidArgumentError, NodeNotReachableError, NotRegisteredError, SerializationError
+from ..core.errors import (
+    InvalidArgumentError,
+    NodeNotReachableError,
+    NotRegisteredError,
+    SerializationError,
+    TooManyTracesError,
+)
 from ..core.messages import Down
 from ..core.node import Node, current_node
 from ..core.node_id import NodeId
 from ..core.process import Process
 from ..core.reasons import NOPROC
 from ..core.refs import ProcessRef
+from ..core.timeouts import check_timeout
 
 if TYPE_CHECKING:
     from ..core._backend import Cancellable
@@ -41,7 +52,9 @@ if TYPE_CHECKING:
 
 REPR_LIMIT = 2000
 SETTLE_S = 1.0
-MAX_TRACE_EVENTS = 10_000
+MAX_TRACE_EVENTS = 10_000  # events one trace reports at most
+MAX_TRACE_SECONDS = 3600.0  # how long one trace may run at most
+MAX_TRACES_PER_PEER = 8  # traces a node runs at once for one requesting node
 
 _repr = reprlib.Repr()
 _repr.maxstring = 400
@@ -113,6 +126,14 @@ class TraceEvent:
     def __str__(self) -> str:
         stamp = time.strftime("%H:%M:%S", time.localtime(self.at)) + f".{int(self.at * 1000) % 1000:03d}"
         return f"{stamp} {self.kind:<4} {self.message}  ->  {self.state}"
+
+
+def check_trace_limits(seconds: Any, max_events: Any) -> tuple[float, int]:
+    """A trace's duration and event budget, checked (on both sides: a peer may send anything)."""
+    seconds = check_timeout(seconds, "seconds", maximum=MAX_TRACE_SECONDS)
+    if type(max_events) is not int or max_events <= 0:
+        raise InvalidArgumentError(f"max_events must be a positive int, not {max_events!r}")
+    return seconds, min(max_events, MAX_TRACE_EVENTS)
 
 
 # ----------------------------------------------------------------------------------- target side
@@ -191,7 +212,7 @@ class _Trace:
         proc.tracers.append(self._tracer)
         self._mref = node.monitor(proc.ref, on_down=self._on_down)
         self._timer: Cancellable | None = node.backend.call_later(
-            max(0.0, seconds), lambda: self.end("time is up"), lambda fn: node.spawn_task(fn, what="trace timer")
+            seconds, lambda: self.end("time is up"), lambda fn: node.spawn_task(fn, what="trace timer")
         )
 
     def _tracer(self, kind: str, msg: Any, state: Any) -> None:
@@ -277,8 +298,13 @@ class Introspection:
 
     def _trace_start(self, peer: NodeId, args: Any) -> list[Any]:
         trace_id, pid, creation, name, seconds, max_events = args
-        proc = _find_process(self.node, pid, creation, name)
+        seconds, max_events = check_trace_limits(seconds, max_events)
         key = (peer, int(trace_id))
+        if key in self.serving:
+            raise InvalidArgumentError(f"trace {trace_id} of node {peer} is already running")
+        if sum(1 for p, _ in self.serving if p == peer) >= MAX_TRACES_PER_PEER:
+            raise TooManyTracesError(self.node.id, MAX_TRACES_PER_PEER)
+        proc = _find_process(self.node, pid, creation, name)
         router = self.dist.router
 
         def emit(ev: TraceEvent) -> None:
@@ -288,8 +314,7 @@ class Introspection:
             self.serving.pop(key, None)
             router.rpc_cast(peer, "noex_trace_end", [trace_id, why])
 
-        self.serving[key] = _Trace(self.node, proc, emit, finish, float(seconds),
-                                   min(int(max_events), MAX_TRACE_EVENTS))
+        self.serving[key] = _Trace(self.node, proc, emit, finish, seconds, max_events)
         return [proc.ref, proc.behavior.__name__, short_repr(proc.state)]
 
     def _trace_stop(self, peer: NodeId, args: Any) -> None:
@@ -340,10 +365,12 @@ def install_introspection(dist: Distribution) -> Introspection:
 
 
 def process_rows(node: Node) -> list[Any]:
-    """`[[ref, name, behavior, status, queue_len, messages, uptime_s], ...], {name: ref}` (plain data)."""
+    """`[[ref, name, behavior, status, queue_len, messages, uptime_s, queue_high_water, max_mailbox], ...],
+    {name: ref}` (plain data; max_mailbox None when unbounded)."""
     now = time.monotonic()
     rows = [
-        [p.ref, p.name, p.behavior.__name__, p.status, len(p.mailbox), p.handled, round(now - p.started_at, 3)]
+        [p.ref, p.name, p.behavior.__name__, p.status, len(p.mailbox), p.handled, round(now - p.started_at, 3),
+         max(p.queue_high_water, len(p.mailbox)), p.bound.max if p.bound is not None else None]
         for p in sorted(node.processes(), key=lambda p: p.pid)
     ]
     names = {n: r for n in node.names.names() if (r := node.names.whereis(n)) is not None}
@@ -399,6 +426,7 @@ async def get_state(
 
     `target` is a ref, a local name or a global name; `on=` looks a local name up on that node.
     A state that is not a wire value comes back as its repr only (`has_state=False`)."""
+    timeout = check_timeout(timeout)
     node = node or current_node()
     on_id = NodeId.parse(on) if isinstance(on, str) else on
     where, pid, creation, name = locate(node, target, on_id)
@@ -419,10 +447,14 @@ async def trace(
 ) -> TraceHandle:
     """Trace a live process (like `sys:trace`): `on_event` gets every message it handles and the
     state after it, until `seconds` pass, `max_events` arrived, it exits or `stop()` is called;
-    then `on_end(why)` is called once. Works for local and remote processes."""
+    then `on_end(why)` is called once. Works for local and remote processes.
+
+    `seconds` is finite, at most MAX_TRACE_SECONDS (1 hour); `max_events` at most MAX_TRACE_EVENTS
+    are reported. A node runs at most MAX_TRACES_PER_PEER (8) traces for one other node at a time:
+    beyond, `TooManyTracesError`."""
     node = node or current_node()
-    if seconds <= 0:
-        raise InvalidArgumentError(f"seconds must be > 0, not {seconds!r}")
+    seconds, max_events = check_trace_limits(seconds, max_events)
+    timeout = check_timeout(timeout)
     on_id = NodeId.parse(on) if isinstance(on, str) else on
     where, pid, creation, name = locate(node, target, on_id)
     handle_box: list[TraceHandle] = []
@@ -435,7 +467,7 @@ async def trace(
 
     if where is None:
         proc = _find_process(node, pid, creation, name)
-        local = _Trace(node, proc, on_event, ended, seconds, min(max_events, MAX_TRACE_EVENTS))
+        local = _Trace(node, proc, on_event, ended, seconds, max_events)
         handle = TraceHandle(proc.ref, proc.behavior.__name__, short_repr(proc.state), lambda: local.end("stopped"))
         handle_box.append(handle)
         return handle
@@ -464,6 +496,7 @@ async def trace(
 
 async def process_list(where: NodeId | None = None, *, node: Node | None = None, timeout: float = 5.0) -> list[Any]:
     """`process_rows` of this node (`where=None`) or of another node."""
+    timeout = check_timeout(timeout)
     node = node or current_node()
     if where is None or where == node.id:
         return process_rows(node)
@@ -475,6 +508,7 @@ async def recent_events(
     n: int = 50, where: NodeId | None = None, *, node: Node | None = None, timeout: float = 5.0,
 ) -> list[list[Any]]:
     """`event_rows` of this node (`where=None`) or of another node."""
+    timeout = check_timeout(timeout)
     node = node or current_node()
     if where is None or where == node.id:
         return event_rows(node, n)

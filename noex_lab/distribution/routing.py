@@ -32,6 +32,7 @@ from ..core.process import CAST as CAST_TAG
 from ..core.process import INFO as INFO_TAG
 from ..core.reasons import NOCONNECTION, NOPROC, ErrorReason, ExitReason
 from ..core.refs import MonitorRef, ProcessRef
+from ..core.timeouts import check_limit, check_timeout
 from . import protocol as p
 
 if TYPE_CHECKING:
@@ -301,6 +302,7 @@ class RemoteRouter:
     async def _handle_shutdown(self, _peer: NodeId, args: Any) -> ExitReason:
         pid, creation, reason, timeout = args
         node = self.node
+        timeout = check_limit(timeout)  # from a peer: refused here (a typed error reply) if bad
         return await node.shutdown_process(ProcessRef(node.id, pid, creation), reason, timeout)
 
     def exit_signal(self, to: ProcessRef, from_: ProcessRef, reason: ExitReason) -> None:
@@ -347,6 +349,7 @@ class RemoteRouter:
     # ------------------------------------------------------------------ system requests
     async def rpc(self, node_id: NodeId, op: str, args: Any, timeout: float = 5.0) -> Any:
         """Ask node `node_id` to run its system handler `op` (spawn, registry, snapshot ...)."""
+        timeout = check_timeout(timeout)
         conn = self.transport.conns.get(node_id)
         if conn is None:
             raise NodeNotReachableError(node_id, "not connected")
@@ -462,8 +465,8 @@ class RemoteRouter:
 
     async def _remote_stop(self, conn: Connection, m: list[Any]) -> None:
         _, req, pid, creation, reason, timeout = m
-        try:
-            await self.node.stop_process(ProcessRef(self.node.id, pid, creation), reason, float(timeout))
+        try:  # the timeout came from a peer: stop_process refuses a bad one (a typed error reply)
+            await self.node.stop_process(ProcessRef(self.node.id, pid, creation), reason, timeout)
         except NoexError as exc:
             conn.send([p.REPLY, req, False, encode_error(exc)])
             return

@@ -9,9 +9,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import BehaviorNotFoundError, InvalidArgumentError, NodeNotReachableError
+from ..core.mailbox import check_mailbox_options
 from ..core.node import current_node
 from ..core.node_id import NodeId
 from ..core.refs import ProcessRef
+from ..core.timeouts import check_timeout
 from .behaviors import BehaviorRegistry
 
 if TYPE_CHECKING:
@@ -22,16 +24,21 @@ INIT_MARGIN_S = 0.1  # at most this much of a remote spawn's timeout is kept for
 
 
 async def handle_spawn(dist: Distribution, _peer: NodeId, args: Any) -> ProcessRef:
-    """System handler on the target node."""
+    """System handler on the target node: args are
+    `[behavior_name, arg, name, registration, timeout, link_to, max_mailbox, overflow]`
+    (the last three optional); `node.spawn` checks them again, whoever sent them."""
     behavior_name, arg, name, registration, timeout = args[:5]
     link_to = args[5] if len(args) > 5 else None
+    max_mailbox = args[6] if len(args) > 6 else None
+    overflow = args[7] if len(args) > 7 else "drop_newest"
     node = dist.node
     try:
         behavior = BehaviorRegistry.get(behavior_name)
     except BehaviorNotFoundError:
         raise BehaviorNotFoundError(behavior_name, node.id) from None
     local_name = name if registration == "local" else None
-    ref = await node.spawn(behavior, arg, name=local_name, timeout=float(timeout), link=link_to)
+    ref = await node.spawn(behavior, arg, name=local_name, timeout=timeout, link=link_to,
+                           max_mailbox=max_mailbox, overflow=overflow)
     if registration == "global":
         registry = getattr(dist, "global_registry", None)
         if registry is None:
@@ -50,8 +57,11 @@ async def handle_spawn(dist: Distribution, _peer: NodeId, args: Any) -> ProcessR
 async def spawn(
     behavior_name: str, node_id: NodeId | str, *, arg: Any = None, name: str | None = None,
     registration: str = "none", timeout: float = 10.0, link_to: ProcessRef | None = None,
+    max_mailbox: int | None = None, overflow: str = "drop_newest",
 ) -> ProcessRef:
     """Spawn on `node_id` (this node included); `link_to` links the new process before its init."""
+    timeout = check_timeout(timeout)
+    check_mailbox_options(max_mailbox, overflow)
     node = current_node()
     target = node_id if isinstance(node_id, NodeId) else NodeId.parse(node_id)
     if registration not in REGISTRATIONS:
@@ -59,17 +69,16 @@ async def spawn(
     if registration != "none" and not name:
         raise InvalidArgumentError(f"registration={registration!r} needs name=")
     dist = node.distribution
-    if target == node.id or dist is None:
-        if dist is None and target != node.id:
-            raise NodeNotReachableError(target, "this node is not distributed (call Cluster.start first)")
-        assert dist is not None
-        return await handle_spawn(dist, target, [behavior_name, arg, name, registration, timeout, link_to])
+    if dist is None:
+        raise NodeNotReachableError(target, "this node is not distributed (call Cluster.start first)")
+    if target == node.id:
+        return await handle_spawn(dist, target, [behavior_name, arg, name, registration, timeout, link_to,
+                                                 max_mailbox, overflow])
     # The whole spawn ends within `timeout` (SPEC §4); the target's init gets that less a margin
     # for the round trip, so an init that times out still comes back as InitError in time.
     init_timeout = timeout - min(INIT_MARGIN_S, timeout * 0.2)
-    result: ProcessRef = await dist.router.rpc(
-        target, "spawn", [behavior_name, arg, name, registration, init_timeout, link_to], timeout
-    )
+    args = [behavior_name, arg, name, registration, init_timeout, link_to, max_mailbox, overflow]
+    result: ProcessRef = await dist.router.rpc(target, "spawn", args, timeout)
     return result
 
 
@@ -79,9 +88,11 @@ class RemoteSpawn:
     @staticmethod
     async def spawn(
         behavior_name: str, node_id: NodeId | str, *, arg: Any = None, name: str | None = None,
-        registration: str = "none", timeout: float = 10.0,
+        registration: str = "none", timeout: float = 10.0, max_mailbox: int | None = None,
+        overflow: str = "drop_newest",
     ) -> ProcessRef:
         """Errors: BehaviorNotFoundError, InitError (with the remote reason), GlobalNameConflictError,
-        CallTimeoutError, NodeNotReachableError."""
+        CallTimeoutError, NodeNotReachableError, InvalidArgumentError. `max_mailbox` and `overflow`
+        bound the new process's mailbox, as in `GenServer.start`."""
         return await spawn(behavior_name, node_id, arg=arg, name=name, registration=registration,
-                           timeout=timeout)
+                           timeout=timeout, max_mailbox=max_mailbox, overflow=overflow)

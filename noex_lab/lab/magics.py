@@ -24,6 +24,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import MagicArgumentParser, argument, kwds, magic_arguments
 
 from ..core.errors import NoexError
+from ..core.timeouts import seconds_argument
 from ..distribution.behaviors import BehaviorRegistry
 from .code_shipping import pick_behavior
 from .errors import LabError, MagicUsageError
@@ -124,7 +125,7 @@ def _build_parsers() -> dict[str, MagicArgumentParser]:
                              "in a live view; `--stop` ends all running traces.",
                              "trace TARGET [--for SECONDS] [--node NODE] [--max N] | trace --stop")
     s.add_argument("target", nargs="?", help="a process ref, a local name or a global name")
-    s.add_argument("--for", dest="seconds", type=float, default=10.0, help="how long (default 10 s)")
+    s.add_argument("--for", dest="seconds", type=seconds_argument, default=10.0, help="how long (default 10 s)")
     s.add_argument("--node", help="look a local name up on this node")
     s.add_argument("--max", dest="max_events", type=int, default=1000, help="stop after N messages (default 1000)")
     s.add_argument("--stop", action="store_true", help="stop every running trace")

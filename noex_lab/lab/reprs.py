@@ -176,9 +176,11 @@ def exit_html(exit_: Exit) -> str:
 
 
 def process_info_html(info: ProcessInfo) -> str:
+    bound = "-" if info.max_mailbox is None else info.max_mailbox
     return Table(
-        ["ref", "name", "behavior", "status", "queue", "messages", "uptime s"],
-        [[info.ref, info.name, info.behavior, Status(info.status), info.queue_len, info.messages, info.uptime_s]],
+        ["ref", "name", "behavior", "status", "queue", "high-water", "bound", "messages", "uptime s"],
+        [[info.ref, info.name, info.behavior, Status(info.status), info.queue_len, info.queue_high_water, bound,
+          info.messages, info.uptime_s]],
     )._repr_html_()
 
 

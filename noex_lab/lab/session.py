@@ -383,9 +383,11 @@ class LabSession:
             except NoexError as exc:
                 tables.append(Table(["ref"], [], title=title, empty=f"unreachable: {exc}"))
                 continue
-            body = [[r[0], r[1], r[2], Status(r[3]), r[4], r[5], round(float(r[6]), 1)] for r in rows]
-            tables.append(Table(["ref", "name", "behavior", "status", "queue", "messages", "uptime s"], body,
-                                title=f"processes on {title}", note=f"{len(body)} processes"))
+            # (a node of an older version sends no high-water mark and bound: shown as "-")
+            body = [[r[0], r[1], r[2], Status(r[3]), r[4], r[7] if len(r) > 7 else "-",
+                     "-" if len(r) < 9 or r[8] is None else r[8], r[5], round(float(r[6]), 1)] for r in rows]
+            tables.append(Table(["ref", "name", "behavior", "status", "queue", "high-water", "bound", "messages",
+                                 "uptime s"], body, title=f"processes on {title}", note=f"{len(body)} processes"))
         return tables
 
     async def registry(self) -> list[Table]:

@@ -33,6 +33,7 @@ import anyio
 
 from ..core.errors import NoexError
 from ..core.node_id import NodeId
+from ..core.timeouts import seconds_argument
 from .common import log_to, run_until_signal
 
 if TYPE_CHECKING:
@@ -60,11 +61,12 @@ class DemoError(NoexError):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nodes", type=int, default=3, metavar="N", help="node processes to start (2..16)")
-    parser.add_argument("--duration", type=float, default=12.0, metavar="S",
+    parser.add_argument("--duration", type=seconds_argument, default=12.0, metavar="S",
                         help="about how long the demonstration runs once the cluster is up")
     parser.add_argument("--children-per-node", type=int, default=3, metavar="K",
                         help="supervised workers per node (spread round_robin)")
-    parser.add_argument("--interval", type=float, default=0.5, metavar="S", help="seconds between view refreshes")
+    parser.add_argument("--interval", type=seconds_argument, default=0.5, metavar="S",
+                        help="seconds between view refreshes")
 
 
 # ---------------------------------------------------------------------------------- node processes

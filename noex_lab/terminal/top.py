@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from ..cli import add_secret_arguments, add_tls_arguments, secret_from_args, tls_from_args
+from ..core.timeouts import seconds_argument
 from .common import Waker, log_to, run_until_signal
 
 if TYPE_CHECKING:
@@ -32,13 +33,13 @@ if TYPE_CHECKING:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("seed", metavar="SEED_ID", help="any live member, name@host:port")
     add_secret_arguments(parser)
-    parser.add_argument("--interval", type=float, default=1.0, metavar="S", help="seconds between refreshes")
+    parser.add_argument("--interval", type=seconds_argument, default=1.0, metavar="S", help="seconds between refreshes")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true", help="print one rendering and exit")
     mode.add_argument("--json", action="store_true", help="print one JSON document and exit")
     mode.add_argument("--jsonl", action="store_true", help="print a JSON document per refresh (one per line)")
     parser.add_argument("--events", type=int, default=12, metavar="N", help="recent events shown (JSON: 50)")
-    parser.add_argument("--connect-timeout", type=float, default=10.0, metavar="S",
+    parser.add_argument("--connect-timeout", type=seconds_argument, default=10.0, metavar="S",
                         help="give up when no member is reachable within S seconds")
     parser.add_argument("--host", default="127.0.0.1", help="address the observer listens on")
     parser.add_argument("--advertise-host", default=None, help="address members reach the observer at")

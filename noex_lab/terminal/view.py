@@ -31,7 +31,7 @@ from rich.tree import Tree
 from ..core.events import NodeEvent
 from ..core.node import Node
 from ..core.node_id import NodeId
-from ..core.snapshot import NodeSnapshot
+from ..core.snapshot import NodeSnapshot, ProcessInfo
 from ..core.supervisor import ChildInfo, SupervisorTree
 from ..distribution.cluster import Cluster
 from ..distribution.introspection import recent_events
@@ -283,7 +283,8 @@ class ClusterWatch:
             snap = self.snapshots.get(member.id)
             entry["processes"] = [] if snap is None else [
                 {"ref": str(p.ref), "name": p.name, "behavior": p.behavior, "status": p.status,
-                 "queue_len": p.queue_len, "messages": p.messages, "uptime_s": round(p.uptime_s, 3)}
+                 "queue_len": p.queue_len, "queue_high_water": p.queue_high_water, "max_mailbox": p.max_mailbox,
+                 "messages": p.messages, "uptime_s": round(p.uptime_s, 3)}
                 for p in snap.processes
             ]
             members.append(entry)
@@ -366,19 +367,29 @@ def processes_table(watch: ClusterWatch) -> Table:
     table.add_column("behaviors")
     table.add_column("messages", justify="right")
     table.add_column("longest queue", justify="right")
+    table.add_column("queue high-water", justify="right")
     for m in watch.sorted_members():
         snap = watch.snapshots.get(m.id)
         if snap is None:
-            table.add_row(m.id.name, "-", Text(m.status, style=STATUS_STYLE.get(m.status, "")), "-", "-")
+            table.add_row(m.id.name, "-", Text(m.status, style=STATUS_STYLE.get(m.status, "")), "-", "-", "-")
             continue
         counts: dict[str, int] = {}
         for p in snap.processes:
             counts[p.behavior] = counts.get(p.behavior, 0) + 1
         behaviors = ", ".join(f"{b} x{n}" for b, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
         queue = max((p.queue_len for p in snap.processes), default=0)
+        high = max(snap.processes, key=lambda p: p.queue_high_water, default=None)
         table.add_row(m.id.name, str(len(snap.processes)), behaviors or "-",
-                      str(sum(p.messages for p in snap.processes)), str(queue))
+                      str(sum(p.messages for p in snap.processes)), str(queue), _high_water(high))
     return table
+
+
+def _high_water(p: ProcessInfo | None) -> str:
+    """The process whose mailbox was longest: its mark, its bound, and which process it is."""
+    if p is None or not p.queue_high_water:
+        return "0"
+    bound = f"/{p.max_mailbox}" if p.max_mailbox is not None else ""
+    return f"{p.queue_high_water}{bound} ({p.name or _short_ref(p.ref)})"
 
 
 def _add_children(branch: Tree, tree: SupervisorTree, watch: ClusterWatch) -> None:

@@ -3,6 +3,7 @@ in-process clusters over real TCP (asyncio and trio)."""
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,13 +14,17 @@ import pytest
 from noex_lab import (
     BehaviorRegistry,
     GenServer,
+    InvalidArgumentError,
     NoexError,
     NotRegisteredError,
     RemoteSpawn,
     ServerNotRunningError,
+    TooManyTracesError,
 )
 from noex_lab.distribution.code_loading import CodeLoadingError, load_behavior_source
 from noex_lab.distribution.introspection import (
+    MAX_TRACE_SECONDS,
+    MAX_TRACES_PER_PEER,
     TraceEvent,
     get_state,
     process_list,
@@ -232,3 +237,47 @@ async def test_load_behavior_source_errors() -> None:
     cls = load_behavior_source("loaded-1", COUNTER_SOURCE, "ShippedCounter")
     assert cls.__module__ == "noex_lab_shipped.loaded_1"
     await anyio.lowlevel.checkpoint()
+
+
+@pytest.mark.parametrize("seconds", [math.inf, math.nan, -1, 0, MAX_TRACE_SECONDS + 1, "10"])
+async def test_a_trace_needs_a_finite_bounded_duration(seconds: Any) -> None:
+    a, b = await start_cluster(2, cluster_secret=SECRET)
+    BehaviorRegistry.register("box_lab", Box)
+    with a.as_default():
+        local = await GenServer.start(Box, 0)
+        remote = await RemoteSpawn.spawn("box_lab", b.id, arg=0)
+        for ref in (local, remote):
+            with pytest.raises(InvalidArgumentError, match="seconds must be"):
+                await trace(ref, print, print, seconds=seconds)
+            with pytest.raises(InvalidArgumentError, match="max_events must be a positive int"):
+                await trace(ref, print, print, seconds=1, max_events=0)
+        # a peer that skips the caller's checks is refused by the target node
+        router: Any = a.router
+        with pytest.raises(InvalidArgumentError, match="seconds must be"):
+            await router.rpc(b.id, "noex_trace_start", [1, remote.id, remote.creation, None, seconds, 10])
+        assert b.distribution.introspection.serving == {}
+
+
+async def test_traces_per_peer_are_bounded() -> None:
+    a, b = await start_cluster(2, cluster_secret=SECRET)
+    BehaviorRegistry.register("box_lab", Box)
+    with a.as_default():
+        ref = await RemoteSpawn.spawn("box_lab", b.id, arg=0)
+        events: list[TraceEvent] = []
+        ended: list[str] = []
+        handles = [await trace(ref, events.append, ended.append, seconds=30) for _ in range(MAX_TRACES_PER_PEER)]
+        with pytest.raises(TooManyTracesError) as caught:  # typed, across the wire
+            await trace(ref, events.append, ended.append, seconds=30)
+        assert f"already runs {MAX_TRACES_PER_PEER} traces" in str(caught.value)
+        # a peer re-using a running trace's id does not get a second, uncounted one
+        router: Any = a.router
+        trace_id = max(a.distribution.introspection.watching)
+        with pytest.raises(InvalidArgumentError, match="already running"):
+            await router.rpc(b.id, "noex_trace_start", [trace_id, ref.id, ref.creation, None, 30, 10])
+        GenServer.cast(ref, ("set", 1))
+        assert await GenServer.call(ref, "get") == 1
+        await wait_until(lambda: len(events) == 2 * MAX_TRACES_PER_PEER, 5, "one event per message per trace")
+        handles[0].stop()
+        await wait_until(lambda: ended == ["stopped"], 5, "the first trace to end")
+        await trace(ref, events.append, ended.append, seconds=30)  # room for one again
+        assert len(b.distribution.introspection.serving) == MAX_TRACES_PER_PEER
