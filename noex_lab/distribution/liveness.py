@@ -352,8 +352,10 @@ class LivenessMonitor:
         if self._sock_broken:
             self._stop.wait(timeout)
             return
-        try:
-            select.select([self._sock], [], [], timeout)
+        try:  # poll, not select: a process with over 1024 open descriptors must still hear beats
+            poller = select.poll()
+            poller.register(self._sock, select.POLLIN)
+            poller.poll(timeout * 1000.0)
         except (OSError, ValueError) as exc:  # ValueError: the socket was closed (fileno -1)
             self._socket_failed(exc)
             self._stop.wait(timeout)
