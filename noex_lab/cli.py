@@ -42,6 +42,12 @@ def _parser() -> argparse.ArgumentParser:
     node.add_argument("--heartbeat-miss-threshold", type=int, default=3)
     node.add_argument("--insecure", action="store_true",
                       help="allow a non-loopback bind with --no-secret (anyone who reaches it can run code)")
+    node.add_argument("--max-message-bytes", type=int, default=None, metavar="N",
+                      help="largest message in or out (default 64 MiB)")
+    node.add_argument("--busy-limit-bytes", type=int, default=None, metavar="N",
+                      help="queued bytes at which a link is busy and senders are slowed (default 1 MiB)")
+    node.add_argument("--max-send-buffer-bytes", type=int, default=None, metavar="N",
+                      help="queued bytes past which a link is closed as lost (default 128 MiB)")
     add_tls_arguments(node)
     node.add_argument("--exit-on-stdin-eof", action="store_true",
                       help="leave when standard input closes (for nodes launched by a parent process)")
@@ -145,7 +151,9 @@ async def _run_node(args: argparse.Namespace) -> int:
         heartbeat_interval_ms=args.heartbeat_interval_ms,
         heartbeat_miss_threshold=args.heartbeat_miss_threshold, advertise_host=args.advertise_host,
         allow_code=args.allow_code, allow_code_from=args.allow_code_from, insecure=args.insecure,
-        tls=tls_from_args(args),
+        tls=tls_from_args(args), max_send_buffer_bytes=args.max_send_buffer_bytes,
+        **{key: value for key in ("max_message_bytes", "busy_limit_bytes")
+           if (value := getattr(args, key)) is not None},
     )
     if args.report:
         def up(info: Any) -> None:
