@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from .connection import Connection
     from .transport import Transport
 
-log = logging.getLogger("noex_lab")
+log = logging.getLogger(__name__)
 
 RpcHandler = Callable[[NodeId, Any], Any]
 

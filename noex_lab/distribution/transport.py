@@ -11,6 +11,7 @@ import logging
 import random
 import ssl
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from ..core.node import Node
     from .codec import Codec
 
-log = logging.getLogger("noex_lab")
+log = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT_S = 5.0
 MAX_PENDING_HANDSHAKES = 1024
@@ -110,6 +111,8 @@ class Transport:
         self.pending_handshakes = 0
         self.auth_failures = 0
         self.refusals: list[str] = []
+        # handshakes that did not end in a connection, by kind (read by noex_lab.metrics)
+        self.rejected: Counter[str] = Counter()
         self._log = _RateLimitedLog()
         self.listener: anyio.abc.Listener[anyio.abc.SocketStream] | None = None
         self.stopping = False
@@ -138,6 +141,10 @@ class Transport:
     async def _handle_incoming(self, raw: anyio.abc.SocketStream) -> None:
         peer_address = _address_of(raw)
         if self.pending_handshakes >= MAX_PENDING_HANDSHAKES or self.stopping:
+            if not self.stopping:
+                self.rejected["too_many_handshakes"] += 1
+                self._log.warning(peer_address, "connection from %s refused: %d handshakes already pending",
+                                  peer_address, MAX_PENDING_HANDSHAKES)
             await anyio.aclose_forcefully(raw)
             return
         self.pending_handshakes += 1
@@ -149,10 +156,13 @@ class Transport:
                     stream = await TLSStream.wrap(raw, ssl_context=self.tls.server, server_side=True)
                 conn = await self._accept_handshake(stream, peer_address)
         except TimeoutError:
+            self.rejected["handshake_timeout"] += 1
             self._log.warning(peer_address, "handshake from %s timed out; closed", peer_address)
         except hs.Refused as exc:
+            self.rejected["refused_by_peer"] += 1
             self._log.warning(peer_address, "connection from %s refused: %s", peer_address, exc.reason)
         except (AuthenticationError, ProtocolError) as exc:
+            self.rejected["authentication"] += 1
             self.auth_failures += 1
             self._log.warning(peer_address, "handshake from %s failed: %s", peer_address, exc)
         except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError,
@@ -251,9 +261,11 @@ class Transport:
                 conn = await self._dial_handshake(stream, expected, learned)
         except hs.Refused as exc:
             if exc.reason != "duplicate connection":
+                self.rejected["refused_by_peer"] += 1
                 self._log.warning(label, "%s refused our connection: %s", label, exc.reason)
                 self.refusals.append(exc.reason)
         except AuthenticationError as exc:
+            self.rejected["authentication"] += 1
             self.auth_failures += 1
             self._log.warning(label, "handshake with %s failed: %s", label, exc)
         except (TimeoutError, OSError, anyio.EndOfStream, anyio.BrokenResourceError,
