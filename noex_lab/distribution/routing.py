@@ -36,6 +36,7 @@ from . import protocol as p
 
 if TYPE_CHECKING:
     from ..core.node import Node
+    from ..core.process import Process
     from .connection import Connection
     from .transport import Transport
 
@@ -396,12 +397,17 @@ class RemoteRouter:
                 else:
                     fut.set_exception(decode_error(m[3], conn.peer))
         elif kind == _CALL:
-            _, req, pid, creation, sender, msg = m
+            if len(m) == 6:
+                _, req, pid, creation, sender, msg = m
+                trace = None
+            else:  # the caller's trace context rides before the message (see call_with_context)
+                _, req, pid, creation, sender, trace, msg = m
             proc = node._procs.get(pid) if creation == node.incarnation else None
             if proc is None or not proc._alive:
                 conn.send([p.REPLY, req, False, [p.ERR_NOPROC, NOPROC]])
             else:
-                proc.deliver((CALL_TAG, msg, RemoteReply(conn, req), sender))
+                reply = RemoteReply(conn, req) if trace is None else self.traced_reply(conn, req, proc, trace)
+                proc.deliver((CALL_TAG, msg, reply, sender))
         elif kind == p.STOP:
             node.spawn_task(self._remote_stop, conn, m, what="remote stop")
         elif kind == p.EXIT:
@@ -456,6 +462,21 @@ class RemoteRouter:
             self.on_membership(conn, m)
         else:
             log.warning("unexpected frame type %s from %s", _describe(kind), conn.peer)
+
+    # ------------------------------------------------------------------ trace context (noex_lab.otel)
+    # A CALL frame carries the caller's trace context only while noex_lab.otel is instrumented
+    # and a span is active: [CALL, req, pid, creation, sender, context, msg]. Without it the
+    # frame and its path are unchanged.
+    async def call_with_context(self, to: ProcessRef, msg: Any, timeout: float, sender: ProcessRef | None,
+                                context: dict[str, str]) -> Any:
+        """`call`, with the caller's trace context (W3C trace-context headers) in the frame."""
+        conn = self._ready_conn(to)
+        return await self.request(conn, [p.CALL, 0, to.id, to.creation, sender, context, msg], timeout, to)
+
+    def traced_reply(self, conn: Connection, req: int, proc: Process, context: Any) -> RemoteReply:
+        """The reply object of a CALL that carried a trace context. `noex_lab.otel.instrument()`
+        replaces this to continue the trace here; otherwise the context is ignored."""
+        return RemoteReply(conn, req)
 
     def on_membership(self, conn: Connection, m: list[Any]) -> None:
         """Replaced by the cluster with its membership's frame handler."""
