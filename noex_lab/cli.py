@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import importlib.util
 import os
 import signal
 import ssl
@@ -54,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     ops.add_argument("--metrics-host", metavar="HOST", help="address the metrics listen on (default: --host)")
     ops.add_argument("--log-format", choices=LOG_FORMATS, default="text",
                      help="log lines on stderr: text, or one JSON object per line")
+    ops.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
+                     help="event loop: uvloop when installed (noex-lab[fast]) unless asyncio is asked for")
     ops.add_argument("--log-level", choices=LOG_LEVELS, default="warning",
                      help="info adds node transitions (up, down, busy, available); warning: refusals, "
                           "overloads and errors only")
@@ -174,6 +177,17 @@ async def _run_node(args: argparse.Namespace) -> int:
     return 0
 
 
+def _loop_options(loop: str) -> dict[str, Any]:
+    """anyio's asyncio options for `--loop`: uvloop when asked for, or (auto) when installed."""
+    if loop == "asyncio":
+        return {}
+    if importlib.util.find_spec("uvloop") is None:
+        if loop == "uvloop":
+            raise SystemExit("noex-lab: --loop uvloop needs uvloop: pip install 'noex-lab[fast]'")
+        return {}
+    return {"use_uvloop": True}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from .core.errors import NoexError
     from .terminal import demo, top
@@ -181,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "node":
-            return int(anyio.run(_run_node, args))
+            return int(anyio.run(_run_node, args, backend_options=_loop_options(args.loop)))
         if args.command == "top":
             return top.main(args)
         if args.command == "demo":

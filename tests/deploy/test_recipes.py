@@ -5,6 +5,7 @@ compose file's three nodes form a cluster when started as plain processes with t
 
 from __future__ import annotations
 
+import importlib.machinery
 import re
 import secrets
 import subprocess
@@ -172,3 +173,16 @@ def test_the_compose_cluster_forms_when_started_as_plain_processes() -> None:
     finally:
         for proc in procs:
             proc.stop()
+
+
+def test_the_image_loop_option_uses_uvloop_only_when_installed_or_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from noex_lab.cli import _loop_options
+
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as if noex-lab[fast] were not installed
+    assert _loop_options("auto") == {} and _loop_options("asyncio") == {}
+    with pytest.raises(SystemExit, match=r"noex-lab\[fast\]"):
+        _loop_options("uvloop")
+    installed = type(sys)("uvloop")
+    installed.__spec__ = importlib.machinery.ModuleSpec("uvloop", None)
+    monkeypatch.setitem(sys.modules, "uvloop", installed)
+    assert _loop_options("auto") == {"use_uvloop": True} and _loop_options("asyncio") == {}

@@ -162,3 +162,4 @@ async def test_node_process_serves_metrics_and_logs_transitions_as_json(procs: l
     assert down["level"] == "info" and down["logger"] == "noex_lab.distribution.membership"
     assert down["node"] == str(node_id) and down["peer"] == str(me.id)
     assert down["message"].endswith("down: graceful_shutdown") and down["time"].endswith("+00:00")
+
