@@ -44,7 +44,7 @@ class WatchedProcess:
     def __init__(
         self, cmd: Sequence[str], *, label: str, env: dict[str, str] | None = None, cwd: str | Path | None = None,
         merge_stderr: bool = False, new_session: bool = False, clock: Callable[[], float] = time.monotonic,
-        stdin: int | None = subprocess.PIPE,
+        stdin: int | None = subprocess.PIPE, preexec_fn: Callable[[], None] | None = None,
     ) -> None:
         self.label = label
         self.clock = clock
@@ -52,7 +52,7 @@ class WatchedProcess:
             list(cmd), stdin=stdin, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
             env=env, cwd=None if cwd is None else str(cwd), text=True, bufsize=1,
-            start_new_session=new_session,
+            start_new_session=new_session, preexec_fn=preexec_fn,
         )
         self.pid = self.proc.pid
         self.lines: list[tuple[float, str]] = []  # (clock() on arrival, line)
