@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # JupyterLab refuses to run as root unless told; containers and CI often are root.
 LAB_FLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: lab test lint typecheck unit notebooks bench docs clean test-browser
+.PHONY: lab test lint typecheck unit notebooks bench docs clean test-browser test-wheel
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "noex_lab needs Python >= 3.11 (set PYTHON=python3.11)")'
@@ -38,7 +38,19 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build dist *.egg-info
+
+# The package outside the repository (tests/package): build the sdist and the wheel, twine check,
+# install the wheel into fresh venvs (without extras, and with [lab]) and run the README example,
+# the magics in a real kernel and `noex-lab demo` there. Needs PyPI for the venvs' dependencies.
+WHEEL_STAMP := $(VENV)/.installed-wheel
+
+$(WHEEL_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet build twine
+	touch $(WHEEL_STAMP)
+
+test-wheel: $(WHEEL_STAMP)
+	$(BIN)/python -m pytest -q -p no:randomly -m wheel tests/package
 
 DOCS_STAMP := $(VENV)/.installed-docs
 

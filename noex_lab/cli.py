@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import importlib.util
 import os
 import signal
 import ssl
@@ -24,7 +25,11 @@ if TYPE_CHECKING:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+    from .logs import LOG_FORMATS, LOG_LEVELS
+
     parser = argparse.ArgumentParser(prog="noex-lab", description="noex_lab command line")
+    parser.add_argument("--version", action="version", version=f"noex-lab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     node = sub.add_parser("node", help="run a standalone node until SIGTERM/SIGINT")
     node.add_argument("--name", required=True, help="node name (letters, digits, _ and -)")
@@ -53,6 +58,17 @@ def _parser() -> argparse.ArgumentParser:
                       help="leave when standard input closes (for nodes launched by a parent process)")
     node.add_argument("--report", action="store_true",
                       help="print membership lines: PEERS <n> <wall_us>, UP/DOWN <peer> <wall_us> [reason]")
+    ops = node.add_argument_group("operations", "metrics and logs")
+    ops.add_argument("--metrics-port", type=int, metavar="PORT",
+                     help="serve Prometheus metrics at http://HOST:PORT/metrics (needs noex-lab[metrics])")
+    ops.add_argument("--metrics-host", metavar="HOST", help="address the metrics listen on (default: --host)")
+    ops.add_argument("--log-format", choices=LOG_FORMATS, default="text",
+                     help="log lines on stderr: text, or one JSON object per line")
+    ops.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
+                     help="event loop: uvloop when installed (noex-lab[fast]) unless asyncio is asked for")
+    ops.add_argument("--log-level", choices=LOG_LEVELS, default="warning",
+                     help="info adds node transitions (up, down, busy, available); warning: refusals, "
+                          "overloads and errors only")
     from .terminal import demo, top
 
     top.add_arguments(sub.add_parser("top", help="live terminal view of a cluster's members, processes and events"))
@@ -141,7 +157,9 @@ def secret_from_env(var: str | None) -> str | None:
 
 async def _run_node(args: argparse.Namespace) -> int:
     from .distribution.cluster import Cluster
+    from .logs import configure_logging
 
+    configure_logging(args.log_format, args.log_level)
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     for module in args.behaviors:
@@ -152,6 +170,7 @@ async def _run_node(args: argparse.Namespace) -> int:
         heartbeat_miss_threshold=args.heartbeat_miss_threshold, advertise_host=args.advertise_host,
         allow_code=args.allow_code, allow_code_from=args.allow_code_from, insecure=args.insecure,
         tls=tls_from_args(args), max_send_buffer_bytes=args.max_send_buffer_bytes,
+        metrics_port=args.metrics_port, metrics_host=args.metrics_host,
         **{key: value for key in ("max_message_bytes", "busy_limit_bytes")
            if (value := getattr(args, key)) is not None},
     )
@@ -197,9 +216,22 @@ async def _run_node(args: argparse.Namespace) -> int:
         if args.exit_on_stdin_eof:
             tg.start_soon(wait_stdin_eof)
         _print(f"NODE {node.id}")
+        if node.distribution.metrics is not None:
+            _print(f"METRICS {node.distribution.metrics.url}")
     with anyio.CancelScope(shield=True), anyio.move_on_after(10):
         await node.stop()
     return 0
+
+
+def _loop_options(loop: str) -> dict[str, Any]:
+    """anyio's asyncio options for `--loop`: uvloop when asked for, or (auto) when installed."""
+    if loop == "asyncio":
+        return {}
+    if importlib.util.find_spec("uvloop") is None:
+        if loop == "uvloop":
+            raise SystemExit("noex-lab: --loop uvloop needs uvloop: pip install 'noex-lab[fast]'")
+        return {}
+    return {"use_uvloop": True}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -209,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "node":
-            return int(anyio.run(_run_node, args))
+            return int(anyio.run(_run_node, args, backend_options=_loop_options(args.loop)))
         if args.command == "top":
             return top.main(args)
         if args.command == "demo":

@@ -174,6 +174,19 @@ class ClusterError(NoexError):
     """Starting or using the cluster failed (bad config, port in use, refused bind)."""
 
 
+class MissingExtraError(NoexError, ImportError):
+    """An optional feature needs a package that is not installed; the message names the extra."""
+
+    def __init__(self, feature: str, package: str, extra: str) -> None:
+        super().__init__(
+            f"{feature} needs the {package!r} package, which is not installed: "
+            f"pip install 'noex-lab[{extra}]' (or pip install {package})"
+        )
+        self.feature = feature
+        self.package = package
+        self.extra = extra
+
+
 class AuthenticationError(NoexError):
     """A peer failed the cluster handshake (wrong secret, replay, protocol mismatch)."""
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .node import Node
 
-log = logging.getLogger("noex_lab")
+log = logging.getLogger(__name__)
 
 EventCallback = Callable[["NodeEvent"], Any]
 

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from .genserver import GenServer
     from .snapshot import NodeSnapshot
 
-log = logging.getLogger("noex_lab")
+log = logging.getLogger(__name__)
 
 _current_node: ContextVar[Node | None] = ContextVar("noex_current_node", default=None)
 _current_process: ContextVar[Process | None] = ContextVar("noex_current_process", default=None)

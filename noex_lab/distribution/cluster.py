@@ -36,7 +36,7 @@ from .spawn import handle_spawn, spawn
 from .transport import TLSConfig, Transport
 from .user_secret import weak_secret_reason
 
-log = logging.getLogger("noex_lab")
+log = logging.getLogger(__name__)
 
 GOSSIP_PERIOD_S = 1.0
 DNS_REFRESH_S = 5.0
@@ -65,6 +65,8 @@ class ClusterConfig:
     allow_code_from: tuple[NodeId, ...] = ()
     insecure: bool = False
     hidden: bool = False
+    metrics_port: int | None = None  # serve Prometheus metrics (noex_lab.metrics) on this port
+    metrics_host: str | None = None  # ... on this address (default: `host`)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -151,6 +153,7 @@ class Distribution:
         self.leave_hooks: list[Callable[[NodeId, str], None]] = []
         self.status = "starting"
         self.global_registry: GlobalNames | None = None
+        self.metrics: Any = None  # the MetricsServer when metrics_port was given (noex_lab.metrics)
 
     # ------------------------------------------------------------------ start / stop
     async def start(self) -> None:
@@ -188,6 +191,7 @@ class Distribution:
         self.router.on_membership = self.membership.on_frame  # type: ignore[method-assign]
         self.transport.dispatch = self.router.dispatch
         self.router.rpc_handlers["snapshot"] = lambda _peer, _args: node.snapshot()
+        self.router.rpc_handlers["ping"] = lambda _peer, _args: None  # round trips (noex_lab.metrics)
         self.router.rpc_handlers["spawn"] = lambda peer, args: handle_spawn(self, peer, args)
         self.introspection = install_introspection(self)  # %noex state/trace/ps/events
         install_code_loading(self)  # shipped behavior source; refused unless allow_code (SPEC §9, §11)
@@ -382,12 +386,15 @@ class Cluster:
         max_message_bytes: int = 64 * 2**20, allow_code: bool = False, insecure: bool = False,
         hidden: bool = False, allow_code_from: Sequence[str | NodeId] = (),
         busy_limit_bytes: int = BUSY_LIMIT_BYTES, max_send_buffer_bytes: int | None = None,
+        metrics_port: int | None = None, metrics_host: str | None = None,
     ) -> Node:
         """Start a node of the cluster: the implicit node the first time, a new node afterwards.
 
         `hidden=True` makes an observer (like `noex-lab top`): it connects to every member and
         can ask them anything, but members do not list it, gossip it or place children on it.
-        `allow_code_from=[node ids]` narrows `allow_code=True` to code shipped by those nodes."""
+        `allow_code_from=[node ids]` narrows `allow_code=True` to code shipped by those nodes.
+        `metrics_port` serves Prometheus metrics at http://metrics_host:metrics_port/metrics
+        (`metrics_host` defaults to `host`; needs `pip install 'noex-lab[metrics]'`)."""
         seed_ids, dns_seeds = _parse_seeds(seeds)
         code_from = _parse_node_ids(allow_code_from, "allow_code_from")
         if isinstance(tls, ssl.SSLContext):
@@ -399,6 +406,7 @@ class Cluster:
             advertise_host=advertise_host, tls=tls, busy_threshold_ms=busy_threshold_ms,
             max_message_bytes=max_message_bytes, allow_code=allow_code, insecure=insecure, hidden=hidden,
             allow_code_from=code_from, busy_limit_bytes=busy_limit_bytes, max_send_buffer_bytes=max_send_buffer_bytes,
+            metrics_port=metrics_port, metrics_host=metrics_host,
         )
         config.validate()
         node = current_node()
@@ -407,6 +415,14 @@ class Cluster:
         await node.start()
         dist = Distribution(node, config)
         await dist.start()
+        if config.metrics_port is not None:
+            from .metrics import serve
+
+            try:
+                dist.metrics = serve(node, config.metrics_port, config.metrics_host or config.host)
+            except BaseException:
+                await node.stop()
+                raise
         return node
 
     @staticmethod

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from ..core.node import Node
     from .codec import Codec
 
-log = logging.getLogger("noex_lab")
+log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 256 * 1024          # bytes of a large body per chunk frame
 BUSY_LIMIT_BYTES = 2**20         # queued bytes at which the connection is busy (Erlang's dist_buf_busy_limit)
@@ -126,6 +126,10 @@ class Connection:
         self.sent_messages = 0
         self.received_messages = 0
         self.received_frames = 0  # (a frame holds one or more messages)
+        # counted per write / per received chunk (never per message): read by noex_lab.metrics
+        self.sent_bytes = 0
+        self.received_bytes = 0
+        self.busy_count = 0  # how often the connection became busy (congested)
         # asyncio fast path: frames produced in one loop iteration are written with one
         # synchronous transport.write at its end, with no hop through the writer task, and
         # received bytes are parsed and dispatched in the transport's data_received callback.
@@ -201,6 +205,8 @@ class Connection:
             self._small_bytes += size
         self.queued_bytes += size
         if self.queued_bytes >= self.busy_limit_bytes:
+            if not self.congested:
+                self.busy_count += 1
             self.congested = True
             if self.queued_bytes > self.max_send_buffer_bytes:
                 self._overflow()
@@ -248,6 +254,7 @@ class Connection:
         self._direct_bytes = 0
         if self.closed:
             return
+        self.sent_bytes += len(data)
         try:
             self._transport.write(data)
         except Exception as exc:  # the transport is closing: the reader will notice
@@ -375,6 +382,7 @@ class Connection:
 
     def _received(self, data: bytes) -> bool:
         """Parse and dispatch received bytes; False when the connection must close."""
+        self.received_bytes += len(data)
         try:
             bodies = self._frames.feed(data)
             opener = self._opener
@@ -557,8 +565,10 @@ class Connection:
             delay = faults.delay_for(self.peer)
             if delay:
                 await anyio.sleep(delay)
-        await stream.send(make())
+        data = make()
+        await stream.send(data)
         self.sent_messages += frames
+        self.sent_bytes += len(data)
 
 
 _MALFORMED = object()

@@ -55,7 +55,7 @@ __all__ = [
     "run_loop_stamper",
 ]
 
-log = logging.getLogger("noex_lab")
+log = logging.getLogger(__name__)
 
 HEARTBEAT_VERSION = 1
 MAX_DATAGRAM = 1024  # two node ids (<= ~330 chars each) + a few ints + a 32-byte tag

@@ -9,6 +9,7 @@ says goodbye. A busy peer is never declared down.
 from __future__ import annotations
 
 import inspect
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.node_id import NodeId
 from . import protocol as p
+
+# Node transitions (up, down, busy, available) at INFO: they are the event stream's too, and the
+# notebook's event log and `noex-lab top` (which show WARNING records) list those already.
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from .cluster import Distribution
@@ -105,6 +110,7 @@ class Membership:
             if other.conn is not conn:
                 other.conn.send([p.GOSSIP, [[str(peer), conn.peer_incarnation]]])
         info = self.info(peer)
+        self._log("node_up", peer, "")
         self.dist.node.events.emit("node_up", peer=peer)
         for callback in list(self.up_callbacks):
             self._call(callback, info)
@@ -124,6 +130,7 @@ class Membership:
         if conn.peer_hidden or self.dist.stopping:  # observers, and our own leaving, are not peer failures
             self.dist.peer_left(peer, reason)
             return
+        self._log("node_down", peer, f": {reason}")
         self.dist.node.events.emit("node_down", peer=peer, reason=reason)
         for callback in list(self.down_callbacks):
             self._call(callback, peer, reason)
@@ -185,12 +192,20 @@ class Membership:
         elif kind == "busy" and state.status != "busy":
             state.status = "busy"
             info = self.info(peer)
+            self._log("node_busy", peer, f": its event loop has not turned for {live.loop_lag_ms:.0f} ms")
             self.dist.node.events.emit("node_busy", peer=peer, loop_lag_ms=live.loop_lag_ms)
             for callback in list(self.busy_callbacks):
                 self._call(callback, info)
         elif kind == "up" and state.status == "busy":
             state.status = "up"
+            self._log("node_available", peer, f" again (loop lag {live.loop_lag_ms:.0f} ms)")
             self.dist.node.events.emit("node_available", peer=peer, loop_lag_ms=live.loop_lag_ms)
+
+    def _log(self, event: str, peer: NodeId, detail: str) -> None:
+        """One INFO line per transition, e.g. `app1@...: node app2@... down: heartbeat_timeout`."""
+        what = event.removeprefix("node_")
+        log.info("%s: node %s %s%s", self.dist.node_id, peer, what, detail,
+                 extra={"noex_node": str(self.dist.node_id), "noex_peer": str(peer), "noex_event": event})
 
     def _call(self, callback: Callable[..., Any], *args: Any) -> None:
         node = self.dist.node

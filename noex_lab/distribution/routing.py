@@ -37,10 +37,11 @@ from . import protocol as p
 
 if TYPE_CHECKING:
     from ..core.node import Node
+    from ..core.process import Process
     from .connection import Connection
     from .transport import Transport
 
-log = logging.getLogger("noex_lab")
+log = logging.getLogger(__name__)
 
 RpcHandler = Callable[[NodeId, Any], Any]
 
@@ -88,9 +89,17 @@ def _error_fields(exc: NoexError) -> dict[str, Any]:
 
 
 def decode_error(details: Any, target: object) -> BaseException:
-    """Rebuild the typed error of a failed REPLY (only noex_lab's own error classes)."""
+    """Rebuild the typed error of a failed REPLY (only noex_lab's own error classes). The details
+    came from a peer: whatever they hold, this returns an error and never raises."""
+    try:
+        return _decode_error(details, target)
+    except Exception:
+        return NoexError(f"malformed error reply {_describe(details)}")
+
+
+def _decode_error(details: Any, target: object) -> BaseException:
     if not isinstance(details, list) or not details:
-        return NoexError(f"malformed error reply {details!r}")
+        return NoexError(f"malformed error reply {_describe(details)}")
     kind = details[0]
     if kind == p.ERR_CRASH and len(details) == 4:
         return CallError(str(details[1]), str(details[2]), str(details[3]))
@@ -101,15 +110,15 @@ def decode_error(details: Any, target: object) -> BaseException:
     if kind == p.ERR_EXCEPTION and len(details) >= 3:
         cls = getattr(noex_errors, str(details[1]), None)
         if isinstance(cls, type) and issubclass(cls, NoexError):
-            err = NoexError.__new__(cls)
-            Exception.__init__(err, str(details[2]))
+            err = cls.__new__(cls)  # (its __init__ takes the fields, which come separately)
+            err.args = (str(details[2]),)
             if len(details) > 3 and isinstance(details[3], dict):
                 for key, value in details[3].items():
-                    if isinstance(key, str):
+                    if isinstance(key, str) and not key.startswith("_"):
                         setattr(err, key, value)
             return err
-        return NoexError(f"{details[1]}: {details[2]}")
-    return NoexError(f"remote error {details!r}")
+        return NoexError(f"{_describe(details[1])}: {_describe(details[2])}")
+    return NoexError(f"remote error {_describe(details)}")
 
 
 def _from(ref: Any, conn: Connection) -> bool:
@@ -399,12 +408,17 @@ class RemoteRouter:
                 else:
                     fut.set_exception(decode_error(m[3], conn.peer))
         elif kind == _CALL:
-            _, req, pid, creation, sender, msg = m
+            if len(m) == 6:
+                _, req, pid, creation, sender, msg = m
+                trace = None
+            else:  # the caller's trace context rides before the message (see call_with_context)
+                _, req, pid, creation, sender, trace, msg = m
             proc = node._procs.get(pid) if creation == node.incarnation else None
             if proc is None or not proc._alive:
                 conn.send([p.REPLY, req, False, [p.ERR_NOPROC, NOPROC]])
             else:
-                proc.deliver((CALL_TAG, msg, RemoteReply(conn, req), sender))
+                reply = RemoteReply(conn, req) if trace is None else self.traced_reply(conn, req, proc, trace)
+                proc.deliver((CALL_TAG, msg, reply, sender))
         elif kind == p.STOP:
             node.spawn_task(self._remote_stop, conn, m, what="remote stop")
         elif kind == p.EXIT:
@@ -459,6 +473,21 @@ class RemoteRouter:
             self.on_membership(conn, m)
         else:
             log.warning("unexpected frame type %s from %s", _describe(kind), conn.peer)
+
+    # ------------------------------------------------------------------ trace context (noex_lab.otel)
+    # A CALL frame carries the caller's trace context only while noex_lab.otel is instrumented
+    # and a span is active: [CALL, req, pid, creation, sender, context, msg]. Without it the
+    # frame and its path are unchanged.
+    async def call_with_context(self, to: ProcessRef, msg: Any, timeout: float, sender: ProcessRef | None,
+                                context: dict[str, str]) -> Any:
+        """`call`, with the caller's trace context (W3C trace-context headers) in the frame."""
+        conn = self._ready_conn(to)
+        return await self.request(conn, [p.CALL, 0, to.id, to.creation, sender, context, msg], timeout, to)
+
+    def traced_reply(self, conn: Connection, req: int, proc: Process, context: Any) -> RemoteReply:
+        """The reply object of a CALL that carried a trace context. `noex_lab.otel.instrument()`
+        replaces this to continue the trace here; otherwise the context is ignored."""
+        return RemoteReply(conn, req)
 
     def on_membership(self, conn: Connection, m: list[Any]) -> None:
         """Replaced by the cluster with its membership's frame handler."""

@@ -20,7 +20,7 @@ import logging
 import random
 import ssl
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from ..core.node import Node
     from .codec import Codec
 
-log = logging.getLogger("noex_lab")
+log = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT_S = 5.0
 MAX_PENDING_HANDSHAKES = 1024  # connections that have not finished their handshake, in all
@@ -210,6 +210,8 @@ class Transport:
         self.auth_failures = 0
         self.accept_failures = 0
         self.refusals: deque[str] = deque(maxlen=32)  # the latest reasons other nodes refused us
+        # handshakes that did not end in a connection, by kind (read by noex_lab.metrics)
+        self.rejected: Counter[str] = Counter()
         self._log = _RateLimitedLog(spawn=lambda fn: node.spawn_task(fn, what="handshake log summary"))
         self.listener: anyio.abc.Listener[anyio.abc.SocketStream] | None = None
         self.stopping = False
@@ -280,11 +282,17 @@ class Transport:
                 if self.tls is not None:
                     stream = await TLSStream.wrap(raw, ssl_context=self.tls.server, server_side=True)
                 conn = await self._accept_handshake(stream, peer_address, me)
-            if me.scope.cancelled_caught and not me.shed:
-                self._log.warning(peer_address, "handshake from %s timed out; closed", peer_address)
+            if me.scope.cancelled_caught:
+                if me.shed:
+                    self.rejected["too_many_handshakes"] += 1
+                else:
+                    self.rejected["handshake_timeout"] += 1
+                    self._log.warning(peer_address, "handshake from %s timed out; closed", peer_address)
         except hs.Refused as exc:
+            self.rejected["refused_by_peer"] += 1
             self._log.warning(peer_address, "connection from %s refused: %s", peer_address, exc.reason)
         except (AuthenticationError, ProtocolError) as exc:
+            self.rejected["authentication"] += 1
             self.auth_failures += 1
             self._log.warning(peer_address, "handshake from %s failed: %s", peer_address, exc)
         except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError,
@@ -391,9 +399,11 @@ class Transport:
         except hs.Refused as exc:
             if exc.reason != "duplicate connection":
                 self.auth_failures += 1
+                self.rejected["refused_by_peer"] += 1
                 self._log.warning(label, "%s refused our connection: %s", label, exc.reason)
                 self.refusals.append(exc.reason)
         except AuthenticationError as exc:
+            self.rejected["authentication"] += 1
             self.auth_failures += 1
             self._log.warning(label, "handshake with %s failed: %s", label, exc)
         except (TimeoutError, OSError, anyio.EndOfStream, anyio.BrokenResourceError,

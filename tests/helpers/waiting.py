@@ -1,45 +1,18 @@
 """Bounded waits for tests: re-check a condition until it holds or the deadline passes.
 
 Every wait in the suite goes through here, so each has a deadline and a message saying what
-did not happen."""
+did not happen. `wait_until` and `wait_until_blocking` are the pytest plugin's (`noex_lab.testing`),
+which users' tests get too."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
-import anyio
+from noex_lab.testing.waiting import POLL_S, wait_until, wait_until_blocking
 
-POLL_S = 0.005  # how often a condition is re-checked
-
-
-async def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
-    """Await until `predicate()` is truthy (returned); AssertionError after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await anyio.sleep(POLL_S)
-
-
-def wait_until_blocking(
-    predicate: Callable[[], Any], timeout: float = 5.0, what: str = "condition", poll: float = POLL_S,
-) -> Any:
-    """`wait_until` for code outside an event loop (threads, plain tests); `poll` spaces out
-    costly checks (a browser query)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(poll)
+__all__ = ["POLL_S", "pid_alive", "wait_pids_gone", "wait_until", "wait_until_blocking"]
 
 
 def pid_alive(pid: int) -> bool:
