@@ -92,6 +92,7 @@ class Connection:
         self.closed = False
         self.close_reason = "connection_closed"
         self.goodbye_received = False
+        self.departed = False  # membership has handled this connection's end (it runs once)
         self.peer_hidden = False
         self.peer_heartbeat_ms = 0
         self._initial = initial

@@ -111,10 +111,16 @@ class Membership:
         self.dist.peer_joined(peer)
 
     def on_disconnected(self, conn: Connection) -> None:
+        """The peer of `conn` left: when the connection ends, or earlier when a new incarnation of
+        that node connects (the transport then calls this first). Runs once per connection."""
+        if conn.departed:
+            return
+        conn.departed = True
         peer = conn.peer
         state = self.peers.get(peer)
         if state is None or state.conn is not conn:
-            self.dist.router.node_lost(conn)
+            if peer not in self.peers:  # never a member connection; fail what waited on it
+                self.dist.router.node_lost(conn)
             return
         del self.peers[peer]
         if self.dist.liveness is not None:

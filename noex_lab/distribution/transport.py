@@ -198,8 +198,8 @@ class Transport:
     def _admit(self, peer: NodeId, incarnation: int, *, outgoing: bool) -> bool:
         existing = self.conns.get(peer)
         if existing is not None and not existing.closed:
-            if existing.peer_incarnation == incarnation:
-                return False
+            if existing.peer_incarnation >= incarnation:
+                return False  # a duplicate, or an older incarnation than the one connected
             existing.close("connection_closed")  # an old incarnation: it is gone
         if not outgoing and peer in self.dialing and self.node_id < peer:
             return False  # our own dial wins the tie-break
@@ -337,6 +337,12 @@ class Transport:
                           self.max_message_bytes, initial=leftover)
         conn.peer_hidden = hello.hidden
         conn.peer_heartbeat_ms = hello.heartbeat_ms
+        old = self.conns.pop(peer, None)
+        if old is not None:
+            # A new incarnation connected before the old one was seen down: the old one leaves
+            # first, fully (names, locks, monitors, links, node_down), then the new one is admitted.
+            old.close("connection_closed")
+            self.on_disconnected(old)
         self.conns[peer] = conn
         self.on_connected(conn)
         return conn
