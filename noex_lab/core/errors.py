@@ -16,11 +16,9 @@ class InvalidArgumentError(NoexError, ValueError):
 class CallTimeoutError(NoexError, TimeoutError):
     """A call got no reply within its timeout."""
 
-    def __init__(self, target: object, timeout: float) -> None:
-        super().__init__(
-            f"call to {target} got no reply within {timeout:g} s "
-            "(the server is slow or blocked; raise timeout= or check it with %noex state)"
-        )
+    def __init__(self, target: object, timeout: float, hint: str | None = None) -> None:
+        hint = hint or "the server is slow or blocked; raise timeout= or check it with %noex state"
+        super().__init__(f"call to {target} got no reply within {timeout:g} s ({hint})")
         self.target = target
         self.timeout = timeout
 

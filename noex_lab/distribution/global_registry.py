@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from .cluster import Distribution
 
 LOCK_WAIT_S = 5.0
+MAX_WITHDRAWN = 4096
 
 
 @dataclass(frozen=True)
@@ -55,13 +57,28 @@ class GlobalConflict:
 ConflictCallback = Callable[[GlobalConflict], Any]
 
 
+class _Waiter:
+    __slots__ = ("claim", "future", "peer")
+
+    def __init__(self, claim: str, peer: NodeId, future: Any) -> None:
+        self.claim = claim
+        self.peer = peer
+        self.future = future
+
+
 class _Lock:
+    """The lock on one name at this node: held by one claim, the others queued in order.
+
+    A lock is in the table exactly while a claim holds it. A release hands it straight to the
+    next queued claim, so nobody can slip in between, and a claim that stops waiting leaves
+    the queue (see `GlobalNames._on_lock`)."""
+
     __slots__ = ("claim", "holder", "waiters")
 
-    def __init__(self) -> None:
-        self.claim: str | None = None
-        self.holder: NodeId | None = None
-        self.waiters: list[Any] = []
+    def __init__(self, claim: str, holder: NodeId) -> None:
+        self.claim: str | None = claim
+        self.holder: NodeId | None = holder
+        self.waiters: deque[_Waiter] = deque()
 
 
 class GlobalNames:
@@ -73,6 +90,7 @@ class GlobalNames:
         self.names: dict[str, ProcessRef] = {}
         self.conflict_callbacks: list[ConflictCallback] = []
         self._locks: dict[str, _Lock] = {}
+        self._withdrawn: OrderedDict[str, None] = OrderedDict()  # recent claims unlocked while not holding
         self._claims = itertools.count(1)
         # conflicts already resolved here: (name, loser) -> winner; shared with every peer
         self._conflicts: dict[tuple[str, ProcessRef], ProcessRef] = {}
@@ -109,29 +127,45 @@ class GlobalNames:
             raise GlobalNameConflictError(name, owner)
         claim = f"{self.dist.node_id}/{next(self._claims)}"
         members = sorted([self.dist.node_id, *self.dist.membership.peers])
-        locked: list[NodeId] = []
+        asked: list[NodeId] = []  # every member asked for a lock is unlocked, whatever it answered
         try:
             with anyio.fail_after(timeout):
                 for member in members:
-                    answer = await self._ask(member, "global.lock", [name, claim, ref], LOCK_WAIT_S + 1.0)
+                    asked.append(member)
+                    answer = await self._lock_at(member, name, claim, ref)
                     if answer is _UNREACHABLE:
+                        asked.pop()
                         continue
-                    locked.append(member)
                     if answer is not None:
                         raise GlobalNameConflictError(name, answer)
-                for member in locked:
+                for member in asked:
                     await self._ask(member, "global.commit", [name, claim, ref], 5.0)
-                late = set(self.dist.membership.peers) - set(locked)
-                locked.clear()
+                late = set(self.dist.membership.peers) - set(asked)
+                asked.clear()
             # nodes that joined while the claim ran missed both the locks and their join sync
             for peer in late:
                 self.dist.router.rpc_cast(peer, "global.sync", {"names": [[name, ref]], "conflicts": []})
+        except CallTimeoutError:
+            raise
         except TimeoutError:
-            raise CallTimeoutError(f"global name {name!r}", timeout) from None
+            raise CallTimeoutError(
+                f"registering global name {name!r}", timeout,
+                "the cluster did not finish the registration in time; retry, or raise timeout=",
+            ) from None
         finally:
-            for member in locked:
+            for member in asked:
                 with anyio.CancelScope(shield=True):
                     await self._ask(member, "global.unlock", [name, claim], 2.0)
+
+    async def _lock_at(self, member: NodeId, name: str, claim: str, ref: ProcessRef) -> Any:
+        """The lock on `name` at `member`: None when granted, the owner when the name is taken."""
+        try:
+            return await self._ask(member, "global.lock", [name, claim, ref], LOCK_WAIT_S + 1.0)
+        except CallTimeoutError as exc:
+            raise CallTimeoutError(
+                f"global name {name!r}: the lock at {member}", exc.timeout,
+                "another registration of this name held it that long; retry, or look at that node",
+            ) from None
 
     async def unregister(self, name: str) -> None:
         ref = self.names.get(name)
@@ -171,36 +205,56 @@ class GlobalNames:
 
     # ------------------------------------------------------------------ handlers
     async def _on_lock(self, peer: NodeId, args: Any) -> ProcessRef | None:
-        """Grant the lock on `name` to `claim` (waiting while another claim holds it).
-        Answers None when granted, or the current owner when the name is taken."""
+        """Grant the lock on `name` to `claim`, queued behind the claims already waiting (at most
+        LOCK_WAIT_S). Answers None when granted, or the current owner when the name is taken."""
         name, claim, ref = args
-        lock = self._locks.setdefault(name, _Lock())
-        with anyio.move_on_after(LOCK_WAIT_S):
-            for _ in range(10_000):
-                if lock.claim is None or lock.claim == claim:
-                    break
-                waiter = self.node.backend.new_future()
-                lock.waiters.append(waiter)
-                await waiter
-        if lock.claim is not None and lock.claim != claim:
-            raise CallTimeoutError(f"the lock on global name {name!r}", LOCK_WAIT_S)
-        lock.claim, lock.holder = claim, peer
+        if claim in self._withdrawn:  # its unlock overtook this request
+            raise CallTimeoutError(f"the lock on global name {name!r}", 0.0, "the registration had given up")
+        lock = self._locks.get(name)
+        if lock is None:
+            self._locks[name] = _Lock(claim, peer)
+        elif lock.claim != claim:
+            waiter = _Waiter(claim, peer, self.node.backend.new_future())
+            lock.waiters.append(waiter)
+            try:
+                with anyio.move_on_after(LOCK_WAIT_S):
+                    await waiter.future
+            except BaseException:
+                self._release(name, claim)  # cancelled from outside: neither hold nor wait
+                raise
+            if lock.claim != claim:  # timed out, or the claim was withdrawn
+                self._release(name, claim)
+                raise CallTimeoutError(
+                    f"the lock on global name {name!r}", LOCK_WAIT_S,
+                    "another registration of this name held it that long; retry, or look at that node",
+                )
         owner = self.names.get(name)
         if owner is not None and owner != ref:
             return owner
         return None
 
     def _release(self, name: str, claim: str) -> None:
+        """`claim` gives the lock up: the next queued claim gets it at once; a claim that only
+        waits for it leaves the queue; one not seen yet is refused when its request comes."""
         lock = self._locks.get(name)
-        if lock is None or lock.claim != claim:
+        if lock is not None and lock.claim == claim:
+            while lock.waiters:
+                waiter = lock.waiters.popleft()
+                if not waiter.future.done():  # (a waiter that gave up has left the queue already)
+                    lock.claim, lock.holder = waiter.claim, waiter.peer
+                    waiter.future.set_result(None)
+                    return
+            del self._locks[name]
             return
-        lock.claim = lock.holder = None
-        waiters, lock.waiters = lock.waiters, []
-        if not waiters:
-            self._locks.pop(name, None)
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        queued = next((w for w in lock.waiters if w.claim == claim), None) if lock is not None else None
+        if lock is not None and queued is not None:
+            lock.waiters.remove(queued)
+            if not queued.future.done():
+                queued.future.set_result(None)
+            return
+        self._withdrawn[claim] = None
+        if len(self._withdrawn) > MAX_WITHDRAWN:
+            self._withdrawn.popitem(last=False)
 
     def _on_unlock(self, peer: NodeId, args: Any) -> None:
         name, claim = args
@@ -284,6 +338,8 @@ class GlobalNames:
                 del self.names[name]
                 self.node.events.emit("global_unregistered", name=name, ref=ref, reason="nodedown")
         for name, lock in list(self._locks.items()):
+            for waiter in [w for w in lock.waiters if w.peer == peer]:
+                self._release(name, waiter.claim)
             if lock.holder == peer and lock.claim is not None:
                 self._release(name, lock.claim)
         self._conflicts = {k: w for k, w in self._conflicts.items() if k[1].node != peer and w.node != peer}
