@@ -151,6 +151,7 @@ class Distribution:
         self.transport.dispatch = self.router.dispatch
         self.router.rpc_handlers["snapshot"] = lambda _peer, _args: node.snapshot()
         self.router.rpc_handlers["spawn"] = lambda peer, args: handle_spawn(self, peer, args)
+        self.router.rpc_handlers["node.leaving"] = self.membership.on_leaving
         install_introspection(self)  # state, trace, process lists, events (%noex state/trace/ps/events)
         install_code_loading(self)  # shipped behavior source; refused unless allow_code (SPEC §9, §11)
         self.global_registry = GlobalNames(self)
@@ -170,6 +171,7 @@ class Distribution:
         node.distribution = self
         node.faults = self.faults
         node.stop_hooks.append(self._on_node_stop)
+        node.leaving_hooks.append(self._announce_leaving)
         self.liveness.start()
         node.spawn_task(run_loop_stamper, self.stamp, what="loop stamper")
         node.spawn_task(self.transport.serve, listener, what="listener")
@@ -234,6 +236,13 @@ class Distribution:
             for seed in self.membership.seeds:
                 if seed != self.node_id and seed not in self.membership.peers and not self.membership.peers:
                     self.transport.ensure_dialing(seed, self._seed_wanted)
+
+    def _announce_leaving(self) -> None:
+        """Tell every peer, before any process stops, that this node leaves: the exits of its
+        processes follow on the same connections, so peers know why they end (SPEC §7)."""
+        self.status = "stopping"
+        for peer in list(self.transport.conns):
+            self.router.rpc_cast(peer, "node.leaving", None)
 
     async def _on_node_stop(self, graceful: bool) -> None:
         self.stopping = True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from .liveness import PeerLiveness
 
 DOWN_REASONS = ("connection_closed", "heartbeat_timeout", "graceful_shutdown")
+MAX_DEPARTING = 1024
 REDIAL_FOR_S = 3600.0  # a lost peer is redialed (slowly after 30 s) for an hour: partitions heal
 
 
@@ -66,6 +68,8 @@ class Membership:
         self.seeds: list[NodeId] = []
         self.left: set[NodeId] = set()
         self._lost_at: dict[NodeId, float] = {}
+        # incarnations that announced a graceful leave (kept after they are gone, bounded)
+        self.departing: OrderedDict[tuple[NodeId, int], None] = OrderedDict()
 
     # ------------------------------------------------------------------ queries
     def info(self, peer: NodeId) -> NodeInfo | None:
@@ -139,6 +143,22 @@ class Membership:
         elif not self.dist.stopping:
             self._lost_at[peer] = time.monotonic()
             self.dist.transport.ensure_dialing(peer, self._wanted, give_up_after_s=REDIAL_FOR_S)
+
+    def on_leaving(self, peer: NodeId, _args: Any) -> None:
+        """`peer` begins a graceful leave: its processes are about to stop (it said so before
+        stopping any of them, on the same connection as their exits)."""
+        state = self.peers.get(peer)
+        if state is None:
+            return
+        self.departing[(peer, state.conn.peer_incarnation)] = None
+        if len(self.departing) > MAX_DEPARTING:
+            self.departing.popitem(last=False)
+        if not state.conn.peer_hidden:
+            self.dist.node.events.emit("node_leaving", peer=peer)
+
+    def is_departing(self, peer: NodeId, incarnation: int) -> bool:
+        """Whether that incarnation of `peer` announced a graceful leave."""
+        return (peer, incarnation) in self.departing
 
     def _wanted(self, peer: NodeId) -> bool:
         return not self.dist.stopping and peer not in self.left and peer not in self.peers
