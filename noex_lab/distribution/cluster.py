@@ -10,6 +10,7 @@ import ipaddress
 import logging
 import socket
 import ssl
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -105,6 +106,10 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+# node -> the Distribution starting on it, until attached: a concurrent Cluster.start takes a new node
+_attaching: weakref.WeakKeyDictionary[Node, Distribution] = weakref.WeakKeyDictionary()
+
+
 class Distribution:
     """Everything that makes one node part of a cluster."""
 
@@ -127,6 +132,19 @@ class Distribution:
 
     # ------------------------------------------------------------------ start / stop
     async def start(self) -> None:
+        node = self.node
+        if node.distribution is not None or _attaching.setdefault(node, self) is not self:
+            raise ClusterError(
+                f"node {node.display_name} is already distributed (or being made so); "
+                "Cluster.start() again makes a new node"
+            )
+        try:
+            await self._start()
+        finally:
+            if _attaching.get(node) is self:
+                del _attaching[node]
+
+    async def _start(self) -> None:
         config = self.config
         listener, udp = await self._bind()
         port = udp.getsockname()[1]
@@ -362,11 +380,16 @@ class Cluster:
         )
         config.validate()
         node = current_node()
-        if node.distribution is not None or not node.running:
+        if node.distribution is not None or node in _attaching or not node.running:
             node = Node(label=node_name)
-        await node.start()
         dist = Distribution(node, config)
-        await dist.start()
+        _attaching[node] = dist  # claimed before the first await: a concurrent start takes another node
+        try:
+            await node.start()
+            await dist.start()
+        finally:
+            if _attaching.get(node) is dist:
+                del _attaching[node]
         return node
 
     @staticmethod
