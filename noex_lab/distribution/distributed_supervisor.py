@@ -112,7 +112,7 @@ class DistributedSupervisorServer(SupervisorServer):
         self._migrating: dict[str, tuple[NodeId, str]] = {}  # child id -> (from node, why)
         self._failed_nodes: set[NodeId] = set()
         self._dspecs: dict[str, DistributedChildSpec] = {}
-        # wall times of recent placements per node: heartbeats report process counts late
+        # monotonic times of recent placements per node: heartbeats report process counts late
         self._placed_at: dict[NodeId, list[float]] = {}
         options["children"] = [self._to_child_spec(DistributedChildSpec.of(c)) for c in options.get("children", [])]
         if self.node.distribution is not None:
@@ -151,11 +151,8 @@ class DistributedSupervisorServer(SupervisorServer):
         if selector == "random":
             return random.choice(nodes)
         if selector == "least_loaded":
-            counts = {
-                info.id: info.process_count
-                + sum(1 for t in self._placed_at.get(info.id, ()) if t >= info.last_heartbeat_at)
-                for info in self.node.get_nodes()
-            }
+            counts = {info.id: info.process_count + self._placed_since_heartbeat(info.id)
+                      for info in self.node.get_nodes()}
             if me is not None:
                 counts[me] = self.node.process_count  # exact for this node
             return min(nodes, key=lambda n: (counts.get(n, 0), n))
@@ -210,8 +207,16 @@ class DistributedSupervisorServer(SupervisorServer):
                  restarts=child.restarts)
         emit("child_started", supervisor=self.ref, child=dspec.id, ref=child.ref, node=target)
 
+    def _placed_since_heartbeat(self, peer: NodeId) -> int:
+        """Children placed on `peer` after its last heartbeat (whose process count lacks them).
+        Both instants are monotonic: a step of the wall clock changes nothing."""
+        dist = self.node.distribution
+        live = dist.liveness.status(peer) if dist is not None and dist.liveness is not None else None
+        heard_at = live.last_heartbeat_mono if live is not None and live.heartbeats else -float("inf")
+        return sum(1 for t in self._placed_at.get(peer, ()) if t >= heard_at)
+
     def _note_placement(self, target: NodeId) -> None:
-        now = time.time()
+        now = time.monotonic()
         recent = [t for t in self._placed_at.get(target, ()) if now - t < 30.0]
         recent.append(now)
         self._placed_at[target] = recent
