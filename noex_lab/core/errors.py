@@ -131,6 +131,11 @@ class NodeStoppedError(NoexError):
     """The node was stopped (or killed); it runs no more processes."""
 
 
+class NotPermittedError(NoexError):
+    """A peer asked for a change only another node may make (a name it does not own, a lock it
+    does not hold, a link for a process of a third node)."""
+
+
 class ClusterError(NoexError):
     """Starting or using the cluster failed (bad config, port in use, refused bind)."""
 

@@ -18,6 +18,7 @@ from ..core.errors import (
     CallTimeoutError,
     NodeNotReachableError,
     NoexError,
+    NotPermittedError,
     SerializationError,
     ServerNotRunningError,
 )
@@ -363,8 +364,11 @@ class RemoteRouter:
             proc = node._procs.get(pid) if creation == node.incarnation else None
             if proc is None or not proc._alive:
                 conn.send([p.REPLY, req, False, [p.ERR_NOPROC, NOPROC]])
-            else:
+            elif sender is None or _from(sender, conn):  # a connection speaks only for its own node
                 proc.deliver((CALL_TAG, msg, RemoteReply(conn, req), sender))
+            else:
+                err = NotPermittedError(f"the call's sender {sender} is not a process of {conn.peer}")
+                conn.send([p.REPLY, req, False, encode_error(err)])
         elif kind == p.STOP:
             node.spawn_task(self._remote_stop, conn, m, what="remote stop")
         elif kind == p.EXIT:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..core.errors import BehaviorNotFoundError, InvalidArgumentError, NodeNotReachableError
+from ..core.errors import BehaviorNotFoundError, InvalidArgumentError, NodeNotReachableError, NotPermittedError
 from ..core.node import current_node
 from ..core.node_id import NodeId
 from ..core.refs import ProcessRef
@@ -20,11 +20,13 @@ if TYPE_CHECKING:
 REGISTRATIONS = ("none", "local", "global")
 
 
-async def handle_spawn(dist: Distribution, _peer: NodeId, args: Any) -> ProcessRef:
-    """System handler on the target node."""
+async def handle_spawn(dist: Distribution, peer: NodeId, args: Any) -> ProcessRef:
+    """System handler on the target node; a peer may link the new process only to its own."""
     behavior_name, arg, name, registration, timeout = args[:5]
     link_to = args[5] if len(args) > 5 else None
     node = dist.node
+    if link_to is not None and peer != dist.node_id and not (isinstance(link_to, ProcessRef) and link_to.node == peer):
+        raise NotPermittedError(f"{peer} asked to link a new process to {link_to!r}, not a process of its own")
     try:
         behavior = BehaviorRegistry.get(behavior_name)
     except BehaviorNotFoundError:

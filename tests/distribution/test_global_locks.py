@@ -4,6 +4,7 @@ handlers, and N node processes registering one name at once: one winner, definit
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,8 +12,17 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from noex_lab import CallTimeoutError, Cluster, GlobalNameConflictError, GlobalRegistry, NodeId, RemoteSpawn
+from noex_lab import (
+    CallTimeoutError,
+    Cluster,
+    GlobalNameConflictError,
+    GlobalRegistry,
+    NodeId,
+    NotPermittedError,
+    RemoteSpawn,
+)
 from noex_lab.core.refs import ProcessRef
+from noex_lab.distribution import global_registry
 from tests.helpers.cluster import NodeProcess, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("cleanup")]
@@ -140,6 +150,27 @@ async def test_a_departed_peer_gives_up_its_lock_and_its_queued_claims() -> None
         assert run.state == ["ended", "held", "refused"]
         await run.step("end", 1)
         run.check_done()
+
+
+async def test_a_lock_is_a_lease_of_bounded_length_and_only_its_holder_commits_or_unlocks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    node = await Cluster.start("locks", port=0)
+    registry = node.distribution.global_registry
+    monkeypatch.setattr(global_registry, "MAX_LOCK_LEASE_S", 0.3)
+    ref = ProcessRef(PEERS[0], 1, 1)
+    assert await registry._on_lock(PEERS[0], ["lease", "c0", ref, 1e9]) is None  # asks for ever, gets 0.3 s
+    with pytest.raises(NotPermittedError):
+        registry._on_unlock(PEERS[1], ["lease", "c0"])  # not its claim
+    with pytest.raises(NotPermittedError):
+        registry._on_commit(PEERS[1], ["lease", "c0", ref])  # not its lock
+    started = time.monotonic()
+    assert await registry._on_lock(PEERS[1], ["lease", "c1", ref]) is None  # granted when the lease ends
+    assert 0.25 <= time.monotonic() - started < 2.0
+    with pytest.raises(NotPermittedError):
+        registry._on_commit(PEERS[0], ["lease", "c0", ref])  # the expired holder commits nothing
+    registry._on_commit(PEERS[1], ["lease", "c1", ref])
+    assert registry.names["lease"] == ref and "lease" not in registry._locks
 
 
 # ---------------------------------------------------------------------------- real node processes
