@@ -194,6 +194,7 @@ class Distribution:
         node.spawn_task(run_loop_stamper, self.stamp, what="loop stamper")
         node.spawn_task(self.transport.serve, listener, what="listener")
         node.spawn_task(self._gossip_loop, what="gossip")
+        node.spawn_task(self.membership.dial_candidates, what="gossip dials")
         self.membership.seeds = list(config.seeds)
         for seed in config.seeds:
             if seed != self.node_id:

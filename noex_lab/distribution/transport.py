@@ -34,6 +34,7 @@ log = logging.getLogger("noex_lab")
 
 HANDSHAKE_TIMEOUT_S = 5.0
 MAX_PENDING_HANDSHAKES = 1024
+MAX_CONNECTIONS = 512  # peers at once (the largest cluster); beyond, new peers are refused
 CONNECT_TIMEOUT_S = 5.0
 
 
@@ -189,6 +190,10 @@ class Transport:
         if hello.node_id == self.node_id:
             await _refuse(stream, f"the node id {self.node_id} is already in use")
             raise AuthenticationError(f"a node at {address} claims our own id {self.node_id}")
+        if hello.node_id not in self.conns and len(self.conns) >= MAX_CONNECTIONS:
+            reason = f"this node is connected to {MAX_CONNECTIONS} peers, its limit"
+            await _refuse(stream, reason)
+            raise hs.Refused(f"{hello.node_id}: {reason}")
         if not self._admit(hello.node_id, hello.incarnation, outgoing=False):
             await _refuse(stream, "duplicate connection")
             return None
@@ -210,7 +215,7 @@ class Transport:
         """One attempt to connect; True when a connection to `peer` exists afterwards."""
         if peer in self.conns or peer == self.node_id:
             return True
-        if self.faults.is_blocked(peer) or self.stopping:
+        if self.faults.is_blocked(peer) or self.stopping or len(self.conns) >= MAX_CONNECTIONS:
             return False
         self.dialing.add(peer)
         try:

@@ -5,6 +5,8 @@ well-behaved peer keeps working through it."""
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -148,3 +150,33 @@ async def test_links_and_call_senders_must_be_processes_of_the_asking_node(victi
     with good.as_default():
         assert await GenServer.call(echo, "ping") == "ping"
         assert await GenServer.call(watcher, "log") == []
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+@pytest.mark.timeout(60)
+async def test_one_gossip_of_2000_fake_members_costs_the_node_little_and_peers_keep_working(
+    victim: NodeProcess,
+) -> None:
+    good, evil, vid = await _peers(victim)
+    with good.as_default():
+        echo = await RemoteSpawn.spawn("echo", vid)
+    # loopback addresses nobody listens on: every dial is refused at once (the costliest case)
+    fakes = [[f"fake{i}@127.13.{i // 250}.{i % 250 + 1}:9", 1] for i in range(2000)]
+    before = _cpu_seconds(victim.pid)
+    evil.distribution.transport.conns[vid].send([p.GOSSIP, fakes])
+    started = time.monotonic()
+    calls = 0
+    with good.as_default():
+        while time.monotonic() - started < 8.0:  # the good peer keeps calling through the attack
+            with anyio.fail_after(1.0):
+                assert await GenServer.call(echo, calls) == calls
+            calls += 1
+            await anyio.sleep(0.05)
+    spent = _cpu_seconds(victim.pid) - before
+    print(f"victim CPU during 8 s after a 2,000-member gossip: {spent:.2f} s ({calls} calls)")
+    assert spent < 0.5, f"the node spent {spent:.2f} CPU-s"
+    assert {i.id for i in good.get_nodes()} == {vid, evil.id}
