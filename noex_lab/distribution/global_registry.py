@@ -38,6 +38,7 @@ from ..core.errors import (
     GlobalNameNotFoundError,
     InvalidArgumentError,
     NodeNotReachableError,
+    NoexError,
     NotPermittedError,
 )
 from ..core.node import current_node
@@ -170,7 +171,10 @@ class GlobalNames:
         finally:
             for member in asked:
                 with anyio.CancelScope(shield=True):
-                    await self._ask(member, "global.unlock", [name, claim], 2.0)
+                    try:
+                        await self._ask(member, "global.unlock", [name, claim], 2.0)
+                    except NoexError as exc:  # best effort: the lock's lease ends it anyway
+                        log.warning("could not unlock global name %r at %s: %s", name, member, exc)
 
     async def _lock_at(self, member: NodeId, name: str, claim: str, ref: ProcessRef, lease_s: float) -> Any:
         """The lock on `name` at `member`: None when granted, the owner when the name is taken."""
@@ -444,7 +448,7 @@ class GlobalNames:
         for name, lock in list(self._locks.items()):
             for waiter in [w for w in lock.waiters if w.peer == peer]:
                 self._release(name, waiter.claim)
-            if lock.holder == peer and lock.claim is not None:
+            if lock.holder == peer:
                 self._release(name, lock.claim)
         self._conflicts = {k: w for k, w in self._conflicts.items() if k[1].node != peer and w.node != peer}
 
