@@ -16,11 +16,9 @@ class InvalidArgumentError(NoexError, ValueError):
 class CallTimeoutError(NoexError, TimeoutError):
     """A call got no reply within its timeout."""
 
-    def __init__(self, target: object, timeout: float) -> None:
-        super().__init__(
-            f"call to {target} got no reply within {timeout:g} s "
-            "(the server is slow or blocked; raise timeout= or check it with %noex state)"
-        )
+    def __init__(self, target: object, timeout: float, hint: str | None = None) -> None:
+        hint = hint or "the server is slow or blocked; raise timeout= or check it with %noex state"
+        super().__init__(f"call to {target} got no reply within {timeout:g} s ({hint})")
         self.target = target
         self.timeout = timeout
 
@@ -168,6 +166,11 @@ class GlobalNameNotFoundError(NoexError, LookupError):
 
 class NodeStoppedError(NoexError):
     """The node was stopped (or killed); it runs no more processes."""
+
+
+class NotPermittedError(NoexError):
+    """A peer asked for a change only another node may make (a name it does not own, a lock it
+    does not hold, a link for a process of a third node)."""
 
 
 class ClusterError(NoexError):

@@ -119,6 +119,8 @@ class Node:
         self._stopping = False
         self.exit_hooks: list[Callable[[Process, ExitReason], None]] = []
         self.stop_hooks: list[Callable[[bool], Awaitable[None]]] = []
+        # called when a graceful stop begins, before any process is stopped (peers are told)
+        self.leaving_hooks: list[Callable[[], None]] = []
         _nodes_by_loop.setdefault(self.backend.key, []).append(self)
         self.backend.spawn_system_task(self._host)
 
@@ -212,6 +214,11 @@ class Node:
         timeout = check_timeout(timeout)
         await self._ensure_ready()
         self._stopping = True  # no new processes from here on
+        for hook in list(self.leaving_hooks):
+            try:
+                hook()
+            except Exception as exc:
+                self.events.report_error("node leaving hook failed", exc)
         roots = [p for p in self._procs.values() if p.parent is None or p.parent.id not in self._procs]
         for proc in sorted(roots, key=lambda p: p.pid, reverse=True):
             proc.request_shutdown(SHUTDOWN)

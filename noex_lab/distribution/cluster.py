@@ -10,6 +10,7 @@ import ipaddress
 import logging
 import socket
 import ssl
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -133,6 +134,10 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+# node -> the Distribution starting on it, until attached: a concurrent Cluster.start takes a new node
+_attaching: weakref.WeakKeyDictionary[Node, Distribution] = weakref.WeakKeyDictionary()
+
+
 class Distribution:
     """Everything that makes one node part of a cluster."""
 
@@ -157,6 +162,19 @@ class Distribution:
 
     # ------------------------------------------------------------------ start / stop
     async def start(self) -> None:
+        node = self.node
+        if node.distribution is not None or _attaching.setdefault(node, self) is not self:
+            raise ClusterError(
+                f"node {node.display_name} is already distributed (or being made so); "
+                "Cluster.start() again makes a new node"
+            )
+        try:
+            await self._start()
+        finally:
+            if _attaching.get(node) is self:
+                del _attaching[node]
+
+    async def _start(self) -> None:
         config = self.config
         secret = config.secret
         if secret is not None:
@@ -193,6 +211,7 @@ class Distribution:
         self.router.rpc_handlers["snapshot"] = lambda _peer, _args: node.snapshot()
         self.router.rpc_handlers["ping"] = lambda _peer, _args: None  # round trips (noex_lab.metrics)
         self.router.rpc_handlers["spawn"] = lambda peer, args: handle_spawn(self, peer, args)
+        self.router.rpc_handlers["node.leaving"] = self.membership.on_leaving
         self.introspection = install_introspection(self)  # %noex state/trace/ps/events
         install_code_loading(self)  # shipped behavior source; refused unless allow_code (SPEC §9, §11)
         self.global_registry = GlobalNames(self)
@@ -212,10 +231,12 @@ class Distribution:
         node.distribution = self
         node.faults = self.faults
         node.stop_hooks.append(self._on_node_stop)
+        node.leaving_hooks.append(self._announce_leaving)
         self.liveness.start()
         node.spawn_task(run_loop_stamper, self.stamp, what="loop stamper")
         node.spawn_task(self.transport.serve, listener, what="listener")
         node.spawn_task(self._gossip_loop, what="gossip")
+        node.spawn_task(self.membership.dial_candidates, what="gossip dials")
         self.membership.seeds = list(config.seeds)
         for seed in config.seeds:
             if seed != self.node_id:
@@ -276,6 +297,13 @@ class Distribution:
             for seed in self.membership.seeds:
                 if seed != self.node_id and seed not in self.membership.peers and not self.membership.peers:
                     self.transport.ensure_dialing(seed, self._seed_wanted)
+
+    def _announce_leaving(self) -> None:
+        """Tell every peer, before any process stops, that this node leaves: the exits of its
+        processes follow on the same connections, so peers know why they end (SPEC §7)."""
+        self.status = "stopping"
+        for peer in list(self.transport.conns):
+            self.router.rpc_cast(peer, "node.leaving", None)
 
     async def _on_node_stop(self, graceful: bool) -> None:
         self.stopping = True
@@ -410,11 +438,16 @@ class Cluster:
         )
         config.validate()
         node = current_node()
-        if node.distribution is not None or not node.running:
+        if node.distribution is not None or node in _attaching or not node.running:
             node = Node(label=node_name)
-        await node.start()
         dist = Distribution(node, config)
-        await dist.start()
+        _attaching[node] = dist  # claimed before the first await: a concurrent start takes another node
+        try:
+            await node.start()
+            await dist.start()
+        finally:
+            if _attaching.get(node) is dist:
+                del _attaching[node]
         if config.metrics_port is not None:
             from .metrics import serve
 

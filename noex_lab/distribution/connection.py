@@ -99,6 +99,7 @@ class Connection:
         self.closed = False
         self.close_reason = "connection_closed"
         self.goodbye_received = False
+        self.departed = False  # membership has handled this connection's end (it runs once)
         self.peer_hidden = False
         self.peer_heartbeat_ms = 0
         self.session_key: bytes | None = None  # this connection's key from the handshake (None without a secret)

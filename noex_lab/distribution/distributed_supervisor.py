@@ -8,6 +8,9 @@ Children are linked to the supervisor, so:
 * when a child's node is lost the link delivers "noconnection": the child is restarted on
   a surviving node (`child_migrated`), and that restart counts towards the intensity;
 * a busy node (its loop blocked, heartbeats fine) is not lost, so nothing migrates;
+* a node that leaves gracefully says so before it stops its processes: every child that then
+  ends there is started on another node whatever its restart type (`child_migrated`, reason
+  "node_leaving"), and that move does not count towards the intensity;
 * when the supervisor's own node dies, each child's link delivers "noconnection" to the
   child, which exits (the OTP rule): nothing keeps running unsupervised.
 """
@@ -23,7 +26,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.errors import InitError, InvalidArgumentError, NodeNotReachableError, NoexError, SupervisorError
+from ..core.errors import (
+    InitError,
+    InvalidArgumentError,
+    NodeNotReachableError,
+    NodeStoppedError,
+    NoexError,
+    SupervisorError,
+)
 from ..core.events import NodeEvent
 from ..core.mailbox import check_mailbox_options
 from ..core.messages import Exit
@@ -106,10 +116,10 @@ class DistributedSupervisorServer(SupervisorServer):
         self._selector: NodeSelector = options.pop("node_selector", "local_first")
         _check_selector(self._selector)
         self._round_robin = itertools.count()
-        self._migrating: dict[str, NodeId] = {}
+        self._migrating: dict[str, tuple[NodeId, str]] = {}  # child id -> (from node, why)
         self._failed_nodes: set[NodeId] = set()
         self._dspecs: dict[str, DistributedChildSpec] = {}
-        # wall times of recent placements per node: heartbeats report process counts late
+        # monotonic times of recent placements per node: heartbeats report process counts late
         self._placed_at: dict[NodeId, list[float]] = {}
         options["children"] = [self._to_child_spec(DistributedChildSpec.of(c)) for c in options.get("children", [])]
         if self.node.distribution is not None:
@@ -126,9 +136,14 @@ class DistributedSupervisorServer(SupervisorServer):
 
     # ------------------------------------------------------------------ placement
     def _alive_nodes(self) -> list[NodeId]:
+        """This node and its peers, except peers that are leaving."""
         me = self.node.id
-        peers = [info.id for info in self.node.get_nodes()]
+        peers = [info.id for info in self.node.get_nodes() if not self._departing(info.id, info.incarnation)]
         return sorted({*([me] if me is not None else []), *peers})
+
+    def _departing(self, node: NodeId | None, incarnation: int) -> bool:
+        dist = self.node.distribution
+        return node is not None and dist is not None and dist.membership.is_departing(node, incarnation)
 
     async def _choose(self, dspec: DistributedChildSpec, exclude: set[NodeId]) -> NodeId:
         nodes = [n for n in self._alive_nodes() if n not in exclude]
@@ -143,11 +158,8 @@ class DistributedSupervisorServer(SupervisorServer):
         if selector == "random":
             return random.choice(nodes)
         if selector == "least_loaded":
-            counts = {
-                info.id: info.process_count
-                + sum(1 for t in self._placed_at.get(info.id, ()) if t >= info.last_heartbeat_at)
-                for info in self.node.get_nodes()
-            }
+            counts = {info.id: info.process_count + self._placed_since_heartbeat(info.id)
+                      for info in self.node.get_nodes()}
             if me is not None:
                 counts[me] = self.node.process_count  # exact for this node
             return min(nodes, key=lambda n: (counts.get(n, 0), n))
@@ -168,7 +180,7 @@ class DistributedSupervisorServer(SupervisorServer):
     async def _start_child(self, child: _Child) -> None:
         dspec = self._dspecs[child.spec.id]
         tried: set[NodeId] = set()
-        origin = self._migrating.pop(child.spec.id, None)
+        origin, why = self._migrating.pop(child.spec.id, (None, ""))
         if origin is not None:
             tried.add(origin)
         last_error: BaseException | None = None
@@ -183,7 +195,7 @@ class DistributedSupervisorServer(SupervisorServer):
                 child.ref = await spawn(dspec.behavior_name, target, arg=dspec.arg, link_to=self.ref,
                                         max_mailbox=dspec.max_mailbox, overflow=dspec.overflow)
                 self._note_placement(target)
-            except (NodeNotReachableError, TimeoutError) as exc:
+            except (NodeNotReachableError, NodeStoppedError, TimeoutError) as exc:
                 tried.add(target)
                 last_error = exc
                 continue
@@ -197,29 +209,52 @@ class DistributedSupervisorServer(SupervisorServer):
         emit = self.node.events.emit
         if origin is not None:
             emit("child_migrated", supervisor=self.ref, child=dspec.id, ref=child.ref, from_node=origin,
-                 to_node=target)
+                 to_node=target, reason=why)
         elif child.restarts:
             emit("child_restarted", supervisor=self.ref, child=dspec.id, ref=child.ref, node=target,
                  restarts=child.restarts)
         emit("child_started", supervisor=self.ref, child=dspec.id, ref=child.ref, node=target)
 
+    def _placed_since_heartbeat(self, peer: NodeId) -> int:
+        """Children placed on `peer` after its last heartbeat (whose process count lacks them).
+        Both instants are monotonic: a step of the wall clock changes nothing."""
+        dist = self.node.distribution
+        live = dist.liveness.status(peer) if dist is not None and dist.liveness is not None else None
+        heard_at = live.last_heartbeat_mono if live is not None and live.heartbeats else -float("inf")
+        return sum(1 for t in self._placed_at.get(peer, ()) if t >= heard_at)
+
     def _note_placement(self, target: NodeId) -> None:
-        now = time.time()
+        now = time.monotonic()
         recent = [t for t in self._placed_at.get(target, ()) if now - t < 30.0]
         recent.append(now)
         self._placed_at[target] = recent
 
     # ------------------------------------------------------------------ node loss
     async def handle_info(self, msg: Any, state: _State) -> Any:
-        if isinstance(msg, Exit) and msg.reason == NOCONNECTION and msg.from_.node is not None:
-            lost = msg.from_.node
+        if isinstance(msg, Exit) and msg.from_.node is not None:
+            node = msg.from_.node
             child = next((c for c in state.children if c.ref == msg.from_), None)
-            if child is not None:
-                if lost not in self._failed_nodes:
-                    self._failed_nodes.add(lost)
-                    self.node.events.emit("node_failure_detected", supervisor=self.ref, node=lost)
-                self._migrating[child.spec.id] = lost
+            if child is not None and self._departing(node, msg.from_.creation):
+                return await self._move(state, child, msg.reason)
+            if child is not None and msg.reason == NOCONNECTION:
+                if node not in self._failed_nodes:
+                    self._failed_nodes.add(node)
+                    self.node.events.emit("node_failure_detected", supervisor=self.ref, node=node)
+                self._migrating[child.spec.id] = (node, "noconnection")
         return await super().handle_info(msg, state)
+
+    async def _move(self, state: _State, child: _Child, reason: ExitReason) -> Any:
+        """A child ended because its node leaves: start it elsewhere, whatever its restart type,
+        without counting a restart. Only when no node can take it is it an ordinary restart."""
+        assert child.ref is not None and child.ref.node is not None
+        self._migrating[child.spec.id] = (child.ref.node, "node_leaving")
+        child.ref = None
+        child.last_reason = reason
+        try:
+            await self._start_child(child)
+        except InitError as exc:
+            return await self._restart(state, child, exc.reason)
+        return state
 
     async def terminate(self, reason: ExitReason, state: _State) -> None:
         try:

@@ -12,12 +12,20 @@
 * After a partition heals, replicas that disagree resolve each name deterministically:
   the registration on the node whose id sorts lower wins, the loser process gets the exit
   signal ("name_conflict", name), and `on_conflict` callbacks fire once per node.
+* Authority (SPEC §6, §11): a peer's word changes this replica only where that peer may make
+  the change: a commit only from the holder of the name's lock, a registration or a drop only
+  from the node that owns the process, a conflict only as a concession of the loser's node.
+  A conflict is only ever *resolved* (and a local process exited for it) by this node itself.
+  Locks are leases: they end with their holder's connection and after a bounded time.
 """
 
 from __future__ import annotations
 
 import inspect
 import itertools
+import logging
+import time
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -30,6 +38,8 @@ from ..core.errors import (
     GlobalNameNotFoundError,
     InvalidArgumentError,
     NodeNotReachableError,
+    NoexError,
+    NotPermittedError,
 )
 from ..core.node import current_node
 from ..core.node_id import NodeId
@@ -41,7 +51,13 @@ from ..core.timeouts import check_timeout
 if TYPE_CHECKING:
     from .cluster import Distribution
 
+log = logging.getLogger(__name__)
+
 LOCK_WAIT_S = 5.0
+DEFAULT_LOCK_LEASE_S = 15.0  # a lock request that names no lease
+MAX_LOCK_LEASE_S = 60.0  # no lock is held longer, whatever its holder asked for
+MAX_WITHDRAWN = 4096
+MAX_LOCKS_PER_PEER = 1024
 
 
 @dataclass(frozen=True)
@@ -56,13 +72,31 @@ class GlobalConflict:
 ConflictCallback = Callable[[GlobalConflict], Any]
 
 
-class _Lock:
-    __slots__ = ("claim", "holder", "waiters")
+class _Waiter:
+    __slots__ = ("claim", "event", "lease_s", "peer", "queued")
 
-    def __init__(self) -> None:
-        self.claim: str | None = None
-        self.holder: NodeId | None = None
-        self.waiters: list[Any] = []
+    def __init__(self, claim: str, peer: NodeId, lease_s: float) -> None:
+        self.claim = claim
+        self.peer = peer
+        self.lease_s = lease_s
+        self.event = anyio.Event()  # set when it leaves the queue: granted or withdrawn
+        self.queued = True
+
+
+class _Lock:
+    """The lock on one name at this node: held by one claim, the others queued in order.
+
+    A lock is in the table exactly while a claim holds it. A release hands it straight to the
+    next queued claim, so nobody can slip in between, and a claim that stops waiting leaves
+    the queue (see `GlobalNames._on_lock`). The holder's lease ends at `expires`."""
+
+    __slots__ = ("claim", "expires", "holder", "waiters")
+
+    def __init__(self, claim: str, holder: NodeId, lease_s: float) -> None:
+        self.claim = claim
+        self.holder = holder
+        self.expires = time.monotonic() + lease_s
+        self.waiters: deque[_Waiter] = deque()
 
 
 class GlobalNames:
@@ -74,14 +108,18 @@ class GlobalNames:
         self.names: dict[str, ProcessRef] = {}
         self.conflict_callbacks: list[ConflictCallback] = []
         self._locks: dict[str, _Lock] = {}
+        # recent (peer, claim)s unlocked before their lock request was handled
+        self._withdrawn: OrderedDict[tuple[NodeId, str], None] = OrderedDict()
         self._claims = itertools.count(1)
         # conflicts already resolved here: (name, loser) -> winner; shared with every peer
         self._conflicts: dict[tuple[str, ProcessRef], ProcessRef] = {}
+        self._synced: set[NodeId] = set()  # peers whose join sync arrived on their current connection
         handlers = dist.router.rpc_handlers
         handlers["global.lock"] = self._on_lock
         handlers["global.unlock"] = self._on_unlock
         handlers["global.commit"] = self._on_commit
         handlers["global.drop"] = self._on_drop
+        handlers["global.unregister"] = self._on_unregister
         handlers["global.sync"] = self._on_sync
         handlers["global.conflict"] = self._on_conflict
         dist.router.name_resolvers.append(self.names.get)
@@ -111,35 +149,65 @@ class GlobalNames:
             raise GlobalNameConflictError(name, owner)
         claim = f"{self.dist.node_id}/{next(self._claims)}"
         members = sorted([self.dist.node_id, *self.dist.membership.peers])
-        locked: list[NodeId] = []
+        asked: list[NodeId] = []  # every member asked for a lock is unlocked, whatever it answered
         try:
             with anyio.fail_after(timeout):
                 for member in members:
-                    answer = await self._ask(member, "global.lock", [name, claim, ref], LOCK_WAIT_S + 1.0)
+                    asked.append(member)
+                    answer = await self._lock_at(member, name, claim, ref, timeout + LOCK_WAIT_S)
                     if answer is _UNREACHABLE:
+                        asked.pop()
                         continue
-                    locked.append(member)
                     if answer is not None:
                         raise GlobalNameConflictError(name, answer)
-                for member in locked:
+                for member in asked:
                     await self._ask(member, "global.commit", [name, claim, ref], 5.0)
-                late = set(self.dist.membership.peers) - set(locked)
-                locked.clear()
-            # nodes that joined while the claim ran missed both the locks and their join sync
-            for peer in late:
-                self.dist.router.rpc_cast(peer, "global.sync", {"names": [[name, ref]], "conflicts": []})
+                asked.clear()
+        except CallTimeoutError:
+            raise
         except TimeoutError:
-            raise CallTimeoutError(f"global name {name!r}", timeout) from None
+            raise CallTimeoutError(
+                f"registering global name {name!r}", timeout,
+                "the cluster did not finish the registration in time; retry, or raise timeout=",
+            ) from None
         finally:
-            for member in locked:
+            # Unlocks are notifications: they follow the lock on each connection (FIFO), and a
+            # registration never waits for them past its own deadline (SPEC §4).
+            for member in asked:
+                if member != self.dist.node_id:
+                    self.dist.router.rpc_cast(member, "global.unlock", [name, claim])
+                    continue
                 with anyio.CancelScope(shield=True):
-                    await self._ask(member, "global.unlock", [name, claim], 2.0)
+                    try:
+                        await self._ask(member, "global.unlock", [name, claim], 2.0)
+                    except NoexError as exc:  # best effort: the lock's lease ends it anyway
+                        log.warning("could not unlock global name %r at %s: %s", name, member, exc)
+
+    async def _lock_at(self, member: NodeId, name: str, claim: str, ref: ProcessRef, lease_s: float) -> Any:
+        """The lock on `name` at `member`: None when granted, the owner when the name is taken."""
+        try:
+            return await self._ask(member, "global.lock", [name, claim, ref, lease_s], LOCK_WAIT_S + 1.0)
+        except CallTimeoutError as exc:
+            raise CallTimeoutError(
+                f"global name {name!r}: the lock at {member}", exc.timeout,
+                "another registration of this name held it that long; retry, or look at that node",
+            ) from None
 
     async def unregister(self, name: str) -> None:
+        """Drop `name` everywhere; the node owning its process does it (it alone may)."""
         ref = self.names.get(name)
         if ref is None:
             return
-        await self._broadcast_drop(name, ref)
+        if ref.node == self.dist.node_id:
+            await self._broadcast_drop(name, ref)
+            return
+        assert ref.node is not None
+        try:
+            await self.dist.router.rpc(ref.node, "global.unregister", [name, ref], 5.0)
+        except NodeNotReachableError:
+            raise NodeNotReachableError(
+                ref.node, f"it owns global name {name!r} and alone can drop it; its names go when it is down"
+            ) from None
 
     def whereis(self, name: str) -> ProcessRef | None:
         return self.names.get(name)
@@ -173,71 +241,167 @@ class GlobalNames:
 
     # ------------------------------------------------------------------ handlers
     async def _on_lock(self, peer: NodeId, args: Any) -> ProcessRef | None:
-        """Grant the lock on `name` to `claim` (waiting while another claim holds it).
-        Answers None when granted, or the current owner when the name is taken."""
-        name, claim, ref = args
-        lock = self._locks.setdefault(name, _Lock())
-        with anyio.move_on_after(LOCK_WAIT_S):
-            for _ in range(10_000):
-                if lock.claim is None or lock.claim == claim:
-                    break
-                waiter = self.node.backend.new_future()
-                lock.waiters.append(waiter)
-                await waiter
-        if lock.claim is not None and lock.claim != claim:
-            raise CallTimeoutError(f"the lock on global name {name!r}", LOCK_WAIT_S)
-        lock.claim, lock.holder = claim, peer
+        """Grant the lock on `name` to `claim`, queued behind the claims already waiting (at most
+        LOCK_WAIT_S). Answers None when granted, or the current owner when the name is taken.
+        The grant is a lease of the asked length (bounded); an expired holder is passed over."""
+        name, claim, ref, lease_s = _lock_args(args)
+        if (peer, claim) in self._withdrawn:  # its unlock overtook this request
+            raise CallTimeoutError(f"the lock on global name {name!r}", 0.0, "the registration had given up")
+        lock = self._locks.get(name)
+        if lock is not None and lock.claim != claim and lock.expires <= time.monotonic():
+            self._release(name, lock.claim)  # the holder's lease ended
+            lock = self._locks.get(name)
+        if lock is None:
+            self._check_lock_quota(peer)
+            self._locks[name] = _Lock(claim, peer, lease_s)
+        elif lock.claim != claim:
+            self._check_lock_quota(peer)
+            waiter = _Waiter(claim, peer, lease_s)
+            lock.waiters.append(waiter)
+            deadline = time.monotonic() + LOCK_WAIT_S
+            try:
+                while waiter.queued:
+                    now = time.monotonic()
+                    if now >= deadline:
+                        break
+                    if lock.expires <= now:
+                        self._release(name, lock.claim)  # the holder's lease ended: the next claim gets it
+                        continue
+                    with anyio.move_on_after(min(deadline, lock.expires) - now):
+                        await waiter.event.wait()
+            except BaseException:
+                self._release(name, claim)  # cancelled from outside: neither hold nor wait
+                raise
+            if self._locks.get(name) is not lock or lock.claim != claim:  # timed out, or withdrawn
+                self._release(name, claim)
+                raise CallTimeoutError(
+                    f"the lock on global name {name!r}", LOCK_WAIT_S,
+                    "another registration of this name held it that long; retry, or look at that node",
+                )
         owner = self.names.get(name)
         if owner is not None and owner != ref:
             return owner
         return None
 
-    def _release(self, name: str, claim: str) -> None:
-        lock = self._locks.get(name)
-        if lock is None or lock.claim != claim:
+    def _check_lock_quota(self, peer: NodeId) -> None:
+        """A peer holds or awaits at most MAX_LOCKS_PER_PEER locks here (memory per peer is bounded)."""
+        if len(self._locks) < MAX_LOCKS_PER_PEER:
             return
-        lock.claim = lock.holder = None
-        waiters, lock.waiters = lock.waiters, []
-        if not waiters:
-            self._locks.pop(name, None)
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        count = sum((lock.holder == peer) + sum(w.peer == peer for w in lock.waiters) for lock in self._locks.values())
+        if count >= MAX_LOCKS_PER_PEER:
+            raise NotPermittedError(f"{peer} holds or awaits {count} global-name locks here; that is the limit")
+
+    def _release(self, name: str, claim: str) -> bool:
+        """`claim` gives the lock up: the next queued claim gets it at once; a claim that only
+        waits for it leaves the queue. False when `claim` neither holds nor awaits it."""
+        lock = self._locks.get(name)
+        if lock is None:
+            return False
+        if lock.claim == claim:
+            if lock.waiters:
+                waiter = lock.waiters.popleft()  # (a waiter that gave up has left the queue already)
+                lock.claim, lock.holder = waiter.claim, waiter.peer
+                lock.expires = time.monotonic() + waiter.lease_s
+                waiter.queued = False
+                waiter.event.set()
+            else:
+                del self._locks[name]
+            return True
+        queued = next((w for w in lock.waiters if w.claim == claim), None)
+        if queued is None:
+            return False
+        lock.waiters.remove(queued)
+        queued.queued = False
+        queued.event.set()
+        return True
 
     def _on_unlock(self, peer: NodeId, args: Any) -> None:
+        """The claimant gives up its lock, or stops waiting for it; only it may."""
+        if not (isinstance(args, list) and len(args) == 2 and all(isinstance(x, str) for x in args)):
+            raise InvalidArgumentError(f"malformed global.unlock {args!r}")
         name, claim = args
-        self._release(name, claim)
+        lock = self._locks.get(name)
+        claimants = [] if lock is None else [(lock.claim, lock.holder), *((w.claim, w.peer) for w in lock.waiters)]
+        if any(c == claim and holder != peer for c, holder in claimants):
+            raise NotPermittedError(f"{peer} cannot unlock global name {name!r}: the claim is another node's")
+        if not self._release(name, claim):
+            self._withdrawn[(peer, claim)] = None  # should its lock request still come, it is refused
+            if len(self._withdrawn) > MAX_WITHDRAWN:
+                self._withdrawn.popitem(last=False)
 
     def _on_commit(self, peer: NodeId, args: Any) -> None:
-        name, claim, ref = args
+        """Only the lock holder commits, and never over another owner."""
+        name, claim, ref, _ = _lock_args(args)
+        lock = self._locks.get(name)
+        if lock is None or lock.claim != claim or lock.holder != peer:
+            raise NotPermittedError(f"{peer} committed global name {name!r} without holding its lock here")
+        owner = self.names.get(name)
+        if owner is not None and owner != ref:
+            raise GlobalNameConflictError(name, owner)
         self._set(name, ref)
         self._release(name, claim)
         if ref.node == self.dist.node_id:
             proc = self.node.local_process(ref)
             if proc is None or not proc.alive:
                 self.node.spawn_task(self._broadcast_drop, name, ref, what="global name of a dead process")
+            else:  # the owner tells every peer: one that joined while the claim ran missed the locks
+                for other in list(self.dist.membership.peers):
+                    if other != peer:
+                        self.dist.router.rpc_cast(other, "global.sync", {"names": [[name, ref]], "conflicts": []})
 
     def _on_drop(self, peer: NodeId, args: Any) -> None:
-        name, ref = args
+        """Only the node owning the process drops its name (on its exit, or by unregister)."""
+        name, ref = _name_ref(args)
+        if ref.node != peer:
+            log.warning("ignored a drop of global name %r (a process of %s) from %s", name, ref.node, peer)
+            return
         if self.names.get(name) == ref:
             del self.names[name]
             self.node.events.emit("global_unregistered", name=name, ref=ref)
 
+    async def _on_unregister(self, peer: NodeId, args: Any) -> None:
+        """A peer's `unregister` of a name owned here: this node drops it everywhere."""
+        name, ref = _name_ref(args)
+        if ref.node == self.dist.node_id and self.names.get(name) == ref:
+            await self._broadcast_drop(name, ref)
+
     def _on_sync(self, peer: NodeId, args: Any) -> None:
-        for name, winner, loser in args.get("conflicts", []):
-            self._note_conflict(name, winner, loser)
-        for name, ref in args.get("names", []):
+        """A peer's registrations (only of its own processes) and its concessions. Only its join
+        sync (the first on a connection: a healed partition meets there) may contest a name
+        already owned; later ones only fill in free names."""
+        if not isinstance(args, dict):
+            return
+        joining = peer not in self._synced
+        self._synced.add(peer)
+        for entry in _entries(args.get("conflicts"), 3):
+            self._on_conflict(peer, entry)
+        for entry in _entries(args.get("names"), 2):
+            name, ref = entry
+            if not (isinstance(name, str) and isinstance(ref, ProcessRef)) or ref.node != peer:
+                continue
             if (name, ref) in self._conflicts:
                 continue
             current = self.names.get(name)
             if current is None:
                 self._set(name, ref)
-            elif current != ref:
+            elif current != ref and joining:
                 self._resolve(name, current, ref)
 
     def _on_conflict(self, peer: NodeId, args: Any) -> None:
+        """A concession: the loser's node says its process lost `name`. Nothing else is taken
+        from a peer: this node drops the loser from its replica, never exits anything for it,
+        and learns the winner from the winner's own node."""
+        if not (isinstance(args, list) and len(args) == 3):
+            return
         name, winner, loser = args
-        self._note_conflict(name, winner, loser)
+        if not (isinstance(name, str) and isinstance(winner, ProcessRef) and isinstance(loser, ProcessRef)):
+            return
+        if loser.node != peer or (name, loser) in self._conflicts or self.names.get(name) not in (winner, loser):
+            return
+        if self.names.get(name) == loser:
+            del self.names[name]
+            self.node.events.emit("global_unregistered", name=name, ref=loser, reason=("name_conflict", name))
+        self._record_conflict(name, winner, loser)
 
     # ------------------------------------------------------------------ replica upkeep
     def _set(self, name: str, ref: ProcessRef) -> None:
@@ -246,16 +410,21 @@ class GlobalNames:
             self.node.events.emit("global_registered", name=name, ref=ref)
 
     def _resolve(self, name: str, a: ProcessRef, b: ProcessRef) -> None:
+        """This node's own resolution of two registrations of `name`, each asserted by the node
+        owning its process: keep the lower-ranked one; a local loser exits and is conceded."""
         winner, loser = (a, b) if _rank(a) <= _rank(b) else (b, a)
-        self._note_conflict(name, winner, loser)
-
-    def _note_conflict(self, name: str, winner: ProcessRef, loser: ProcessRef) -> None:
-        """Apply a resolved conflict once on this node, then tell every peer about it."""
         if (name, loser) in self._conflicts:
             return
+        self.names[name] = winner
+        self._record_conflict(name, winner, loser)
+        if loser.node == self.dist.node_id:
+            self.node.exit_signal(loser, winner, ("name_conflict", name))
+            for peer in list(self.dist.membership.peers):
+                self.dist.router.rpc_cast(peer, "global.conflict", [name, winner, loser])
+
+    def _record_conflict(self, name: str, winner: ProcessRef, loser: ProcessRef) -> None:
+        """Note a conflict once on this node: event and `on_conflict` callbacks."""
         self._conflicts[(name, loser)] = winner
-        if self.names.get(name) in (None, loser):
-            self.names[name] = winner
         conflict = GlobalConflict(name, winner, loser)
         self.node.events.emit("global_conflict", name=name, winner=winner, loser=loser)
         for callback in list(self.conflict_callbacks):
@@ -265,28 +434,28 @@ class GlobalNames:
                     self.node.run_callback_result(result, "on_conflict callback")
             except Exception as exc:
                 self.node.events.report_error("on_conflict callback raised", exc)
-        if loser.node == self.dist.node_id:
-            self.node.exit_signal(loser, winner, ("name_conflict", name))
-        for peer in list(self.dist.membership.peers):
-            self.dist.router.rpc_cast(peer, "global.conflict", [name, winner, loser])
 
     def _sync_payload(self) -> dict[str, Any]:
         me = self.dist.node_id
         return {
             "names": [[name, ref] for name, ref in self.names.items() if ref.node == me],
-            "conflicts": [[name, winner, loser] for (name, loser), winner in self._conflicts.items()],
+            "conflicts": [[name, winner, loser] for (name, loser), winner in self._conflicts.items()
+                          if loser.node == me],  # (peers take concessions only from the loser's node)
         }
 
     def _peer_joined(self, peer: NodeId) -> None:
         self.dist.router.rpc_cast(peer, "global.sync", self._sync_payload())
 
     def _peer_left(self, peer: NodeId, reason: str) -> None:
+        self._synced.discard(peer)
         for name, ref in list(self.names.items()):
             if ref.node == peer:
                 del self.names[name]
                 self.node.events.emit("global_unregistered", name=name, ref=ref, reason="nodedown")
         for name, lock in list(self._locks.items()):
-            if lock.holder == peer and lock.claim is not None:
+            for waiter in [w for w in lock.waiters if w.peer == peer]:
+                self._release(name, waiter.claim)
+            if lock.holder == peer:
                 self._release(name, lock.claim)
         self._conflicts = {k: w for k, w in self._conflicts.items() if k[1].node != peer and w.node != peer}
 
@@ -298,6 +467,32 @@ class GlobalNames:
             self.node.events.emit("global_unregistered", name=name, ref=ref, reason=reason)
             for peer in list(self.dist.membership.peers):
                 self.dist.router.rpc_cast(peer, "global.drop", [name, ref])
+
+
+def _lock_args(args: Any) -> tuple[str, str, ProcessRef, float]:
+    """[name, claim, ref] or [name, claim, ref, lease_s] from a peer, checked; the lease bounded."""
+    if not (isinstance(args, list) and len(args) in (3, 4)):
+        raise InvalidArgumentError(f"malformed global-name lock request {args!r}")
+    name, claim, ref = args[:3]
+    if not (isinstance(name, str) and isinstance(claim, str) and isinstance(ref, ProcessRef)):
+        raise InvalidArgumentError(f"malformed global-name lock request {args!r}")
+    lease = args[3] if len(args) == 4 else None
+    lease_s = float(lease) if isinstance(lease, (int, float)) and lease == lease else DEFAULT_LOCK_LEASE_S
+    return name, claim, ref, min(max(lease_s, 0.01), MAX_LOCK_LEASE_S)
+
+
+def _name_ref(args: Any) -> tuple[str, ProcessRef]:
+    if not (isinstance(args, list) and len(args) == 2 and isinstance(args[0], str)
+            and isinstance(args[1], ProcessRef)):
+        raise InvalidArgumentError(f"malformed global-name request {args!r}")
+    return args[0], args[1]
+
+
+def _entries(value: Any, size: int) -> list[list[Any]]:
+    """The well-formed `size`-item entries of a list from a peer (the rest is ignored)."""
+    if not isinstance(value, list):
+        return []
+    return [entry for entry in value if isinstance(entry, list) and len(entry) == size]
 
 
 def _rank(ref: ProcessRef) -> tuple[Any, ...]:

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import inspect
 import logging
+import random
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import anyio
+
 from ..core.node_id import NodeId
 from . import protocol as p
+from .transport import MAX_CONNECTIONS
 
 # Node transitions (up, down, busy, available) at INFO: they are the event stream's too, and the
 # notebook's event log and `noex-lab top` (which show WARNING records) list those already.
@@ -27,7 +32,18 @@ if TYPE_CHECKING:
     from .connection import Connection
     from .liveness import PeerLiveness
 
+log = logging.getLogger(__name__)
+
 DOWN_REASONS = ("connection_closed", "heartbeat_timeout", "graceful_shutdown")
+MAX_DEPARTING = 1024
+MAX_MEMBERS = MAX_CONNECTIONS  # connected peers plus gossiped candidates
+GOSSIP_DIALS_PER_S = 10.0  # new dials to gossiped members, on average ...
+GOSSIP_DIAL_BURST = 16  # ... in bursts of at most this many
+GOSSIP_DIALS_AT_ONCE = 8
+GOSSIP_FIRST_RETRY_S = 0.25  # a failed candidate is retried after this, then twice as long each time
+GOSSIP_ATTEMPTS = 3
+GOSSIP_FORGET_S = 60.0
+MAX_GIVEN_UP = 4096
 REDIAL_FOR_S = 3600.0  # a lost peer is redialed (slowly after 30 s) for an hour: partitions heal
 
 
@@ -53,6 +69,16 @@ class NodeInfo:
 
 
 @dataclass
+class _Candidate:
+    """A member some peer listed that this node is not connected to (yet): only hearsay."""
+
+    next_at: float  # monotonic time of its next dial
+    delay: float = GOSSIP_FIRST_RETRY_S
+    attempts: int = 0
+    dialing: bool = False
+
+
+@dataclass
 class _Peer:
     conn: Connection
     status: str = "up"
@@ -71,6 +97,12 @@ class Membership:
         self.seeds: list[NodeId] = []
         self.left: set[NodeId] = set()
         self._lost_at: dict[NodeId, float] = {}
+        # incarnations that announced a graceful leave (kept after they are gone, bounded)
+        self.departing: OrderedDict[tuple[NodeId, int], None] = OrderedDict()
+        self._candidates: OrderedDict[NodeId, _Candidate] = OrderedDict()
+        self._given_up: OrderedDict[NodeId, float] = OrderedDict()  # candidate -> ignored until (monotonic)
+        self._dialing = 0  # candidate dials in flight
+        self._wake: anyio.Event | None = None
 
     # ------------------------------------------------------------------ queries
     def info(self, peer: NodeId) -> NodeInfo | None:
@@ -98,6 +130,10 @@ class Membership:
         peer = conn.peer
         self.left.discard(peer)
         self._lost_at.pop(peer, None)
+        self._given_up.pop(peer, None)
+        candidate = self._candidates.get(peer)
+        if candidate is not None and not candidate.dialing:
+            del self._candidates[peer]
         self.peers[peer] = _Peer(conn, "up", time.time())
         if self.dist.liveness is not None:
             self.dist.liveness.watch(peer, conn.peer_incarnation, conn.peer_heartbeat_ms / 1000.0)
@@ -117,10 +153,16 @@ class Membership:
         self.dist.peer_joined(peer)
 
     def on_disconnected(self, conn: Connection) -> None:
+        """The peer of `conn` left: when the connection ends, or earlier when a new incarnation of
+        that node connects (the transport then calls this first). Runs once per connection."""
+        if conn.departed:
+            return
+        conn.departed = True
         peer = conn.peer
         state = self.peers.get(peer)
         if state is None or state.conn is not conn:
-            self.dist.router.node_lost(conn)
+            if peer not in self.peers:  # never a member connection; fail what waited on it
+                self.dist.router.node_lost(conn)
             return
         del self.peers[peer]
         if self.dist.liveness is not None:
@@ -141,6 +183,22 @@ class Membership:
             self._lost_at[peer] = time.monotonic()
             self.dist.transport.ensure_dialing(peer, self._wanted, give_up_after_s=REDIAL_FOR_S)
 
+    def on_leaving(self, peer: NodeId, _args: Any) -> None:
+        """`peer` begins a graceful leave: its processes are about to stop (it said so before
+        stopping any of them, on the same connection as their exits)."""
+        state = self.peers.get(peer)
+        if state is None:
+            return
+        self.departing[(peer, state.conn.peer_incarnation)] = None
+        if len(self.departing) > MAX_DEPARTING:
+            self.departing.popitem(last=False)
+        if not state.conn.peer_hidden:
+            self.dist.node.events.emit("node_leaving", peer=peer)
+
+    def is_departing(self, peer: NodeId, incarnation: int) -> bool:
+        """Whether that incarnation of `peer` announced a graceful leave."""
+        return (peer, incarnation) in self.departing
+
     def _wanted(self, peer: NodeId) -> bool:
         return not self.dist.stopping and peer not in self.left and peer not in self.peers
 
@@ -153,17 +211,80 @@ class Membership:
             conn.close("graceful_shutdown")
 
     def on_gossip(self, entries: Any) -> None:
+        """Members a peer lists become candidates to dial (`dial_candidates` paces them); the
+        members and candidates together are at most MAX_MEMBERS."""
         if not isinstance(entries, list):
             return
         transport = self.dist.transport
-        for entry in entries[:4096]:
+        now = time.monotonic()
+        added = False
+        for entry in entries[:MAX_MEMBERS]:
+            if len(self.peers) + len(self._candidates) >= MAX_MEMBERS:
+                break
             try:
                 peer = NodeId.parse(entry[0])
-            except (ValueError, TypeError, IndexError):
+            except (ValueError, TypeError, IndexError, KeyError):
                 continue
-            if peer == self.dist.node_id or peer in self.peers or peer in self.left:
+            if (peer == self.dist.node_id or peer in self.peers or peer in self.left or peer in self._candidates
+                    or peer in transport.conns or peer in transport.dial_loops or self._given_up.get(peer, 0.0) > now):
                 continue
-            transport.ensure_dialing(peer, self._wanted, give_up_after_s=REDIAL_FOR_S)
+            self._candidates[peer] = _Candidate(now)
+            added = True
+        if added and self._wake is not None:
+            self._wake.set()
+
+    async def dial_candidates(self) -> None:
+        """Dial gossiped members, never a storm: GOSSIP_DIALS_AT_ONCE at a time at most,
+        GOSSIP_DIALS_PER_S on average (bursts of GOSSIP_DIAL_BURST: a small cluster meshes at
+        once), each candidate with exponential back-off, dropped after GOSSIP_ATTEMPTS failed
+        dials and then ignored in gossip for GOSSIP_FORGET_S."""
+        tokens, refilled = float(GOSSIP_DIAL_BURST), time.monotonic()
+        async with anyio.create_task_group() as tg:
+            while not self.dist.stopping:
+                self._wake = anyio.Event()
+                now = time.monotonic()
+                tokens = min(float(GOSSIP_DIAL_BURST), tokens + (now - refilled) * GOSSIP_DIALS_PER_S)
+                refilled = now
+                waiting = [(c.next_at, peer) for peer, c in self._candidates.items() if not c.dialing]
+                due = min(waiting, default=None)
+                if due is not None and due[0] <= now and tokens >= 1 and self._dialing < GOSSIP_DIALS_AT_ONCE:
+                    tokens -= 1
+                    self._dialing += 1
+                    self._candidates[due[1]].dialing = True
+                    tg.start_soon(self._dial_candidate, due[1])
+                    continue
+                if due is None or self._dialing >= GOSSIP_DIALS_AT_ONCE:
+                    wait = 60.0  # until a gossip or a finished dial wakes it
+                else:
+                    wait = max(due[0] - now, (1 - tokens) / GOSSIP_DIALS_PER_S, 0.001)
+                with anyio.move_on_after(wait):
+                    await self._wake.wait()
+
+    async def _dial_candidate(self, peer: NodeId) -> None:
+        try:
+            connected = await self.dist.transport.dial(peer)
+        finally:
+            self._dialing -= 1
+            if self._wake is not None:
+                self._wake.set()
+        candidate = self._candidates.get(peer)
+        if candidate is None:
+            return
+        candidate.dialing = False
+        if connected or not self._wanted(peer):
+            del self._candidates[peer]
+            return
+        candidate.attempts += 1
+        now = time.monotonic()
+        if candidate.attempts >= GOSSIP_ATTEMPTS:
+            del self._candidates[peer]
+            self._given_up[peer] = now + GOSSIP_FORGET_S
+            if len(self._given_up) > MAX_GIVEN_UP:
+                self._given_up.popitem(last=False)
+            log.debug("gave up dialing gossiped member %s after %d attempts", peer, candidate.attempts)
+            return
+        candidate.next_at = now + candidate.delay * random.uniform(0.5, 1.5)
+        candidate.delay *= 2
 
     def gossip_all(self) -> None:
         """Anti-entropy: tell every peer the whole member list."""

@@ -20,6 +20,7 @@ from ..core.errors import (
     CallTimeoutError,
     NodeNotReachableError,
     NoexError,
+    NotPermittedError,
     SendTimeoutError,
     SerializationError,
     ServerNotRunningError,
@@ -117,13 +118,19 @@ def _decode_error(details: Any, target: object) -> BaseException:
                     if isinstance(key, str) and not key.startswith("_"):
                         setattr(err, key, value)
             return err
-        return NoexError(f"{_describe(details[1])}: {_describe(details[2])}")
+        return NoexError(f"{_text(details[1], 80)}: {_text(details[2], 4000)}")
     return NoexError(f"remote error {_describe(details)}")
 
 
 def _from(ref: Any, conn: Connection) -> bool:
     """Whether `ref` is a process of the node at the other end of `conn`."""
     return isinstance(ref, ProcessRef) and ref.node == conn.peer
+
+
+def _text(value: Any, limit: int) -> str:
+    """A peer's value as text of at most `limit` characters (a message it sent, a type name)."""
+    text = value if isinstance(value, str) else _describe(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _describe(value: Any) -> str:
@@ -416,9 +423,12 @@ class RemoteRouter:
             proc = node._procs.get(pid) if creation == node.incarnation else None
             if proc is None or not proc._alive:
                 conn.send([p.REPLY, req, False, [p.ERR_NOPROC, NOPROC]])
-            else:
+            elif sender is None or _from(sender, conn):  # a connection speaks only for its own node
                 reply = RemoteReply(conn, req) if trace is None else self.traced_reply(conn, req, proc, trace)
                 proc.deliver((CALL_TAG, msg, reply, sender))
+            else:
+                err = NotPermittedError(f"the call's sender {sender} is not a process of {conn.peer}")
+                conn.send([p.REPLY, req, False, encode_error(err)])
         elif kind == p.STOP:
             node.spawn_task(self._remote_stop, conn, m, what="remote stop")
         elif kind == p.EXIT:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..core.errors import BehaviorNotFoundError, InvalidArgumentError, NodeNotReachableError
+from ..core.errors import BehaviorNotFoundError, InvalidArgumentError, NodeNotReachableError, NotPermittedError
 from ..core.mailbox import check_mailbox_options
 from ..core.node import current_node
 from ..core.node_id import NodeId
@@ -23,15 +23,18 @@ REGISTRATIONS = ("none", "local", "global")
 INIT_MARGIN_S = 0.1  # at most this much of a remote spawn's timeout is kept for the round trip
 
 
-async def handle_spawn(dist: Distribution, _peer: NodeId, args: Any) -> ProcessRef:
+async def handle_spawn(dist: Distribution, peer: NodeId, args: Any) -> ProcessRef:
     """System handler on the target node: args are
     `[behavior_name, arg, name, registration, timeout, link_to, max_mailbox, overflow]`
-    (the last three optional); `node.spawn` checks them again, whoever sent them."""
+    (the last three optional); `node.spawn` checks them again, whoever sent them. A peer may
+    link the new process only to a process of its own."""
     behavior_name, arg, name, registration, timeout = args[:5]
     link_to = args[5] if len(args) > 5 else None
     max_mailbox = args[6] if len(args) > 6 else None
     overflow = args[7] if len(args) > 7 else "drop_newest"
     node = dist.node
+    if link_to is not None and peer != dist.node_id and not (isinstance(link_to, ProcessRef) and link_to.node == peer):
+        raise NotPermittedError(f"{peer} asked to link a new process to {link_to!r}, not a process of its own")
     try:
         behavior = BehaviorRegistry.get(behavior_name)
     except BehaviorNotFoundError:

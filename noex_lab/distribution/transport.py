@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 HANDSHAKE_TIMEOUT_S = 5.0
 MAX_PENDING_HANDSHAKES = 1024  # connections that have not finished their handshake, in all
 MAX_PENDING_PER_ADDRESS = 128  # ... and from one source address
+MAX_CONNECTIONS = 512  # peers at once (the largest cluster); beyond, new peers are refused
 CONNECT_TIMEOUT_S = 5.0
 OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 SHED_ON_EMFILE = 8  # pending handshakes closed (idle ones first) when accept() runs out of descriptors
@@ -338,6 +339,10 @@ class Transport:
         if hello.node_id == self.node_id:
             await _refuse(stream, f"the node id {self.node_id} is already in use")
             raise AuthenticationError(f"a node at {address} claims our own id {self.node_id}")
+        if hello.node_id not in self.conns and len(self.conns) >= MAX_CONNECTIONS:
+            reason = f"this node is connected to {MAX_CONNECTIONS} peers, its limit"
+            await _refuse(stream, reason)
+            raise hs.Refused(f"{hello.node_id}: {reason}")
         if not self._admit(hello.node_id, hello.incarnation, outgoing=False):
             await _refuse(stream, "duplicate connection")
             return None
@@ -348,8 +353,8 @@ class Transport:
     def _admit(self, peer: NodeId, incarnation: int, *, outgoing: bool) -> bool:
         existing = self.conns.get(peer)
         if existing is not None and not existing.closed:
-            if existing.peer_incarnation == incarnation:
-                return False
+            if existing.peer_incarnation >= incarnation:
+                return False  # a duplicate, or an older incarnation than the one connected
             existing.close("connection_closed")  # an old incarnation: it is gone
         if not outgoing and peer in self.dialing and self.node_id < peer:
             return False  # our own dial wins the tie-break
@@ -360,7 +365,7 @@ class Transport:
         """One attempt to connect; True when a connection to `peer` exists afterwards."""
         if peer in self.conns or peer == self.node_id:
             return True
-        if self.faults.is_blocked(peer) or self.stopping:
+        if self.faults.is_blocked(peer) or self.stopping or len(self.conns) >= MAX_CONNECTIONS:
             return False
         self.dialing.add(peer)
         try:
@@ -490,6 +495,12 @@ class Transport:
         conn.session_key = session_key
         conn.peer_hidden = hello.hidden
         conn.peer_heartbeat_ms = hello.heartbeat_ms
+        old = self.conns.pop(peer, None)
+        if old is not None:
+            # A new incarnation connected before the old one was seen down: the old one leaves
+            # first, fully (names, locks, monitors, links, node_down), then the new one is admitted.
+            old.close("connection_closed")
+            self.on_disconnected(old)
         self.conns[peer] = conn
         self.on_connected(conn)
         return conn

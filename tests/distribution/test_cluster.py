@@ -175,6 +175,31 @@ async def test_bad_configuration_is_refused() -> None:
         await Cluster.start("again", port=a.id.port)
 
 
+async def test_concurrent_starts_give_two_whole_nodes_and_a_node_is_never_distributed_twice() -> None:
+    from noex_lab.core.node import current_node
+    from noex_lab.distribution.cluster import ClusterConfig, Distribution
+
+    implicit = current_node()
+    started: dict[str, Any] = {}
+
+    async def start(name: str) -> None:
+        started[name] = await Cluster.start(name, port=0)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(start, "x")
+        tg.start_soon(start, "y")
+    x, y = started["x"], started["y"]
+    assert x is not y and implicit in (x, y)
+    for node, name in ((x, "x"), (y, "y")):
+        assert node.id.name == name and node.distribution.node is node and node.distribution.status == "running"
+    # each has its own listener and liveness: a third node meets both
+    z = await Cluster.start("z", port=0, seeds=[str(x.id), str(y.id)])
+    await wait_until(lambda: all(len(n.get_nodes()) == 2 for n in (x, y, z)), 5.0, "a mesh of x, y, z")
+    with pytest.raises(ClusterError, match="already distributed"):
+        await Distribution(x, ClusterConfig("again", port=0)).start()
+    assert x.distribution.node_id == x.id
+
+
 async def test_hidden_observer_sees_everyone_and_is_listed_by_nobody() -> None:
     nodes = await start_cluster(3)
     observer = await Cluster.start("observer", port=0, seeds=[str(nodes[0].id)], hidden=True,

@@ -17,10 +17,12 @@ from noex_lab import (
     CallTimeoutError,
     Cluster,
     GenServer,
+    GlobalRegistry,
     Node,
     NodeNotReachableError,
     RemoteSpawn,
     SendTimeoutError,
+    Supervisor,
 )
 from noex_lab.core.messages import Down
 from noex_lab.core.node import current_node
@@ -181,6 +183,7 @@ async def test_every_blocking_api_keeps_its_deadline_on_a_busy_link(
 ) -> None:
     me, peer, sink = stoppable
     conn = _conn(me, sink.node)
+    local = await GenServer.start(SeqSink)
     peer.signal(signal.SIGSTOP)
     payload = b"z" * 4096
     with anyio.fail_after(20):
@@ -202,6 +205,8 @@ async def test_every_blocking_api_keeps_its_deadline_on_a_busy_link(
         "stop": await took(GenServer.stop(sink, timeout=1.0), CallTimeoutError) - 1.0,
         "spawn": await took(RemoteSpawn.spawn("echo", sink.node, timeout=0.5), CallTimeoutError) - 0.5,
         "snapshot": await took(_snapshot_of(me, sink.node, 0.5), CallTimeoutError) - 0.5,
+        "supervisor": await took(Supervisor.which_children(sink, timeout=0.5), CallTimeoutError) - 0.5,
+        "registry": await took(GlobalRegistry.register("held-up", local, timeout=0.5), CallTimeoutError) - 0.5,
     }
     for api, lateness in late.items():
         assert 0.0 <= lateness < 0.05, f"{api} ended {lateness * 1000:.0f} ms after its timeout"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import Any
 
@@ -132,6 +133,19 @@ async def test_selectors_least_loaded_fixed_and_callable() -> None:
         )
         placed = {ch.id: ch.node for ch in await DistributedSupervisor.which_children(custom)}
         assert placed == {"w0": max(a.id, b.id, c.id), "pinned": b.id} and chosen == ["w0"]
+
+
+async def test_least_loaded_counts_its_own_placements_when_the_wall_clock_steps_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # slow heartbeats: the peers' reported process counts stay stale while children are placed
+    a, b, c = await start_cluster(3, fast=False, heartbeat_interval_ms=5000)
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() - 3600.0)  # NTP steps the clock back an hour
+    with a.as_default():
+        sup = await DistributedSupervisor.start(children=specs(6), node_selector="least_loaded")
+        placed = Counter(ch.node for ch in await DistributedSupervisor.which_children(sup))
+    assert placed[b.id] - placed[c.id] in (-1, 0, 1) and placed[b.id] + placed[c.id] >= 4, placed
 
 
 async def test_supervisor_node_death_takes_its_children_down() -> None:

@@ -127,3 +127,31 @@ async def test_a_busy_node_causes_no_migration(procs: list[NodeProcess]) -> None
         after = await DistributedSupervisor.which_children(sup)
     assert [(c.id, c.ref) for c in after] == [(c.id, c.ref) for c in before]
     assert not [e for e in events if e.kind in ("child_migrated", "node_failure_detected")]
+
+
+async def test_sigterm_moves_the_leaving_nodes_children_whatever_their_restart_type(
+    procs: list[NodeProcess],
+) -> None:
+    me = await _cluster(procs, 2)
+    types = ("transient", "temporary", "permanent", "transient")
+    children = [{**spec, "restart": types[i % 4]} for i, spec in enumerate(_specs(12))]
+    # one restart allowed: the moves below would exceed it if they counted
+    sup = await DistributedSupervisor.start(children=children, node_selector="round_robin", max_restarts=1)
+    events: list[NodeEvent] = []
+    DistributedSupervisor.on_event(sup, events.append)
+    restarts: list[Any] = []
+    me.events.subscribe(lambda e: restarts.append(e) if e.kind == "supervisor_restart" else None)
+    before = {ch.id: ch for ch in await DistributedSupervisor.which_children(sup)}
+    leaving = procs[0]
+    moving = {cid for cid, ch in before.items() if ch.node == leaving.id}
+    assert len(moving) == 4 and {before[c].node for c in before} == {me.id, procs[0].id, procs[1].id}
+    leaving.signal(signal.SIGTERM)
+    await wait_until(lambda: len([e for e in events if e.kind == "child_migrated"]) == 4, 5.0, "4 moves")
+    assert await anyio.to_thread.run_sync(leaving.proc.wait, 10) == 0
+    migrated = [e for e in events if e.kind == "child_migrated"]
+    assert {e.data["child"] for e in migrated} == moving
+    assert all(e.data["reason"] == "node_leaving" and e.data["from_node"] == leaving.id for e in migrated)
+    assert not restarts and not [e for e in events if e.kind == "supervisor_stopped"]
+    await _assert_each_child_once(sup, 12, {me.id, procs[1].id})
+    after = {ch.id: ch for ch in await DistributedSupervisor.which_children(sup)}
+    assert all(after[c].ref == before[c].ref for c in before if c not in moving)  # the others never moved

@@ -40,6 +40,7 @@ class Relay:
         self.from_target = bytearray()
         self.target: anyio.abc.SocketStream | None = None
         self.target_closed = anyio.Event()
+        self._to_target = anyio.Lock()  # the relayed bytes and the injected ones share the stream
         self.port = 0
 
     async def serve(self, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
@@ -53,23 +54,25 @@ class Relay:
         async with dialer, await anyio.connect_tcp("127.0.0.1", self.target_port) as target:
             self.target = target
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._pump, dialer, target, self.from_dialer, tg.cancel_scope)
-                await self._pump(target, dialer, self.from_target, tg.cancel_scope)
+                tg.start_soon(self._pump, dialer, target, self.from_dialer, self._to_target)
+                await self._pump(target, dialer, self.from_target, anyio.Lock())
                 self.target_closed.set()
                 tg.cancel_scope.cancel()
 
     @staticmethod
-    async def _pump(src: Any, dst: Any, record: bytearray, scope: anyio.CancelScope) -> None:
+    async def _pump(src: Any, dst: Any, record: bytearray, lock: anyio.Lock) -> None:
         try:
             async for data in src:
                 record += data
-                await dst.send(data)
+                async with lock:
+                    await dst.send(data)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             pass
 
     async def inject(self, data: bytes) -> None:
         assert self.target is not None
-        await self.target.send(data)
+        async with self._to_target:
+            await self.target.send(data)
 
 
 @pytest.fixture
