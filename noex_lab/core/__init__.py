@@ -18,6 +18,8 @@ from .errors import (
     NoexError,
     NotRegisteredError,
     RemoteError,
+    RemoteFunctionError,
+    RemoteFunctionNotFoundError,
     SendTimeoutError,
     SerializationError,
     ServerNotRunningError,
@@ -28,6 +30,7 @@ from .events import EventStream, NodeEvent
 from .genserver import From, GenServer
 from .links import RemoteLink, RemoteMonitor
 from .messages import Down, Exit, NoReply, Stop
+from .named import MultiCallResult
 from .node import Node, current_node, running_nodes
 from .node_id import NodeId
 from .reasons import ErrorReason, ExitReason, is_normal_exit
@@ -59,6 +62,7 @@ __all__ = [
     "MailboxFullError",
     "MaxRestartsExceededError",
     "MonitorRef",
+    "MultiCallResult",
     "NoReply",
     "Node",
     "NodeEvent",
@@ -72,6 +76,8 @@ __all__ = [
     "ProcessRef",
     "Registry",
     "RemoteError",
+    "RemoteFunctionError",
+    "RemoteFunctionNotFoundError",
     "RemoteLink",
     "RemoteMonitor",
     "SendTimeoutError",
