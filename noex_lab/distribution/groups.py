@@ -183,7 +183,7 @@ class Groups:
         dist.leave_hooks.append(self._peer_left)
 
     def _full(self, ref: ProcessRef) -> ProcessRef:
-        node_id = self.node.id
+        node_id = self.dist.node_id if self.dist is not None else None  # (set before node.id is)
         if ref.node is None and node_id is not None:
             return ProcessRef(node_id, ref.id, ref.creation)
         return ref

@@ -81,6 +81,20 @@ async def test_join_refuses_what_it_cannot_keep(node: Node) -> None:
         Group.join("g", "a name")  # type: ignore[arg-type]
 
 
+async def test_memberships_made_before_cluster_start_are_shared_afterwards() -> None:
+    early = await GenServer.start(Echo)  # on the implicit node, before it is distributed
+    Group.join("g", early)
+    assert early.node is None and Group.members("g") == [early]
+    a, b = await start_cluster(2)  # the implicit node becomes n0
+    full = ProcessRef(a.id, early.id, early.creation)
+    assert members_on(a, "g") == [full]
+    await wait_until(lambda: members_on(b, "g") == [full], 2.0, "b sees the early member")
+    with a.as_default():
+        await GenServer.stop(early)
+    await wait_until(lambda: members_on(b, "g") == [], 2.0, "its exit reaches b")
+    assert members_on(a, "g") == []
+
+
 async def test_monitor_reports_joins_and_leaves_to_callbacks_and_processes(node: Node) -> None:
     events: list[GroupEvent] = []
     every: list[GroupEvent] = []
