@@ -373,8 +373,8 @@ class RemoteRouter:
         return True
 
     async def whereis_named(self, name: str, node: NodeId, timeout: float) -> ProcessRef | None:
-        result: ProcessRef | None = await self.rpc(node, p.OP_NAMED_WHEREIS, name, timeout)
-        return result
+        result = await self.rpc(node, p.OP_NAMED_WHEREIS, name, timeout)
+        return result if isinstance(result, ProcessRef) and result.node == node else None  # its own processes only
 
     # ------------------------------------------------------------------ system requests
     async def rpc(self, node_id: NodeId, op: str, args: Any, timeout: float = 5.0) -> Any:
