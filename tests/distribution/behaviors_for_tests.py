@@ -147,9 +147,3 @@ def node_name() -> str:
 @remote_function(name="group_members")
 def members_of(group: Any) -> list[Any]:
     return sorted(Group.members(group))
-
-
-@remote_function
-async def sleep_then(seconds: float, value: Any) -> Any:
-    await anyio.sleep(seconds)
-    return value
