@@ -20,6 +20,8 @@ from .errors import (
     NotPermittedError,
     NotRegisteredError,
     RemoteError,
+    RemoteFunctionError,
+    RemoteFunctionNotFoundError,
     SendTimeoutError,
     SerializationError,
     ServerNotRunningError,
@@ -30,6 +32,7 @@ from .events import EventStream, NodeEvent
 from .genserver import From, GenServer
 from .links import RemoteLink, RemoteMonitor
 from .messages import Down, Exit, NoReply, Stop
+from .named import MultiCallResult
 from .node import Node, current_node, running_nodes
 from .node_id import NodeId
 from .reasons import ErrorReason, ExitReason, is_normal_exit
@@ -62,6 +65,7 @@ __all__ = [
     "MaxRestartsExceededError",
     "MissingExtraError",
     "MonitorRef",
+    "MultiCallResult",
     "NoReply",
     "Node",
     "NodeEvent",
@@ -76,6 +80,8 @@ __all__ = [
     "ProcessRef",
     "Registry",
     "RemoteError",
+    "RemoteFunctionError",
+    "RemoteFunctionNotFoundError",
     "RemoteLink",
     "RemoteMonitor",
     "SendTimeoutError",

@@ -164,6 +164,31 @@ class GlobalNameNotFoundError(NoexError, LookupError):
         self.name = name
 
 
+class RemoteFunctionNotFoundError(NoexError, LookupError):
+    """No function is registered under this name (`@remote_function`) on the target node."""
+
+    def __init__(self, name: str, node: object = None) -> None:
+        where = f" on {node}" if node is not None else ""
+        super().__init__(
+            f"no remote function registered as {name!r}{where} "
+            "(decorate it with @noex_lab.remote_function in code that node imports)"
+        )
+        self.name = name
+        self.node = node
+
+
+class RemoteFunctionError(NoexError):
+    """A remote function (`Rpc.call`) raised: its type name, message and traceback text."""
+
+    def __init__(self, name: str, node: object, exc_type: str, message: str, remote_traceback: str = "") -> None:
+        super().__init__(f"remote function {name!r} on {node} raised {exc_type}: {message}")
+        self.name = name
+        self.node = node
+        self.exc_type = exc_type
+        self.message = message
+        self.remote_traceback = remote_traceback
+
+
 class NodeStoppedError(NoexError):
     """The node was stopped (or killed); it runs no more processes."""
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._backend import FutureLike
 from .errors import InvalidArgumentError
+from .named import MultiCallResult, abcast, multi_call
 from .node import Target, current_node
 from .node_id import NodeId
 from .reasons import NORMAL, ExitReason
@@ -136,8 +138,30 @@ class GenServer:
 
     @staticmethod
     async def call(target: Target, msg: Any, *, timeout: float = 5.0) -> Any:
-        """Send `msg` to `handle_call` and wait for the reply (local or remote target)."""
+        """Send `msg` to `handle_call` and wait for the reply (local or remote target).
+
+        A target is a `ProcessRef`, a registered name, or `(name, node_id)`: the process
+        registered as `name` in the local `Registry` of that node (OTP `{Name, Node}`)."""
         return await current_node().call(target, msg, timeout)
+
+    @staticmethod
+    async def multi_call(
+        name: str, msg: Any, *, nodes: Iterable[NodeId | str] | None = None, timeout: float = 5.0,
+    ) -> MultiCallResult:
+        """Call the process registered locally as `name` on each node of `nodes` (None: this
+        node and every connected peer) at once, like OTP's `gen_server:multi_call`.
+
+        `replies, bad_nodes = await GenServer.multi_call(...)`: the reply of each node that
+        answered, and for each other node the typed error saying why (no such process,
+        not connected, timed out, crashed). Returns within `timeout` in every case."""
+        return await multi_call(current_node(), name, msg, nodes, timeout)
+
+    @staticmethod
+    def abcast(name: str, msg: Any, *, nodes: Iterable[NodeId | str] | None = None) -> None:
+        """Cast `msg` to the process registered locally as `name` on each node of `nodes`
+        (None: this node and every connected peer), like OTP's `gen_server:abcast`; fire and
+        forget (a node without it, or not connected, is skipped)."""
+        abcast(current_node(), name, msg, nodes)
 
     @staticmethod
     def cast(target: Target, msg: Any) -> None:

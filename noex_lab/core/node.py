@@ -26,6 +26,7 @@ from ._backend import Backend, Cancellable, current_backend, current_loop_key
 from .errors import (
     CallTimeoutError,
     InvalidArgumentError,
+    NodeNotReachableError,
     NodeStoppedError,
     NotRegisteredError,
     ServerNotRunningError,
@@ -33,9 +34,10 @@ from .errors import (
 from .events import EventStream
 from .mailbox import BoundedProcess, MailboxBound, check_mailbox_options
 from .messages import Down
+from .named import not_distributed, split_named
 from .node_id import NodeId
 from .process import CALL, CAST, INFO, STOP, Process
-from .reasons import KILLED, NOPROC, NORMAL, SHUTDOWN, ExitReason
+from .reasons import KILLED, NOCONNECTION, NOPROC, NORMAL, SHUTDOWN, ExitReason
 from .refs import MonitorRef, ProcessRef, TimerRef
 from .registry import NameTable
 from .router import Router
@@ -51,7 +53,9 @@ _current_node: ContextVar[Node | None] = ContextVar("noex_current_node", default
 _current_process: ContextVar[Process | None] = ContextVar("noex_current_process", default=None)
 _nodes_by_loop: weakref.WeakKeyDictionary[object, list[Node]] = weakref.WeakKeyDictionary()
 
-Target = ProcessRef | str
+# a ref, a registered name (local, else global), or (name, node_id): the name registered on that node
+Target = ProcessRef | str | tuple[str, NodeId | str]
+NAMED_LOOKUP_S = 5.0  # how long monitor/link wait for another node to resolve a (name, node_id)
 
 
 def current_node() -> Node:
@@ -328,7 +332,39 @@ class Node:
             return ref
         if isinstance(target, ProcessRef):
             return target
-        raise InvalidArgumentError(f"a target is a ProcessRef or a registered name, not {target!r}")
+        if isinstance(target, tuple):
+            name, node_id = split_named(target)
+            if node_id != self._id:
+                raise InvalidArgumentError(f"{target!r} names a process of another node: use `await node.locate(...)`")
+            ref = self.names.whereis(name)  # {Name, Node}: that node's local Registry only
+            if ref is None:
+                raise NotRegisteredError(name)
+            return ref
+        raise InvalidArgumentError(
+            f"a target is a ProcessRef, a registered name or (name, node_id), not {target!r}"
+        )
+
+    def _remote_named(self, target: Any) -> tuple[str, NodeId] | None:
+        """`(name, node_id)` when `target` names a process of another node, else None."""
+        if type(target) is not tuple:
+            return None
+        named = split_named(target)
+        return None if named[1] == self._id else named
+
+    async def locate(self, target: Target, timeout: float = NAMED_LOOKUP_S) -> ProcessRef:
+        """The ref `target` stands for; a `(name, node_id)` of another node is asked of that
+        node. `NotRegisteredError` if no process has that name, `NodeNotReachableError` or
+        `CallTimeoutError` if the node does not answer within `timeout`."""
+        named = self._remote_named(target)
+        if named is None:
+            return self.resolve(target)
+        timeout = check_timeout(timeout)
+        if self.router is None:
+            raise not_distributed(named[1])
+        ref = await self.router.whereis_named(named[0], named[1], timeout)
+        if ref is None:
+            raise NotRegisteredError(named[0])
+        return ref
 
     def processes(self) -> list[Process]:
         return list(self._procs.values())
@@ -428,9 +464,16 @@ class Node:
     async def call(self, target: Target, msg: Any, timeout: float = 5.0) -> Any:
         """Request/reply (see `GenServer.call`)."""
         timeout = check_timeout(timeout)
-        ref = target if type(target) is ProcessRef else self._resolve_process(target)
         me = _current_process.get()
         sender = me.ref if me is not None else None
+        if type(target) is ProcessRef:
+            ref = target
+        elif (named := self._remote_named(target)) is not None:
+            if self.router is None:
+                raise not_distributed(named[1])
+            return await self.router.call_named(named[0], named[1], msg, timeout, sender)
+        else:
+            ref = self._resolve_process(target)
         if not self.is_local(ref):
             if self.router is None:
                 raise ServerNotRunningError(ref, NOPROC)
@@ -461,6 +504,11 @@ class Node:
         if type(target) is ProcessRef:
             ref = target
         else:
+            named = self._remote_named(target)
+            if named is not None:
+                if self.router is not None:
+                    self.router.send_named(named[0], named[1], tag, msg)
+                return
             try:
                 ref = self.resolve(target)
             except NotRegisteredError:
@@ -498,7 +546,15 @@ class Node:
     async def stop_process(self, target: Target, reason: ExitReason = NORMAL, timeout: float = 5.0) -> None:
         """Orderly stop after already-queued messages (see `GenServer.stop`)."""
         timeout = check_timeout(timeout)
-        ref = self._resolve_process(target)
+        if self._remote_named(target) is not None:
+            started = anyio.current_time()
+            try:
+                ref = await self.locate(target, timeout)
+            except NotRegisteredError:
+                raise ServerNotRunningError(target, NOPROC) from None
+            timeout = max(timeout - (anyio.current_time() - started), 0.001)
+        else:
+            ref = self._resolve_process(target)
         if not self.is_local(ref):
             if self.router is None:
                 raise ServerNotRunningError(ref, NOPROC)
@@ -581,6 +637,8 @@ class Node:
     # ------------------------------------------------------------------ links
     def link(self, a: Target, b: Target) -> None:
         """Link two processes: an abnormal exit of one reaches the other (see `RemoteLink`)."""
+        if self._defer_named(a, b, self.link, "link"):
+            return
         ra, rb = self.resolve(a), self.resolve(b)
         if ra == rb:
             return
@@ -607,6 +665,8 @@ class Node:
         self.router.link(pa.ref, rb)
 
     def unlink(self, a: Target, b: Target) -> None:
+        if self._defer_named(a, b, self.unlink, "unlink"):
+            return
         ra, rb = self.resolve(a), self.resolve(b)
         for x, y in ((ra, rb), (rb, ra)):
             if self.is_local(x):
@@ -615,6 +675,32 @@ class Node:
                     proc.links.discard(y)
                     if not self.is_local(y) and self.router is not None:
                         self.router.unlink(x, y)
+
+    def _defer_named(self, a: Target, b: Target, again: Callable[[Target, Target], None], what: str) -> bool:
+        """A link or unlink with a `(name, node_id)` of another node: that node resolves the name
+        first, then `again` runs with its ref (in the background, as links are asynchronous
+        anyway). A name nobody holds there gives the local side an exit signal "noproc"."""
+        named = [t for t in (a, b) if self._remote_named(t) is not None]
+        if not named:
+            return False
+        local = self.resolve(b if named[0] is a else a) if len(named) == 1 else None
+        if local is None or not self.is_local(local):
+            raise InvalidArgumentError("at least one side of a link must be a process on this node")
+
+        async def resolve_then() -> None:
+            reason: ExitReason = NOCONNECTION
+            try:
+                again(local, await self.locate(named[0]))
+                return
+            except NotRegisteredError:
+                reason = NOPROC
+            except (NodeNotReachableError, CallTimeoutError):
+                pass
+            if what == "link":  # as a link to a process that is gone
+                self.exit_signal(local, named[0], reason)  # type: ignore[arg-type]
+
+        self.spawn_task(resolve_then, what=f"{what} to {named[0]!r}")
+        return True
 
     def exit_signal(self, to: ProcessRef, from_: ProcessRef, reason: ExitReason) -> None:
         """Deliver a link exit signal to `to`, wherever it runs."""
@@ -646,6 +732,10 @@ class Node:
                 )
             sink = me.ref
         mref = self.new_monitor_ref()
+        named = self._remote_named(target)
+        if named is not None:
+            self._monitor_named(mref, target, named[1], sink)
+            return mref
         try:
             ref = self.resolve(target)
         except NotRegisteredError:
@@ -668,6 +758,37 @@ class Node:
                 watcher_proc.watching[mref] = ref
         self._monitor_targets[mref] = ref
         return mref
+
+    def _monitor_named(self, mref: MonitorRef, target: Target, node_id: NodeId, sink: Any) -> None:
+        """Monitor a `(name, node_id)` of another node: that node resolves the name, then the
+        monitor is set on the ref (a name nobody holds there: Down "noproc"; a node that does
+        not answer: Down "noconnection"). A demonitor meanwhile is honoured."""
+        pending = ProcessRef(node_id, 0, 0)  # stands for the target until the name is resolved
+        self._monitor_targets[mref] = pending
+        watcher = self.local_process(sink) if isinstance(sink, ProcessRef) and self.is_local(sink) else None
+        if watcher is not None:
+            watcher.watching[mref] = pending
+
+        async def resolve_then_monitor() -> None:
+            ref: ProcessRef | None = None
+            reason: ExitReason = NOCONNECTION
+            try:
+                ref = await self.locate(target)
+            except NotRegisteredError:
+                reason = NOPROC
+            except (NodeNotReachableError, CallTimeoutError):
+                pass
+            if self._monitor_targets.get(mref) is not pending:
+                return  # demonitored (or its watcher exited) while the name was looked up
+            if ref is None or self.router is None:
+                self._deliver_down(sink, Down(mref, target, reason))  # type: ignore[arg-type]
+                return
+            self._monitor_targets[mref] = ref
+            if watcher is not None and mref in watcher.watching:
+                watcher.watching[mref] = ref
+            self.router.monitor(mref, ref, sink)
+
+        self.spawn_task(resolve_then_monitor, what=f"monitor of {target!r}")
 
     def demonitor(self, mref: MonitorRef) -> None:
         """Remove a monitor; idempotent. No Down arrives after it returns."""

@@ -64,3 +64,14 @@ class Router(Protocol):
 
     def resolve_name(self, name: str) -> ProcessRef | None:
         """A name not registered locally: the global registry's answer, if any."""
+
+    async def call_named(self, name: str, node: Any, msg: Any, timeout: float, sender: ProcessRef | None) -> Any:
+        """Call the process registered as `name` on node `node` (resolved there); the typed
+        errors of `GenServer.call`."""
+
+    def send_named(self, name: str, node: Any, tag: int, msg: Any) -> bool:
+        """Cast or send to the process registered as `name` on `node`; False when not connected."""
+
+    async def whereis_named(self, name: str, node: Any, timeout: float) -> ProcessRef | None:
+        """The ref registered as `name` on `node` (None if none); `NodeNotReachableError` or
+        `CallTimeoutError` when it does not answer."""

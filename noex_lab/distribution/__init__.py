@@ -7,8 +7,10 @@ from .codec import wire_type
 from .distributed_supervisor import DistributedChildSpec, DistributedSupervisor
 from .faults import Faults, heal, partition
 from .global_registry import GlobalConflict, GlobalRegistry
+from .groups import Group, GroupEvent
 from .membership import NodeInfo
 from .remote_call import RemoteCall
+from .rpc import Rpc, remote_function
 from .spawn import RemoteSpawn
 from .transport import TLSConfig
 
@@ -21,11 +23,15 @@ __all__ = [
     "Faults",
     "GlobalConflict",
     "GlobalRegistry",
+    "Group",
+    "GroupEvent",
     "NodeInfo",
     "RemoteCall",
     "RemoteSpawn",
+    "Rpc",
     "TLSConfig",
     "heal",
     "partition",
+    "remote_function",
     "wire_type",
 ]

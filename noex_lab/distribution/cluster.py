@@ -27,12 +27,15 @@ from .codec import Codec
 from .connection import BUSY_LIMIT_BYTES, MAX_SEND_BUFFER_BYTES, Connection
 from .faults import Faults
 from .global_registry import GlobalNames
+from .groups import install_groups
 from .handshake import derive_key
 from .introspection import install_introspection
 from .liveness import LivenessMonitor, LoopStamp, PeerLiveness, run_loop_stamper
 from .membership import Membership, NodeInfo
+from .multi import install_named
 from .protocol import GOODBYE
 from .routing import RemoteRouter
+from .rpc import install_rpc
 from .spawn import handle_spawn, spawn
 from .transport import TLSConfig, Transport
 from .user_secret import weak_secret_reason
@@ -215,6 +218,9 @@ class Distribution:
         self.introspection = install_introspection(self)  # %noex state/trace/ps/events
         install_code_loading(self)  # shipped behavior source; refused unless allow_code (SPEC §9, §11)
         self.global_registry = GlobalNames(self)
+        install_groups(self)  # process groups (pg): local views, broadcast changes
+        install_named(self)  # (name, node) targets, multi_call, abcast
+        install_rpc(self)  # functions registered with @remote_function
         backend = node.backend
 
         def report(kind: str, peer: NodeId, live: PeerLiveness) -> None:

@@ -32,3 +32,8 @@ ERR_NOPROC = "noproc"          # [kind, reason]
 ERR_CRASH = "crash"            # [kind, exc_type, message, traceback]
 ERR_TIMEOUT = "timeout"        # [kind, seconds]
 ERR_EXCEPTION = "exception"    # [kind, error_class_name, args]   a typed NoexError raised by a handler
+
+# System requests (RPC / RPC_CAST ops) for (name, node) targets, handled in multi.py
+OP_NAMED_CALL = "named.call"        # RPC [name, timeout, sender, msg] -> the reply
+OP_NAMED_SEND = "named.send"        # RPC_CAST [name, tag, msg]         (tag: cast or info)
+OP_NAMED_WHEREIS = "named.whereis"  # RPC name -> ProcessRef | None

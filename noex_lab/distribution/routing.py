@@ -362,6 +362,36 @@ class RemoteRouter:
                 return ref
         return None
 
+    # ------------------------------------------------------------------ (name, node) targets
+    async def call_named(self, name: str, node: NodeId, msg: Any, timeout: float, sender: ProcessRef | None) -> Any:
+        """One system request: the target node resolves `name` and calls it (see multi.py)."""
+        conn = self.transport.conns.get(node)
+        if conn is None:
+            raise NodeNotReachableError(node, "not connected")
+        try:
+            return await self.request(conn, [p.RPC, 0, p.OP_NAMED_CALL, [name, timeout, sender, msg]], timeout,
+                                      (name, node))
+        except SerializationError as exc:  # name the user's message, not the request's envelope
+            raise SerializationError(_user_path(SerializationError(_user_path(exc, 3)), 3)) from None
+        except ServerNotRunningError as exc:  # say which name on which node
+            raise ServerNotRunningError((name, node), exc.reason) from None
+
+    def send_named(self, name: str, node: NodeId, tag: int, msg: Any) -> bool:
+        conn = self.transport.conns.get(node)
+        if conn is None:
+            return False
+        try:
+            conn.send([p.RPC_CAST, p.OP_NAMED_SEND, [name, tag, msg]])
+        except SerializationError as exc:
+            raise SerializationError(_user_path(SerializationError(_user_path(exc, 2)), 2)) from None
+        if conn.congested:
+            self._slow_down(conn)
+        return True
+
+    async def whereis_named(self, name: str, node: NodeId, timeout: float) -> ProcessRef | None:
+        result = await self.rpc(node, p.OP_NAMED_WHEREIS, name, timeout)
+        return result if isinstance(result, ProcessRef) and result.node == node else None  # its own processes only
+
     # ------------------------------------------------------------------ system requests
     async def rpc(self, node_id: NodeId, op: str, args: Any, timeout: float = 5.0) -> Any:
         """Ask node `node_id` to run its system handler `op` (spawn, registry, snapshot ...)."""

@@ -7,7 +7,7 @@ from typing import Any
 
 import anyio
 
-from noex_lab import BehaviorRegistry, GenServer, RemoteMonitor
+from noex_lab import BehaviorRegistry, Cluster, GenServer, Group, RemoteMonitor, remote_function
 
 
 class Echo(GenServer):
@@ -122,3 +122,28 @@ class SeqSink(GenServer):
 
 
 BehaviorRegistry.register("seq_sink", SeqSink)
+
+
+class Grouped(GenServer):
+    """Joins the group its arg names (a list: each of them) in init, as pg members usually do."""
+
+    def init(self, arg: Any) -> Any:
+        Group.join(arg, self.ref)
+        return arg
+
+    def handle_call(self, msg: Any, state: Any) -> Any:
+        return msg, state
+
+
+BehaviorRegistry.register("grouped", Grouped)
+
+
+@remote_function
+def node_name() -> str:
+    """Which node runs this (a remote function runs with its node as the current node)."""
+    return str(Cluster.get_local_node_id().name)
+
+
+@remote_function(name="group_members")
+def members_of(group: Any) -> list[Any]:
+    return sorted(Group.members(group))

@@ -1,0 +1,76 @@
+"""The target side of `(name, node_id)` addressing (OTP `{Name, Node}`), which also carries
+`GenServer.multi_call` and `GenServer.abcast` (see `noex_lab.core.named`).
+
+System requests (every distributed node handles them):
+
+- `named.call [name, timeout, sender, msg]` -> the reply of the process registered as `name`
+  in this node's local `Registry` (`ServerNotRunningError` if none);
+- `named.send [name, tag, msg]` (notification): a cast or a plain send to it, dropped if none;
+- `named.whereis name` -> its `ProcessRef`, or None.
+
+Only the local `Registry` answers: a global name is not a `{Name, Node}` target (as in OTP).
+A notification is handled in the connection's reader, in arrival order, like a cast to a ref,
+so casts from one sender keep their order whichever way they address the process.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..core.errors import CallTimeoutError, InvalidArgumentError, ServerNotRunningError
+from ..core.node_id import NodeId
+from ..core.process import CALL, CAST, INFO
+from ..core.reasons import NOPROC
+from ..core.refs import ProcessRef
+from ..core.timeouts import check_timeout
+from . import protocol as p
+
+if TYPE_CHECKING:
+    from .cluster import Distribution
+
+
+def install_named(dist: Distribution) -> None:
+    """Answer `(name, node_id)` requests from peers on `dist`'s node."""
+    node = dist.node
+
+    def local_ref(name: Any) -> ProcessRef | None:
+        if not isinstance(name, str):
+            raise InvalidArgumentError(f"a registered name is a string, not {type(name).__name__}")
+        ref = node.names.whereis(name)
+        if ref is None or ref.node is not None:
+            return ref
+        return ProcessRef(node.id, ref.id, ref.creation)  # registered before Cluster.start
+
+    async def call(peer: NodeId, args: Any) -> Any:
+        name, timeout, sender, msg = args
+        timeout = check_timeout(timeout)  # from a peer: refused (a typed error reply) if bad
+        ref = local_ref(name)
+        proc = node.local_process(ref) if ref is not None else None
+        if proc is None or not proc.alive:
+            raise ServerNotRunningError((name, node.id), NOPROC)
+        if not (isinstance(sender, ProcessRef) and sender.node == peer):
+            sender = None  # a connection speaks only for its own node's processes
+        reply = node.backend.new_future()
+        proc.deliver((CALL, msg, reply, sender))
+        try:
+            return await node.backend.wait_future(reply, timeout)
+        except TimeoutError as exc:
+            if type(exc) is TimeoutError:
+                raise CallTimeoutError((name, node.id), timeout) from None
+            raise
+
+    def send(peer: NodeId, args: Any) -> None:
+        name, tag, msg = args
+        if tag not in (CAST, INFO):
+            raise InvalidArgumentError(f"named.send takes a cast or a send, not tag {tag!r}")
+        ref = local_ref(name)
+        if ref is not None:
+            node.deliver_local(ref, (tag, msg))
+
+    def whereis(peer: NodeId, name: Any) -> ProcessRef | None:
+        return local_ref(name)
+
+    handlers = dist.router.rpc_handlers
+    handlers[p.OP_NAMED_CALL] = call
+    handlers[p.OP_NAMED_SEND] = send
+    handlers[p.OP_NAMED_WHEREIS] = whereis
