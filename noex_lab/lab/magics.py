@@ -130,6 +130,12 @@ def _build_parsers() -> dict[str, MagicArgumentParser]:
     s.add_argument("--max", dest="max_events", type=int, default=1000, help="stop after N messages (default 1000)")
     s.add_argument("--stop", action="store_true", help="stop every running trace")
 
+    s = p["crashes"] = _parser("crashes", "The crash reports of every node of the cluster (process, behavior, "
+                               "node, reason, last message, traceback), newest first. A crash also shows as a "
+                               "banner under the next cell and in the event log.", "crashes [N] [--node NODE]")
+    s.add_argument("count", nargs="?", type=int, default=20, metavar="N", help="how many (default 20)")
+    s.add_argument("--node", help="only the crashes of this node (name or id)")
+
     p["watch"] = _parser("watch", "Display a live ClusterView (membership, status, loop lag, processes).", "watch")
     p["log"] = _parser("log", "Display a live EventLog of this kernel's node (background output and errors).",
                        "log")
@@ -189,6 +195,15 @@ def parse(subcommand: str, argv: list[str]) -> argparse.Namespace:
 
 
 # --------------------------------------------------------------------------------- the magics
+def current_cell_number(shell: Any) -> int:
+    """The `In[n]` of the running cell. IPython 9 counts `execution_count` up when a cell starts
+    (IPython 8 when it ends), but stores the cell's input at index n of the history first in both."""
+    history = getattr(getattr(shell, "history_manager", None), "input_hist_raw", None)
+    if history:
+        return len(history) - 1
+    return int(shell.execution_count)
+
+
 def _done() -> Any:
     """What a synchronous subcommand returns: the line may have been rewritten into an await."""
     try:
@@ -291,6 +306,8 @@ class NoexMagics(Magics):
             display(session.watch())
         elif subcommand == "log":
             display(session.log())
+        elif subcommand == "crashes":
+            display(session.crashes(args.count, spec=args.node))
         elif subcommand == "behavior":
             if args.name is not None:
                 raise MagicUsageError("use %%noex behavior NAME as the first line of a cell that defines the behavior")
@@ -337,13 +354,16 @@ class NoexMagics(Magics):
         shell = self.shell
         assert shell is not None
         transformed: str = shell.transform_cell(cell)  # type: ignore[no-untyped-call]
-        filename = shell.compile.cache(transformed, shell.execution_count, raw_code=cell)
-        code = shell.compile(transformed, filename, "exec")
+        number = current_cell_number(shell)
+        # one blank line for the `%%noex behavior` line: tracebacks (here and on every node the
+        # source is shipped to) give the line numbers the notebook's editor shows
+        filename = shell.compile.cache("\n" + transformed, number, raw_code="\n" + cell)
+        code = shell.compile("\n" + transformed, filename, "exec")
         exec(code, shell.user_ns)
         cls = pick_behavior(name, transformed, shell.user_ns)
         BehaviorRegistry.register(name, cls)
-        return _in_task(self.session.ship_behavior(name, cell, cls, replace=args.replace), f"behavior {name}",
-                        self.session.background_failure)
+        return _in_task(self.session.ship_behavior(name, "\n" + cell, cls, replace=args.replace, cell=number),
+                        f"behavior {name}", self.session.background_failure)
 
 
 # --------------------------------------------------------------------------------- extension entry points

@@ -16,12 +16,15 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..core import tracebacks
+from ..core.crash_report import CrashReport
 from ..core.errors import NoexError
 from ..core.node import Node, current_node, running_nodes
 from ..core.node_id import NodeId
 from ..core.refs import ProcessRef
 from ..distribution.behaviors import BehaviorRegistry
 from ..distribution.cluster import Cluster
+from ..distribution.crash_reports import watch_cluster_crashes
 from ..distribution.introspection import (
     TraceHandle,
     get_state,
@@ -32,6 +35,7 @@ from ..distribution.introspection import (
 from ..distribution.user_secret import load_or_create
 from .background import BackgroundReporter
 from .code_shipping import CodeShipper, ShipResult
+from .crashes import CrashList
 from .errors import LabError
 from .local_nodes import LocalNode, LocalNodeLauncher
 from .reprs import Message, Status, Table, clock, display
@@ -82,12 +86,21 @@ class LabSession:
         self.cluster_view: ClusterView | None = None
         self.event_log: EventLog | None = None
         self.traces: list[TraceHandle] = []
+        self._stop_crash_watch: Callable[[], None] | None = None
+        self._in_crash_report: set[tuple[str, str]] = set()  # (local node, stream) inside a logged report
 
     # --------------------------------------------------------------- lifecycle
     def load(self) -> None:
         self.reporter.install()
+        tracebacks.labelers[:0] = [self.cell_label, self.shipper.label]
 
     def unload(self) -> None:
+        for labeler in (self.cell_label, self.shipper.label):
+            if labeler in tracebacks.labelers:
+                tracebacks.labelers.remove(labeler)
+        if self._stop_crash_watch is not None:
+            self._stop_crash_watch()
+            self._stop_crash_watch = None
         for handle in self.traces:
             with contextlib.suppress(Exception):
                 handle.stop()
@@ -137,8 +150,38 @@ class LabSession:
         if node is not None:
             node.events.emit(kind, **data)
 
+    def cell_label(self, filename: str) -> str | None:
+        """`Cell In[n]` for the file name IPython gave a cell (a traceback labeler)."""
+        number = getattr(getattr(self.ip, "compile", None), "_filename_map", {}).get(filename)
+        return f"Cell In[{number}]" if isinstance(number, int) else None
+
     def _on_local_output(self, local: LocalNode, stream: str, line: str) -> None:
+        # a crash report a local node logs reaches this kernel as a report already (see
+        # _watch_crashes): its lines on the node's stderr would only repeat it
+        key = (local.name, stream)
+        if line.startswith("=CRASH REPORT===="):
+            self._in_crash_report.add(key)
+            return
+        if key in self._in_crash_report:
+            if line.startswith(" "):
+                return
+            self._in_crash_report.discard(key)
         self._report("node_output", {"node": local.name, "stream": stream, "line": line})
+
+    def _watch_crashes(self, node: Node) -> None:
+        """Collect the crash reports of every peer as `crash_report` events of this kernel's node."""
+        if self._stop_crash_watch is not None:
+            self._stop_crash_watch()
+
+        def sink(report: CrashReport) -> None:
+            if node.running:
+                node.events.emit("crash_report", report=report)
+
+        self._stop_crash_watch = watch_cluster_crashes(node, sink)
+
+    def crashes(self, count: int = 20, *, spec: str | None = None) -> CrashList:
+        node_id = self.resolve_node(spec) if spec is not None else None
+        return self.reporter.crashes.listing(count, node_id)
 
     def _on_local_exit(self, local: LocalNode, code: int) -> None:
         self._report("local_node_exited", {"node": local.name, "pid": local.pid, "returncode": code,
@@ -224,6 +267,7 @@ class LabSession:
         self.heartbeat_interval_ms, self.heartbeat_miss_threshold = heartbeat_interval_ms, heartbeat_miss_threshold
         self.reporter.watch(node)
         self.shipper.attach(node)
+        self._watch_crashes(node)
         display(Message(f"node {node.id} started (authenticated links, {how})", "ok"))
         if seeds:
             try:
@@ -241,6 +285,7 @@ class LabSession:
         self.secret = raw.decode() if isinstance(raw, bytes) else raw
         self.reporter.watch(node)
         self.shipper.attach(node)
+        self._watch_crashes(node)
 
     # --------------------------------------------------------------- %noex local / kill / stop
     async def local(self, count: int, *, prefix: str = "local", code_from_any: bool = False) -> list[LocalNode]:
@@ -423,7 +468,7 @@ class LabSession:
             rows = [r for r in rows if r[1] == kind]
         rows = rows[-count:]
         title = f"last {len(rows)} events of {where or node.display_name}" + (f" (kind {kind})" if kind else "")
-        body = [[clock(float(r[0])), Status(r[1]) if r[1] == "error" else r[1], r[2]] for r in rows]
+        body = [[clock(float(r[0])), Status(r[1]) if r[1] in ("error", "crash_report") else r[1], r[2]] for r in rows]
         return Table(["time", "event", "details"], body, title=title, empty="(no events)")
 
     # --------------------------------------------------------------- debugging
@@ -484,8 +529,9 @@ class LabSession:
         return self.event_log
 
     # --------------------------------------------------------------- %%noex behavior
-    async def ship_behavior(self, name: str, source: str, cls: type, *, replace: bool = False) -> list[ShipResult]:
-        behavior = self.shipper.define(name, source, cls.__name__, replace=replace)
+    async def ship_behavior(self, name: str, source: str, cls: type, *, replace: bool = False,
+                            cell: int | None = None) -> list[ShipResult]:
+        behavior = self.shipper.define(name, source, cls.__name__, replace=replace, cell=cell)
         node = self.kernel_node()
         results: list[ShipResult] = []
         if node.distribution is not None:

@@ -27,6 +27,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import ipywidgets
 
+from ..core.crash_report import CrashReport
 from ..core.errors import InvalidArgumentError, NoexError
 from ..core.events import NodeEvent
 from ..core.node import Node, current_node
@@ -518,6 +519,8 @@ def event_details(event: NodeEvent) -> str:
     data = event.data
     if event.kind == "node_output":
         return f"{data.get('node', '')} {data.get('stream', '')} | {data.get('line', '')}"
+    if event.kind == "crash_report" and isinstance(data.get("report"), CrashReport):
+        return str(data["report"])
     return " ".join(f"{k}={text_of(v)}" for k, v in data.items() if k != "exception")
 
 
@@ -548,7 +551,7 @@ class EventLog(LiveWidget):
 
     def table(self) -> Table:
         shown = list(self.events)[-self.show:]
-        rows = [[clock(e.at), Status(e.kind) if e.kind == "error" else e.kind, event_details(e)]
+        rows = [[clock(e.at), Status(e.kind) if e.kind in ("error", "crash_report") else e.kind, event_details(e)]
                 for e in reversed(shown)]
         return Table(["time", "event", "details"], rows, title=f"events of {self.node.display_name} (newest first)",
                      note=f"{len(self.events)} kept, {len(shown)} shown", empty="(no events yet)")
