@@ -74,9 +74,10 @@ class CrashReport:
         return str(self.node) if self.node is not None else "this node"
 
     def key(self) -> tuple[Any, ...]:
-        """What makes crashes "the same" when grouping: node, behavior and reason (not the traceback)."""
-        reason = str(self.reason)
-        return (self.node, self.behavior, reason)
+        """What makes crashes "the same" when grouping: node, behavior and the exception type (the
+        message often carries data that differs from one crash of a loop to the next)."""
+        kind = self.reason.exc_type if isinstance(self.reason, ErrorReason) else str(self.reason)
+        return (self.node, self.behavior, kind)
 
     def summary(self) -> str:
         who = f"{self.behavior} {self.process}" + (f" ({self.name})" if self.name else "")

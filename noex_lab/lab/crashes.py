@@ -37,7 +37,7 @@ class CrashGroup:
         r = self.last
         times = f"{self.count} times" if self.count > 1 else "once"
         who = f"{r.behavior}" + (f" ({r.name})" if r.name else "")
-        return f"{who} on {r.where} crashed {times}: {r.reason}"
+        return f"{who} on {r.where} crashed {times}: {r.reason}" + (" (the last one)" if self.count > 1 else "")
 
 
 class CrashBanner:

@@ -136,6 +136,15 @@ def _build_parsers() -> dict[str, MagicArgumentParser]:
     s.add_argument("count", nargs="?", type=int, default=20, metavar="N", help="how many (default 20)")
     s.add_argument("--node", help="only the crashes of this node (name or id)")
 
+    s = p["dashboard"] = _parser(
+        "dashboard", "Dock the cluster topology, the supervision trees and the events in a side panel that stays "
+        "on screen while you run cells (JupyterLab, with the sidecar package of noex-lab[lab]; elsewhere, or "
+        "with --inline, in this cell). Running it again replaces it.", "dashboard [SUP ...] [--inline]")
+    s.add_argument("supervisors", nargs="*", metavar="SUP",
+                   help="supervisors to show: a variable holding a ref, a ref or a name (default: every root "
+                        "supervisor of this kernel's node)")
+    s.add_argument("--inline", action="store_true", help="show it in this cell, not in a side panel")
+
     p["watch"] = _parser("watch", "Display a live ClusterView (membership, status, loop lag, processes).", "watch")
     p["log"] = _parser("log", "Display a live EventLog of this kernel's node (background output and errors).",
                        "log")
@@ -306,6 +315,9 @@ class NoexMagics(Magics):
             display(session.watch())
         elif subcommand == "log":
             display(session.log())
+        elif subcommand == "dashboard":
+            targets = [self._variable(name) for name in args.supervisors]
+            display(session.dashboard(targets, inline=args.inline))
         elif subcommand == "crashes":
             display(session.crashes(args.count, spec=args.node))
         elif subcommand == "behavior":
@@ -314,6 +326,13 @@ class NoexMagics(Magics):
             display(session.behaviors_table())
         else:  # pragma: no cover - every subcommand is dispatched somewhere
             raise MagicUsageError(f"unknown subcommand {subcommand!r}")
+
+    def _variable(self, text: str) -> Any:
+        """A magic argument that names a variable of the notebook stands for its value."""
+        user_ns = getattr(self.shell, "user_ns", None) or {}
+        if text.isidentifier() and text in user_ns:
+            return user_ns[text]
+        return text
 
     # --------------------------------------------------------------- async subcommands
     async def _run_async(self, subcommand: str, args: argparse.Namespace) -> None:

@@ -19,9 +19,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..core import tracebacks
 from ..core.crash_report import CrashReport
 from ..core.errors import NoexError
+from ..core.events import NodeEvent
 from ..core.node import Node, current_node, running_nodes
 from ..core.node_id import NodeId
 from ..core.refs import ProcessRef
+from ..core.supervisor import SupervisorServer
 from ..distribution.behaviors import BehaviorRegistry
 from ..distribution.cluster import Cluster
 from ..distribution.crash_reports import watch_cluster_crashes
@@ -36,15 +38,17 @@ from ..distribution.user_secret import load_or_create
 from .background import BackgroundReporter
 from .code_shipping import CodeShipper, ShipResult
 from .crashes import CrashList
+from .dashboard import DASHBOARD_KINDS, Dashboard, sidecar_class
 from .errors import LabError
 from .local_nodes import LocalNode, LocalNodeLauncher
 from .reprs import Message, Status, Table, clock, display
-from .widgets import ClusterTable, ClusterView, EventLog, TraceView
+from .widgets import ClusterTable, ClusterView, EventLog, SupervisorView, TraceView
 
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
 
 JOIN_TIMEOUT_S = 20.0
+FAILOVER_WAIT_S = 10.0  # how long %noex kill / stop wait for the children of a lost node to move
 SEED_WAIT_S = 3.0
 _View = TypeVar("_View", ClusterView, EventLog)
 _REF = re.compile(r"^<0\.(\d+)(?:@(.+))?>$")
@@ -87,6 +91,7 @@ class LabSession:
         self.event_log: EventLog | None = None
         self.traces: list[TraceHandle] = []
         self._stop_crash_watch: Callable[[], None] | None = None
+        self.current_dashboard: Dashboard | None = None
         self._in_crash_report: set[tuple[str, str]] = set()  # (local node, stream) inside a logged report
 
     # --------------------------------------------------------------- lifecycle
@@ -95,6 +100,9 @@ class LabSession:
         tracebacks.labelers[:0] = [self.cell_label, self.shipper.label]
 
     def unload(self) -> None:
+        if self.current_dashboard is not None:
+            self.current_dashboard.close()
+            self.current_dashboard = None
         for labeler in (self.cell_label, self.shipper.label):
             if labeler in tracebacks.labelers:
                 tracebacks.labelers.remove(labeler)
@@ -350,14 +358,63 @@ class LabSession:
         with contextlib.suppress(LabError):
             await wait_for(node, lambda: all(i.id != peer for i in node.get_nodes()), 10.0, f"{peer} to leave")
 
+    def _children_on(self, peer: NodeId | None) -> int:
+        """How many children of this kernel node's supervisors run on `peer`."""
+        node = self.kernel_node()
+        count = 0
+        for proc in node.processes():
+            if isinstance(proc.server, SupervisorServer) and proc.state is not None and proc.alive:
+                with contextlib.suppress(Exception):
+                    count += sum(1 for c in proc.server.noex_tree(proc.state).children if c.node == peer)
+        return count
+
+    async def _leave_and_failover(self, node: Node, peer: NodeId | None, leave: Callable[[], Any]) -> str:
+        """Run `leave()` (kill or stop a local node), wait for the node to be seen down and for the
+        supervisors of this kernel's node to move the children that ran there; say what happened."""
+        expected = self._children_on(peer)
+        moved: list[NodeEvent] = []
+        gave_up: list[NodeEvent] = []
+
+        def on_event(event: NodeEvent) -> None:
+            if event.kind == "child_migrated" and event.data.get("from_node") == peer:
+                moved.append(event)
+            elif event.kind == "supervisor_gave_up":
+                gave_up.append(event)
+
+        unsubscribe = node.events.subscribe(on_event)
+        started = time.monotonic()
+        try:
+            await leave()
+            await self._wait_down(node, peer)
+            down_s = time.monotonic() - started
+            if expected:
+                with contextlib.suppress(LabError):
+                    await wait_for(node, lambda: len(moved) >= expected or bool(gave_up), FAILOVER_WAIT_S,
+                                   "the children to move")
+        finally:
+            unsubscribe()
+        text = f"node down after {down_s:.2f} s"
+        if not expected:
+            return text + "; no supervised children ran there"
+        where = ", ".join(f"{e.data.get('child')} -> {getattr(e.data.get('to_node'), 'name', e.data.get('to_node'))}"
+                          for e in moved)
+        text += f"; {len(moved)} of {expected} children moved" + (f" ({where})" if where else "")
+        if gave_up:
+            text += f"; {len(gave_up)} supervisor(s) gave up (too many restarts)"
+        return text
+
     async def kill(self, spec: str) -> None:
         local = self.launcher.find(spec)
         if local is not None:
-            code = await self.launcher.kill(local)
             node = self.kernel_node()
-            await self._wait_down(node, local.node_id)
-            display(Message(f"killed local node {local.name} ({local.node_id}, pid {local.pid}, exit code {code})",
-                            "ok"))
+            codes: list[int] = []
+
+            async def leave() -> None:
+                codes.append(await self.launcher.kill(local))
+
+            what = await self._leave_and_failover(node, local.node_id, leave)
+            display(Message(f"killed local node {local.name} ({local.node_id}, pid {local.pid}, exit code {codes[0]}): "
+                            f"{what}", "ok"))
             return
         node = self.kernel_node()
         if node.id is not None and spec in (node.id.name, str(node.id)):
@@ -389,9 +446,13 @@ class LabSession:
             return
         local = self.launcher.find(spec)
         if local is not None:
-            code = await self.launcher.stop(local)
-            await self._wait_down(node, local.node_id)
-            display(Message(f"stopped local node {local.name} ({local.node_id}, exit code {code})", "ok"))
+            codes: list[int] = []
+
+            async def leave() -> None:
+                codes.append(await self.launcher.stop(local))
+
+            what = await self._leave_and_failover(node, local.node_id, leave)
+            display(Message(f"stopped local node {local.name} ({local.node_id}, exit code {codes[0]}): {what}", "ok"))
             return
         if node.id is not None and spec in (node.id.name, str(node.id)):
             await self.stop(None)
@@ -527,6 +588,37 @@ class LabSession:
     def log(self) -> EventLog:
         self.event_log = self._current(self.event_log, EventLog)
         return self.event_log
+
+    # --------------------------------------------------------------- %noex dashboard
+    def root_supervisors(self) -> list[ProcessRef]:
+        """The supervisors running on this kernel's node that no other supervisor supervises."""
+        node = self.kernel_node()
+        sups = {p.ref: p for p in node.processes() if isinstance(p.server, SupervisorServer)}
+        return [ref for ref, p in sorted(sups.items(), key=lambda kv: kv[1].pid) if p.parent not in sups]
+
+    def dashboard(self, targets: list[Any], *, inline: bool = False) -> Dashboard:
+        """A new dashboard (the previous one closed): topology, the supervisors `targets` (default:
+        the root supervisors of this kernel's node) and the events, docked in a side panel."""
+        if self.current_dashboard is not None:
+            self.current_dashboard.close()
+            self.current_dashboard = None
+        node = self.kernel_node()
+        cluster = ClusterView(node)
+        cluster.extra_columns = self._local_label
+        supervisors: list[SupervisorView] = []
+        try:
+            for target in targets or self.root_supervisors():
+                supervisors.append(SupervisorView(self.parse_target(target) if isinstance(target, str) else target,
+                                                  node=node))
+        except BaseException:
+            cluster.close()
+            for view in supervisors:
+                view.close()
+            raise
+        events = EventLog(node, show=15, kinds=DASHBOARD_KINDS)
+        board = Dashboard(cluster, supervisors, events, docked=not inline and sidecar_class() is not None)
+        self.current_dashboard = board
+        return board
 
     # --------------------------------------------------------------- %%noex behavior
     async def ship_behavior(self, name: str, source: str, cls: type, *, replace: bool = False,
