@@ -29,6 +29,7 @@ from html import escape
 from typing import TYPE_CHECKING, Any, TextIO
 
 from ..core.crash_report import CrashReport
+from ..core.errors import CallError
 from ..core.events import NodeEvent
 from ..core.node import Node, current_process, running_nodes
 from .crashes import CrashLog
@@ -273,6 +274,9 @@ class BackgroundReporter:
         from .reprs import display
 
         self.watch_running_nodes()
+        error = getattr(result, "error_in_exec", None)
+        if isinstance(error, CallError) and error.process is not None:
+            self.crashes.shown_by_cell(error.process)
         report = self.take()
         if report is not None:
             self.reported += 1

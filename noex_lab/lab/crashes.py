@@ -19,6 +19,7 @@ from typing import Any
 from ..core import tracebacks
 from ..core.crash_report import CrashReport
 from ..core.node_id import NodeId
+from ..core.refs import ProcessRef
 from .reprs import clock
 
 MAX_KEPT = 500
@@ -123,6 +124,8 @@ class CrashLog:
         self.pending: dict[tuple[Any, ...], CrashGroup] = {}
         self._seen: deque[tuple[Any, ...]] = deque(maxlen=MAX_KEPT)
         self.total = 0
+        # processes whose crash a cell already showed, as the CallError it raised: no banner for them
+        self.shown: deque[ProcessRef] = deque(maxlen=100)
 
     def add(self, report: CrashReport) -> bool:
         """Keep `report` (once: a peer's backlog may repeat one); False if it was known."""
@@ -132,6 +135,8 @@ class CrashLog:
         self._seen.append(ident)
         self.reports.append(report)
         self.total += report.count
+        if report.process in self.shown:
+            return True
         group = self.pending.get(report.key())
         if group is None:
             self.pending[report.key()] = CrashGroup(report, report, report.count)
@@ -139,6 +144,13 @@ class CrashLog:
             group.last = report
             group.count += report.count
         return True
+
+    def shown_by_cell(self, process: ProcessRef) -> None:
+        """A cell raised the CallError of `process`'s crash: that says it all, no banner for it."""
+        self.shown.append(process)
+        for key, group in list(self.pending.items()):
+            if group.last.process == process and group.count == 1:
+                del self.pending[key]
 
     def take_banner(self) -> CrashBanner | None:
         if not self.pending:

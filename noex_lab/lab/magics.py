@@ -132,9 +132,12 @@ def _build_parsers() -> dict[str, MagicArgumentParser]:
 
     s = p["crashes"] = _parser("crashes", "The crash reports of every node of the cluster (process, behavior, "
                                "node, reason, last message, traceback), newest first. A crash also shows as a "
-                               "banner under the next cell and in the event log.", "crashes [N] [--node NODE]")
+                               "banner under the next cell and in the event log.",
+                               "crashes [N] [--node NODE] [--wait K]")
     s.add_argument("count", nargs="?", type=int, default=20, metavar="N", help="how many (default 20)")
     s.add_argument("--node", help="only the crashes of this node (name or id)")
+    s.add_argument("--wait", type=int, default=0, metavar="K",
+                   help="first wait (at most 10 s) until K more crashes arrived (for a cell that causes them)")
 
     s = p["dashboard"] = _parser(
         "dashboard", "Dock the cluster topology, the supervision trees and the events in a side panel that stays "
@@ -165,7 +168,8 @@ def _build_parsers() -> dict[str, MagicArgumentParser]:
 
 
 PARSERS = _build_parsers()
-ASYNC_SUBCOMMANDS = frozenset({"start", "local", "kill", "stop", "ps", "registry", "events", "state", "trace"})
+ASYNC_SUBCOMMANDS = frozenset({"start", "local", "kill", "stop", "ps", "registry", "events", "crashes", "state",
+                               "trace"})
 
 
 def _summary() -> str:
@@ -318,8 +322,6 @@ class NoexMagics(Magics):
         elif subcommand == "dashboard":
             targets = [self._variable(name) for name in args.supervisors]
             display(session.dashboard(targets, inline=args.inline))
-        elif subcommand == "crashes":
-            display(session.crashes(args.count, spec=args.node))
         elif subcommand == "behavior":
             if args.name is not None:
                 raise MagicUsageError("use %%noex behavior NAME as the first line of a cell that defines the behavior")
@@ -353,6 +355,8 @@ class NoexMagics(Magics):
             display(*await session.registry())
         elif subcommand == "events":
             display(await session.events(args.count, spec=args.node, kind=args.kind))
+        elif subcommand == "crashes":
+            display(await session.crashes(args.count, spec=args.node, wait=args.wait))
         elif subcommand == "state":
             display(await session.state(args.target, on=args.node))
         elif subcommand == "trace":

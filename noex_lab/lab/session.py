@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
 
 JOIN_TIMEOUT_S = 20.0
+CRASH_WAIT_S = 10.0  # how long %noex crashes --wait waits
 FAILOVER_WAIT_S = 10.0  # how long %noex kill / stop wait for the children of a lost node to move
 SEED_WAIT_S = 3.0
 _View = TypeVar("_View", ClusterView, EventLog)
@@ -187,9 +188,16 @@ class LabSession:
 
         self._stop_crash_watch = watch_cluster_crashes(node, sink)
 
-    def crashes(self, count: int = 20, *, spec: str | None = None) -> CrashList:
+    async def crashes(self, count: int = 20, *, spec: str | None = None, wait: int = 0,
+                      timeout: float = CRASH_WAIT_S) -> CrashList:
+        """The last `count` crash reports (of node `spec`); with `wait`, first wait until that many
+        more crashes arrived (LabError after `timeout`)."""
         node_id = self.resolve_node(spec) if spec is not None else None
-        return self.reporter.crashes.listing(count, node_id)
+        log = self.reporter.crashes
+        if wait > 0:
+            target = log.total + wait
+            await wait_for(self.kernel_node(), lambda: log.total >= target, timeout, f"{wait} more crash(es)")
+        return log.listing(count, node_id)
 
     def _on_local_exit(self, local: LocalNode, code: int) -> None:
         self._report("local_node_exited", {"node": local.name, "pid": local.pid, "returncode": code,
@@ -396,8 +404,8 @@ class LabSession:
         text = f"node down after {down_s:.2f} s"
         if not expected:
             return text + "; no supervised children ran there"
-        where = ", ".join(f"{e.data.get('child')} -> {getattr(e.data.get('to_node'), 'name', e.data.get('to_node'))}"
-                          for e in moved)
+        where = ", ".join(sorted(f"{e.data.get('child')} -> "
+                                 f"{getattr(e.data.get('to_node'), 'name', e.data.get('to_node'))}" for e in moved))
         text += f"; {len(moved)} of {expected} children moved" + (f" ({where})" if where else "")
         if gave_up:
             text += f"; {len(gave_up)} supervisor(s) gave up (too many restarts)"
