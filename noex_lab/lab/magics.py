@@ -15,8 +15,10 @@ import asyncio
 import atexit
 import re
 import shlex
+import sys
 import weakref
 from collections.abc import Callable, Coroutine, Generator
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
@@ -209,12 +211,20 @@ def parse(subcommand: str, argv: list[str]) -> argparse.Namespace:
 
 # --------------------------------------------------------------------------------- the magics
 def current_cell_number(shell: Any) -> int:
-    """The `In[n]` of the running cell. IPython 9 counts `execution_count` up when a cell starts
-    (IPython 8 when it ends), but stores the cell's input at index n of the history first in both."""
+    """The `In[n]` IPython gives the running cell in its tracebacks: the number it compiled the
+    cell's code under (found from the calling frames), so it is right whether IPython counts
+    `execution_count` up when a cell starts (IPython 9) or ends (8), with or without history."""
+    numbers = getattr(getattr(shell, "compile", None), "_filename_map", None) or {}
+    frame: FrameType | None = sys._getframe(1)
+    for _ in range(50):
+        if frame is None:
+            break
+        number = numbers.get(frame.f_code.co_filename)
+        if isinstance(number, int):
+            return number
+        frame = frame.f_back
     history = getattr(getattr(shell, "history_manager", None), "input_hist_raw", None)
-    if history:
-        return len(history) - 1
-    return int(shell.execution_count)
+    return len(history) - 1 if history else int(shell.execution_count)
 
 
 def _done() -> Any:
