@@ -192,7 +192,8 @@ def _child_box(child: ChildPicture, x: float, y: float, w: float, h: float, stop
     tip = (f"{child.id} {child.full_ref} on {child.node or 'this node'}: {status}, {child.restarts} restarts"
            + (f"; moved from {child.moved_from}" if child.moved_from else ""))
     cls = f"noex-child noex-child-{status}" + (f" noex-child-{child.highlight}" if child.highlight else "")
-    return (f"<g class='{cls}' data-child='{escape(child.id)}'><title>{escape(tip)}</title>"
+    return (f"<g class='{cls}' data-child='{escape(child.id)}' data-node='{escape(child.node)}'>"
+            f"<title>{escape(tip)}</title>"
             f"<rect x='{x:.0f}' y='{y:.0f}' width='{w:.0f}' height='{h:.0f}' rx='5' fill='{fill}' stroke='{stroke}' "
             f"stroke-width='{width}'/>"
             + _text(x + 6, y + 13, _clip(child.id, 16) + mark, size=11, anchor="start", weight="bold")
