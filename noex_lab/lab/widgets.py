@@ -275,9 +275,10 @@ class ClusterView(LiveWidget):
         async def one(peer: NodeId) -> None:
             try:
                 rows = await rpc(peer, "noex_peers", None, max(0.5, self.refresh_s))
-                self.peer_views[peer] = {row[0] for row in rows if isinstance(row[0], NodeId)}
-            except NoexError:
-                self.peer_views.pop(peer, None)  # no answer (or an older node): links drawn as up
+                self.peer_views[peer] = {row[0] for row in rows if isinstance(row, list) and row
+                                         and isinstance(row[0], NodeId)}
+            except (NoexError, TypeError):
+                self.peer_views.pop(peer, None)  # no (usable) answer, or an older node: links drawn as up
 
         await asyncio.gather(*(one(p) for p in peers))
         for gone in set(self.peer_views) - set(peers):
@@ -678,8 +679,9 @@ class SupervisorView(LiveWidget):
         used = {p.node for p in pictures} | {p.moved_from for p in pictures if p.moved_from}
         shown = {k: v for k, v in node_status.items() if k in used or v == "down"}
         note = "orange: restarted · blue: moved (dashed: where it was) · hover a box for its full ref"
-        return TreePicture(self.source.label, "stopped" if self.finished is not None else "running", pictures,
-                           shown, note)
+        ref = getattr(self.source, "ref", None)
+        label = f"supervisor {ShortRef(ref)}" if isinstance(ref, ProcessRef) else self.source.label
+        return TreePicture(label, "stopped" if self.finished is not None else "running", pictures, shown, note)
 
     def render_html(self) -> str:
         banner = ""

@@ -91,6 +91,11 @@ class JupyterLab:
             "JUPYTER_RUNTIME_DIR": str(home / "runtime"), "IPYTHONDIR": str(home / "ipython"),
         })
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+        # every cell stays in the page (JupyterLab 4 leaves cells out of view out of it by default),
+        # so the test can read the outputs of a long notebook without scrolling
+        tracker = home / "config" / "lab" / "user-settings" / "@jupyterlab" / "notebook-extension"
+        tracker.mkdir(parents=True, exist_ok=True)
+        (tracker / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", f"--port={self.port}",
@@ -352,7 +357,7 @@ def test_a_remote_crash_shows_the_users_line_and_the_node(lab: JupyterLab) -> No
         try:
             page.set_default_timeout(30_000)
             open_and_run_all(page, lab, DEBUGGING, code_cell_count)
-            error = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']")
+            error = page.locator(".jp-OutputArea-output", has_text="remote traceback: process")
             assert error.count() == 1, error.all_text_contents()  # the one cell tagged raises-exception
             text = error.first.text_content() or ""
             behavior_cell = re.search(r"Cell In\[(\d+)\] \(%%noex behavior averager\), line 15, in handle_call", text)
