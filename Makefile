@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[lab,test]'
+	@# an editable install skips the data files a wheel installs: JupyterLab's widget-state setting
+	mkdir -p $(VENV)/share/jupyter/lab/settings/overrides.d
+	cp jupyter-config/noex-lab-widgets.json $(VENV)/share/jupyter/lab/settings/overrides.d/
 	touch $(STAMP)
 
 lab: $(STAMP)

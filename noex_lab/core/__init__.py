@@ -1,5 +1,6 @@
 """The single-node runtime: processes, GenServer, links, monitors, Registry, Supervisor."""
 
+from .crash_report import CrashReport
 from .errors import (
     AlreadyRegisteredError,
     AuthenticationError,
@@ -40,6 +41,7 @@ from .refs import MonitorRef, ProcessRef, TimerRef
 from .registry import Registry
 from .snapshot import NodeSnapshot, ProcessInfo
 from .supervisor import ChildInfo, ChildSpec, Supervisor, SupervisorTree
+from .tracebacks import show_library_frames
 
 __all__ = [
     "AlreadyRegisteredError",
@@ -50,6 +52,7 @@ __all__ = [
     "ChildInfo",
     "ChildSpec",
     "ClusterError",
+    "CrashReport",
     "Down",
     "ErrorReason",
     "EventStream",
@@ -96,4 +99,5 @@ __all__ = [
     "current_node",
     "is_normal_exit",
     "running_nodes",
+    "show_library_frames",
 ]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import tracebacks
+
 
 class NoexError(Exception):
     """Base class of every error raised by noex_lab."""
@@ -79,13 +81,62 @@ class NodeNotReachableError(NoexError):
 
 
 class CallError(NoexError):
-    """The server raised while handling this very call (it crashed; let it crash)."""
+    """The server raised while handling this very call (it crashed; let it crash).
 
-    def __init__(self, exc_type: str, message: str, remote_traceback: str = "") -> None:
-        super().__init__(f"the server crashed handling the call: {exc_type}: {message}")
+    Says where: `process` (its ref), `behavior` (class name) and `node`, when the server's
+    node sent them. Its traceback display (a terminal, via `__notes__`; IPython and Jupyter,
+    via `_render_traceback_`) shows the server's traceback with noex_lab's own frames folded
+    away (`noex_lab.show_library_frames()` shows them)."""
+
+    def __init__(
+        self, exc_type: str, message: str, remote_traceback: str = "", *, process: Any = None,
+        behavior: str = "", node: Any = None,
+    ) -> None:
+        if node is None and process is not None:
+            node = getattr(process, "node", None)
+        where = ", ".join(part for part in (
+            f"behavior {behavior}" if behavior else "", f"process {process}" if process is not None else "",
+            f"node {node}" if node is not None else "") if part)
+        super().__init__(f"the server crashed handling the call: {exc_type}: {message}"
+                         + (f" ({where})" if where else ""))
         self.exc_type = exc_type
         self.message = message
         self.remote_traceback = remote_traceback
+        self.process = process
+        self.behavior = behavior
+        self.node = node
+        if remote_traceback:
+            self.__notes__ = [self._remote_header(), tracebacks.fold(remote_traceback.rstrip())]
+
+    def _remote_header(self) -> str:
+        who = " ".join(part for part in (
+            f"process {self.process}" if self.process is not None else "the server",
+            f"(behavior {self.behavior})" if self.behavior else "",
+            f"on node {self.node}" if self.node is not None else "") if part)
+        fold = "" if tracebacks.library_frames_shown() or not tracebacks.folded_count(self.remote_traceback) \
+            else " (noex_lab.show_library_frames() shows the folded frames)"
+        return f"--- remote traceback: {who} crashed handling this call{fold}:"
+
+    def _render_traceback_(self) -> list[str]:
+        """IPython's hook (as ipyparallel's RemoteError has): the caller's own frames, then where
+        and how the server crashed, library frames folded."""
+        red, bold, dim, reset = "\x1b[31m", "\x1b[1m", "\x1b[2m", "\x1b[0m"
+        lines = [f"{red}{bold}CallError{reset}  Traceback (most recent call last)"]
+        lines += tracebacks.user_frames(self.__traceback__)
+        lines.append(f"{red}{bold}CallError{reset}: {self}")
+        if self.remote_traceback:
+            lines.append("")
+            lines.append(f"{bold}{self._remote_header().removeprefix('--- ')}{reset}")
+            for line in tracebacks.fold(self.remote_traceback.rstrip()).splitlines():
+                if line.lstrip().startswith("[") and "folded]" in line:
+                    lines.append(f"{dim}{line}{reset}")
+                elif line.lstrip().startswith(("Cell In[", "File ")):
+                    lines.append(f"{bold}{line}{reset}")
+                elif line and not line.startswith(" ") and not line.startswith("Traceback"):
+                    lines.append(f"{red}{line}{reset}")
+                else:
+                    lines.append(line)
+        return lines
 
 
 class InitError(NoexError):

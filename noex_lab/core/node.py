@@ -23,6 +23,7 @@ import sniffio
 from anyio.abc import TaskGroup
 
 from ._backend import Backend, Cancellable, current_backend, current_loop_key
+from .crash_report import report_crash
 from .errors import (
     CallTimeoutError,
     InvalidArgumentError,
@@ -452,6 +453,8 @@ class Node:
                 "process_exited", ref=proc.ref, name=proc.name, behavior=proc.behavior.__name__,
                 reason=reason,
             )
+        if reason != NORMAL and reason != SHUTDOWN:  # only abnormal exits pay for the check
+            report_crash(self, proc, reason)
 
     # ------------------------------------------------------------------ messaging
     def _resolve_process(self, target: Target) -> ProcessRef:

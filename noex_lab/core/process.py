@@ -40,10 +40,14 @@ class BadReturnError(TypeError):
     """A callback returned something the runtime cannot interpret."""
 
 
-def crash_error(exc: BaseException) -> CallError:
-    """The `CallError` a caller gets when the server raised handling its call."""
+def crash_error(exc: BaseException, proc: Process | None = None) -> CallError:
+    """The `CallError` a caller gets when the server `proc` raised handling its call."""
     reason = ErrorReason.from_exception(exc)
-    err = CallError(reason.exc_type, reason.message, reason.traceback)
+    if proc is None:
+        err = CallError(reason.exc_type, reason.message, reason.traceback)
+    else:
+        err = CallError(reason.exc_type, reason.message, reason.traceback, process=proc.ref,
+                        behavior=proc.behavior.__name__, node=proc.node.id)
     err.__cause__ = exc
     return err
 
@@ -58,6 +62,7 @@ class Process:
         "_closed",
         "_congestion",
         "_congestion_wake",
+        "_crashed_on",
         "_done",
         "_interrupted",
         "_kill_reason",
@@ -128,6 +133,7 @@ class Process:
         # set once no message will be handled any more (the loop ended): calls fail at once
         self._closed = False
         self._close_reason: ExitReason = None
+        self._crashed_on: tuple[str, Any] | None = None  # (kind, message) a callback crashed on, for the report
         self._alive = True
         self.tracers: list[Callable[[str, Any, Any], None]] | None = None
 
@@ -288,6 +294,7 @@ class Process:
             return False
         except CRASHES as exc:
             reason = ErrorReason.from_exception(exc)
+            self._crashed_on = ("init", arg)
             err = InitError(cls.__name__, f"{type(exc).__name__}: {exc}", reason)
             err.__cause__ = exc
             self._finish_init_failure(started, err, reason)
@@ -400,8 +407,9 @@ class Process:
                     self._trace(tag, item[1])
             except CRASHES as exc:
                 self.reply_to = None
+                self._crashed_on = (("call", "cast", "info", "stop")[tag], item[1])
                 if tag == CALL and not item[2].done():
-                    item[2].set_exception(crash_error(exc))
+                    item[2].set_exception(crash_error(exc, self))
                 return ErrorReason.from_exception(exc), True
 
     def _note_queue(self) -> None:

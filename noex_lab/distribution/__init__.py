@@ -4,6 +4,7 @@ from . import wire_types as _wire_types  # noqa: F401  (registers the runtime's 
 from .behaviors import BehaviorRegistry
 from .cluster import Cluster, ClusterConfig
 from .codec import wire_type
+from .crash_reports import watch_cluster_crashes
 from .distributed_supervisor import DistributedChildSpec, DistributedSupervisor
 from .faults import Faults, heal, partition
 from .global_registry import GlobalConflict, GlobalRegistry
@@ -33,5 +34,6 @@ __all__ = [
     "heal",
     "partition",
     "remote_function",
+    "watch_cluster_crashes",
     "wire_type",
 ]

@@ -25,6 +25,7 @@ from ..core.timeouts import check_timeout
 from .code_loading import install_code_loading
 from .codec import Codec
 from .connection import BUSY_LIMIT_BYTES, MAX_SEND_BUFFER_BYTES, Connection
+from .crash_reports import install_crash_reports
 from .faults import Faults
 from .global_registry import GlobalNames
 from .groups import install_groups
@@ -216,6 +217,7 @@ class Distribution:
         self.router.rpc_handlers["spawn"] = lambda peer, args: handle_spawn(self, peer, args)
         self.router.rpc_handlers["node.leaving"] = self.membership.on_leaving
         self.introspection = install_introspection(self)  # %noex state/trace/ps/events
+        install_crash_reports(self)  # crash reports pushed to subscribers (a notebook, top)
         install_code_loading(self)  # shipped behavior source; refused unless allow_code (SPEC §9, §11)
         self.global_registry = GlobalNames(self)
         install_groups(self)  # process groups (pg): local views, broadcast changes

@@ -17,6 +17,8 @@ System requests (handled on every distributed node):
 - `noex_processes None` ->
   `[[ref, name, behavior, status, queue_len, messages, uptime_s, queue_high_water, max_mailbox], ...], names`
 - `noex_events n` -> `[[at, kind, details], ...]`
+- `noex_peers None` -> `[[node_id, status], ...]`: the peers this node is connected to (a
+  notebook's topology view draws a link two peers do not share as cut)
 """
 
 from __future__ import annotations
@@ -277,6 +279,7 @@ class Introspection:
         handlers["noex_trace_end"] = self._trace_end
         handlers["noex_processes"] = self._processes
         handlers["noex_events"] = self._events
+        handlers["noex_peers"] = lambda _peer, _args: [[i.id, i.status] for i in self.node.get_nodes()]
         self.dist.leave_hooks.append(self._peer_left)
 
     def _encodable(self, value: Any) -> bool:

@@ -29,7 +29,7 @@ KNOWN_TYPES = frozenset(range(1, 17))
 
 # Error kinds inside a failed REPLY: [kind, *details]
 ERR_NOPROC = "noproc"          # [kind, reason]
-ERR_CRASH = "crash"            # [kind, exc_type, message, traceback]
+ERR_CRASH = "crash"            # [kind, exc_type, message, traceback, [behavior, process] (optional)]
 ERR_TIMEOUT = "timeout"        # [kind, seconds]
 ERR_EXCEPTION = "exception"    # [kind, error_class_name, args]   a typed NoexError raised by a handler
 

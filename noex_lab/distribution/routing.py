@@ -67,8 +67,8 @@ def _send_user(conn: Connection, message: list[Any], index: int) -> None:
 
 def encode_error(exc: BaseException) -> list[Any]:
     """A typed error as the details of a failed REPLY."""
-    if isinstance(exc, CallError):
-        return [p.ERR_CRASH, exc.exc_type, exc.message, exc.remote_traceback]
+    if isinstance(exc, CallError):  # (+ where: [behavior, process], read by decode_error when present)
+        return [p.ERR_CRASH, exc.exc_type, exc.message, exc.remote_traceback, [exc.behavior, exc.process]]
     if isinstance(exc, ServerNotRunningError):
         return [p.ERR_NOPROC, exc.reason]
     if isinstance(exc, CallTimeoutError):
@@ -102,8 +102,13 @@ def _decode_error(details: Any, target: object) -> BaseException:
     if not isinstance(details, list) or not details:
         return NoexError(f"malformed error reply {_describe(details)}")
     kind = details[0]
-    if kind == p.ERR_CRASH and len(details) == 4:
-        return CallError(str(details[1]), str(details[2]), str(details[3]))
+    if kind == p.ERR_CRASH and len(details) in (4, 5):
+        where = details[4] if len(details) == 5 and isinstance(details[4], list) and len(details[4]) == 2 else None
+        process = where[1] if where is not None and isinstance(where[1], ProcessRef) else None
+        behavior = str(where[0]) if where is not None and where[0] else ""
+        node = process.node if process is not None else target if isinstance(target, NodeId) else None
+        return CallError(str(details[1]), str(details[2]), str(details[3]), process=process, behavior=behavior,
+                         node=node)
     if kind == p.ERR_NOPROC:
         return ServerNotRunningError(target, details[1] if len(details) > 1 else NOPROC)
     if kind == p.ERR_TIMEOUT:

@@ -9,7 +9,9 @@ While the extension is loaded:
 - records of the `noex_lab` logger become `log` events on the kernel's node;
 - errors from background work (the node's `error` events, exceptions of asyncio tasks nobody
   awaited, `noex_lab` log records of level ERROR) are shown in the event log *and* re-reported
-  once, under the next cell that runs (an IPython `post_run_cell` hook).
+  once, under the next cell that runs (an IPython `post_run_cell` hook);
+- crash reports (the kernel node's `crash_report` events, its own and its peers') are kept for
+  `%noex crashes` and shown, grouped, in one banner under the next cell (see crashes.py).
 """
 
 from __future__ import annotations
@@ -26,8 +28,11 @@ from dataclasses import dataclass
 from html import escape
 from typing import TYPE_CHECKING, Any, TextIO
 
+from ..core.crash_report import CrashReport
+from ..core.errors import CallError
 from ..core.events import NodeEvent
 from ..core.node import Node, current_process, running_nodes
+from .crashes import CrashLog
 from .reprs import clock
 
 if TYPE_CHECKING:
@@ -127,6 +132,8 @@ class _LogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if record.funcName == "report_error" and record.module == "events":
             return  # the node's `error` event carries it already
+        if hasattr(record, "noex_crash_report"):
+            return  # the node's `crash_report` event carries it (see crashes.py)
         try:
             message = record.getMessage()
         except Exception:
@@ -152,6 +159,7 @@ class BackgroundReporter:
         self._log_handler: _LogHandler | None = None
         self._streams: tuple[Any, Any] | None = None
         self.reported = 0  # how many reports the hook displayed (a test and debugging aid)
+        self.crashes = CrashLog()
 
     # --------------------------------------------------------------- install / uninstall
     def install(self) -> None:
@@ -199,6 +207,10 @@ class BackgroundReporter:
             if event.kind == "error":
                 self.add(BackgroundError(event.at, node.display_name or where, str(event.data.get("what", "error")),
                                          str(event.data.get("error", ""))))
+            elif event.kind == "crash_report":
+                report = event.data.get("report")
+                if isinstance(report, CrashReport):
+                    self.crashes.add(report)
 
         self._watched[node] = node.events.subscribe(on_event)
 
@@ -259,10 +271,17 @@ class BackgroundReporter:
         return report
 
     def post_run_cell(self, result: Any = None) -> None:
+        from .reprs import display
+
         self.watch_running_nodes()
+        error = getattr(result, "error_in_exec", None)
+        if isinstance(error, CallError) and error.process is not None:
+            self.crashes.shown_by_cell(error.process)
         report = self.take()
         if report is not None:
-            from .reprs import display
-
             self.reported += 1
             display(report)
+        banner = self.crashes.take_banner()
+        if banner is not None:
+            self.reported += 1
+            display(banner)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import contextlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,8 @@ from .errors import LabError
 from .reprs import Status, Table
 
 SHIP_TIMEOUT_S = 10.0
+# the file name `code_loading.load_behavior_source` gives shipped source on the node that loads it
+_SHIPPED_FILE = re.compile(r"^<behavior '(?P<name>[^']+)' from (?P<origin>[^>]+)>$")
 
 
 class BehaviorCellError(LabError):
@@ -39,6 +42,7 @@ class ShippedBehavior:
     class_name: str
     version: int
     replace: bool = False  # also replace a behavior a node loaded from its own modules
+    cell: int | None = None  # the In[n] of the %%noex behavior cell that defined it
 
 
 @dataclass(frozen=True)
@@ -105,11 +109,23 @@ class CodeShipper:
         self._pending: dict[NodeId, asyncio.Task[list[ShipResult]]] = {}
         self._attached: dict[Node, Callable[[], None]] = {}
 
-    def define(self, name: str, source: str, class_name: str, *, replace: bool = False) -> ShippedBehavior:
+    def define(self, name: str, source: str, class_name: str, *, replace: bool = False,
+               cell: int | None = None) -> ShippedBehavior:
         self._versions += 1
-        behavior = ShippedBehavior(name, source, class_name, self._versions, replace)
+        behavior = ShippedBehavior(name, source, class_name, self._versions, replace, cell)
         self.behaviors[name] = behavior
         return behavior
+
+    def label(self, filename: str) -> str | None:
+        """`Cell In[n]` for the file name a node gave the source of a behavior shipped from here
+        (a traceback labeler, see `noex_lab.core.tracebacks`)."""
+        m = _SHIPPED_FILE.match(filename)
+        if m is None:
+            return None
+        behavior = self.behaviors.get(m["name"])
+        if behavior is None or behavior.cell is None:
+            return None
+        return f"Cell In[{behavior.cell}] (%%noex behavior {behavior.name})"
 
     # --------------------------------------------------------------- shipping
     async def _ship_one(self, node: Node, peer: NodeId, behavior: ShippedBehavior) -> ShipResult:

@@ -15,8 +15,10 @@ import asyncio
 import atexit
 import re
 import shlex
+import sys
 import weakref
 from collections.abc import Callable, Coroutine, Generator
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
@@ -130,6 +132,24 @@ def _build_parsers() -> dict[str, MagicArgumentParser]:
     s.add_argument("--max", dest="max_events", type=int, default=1000, help="stop after N messages (default 1000)")
     s.add_argument("--stop", action="store_true", help="stop every running trace")
 
+    s = p["crashes"] = _parser("crashes", "The crash reports of every node of the cluster (process, behavior, "
+                               "node, reason, last message, traceback), newest first. A crash also shows as a "
+                               "banner under the next cell and in the event log.",
+                               "crashes [N] [--node NODE] [--wait K]")
+    s.add_argument("count", nargs="?", type=int, default=20, metavar="N", help="how many (default 20)")
+    s.add_argument("--node", help="only the crashes of this node (name or id)")
+    s.add_argument("--wait", type=int, default=0, metavar="K",
+                   help="first wait (at most 10 s) until K more crashes arrived (for a cell that causes them)")
+
+    s = p["dashboard"] = _parser(
+        "dashboard", "Dock the cluster topology, the supervision trees and the events in a side panel that stays "
+        "on screen while you run cells (JupyterLab, with the sidecar package of noex-lab[lab]; elsewhere, or "
+        "with --inline, in this cell). Running it again replaces it.", "dashboard [SUP ...] [--inline]")
+    s.add_argument("supervisors", nargs="*", metavar="SUP",
+                   help="supervisors to show: a variable holding a ref, a ref or a name (default: every root "
+                        "supervisor of this kernel's node)")
+    s.add_argument("--inline", action="store_true", help="show it in this cell, not in a side panel")
+
     p["watch"] = _parser("watch", "Display a live ClusterView (membership, status, loop lag, processes).", "watch")
     p["log"] = _parser("log", "Display a live EventLog of this kernel's node (background output and errors).",
                        "log")
@@ -150,7 +170,8 @@ def _build_parsers() -> dict[str, MagicArgumentParser]:
 
 
 PARSERS = _build_parsers()
-ASYNC_SUBCOMMANDS = frozenset({"start", "local", "kill", "stop", "ps", "registry", "events", "state", "trace"})
+ASYNC_SUBCOMMANDS = frozenset({"start", "local", "kill", "stop", "ps", "registry", "events", "crashes", "state",
+                               "trace"})
 
 
 def _summary() -> str:
@@ -189,6 +210,23 @@ def parse(subcommand: str, argv: list[str]) -> argparse.Namespace:
 
 
 # --------------------------------------------------------------------------------- the magics
+def current_cell_number(shell: Any) -> int:
+    """The `In[n]` IPython gives the running cell in its tracebacks: the number it compiled the
+    cell's code under (found from the calling frames), so it is right whether IPython counts
+    `execution_count` up when a cell starts (IPython 9) or ends (8), with or without history."""
+    numbers = getattr(getattr(shell, "compile", None), "_filename_map", None) or {}
+    frame: FrameType | None = sys._getframe(1)
+    for _ in range(50):
+        if frame is None:
+            break
+        number = numbers.get(frame.f_code.co_filename)
+        if isinstance(number, int):
+            return number
+        frame = frame.f_back
+    history = getattr(getattr(shell, "history_manager", None), "input_hist_raw", None)
+    return len(history) - 1 if history else int(shell.execution_count)
+
+
 def _done() -> Any:
     """What a synchronous subcommand returns: the line may have been rewritten into an await."""
     try:
@@ -291,12 +329,22 @@ class NoexMagics(Magics):
             display(session.watch())
         elif subcommand == "log":
             display(session.log())
+        elif subcommand == "dashboard":
+            targets = [self._variable(name) for name in args.supervisors]
+            display(session.dashboard(targets, inline=args.inline))
         elif subcommand == "behavior":
             if args.name is not None:
                 raise MagicUsageError("use %%noex behavior NAME as the first line of a cell that defines the behavior")
             display(session.behaviors_table())
         else:  # pragma: no cover - every subcommand is dispatched somewhere
             raise MagicUsageError(f"unknown subcommand {subcommand!r}")
+
+    def _variable(self, text: str) -> Any:
+        """A magic argument that names a variable of the notebook stands for its value."""
+        user_ns = getattr(self.shell, "user_ns", None) or {}
+        if text.isidentifier() and text in user_ns:
+            return user_ns[text]
+        return text
 
     # --------------------------------------------------------------- async subcommands
     async def _run_async(self, subcommand: str, args: argparse.Namespace) -> None:
@@ -317,6 +365,8 @@ class NoexMagics(Magics):
             display(*await session.registry())
         elif subcommand == "events":
             display(await session.events(args.count, spec=args.node, kind=args.kind))
+        elif subcommand == "crashes":
+            display(await session.crashes(args.count, spec=args.node, wait=args.wait))
         elif subcommand == "state":
             display(await session.state(args.target, on=args.node))
         elif subcommand == "trace":
@@ -337,13 +387,16 @@ class NoexMagics(Magics):
         shell = self.shell
         assert shell is not None
         transformed: str = shell.transform_cell(cell)  # type: ignore[no-untyped-call]
-        filename = shell.compile.cache(transformed, shell.execution_count, raw_code=cell)
-        code = shell.compile(transformed, filename, "exec")
+        number = current_cell_number(shell)
+        # one blank line for the `%%noex behavior` line: tracebacks (here and on every node the
+        # source is shipped to) give the line numbers the notebook's editor shows
+        filename = shell.compile.cache("\n" + transformed, number, raw_code="\n" + cell)
+        code = shell.compile("\n" + transformed, filename, "exec")
         exec(code, shell.user_ns)
         cls = pick_behavior(name, transformed, shell.user_ns)
         BehaviorRegistry.register(name, cls)
-        return _in_task(self.session.ship_behavior(name, cell, cls, replace=args.replace), f"behavior {name}",
-                        self.session.background_failure)
+        return _in_task(self.session.ship_behavior(name, "\n" + cell, cls, replace=args.replace, cell=number),
+                        f"behavior {name}", self.session.background_failure)
 
 
 # --------------------------------------------------------------------------------- extension entry points

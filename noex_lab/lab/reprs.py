@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 STATUS_COLORS = {
     "up": "#1a7f37", "running": "#1a7f37", "waiting": "#1a7f37", "busy": "#bf8700", "stopping": "#bf8700",
     "down": "#cf222e", "exited": "#888", "stopped": "#888", "refused": "#cf222e", "error": "#cf222e",
+    "crash_report": "#cf222e",
 }
 
 TABLE_STYLE = "border-collapse:collapse;font-size:12px;margin:2px 0"
@@ -57,7 +58,7 @@ def html_of(value: Any) -> str:
     """One table cell: values with an HTML repr use it; everything else is escaped text."""
     if value is None:
         return ""
-    if isinstance(value, Status):
+    if isinstance(value, (Status, ShortRef)):
         return value._repr_html_()
     if isinstance(value, (ProcessRef, NodeId, MonitorRef)):
         return f"<code>{escape(str(value))}</code>"
@@ -66,6 +67,25 @@ def html_of(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.1f}"
     return escape(str(value))
+
+
+class ShortRef:
+    """A process ref shown short (`<0.12@local2>`), the full ref on hover."""
+
+    __slots__ = ("ref",)
+
+    def __init__(self, ref: ProcessRef) -> None:
+        self.ref = ref
+
+    def __str__(self) -> str:
+        return short_ref(self.ref)
+
+    def _repr_html_(self) -> str:
+        return f"<code title='{escape(str(self.ref))}'>{escape(short_ref(self.ref))}</code>"
+
+
+def short_ref(ref: ProcessRef) -> str:
+    return f"<0.{ref.id}>" if ref.node is None else f"<0.{ref.id}@{ref.node.name}>"
 
 
 class Status(str):

@@ -16,12 +16,17 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..core import tracebacks
+from ..core.crash_report import CrashReport
 from ..core.errors import NoexError
+from ..core.events import NodeEvent
 from ..core.node import Node, current_node, running_nodes
 from ..core.node_id import NodeId
 from ..core.refs import ProcessRef
+from ..core.supervisor import SupervisorServer
 from ..distribution.behaviors import BehaviorRegistry
 from ..distribution.cluster import Cluster
+from ..distribution.crash_reports import watch_cluster_crashes
 from ..distribution.introspection import (
     TraceHandle,
     get_state,
@@ -32,15 +37,19 @@ from ..distribution.introspection import (
 from ..distribution.user_secret import load_or_create
 from .background import BackgroundReporter
 from .code_shipping import CodeShipper, ShipResult
+from .crashes import CrashList
+from .dashboard import DASHBOARD_KINDS, Dashboard, sidecar_class
 from .errors import LabError
 from .local_nodes import LocalNode, LocalNodeLauncher
 from .reprs import Message, Status, Table, clock, display
-from .widgets import ClusterTable, ClusterView, EventLog, TraceView
+from .widgets import ClusterTable, ClusterView, EventLog, SupervisorView, TraceView
 
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
 
 JOIN_TIMEOUT_S = 20.0
+CRASH_WAIT_S = 10.0  # how long %noex crashes --wait waits
+FAILOVER_WAIT_S = 10.0  # how long %noex kill / stop wait for the children of a lost node to move
 SEED_WAIT_S = 3.0
 _View = TypeVar("_View", ClusterView, EventLog)
 _REF = re.compile(r"^<0\.(\d+)(?:@(.+))?>$")
@@ -82,12 +91,25 @@ class LabSession:
         self.cluster_view: ClusterView | None = None
         self.event_log: EventLog | None = None
         self.traces: list[TraceHandle] = []
+        self._stop_crash_watch: Callable[[], None] | None = None
+        self.current_dashboard: Dashboard | None = None
+        self._in_crash_report: set[tuple[str, str]] = set()  # (local node, stream) inside a logged report
 
     # --------------------------------------------------------------- lifecycle
     def load(self) -> None:
         self.reporter.install()
+        tracebacks.labelers[:0] = [self.cell_label, self.shipper.label]
 
     def unload(self) -> None:
+        if self.current_dashboard is not None:
+            self.current_dashboard.close()
+            self.current_dashboard = None
+        for labeler in (self.cell_label, self.shipper.label):
+            if labeler in tracebacks.labelers:
+                tracebacks.labelers.remove(labeler)
+        if self._stop_crash_watch is not None:
+            self._stop_crash_watch()
+            self._stop_crash_watch = None
         for handle in self.traces:
             with contextlib.suppress(Exception):
                 handle.stop()
@@ -137,8 +159,45 @@ class LabSession:
         if node is not None:
             node.events.emit(kind, **data)
 
+    def cell_label(self, filename: str) -> str | None:
+        """`Cell In[n]` for the file name IPython gave a cell (a traceback labeler)."""
+        number = getattr(getattr(self.ip, "compile", None), "_filename_map", {}).get(filename)
+        return f"Cell In[{number}]" if isinstance(number, int) else None
+
     def _on_local_output(self, local: LocalNode, stream: str, line: str) -> None:
+        # a crash report a local node logs reaches this kernel as a report already (see
+        # _watch_crashes): its lines on the node's stderr would only repeat it
+        key = (local.name, stream)
+        if line.startswith("=CRASH REPORT===="):
+            self._in_crash_report.add(key)
+            return
+        if key in self._in_crash_report:
+            if line.startswith(" "):
+                return
+            self._in_crash_report.discard(key)
         self._report("node_output", {"node": local.name, "stream": stream, "line": line})
+
+    def _watch_crashes(self, node: Node) -> None:
+        """Collect the crash reports of every peer as `crash_report` events of this kernel's node."""
+        if self._stop_crash_watch is not None:
+            self._stop_crash_watch()
+
+        def sink(report: CrashReport) -> None:
+            if node.running:
+                node.events.emit("crash_report", report=report)
+
+        self._stop_crash_watch = watch_cluster_crashes(node, sink)
+
+    async def crashes(self, count: int = 20, *, spec: str | None = None, wait: int = 0,
+                      timeout: float = CRASH_WAIT_S) -> CrashList:
+        """The last `count` crash reports (of node `spec`); with `wait`, first wait until that many
+        more crashes arrived (LabError after `timeout`)."""
+        node_id = self.resolve_node(spec) if spec is not None else None
+        log = self.reporter.crashes
+        if wait > 0:
+            target = log.total + wait
+            await wait_for(self.kernel_node(), lambda: log.total >= target, timeout, f"{wait} more crash(es)")
+        return log.listing(count, node_id)
 
     def _on_local_exit(self, local: LocalNode, code: int) -> None:
         self._report("local_node_exited", {"node": local.name, "pid": local.pid, "returncode": code,
@@ -224,6 +283,7 @@ class LabSession:
         self.heartbeat_interval_ms, self.heartbeat_miss_threshold = heartbeat_interval_ms, heartbeat_miss_threshold
         self.reporter.watch(node)
         self.shipper.attach(node)
+        self._watch_crashes(node)
         display(Message(f"node {node.id} started (authenticated links, {how})", "ok"))
         if seeds:
             try:
@@ -241,6 +301,7 @@ class LabSession:
         self.secret = raw.decode() if isinstance(raw, bytes) else raw
         self.reporter.watch(node)
         self.shipper.attach(node)
+        self._watch_crashes(node)
 
     # --------------------------------------------------------------- %noex local / kill / stop
     async def local(self, count: int, *, prefix: str = "local", code_from_any: bool = False) -> list[LocalNode]:
@@ -305,14 +366,64 @@ class LabSession:
         with contextlib.suppress(LabError):
             await wait_for(node, lambda: all(i.id != peer for i in node.get_nodes()), 10.0, f"{peer} to leave")
 
+    def _children_on(self, peer: NodeId | None) -> int:
+        """How many children of this kernel node's supervisors run on `peer`."""
+        node = self.kernel_node()
+        count = 0
+        for proc in node.processes():
+            if isinstance(proc.server, SupervisorServer) and proc.state is not None and proc.alive:
+                with contextlib.suppress(Exception):
+                    count += sum(1 for c in proc.server.noex_tree(proc.state).children if c.node == peer)
+        return count
+
+    async def _leave_and_failover(self, node: Node, peer: NodeId | None, leave: Callable[[], Any]) -> str:
+        """Run `leave()` (kill or stop a local node), wait for the node to be seen down and for the
+        supervisors of this kernel's node to move the children that ran there; say what happened."""
+        expected = self._children_on(peer)
+        moved: list[NodeEvent] = []
+        gave_up: list[NodeEvent] = []
+
+        def on_event(event: NodeEvent) -> None:
+            if event.kind == "child_migrated" and event.data.get("from_node") == peer:
+                moved.append(event)
+            elif event.kind == "supervisor_gave_up":
+                gave_up.append(event)
+
+        unsubscribe = node.events.subscribe(on_event)
+        started = time.monotonic()
+        try:
+            await leave()
+            await self._wait_down(node, peer)
+            down_s = time.monotonic() - started
+            if expected:
+                with contextlib.suppress(LabError):
+                    await wait_for(node, lambda: len(moved) >= expected or bool(gave_up), FAILOVER_WAIT_S,
+                                   "the children to move")
+        finally:
+            unsubscribe()
+        text = f"node down after {down_s:.2f} s"
+        if not expected:
+            return text + "; no supervised children ran there"
+        # which children moved (not where to: with most node selectors that is a race, and a
+        # SupervisorView or the dashboard shows it)
+        which = ", ".join(sorted(str(e.data.get("child")) for e in moved))
+        text += f"; {len(moved)} of {expected} children moved" + (f" ({which})" if which else "")
+        if gave_up:
+            text += f"; {len(gave_up)} supervisor(s) gave up (too many restarts)"
+        return text
+
     async def kill(self, spec: str) -> None:
         local = self.launcher.find(spec)
         if local is not None:
-            code = await self.launcher.kill(local)
             node = self.kernel_node()
-            await self._wait_down(node, local.node_id)
-            display(Message(f"killed local node {local.name} ({local.node_id}, pid {local.pid}, exit code {code})",
-                            "ok"))
+            codes: list[int] = []
+
+            async def leave() -> None:
+                codes.append(await self.launcher.kill(local))
+
+            what = await self._leave_and_failover(node, local.node_id, leave)
+            display(Message(f"killed local node {local.name} ({local.node_id}, pid {local.pid}, exit code {codes[0]}): "
+                            f"{what}", "ok"))
             return
         node = self.kernel_node()
         if node.id is not None and spec in (node.id.name, str(node.id)):
@@ -344,9 +455,13 @@ class LabSession:
             return
         local = self.launcher.find(spec)
         if local is not None:
-            code = await self.launcher.stop(local)
-            await self._wait_down(node, local.node_id)
-            display(Message(f"stopped local node {local.name} ({local.node_id}, exit code {code})", "ok"))
+            codes: list[int] = []
+
+            async def leave() -> None:
+                codes.append(await self.launcher.stop(local))
+
+            what = await self._leave_and_failover(node, local.node_id, leave)
+            display(Message(f"stopped local node {local.name} ({local.node_id}, exit code {codes[0]}): {what}", "ok"))
             return
         if node.id is not None and spec in (node.id.name, str(node.id)):
             await self.stop(None)
@@ -423,7 +538,7 @@ class LabSession:
             rows = [r for r in rows if r[1] == kind]
         rows = rows[-count:]
         title = f"last {len(rows)} events of {where or node.display_name}" + (f" (kind {kind})" if kind else "")
-        body = [[clock(float(r[0])), Status(r[1]) if r[1] == "error" else r[1], r[2]] for r in rows]
+        body = [[clock(float(r[0])), Status(r[1]) if r[1] in ("error", "crash_report") else r[1], r[2]] for r in rows]
         return Table(["time", "event", "details"], body, title=title, empty="(no events)")
 
     # --------------------------------------------------------------- debugging
@@ -483,9 +598,41 @@ class LabSession:
         self.event_log = self._current(self.event_log, EventLog)
         return self.event_log
 
+    # --------------------------------------------------------------- %noex dashboard
+    def root_supervisors(self) -> list[ProcessRef]:
+        """The supervisors running on this kernel's node that no other supervisor supervises."""
+        node = self.kernel_node()
+        sups = {p.ref: p for p in node.processes() if isinstance(p.server, SupervisorServer)}
+        return [ref for ref, p in sorted(sups.items(), key=lambda kv: kv[1].pid) if p.parent not in sups]
+
+    def dashboard(self, targets: list[Any], *, inline: bool = False) -> Dashboard:
+        """A new dashboard (the previous one closed): topology, the supervisors `targets` (default:
+        the root supervisors of this kernel's node) and the events, docked in a side panel."""
+        if self.current_dashboard is not None:
+            self.current_dashboard.close()
+            self.current_dashboard = None
+        node = self.kernel_node()
+        cluster = ClusterView(node)
+        cluster.extra_columns = self._local_label
+        supervisors: list[SupervisorView] = []
+        try:
+            for target in targets or self.root_supervisors():
+                supervisors.append(SupervisorView(self.parse_target(target) if isinstance(target, str) else target,
+                                                  node=node))
+        except BaseException:
+            cluster.close()
+            for view in supervisors:
+                view.close()
+            raise
+        events = EventLog(node, show=15, kinds=DASHBOARD_KINDS)
+        board = Dashboard(cluster, supervisors, events, docked=not inline and sidecar_class() is not None)
+        self.current_dashboard = board
+        return board
+
     # --------------------------------------------------------------- %%noex behavior
-    async def ship_behavior(self, name: str, source: str, cls: type, *, replace: bool = False) -> list[ShipResult]:
-        behavior = self.shipper.define(name, source, cls.__name__, replace=replace)
+    async def ship_behavior(self, name: str, source: str, cls: type, *, replace: bool = False,
+                            cell: int | None = None) -> list[ShipResult]:
+        behavior = self.shipper.define(name, source, cls.__name__, replace=replace, cell=cell)
         node = self.kernel_node()
         results: list[ShipResult] = []
         if node.distribution is not None:

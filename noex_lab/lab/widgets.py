@@ -27,14 +27,16 @@ from typing import Any, Protocol, runtime_checkable
 
 import ipywidgets
 
-from ..core.errors import InvalidArgumentError, NoexError
+from ..core.crash_report import CrashReport
+from ..core.errors import InvalidArgumentError, NoexError, ServerNotRunningError
 from ..core.events import NodeEvent
 from ..core.node import Node, current_node
 from ..core.node_id import NodeId
 from ..core.refs import ProcessRef
 from ..core.supervisor import ChildInfo, Supervisor, SupervisorServer
 from ..distribution.introspection import TraceEvent
-from .reprs import Status, Table, clock, text_of
+from .pictures import ChildPicture, LinkPicture, NodePicture, TreePicture, topology_svg, tree_svg
+from .reprs import ShortRef, Status, Table, clock, text_of
 
 MEMBERSHIP_EVENTS = frozenset({"node_up", "node_down", "node_busy", "node_available", "cluster_started"})
 SUPERVISOR_EVENTS = frozenset({
@@ -221,14 +223,21 @@ class ClusterTable:
 
 
 class ClusterView(LiveWidget):
-    """Live membership of the cluster seen from `node` (default: the current node): id, status
-    (up / busy / down), loop lag, process count and last heartbeat of every member."""
+    """Live membership of the cluster seen from `node` (default: the current node): a picture of
+    the topology (nodes up / busy / down with their process counts, links, cut links) over a
+    table of every member (status, loop lag, process count, last heartbeat).
 
-    def __init__(self, node: Node | None = None, *, refresh_s: float = 1.0, keep_down: int = 20) -> None:
+    For the picture it asks each peer every `refresh_s` which peers *it* is connected to, so a
+    partition between two other nodes shows as a cut link too (`picture=False`: the table only)."""
+
+    def __init__(self, node: Node | None = None, *, refresh_s: float = 1.0, keep_down: int = 20,
+                 picture: bool = True) -> None:
         super().__init__()
         self.node = node or current_node()
         self.refresh_s = refresh_s
+        self.picture = picture
         self.members = ClusterTable(self.node, keep_down=keep_down)
+        self.peer_views: dict[NodeId, set[NodeId]] = {}  # peer -> the peers it is connected to
         _subscribe_events(self, self.node, self._on_event)
         self.flush()
         if self._loop is not None and refresh_s > 0:
@@ -249,16 +258,66 @@ class ClusterView(LiveWidget):
     async def _refresh_loop(self) -> None:
         while not self.closed:  # loop lag, process counts and heartbeats change without events
             await asyncio.sleep(self.refresh_s)
+            if self.picture and self.node.running:
+                await self._fetch_peer_views()
             self.invalidate()
             if not self.node.running:
                 self.flush()
                 return
 
+    async def _fetch_peer_views(self) -> None:
+        router = self.node.router
+        rpc = getattr(router, "rpc", None)
+        if rpc is None:
+            return
+        peers = [info.id for info in self.node.get_nodes()]
+
+        async def one(peer: NodeId) -> None:
+            try:
+                rows = await rpc(peer, "noex_peers", None, max(0.5, self.refresh_s))
+                self.peer_views[peer] = {row[0] for row in rows if isinstance(row, list) and row
+                                         and isinstance(row[0], NodeId)}
+            except (NoexError, TypeError):
+                self.peer_views.pop(peer, None)  # no (usable) answer, or an older node: links drawn as up
+
+        await asyncio.gather(*(one(p) for p in peers))
+        for gone in set(self.peer_views) - set(peers):
+            del self.peer_views[gone]
+
+    def topology(self) -> tuple[list[NodePicture], list[LinkPicture]]:
+        """The nodes and links the picture draws (see `pictures.topology_svg`)."""
+        node = self.node
+        me = str(node.id) if node.id is not None else node.display_name
+        me_label = node.id.name if node.id is not None else node.display_name
+        nodes = [NodePicture(me, me_label, "self" if node.running else "down", node.process_count,
+                             "this kernel's node")]
+        peers = node.get_nodes() if node.running else []
+        links: list[LinkPicture] = []
+        for info in peers:
+            nodes.append(NodePicture(str(info.id), info.id.name, info.status, info.process_count,
+                                     f"loop lag {info.loop_lag_ms:.0f} ms"))
+            links.append(LinkPicture(me, str(info.id)))
+        ids = [info.id for info in peers]
+        for i, a in enumerate(ids):
+            for b in ids[i + 1:]:
+                seen_a, seen_b = self.peer_views.get(a), self.peer_views.get(b)
+                cut = (seen_a is not None and b not in seen_a) or (seen_b is not None and a not in seen_b)
+                links.append(LinkPicture(str(a), str(b), "cut" if cut else "ok"))
+        for peer, (_at, reason) in self.members.down.items():
+            nodes.append(NodePicture(str(peer), peer.name, "down", None, reason or "down"))
+            links.append(LinkPicture(me, str(peer), "cut"))
+        return nodes, links
+
+    def svg(self) -> str:
+        nodes, links = self.topology()
+        return topology_svg(nodes, links, title=f"cluster seen from {self.node.display_name}")
+
     def table(self) -> Table:
         return self.members.table()
 
     def render_html(self) -> str:
-        return self.table()._repr_html_()
+        picture = f"<div class='noex-picture'>{self.svg()}</div>" if self.picture else ""
+        return picture + self.table()._repr_html_()
 
     def render_text(self) -> str:
         return self.table().text()
@@ -419,19 +478,29 @@ def source_for(sup: Any, node: Node | None = None) -> SupervisorSource:
 
 
 class SupervisorView(LiveWidget):
-    """Live view of a supervisor: its children (id, ref, node, status, restarts, last exit
-    reason) and a log of restarts and other supervision events."""
+    """Live view of a supervisor: a picture of its tree (children grouped by node, a restart or a
+    move highlighted for HIGHLIGHT_S seconds), its children (id, ref, node, status, restarts, last
+    exit reason) and a log with one line per restart or move.
 
-    def __init__(self, sup: Any, *, node: Node | None = None, log_size: int = 50) -> None:
+    The supervisor is monitored: once it exits (also when it gives up after too many restarts,
+    or its node goes down) the view says so in a banner and shows its children as stopped."""
+
+    HIGHLIGHT_S = 8.0
+
+    def __init__(self, sup: Any, *, node: Node | None = None, log_size: int = 50, picture: bool = True) -> None:
         super().__init__()
         self.source = source_for(sup, node)
+        self.picture = picture
         self.children: list[ChildInfo] = []
         self.restart_log: deque[SupervisorEvent] = deque(maxlen=log_size)
         self.error: str | None = None
         self.finished: str | None = None
+        self.highlights: dict[str, tuple[str, float, str]] = {}  # child id -> (kind, at, moved from)
+        self._last_line: dict[str, SupervisorEvent] = {}  # the last log line of each child
         self._fetching = False
         self._fetch_again = False
         self.on_close(self.source.subscribe(self._on_event))
+        self._monitor_supervisor()
         peek = getattr(self.source, "peek", None)
         if callable(peek):
             self.children = peek() or []
@@ -442,17 +511,78 @@ class SupervisorView(LiveWidget):
             if isinstance(poll_s, (int, float)) and poll_s > 0:
                 self.start_task(self._poll(float(poll_s)))
 
+    def _monitor_supervisor(self) -> None:
+        """Learn of the supervisor's exit from a monitor (it fires once, also for a lost node)."""
+        ref, node = getattr(self.source, "ref", None), getattr(self.source, "node", None)
+        if not isinstance(ref, ProcessRef) or not isinstance(node, Node) or not node.running:
+            return
+        try:
+            mref = node.monitor(ref, on_down=lambda down: self._supervisor_down(down.reason))
+        except NoexError:
+            return
+        self.on_close(lambda: node.demonitor(mref) if node.running else None)
+
+    def _supervisor_down(self, reason: Any) -> None:
+        if self.finished is None:
+            self.finished = _reason_text(reason) or "stopped"
+            self.restart_log.append(SupervisorEvent(time.time(), "supervisor_exited", "", self.finished))
+        self.invalidate()
+
     async def _poll(self, every: float) -> None:
         while not self.closed and self.finished is None:
             await asyncio.sleep(every)
             self.refresh()
 
     def _on_event(self, event: SupervisorEvent) -> None:
-        self.restart_log.append(event)
         if event.kind in ("supervisor_exited", "supervisor_stopped"):
-            self.finished = event.detail or "stopped"
+            self._supervisor_down(event.detail)
+            return
+        self._log(event)
+        if event.kind in ("supervisor_restart", "child_restarted"):
+            self._highlight(event.child, "restarted", event.at)
+        elif event.kind == "child_migrated":
+            self._highlight(event.child, "moved", event.at, _moved_from(event.detail))
         self.invalidate()
         self.refresh()
+
+    def _log(self, event: SupervisorEvent) -> None:
+        """One line per restart or move: the `child_started` that ends one, and the
+        `child_restarted` / `child_migrated` that follow its `supervisor_restart`, join that line."""
+        last = self._last_line.get(event.child) if event.child else None
+        recent = last is not None and event.at - last.at < 5.0
+        if recent and last is not None:
+            if event.kind == "child_started" and last.kind in ("supervisor_restart", "child_restarted",
+                                                              "child_migrated"):
+                return
+            if event.kind == "child_restarted" and last.kind == "supervisor_restart":
+                return
+            if event.kind == "child_migrated" and last.kind == "supervisor_restart":
+                merged = SupervisorEvent(event.at, event.kind, event.child, f"{event.detail} ({last.detail})")
+                self._replace_line(last, merged)
+                return
+        self.restart_log.append(event)
+        if event.child:
+            self._last_line[event.child] = event
+
+    def _replace_line(self, old: SupervisorEvent, new: SupervisorEvent) -> None:
+        lines = list(self.restart_log)
+        if old in lines:
+            lines[lines.index(old)] = new
+            self.restart_log.clear()
+            self.restart_log.extend(lines)
+        else:
+            self.restart_log.append(new)
+        self._last_line[new.child] = new
+
+    def _highlight(self, child: str, kind: str, at: float, moved_from: str = "") -> None:
+        if not child:
+            return
+        if kind == "restarted" and child in self.highlights and self.highlights[child][0] == "moved" \
+                and at - self.highlights[child][1] < 5.0:
+            return  # the restart that made the move: keep "moved"
+        self.highlights[child] = (kind, at, moved_from)
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_later(self.HIGHLIGHT_S + 0.1, self.invalidate, context=self._context)
 
     def refresh(self) -> None:
         """Fetch the children again (one fetch at a time; a request during a fetch repeats it)."""
@@ -471,33 +601,52 @@ class SupervisorView(LiveWidget):
                 try:
                     children = await self.source.children()
                     self.error = None
+                except ServerNotRunningError as exc:
+                    self.error = None
+                    self._supervisor_down(exc.reason)
                 except NoexError as exc:
                     self.error = f"{type(exc).__name__}: {exc}"
                 else:
-                    if isinstance(self.source, RemoteSupervisorSource):
-                        self._log_restarts(self.children, children)
-                    self.children = children
+                    if self.finished is None:
+                        self._note_changes(self.children, children)
+                        self.children = children
                 self.invalidate()
                 if not self._fetch_again or self.closed or self.finished is not None:
                     return
         finally:
             self._fetching = False
 
-    def _log_restarts(self, before: list[ChildInfo], after: list[ChildInfo]) -> None:
-        """For a polled supervisor: log the restarts that happened between two fetches."""
-        seen = {c.id: c.restarts for c in before}
+    def _note_changes(self, before: list[ChildInfo], after: list[ChildInfo]) -> None:
+        """Restarts and moves seen between two fetches (all a polled supervisor tells)."""
+        seen = {c.id: c for c in before}
+        now = time.time()
+        polled = isinstance(self.source, RemoteSupervisorSource)
         for child in after:
-            if child.id in seen and child.restarts > seen[child.id]:
-                self.restart_log.append(SupervisorEvent(
-                    time.time(), "child_restarted", child.id,
-                    f"restart #{child.restarts} after {_reason_text(child.last_exit_reason)}",
-                ))
+            old = seen.get(child.id)
+            if old is None:
+                continue
+            if old.node is not None and child.node is not None and old.node != child.node:
+                if self.highlights.get(child.id, ("", 0.0, ""))[0] != "moved" or not polled:
+                    self._highlight(child.id, "moved", now, _node_name(old.node))
+            elif child.restarts > old.restarts:
+                if polled:
+                    self.restart_log.append(SupervisorEvent(
+                        now, "child_restarted", child.id,
+                        f"restart #{child.restarts} after {_reason_text(child.last_exit_reason)}"))
+                self._highlight(child.id, "restarted", now)
 
-    def table(self) -> Table:
-        rows = [[c.id, c.ref, c.node, Status(c.status), c.restarts, c.last_exit_reason] for c in self.children]
+    # --------------------------------------------------------------- rendering
+    def _status(self, child: ChildInfo) -> str:
+        return "stopped" if self.finished is not None else child.status
+
+    def table(self, *, short_refs: bool = True) -> Table:
+        """The children; `short_refs`: `<0.12@local2>` with the full ref on hover (HTML), else full refs
+        (plain text, which has no hover)."""
+        rows = [[c.id, ShortRef(c.ref) if short_refs and c.ref is not None else c.ref, c.node,
+                 Status(self._status(c)), c.restarts, c.last_exit_reason] for c in self.children]
         note = self.error or ""
         if self.finished is not None:
-            note = f"the supervisor exited: {self.finished}"
+            note = f"the supervisor exited: {self.finished}; its children were stopped (their last known state above)"
         return Table(["child", "ref", "node", "status", "restarts", "last exit"], rows,
                      title=self.source.label, note=note)
 
@@ -506,11 +655,61 @@ class SupervisorView(LiveWidget):
         return Table(["time", "event", "child", "detail"], rows, title="restart log (newest first)",
                      empty="(no restarts yet)")
 
+    def tree(self) -> TreePicture:
+        """What the picture draws (see `pictures.tree_svg`)."""
+        now = time.time()
+        node = getattr(self.source, "node", None)
+        node_status: dict[str, str] = {}
+        if isinstance(node, Node) and node.running:
+            for info in node.get_nodes():
+                node_status[info.id.name] = info.status
+            if node.id is not None:
+                node_status.setdefault(node.id.name, "up")
+        pictures = []
+        for c in self.children:
+            kind, at, moved_from = self.highlights.get(c.id, ("", 0.0, ""))
+            if now - at > self.HIGHLIGHT_S:
+                kind, moved_from = "", ""
+            where = _node_name(c.node) if c.node is not None else (
+                node.id.name if isinstance(node, Node) and node.id is not None else "")
+            if moved_from and moved_from not in node_status:
+                node_status[moved_from] = "down"
+            pictures.append(ChildPicture(c.id, str(ShortRef(c.ref)) if c.ref is not None else "-",
+                                         str(c.ref), where, self._status(c), c.restarts, kind, moved_from))
+        used = {p.node for p in pictures} | {p.moved_from for p in pictures if p.moved_from}
+        shown = {k: v for k, v in node_status.items() if k in used or v == "down"}
+        note = "orange: restarted · blue: moved (dashed: where it was) · hover a box for its full ref"
+        ref = getattr(self.source, "ref", None)
+        label = f"supervisor {ShortRef(ref)}" if isinstance(ref, ProcessRef) else self.source.label
+        return TreePicture(label, "stopped" if self.finished is not None else "running", pictures, shown, note)
+
     def render_html(self) -> str:
-        return self.table()._repr_html_() + f"<div style='{SCROLL_STYLE}'>{self.log_table()._repr_html_()}</div>"
+        banner = ""
+        if self.finished is not None:
+            banner = ("<div class='noex-stopped-banner' style='border-left:4px solid #cf222e;background:#fff5f5;"
+                      f"padding:3px 8px;margin:2px 0;color:#cf222e;font-weight:bold'>supervisor stopped: "
+                      f"{escape(self.finished)}. Its children were stopped; the rows show their last known state."
+                      "</div>")
+        picture = f"<div class='noex-picture'>{tree_svg(self.tree())}</div>" if self.picture else ""
+        return (banner + picture + self.table()._repr_html_()
+                + f"<div style='{SCROLL_STYLE}'>{self.log_table()._repr_html_()}</div>")
 
     def render_text(self) -> str:
-        return self.table().text() + "\n\n" + self.log_table().text()
+        banner = f"SUPERVISOR STOPPED: {self.finished}\n\n" if self.finished is not None else ""
+        return banner + self.table(short_refs=False).text() + "\n\n" + self.log_table().text()
+
+
+def _node_name(node: Any) -> str:
+    return node.name if isinstance(node, NodeId) else str(node or "")
+
+
+def _moved_from(detail: str) -> str:
+    """The node name in a `child_migrated` line ("... moved from a@h:p to b@h:p")."""
+    words = detail.split()
+    if "from" in words and words.index("from") + 1 < len(words):
+        text = words[words.index("from") + 1]
+        return text.split("@", 1)[0]
+    return ""
 
 
 # ----------------------------------------------------------------------------------- EventLog
@@ -518,6 +717,8 @@ def event_details(event: NodeEvent) -> str:
     data = event.data
     if event.kind == "node_output":
         return f"{data.get('node', '')} {data.get('stream', '')} | {data.get('line', '')}"
+    if event.kind == "crash_report" and isinstance(data.get("report"), CrashReport):
+        return str(data["report"])
     return " ".join(f"{k}={text_of(v)}" for k, v in data.items() if k != "exception")
 
 
@@ -548,7 +749,7 @@ class EventLog(LiveWidget):
 
     def table(self) -> Table:
         shown = list(self.events)[-self.show:]
-        rows = [[clock(e.at), Status(e.kind) if e.kind == "error" else e.kind, event_details(e)]
+        rows = [[clock(e.at), Status(e.kind) if e.kind in ("error", "crash_report") else e.kind, event_details(e)]
                 for e in reversed(shown)]
         return Table(["time", "event", "details"], rows, title=f"events of {self.node.display_name} (newest first)",
                      note=f"{len(self.events)} kept, {len(shown)} shown", empty="(no events yet)")

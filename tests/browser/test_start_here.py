@@ -1,7 +1,11 @@
 """End to end in a real browser: JupyterLab (headless) runs `00-start-here.ipynb` with *Run → Run
 All Cells* in Debian's chromium driven by Python playwright, and the rendered widgets show the
-failover: the `ClusterView` shows the killed node down, the `SupervisorView` shows its children
-moved to the nodes that are left.
+failover: the `ClusterView` shows the killed node down (in its table and in its topology picture,
+its link cut), the `SupervisorView` shows its children moved to the nodes that are left (in its
+table and its tree); saved, its kernel shut down and opened again, the notebook shows the views'
+last state, not "Error displaying widget: model not found". `05-debugging-a-cluster.ipynb`, run
+the same way: its remote ZeroDivisionError shows the line of the `%%noex behavior` cell and the
+node it ran on, and the dashboard sits in the side panel.
 
 Run by `make test-browser` only (marker `browser`, deselected by default in pyproject.toml): it
 needs `/usr/bin/chromium` (or $CHROMIUM) and the `playwright` package, which that target installs.
@@ -35,6 +39,7 @@ CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 NOTEBOOK = "00-start-here.ipynb"
+DEBUGGING = "05-debugging-a-cluster.ipynb"
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(420)]
 
@@ -76,6 +81,7 @@ class JupyterLab:
     """`jupyter lab` on a free loopback port with a random token, serving `notebook_dir`."""
 
     def __init__(self, notebook_dir: Path, home: Path) -> None:
+        self.notebook_dir = notebook_dir
         self.port = _free_port()
         self.token = secrets.token_hex(24)
         self.log_path = home / "jupyterlab.log"
@@ -85,6 +91,11 @@ class JupyterLab:
             "JUPYTER_RUNTIME_DIR": str(home / "runtime"), "IPYTHONDIR": str(home / "ipython"),
         })
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+        # every cell stays in the page (JupyterLab 4 leaves cells out of view out of it by default),
+        # so the test can read the outputs of a long notebook without scrolling
+        tracker = home / "config" / "lab" / "user-settings" / "@jupyterlab" / "notebook-extension"
+        tracker.mkdir(parents=True, exist_ok=True)
+        (tracker / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", f"--port={self.port}",
@@ -97,6 +108,10 @@ class JupyterLab:
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}?token={self.token}"
+
+    def api(self, path: str) -> Any:
+        with urllib.request.urlopen(self.url(path), timeout=5) as response:
+            return json.loads(response.read())
 
     def ready(self) -> bool:
         if self.proc.poll() is not None:
@@ -136,13 +151,14 @@ def lab(tmp_path: Path) -> Iterator[JupyterLab]:
     shutil.copytree(REPO / "notebooks", notebooks)
     # The stored outputs (and widget state) of the copy are removed: everything the test sees
     # on the page comes from this run.
-    path = notebooks / NOTEBOOK
-    nb = json.loads(path.read_text())
-    for cell in nb["cells"]:
-        if cell["cell_type"] == "code":
-            cell["outputs"], cell["execution_count"] = [], None
-    nb["metadata"].pop("widgets", None)
-    path.write_text(json.dumps(nb, indent=1))
+    for name in (NOTEBOOK, DEBUGGING):
+        path = notebooks / name
+        nb = json.loads(path.read_text())
+        for cell in nb["cells"]:
+            if cell["cell_type"] == "code":
+                cell["outputs"], cell["execution_count"] = [], None
+        nb["metadata"].pop("widgets", None)
+        path.write_text(json.dumps(nb, indent=1))
     server = JupyterLab(notebooks, tmp_path)
     try:
         wait_until_blocking(server.ready, 90, "JupyterLab to answer /api/status", poll=0.25)
@@ -169,13 +185,44 @@ def _by_column(table: list[list[str]], key: str) -> dict[str, dict[str, str]]:
     return {row[header.index(key)]: dict(zip(header, row, strict=False)) for row in rows if len(row) == len(header)}
 
 
+def open_and_run_all(page: Any, lab: JupyterLab, name: str, code_cell_count: int, shot: Path | None = None) -> Any:
+    """Open notebook `name`, dismiss the news toast, Run All Cells, wait until every cell ran;
+    returns the kernel status locator."""
+    page.goto(lab.url(f"/lab/tree/{name}"))
+    page.wait_for_selector(".jp-NotebookPanel", timeout=90_000)
+    status = page.locator(".jp-StatusBar-Widget", has_text="Python 3 (ipykernel) | Idle").first
+    status.wait_for(timeout=90_000)
+    # the "would you like to get notified about official Jupyter news?" toast, if shown
+    toast = page.locator(".jp-toast-container, .Toastify").filter(has_text="Jupyter news")
+    with contextlib.suppress(Exception):
+        toast.first.wait_for(timeout=5_000)
+    if toast.count():
+        toast.get_by_role("button", name="No").first.click()
+        toast.first.wait_for(state="detached", timeout=10_000)
+    if shot is not None:
+        page.screenshot(path=str(shot))
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+    prompts = page.locator(".jp-Notebook .jp-CodeCell .jp-InputArea-prompt")
+
+    def all_ran() -> bool:  # every code cell shows its execution count: [n]:
+        texts = prompts.all_text_contents()
+        return len(texts) == code_cell_count and all(re.fullmatch(r"\[\d+\]:", t.strip()) for t in texts)
+
+    wait_until_blocking(all_ran, 180, "every code cell to run", poll=0.5)
+    lab.note_descendants()  # the kernel and the local nodes it started
+    status.wait_for(timeout=60_000)
+    return status
+
+
 def test_run_all_shows_the_failover_in_the_widgets(lab: JupyterLab) -> None:
     from playwright.sync_api import sync_playwright
 
     assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: run `make test-browser` (it installs chromium)"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shots = {name: ARTIFACTS / f"start-here-{name}.png" for name in ("opened", "after-run", "cluster-view",
-                                                                    "supervisor-view")}
+                                                                    "supervisor-view", "topology", "tree",
+                                                                    "reopened")}
     for shot in [*shots.values(), ARTIFACTS / "start-here-failure.png"]:
         shot.unlink(missing_ok=True)
     nb = json.loads((REPO / "notebooks" / NOTEBOOK).read_text())
@@ -190,33 +237,7 @@ def test_run_all_shows_the_failover_in_the_widgets(lab: JupyterLab) -> None:
             raise
         try:
             page.set_default_timeout(30_000)
-            page.goto(lab.url(f"/lab/tree/{NOTEBOOK}"))
-            page.wait_for_selector(".jp-NotebookPanel", timeout=90_000)
-            status = page.locator(".jp-StatusBar-Widget", has_text="Python 3 (ipykernel) | Idle").first
-            status.wait_for(timeout=90_000)
-
-            # the "would you like to get notified about official Jupyter news?" toast, if shown
-            toast = page.locator(".jp-toast-container, .Toastify").filter(has_text="Jupyter news")
-            with contextlib.suppress(Exception):
-                toast.first.wait_for(timeout=5_000)
-            if toast.count():
-                toast.get_by_role("button", name="No").first.click()
-                toast.first.wait_for(state="detached", timeout=10_000)
-            page.screenshot(path=str(shots["opened"]))
-
-            # Run → Run All Cells
-            page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
-            page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
-
-            prompts = page.locator(".jp-Notebook .jp-CodeCell .jp-InputArea-prompt")
-
-            def all_ran() -> bool:  # every code cell shows its execution count: [n]:
-                texts = prompts.all_text_contents()
-                return len(texts) == code_cell_count and all(re.fullmatch(r"\[\d+\]:", t.strip()) for t in texts)
-
-            wait_until_blocking(all_ran, 180, "every code cell to run", poll=0.5)
-            lab.note_descendants()  # the kernel and the three local nodes it started
-            status.wait_for(timeout=60_000)
+            open_and_run_all(page, lab, NOTEBOOK, code_cell_count, shots["opened"])
             errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr'], "
                                   ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']")
             assert errors.count() == 0, f"a cell failed or wrote to stderr: {errors.all_text_contents()}"
@@ -267,11 +288,42 @@ def test_run_all_shows_the_failover_in_the_widgets(lab: JupyterLab) -> None:
                               for row in log[1:] if row[1] == "child_migrated")
             assert migrated == [("w2", local2), ("w6", local2)], log
 
+            # the pictures: local2 drawn down with its link cut; every child in a column of a live node
+            topology = cluster.locator("svg.noex-topology")
+            assert topology.locator(f"g.noex-node-down[data-node='{local2}']").count() == 1
+            assert topology.locator("line.noex-link-cut").count() >= 1
+            tree = supervisor.locator("svg.noex-tree")
+            assert tree.locator("g.noex-child-running").count() == 8
+            assert tree.locator("g.noex-child[data-node='local2']").count() == 0
+
             cluster.scroll_into_view_if_needed()
             cluster.screenshot(path=str(shots["cluster-view"]))
+            topology.screenshot(path=str(shots["topology"]))
             supervisor.scroll_into_view_if_needed()
             supervisor.screenshot(path=str(shots["supervisor-view"]))
+            tree.screenshot(path=str(shots["tree"]))
             page.screenshot(path=str(shots["after-run"]))
+
+            # saved, the kernel shut down, opened again: the views show their last state (the widget
+            # state saved with the notebook), not "Error displaying widget: model not found"
+            page.keyboard.press("Control+s")
+            saved = lab.notebook_dir / NOTEBOOK
+            wait_until_blocking(lambda: "noex-topology" in json.dumps(json.loads(saved.read_text())["metadata"]
+                                                                      .get("widgets", {})), 30,
+                                "the widget state in the saved notebook", poll=0.5)
+            page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Kernel$")).click()
+            page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Shut Down Kernel$")).click()
+            wait_until_blocking(lambda: not lab.api("/api/kernels"), 60, "the kernel to shut down", poll=0.5)
+            page.reload()
+            page.wait_for_selector(".jp-NotebookPanel", timeout=90_000)
+            with contextlib.suppress(Exception):  # a "Select Kernel" dialog, if the page asks
+                page.locator(".jp-Dialog").first.wait_for(timeout=3_000)
+                page.keyboard.press("Escape")
+            reopened = page.locator(".widget-html-content", has_text="cluster seen from app@").first
+            reopened.wait_for(timeout=60_000)
+            assert reopened.locator("svg.noex-topology").count() == 1
+            assert page.get_by_text("Error displaying widget").count() == 0
+            page.screenshot(path=str(shots["reopened"]))
         except BaseException:
             with contextlib.suppress(Exception):
                 page.screenshot(path=str(ARTIFACTS / "start-here-failure.png"))
@@ -280,3 +332,52 @@ def test_run_all_shows_the_failover_in_the_widgets(lab: JupyterLab) -> None:
             browser.close()
     for shot in shots.values():
         assert shot.stat().st_size > 10_000, f"{shot} looks empty"
+
+
+def test_a_remote_crash_shows_the_users_line_and_the_node(lab: JupyterLab) -> None:
+    """Notebook 05, Run All: the remote ZeroDivisionError shows the line of the `%%noex behavior`
+    cell and the node it ran on; the dashboard sits in the side panel with its pictures."""
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: run `make test-browser` (it installs chromium)"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shots = {name: ARTIFACTS / f"debugging-{name}.png" for name in ("remote-error", "dashboard")}
+    for shot in [*shots.values(), ARTIFACTS / "debugging-failure.png"]:
+        shot.unlink(missing_ok=True)
+    nb = json.loads((REPO / "notebooks" / DEBUGGING).read_text())
+    code_cell_count = sum(cell["cell_type"] == "code" for cell in nb["cells"])
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        except BaseException:
+            browser.close()
+            raise
+        try:
+            page.set_default_timeout(30_000)
+            open_and_run_all(page, lab, DEBUGGING, code_cell_count)
+            error = page.locator(".jp-OutputArea-output", has_text="remote traceback: process")
+            assert error.count() == 1, error.all_text_contents()  # the one cell tagged raises-exception
+            text = error.first.text_content() or ""
+            behavior_cell = re.search(r"Cell In\[(\d+)\] \(%%noex behavior averager\), line 15, in handle_call", text)
+            assert behavior_cell, text
+            assert "return sum(numbers) / len(numbers), numbers" in text and "ZeroDivisionError" in text
+            assert re.search(r"on node local2@127\.0\.0\.1:\d+", text), text
+            assert "routing.py" not in text and "noex_lab frames folded]" in text
+            error.first.scroll_into_view_if_needed()
+            error.first.screenshot(path=str(shots["remote-error"]))
+            # the dashboard, docked in the side panel: the topology with local2 down, the tree
+            board = page.locator(".widget-html-content", has_text="noex dashboard").first
+            board.wait_for(timeout=30_000)
+            assert page.locator(".jp-NotebookPanel .widget-html-content", has_text="noex dashboard").count() == 0
+            assert page.locator("svg.noex-topology g.noex-node-down").count() >= 1
+            page.screenshot(path=str(shots["dashboard"]))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                page.screenshot(path=str(ARTIFACTS / "debugging-failure.png"))
+            raise
+        finally:
+            browser.close()
+    for shot in shots.values():
+        assert shot.stat().st_size > 5_000, f"{shot} looks empty"

@@ -101,3 +101,40 @@ async def test_a_supervisor_on_another_node_is_polled() -> None:
     with pytest.raises(InvalidArgumentError, match="is not a running supervisor"):
         with a.as_default():
             SupervisorView("no-such-supervisor")
+
+
+async def test_a_supervisor_on_a_node_that_dies_is_marked_stopped() -> None:
+    a, b = await start_cluster(2)
+    with b.as_default():
+        sup = await Supervisor.start(children=[ChildSpec(id="r", behavior=Worker, arg=1)])
+    with a.as_default():
+        view = SupervisorView(sup)
+        try:
+            await wait_until(lambda: [ch.status for ch in view.children] == ["running"], 5, "the remote child")
+            await b.kill()  # its monitor fires with noconnection: no more polling of a dead node
+            await wait_until(lambda: view.finished == "noconnection", 5, "the supervisor marked stopped")
+            await wait_until(lambda: "supervisor stopped: noconnection" in view.value, 5, "the banner")
+            assert "noex-child-running" not in view.value and "noex-supervisor-stopped" in view.value
+            assert "SUPERVISOR STOPPED: noconnection" in view.render_text()
+            assert "running" not in view.table().text().split("\n", 1)[1]  # every row: stopped
+        finally:
+            view.close()
+
+
+async def test_cluster_view_draws_a_partition_between_two_other_nodes_as_a_cut_link() -> None:
+    from noex_lab.distribution import heal, partition
+    from noex_lab.lab.widgets import ClusterView
+
+    a, b, c = await start_cluster(3)
+    view = ClusterView(a, refresh_s=0.2)
+    try:
+        await wait_until(lambda: len(view.peer_views) == 2, 5, "the peers' own views")
+        assert all(link.state == "ok" for link in view.topology()[1])
+        partition([b], [c])  # a still sees both; b and c do not see each other
+        await wait_until(lambda: {link.state for link in view.topology()[1]
+                                  if {link.a, link.b} == {str(b.id), str(c.id)}} == {"cut"}, 10, "the cut link")
+        await wait_until(lambda: "noex-link-cut" in view.value, 5, "the cut link drawn")
+        assert [link.state for link in view.topology()[1] if str(a.id) in (link.a, link.b)] == ["ok", "ok"]
+        heal(b, c)
+    finally:
+        view.close()
