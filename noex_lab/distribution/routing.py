@@ -29,6 +29,7 @@ from ..core.process import INFO as INFO_TAG
 from ..core.reasons import NOCONNECTION, NOPROC, ErrorReason, ExitReason
 from ..core.refs import MonitorRef, ProcessRef
 from . import protocol as p
+from .connection import describe
 
 if TYPE_CHECKING:
     from ..core.node import Node
@@ -410,7 +411,7 @@ class RemoteRouter:
         elif kind == p.RPC_CAST:
             handler = self.rpc_handlers.get(m[1])
             if handler is None:
-                log.warning("unknown system notification %r from %s", m[1], conn.peer)
+                conn.warn("unknown system notification %s from %s", describe(m[1]), conn.peer)
             else:
                 result = handler(conn.peer, m[2])
                 if inspect.isawaitable(result):
@@ -418,7 +419,7 @@ class RemoteRouter:
         elif kind == p.GOSSIP or kind == p.GOODBYE:
             self.on_membership(conn, m)
         else:
-            log.warning("unexpected frame type %r from %s", kind, conn.peer)
+            conn.warn("unexpected frame type %s from %s", describe(kind), conn.peer)
 
     def on_membership(self, conn: Connection, m: list[Any]) -> None:
         """Replaced by the cluster with its membership's frame handler."""
