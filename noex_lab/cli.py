@@ -38,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     node.add_argument("--allow-code", action="store_true", help="accept behavior source from peers")
     node.add_argument("--heartbeat-interval-ms", type=int, default=5000)
     node.add_argument("--heartbeat-miss-threshold", type=int, default=3)
+    node.add_argument("--max-message-bytes", type=int, default=64 * 2**20, metavar="N",
+                      help="largest message accepted or sent (default 64 MiB)")
     node.add_argument("--insecure", action="store_true", help="allow a non-loopback bind without a secret")
     add_tls_arguments(node)
     node.add_argument("--exit-on-stdin-eof", action="store_true",
@@ -108,6 +110,7 @@ async def _run_node(args: argparse.Namespace) -> int:
         heartbeat_interval_ms=args.heartbeat_interval_ms,
         heartbeat_miss_threshold=args.heartbeat_miss_threshold, advertise_host=args.advertise_host,
         allow_code=args.allow_code, insecure=args.insecure, tls=tls_from_args(args),
+        max_message_bytes=args.max_message_bytes,
     )
     if args.report:
         def up(info: Any) -> None:
