@@ -53,6 +53,7 @@ BATCH_BYTES = 64 * 1024          # small messages per frame (and per write on th
 DECODE_SLICE = 64 * 1024         # frames up to this size are decoded at once, bigger ones a slice per step
 TURN_BUDGET_S = 0.005            # decoding per connection per event-loop turn before the rest waits
 WARNINGS_PER_S = 5               # warnings about one peer per second; then one "suppressed" line
+_CLOSE, _DONE, _FIRST = 0, 1, 2  # delivering a message: close / done / a completed chunked one goes first
 
 Dispatch = Callable[["Connection", list[Any]], None]
 
@@ -136,7 +137,6 @@ class Connection:
         # BATCH_BYTES, which every node accepts whatever its own max_message_bytes.
         self._frames = FrameReader(max(max_message_bytes, BATCH_BYTES) + 1024)
         self._unpacker = codec.stream_unpacker(DECODE_SLICE + 16)  # small frames only
-        self._unpacked = 0  # bytes fed to the unpacker (to find where the rest of a frame starts)
         self._chunks = ChunkAssembler(max_message_bytes)
         self._backlog: deque[memoryview | _Sliced] = deque()  # received, not decoded yet (next turn)
         self._warned_at = -1e9  # rate limit of warnings about this peer: current one-second window
@@ -396,9 +396,7 @@ class Connection:
         for _ in range(len(body) + 1):  # each pass ends the frame or passes over at least one message
             piece = body[offset:] if offset else body
             unpacker = self._unpacker
-            base = self._unpacked
             unpacker.feed(piece)
-            self._unpacked = base + len(piece)
             count = 0
             try:
                 for message in unpacker:
@@ -407,13 +405,14 @@ class Connection:
                         self.warn("closing connection to %s: unknown message %s", self.peer, describe(message))
                         return False
                     if message[0] == CHUNK:
-                        queued = self._chunk(message)
-                        if queued is None:
+                        status = self._chunk(message)
+                        if status == _DONE:
                             continue
-                        if not queued:
+                        if status == _CLOSE:
                             return False
-                        self.received_messages += count
-                        self._queue_rest(body, offset + unpacker.tell() - base)
+                        self.received_messages += count  # _FIRST: the completed message goes first
+                        found = skim(piece, 0, count - 1)  # (the CHUNK message, well-formed)
+                        self._queue_rest(body, offset + found[1] if found else len(body))
                         return True
                     try:
                         dispatch(self, message)
@@ -422,12 +421,12 @@ class Connection:
             except Exception as exc:  # malformed bytes, a value this node cannot rebuild, a big map
                 self.received_messages += count
                 self._new_unpacker()
-                passed = self._recover(piece, count, exc)
-                if passed is None:
+                status, passed = self._recover(piece, count, exc)
+                if status == _CLOSE:
                     return False
                 offset += passed
-                if self._backlog and type(self._backlog[0]) is _Sliced and self._backlog[0].whole:
-                    self._queue_rest(body, offset)  # the message completed a chunked one: it goes first
+                if status == _FIRST:
+                    self._queue_rest(body, offset)
                     return True
                 if offset >= len(body):
                     return True
@@ -436,7 +435,6 @@ class Connection:
             # The frame must end on a message boundary: then a nil fed now is a message of its own
             # (a partly received message would absorb it, and is never None).
             unpacker.feed(b"\xc0")
-            self._unpacked += 1
             try:
                 ends = unpacker.unpack() is None
             except Exception:
@@ -449,7 +447,6 @@ class Connection:
 
     def _new_unpacker(self) -> None:
         self._unpacker = self.codec.stream_unpacker(DECODE_SLICE + 16)
-        self._unpacked = 0
 
     def _queue_rest(self, body: memoryview, offset: int) -> None:
         """A chunked message completed inside `body` and was queued at the front of the backlog:
@@ -458,15 +455,15 @@ class Connection:
         if offset < len(body):
             self._backlog.insert(1, body[offset:])
 
-    def _recover(self, piece: memoryview, decoded: int, exc: Exception) -> int | None:
+    def _recover(self, piece: memoryview, decoded: int, exc: Exception) -> tuple[int, int]:
         """The streaming decode of `piece` failed after `decoded` messages: find the failing
         message without decoding it. A map too big for the fast path: decode it checked and
-        deliver it; a value this node cannot rebuild: refuse that message alone. Returns where in
-        `piece` the message ends; None when the bytes are malformed (close)."""
+        deliver it; a value this node cannot rebuild: refuse that message alone. Returns what
+        delivering did (`_CLOSE` when the bytes are malformed) and where in `piece` it ends."""
         found = skim(piece, 0, decoded)
         if found is None:
             self.warn("closing connection to %s: undecodable frame: %s", self.peer, exc)
-            return None
+            return _CLOSE, 0
         start, end = found
         if map_too_big(exc):
             try:
@@ -475,11 +472,11 @@ class Connection:
                 exc = error
             else:
                 self.received_messages += 1
-                return end if self._deliver(message, whole=False) else None
+                return self._deliver(message, whole=False), end
         if not self._refuse(message_head(piece, start), exc):
             self.warn("closing connection to %s: undecodable frame: %s", self.peer, exc)
-            return None
-        return end
+            return _CLOSE, 0
+        return _DONE, end
 
     def _decode_sliced(self, job: _Sliced, deadline: float) -> bool | None:
         """Decode a big frame (or a reassembled message) a slice per step until it is done (True)
@@ -507,46 +504,46 @@ class Connection:
             for index, message in enumerate(messages):
                 job.count += 1
                 self.received_messages += 1
-                if not self._deliver(message, job.whole):
+                status = self._deliver(message, job.whole)
+                if status == _CLOSE:
                     return None
-                if self._backlog[0] is not job:  # a chunked message completed: it goes first
+                if status == _FIRST:
                     job.ready = messages[index + 1:]
                     return False
             if time.monotonic() > deadline:
                 return False
         return False
 
-    def _deliver(self, message: Any, whole: bool) -> bool:
-        """Dispatch one decoded message (the slow path's `_received_frame` loop body); a CHUNK
-        may queue its completed message at the front of the backlog. False: close."""
+    def _deliver(self, message: Any, whole: bool) -> int:
+        """Dispatch one decoded message (the slow path's `_received_frame` loop body). Returns
+        _DONE, _CLOSE, or _FIRST when a CHUNK completed its message (queued first)."""
         if type(message) is not list or not message or message[0] not in KNOWN_TYPES or (
             whole and message[0] == CHUNK
         ):
             self.warn("closing connection to %s: unknown message %s", self.peer, describe(message))
-            return False
+            return _CLOSE
         if message[0] == CHUNK:
-            return self._chunk(message) is not False
+            return self._chunk(message)
         try:
             self.dispatch(self, message)
         except Exception as exc:
             self._report(f"handling a message from {self.peer}", exc)
-        return True
+        return _DONE
 
-    def _chunk(self, message: list[Any]) -> bool | None:
-        """Add a CHUNK message. When it completes its message, queue that message's decoding at
-        the front of the backlog and return True; None before that; False when the connection
-        must close."""
+    def _chunk(self, message: list[Any]) -> int:
+        """Add a CHUNK message: _DONE, or _FIRST when it completes its message (whose decoding is
+        queued at the front of the backlog: what follows waits for it), or _CLOSE."""
         try:
             if len(message) != 4:
                 raise ProtocolError("malformed chunk: expected [CHUNK, id, last, data]")
             whole = self._chunks.add(message[1], message[3], message[2])
         except ProtocolError as exc:
             self.warn("closing connection to %s: %s", self.peer, exc)
-            return False
+            return _CLOSE
         if whole is None:
-            return None
+            return _DONE
         self._backlog.appendleft(_Sliced(self.codec.incremental(whole, DECODE_SLICE), whole, whole=True))
-        return True
+        return _FIRST
 
     def _refuse(self, head: tuple[int, int | None] | None, exc: Exception) -> bool:
         """A well-formed message holding a value this node cannot rebuild (an unknown wire type,

@@ -247,3 +247,26 @@ def test_describe_costs_little_whatever_the_value() -> None:
         started = time.perf_counter()
         text = describe(value)
         assert len(text) <= 200 and time.perf_counter() - started < 0.05, (type(value), len(text))
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("cleanup")
+async def test_what_follows_a_chunked_message_or_a_big_map_in_a_frame_waits_for_it() -> None:
+    a, b, ref = await _recorder_on_second_of_two()
+    conn = _connection(b, a)
+    codec = b.distribution.codec  # type: ignore[attr-defined]
+    whole = codec.encode([3, ref.id, ref.creation, ("chunked", "z" * 100_000)])
+    big_map = {f"k{i}": i for i in range(100)}  # more than msgpack builds unchecked: decoded apart
+    first = msgpack.packb([15, 7, False, whole[:60_000]])
+    rest = b"".join([
+        msgpack.packb([15, 7, True, whole[60_000:]]),
+        codec.encode([3, ref.id, ref.creation, "after the chunks"]),
+        codec.encode([3, ref.id, ref.creation, big_map]),
+        codec.encode([3, ref.id, ref.creation, "after the map"]),
+    ])
+    for body in (first, rest):
+        assert conn._received(HEADER.pack(len(body)) + body) is True
+    with b.as_default():
+        await wait_until(lambda: not conn._backlog, 5.0, "decoded")
+        log = await GenServer.call(ref, "log")
+    assert [entry[1] for entry in log] == [("chunked", "z" * 100_000), "after the chunks", big_map, "after the map"]
