@@ -15,6 +15,16 @@ Why it is built this way:
   (SerializationError) and decoding (DecodeError), so whatever encodes also decodes.
 - Never pickle: decoding only builds the types listed below and explicitly registered wire
   types, so a message cannot make the receiver run code it did not opt into.
+- Decoding costs time linear in the input, whatever a peer puts in it. Hash flooding: `str`
+  and `bytes` hashes are randomized, but a peer can craft many distinct ints (k, k + 2**61 - 1),
+  floats, Decimals, tuples, frozensets, ... with one hash, and building a dict or set of n of
+  them takes n**2 / 2 probes. So msgpack builds maps of at most `_SMALL_MAP` (32) entries
+  itself (a bounded cost per key, whatever the keys); a bigger map (`max_map_len` makes msgpack
+  refuse it, and the message is decoded again with `object_pairs_hook`) and any set of more
+  than 32 elements are checked first, and refused (DecodeError) when more than `_SAME_HASH` (8)
+  keys share a hash value. Counting hash values is linear: they are ints, and ints below
+  2**61 - 1 hash to themselves. `IncrementalDecoder` decodes a big input a slice per step, so
+  a caller can spread it over several turns of its event loop.
 
 Ext codes (payloads are big-endian):
 

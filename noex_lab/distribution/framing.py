@@ -5,10 +5,13 @@ small messages a node sends in one loop iteration travel as one frame (see `batc
 the receiver decodes with one streaming unpacker, so the per-message cost on both sides is
 close to msgpack's own. A batch stays within `batch_bytes` unless it holds one message only.
 
-`FrameReader` parses a byte stream incrementally and enforces the maximum frame size,
-so a hostile length header is refused before any memory is allocated for it.
-Large bodies are split into chunk frames (see `ChunkAssembler`) so small frames can
-interleave with them on one connection.
+A frame holds whole messages: one never continues in the next frame (the receiver closes a
+connection whose frame ends inside a message), so one message is bounded by one frame.
+
+`FrameReader` parses a byte stream incrementally, in time linear in its size, and enforces the
+maximum frame size, so a hostile length header is refused before any memory is allocated for it.
+Large bodies are split into chunk frames (see `ChunkAssembler`, which bounds what a peer can
+make us buffer of unfinished ones) so small frames can interleave with them on one connection.
 """
 
 from __future__ import annotations
