@@ -593,8 +593,9 @@ def _refuse_flooding(keys: list[Any]) -> None:
 _first = itemgetter(0)
 
 
-def _map_too_big(exc: BaseException) -> bool:
-    """Whether msgpack refused a map for having more than _SMALL_MAP entries (decode it checked)."""
+def map_too_big(exc: BaseException) -> bool:
+    """Whether msgpack refused a map for having more than _SMALL_MAP entries (then decode the
+    message again with every map checked)."""
     return type(exc) is ValueError and "max_map_len" in str(exc)
 
 
@@ -853,7 +854,7 @@ class Codec:
                     timestamp=3, max_map_len=_SMALL_MAP,
                 )
             except ValueError as exc:
-                if not _map_too_big(exc):
+                if not map_too_big(exc):
                     raise
             return _unpackb(  # a map too big for msgpack to build unchecked: check every map
                 data, ext_hook=self._ext_checked, object_pairs_hook=_checked_dict, strict_map_key=False,
@@ -873,6 +874,7 @@ class Codec:
         elif code == _WRAPPED:
             # Containers inside: decode again with the list hook (one level only: the slow
             # hook rejects WRAPPED), then check every marker was consumed by its array.
+            # (`_unwrap`, inlined: this is the hot path of messages holding tuples.)
             hooks = self._hooks
             outer, hooks.pending = hooks.pending, 0  # saved: a wire type's decode may decode too
             try:
@@ -976,11 +978,6 @@ class _WrappedHooks:
         return items
 
 
-def map_too_big(exc: BaseException) -> bool:
-    """Whether a streaming decode failed on a map bigger than msgpack may build unchecked."""
-    return _map_too_big(exc)
-
-
 class IncrementalDecoder:
     """Decodes the messages in `data` (a big frame, or a message reassembled from chunks) at most
     `slice_bytes` of it per `step`, so that a caller can spread a big message over several turns
@@ -1039,7 +1036,7 @@ class IncrementalDecoder:
                 self._error = error
                 return out
         self._unpacker = None
-        if _map_too_big(error) and not self._checked:
+        if map_too_big(error) and not self._checked:
             self._checked = True  # decode this message again, every map checked
             return out
         raise error

@@ -50,10 +50,6 @@ SMALL_LANE_LIMIT = 16 * 2**20    # queued small-frame bytes before senders wait 
 LARGE_LANE_LIMIT = 2             # large messages queued before senders wait
 RECEIVE_SIZE = 256 * 1024
 BATCH_BYTES = 64 * 1024          # small messages per frame (and per write on the asyncio fast path)
-DECODE_SLICE = 64 * 1024         # frames up to this size are decoded at once, bigger ones a slice per step
-TURN_BUDGET_S = 0.005            # decoding per connection per event-loop turn before the rest waits
-WARNINGS_PER_S = 5               # warnings about one peer per second; then one "suppressed" line
-_CLOSE, _DONE, _FIRST = 0, 1, 2  # delivering a message: close / done / a completed chunked one goes first
 
 Dispatch = Callable[["Connection", list[Any]], None]
 
@@ -639,6 +635,13 @@ class Connection:
             await anyio.sleep(delay)
         await stream.send(data)
         self.sent_messages += frames
+
+
+# ---------------------------------------------------------------------- receiving: constants
+DECODE_SLICE = 64 * 1024         # frames up to this size are decoded at once, bigger ones a slice per step
+TURN_BUDGET_S = 0.005            # decoding per connection per event-loop turn before the rest waits
+WARNINGS_PER_S = 5               # warnings about one peer per second; then one "suppressed" line
+_CLOSE, _DONE, _FIRST = 0, 1, 2  # delivering a message: close / done / a completed chunked one goes first
 
 
 class _Sliced:
