@@ -359,6 +359,8 @@ class Connection:
         for _ in range(1_000_000):  # each pass finishes an item, or a slice of one
             if not backlog:
                 return True
+            if self.closed:
+                return False
             item = backlog[0]
             if type(item) is memoryview:
                 if len(item) <= DECODE_SLICE:
