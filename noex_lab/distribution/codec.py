@@ -698,8 +698,8 @@ class Codec:
     """
 
     __slots__ = (
-        "_ext_checked", "_ext_leaf", "_ext_message", "_ext_slow", "_ext_value", "_hooks", "_list_hook",
-        "_local_node", "_marked", "_max_bytes", "_pack", "_pack_surrogates", "_refs",
+        "_ext_checked", "_ext_leaf", "_ext_message", "_ext_slow", "_ext_value", "_list_hook", "_local_node",
+        "_marked", "_max_bytes", "_pack", "_pack_surrogates", "_pending", "_refs",
     )
 
     def __init__(self, local_node: NodeId | None = None, *, max_bytes: int = 64 * 2**20) -> None:
@@ -708,15 +708,15 @@ class Codec:
         self._local_node = local_node
         self._max_bytes = max_bytes
         self._marked = False
+        self._pending = 0  # markers not consumed by their array yet (decoding a WRAPPED payload)
         self._refs: dict[int, tuple[ProcessRef | MonitorRef, Any]] = {}
         self._pack: Callable[[Any], bytes] = msgpack.Packer(
             default=self._default, strict_types=True, use_bin_type=True, datetime=False
         ).pack
         self._pack_surrogates: Callable[[Any], bytes] | None = None
         # Bound once: attribute access would build a new bound method per call.
-        self._hooks = _WrappedHooks()
-        self._ext_slow = self._hooks.ext_hook
-        self._list_hook = self._hooks.list_hook
+        self._ext_slow = self._decode_ext_slow
+        self._list_hook = self._decode_list
         self._ext_message = self._decode_ext_message  # streamed messages (the hot path)
         self._ext_value = self._decode_ext_value  # decode(): any value
         self._ext_checked = self._decode_ext_checked  # decode() again, every map checked
@@ -875,19 +875,18 @@ class Codec:
             # Containers inside: decode again with the list hook (one level only: the slow
             # hook rejects WRAPPED), then check every marker was consumed by its array.
             # (`_unwrap`, inlined: this is the hot path of messages holding tuples.)
-            hooks = self._hooks
-            outer, hooks.pending = hooks.pending, 0  # saved: a wire type's decode may decode too
+            outer, self._pending = self._pending, 0  # saved: a wire type's decode may decode too
             try:
                 value = _unpackb(
                     payload, ext_hook=self._ext_slow, list_hook=self._list_hook, strict_map_key=False,
                     unicode_errors="surrogatepass", timestamp=3, max_map_len=_SMALL_MAP,
                 )
-                if hooks.pending:
+                if self._pending:
                     raise DecodeError("a type marker is out of place")
             finally:
-                hooks.pending = outer
-            if type(value) is not list:  # (so a value completed by a byte of ours is never None)
-                raise DecodeError("a wrapped message is not a list")
+                self._pending = outer
+            if value is None:  # never a message: so a value completed by a nil of ours is never None
+                raise DecodeError("a wrapped message is None")
             return value
         leaf = _LEAF_DECODERS.get(code)
         if leaf is None:
@@ -912,8 +911,7 @@ class Codec:
 
     def _unwrap(self, payload: bytes, checked: bool) -> Any:
         """A WRAPPED payload; `checked`: every map through `_checked_dict`."""
-        hooks = self._hooks
-        outer, hooks.pending = hooks.pending, 0
+        outer, self._pending = self._pending, 0
         try:
             if checked:
                 value = _unpackb(
@@ -925,27 +923,15 @@ class Codec:
                     payload, ext_hook=self._ext_slow, list_hook=self._list_hook, strict_map_key=False,
                     unicode_errors="surrogatepass", timestamp=3, max_map_len=_SMALL_MAP,
                 )
-            if hooks.pending:
+            if self._pending:
                 raise DecodeError("a type marker is out of place")
         finally:
-            hooks.pending = outer
+            self._pending = outer
         return value
 
-
-class _WrappedHooks:
-    """The hooks that decode a WRAPPED payload: the slow ext hook (markers) and the list hook that
-    builds a marker's array; `pending` counts markers not yet consumed by their array."""
-
-    __slots__ = ("ext_hook", "list_hook", "pending")
-
-    def __init__(self) -> None:
-        self.pending = 0
-        self.ext_hook = self._ext  # bound once
-        self.list_hook = self._list
-
-    def _ext(self, code: int, payload: bytes) -> Any:
+    def _decode_ext_slow(self, code: int, payload: bytes) -> Any:
         if code == _TUPLE and not payload:
-            self.pending += 1
+            self._pending += 1
             return _TUPLE_MARKER
         marker = _MARKERS.get(code)
         if marker is not None:
@@ -964,14 +950,14 @@ class _WrappedHooks:
             if leaf is None:
                 raise DecodeError(f"unexpected ext type {code}")
             return leaf(payload)
-        self.pending += 1
+        self._pending += 1
         return marker
 
-    def _list(self, items: list[Any]) -> Any:
+    def _decode_list(self, items: list[Any]) -> Any:
         if items:
             head = items[0]
             if type(head) is _Marker:
-                self.pending -= 1
+                self._pending -= 1
                 if head is _TUPLE_MARKER:
                     return tuple(items[1:])
                 return head.build(items)
@@ -989,7 +975,7 @@ class IncrementalDecoder:
     with every map checked (`_checked_dict`). When `step` raises, `position` is where the failing
     message starts: `skip` passes over it if it is well-formed msgpack."""
 
-    __slots__ = ("_base", "_checked", "_codec", "_data", "_end", "_error", "_fed", "_hooks", "_slice",
+    __slots__ = ("_base", "_checked", "_codec", "_data", "_end", "_error", "_fed", "_markers", "_slice",
                  "_unpacker", "position")
 
     def __init__(self, codec: Codec, data: bytes | bytearray | memoryview, slice_bytes: int) -> None:
@@ -997,7 +983,7 @@ class IncrementalDecoder:
         self._data = data if type(data) is memoryview else memoryview(data)
         self._slice = max(slice_bytes, 1)
         self._unpacker: Any = None
-        self._hooks: _WrappedHooks | None = None  # while decoding a WRAPPED payload
+        self._markers: Codec | None = None  # while decoding a WRAPPED payload: its hooks and count
         self._base = self._fed = self._end = 0  # the unpacker's range of data, and how much it was fed
         self._checked = False
         self._error: Exception | None = None  # raised by the next step (this one returned messages)
@@ -1059,12 +1045,14 @@ class IncrementalDecoder:
             start, end = wrapped
             if end > len(data):
                 raise DecodeError("the data ends inside a message")
-            self._hooks = hooks = _WrappedHooks()
-            ext_hook: Any = hooks.ext_hook
-            list_hook: Any = hooks.list_hook
+            # A codec of its own: the count of markers is per codec, and the caller's codec may
+            # decode other messages between two steps.
+            self._markers = markers = Codec(max_bytes=self._codec.max_bytes)
+            ext_hook: Any = markers._ext_slow
+            list_hook: Any = markers._list_hook
         else:
             start, end = position, len(data)
-            self._hooks = None
+            self._markers = None
             ext_hook, list_hook = self._codec._ext_leaf, None
         size = max(end - start, 1)
         options: dict[str, Any] = {"object_pairs_hook": _checked_dict} if self._checked else {"max_map_len": _SMALL_MAP}
@@ -1083,8 +1071,8 @@ class IncrementalDecoder:
             stop = min(self._fed + self._slice, end)
             unpacker.feed(data[self._fed:stop])
             self._fed = stop
-        hooks = self._hooks
-        if hooks is not None:  # a WRAPPED payload: exactly one value, a list
+        markers = self._markers
+        if markers is not None:  # a WRAPPED payload: exactly one value, a list
             try:
                 value = unpacker.unpack()
             except msgpack.OutOfData:
@@ -1093,7 +1081,7 @@ class IncrementalDecoder:
                 return
             if self._base + unpacker.tell() != end:
                 raise DecodeError("malformed message: extra data in its wrapped payload")
-            if hooks.pending:
+            if markers._pending:
                 raise DecodeError("a type marker is out of place")
             if type(value) is not list:
                 raise DecodeError("a wrapped message is not a list")
