@@ -830,7 +830,7 @@ class Codec:
         loop over the many messages of a frame). It raises what msgpack or a failing type decode
         raises, and is unusable after that: callers make a new one. A map of more than
         `_SMALL_MAP` entries raises ValueError (see `map_too_big`): decode that message with
-        `decode`, which checks its maps. A WRAPPED value must be a list (a message)."""
+        `decode`, which checks its maps. A WRAPPED value may not be None (a message never is)."""
         return msgpack.Unpacker(
             ext_hook=self._ext_message, strict_map_key=False, unicode_errors="surrogatepass", timestamp=3,
             max_buffer_size=max_buffer_size, read_size=min(max_buffer_size, 64 * 1024),
