@@ -976,14 +976,15 @@ class IncrementalDecoder:
     message starts: `skip` passes over it if it is well-formed msgpack."""
 
     __slots__ = ("_base", "_checked", "_codec", "_data", "_end", "_error", "_fed", "_markers", "_slice",
-                 "_unpacker", "position")
+                 "_unpacker", "_wrapped", "position")
 
     def __init__(self, codec: Codec, data: bytes | bytearray | memoryview, slice_bytes: int) -> None:
         self._codec = codec
         self._data = data if type(data) is memoryview else memoryview(data)
         self._slice = max(slice_bytes, 1)
         self._unpacker: Any = None
-        self._markers: Codec | None = None  # while decoding a WRAPPED payload: its hooks and count
+        self._markers: Codec | None = None  # decodes WRAPPED payloads: its hooks and their count
+        self._wrapped = False  # the message being decoded is a WRAPPED payload
         self._base = self._fed = self._end = 0  # the unpacker's range of data, and how much it was fed
         self._checked = False
         self._error: Exception | None = None  # raised by the next step (this one returned messages)
@@ -1047,12 +1048,16 @@ class IncrementalDecoder:
                 raise DecodeError("the data ends inside a message")
             # A codec of its own: the count of markers is per codec, and the caller's codec may
             # decode other messages between two steps.
-            self._markers = markers = Codec(max_bytes=self._codec.max_bytes)
+            markers = self._markers
+            if markers is None:
+                self._markers = markers = Codec(max_bytes=self._codec.max_bytes)
+            markers._pending = 0
+            self._wrapped = True
             ext_hook: Any = markers._ext_slow
             list_hook: Any = markers._list_hook
         else:
             start, end = position, len(data)
-            self._markers = None
+            self._wrapped = False
             ext_hook, list_hook = self._codec._ext_leaf, None
         size = max(end - start, 1)
         options: dict[str, Any] = {"object_pairs_hook": _checked_dict} if self._checked else {"max_map_len": _SMALL_MAP}
@@ -1072,7 +1077,7 @@ class IncrementalDecoder:
             unpacker.feed(data[self._fed:stop])
             self._fed = stop
         markers = self._markers
-        if markers is not None:  # a WRAPPED payload: exactly one value, a list
+        if self._wrapped and markers is not None:  # a WRAPPED payload: exactly one value, a list
             try:
                 value = unpacker.unpack()
             except msgpack.OutOfData:
