@@ -48,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     node.add_argument("--insecure", action="store_true",
                       help="allow a non-loopback bind with --no-secret (anyone who reaches it can run code)")
     node.add_argument("--max-message-bytes", type=int, default=None, metavar="N",
-                      help="largest message in or out (default 64 MiB)")
+                      help="largest message accepted or sent (default 64 MiB)")
     node.add_argument("--busy-limit-bytes", type=int, default=None, metavar="N",
                       help="queued bytes at which a link is busy and senders are slowed (default 1 MiB)")
     node.add_argument("--max-send-buffer-bytes", type=int, default=None, metavar="N",

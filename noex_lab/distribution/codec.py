@@ -15,6 +15,16 @@ Why it is built this way:
   (SerializationError) and decoding (DecodeError), so whatever encodes also decodes.
 - Never pickle: decoding only builds the types listed below and explicitly registered wire
   types, so a message cannot make the receiver run code it did not opt into.
+- Decoding costs time linear in the input, whatever a peer puts in it. Hash flooding: `str`
+  and `bytes` hashes are randomized, but a peer can craft many distinct ints (k, k + 2**61 - 1),
+  floats, Decimals, tuples, frozensets, ... with one hash, and building a dict or set of n of
+  them takes n**2 / 2 probes. So msgpack builds maps of at most `_SMALL_MAP` (32) entries
+  itself (a bounded cost per key, whatever the keys); a bigger map (`max_map_len` makes msgpack
+  refuse it, and the message is decoded again with `object_pairs_hook`) and any set of more
+  than 32 elements are checked first, and refused (DecodeError) when more than `_SAME_HASH` (8)
+  keys share a hash value. Counting hash values is linear: they are ints, and ints below
+  2**61 - 1 hash to themselves. `IncrementalDecoder` decodes a big input a slice per step, so
+  a caller can spread it over several turns of its event loop.
 
 Ext codes (payloads are big-endian):
 
@@ -56,13 +66,16 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+import gc
 import re
 import struct
 import traceback
 import types
+from collections import Counter
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any, TypeVar, overload
 from uuid import UUID
 from zoneinfo import ZoneInfo
@@ -115,6 +128,11 @@ _REF = struct.Struct(">qq")
 _U16 = struct.Struct(">H")
 
 _CACHE_MAX = 4096  # per-cache entry cap: decoded NodeIds / refs / zones are shared, immutable
+
+# Hash flooding (see the module docstring): msgpack builds maps of up to _SMALL_MAP entries
+# itself; a bigger map, and any set, is checked first: at most _SAME_HASH keys may share a hash.
+_SMALL_MAP = 32
+_SAME_HASH = 8
 
 
 class DecodeError(NoexError):
@@ -546,11 +564,46 @@ def _texts(items: list[Any], what: str) -> tuple[str, str, str]:
     return exc_type, message, text
 
 
+def _hash_checked(keys: list[Any]) -> list[Any]:
+    """`keys` (of a set being built), unless more than _SAME_HASH share a hash value (then
+    inserting them would take time quadratic in their number: the message is refused).
+
+    Linear: the hash values are ints, and ints below 2**61 - 1 hash to themselves."""
+    if len(keys) > _SMALL_MAP and len(set(map(hash, keys))) < len(keys):
+        _refuse_flooding(keys)
+    return keys
+
+
+def _checked_dict(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    """msgpack's object_pairs_hook on the checked path (maps of any size): see `_hash_checked`."""
+    if len(pairs) > _SMALL_MAP and len(set(map(hash, map(_first, pairs)))) < len(pairs):
+        _refuse_flooding(list(map(_first, pairs)))
+    return dict(pairs)
+
+
+def _refuse_flooding(keys: list[Any]) -> None:
+    top = max(Counter(map(hash, keys)).values())
+    if top > _SAME_HASH:
+        raise DecodeError(
+            f"{top} keys of one dict or set share a hash value (at most {_SAME_HASH} may): "
+            "refused as a hash-flooding attempt"
+        )
+
+
+_first = itemgetter(0)
+
+
+def map_too_big(exc: BaseException) -> bool:
+    """Whether msgpack refused a map for having more than _SMALL_MAP entries (then decode the
+    message again with every map checked)."""
+    return type(exc) is ValueError and "max_map_len" in str(exc)
+
+
 _TUPLE_MARKER = _Marker(_TUPLE, lambda items: tuple(items[1:]))
 _MARKERS: dict[int, _Marker] = {
     _TUPLE: _TUPLE_MARKER,
-    _SET: _Marker(_SET, lambda items: set(items[1:])),
-    _FROZENSET: _Marker(_FROZENSET, lambda items: frozenset(items[1:])),
+    _SET: _Marker(_SET, lambda items: set(_hash_checked(items[1:]))),
+    _FROZENSET: _Marker(_FROZENSET, lambda items: frozenset(_hash_checked(items[1:]))),
     _DOWN: _Marker(_DOWN, _build_down),
     _EXIT: _Marker(_EXIT, _build_exit),
     _ERROR_REASON: _Marker(_ERROR_REASON, lambda items: ErrorReason(*_texts(items, "ErrorReason"))),
@@ -645,8 +698,8 @@ class Codec:
     """
 
     __slots__ = (
-        "_ext_fast", "_ext_slow", "_list_hook", "_local_node", "_marked", "_max_bytes", "_pack",
-        "_pack_surrogates", "_pending", "_refs",
+        "_ext_checked", "_ext_leaf", "_ext_message", "_ext_slow", "_ext_value", "_list_hook", "_local_node",
+        "_marked", "_max_bytes", "_pack", "_pack_surrogates", "_pending", "_refs",
     )
 
     def __init__(self, local_node: NodeId | None = None, *, max_bytes: int = 64 * 2**20) -> None:
@@ -655,16 +708,19 @@ class Codec:
         self._local_node = local_node
         self._max_bytes = max_bytes
         self._marked = False
-        self._pending = 0
+        self._pending = 0  # markers not consumed by their array yet (decoding a WRAPPED payload)
         self._refs: dict[int, tuple[ProcessRef | MonitorRef, Any]] = {}
         self._pack: Callable[[Any], bytes] = msgpack.Packer(
             default=self._default, strict_types=True, use_bin_type=True, datetime=False
         ).pack
         self._pack_surrogates: Callable[[Any], bytes] | None = None
         # Bound once: attribute access would build a new bound method per call.
-        self._ext_fast = self._decode_ext_fast
         self._ext_slow = self._decode_ext_slow
         self._list_hook = self._decode_list
+        self._ext_message = self._decode_ext_message  # streamed messages (the hot path)
+        self._ext_value = self._decode_ext_value  # decode(): any value
+        self._ext_checked = self._decode_ext_checked  # decode() again, every map checked
+        self._ext_leaf = self._decode_ext_leaf  # IncrementalDecoder: no WRAPPED inside a message
 
     @property
     def local_node(self) -> NodeId | None:
@@ -770,13 +826,20 @@ class Codec:
 
     # -------------------------------------------------------------------------------- decoding
     def stream_unpacker(self, max_buffer_size: int) -> msgpack.Unpacker:
-        """A streaming decoder for the messages of a connection's frames (hot path: one C loop
-        over the many messages of a frame). It raises what msgpack or a failing type decode
-        raises, and is unusable after that: callers make a new one."""
+        """A streaming decoder for the messages of a connection's small frames (hot path: one C
+        loop over the many messages of a frame). It raises what msgpack or a failing type decode
+        raises, and is unusable after that: callers make a new one. A map of more than
+        `_SMALL_MAP` entries raises ValueError (see `map_too_big`): decode that message with
+        `decode`, which checks its maps. A WRAPPED value may not be None (a message never is)."""
         return msgpack.Unpacker(
-            ext_hook=self._ext_fast, strict_map_key=False, unicode_errors="surrogatepass", timestamp=3,
+            ext_hook=self._ext_message, strict_map_key=False, unicode_errors="surrogatepass", timestamp=3,
             max_buffer_size=max_buffer_size, read_size=min(max_buffer_size, 64 * 1024),
+            max_map_len=_SMALL_MAP,
         )
+
+    def incremental(self, data: bytes | bytearray | memoryview, slice_bytes: int = 64 * 1024) -> IncrementalDecoder:
+        """A decoder for the messages in `data` that takes at most `slice_bytes` of it per step."""
+        return IncrementalDecoder(self, data, slice_bytes)
 
     def decode(self, data: bytes | bytearray | memoryview) -> Any:
         """The value in `data`; anything malformed, unknown or too big raises DecodeError."""
@@ -785,9 +848,17 @@ class Codec:
                 size = data.nbytes if type(data) is memoryview else len(data)
                 raise DecodeError(f"the message is {size} bytes, more than the limit of {self._max_bytes}")
             # unpackb caps every declared length by the buffer size: no allocation from a header.
-            return _unpackb(
-                data, ext_hook=self._ext_fast, strict_map_key=False, unicode_errors="surrogatepass",
-                timestamp=3,
+            try:
+                return _unpackb(
+                    data, ext_hook=self._ext_value, strict_map_key=False, unicode_errors="surrogatepass",
+                    timestamp=3, max_map_len=_SMALL_MAP,
+                )
+            except ValueError as exc:
+                if not map_too_big(exc):
+                    raise
+            return _unpackb(  # a map too big for msgpack to build unchecked: check every map
+                data, ext_hook=self._ext_checked, object_pairs_hook=_checked_dict, strict_map_key=False,
+                unicode_errors="surrogatepass", timestamp=3,
             )
         except DecodeError:
             raise
@@ -795,7 +866,7 @@ class Codec:
             detail = f"{type(exc).__name__}: {exc}"
             raise DecodeError(f"malformed message ({detail[:200]})") from exc
 
-    def _decode_ext_fast(self, code: int, payload: bytes) -> Any:
+    def _decode_ext_message(self, code: int, payload: bytes) -> Any:
         if code == _PROCESS_REF:  # the common case first: the sender ref of a call
             ref = _PID_CACHE.get(payload)
             if ref is not None:
@@ -803,21 +874,60 @@ class Codec:
         elif code == _WRAPPED:
             # Containers inside: decode again with the list hook (one level only: the slow
             # hook rejects WRAPPED), then check every marker was consumed by its array.
+            # (`_unwrap`, inlined: this is the hot path of messages holding tuples.)
             outer, self._pending = self._pending, 0  # saved: a wire type's decode may decode too
             try:
                 value = _unpackb(
                     payload, ext_hook=self._ext_slow, list_hook=self._list_hook, strict_map_key=False,
-                    unicode_errors="surrogatepass", timestamp=3,
+                    unicode_errors="surrogatepass", timestamp=3, max_map_len=_SMALL_MAP,
                 )
                 if self._pending:
                     raise DecodeError("a type marker is out of place")
             finally:
                 self._pending = outer
+            if value is None:  # never a message: so a value completed by a nil of ours is never None
+                raise DecodeError("a wrapped message is None")
             return value
         leaf = _LEAF_DECODERS.get(code)
         if leaf is None:
             raise DecodeError(f"unexpected ext type {code}")
         return leaf(payload)
+
+    def _decode_ext_value(self, code: int, payload: bytes) -> Any:
+        if code == _WRAPPED:
+            return self._unwrap(payload, False)
+        return self._decode_ext_leaf(code, payload)
+
+    def _decode_ext_checked(self, code: int, payload: bytes) -> Any:
+        if code == _WRAPPED:
+            return self._unwrap(payload, True)
+        return self._decode_ext_leaf(code, payload)
+
+    def _decode_ext_leaf(self, code: int, payload: bytes) -> Any:
+        leaf = _LEAF_DECODERS.get(code)
+        if leaf is None:
+            raise DecodeError(f"unexpected ext type {code}")
+        return leaf(payload)
+
+    def _unwrap(self, payload: bytes, checked: bool) -> Any:
+        """A WRAPPED payload; `checked`: every map through `_checked_dict`."""
+        outer, self._pending = self._pending, 0
+        try:
+            if checked:
+                value = _unpackb(
+                    payload, ext_hook=self._ext_slow, list_hook=self._list_hook, object_pairs_hook=_checked_dict,
+                    strict_map_key=False, unicode_errors="surrogatepass", timestamp=3,
+                )
+            else:
+                value = _unpackb(
+                    payload, ext_hook=self._ext_slow, list_hook=self._list_hook, strict_map_key=False,
+                    unicode_errors="surrogatepass", timestamp=3, max_map_len=_SMALL_MAP,
+                )
+            if self._pending:
+                raise DecodeError("a type marker is out of place")
+        finally:
+            self._pending = outer
+        return value
 
     def _decode_ext_slow(self, code: int, payload: bytes) -> Any:
         if code == _TUPLE and not payload:
@@ -852,6 +962,229 @@ class Codec:
                     return tuple(items[1:])
                 return head.build(items)
         return items
+
+
+class IncrementalDecoder:
+    """Decodes the messages in `data` (a big frame, or a message reassembled from chunks) at most
+    `slice_bytes` of it per `step`, so that a caller can spread a big message over several turns
+    of the event loop: whatever a message holds, one step costs time bounded by the slice.
+
+    A WRAPPED message is decoded as its payload, a slice per step too; a WRAPPED ext inside a
+    message is refused (the encoder only wraps whole messages). Maps of up to `_SMALL_MAP`
+    entries are left to msgpack; a message holding a bigger one is decoded again from its start
+    with every map checked (`_checked_dict`). When `step` raises, `position` is where the failing
+    message starts: `skip` passes over it if it is well-formed msgpack."""
+
+    __slots__ = ("_base", "_checked", "_codec", "_data", "_end", "_error", "_fed", "_markers", "_slice",
+                 "_unpacker", "_wrapped", "position")
+
+    def __init__(self, codec: Codec, data: bytes | bytearray | memoryview, slice_bytes: int) -> None:
+        self._codec = codec
+        self._data = data if type(data) is memoryview else memoryview(data)
+        self._slice = max(slice_bytes, 1)
+        self._unpacker: Any = None
+        self._markers: Codec | None = None  # decodes WRAPPED payloads: its hooks and their count
+        self._wrapped = False  # the message being decoded is a WRAPPED payload
+        self._base = self._fed = self._end = 0  # the unpacker's range of data, and how much it was fed
+        self._checked = False
+        self._error: Exception | None = None  # raised by the next step (this one returned messages)
+        self.position = 0  # where the message being decoded starts (len(data) at the end)
+
+    @property
+    def done(self) -> bool:
+        return self._unpacker is None and self._error is None and self.position >= len(self._data)
+
+    def step(self) -> list[Any]:
+        """Decode one more slice; return the messages it completed (maybe none). Raises what
+        decoding raises (DecodeError when the data ends inside a message)."""
+        out: list[Any] = []
+        error, self._error = self._error, None
+        if error is None:
+            # A slice may hold 64 Ki small containers. CPython's collector runs every 700 new
+            # ones, and through the whole heap each time the survivors grew by a quarter: many
+            # full collections while a big message is built. Paused for the step, it runs once
+            # after it instead (a step is synchronous: the collector is always resumed).
+            collecting = gc.isenabled()
+            if collecting:
+                gc.disable()
+            try:
+                if self._unpacker is None and self.position < len(self._data):
+                    self._start()
+                if self._unpacker is not None:
+                    self._feed(out)
+            except Exception as exc:
+                error = exc
+            finally:
+                if collecting:
+                    gc.enable()
+            if error is None:
+                return out
+            if out:  # deliver what was decoded before the failure first
+                self._error = error
+                return out
+        self._unpacker = None
+        if map_too_big(error) and not self._checked:
+            self._checked = True  # decode this message again, every map checked
+            return out
+        raise error
+
+    def skip(self) -> bool:
+        """Pass over the message at `position` (after `step` raised); False when the bytes there
+        are not one well-formed msgpack value."""
+        found = skim(self._data, self.position)
+        if found is None:
+            return False
+        self.position = found[1]
+        self._unpacker = None
+        self._error = None
+        return True
+
+    def _start(self) -> None:
+        data, position = self._data, self.position
+        wrapped = wrapped_payload(data, position)
+        if wrapped is not None:
+            start, end = wrapped
+            if end > len(data):
+                raise DecodeError("the data ends inside a message")
+            # A codec of its own: the count of markers is per codec, and the caller's codec may
+            # decode other messages between two steps.
+            markers = self._markers
+            if markers is None:
+                self._markers = markers = Codec(max_bytes=self._codec.max_bytes)
+            markers._pending = 0
+            self._wrapped = True
+            ext_hook: Any = markers._ext_slow
+            list_hook: Any = markers._list_hook
+        else:
+            start, end = position, len(data)
+            self._wrapped = False
+            ext_hook, list_hook = self._codec._ext_leaf, None
+        size = max(end - start, 1)
+        options: dict[str, Any] = {"object_pairs_hook": _checked_dict} if self._checked else {"max_map_len": _SMALL_MAP}
+        if list_hook is not None:
+            options["list_hook"] = list_hook
+        self._unpacker = msgpack.Unpacker(
+            ext_hook=ext_hook, strict_map_key=False, unicode_errors="surrogatepass", timestamp=3,
+            max_buffer_size=size, read_size=min(size, self._slice), **options,
+        )
+        self._base = self._fed = start
+        self._end = end
+
+    def _feed(self, out: list[Any]) -> None:
+        unpacker, data, end = self._unpacker, self._data, self._end
+        if self._fed < end:
+            stop = min(self._fed + self._slice, end)
+            unpacker.feed(data[self._fed:stop])
+            self._fed = stop
+        markers = self._markers
+        if self._wrapped and markers is not None:  # a WRAPPED payload: exactly one value, a list
+            try:
+                value = unpacker.unpack()
+            except msgpack.OutOfData:
+                if self._fed >= end:
+                    raise DecodeError("malformed message: its wrapped payload ends early") from None
+                return
+            if self._base + unpacker.tell() != end:
+                raise DecodeError("malformed message: extra data in its wrapped payload")
+            if markers._pending:
+                raise DecodeError("a type marker is out of place")
+            if type(value) is not list:
+                raise DecodeError("a wrapped message is not a list")
+            out.append(value)
+            self.position = end
+            self._unpacker = None
+            return
+        for value in unpacker:
+            out.append(value)
+            self.position = at = self._base + unpacker.tell()
+            if at < end and wrapped_payload(data, at) is not None:
+                self._unpacker = None  # the next message is WRAPPED: decoded on its own
+                return
+        if self._fed >= end:
+            if self.position != end:
+                raise DecodeError("the data ends inside a message")
+            self._unpacker = None
+
+
+# ----------------------------------------------------------------- reading msgpack without decoding
+def wrapped_payload(data: memoryview | bytes, at: int) -> tuple[int, int] | None:
+    """(start, end) of the payload if a WRAPPED ext starts at `at` (`end` may lie beyond data)."""
+    if at >= len(data):
+        return None
+    first = data[at]
+    if 0xD4 <= first <= 0xD8:
+        size, start = 1 << (first - 0xD4), at + 2
+    elif 0xC7 <= first <= 0xC9:
+        width = 1 << (first - 0xC7)  # 1, 2 or 4 length bytes
+        if at + 1 + width >= len(data):
+            return None
+        size = int.from_bytes(data[at + 1:at + 1 + width], "big")
+        start = at + 2 + width
+    else:
+        return None
+    if start - 1 >= len(data) or data[start - 1] != _WRAPPED:
+        return None
+    return start, start + size
+
+
+def skim(data: memoryview | bytes, at: int, skip: int = 0) -> tuple[int, int] | None:
+    """(start, end) of the msgpack value after the `skip` values that follow `at` in `data`,
+    found without building any value (no hooks; linear); None when the bytes are malformed or
+    end inside that value."""
+    size = max(len(data) - at, 1)
+    unpacker = msgpack.Unpacker(max_buffer_size=size, read_size=min(size, 64 * 1024))
+    unpacker.feed(data[at:])
+    try:
+        for _ in range(skip):
+            unpacker.skip()
+        start = at + unpacker.tell()
+        unpacker.skip()
+    except Exception:
+        return None
+    return start, at + unpacker.tell()
+
+
+def message_head(data: memoryview | bytes, at: int) -> tuple[int, int | None] | None:
+    """The type (first item) and request id (second item, if an int) of the message at `at`,
+    read without decoding the rest, through a WRAPPED ext too; None when it does not start like
+    a message (an array whose first item is an int)."""
+    wrapped = wrapped_payload(data, at)
+    if wrapped is not None:
+        at = wrapped[0]
+    if at >= len(data):
+        return None
+    first = data[at]
+    if 0x90 <= first <= 0x9F:
+        count, at = first & 0x0F, at + 1
+    elif first in (0xDC, 0xDD) and at + (3 if first == 0xDC else 5) <= len(data):
+        width = 2 if first == 0xDC else 4
+        count, at = int.from_bytes(data[at + 1:at + 1 + width], "big"), at + 1 + width
+    else:
+        return None
+    kind = _int_at(data, at) if count >= 1 else None
+    if kind is None:
+        return None
+    second = _int_at(data, kind[1]) if count >= 2 else None
+    return kind[0], (second[0] if second is not None else None)
+
+
+_INT_SIZES = {0xCC: (1, False), 0xCD: (2, False), 0xCE: (4, False), 0xCF: (8, False),
+              0xD0: (1, True), 0xD1: (2, True), 0xD2: (4, True), 0xD3: (8, True)}
+
+
+def _int_at(data: memoryview | bytes, at: int) -> tuple[int, int] | None:
+    """(value, end) of a msgpack int at `at`, else None."""
+    if at >= len(data):
+        return None
+    first = data[at]
+    if first <= 0x7F:
+        return first, at + 1
+    if first >= 0xE0:
+        return first - 0x100, at + 1
+    sized = _INT_SIZES.get(first)
+    if sized is None or at + 1 + sized[0] > len(data):
+        return None
+    return int.from_bytes(data[at + 1:at + 1 + sized[0]], "big", signed=sized[1]), at + 1 + sized[0]
 
 
 def _wrap_header(size: int) -> bytes:

@@ -13,6 +13,12 @@ On asyncio (plain TCP) both directions take a fast path around anyio's stream: t
 frames of one loop iteration go out in one synchronous `transport.write` at its end (every
 64 KiB during a longer burst), and received bytes are parsed and dispatched right in the
 transport's `data_received` callback, with no hop through the reader task.
+
+Receiving is time-sliced: a frame up to `DECODE_SLICE` bytes is decoded at once, a bigger one
+(or a message reassembled from chunks) a slice per step, and after `TURN_BUDGET_S` of decoding
+the rest waits for the next turn of the event loop (reading from that peer pauses meanwhile), so
+no message, whatever it holds, stalls the node's other connections for long. Warnings about a
+peer are rate-limited and never quote more than ~200 characters of what it sent.
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import reprlib
+import time
+import traceback
 from collections import deque
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
@@ -31,9 +40,10 @@ import sniffio
 
 from ..core._backend import FutureLike
 from ..core.node_id import NodeId
+from .codec import IncrementalDecoder, map_too_big, message_head, skim
 from .faults import Faults
 from .framing import HEADER, MAC_BYTES, ChunkAssembler, FrameOpener, FrameReader, FrameSealer, ProtocolError, batch
-from .protocol import CHUNK, KNOWN_TYPES
+from .protocol import CALL, CHUNK, ERR_EXCEPTION, KNOWN_TYPES, REPLY, RPC
 
 if TYPE_CHECKING:
     from ..core.node import Node
@@ -144,9 +154,12 @@ class Connection:
         # A frame holds one message, a chunk of a large one, or a batch of small ones of up to
         # BATCH_BYTES, which every node accepts whatever its own max_message_bytes.
         self._frames = FrameReader(max(max_message_bytes, BATCH_BYTES) + 1024 + MAC_BYTES)
-        self._unpacker = codec.stream_unpacker(self._frames.max_frame)
-        self._unpacked = 0  # bytes fed to the unpacker (it must have used them all at a frame's end)
+        self._unpacker = codec.stream_unpacker(DECODE_SLICE + 16)  # small frames only
         self._chunks = ChunkAssembler(max_message_bytes)
+        self._backlog: deque[memoryview | _Sliced] = deque()  # received, not decoded yet (next turn)
+        self._warned_at = -1e9  # rate limit of warnings about this peer: current one-second window
+        self._warnings = 0
+        self._suppressed = 0
         if node.backend.name == "asyncio" and type(stream).__module__ == "anyio._backends._asyncio":
             transport = getattr(stream, "_transport", None)
             protocol = getattr(stream, "_protocol", None)
@@ -349,6 +362,10 @@ class Connection:
         while True:
             if data and not self._received(data):
                 return
+            while self._backlog:  # a big message: one turn's budget of decoding per checkpoint
+                await anyio.sleep(0)
+                if not self._work():
+                    return
             try:
                 data = await stream.receive(RECEIVE_SIZE)
             except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
@@ -372,6 +389,10 @@ class Connection:
             for data in (self._initial, *backlog):
                 if data and not self._received(data):
                     return
+                while self._backlog:
+                    await anyio.sleep(0)
+                    if not self._work():
+                        return
             if anyio_protocol.is_at_eof or anyio_protocol.exception is not None or transport.is_closing():
                 return
             self._direct_ok = anyio_protocol.write_event.is_set() and not self.closed
@@ -381,8 +402,11 @@ class Connection:
             inline.active = False
             self._direct_ok = False
 
+    # ------------------------------------------------------------------ receiving
     def _received(self, data: bytes) -> bool:
-        """Parse and dispatch received bytes; False when the connection must close."""
+        """Parse received bytes and decode their frames, for one turn's budget at most: what is
+        left waits in the backlog (the caller runs `_work` on later turns until it is empty).
+        False when the connection must close."""
         self.received_bytes += len(data)
         try:
             bodies = self._frames.feed(data)
@@ -390,122 +414,250 @@ class Connection:
             if opener is not None:
                 bodies = [opener.open(body) for body in bodies]
         except ProtocolError as exc:
-            log.warning("closing connection to %s: %s", self.peer, exc)
+            self.warn("closing connection to %s: %s", self.peer, exc)
             return False
         if not bodies or self.faults.is_blocked(self.peer):
             return True
-        for body in bodies:
-            if not self._received_frame(body):
+        backlog = self._backlog
+        if not backlog and len(bodies) == 1 and len(bodies[0]) <= DECODE_SLICE:  # the common case
+            if not self._received_frame(bodies[0]):
                 return False
+            return not backlog or self._work()
+        backlog.extend(bodies)
+        return self._work()
+
+    def _work(self) -> bool:
+        """Decode backlog items in order until none is left or this turn's budget is spent;
+        False when the connection must close."""
+        backlog = self._backlog
+        deadline = time.monotonic() + TURN_BUDGET_S
+        for _ in range(1_000_000):  # each pass finishes an item, or a slice of one
+            if not backlog:
+                return True
+            if self.closed:
+                return False
+            item = backlog[0]
+            if type(item) is memoryview:
+                if len(item) <= DECODE_SLICE:
+                    backlog.popleft()
+                    if not self._received_frame(item):
+                        return False
+                else:
+                    self.received_frames += 1
+                    backlog[0] = _Sliced(self.codec.incremental(item, DECODE_SLICE), item, whole=False)
+                    continue
+            else:
+                assert type(item) is _Sliced  # (for mypy)
+                finished = self._decode_sliced(item, deadline)
+                if finished is None:
+                    return False
+                if finished:
+                    backlog.remove(item)
+            if time.monotonic() > deadline:
+                return True
         return True
 
     def _received_frame(self, body: memoryview) -> bool:
-        """Decode and dispatch the messages of one frame (one or more, back to back) in order.
-        A message this node cannot rebuild is refused alone; malformed bytes close the connection."""
+        """Decode and dispatch the messages of one small frame (one or more, back to back) in
+        order. A message this node cannot rebuild is refused alone; malformed bytes, or a frame
+        that ends inside a message, close the connection. When a chunked message completes, it
+        and then the rest of this frame are queued at the front of the backlog."""
         self.received_frames += 1
         dispatch = self.dispatch
         known = KNOWN_TYPES
         offset = 0
-        for _ in range(len(body) + 1):  # each pass ends the frame or skips at least one byte
+        for _ in range(len(body) + 1):  # each pass ends the frame or passes over at least one message
             piece = body[offset:] if offset else body
             unpacker = self._unpacker
             unpacker.feed(piece)
-            self._unpacked += len(piece)
             count = 0
             try:
                 for message in unpacker:
                     count += 1
                     if type(message) is not list or not message or message[0] not in known:
-                        log.warning("closing connection to %s: unknown message %s", self.peer, _describe(message))
+                        self.warn("closing connection to %s: unknown message %s", self.peer, describe(message))
                         return False
                     if message[0] == CHUNK:
-                        message = self._chunk(message)
-                        if message is None:
+                        status = self._chunk(message)
+                        if status == _DONE:
                             continue
-                        if message is False:
+                        if status == _CLOSE:
                             return False
+                        self.received_messages += count  # _FIRST: the completed message goes first
+                        found = skim(piece, 0, count - 1)  # (the CHUNK message, well-formed)
+                        self._queue_rest(body, offset + found[1] if found else len(body))
+                        return True
                     try:
                         dispatch(self, message)
                     except Exception as exc:
-                        self.node.events.report_error(f"handling a message from {self.peer}", exc)
-            except Exception as exc:  # malformed bytes, or a value this node cannot rebuild
+                        self._report(f"handling a message from {self.peer}", exc)
+            except Exception as exc:  # malformed bytes, a value this node cannot rebuild, a big map
                 self.received_messages += count
-                self._unpacker = self.codec.stream_unpacker(self._frames.max_frame)
-                self._unpacked = 0
-                skipped = self._skip_undecodable(piece, count, exc)
-                if skipped is None:
+                self._new_unpacker()
+                status, passed = self._recover(piece, count, exc)
+                if status == _CLOSE:
                     return False
-                offset += skipped
+                offset += passed
+                if status == _FIRST:
+                    self._queue_rest(body, offset)
+                    return True
                 if offset >= len(body):
                     return True
                 continue
             self.received_messages += count
-            if unpacker.tell() != self._unpacked:
-                log.warning("closing connection to %s: a frame ends inside a message", self.peer)
+            # The frame must end on a message boundary: then a nil fed now is a message of its own
+            # (a partly received message would absorb it, and is never None).
+            unpacker.feed(b"\xc0")
+            try:
+                ends = unpacker.unpack() is None
+            except Exception:
+                ends = False
+            if not ends:
+                self.warn("closing connection to %s: a frame ends inside a message", self.peer)
                 return False
             return True
         return False  # (not reached: the loop always consumes the frame)
 
-    def _chunk(self, message: list[Any]) -> Any:
-        """Add a CHUNK frame: the whole message once its last chunk is in, None before that,
-        False when the connection must close."""
-        try:
-            whole = self._chunks.add(message[1], message[3], bool(message[2]))
-        except ProtocolError as exc:
-            log.warning("closing connection to %s: %s", self.peer, exc)
-            return False
-        except Exception as exc:  # a CHUNK frame of the wrong shape
-            log.warning("closing connection to %s: malformed chunk: %s", self.peer, exc)
-            return False
-        if whole is None:
-            return None
-        try:
-            decoded = self.codec.decode(whole)
-        except Exception as exc:
-            raw = _plain_decode(whole)
-            if raw is _MALFORMED or not self._refuse_undecodable(raw, exc):
-                log.warning("closing connection to %s: undecodable message: %s", self.peer, exc)
+    def _new_unpacker(self) -> None:
+        self._unpacker = self.codec.stream_unpacker(DECODE_SLICE + 16)
+
+    def _queue_rest(self, body: memoryview, offset: int) -> None:
+        """A chunked message completed inside `body` and was queued at the front of the backlog:
+        the rest of the frame follows it (with a new unpacker: the old one holds that rest)."""
+        self._new_unpacker()
+        if offset < len(body):
+            self._backlog.insert(1, body[offset:])
+
+    def _recover(self, piece: memoryview, decoded: int, exc: Exception) -> tuple[int, int]:
+        """The streaming decode of `piece` failed after `decoded` messages: find the failing
+        message without decoding it. A map too big for the fast path: decode it checked and
+        deliver it; a value this node cannot rebuild: refuse that message alone. Returns what
+        delivering did (`_CLOSE` when the bytes are malformed) and where in `piece` it ends."""
+        found = skim(piece, 0, decoded)
+        if found is None:
+            self.warn("closing connection to %s: undecodable frame: %s", self.peer, exc)
+            return _CLOSE, 0
+        start, end = found
+        if map_too_big(exc):
+            try:
+                message = self.codec.decode(piece[start:end])
+            except Exception as error:
+                exc = error
+            else:
+                self.received_messages += 1
+                return self._deliver(message, whole=False), end
+        if not self._refuse(message_head(piece, start), exc):
+            self.warn("closing connection to %s: undecodable frame: %s", self.peer, exc)
+            return _CLOSE, 0
+        return _DONE, end
+
+    def _decode_sliced(self, job: _Sliced, deadline: float) -> bool | None:
+        """Decode a big frame (or a reassembled message) a slice per step until it is done (True)
+        or the turn's budget is spent or a reassembled message was queued in front (False);
+        None when the connection must close."""
+        decoder = job.decoder
+        for _ in range(1_000_000):
+            if job.ready:  # decoded before a chunked message completed, which went first
+                messages, job.ready = job.ready, []
+            elif decoder.done:
+                if job.whole and job.count != 1:
+                    self.warn("closing connection to %s: a chunked message holds %d messages", self.peer, job.count)
+                    return None
+                return True
+            else:
+                try:
+                    messages = decoder.step()
+                except Exception as exc:
+                    start = decoder.position
+                    job.count += 1
+                    if not decoder.skip() or not self._refuse(message_head(job.data, start), exc):
+                        self.warn("closing connection to %s: undecodable message: %s", self.peer, exc)
+                        return None
+                    continue
+            for index, message in enumerate(messages):
+                job.count += 1
+                self.received_messages += 1
+                status = self._deliver(message, job.whole)
+                if status == _CLOSE:
+                    return None
+                if status == _FIRST:
+                    job.ready = messages[index + 1:]
+                    return False
+            if time.monotonic() > deadline:
                 return False
-            return None
-        if type(decoded) is not list or not decoded or decoded[0] not in KNOWN_TYPES or decoded[0] == CHUNK:
-            log.warning("closing connection to %s: unknown message %s", self.peer, _describe(decoded))
-            return False
-        return decoded
+        return False
 
-    def _skip_undecodable(self, piece: memoryview, decoded: int, exc: Exception) -> int | None:
-        """The streaming decode failed after `decoded` messages of `piece`: find the failing
-        message without the codec's hooks. If it is well-formed, refuse it alone and return how
-        many bytes of `piece` it ends at; None when the bytes are malformed (close)."""
-        plain = msgpack.Unpacker(strict_map_key=False, max_buffer_size=max(len(piece), 1))
-        plain.feed(piece)
+    def _deliver(self, message: Any, whole: bool) -> int:
+        """Dispatch one decoded message (the slow path's `_received_frame` loop body). Returns
+        _DONE, _CLOSE, or _FIRST when a CHUNK completed its message (queued first)."""
+        if type(message) is not list or not message or message[0] not in KNOWN_TYPES or (
+            whole and message[0] == CHUNK
+        ):
+            self.warn("closing connection to %s: unknown message %s", self.peer, describe(message))
+            return _CLOSE
+        if message[0] == CHUNK:
+            return self._chunk(message)
         try:
-            for _ in range(decoded):
-                plain.skip()
-            raw = plain.unpack()
-        except Exception:
-            log.warning("closing connection to %s: undecodable frame: %s", self.peer, exc)
-            return None
-        if not self._refuse_undecodable(raw, exc):
-            log.warning("closing connection to %s: undecodable frame: %s", self.peer, exc)
-            return None
-        end: int = plain.tell()
-        return end
+            self.dispatch(self, message)
+        except Exception as exc:
+            self._report(f"handling a message from {self.peer}", exc)
+        return _DONE
 
-    def _refuse_undecodable(self, raw: Any, exc: Exception) -> bool:
+    def _chunk(self, message: list[Any]) -> int:
+        """Add a CHUNK message: _DONE, or _FIRST when it completes its message (whose decoding is
+        queued at the front of the backlog: what follows waits for it), or _CLOSE."""
+        try:
+            if len(message) != 4:
+                raise ProtocolError("malformed chunk: expected [CHUNK, id, last, data]")
+            whole = self._chunks.add(message[1], message[3], message[2])
+        except ProtocolError as exc:
+            self.warn("closing connection to %s: %s", self.peer, exc)
+            return _CLOSE
+        if whole is None:
+            return _DONE
+        self._backlog.appendleft(_Sliced(self.codec.incremental(whole, DECODE_SLICE), whole, whole=True))
+        return _FIRST
+
+    def _refuse(self, head: tuple[int, int | None] | None, exc: Exception) -> bool:
         """A well-formed message holding a value this node cannot rebuild (an unknown wire type,
-        a failing decode), seen as plain msgpack `raw`: drop that message only, and answer a
-        request with the error. False when it is not a message at all (then the connection closes)."""
-        if isinstance(raw, msgpack.ExtType) and raw.code == 0:  # the codec's wrapped message
-            raw = _plain_decode(raw.data)
-        if type(raw) is not list or not raw or raw[0] not in KNOWN_TYPES or raw[0] == CHUNK:
+        a failing decode), whose type and request id are `head`: drop that message only, and
+        answer a request with the error. False when it is not a message (then close)."""
+        if head is None or head[0] not in KNOWN_TYPES or head[0] == CHUNK:
             return False
-        from .protocol import CALL, ERR_EXCEPTION, REPLY, RPC
-
-        self.node.events.report_error(f"a message from {self.peer} could not be decoded here; dropped", exc)
-        if raw[0] in (CALL, RPC) and len(raw) > 1 and isinstance(raw[1], int):
-            detail = f"node {self.node.id} cannot decode the message: {exc}"
-            self.send([REPLY, raw[1], False, [ERR_EXCEPTION, "SerializationError", detail, {}]])
+        kind, req = head
+        self._report(f"a message from {self.peer} could not be decoded here; dropped", exc)
+        if kind in (CALL, RPC) and req is not None:
+            detail = f"node {self.node.id} cannot decode the message: {_cut(str(exc))}"
+            self.send([REPLY, req, False, [ERR_EXCEPTION, "SerializationError", detail, {}]])
         return True
+
+    def warn(self, text: str, *args: Any) -> None:
+        """Log a warning about this peer, at most WARNINGS_PER_S a second (then one line says how
+        many were suppressed); every argument is cut to ~200 characters."""
+        self._log(logging.WARNING, text, args)
+
+    def _log(self, level: int, text: str, args: tuple[Any, ...], tb: str = "") -> None:
+        now = time.monotonic()
+        if now - self._warned_at >= 1.0:
+            if self._suppressed:
+                log.warning("%d more warnings about %s were suppressed", self._suppressed, self.peer)
+            self._warned_at, self._warnings, self._suppressed = now, 0, 0
+        if self._warnings >= WARNINGS_PER_S:
+            self._suppressed += 1
+            return
+        self._warnings += 1
+        log.log(level, text + tb, *(_cut(str(arg)) for arg in args))
+
+    def _report(self, what: str, exc: BaseException) -> None:
+        """An error caused by a peer's message: an "error" event, and a rate-limited log line with
+        the traceback, where the peer's values are cut short."""
+        error = f"{type(exc).__name__}: {describe(exc, str)}"
+        try:
+            tb = "\n" + "".join(traceback.format_tb(exc.__traceback__, limit=20)).rstrip()
+        except Exception:
+            tb = ""
+        self._log(logging.ERROR, "%s: %s", (what, error), tb.replace("%", "%%"))
+        self.node.events.emit("error", what=what, error=error, exception=exc)
 
     async def _writer(self) -> None:
         stream = self.stream
@@ -572,23 +724,57 @@ class Connection:
         self.sent_bytes += len(data)
 
 
-_MALFORMED = object()
+# ---------------------------------------------------------------------- receiving: constants
+DECODE_SLICE = 64 * 1024         # frames up to this size are decoded at once, bigger ones a slice per step
+TURN_BUDGET_S = 0.005            # decoding per connection per event-loop turn before the rest waits
+WARNINGS_PER_S = 5               # warnings about one peer per second; then one "suppressed" line
+_CLOSE, _DONE, _FIRST = 0, 1, 2  # delivering a message: close / done / a completed chunked one goes first
 
 
-def _describe(message: Any) -> str:
-    """A short text for a log line; never raises (the value came from a peer)."""
+class _Sliced:
+    """A backlog item decoded a slice per step: a big frame, or a message reassembled from
+    chunks (`whole`: exactly one message, not a chunk)."""
+
+    __slots__ = ("count", "data", "decoder", "ready", "whole")
+
+    def __init__(self, decoder: IncrementalDecoder, data: Any, whole: bool) -> None:
+        self.decoder = decoder
+        self.data = data
+        self.whole = whole
+        self.ready: list[Any] = []  # decoded, not delivered yet
+        self.count = 0  # messages decoded or refused
+
+
+class _ShortRepr(reprlib.Repr):
+    """reprlib with room for ~200 characters, and bytes cut before they are rendered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxstring = self.maxother = 160
+        self.maxlong = 60
+        self.maxlist = self.maxtuple = self.maxset = self.maxfrozenset = self.maxdict = 8
+        self.maxlevel = 3
+
+    def repr_bytes(self, value: bytes, level: int) -> str:
+        if len(value) <= self.maxstring:
+            return repr(value)
+        return repr(value[:self.maxstring]) + f"...({len(value)} bytes)"
+
+
+_SHORT = _ShortRepr()
+
+
+def describe(value: Any, render: Callable[[Any], str] = _SHORT.repr) -> str:
+    """A short text (~200 characters at most) for a value a peer sent; never raises and costs
+    time bounded whatever the value's size (for log lines)."""
     try:
-        return repr(message)[:80]
+        return _cut(render(value))
     except Exception:
-        return f"<{type(message).__name__}>"
+        return f"<{type(value).__name__}>"
 
 
-def _plain_decode(data: Any) -> Any:
-    """`data` as plain msgpack (no type hooks), or _MALFORMED."""
-    try:
-        return msgpack.unpackb(data, strict_map_key=False)
-    except Exception:
-        return _MALFORMED
+def _cut(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 class _InlineProtocol:
@@ -629,6 +815,32 @@ class _InlineProtocol:
         if not ok:
             self._finish()
             self.conn._transport.pause_reading()
+        elif self.conn._backlog:  # decoding continues on the next turns; reading waits for it
+            self.conn._transport.pause_reading()
+            self.done.get_loop().call_soon(self._resume)
+
+    def _resume(self) -> None:
+        """One more turn's budget of decoding (see `Connection._work`), then resume reading."""
+        if not self.active:
+            return
+        conn = self.conn
+        local = sniffio.thread_local
+        previous = local.name
+        local.name = "asyncio"
+        try:
+            ok = conn._work()
+        except Exception as exc:  # a bug: end this connection, never lose the error
+            conn.node.events.report_error(f"receiving from {conn.peer}", exc)
+            ok = False
+        finally:
+            local.name = previous
+        if not ok:
+            self._finish()
+            conn._transport.pause_reading()
+        elif conn._backlog:
+            self.done.get_loop().call_soon(self._resume)
+        else:
+            conn._transport.resume_reading()
 
     def eof_received(self) -> bool | None:
         self._finish()

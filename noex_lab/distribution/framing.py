@@ -5,10 +5,13 @@ small messages a node sends in one loop iteration travel as one frame (see `batc
 the receiver decodes with one streaming unpacker, so the per-message cost on both sides is
 close to msgpack's own. A batch stays within `batch_bytes` unless it holds one message only.
 
-`FrameReader` parses a byte stream incrementally and enforces the maximum frame size,
-so a hostile length header is refused before any memory is allocated for it.
-Large bodies are split into chunk frames (see `ChunkAssembler`) so small frames can
-interleave with them on one connection.
+A frame holds whole messages: one never continues in the next frame (the receiver closes a
+connection whose frame ends inside a message), so one message is bounded by one frame.
+
+`FrameReader` parses a byte stream incrementally, in time linear in its size, and enforces the
+maximum frame size, so a hostile length header is refused before any memory is allocated for it.
+Large bodies are split into chunk frames (see `ChunkAssembler`, which bounds what a peer can
+make us buffer of unfinished ones) so small frames can interleave with them on one connection.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
+from typing import Any
 
 from ..core.errors import NoexError
 
@@ -110,64 +114,95 @@ class FrameOpener(FrameSealer):
 
 
 class FrameReader:
-    """Incremental frame parser with a maximum frame size."""
+    """Incremental frame parser with a maximum frame size.
 
-    __slots__ = ("_buf", "max_frame")
+    The bytes of an incomplete frame are kept as the pieces received and joined once, when the
+    frame is complete: reassembling a big frame from many small reads costs time linear in its
+    size. A length header is checked as soon as its 4 bytes are in."""
+
+    __slots__ = ("_have", "_need", "_parts", "max_frame")
 
     def __init__(self, max_frame: int) -> None:
-        self._buf = bytearray()
+        self._parts: list[bytes] = []  # an incomplete frame, as received
+        self._have = 0  # bytes in _parts
+        self._need = 0  # bytes the frame in _parts needs, header included (0: header incomplete)
         self.max_frame = max_frame
 
     @property
     def buffered(self) -> int:
-        return len(self._buf)
+        return self._have
 
     def feed(self, data: bytes) -> list[memoryview]:
         """Add received bytes; return every complete frame body (raises ProtocolError).
 
         The bodies are views into an immutable copy of the input: no per-frame copy."""
-        if self._buf:
-            self._buf += data
-            chunk = bytes(self._buf)
-            self._buf.clear()
+        if type(data) is not bytes:
+            data = bytes(data)
+        if self._parts:
+            self._parts.append(data)
+            self._have += len(data)
+            if not self._need:
+                if self._have < HEADER_SIZE:
+                    return []
+                self._need = HEADER_SIZE + self._length(b"".join(self._parts[:-1]) + data[:HEADER_SIZE], 0)
+            if self._have < self._need:
+                return []
+            chunk = b"".join(self._parts)
+            self._parts = []
+            self._have = self._need = 0
         else:
             chunk = data
         out: list[memoryview] = []
         view = memoryview(chunk)
         offset, size = 0, len(chunk)
-        unpack_from = HEADER.unpack_from
-        max_frame = self.max_frame
         while size - offset >= HEADER_SIZE:
-            (length,) = unpack_from(chunk, offset)
-            if length > max_frame:
-                raise ProtocolError(f"frame of {length} bytes exceeds the limit of {max_frame}")
-            end = offset + HEADER_SIZE + length
+            end = offset + HEADER_SIZE + self._length(chunk, offset)
             if end > size:
+                self._need = end - offset
                 break
             out.append(view[offset + HEADER_SIZE:end])
             offset = end
         if offset < size:
-            self._buf += view[offset:]
+            rest = chunk[offset:]  # a copy: the complete bodies do not keep it alive, nor it them
+            self._parts = [rest]
+            self._have = len(rest)
         return out
+
+    def _length(self, data: bytes, offset: int) -> int:
+        (length,) = HEADER.unpack_from(data, offset)
+        if length > self.max_frame:
+            raise ProtocolError(f"frame of {length} bytes exceeds the limit of {self.max_frame}")
+        result: int = length
+        return result
+
+
+CHUNKS_IN_PROGRESS = 16  # chunked messages a connection may have in progress at once
 
 
 class ChunkAssembler:
-    """Reassembles bodies sent as chunks, bounded by `max_bytes` per message and in total."""
+    """Reassembles bodies sent as chunks. What has arrived of unfinished messages is bounded:
+    `max_bytes` per message, 2 * `max_bytes` in all, `CHUNKS_IN_PROGRESS` messages at once."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._parts: dict[int, list[bytes]] = {}
-        self._sizes: dict[int, int] = {}
+        self._parts: dict[int, bytearray] = {}
+        self._total = 0
 
-    def add(self, message_id: int, data: bytes, last: bool) -> bytes | None:
-        """Add one chunk; return the whole body when `last` arrives."""
-        size = self._sizes.get(message_id, 0) + len(data)
-        if size > self.max_bytes or sum(self._sizes.values()) + len(data) > 2 * self.max_bytes:
+    def add(self, message_id: Any, data: Any, last: Any) -> bytearray | None:
+        """Add one chunk; return the whole body when `last` arrives (raises ProtocolError)."""
+        if type(message_id) is not int or type(data) is not bytes or type(last) is not bool:
+            raise ProtocolError("malformed chunk: expected [CHUNK, int id, bool last, bytes]")
+        body = self._parts.get(message_id)
+        if body is None:
+            if len(self._parts) >= CHUNKS_IN_PROGRESS:
+                raise ProtocolError(f"more than {CHUNKS_IN_PROGRESS} chunked messages in progress")
+            body = self._parts[message_id] = bytearray()
+        if len(body) + len(data) > self.max_bytes or self._total + len(data) > 2 * self.max_bytes:
             raise ProtocolError(f"chunked message {message_id} exceeds {self.max_bytes} bytes")
-        self._parts.setdefault(message_id, []).append(data)
-        self._sizes[message_id] = size
+        body += data
+        self._total += len(data)
         if not last:
             return None
-        parts = self._parts.pop(message_id)
-        del self._sizes[message_id]
-        return b"".join(parts)
+        del self._parts[message_id]
+        self._total -= len(body)
+        return body

@@ -35,6 +35,7 @@ from ..core.reasons import NOCONNECTION, NOPROC, ErrorReason, ExitReason
 from ..core.refs import MonitorRef, ProcessRef
 from ..core.timeouts import check_limit, check_timeout
 from . import protocol as p
+from .connection import describe
 
 if TYPE_CHECKING:
     from ..core.node import Node
@@ -509,7 +510,7 @@ class RemoteRouter:
         elif kind == p.RPC_CAST:
             handler = self.rpc_handlers.get(m[1])
             if handler is None:
-                log.warning("unknown system notification %s from %s", _describe(m[1]), conn.peer)
+                conn.warn("unknown system notification %s from %s", describe(m[1]), conn.peer)
             else:
                 result = handler(conn.peer, m[2])
                 if inspect.isawaitable(result):
@@ -517,7 +518,7 @@ class RemoteRouter:
         elif kind == p.GOSSIP or kind == p.GOODBYE:
             self.on_membership(conn, m)
         else:
-            log.warning("unexpected frame type %s from %s", _describe(kind), conn.peer)
+            conn.warn("unexpected frame type %s from %s", describe(kind), conn.peer)
 
     # ------------------------------------------------------------------ trace context (noex_lab.otel)
     # A CALL frame carries the caller's trace context only while noex_lab.otel is instrumented

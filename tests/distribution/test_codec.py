@@ -1030,6 +1030,140 @@ def test_random_nested_values_round_trip_exactly(codec: Codec) -> None:
         roundtrip(codec, value)
 
 
+# -------------------------------------------------------------------- hash flooding (issue 12)
+HASH_P = 2**61 - 1  # k and k + HASH_P hash alike
+
+
+def colliding_ints(count: int, base: int = 7) -> list[int]:
+    return [base + k * HASH_P for k in range(count)]
+
+
+def raw_map(keys: list[bytes]) -> bytes:
+    """A msgpack map of already encoded keys, each to 0 (built by hand: building the dict in
+    this process would take the quadratic time under test)."""
+    return b"\xdf" + len(keys).to_bytes(4, "big") + b"".join(key + b"\x00" for key in keys)
+
+
+@pytest.mark.parametrize("count", [33, 20_000])
+def test_a_dict_with_many_keys_of_one_hash_is_refused_in_linear_time(codec: Codec, count: int) -> None:
+    data = raw_map([codec.encode(k) for k in colliding_ints(count)])
+    started = time_mod.process_time()
+    with pytest.raises(DecodeError, match="share a hash value"):
+        codec.decode(data)
+    with pytest.raises(DecodeError, match="share a hash value"):  # inside a message with containers too
+        codec.decode(b"\xc9" + (len(data) + 6).to_bytes(4, "big") + b"\x00\x92\x92\xc7\x00\x10\x01" + data)
+    assert time_mod.process_time() - started < 0.5
+
+
+def test_sets_and_frozensets_with_many_elements_of_one_hash_are_refused(codec: Codec) -> None:
+    for kind in (set, frozenset):
+        members = b"".join(codec.encode(k) for k in colliding_ints(5_000))
+        code = 17 if kind is set else 18
+        payload = b"\xdd" + (5_001).to_bytes(4, "big") + bytes([0xC7, 0, code]) + members
+        data = b"\xc9" + len(payload).to_bytes(4, "big") + b"\x00" + payload
+        started = time_mod.process_time()
+        with pytest.raises(DecodeError, match="share a hash value"):
+            codec.decode(data)
+        assert time_mod.process_time() - started < 0.5
+
+
+def test_a_few_keys_of_one_hash_and_big_dicts_and_sets_still_round_trip(codec: Codec) -> None:
+    few = {k: i for i, k in enumerate(colliding_ints(8))} | {i: i for i in range(100)}  # 8 alike: allowed
+    small = {k: 0 for k in colliding_ints(32)}  # a small map is left to msgpack
+    values = [
+        few, small, set(few), frozenset(few), {-1: "a", -2: "b"} | {i: i for i in range(50)},
+        {f"key{i}": [i, (i,)] for i in range(5000)}, {(i, str(i)): {i} for i in range(2000)},
+        [{i: i for i in range(40)} for _ in range(50)], {float(i) / 3: i for i in range(1000)},
+    ]
+    for value in values:
+        assert codec.decode(codec.encode(value)) == value
+        assert codec.decode(codec.encode([value, (1,)])) == [value, (1,)]
+
+
+def test_messages_of_small_colliding_maps_cost_a_bounded_time_per_key(codec: Codec) -> None:
+    maps = b"".join(raw_map([codec.encode(k) for k in colliding_ints(32, base)]) for base in range(2_000))
+    data = b"\xdd" + (2_000).to_bytes(4, "big") + maps  # ~900 KiB
+    started = time_mod.process_time()
+    assert len(codec.decode(data)) == 2_000
+    assert time_mod.process_time() - started < 1.0
+
+
+# ----------------------------------------------------------------------- incremental decoding
+def decode_incrementally(codec: Codec, data: bytes, slice_bytes: int) -> list[Any]:
+    decoder = codec.incremental(data, slice_bytes)
+    out: list[Any] = []
+    for _ in range(len(data) + 10):
+        if decoder.done:
+            return out
+        out.extend(decoder.step())
+    raise AssertionError("the decoder made no progress")
+
+
+def test_incremental_decoding_gives_what_decode_gives_whatever_the_slices(codec: Codec) -> None:
+    wire_type(Point)
+    rng = random.Random(99)
+    for _ in range(150):
+        messages = [[rng.randint(1, 16), random_value(rng)] for _ in range(rng.randint(1, 4))]
+        data = b"".join(codec.encode(m) for m in messages)
+        for slice_bytes in (1, 7, 64, 1 << 20):
+            assert_same(messages, decode_incrementally(codec, data, slice_bytes))
+
+
+def test_incremental_decoding_checks_big_maps_and_refuses_floods(codec: Codec) -> None:
+    big = {f"k{i}": i for i in range(100)}
+    data = codec.encode([3, big]) + codec.encode([3, (1,), big])
+    assert decode_incrementally(codec, data, 10) == [[3, big], [3, (1,), big]]
+    flood = raw_map([codec.encode(k) for k in colliding_ints(1_000)])
+    decoder = codec.incremental(b"\x92\x03" + flood + codec.encode([4, "after"]), 4096)
+    with pytest.raises(DecodeError, match="share a hash value"):
+        for _ in range(100):
+            decoder.step()
+    assert decoder.position == 0 and decoder.skip()  # passed over: the next message decodes
+    assert decode_steps(decoder) == [[4, "after"]]
+
+
+def decode_steps(decoder: codec_mod.IncrementalDecoder) -> list[Any]:
+    out: list[Any] = []
+    for _ in range(1000):
+        if decoder.done:
+            return out
+        out.extend(decoder.step())
+    raise AssertionError("no end")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x93\x01\x02",  # ends inside a message
+        msgpack.packb([1, msgpack.ExtType(0, msgpack.packb([1]))]),  # a WRAPPED ext inside a message
+        b"\xc7\x05\x00\x92\x01",  # a WRAPPED payload cut short
+        msgpack.packb(msgpack.ExtType(0, msgpack.packb({"not": "a list"}))),
+        msgpack.packb(msgpack.ExtType(0, b"\x91\x01\x02")),  # extra bytes in the payload
+    ],
+    ids=repr,
+)
+def test_incremental_decoding_refuses_what_is_not_messages(codec: Codec, data: bytes) -> None:
+    decoder = codec.incremental(data, 3)
+    with pytest.raises(DecodeError):
+        for _ in range(100):
+            decoder.step()
+
+
+def test_skim_and_message_head_read_without_decoding(codec: Codec) -> None:
+    first = codec.encode([1, 42, 7, 1, None, ("x", {1})])  # a WRAPPED call
+    second = codec.encode([3, 2**40, 1, "y"])
+    data = first + second
+    assert codec_mod.skim(data, 0) == (0, len(first))
+    assert codec_mod.skim(data, 0, 1) == (len(first), len(data))
+    assert codec_mod.skim(data, 0, 2) is None and codec_mod.skim(data[:-1], len(first)) is None
+    assert codec_mod.message_head(data, 0) == (1, 42)
+    assert codec_mod.message_head(data, len(first)) == (3, 2**40)
+    for not_a_message in (msgpack.packb("text"), msgpack.packb(["x", 1]), b"\x91", b"\xdc\x00", b""):
+        assert codec_mod.message_head(not_a_message, 0) is None
+    assert codec_mod.message_head(msgpack.packb([-5, -300]), 0) == (-5, -300)
+    assert codec_mod.message_head(msgpack.packb([7, "no id"]), 0) == (7, None)
+
+
 # ------------------------------------------------------------------------------------- hygiene
 FORBIDDEN = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "shelve", "jsonpickle", "copyreg"}
 
