@@ -432,18 +432,19 @@ class LabSession:
                            "the same secret (--secret-env VAR, else the per-user secret file)?")
         self.node, self.secret, self.attached = node, secret, "member" if member else "observer"
         self.reporter.watch(node)
-        members = len(node.get_nodes())
+        members = node.get_nodes()
+        listed = ", ".join(str(info.id) for info in members)
         if member:
             self.shipper.attach(node)
-            text = (f"attached to the cluster as a full member {node.id} ({members} other member(s)), as asked "
-                    "with --member: the members list this kernel, a DistributedSupervisor may place children "
-                    "on it and it can register global names; %noex detach leaves gracefully")
-            display(Message(text, "warning"), self.nodes_table())
+            text = (f"attached to the cluster as a full member {node.id}, with {len(members)} other member(s) "
+                    f"({listed}), as asked with --member: the members list this kernel, a DistributedSupervisor "
+                    "may place children on it and it can register global names; %noex detach leaves gracefully")
+            display(Message(text, "warning"))
         else:
-            text = (f"attached to the cluster through {seed} as the hidden observer {node.id}: {members} member(s) "
-                    "connected; they do not list this kernel, place no children on it, and it registers no "
-                    "global names. %noex detach leaves")
-            display(Message(text, "ok"), self.nodes_table())
+            text = (f"attached to the cluster through {seed} as the hidden observer {node.id}; {len(members)} "
+                    f"member(s) connected: {listed}. They do not list this kernel, place no children on it, and it "
+                    "registers no global names; %noex detach leaves")
+            display(Message(text, "ok"))
         return node
 
     async def detach(self) -> None:

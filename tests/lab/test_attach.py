@@ -72,7 +72,7 @@ def test_an_observer_sees_the_cluster_and_is_never_a_member(members: list[NodePr
         k.ok("%load_ext noex_lab")
         seed = members[1].id
         r = k.ok(f"%noex attach {seed} --secret-env {SECRET_ENV} --name watcher", timeout=30)
-        assert "as the hidden observer watcher@127.0.0.1:" in r.text and "3 member(s) connected" in r.text
+        assert "as the hidden observer watcher@127.0.0.1:" in r.text and "3 member(s) connected: at1@" in r.text
         observer = re.search(r"watcher@127\.0\.0\.1:\d+", r.text).group(0)  # type: ignore[union-attr]
 
         out = k.ok(SUPERVISE, timeout=30).text
@@ -108,6 +108,7 @@ def test_member_flag_joins_as_a_full_member_with_a_warning(members: list[NodePro
         k.ok("%load_ext noex_lab")
         r = k.ok(f"%noex attach {members[0].id} --secret-env {SECRET_ENV} --name joined --member", timeout=30)
         assert "attached to the cluster as a full member joined@127.0.0.1:" in r.text and "3 other member(s)" in r.text
+        assert "as asked with --member" in r.text
         members[0].wait_for(lambda line: line.startswith("UP joined@"), 10.0, "the member listed the kernel")
         assert "saw graceful_shutdown" in k.ok("%noex detach").text
         members[0].wait_for(lambda line: line.startswith("DOWN joined@") and line.endswith("graceful_shutdown"),
