@@ -133,6 +133,17 @@ def test_remote_nodes_take_behaviors_fail_over_and_die_with_the_kernel(sshd: Ssh
         assert f"'{prefix}1'" not in moved and f"'{prefix}2'" in moved
         assert moved.count("'c") == 12  # every child answers, from where it runs now
 
+        second = node_pids(f"{prefix}2")
+        r = k.ok(f"%noex stop {prefix}2")
+        assert re.search(rf"stopped remote node {prefix}2 \({prefix}2@127\.0\.0\.1:\d+, exit code 0\)", r.text)
+        assert not wait_pids_gone(second, 5.0)
+        r = k.ok(f"%noex remote 127.0.0.1 1 --prefix {prefix} {sshd.magic_options()}", timeout=60)
+        assert f"started 1 remote node(s) on ssh 127.0.0.1: {prefix}1" in r.text  # the free name again
+        assert "1 remote node(s) on ssh 127.0.0.1 already running" in k.ok(
+            f"%noex remote 127.0.0.1 1 --prefix {prefix} {sshd.magic_options()}").text
+        ssh_pids = k.eval("[n.proc.pid for n in __import__('noex_lab.lab', fromlist=['x'])"
+                          ".session_of(get_ipython()).launcher.nodes.values()]")
+
         survivors = node_pids(prefix)
         assert len(survivors) == 1
         os.kill(k.pid, signal.SIGKILL)
