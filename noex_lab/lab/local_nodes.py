@@ -101,7 +101,7 @@ class ProcessLauncher:
         return None
 
     def find(self, spec: str) -> LaunchedNode | None:
-        """A running local node by name or full node id."""
+        """A running node (local or remote) by name or full node id."""
         n = self.nodes.get(spec)
         if n is not None and n.alive:
             return n
@@ -111,7 +111,7 @@ class ProcessLauncher:
         return None
 
     def free_names(self, prefix: str, count: int) -> list[str]:
-        """`count` names `prefix1, prefix2, ...` not used by a running local node (lowest first)."""
+        """`count` names `prefix1, prefix2, ...` not used by a running node of this launcher (lowest first)."""
         taken = {n.name for n in self.alive()}
         names: list[str] = []
         i = 1
@@ -156,7 +156,8 @@ class ProcessLauncher:
             node.node_id = await asyncio.wait_for(asyncio.shield(node.ready), timeout)
         except TimeoutError:
             node.expected_exit = True
-            await transport.kill(node)
+            with contextlib.suppress(LaunchError):  # the timeout is the error to report
+                await transport.kill(node)
             self._signal(node, signal.SIGKILL)
             raise transport.error(
                 f"{transport.kind} node {name} ({transport.label}) did not start listening within {timeout:g} s; "
