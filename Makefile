@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # JupyterLab refuses to run as root unless told; containers and CI often are root.
 LAB_FLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: lab test lint typecheck unit notebooks bench docs clean test-browser test-wheel
+.PHONY: lab test lint typecheck unit notebooks bench docs clean test-browser test-wheel test-ssh
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "noex_lab needs Python >= 3.11 (set PYTHON=python3.11)")'
@@ -35,7 +35,7 @@ notebooks: $(STAMP)
 	XDG_CONFIG_HOME="$$(mktemp -d)" $(BIN)/python -m pytest -q --nbval --nbval-sanitize-with notebooks/sanitize.cfg \
 		--nbval-cell-timeout=120 -p no:randomly notebooks
 
-test: lint typecheck unit notebooks
+test: lint typecheck unit notebooks test-ssh
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
@@ -85,3 +85,21 @@ $(CHROMIUM):
 test-browser: $(BROWSER_STAMP) $(CHROMIUM)
 	mkdir -p tests/artifacts
 	CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q -p no:randomly -m browser tests/browser
+
+# The SSH tests (tests/lab/test_remote_nodes.py, -m ssh): `%noex remote` against a real OpenSSH
+# server that each test starts on 127.0.0.1 (a free port, its own host key and authorized key).
+# Debian's openssh-server and openssh-client are installed here with apt-get when missing, which
+# needs root. `make test` runs them: they are never skipped.
+SSHD ?= /usr/sbin/sshd
+SSH  ?= /usr/bin/ssh
+
+$(SSHD) $(SSH):
+	@if [ "$$(id -u)" != 0 ]; then \
+		echo "$@ is missing: install Debian's OpenSSH (apt-get install -y openssh-server openssh-client) as root, or set SSHD=/path/to/sshd SSH=/path/to/ssh" >&2; \
+		exit 1; \
+	fi
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y openssh-server openssh-client
+
+test-ssh: $(STAMP) $(SSHD) $(SSH)
+	NOEX_TEST_SSHD=$(SSHD) NOEX_TEST_SSH=$(SSH) $(BIN)/python -m pytest -q -p no:randomly -m ssh tests/lab/test_remote_nodes.py

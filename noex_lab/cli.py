@@ -37,7 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     node.add_argument("--host", default="127.0.0.1", help="address to listen on")
     node.add_argument("--advertise-host", default=None, help="address peers dial (when --host is 0.0.0.0)")
     node.add_argument("--seed", action="append", default=[], metavar="ID", help="seed node id name@host:port")
-    add_secret_arguments(node)
+    add_secret_arguments(node).add_argument(
+        "--secret-stdin", action="store_true",
+        help="read the cluster secret from the first line of standard input (how %%noex remote hands it "
+             "over an SSH channel; combine with --exit-on-stdin-eof to hold stdin open)")
     node.add_argument("--behaviors", action="append", default=[], metavar="MODULE",
                       help="import MODULE first (it registers behaviors)")
     node.add_argument("--allow-code", action="store_true", help="accept behavior source from peers")
@@ -77,13 +80,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_secret_arguments(parser: argparse.ArgumentParser) -> None:
+def add_secret_arguments(parser: argparse.ArgumentParser) -> argparse._MutuallyExclusiveGroup:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--secret-env", metavar="VAR",
                        help="environment variable holding the cluster secret (default: the per-user secret file "
                             "$XDG_CONFIG_HOME/noex-lab/secret, created on first use)")
     group.add_argument("--no-secret", action="store_true",
                        help="no cluster secret: every local user (and with --insecure, anyone) can connect")
+    return group
 
 
 def secret_from_args(args: argparse.Namespace) -> str | None:
@@ -97,6 +101,8 @@ def secret_from_args(args: argparse.Namespace) -> str | None:
              "processes and run code here")
     if args.secret_env:
         return secret_from_env(args.secret_env)
+    if getattr(args, "secret_stdin", False):
+        return secret_from_stdin()
     if args.no_secret:
         warn("--no-secret: links are not authenticated; any local user (anyone, on a non-loopback "
              f"address) can join and run code here. Without it the secret in {secret_path()} is used")
@@ -153,6 +159,27 @@ def secret_from_env(var: str | None) -> str | None:
     if not value:
         raise SystemExit(f"noex-lab: environment variable {var} (--secret-env) is not set or empty")
     return value
+
+
+MAX_SECRET_LINE = 4096
+
+
+def secret_from_stdin() -> str:
+    """The first line of standard input, read byte by byte from the descriptor so nothing after
+    it is consumed (stdin then stays open for `--exit-on-stdin-eof`). Never echoed or logged."""
+    line = bytearray()
+    with contextlib.suppress(OSError):
+        while len(line) <= MAX_SECRET_LINE:
+            byte = os.read(sys.stdin.fileno(), 1)
+            if not byte or byte == b"\n":
+                break
+            line += byte
+    if len(line) > MAX_SECRET_LINE:
+        raise SystemExit(f"noex-lab: --secret-stdin: the secret line is longer than {MAX_SECRET_LINE} bytes")
+    secret = line.decode("utf-8", "replace").strip()
+    if not secret:
+        raise SystemExit("noex-lab: --secret-stdin: standard input ended before a secret line")
+    return secret
 
 
 async def _run_node(args: argparse.Namespace) -> int:

@@ -136,8 +136,9 @@ class DistributedSupervisorServer(SupervisorServer):
 
     # ------------------------------------------------------------------ placement
     def _alive_nodes(self) -> list[NodeId]:
-        """This node and its peers, except peers that are leaving."""
-        me = self.node.id
+        """This node (unless it is a hidden observer) and its peers, except peers that are leaving."""
+        dist = self.node.distribution
+        me = None if dist is not None and dist.config.hidden else self.node.id
         peers = [info.id for info in self.node.get_nodes() if not self._departing(info.id, info.incarnation)]
         return sorted({*([me] if me is not None else []), *peers})
 

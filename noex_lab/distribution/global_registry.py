@@ -139,6 +139,10 @@ class GlobalNames:
             raise InvalidArgumentError(f"a global name is a non-empty string, not {name!r}")
         if not isinstance(ref, ProcessRef):
             raise InvalidArgumentError(f"GlobalRegistry.register needs a ProcessRef, not {ref!r}")
+        if self.dist.config.hidden:
+            raise NotPermittedError(
+                f"{self.dist.node_id} is a hidden observer: it registers no global names (members never list "
+                "it, so nobody would see it leave); start it as a member (%noex attach --member) to register one")
         ref = self.full_ref(ref)
         if ref.node != self.dist.node_id and ref.node not in self.dist.membership.peers:
             raise NodeNotReachableError(ref.node, "cannot register a process of a node that is not connected")

@@ -1,17 +1,19 @@
-"""Local node processes for a notebook (`%noex local N`).
+"""The node processes of a notebook (`%noex local N`, `%noex remote HOST N`).
 
-Each one is a `noex-lab node` OS process joined to the kernel's node, such that:
+`ProcessLauncher` starts each one through a transport (`launchers.py`: on this machine, or over
+SSH on another), joined to the kernel's node, such that:
 
-- it is started in a new session (`start_new_session=True`): the notebook's stop button sends
-  SIGINT to the kernel's whole process group, and must not reach the nodes;
-- it leaves when its standard input reaches EOF (`--exit-on-stdin-eof`): the kernel holds the
-  write end of that pipe, so however the kernel ends (shutdown, restart, SIGKILL) the OS closes
-  it and the node exits: no orphans;
+- the command runs in a new session (`start_new_session=True`): the notebook's stop button sends
+  SIGINT to the kernel's whole process group, and must not reach the nodes (nor their ssh);
+- the cluster secret is the first line of its standard input (`--secret-stdin`), never on a
+  command line or in a file;
+- it leaves when that standard input reaches EOF (`--exit-on-stdin-eof`): the kernel holds the
+  write end of the pipe, so however the kernel ends (shutdown, restart, SIGKILL) the OS closes
+  it and the node exits (over SSH: the channel's stdin ends): no orphans;
 - its stdout and stderr are drained by reader threads into a callback (the kernel node's event
   stream), never into whatever cell happens to be running;
 - it accepts behavior source from the kernel's node only (`--allow-code --allow-code-from KERNEL`,
-  unless `code_from_any`) over links authenticated with the secret the kernel hands it through
-  an environment variable (never on the command line).
+  unless `code_from_any`).
 """
 
 from __future__ import annotations
@@ -21,40 +23,50 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ..core.node_id import NodeId
-from .errors import LabError
+from .launchers import PID_LINE, LaunchError, LocalNodeError, LocalTransport, NodeSpec, Transport
 
-SECRET_ENV = "NOEX_LAB_SECRET"
+__all__ = ["LaunchedNode", "LocalNode", "LocalNodeError", "LocalNodeLauncher", "ProcessLauncher"]
+
 READY_TIMEOUT_S = 30.0
 
 
-class LocalNodeError(LabError):
-    """A local node process could not be started, or is not known."""
-
-
 @dataclass(eq=False)
-class LocalNode:
-    """One node process started by `%noex local`."""
+class LaunchedNode:
+    """One node process started by `%noex local` or `%noex remote`."""
 
     name: str
-    proc: subprocess.Popen[bytes]
+    proc: subprocess.Popen[bytes]  # the command run here: the node itself, or its ssh client
     started_at: float
     ready: asyncio.Future[NodeId]
     exited: asyncio.Future[int]
+    transport: Transport = field(default_factory=LocalTransport)
     node_id: NodeId | None = None
+    remote_pid: int | None = None  # the node's pid where it runs (a `NOEX_PID` line), if not here
     expected_exit: bool = False  # we killed or stopped it: its exit is no error
     stderr_tail: list[str] = field(default_factory=list)
+    stderr_done: threading.Event = field(default_factory=threading.Event)
 
     @property
     def pid(self) -> int:
-        return self.proc.pid
+        """The pid of the node process: here, or on the machine it runs on."""
+        if self.transport.kind == "local" or self.remote_pid is None:
+            return self.proc.pid
+        return self.remote_pid
+
+    @property
+    def kind(self) -> str:
+        return self.transport.kind
+
+    @property
+    def where(self) -> str:
+        """`local pid 123`, `ssh gpu1 pid 456`."""
+        return f"{self.transport.label} pid {self.pid}"
 
     @property
     def alive(self) -> bool:
@@ -65,33 +77,31 @@ class LocalNode:
         return self.proc.poll()
 
 
-OutputCallback = Callable[[LocalNode, str, str], None]  # (node, "stdout" | "stderr", line)
-ExitCallback = Callable[[LocalNode, int], None]
+LocalNode = LaunchedNode  # the name before remote nodes existed
+OutputCallback = Callable[[LaunchedNode, str, str], None]  # (node, "stdout" | "stderr", line)
+ExitCallback = Callable[[LaunchedNode, int], None]
 
 
-def _package_root() -> str:
-    return str(Path(__file__).resolve().parents[2])
-
-
-class LocalNodeLauncher:
-    """Starts, tracks, kills and stops the local node processes of one kernel."""
+class ProcessLauncher:
+    """Starts (through a transport), tracks, kills and stops the node processes of one kernel."""
 
     def __init__(self, on_output: OutputCallback, on_exit: ExitCallback) -> None:
         self.on_output = on_output
         self.on_exit = on_exit
-        self.nodes: dict[str, LocalNode] = {}
+        self.nodes: dict[str, LaunchedNode] = {}
 
-    def alive(self) -> list[LocalNode]:
-        return [n for n in self.nodes.values() if n.alive]
+    def alive(self, label: str | None = None) -> list[LaunchedNode]:
+        """The running nodes; with `label`, those of that transport ("local", "ssh gpu1")."""
+        return [n for n in self.nodes.values() if n.alive and (label is None or n.transport.label == label)]
 
-    def by_id(self, node_id: NodeId) -> LocalNode | None:
+    def by_id(self, node_id: NodeId) -> LaunchedNode | None:
         for n in self.nodes.values():
             if n.node_id == node_id and n.alive:
                 return n
         return None
 
-    def find(self, spec: str) -> LocalNode | None:
-        """A running local node by name or full node id."""
+    def find(self, spec: str) -> LaunchedNode | None:
+        """A running node (local or remote) by name or full node id."""
         n = self.nodes.get(spec)
         if n is not None and n.alive:
             return n
@@ -101,7 +111,7 @@ class LocalNodeLauncher:
         return None
 
     def free_names(self, prefix: str, count: int) -> list[str]:
-        """`count` names `prefix1, prefix2, ...` not used by a running local node (lowest first)."""
+        """`count` names `prefix1, prefix2, ...` not used by a running node of this launcher (lowest first)."""
         taken = {n.name for n in self.alive()}
         names: list[str] = []
         i = 1
@@ -115,41 +125,42 @@ class LocalNodeLauncher:
     async def launch(
         self, name: str, seed: NodeId, secret: str, *, heartbeat_interval_ms: int = 5000,
         heartbeat_miss_threshold: int = 3, timeout: float = READY_TIMEOUT_S, code_from_any: bool = False,
-    ) -> LocalNode:
+        transport: Transport | None = None,
+    ) -> LaunchedNode:
         """Start one node process and wait until it listens (its `NODE <id>` line)."""
+        transport = transport or LocalTransport()
+        if not secret or "\n" in secret or "\r" in secret:
+            raise transport.error("the cluster secret must be one non-empty line")
+        transport.check_seed(seed)
+        spec = NodeSpec(name, seed, heartbeat_interval_ms, heartbeat_miss_threshold, code_from_any)
         loop = asyncio.get_running_loop()
-        env = dict(os.environ)
-        env[SECRET_ENV] = secret
-        env["PYTHONUNBUFFERED"] = "1"
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_package_root(), env.get("PYTHONPATH", "")) if p)
-        cmd = [
-            sys.executable, "-m", "noex_lab.cli", "node", "--name", name, "--port", "0", "--host", "127.0.0.1",
-            "--seed", str(seed), "--secret-env", SECRET_ENV, "--allow-code", "--exit-on-stdin-eof",
-            "--heartbeat-interval-ms", str(heartbeat_interval_ms),
-            "--heartbeat-miss-threshold", str(heartbeat_miss_threshold),
-        ]
-        if not code_from_any:
-            cmd += ["--allow-code-from", str(seed)]
+        cmd = transport.command(spec.node_args(transport.bind_host, transport.advertise_host))
         try:
             proc = subprocess.Popen(
-                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                start_new_session=True, close_fds=True,
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env=transport.environment(), start_new_session=True, close_fds=True,
             )
         except OSError as exc:
-            raise LocalNodeError(f"cannot start local node {name}: {exc}") from exc
-        node = LocalNode(name, proc, time.time(), loop.create_future(), loop.create_future())
+            raise transport.error(f"cannot start {transport.kind} node {name} ({cmd[0]}): {exc}") from exc
+        node = LaunchedNode(name, proc, time.time(), loop.create_future(), loop.create_future(), transport)
         self.nodes[name] = node
-        threading.Thread(target=self._read_stdout, args=(node, loop), name=f"noex-{name}-stdout",
-                         daemon=True).start()
+        assert proc.stdin is not None
+        with contextlib.suppress(OSError):  # it died at once: the readers report why
+            proc.stdin.write(secret.encode() + b"\n")
+            proc.stdin.flush()
         threading.Thread(target=self._read_stderr, args=(node, loop), name=f"noex-{name}-stderr",
+                         daemon=True).start()
+        threading.Thread(target=self._read_stdout, args=(node, loop), name=f"noex-{name}-stdout",
                          daemon=True).start()
         try:
             node.node_id = await asyncio.wait_for(asyncio.shield(node.ready), timeout)
         except TimeoutError:
             node.expected_exit = True
+            with contextlib.suppress(LaunchError):  # the timeout is the error to report
+                await transport.kill(node)
             self._signal(node, signal.SIGKILL)
-            raise LocalNodeError(
-                f"local node {name} did not start listening within {timeout:g} s; "
+            raise transport.error(
+                f"{transport.kind} node {name} ({transport.label}) did not start listening within {timeout:g} s; "
                 f"its stderr: {' | '.join(node.stderr_tail[-5:]) or '(empty)'}"
             ) from None
         return node
@@ -160,12 +171,16 @@ class LocalNodeLauncher:
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is left to tell
             loop.call_soon_threadsafe(fn)
 
-    def _read_stdout(self, node: LocalNode, loop: asyncio.AbstractEventLoop) -> None:
+    def _read_stdout(self, node: LaunchedNode, loop: asyncio.AbstractEventLoop) -> None:
         stream = node.proc.stdout
         assert stream is not None
         ready = False
         for raw in stream:
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            if not ready and node.remote_pid is None and line.startswith(PID_LINE):
+                with contextlib.suppress(ValueError, IndexError):
+                    node.remote_pid = int(line.split()[1])
+                    continue
             if not ready and line.startswith("NODE "):
                 ready = True
                 try:
@@ -178,20 +193,19 @@ class LocalNodeLauncher:
         code = node.proc.wait()
         with contextlib.suppress(OSError):
             stream.close()
+        node.stderr_done.wait(5.0)  # the whole stderr, for the error below
 
         def finished() -> None:
             if not node.ready.done():
-                tail = " | ".join(node.stderr_tail[-5:]) or "(no output)"
-                node.ready.set_exception(
-                    LocalNodeError(f"local node {node.name} exited with code {code} before it was ready: {tail}")
-                )
+                node.ready.set_exception(node.transport.error(node.transport.failure(node.name, code,
+                                                                                      node.stderr_tail)))
                 node.ready.exception()  # retrieved: launch() reports it
             _settle(node.exited, code)
             self.on_exit(node, code)
 
         self._soon(loop, finished)
 
-    def _read_stderr(self, node: LocalNode, loop: asyncio.AbstractEventLoop) -> None:
+    def _read_stderr(self, node: LaunchedNode, loop: asyncio.AbstractEventLoop) -> None:
         stream = node.proc.stderr
         assert stream is not None
         for raw in stream:
@@ -201,38 +215,41 @@ class LocalNodeLauncher:
             self._soon(loop, lambda text=line: self.on_output(node, "stderr", text))  # type: ignore[misc]
         with contextlib.suppress(OSError):
             stream.close()
+        node.stderr_done.set()
 
     # --------------------------------------------------------------- ending nodes
     @staticmethod
-    def _signal(node: LocalNode, sig: int) -> None:
+    def _signal(node: LaunchedNode, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError):
             if node.proc.poll() is None:
                 os.kill(node.proc.pid, sig)
 
-    async def kill(self, node: LocalNode, timeout: float = 10.0) -> int:
-        """SIGKILL the process (a crash: peers see the connection drop) and wait for its exit."""
+    async def kill(self, node: LaunchedNode, timeout: float = 10.0) -> int:
+        """SIGKILL the node process (a crash: peers see the connection drop) and wait for its exit
+        (here: of the command that ran it)."""
         node.expected_exit = True
-        self._signal(node, signal.SIGKILL)
+        await node.transport.kill(node)
         return await self._wait_exit(node, timeout)
 
-    async def stop(self, node: LocalNode, timeout: float = 10.0) -> int:
+    async def stop(self, node: LaunchedNode, timeout: float = 10.0) -> int:
         """Close its stdin: the node leaves gracefully (peers see `graceful_shutdown`); SIGKILL after `timeout`."""
         node.expected_exit = True
         self._close_stdin(node)
         try:
             return await self._wait_exit(node, timeout)
-        except LocalNodeError:
+        except LaunchError:
             self._signal(node, signal.SIGKILL)
             return await self._wait_exit(node, 5.0)
 
-    async def _wait_exit(self, node: LocalNode, timeout: float) -> int:
+    async def _wait_exit(self, node: LaunchedNode, timeout: float) -> int:
         try:
             return await asyncio.wait_for(asyncio.shield(node.exited), timeout)
         except TimeoutError:
-            raise LocalNodeError(f"local node {node.name} (pid {node.pid}) did not exit within {timeout:g} s") from None
+            raise node.transport.error(
+                f"{node.kind} node {node.name} ({node.where}) did not exit within {timeout:g} s") from None
 
     @staticmethod
-    def _close_stdin(node: LocalNode) -> None:
+    def _close_stdin(node: LaunchedNode) -> None:
         if node.proc.stdin is not None:
             with contextlib.suppress(OSError):
                 node.proc.stdin.close()
@@ -243,6 +260,9 @@ class LocalNodeLauncher:
             if node.proc.poll() is None:
                 node.expected_exit = True
                 self._close_stdin(node)
+
+
+LocalNodeLauncher = ProcessLauncher  # the name before remote nodes existed
 
 
 def _settle(fut: asyncio.Future[NodeId] | asyncio.Future[int], value: object) -> None:

@@ -72,10 +72,12 @@ def _build_parsers() -> dict[str, MagicArgumentParser]:
         "--secret-env it uses the per-user secret ($XDG_CONFIG_HOME/noex-lab/secret, created on first use), "
         "as `noex-lab node` and `noex-lab top` do; nodes started by `%noex local` get it, so every link is "
         "authenticated. Errors (port in use, bad seed) are raised in the cell.",
-        "start NAME [--port P] [--host H] [--seed ID ...] [--secret-env VAR]")
+        "start NAME [--port P] [--host H] [--advertise-host A] [--seed ID ...] [--secret-env VAR]")
     s.add_argument("name", help="node name: a letter, then letters, digits, _ or -")
     s.add_argument("--port", type=int, default=0, help="TCP port (default 0: a free port)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    s.add_argument("--advertise-host", metavar="A",
+                   help="address other machines dial (with --host 0.0.0.0, e.g. for %%noex remote)")
     s.add_argument("--seed", action="append", default=[], metavar="ID", help="seed node id name@host:port (repeatable)")
     s.add_argument("--secret-env", metavar="VAR", help="environment variable holding the cluster secret")
     s.add_argument("--heartbeat-interval-ms", type=int, default=5000, help="liveness heartbeat period")
@@ -91,13 +93,53 @@ def _build_parsers() -> dict[str, MagicArgumentParser]:
     s.add_argument("--code-from-any", action="store_true",
                    help="the new nodes accept behaviors from any node with the secret, not only this kernel's")
 
+    s = p["remote"] = _parser(
+        "remote", "Make sure N node processes run on HOST, started over SSH (the system's ssh client, never "
+        "prompting: set up key login first) and joined to this kernel's node. The cluster secret goes over the "
+        "SSH channel; they accept behaviors like local nodes and exit with the kernel, or when the SSH "
+        "connection drops. HOST must reach this kernel's node: start it with --host 0.0.0.0 --advertise-host "
+        "ADDRESS for another machine. See docs/guides/remote-nodes.md.",
+        "remote HOST N [--user U] [--python PATH] [--workdir DIR] [--prefix P] [--advertise-host H] "
+        "[--ssh-option OPT ...] [--ssh-config FILE]")
+    s.add_argument("host", metavar="HOST", help="a host name, address or ssh config alias ([USER@]HOST)")
+    s.add_argument("count", type=int, metavar="N", help="how many nodes should run on HOST")
+    s.add_argument("--user", help="the SSH login (default: ssh's, from your ssh config)")
+    s.add_argument("--python", metavar="PATH",
+                   help="Python with noex_lab installed on HOST (default: this kernel's interpreter path)")
+    s.add_argument("--workdir", metavar="DIR", help="directory the nodes run in on HOST (importable: --behaviors)")
+    s.add_argument("--prefix", default="remote", help="node names are PREFIX1, PREFIX2, ... (default remote)")
+    s.add_argument("--advertise-host", metavar="H",
+                   help="address the nodes are dialed at (default: HOST; they listen on every address of HOST)")
+    s.add_argument("--ssh-option", action="append", default=[], metavar="OPT",
+                   help="an ssh -o option, e.g. Port=2222 or IdentityFile=~/.ssh/lab (repeatable)")
+    s.add_argument("--ssh-config", metavar="FILE", help="an ssh config file (ssh -F)")
+    s.add_argument("--code-from-any", action="store_true",
+                   help="the new nodes accept behaviors from any node with the secret, not only this kernel's")
+
+    s = p["attach"] = _parser(
+        "attach", "Attach this kernel to a running cluster as a hidden observer (like noex-lab top): every "
+        "command and view sees the whole cluster, but the members do not list it, place no children on it, "
+        "and it registers no global names. --member joins as a full member instead (with a warning).",
+        "attach SEED [--secret-env VAR] [--member] [--name NAME]")
+    s.add_argument("seed", metavar="SEED", help="any member's node id, name@host:port")
+    s.add_argument("--secret-env", metavar="VAR",
+                   help="environment variable holding the cluster secret (default: the per-user secret file)")
+    s.add_argument("--member", action="store_true", help="join as a full member, not a hidden observer")
+    s.add_argument("--name", help="this kernel's node name (default observer-PID)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    s.add_argument("--advertise-host", metavar="A", help="address the members reach this kernel at")
+    s.add_argument("--timeout", type=seconds_argument, default=10.0, help="wait for a member (default 10 s)")
+
+    p["detach"] = _parser("detach", "Leave the cluster %noex attach joined: the members see only the "
+                          "connections close.", "detach")
+
     s = p["kill"] = _parser("kill", "SIGKILL a local node (a crash: peers see the connection drop); for this "
                             "kernel's own node, node.kill() (fault injection).", "kill NODE")
-    s.add_argument("node", help="a local node's name or id")
+    s.add_argument("node", help="a local or remote node's name or id")
 
-    s = p["stop"] = _parser("stop", "Stop a local node gracefully; without NODE, stop every local node and then "
-                            "this kernel's node.", "stop [NODE]")
-    s.add_argument("node", nargs="?", help="a local node's name or id (default: everything)")
+    s = p["stop"] = _parser("stop", "Stop a local node gracefully; without NODE, stop every local and remote "
+                            "node and then this kernel's node.", "stop [NODE]")
+    s.add_argument("node", nargs="?", help="a local or remote node's name or id (default: everything)")
 
     p["nodes"] = _parser("nodes", "Table of the cluster members (status, loop lag, processes, heartbeat).", "nodes")
 
@@ -171,7 +213,7 @@ def _build_parsers() -> dict[str, MagicArgumentParser]:
 
 PARSERS = _build_parsers()
 ASYNC_SUBCOMMANDS = frozenset({"start", "local", "kill", "stop", "ps", "registry", "events", "crashes", "state",
-                               "trace"})
+                               "trace", "remote", "attach", "detach"})
 
 
 def _summary() -> str:
@@ -352,9 +394,20 @@ class NoexMagics(Magics):
         if subcommand == "start":
             await session.start(args.name, port=args.port, host=args.host, seeds=args.seed,
                                 secret_env=args.secret_env, heartbeat_interval_ms=args.heartbeat_interval_ms,
-                                heartbeat_miss_threshold=args.heartbeat_miss_threshold)
+                                heartbeat_miss_threshold=args.heartbeat_miss_threshold,
+                                advertise_host=args.advertise_host)
         elif subcommand == "local":
             await session.local(args.count, prefix=args.prefix, code_from_any=args.code_from_any)
+        elif subcommand == "remote":
+            await session.remote(args.host, args.count, user=args.user, python=args.python, workdir=args.workdir,
+                                 prefix=args.prefix, advertise_host=args.advertise_host,
+                                 ssh_options=args.ssh_option, ssh_config=args.ssh_config,
+                                 code_from_any=args.code_from_any)
+        elif subcommand == "attach":
+            await session.attach(args.seed, secret_env=args.secret_env, member=args.member, name=args.name,
+                                 host=args.host, advertise_host=args.advertise_host, timeout=args.timeout)
+        elif subcommand == "detach":
+            await session.detach()
         elif subcommand == "kill":
             await session.kill(args.node)
         elif subcommand == "stop":

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import re
+import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -40,7 +41,8 @@ from .code_shipping import CodeShipper, ShipResult
 from .crashes import CrashList
 from .dashboard import DASHBOARD_KINDS, Dashboard, sidecar_class
 from .errors import LabError
-from .local_nodes import LocalNode, LocalNodeLauncher
+from .launchers import SshTransport, Transport
+from .local_nodes import LaunchedNode, LocalNode, LocalNodeLauncher
 from .reprs import Message, Status, Table, clock, display
 from .widgets import ClusterTable, ClusterView, EventLog, SupervisorView, TraceView
 
@@ -51,6 +53,7 @@ JOIN_TIMEOUT_S = 20.0
 CRASH_WAIT_S = 10.0  # how long %noex crashes --wait waits
 FAILOVER_WAIT_S = 10.0  # how long %noex kill / stop wait for the children of a lost node to move
 SEED_WAIT_S = 3.0
+ATTACH_TIMEOUT_S = 10.0
 _View = TypeVar("_View", ClusterView, EventLog)
 _REF = re.compile(r"^<0\.(\d+)(?:@(.+))?>$")
 
@@ -94,6 +97,7 @@ class LabSession:
         self._stop_crash_watch: Callable[[], None] | None = None
         self.current_dashboard: Dashboard | None = None
         self._in_crash_report: set[tuple[str, str]] = set()  # (local node, stream) inside a logged report
+        self.attached: str | None = None  # "observer" or "member" after %noex attach
 
     # --------------------------------------------------------------- lifecycle
     def load(self) -> None:
@@ -201,10 +205,10 @@ class LabSession:
 
     def _on_local_exit(self, local: LocalNode, code: int) -> None:
         self._report("local_node_exited", {"node": local.name, "pid": local.pid, "returncode": code,
-                                           "expected": local.expected_exit})
+                                           "expected": local.expected_exit, "where": local.transport.label})
         if not local.expected_exit:
             tail = " | ".join(local.stderr_tail[-3:])
-            self._report("error", {"what": f"local node {local.name} (pid {local.pid}) exited unexpectedly",
+            self._report("error", {"what": f"{local.kind} node {local.name} ({_where(local)}) exited unexpectedly",
                                    "error": f"exit code {code}" + (f": {tail}" if tail else "")})
 
     def resolve_node(self, spec: str) -> NodeId:
@@ -254,6 +258,7 @@ class LabSession:
     async def start(
         self, name: str, *, port: int = 0, host: str = "127.0.0.1", seeds: list[str] | None = None,
         secret_env: str | None = None, heartbeat_interval_ms: int = 5000, heartbeat_miss_threshold: int = 3,
+        advertise_host: str | None = None,
     ) -> Node:
         existing = self.node if self.node is not None and self.node.running else None
         if existing is None:
@@ -278,6 +283,7 @@ class LabSession:
         node = await Cluster.start(
             name, host=host, port=port, seeds=list(seeds or []), cluster_secret=secret,
             heartbeat_interval_ms=heartbeat_interval_ms, heartbeat_miss_threshold=heartbeat_miss_threshold,
+            advertise_host=advertise_host,
         )
         self.node, self.secret = node, secret
         self.heartbeat_interval_ms, self.heartbeat_miss_threshold = heartbeat_interval_ms, heartbeat_miss_threshold
@@ -305,30 +311,54 @@ class LabSession:
 
     # --------------------------------------------------------------- %noex local / kill / stop
     async def local(self, count: int, *, prefix: str = "local", code_from_any: bool = False) -> list[LocalNode]:
+        return await self.launch(count, prefix=prefix, code_from_any=code_from_any)
+
+    async def remote(
+        self, host: str, count: int, *, user: str | None = None, python: str | None = None,
+        workdir: str | None = None, prefix: str = "remote", advertise_host: str | None = None,
+        ssh_options: list[str] | None = None, ssh_config: str | None = None, code_from_any: bool = False,
+    ) -> list[LaunchedNode]:
+        """`%noex remote`: make sure `count` node processes run on `host`, started over SSH."""
+        transport = SshTransport(host, user=user, python=python or sys.executable, workdir=workdir,
+                                 advertise=advertise_host, options=tuple(ssh_options or ()), config=ssh_config)
+        return await self.launch(count, transport=transport, prefix=prefix, code_from_any=code_from_any)
+
+    async def launch(self, count: int, *, transport: Transport | None = None, prefix: str = "local",
+                     code_from_any: bool = False) -> list[LaunchedNode]:
+        """Make sure `count` node processes of `transport` (default: this machine) run, joined to
+        this kernel's node: start the missing ones, wait until they joined, ship the behaviors.
+        Another launcher (docs/guides/remote-nodes.md) passes its own `Transport` here."""
         node = self.distributed_node()
+        if self.attached == "observer":
+            raise LabError("this kernel is a hidden observer (%noex attach): it starts no nodes; run %noex detach "
+                           "first, or attach with --member")
         if self.secret is None:
             raise LabError("this kernel's node has no cluster secret, so local nodes could not authenticate; "
                            "run %noex stop, then %noex start NAME")
         if count < 0:
             raise LabError(f"N must be >= 0, not {count}")
-        alive = self.launcher.alive()
+        label = transport.label if transport is not None else "local"
+        kind = transport.kind if transport is not None else "local"
+        where = "" if label == "local" else f" on {label}"
+        alive = self.launcher.alive(label)
         missing = count - len(alive)
         if missing <= 0:
-            display(Message(f"{len(alive)} local node(s) already running; nothing to start", "info"),
-                    self.local_table())
+            display(Message(f"{len(alive)} {kind} node(s){where} already running; nothing to start", "info"),
+                    self.local_table(label))
             return alive
         names = self.launcher.free_names(prefix, missing)
         results = await asyncio.gather(
             *(self.launcher.launch(n, node.id, self.secret, heartbeat_interval_ms=self.heartbeat_interval_ms,  # type: ignore[arg-type]
                                    heartbeat_miss_threshold=self.heartbeat_miss_threshold,
-                                   code_from_any=code_from_any) for n in names),
+                                   code_from_any=code_from_any, transport=transport) for n in names),
             return_exceptions=True,
         )
-        started = [r for r in results if isinstance(r, LocalNode)]
+        started = [r for r in results if isinstance(r, LaunchedNode)]
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
             for local in started:
-                await self.launcher.kill(local)
+                with contextlib.suppress(NoexError):
+                    await self.launcher.kill(local)
             raise failures[0]
         ids = [local.node_id for local in started if local.node_id is not None]
 
@@ -341,10 +371,10 @@ class LabSession:
         if self.shipper.behaviors:
             for part in await asyncio.gather(*(self.shipper.wait_peer(node, i) for i in ids)):
                 shipped.extend(part)
-        text = f"started {len(started)} local node(s): {', '.join(n.name for n in started)}"
+        text = f"started {len(started)} {kind} node(s){where}: {', '.join(n.name for n in started)}"
         if len(alive):
             text += f" ({len(alive)} already running)"
-        outputs: list[Any] = [Message(text, "ok"), self.local_table()]
+        outputs: list[Any] = [Message(text, "ok"), self.local_table(label)]
         refused = [r for r in shipped if not r.ok]
         if shipped:
             outputs.append(Message(f"shipped {len(self.shipper.behaviors)} behavior(s) to the new nodes"
@@ -353,12 +383,15 @@ class LabSession:
         if refused:
             outputs.append(self.shipper.table(refused))
         display(*outputs)
-        return self.launcher.alive()
+        return self.launcher.alive(label)
 
-    def local_table(self) -> Table:
+    def local_table(self, label: str = "local") -> Table:
+        """The node processes of one transport ("local", "ssh gpu1"), running or not."""
         rows = [[n.name, n.node_id, n.pid, Status("running" if n.alive else "exited"),
-                 "" if n.alive else f"exit code {n.returncode}"] for n in self.launcher.nodes.values()]
-        return Table(["name", "node", "pid", "status", ""], rows, title="local node processes")
+                 "" if n.alive else f"exit code {n.returncode}"]
+                for n in self.launcher.nodes.values() if n.transport.label == label]
+        title = "local node processes" if label == "local" else f"node processes on {label.removeprefix('ssh ')} (ssh)"
+        return Table(["name", "node", "pid", "status", ""], rows, title=title)
 
     async def _wait_down(self, node: Node, peer: NodeId | None) -> None:
         if peer is None or not node.running:
@@ -422,8 +455,8 @@ class LabSession:
                 codes.append(await self.launcher.kill(local))
 
             what = await self._leave_and_failover(node, local.node_id, leave)
-            display(Message(f"killed local node {local.name} ({local.node_id}, pid {local.pid}, exit code {codes[0]}): "
-                            f"{what}", "ok"))
+            display(Message(f"killed {local.kind} node {local.name} ({local.node_id}, {_where(local)}, "
+                            f"exit code {codes[0]}): {what}", "ok"))
             return
         node = self.kernel_node()
         if node.id is not None and spec in (node.id.name, str(node.id)):
@@ -433,8 +466,8 @@ class LabSession:
                             "'killed', peers saw the connection drop)", "ok"))
             return
         running = ", ".join(n.name for n in self.launcher.alive()) or "none"
-        raise LabError(f"{spec!r} is not a running node started by %noex local (running: {running}); "
-                       "only those, and this kernel's own node, can be killed from here")
+        raise LabError(f"{spec!r} is not a running node started by %noex local or %noex remote (running: "
+                       f"{running}); only those, and this kernel's own node, can be killed from here")
 
     async def stop(self, spec: str | None = None) -> None:
         node = self.kernel_node()
@@ -447,8 +480,11 @@ class LabSession:
             stopped = node.display_name
             was_distributed = node.id is not None
             await node.stop()
-            self.node = None
-            parts = [f"stopped {len(locals_)} local node(s)"] if locals_ else []
+            self.node, self.attached = None, None
+            remotes = [n for n in locals_ if n.kind != "local"]
+            parts = [f"stopped {len(locals_) - len(remotes)} local node(s)"] if len(locals_) > len(remotes) else []
+            if remotes:
+                parts.append(f"stopped {len(remotes)} remote node(s)")
             parts.append(f"stopped this kernel's node {stopped}" if was_distributed
                          else f"stopped this kernel's local node {stopped}")
             display(Message("; ".join(parts), "ok"))
@@ -461,14 +497,87 @@ class LabSession:
                 codes.append(await self.launcher.stop(local))
 
             what = await self._leave_and_failover(node, local.node_id, leave)
-            display(Message(f"stopped local node {local.name} ({local.node_id}, exit code {codes[0]}): {what}", "ok"))
+            display(Message(f"stopped {local.kind} node {local.name} ({local.node_id}, exit code {codes[0]}): {what}",
+                            "ok"))
             return
         if node.id is not None and spec in (node.id.name, str(node.id)):
             await self.stop(None)
             return
         running = ", ".join(n.name for n in self.launcher.alive()) or "none"
-        raise LabError(f"{spec!r} is not a running node started by %noex local (running: {running}), "
-                       "nor this kernel's node")
+        raise LabError(f"{spec!r} is not a running node started by %noex local or %noex remote (running: "
+                       f"{running}), nor this kernel's node")
+
+    # --------------------------------------------------------------- %noex attach / detach
+    async def attach(
+        self, seed: str, *, secret_env: str | None = None, member: bool = False, name: str | None = None,
+        host: str = "127.0.0.1", advertise_host: str | None = None, timeout: float = ATTACH_TIMEOUT_S,
+    ) -> Node:
+        """Join a running cluster through `seed` as a hidden observer (like `noex-lab top`, Erlang's
+        hidden nodes): connected to every member, so every command and view works on the whole
+        cluster, but never listed, given children or allowed to register global names. `member`
+        makes it a full member instead."""
+        existing = self.node if self.node is not None and self.node.running else None
+        if existing is None:
+            existing = next((n for n in running_nodes() if n.id is not None), None)
+        if existing is not None and self.attached is not None and existing is self.node:
+            display(Message(f"already attached as {existing.id} ({self.attached}, {len(existing.get_nodes())} "
+                            "member(s)); %noex detach first to attach elsewhere", "info"))
+            return existing
+        if existing is not None:
+            raise LabError(f"this kernel's node is already {existing.id}; run %noex stop first to attach to a cluster")
+        try:
+            NodeId.parse(seed)
+        except ValueError as exc:
+            raise LabError(f"bad seed {seed!r}: {exc} (a member's id, name@host:port)") from None
+        if secret_env:
+            secret = os.environ.get(secret_env)
+            if not secret:
+                raise LabError(f"environment variable {secret_env} (--secret-env) is not set or empty")
+        else:
+            secret = load_or_create()
+        from ..terminal.top import wait_for_members
+
+        node = await Cluster.start(
+            name or f"observer-{os.getpid()}", host=host, port=0, seeds=[seed], cluster_secret=secret,
+            hidden=not member, advertise_host=advertise_host, heartbeat_interval_ms=self.heartbeat_interval_ms,
+            heartbeat_miss_threshold=self.heartbeat_miss_threshold,
+        )
+        if not await wait_for_members(node, timeout=timeout):
+            await node.stop()
+            raise LabError(f"no member answered through {seed} within {timeout:g} s: is it running, and does it use "
+                           "the same secret (--secret-env VAR, else the per-user secret file)?")
+        self.node, self.secret, self.attached = node, secret, "member" if member else "observer"
+        self.reporter.watch(node)
+        members = node.get_nodes()
+        listed = ", ".join(str(info.id) for info in members)
+        if member:
+            self.shipper.attach(node)
+            text = (f"attached to the cluster as a full member {node.id}, with {len(members)} other member(s) "
+                    f"({listed}), as asked with --member: the members list this kernel, a DistributedSupervisor "
+                    "may place children on it and it can register global names; %noex detach leaves gracefully")
+            display(Message(text, "warning"))
+        else:
+            text = (f"attached to the cluster through {seed} as the hidden observer {node.id}; {len(members)} "
+                    f"member(s) connected: {listed}. They do not list this kernel, place no children on it, and it "
+                    "registers no global names; %noex detach leaves")
+            display(Message(text, "ok"))
+        return node
+
+    async def detach(self) -> None:
+        """Leave the cluster `attach` joined: the members see the connections close, nothing more
+        (an observer was never listed, so no node_down either)."""
+        node = self.node
+        if self.attached is None or node is None or not node.running:
+            raise LabError("this kernel is not attached to a cluster (%noex attach SEED); %noex stop stops a "
+                           "node started with %noex start")
+        for view in list(self.views):
+            if isinstance(view, TraceView):
+                view.end("detached")
+        how = self.attached
+        await node.stop()
+        self.node, self.attached = None, None
+        seen = "they saw only its connections close" if how == "observer" else "they saw graceful_shutdown"
+        display(Message(f"detached: {node.id} left the cluster ({seen})", "ok"))
 
     # --------------------------------------------------------------- tables
     def nodes_table(self) -> Table:
@@ -478,7 +587,7 @@ class LabSession:
 
     def _local_label(self, node_id: NodeId) -> str:
         local = self.launcher.by_id(node_id)
-        return f"local pid {local.pid}" if local is not None else ""
+        return local.where if local is not None else ""
 
     async def ps(self, spec: str | None = None, *, all_nodes: bool = False) -> list[Table]:
         node = self.kernel_node()
@@ -635,6 +744,10 @@ class LabSession:
         behavior = self.shipper.define(name, source, cls.__name__, replace=replace, cell=cell)
         node = self.kernel_node()
         results: list[ShipResult] = []
+        if node.distribution is not None and self.attached == "observer":
+            display(Message(f"behavior {name!r} = {cls.__qualname__} registered here only: this kernel is a hidden "
+                            "observer (%noex attach), which ships no code to the cluster", "info"))
+            return results
         if node.distribution is not None:
             self.shipper.attach(node)
             results = await self.shipper.ship(node, behavior)
@@ -651,3 +764,7 @@ class LabSession:
     def behaviors_table(self) -> Table:
         return self.shipper.table()
 
+
+def _where(node: LaunchedNode) -> str:
+    """`pid 123` for a node on this machine, `ssh gpu1 pid 456` for one elsewhere."""
+    return f"pid {node.pid}" if node.kind == "local" else node.where

@@ -119,3 +119,21 @@ def test_node_and_top_share_the_per_user_secret_with_no_flags(tmp_path: Path) ->
         assert unsafe.returncode != 0 and f"chmod 600 {secret_file}" in unsafe.stderr
     finally:
         node.stop()
+
+
+def _node_with_stdin(stdin: bytes, *args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, "-m", "noex_lab.cli", "node", "--name", "s", "--port", "0",
+                           "--secret-stdin", *args], input=stdin, capture_output=True, timeout=60,
+                          env=repo_env(), cwd=str(REPO))
+
+
+def test_secret_stdin_reads_one_line_and_the_rest_of_stdin_stays_for_exit_on_eof() -> None:
+    # the secret line, then EOF: the node starts with that secret, and leaves at the EOF that follows
+    started = _node_with_stdin(b"a stdin secret 0123456789\n", "--exit-on-stdin-eof")
+    assert started.returncode == 0, started.stderr
+    assert started.stdout.decode().startswith("NODE s@127.0.0.1:")
+    assert b"a stdin secret" not in started.stdout + started.stderr
+    for stdin in (b"", b"\n"):
+        empty = _node_with_stdin(stdin)
+        assert empty.returncode != 0 and b"--secret-stdin: standard input ended before a secret line" in empty.stderr
+    assert b"--secret-stdin: the secret line is longer than 4096 bytes" in _node_with_stdin(b"x" * 5000).stderr
