@@ -14,7 +14,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-__all__ = ["LOG_FORMATS", "LOG_LEVELS", "JsonFormatter", "configure_logging"]
+__all__ = ["LOG_FORMATS", "LOG_LEVELS", "JsonFormatter", "TextFormatter", "configure_logging"]
 
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -42,6 +42,20 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, ensure_ascii=False)
 
 
+class TextFormatter(logging.Formatter):
+    """TEXT_FORMAT, except for crash reports (`noex_lab.crash`): those are whole blocks that start
+    with their own `=CRASH REPORT====` header line, as Erlang prints them, so they go out as they are
+    (a notebook kernel recognises them on its local nodes' stderr by that header)."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.name == "noex_lab.crash":
+            return record.getMessage()
+        return super().format(record)
+
+
 def configure_logging(fmt: str = "text", level: str = "warning", stream: TextIO | None = None) -> logging.Handler:
     """Send the `noex_lab` loggers' records at `level` and above to `stream` (stderr) as `fmt`."""
     if fmt not in LOG_FORMATS:
@@ -49,7 +63,7 @@ def configure_logging(fmt: str = "text", level: str = "warning", stream: TextIO 
     if level.lower() not in LOG_LEVELS:
         raise ValueError(f"log level must be one of {LOG_LEVELS}, not {level!r}")
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     logger = logging.getLogger("noex_lab")
     logger.addHandler(handler)
     logger.setLevel(level.upper())
