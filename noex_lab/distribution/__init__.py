@@ -10,6 +10,7 @@ from .global_registry import GlobalConflict, GlobalRegistry
 from .membership import NodeInfo
 from .remote_call import RemoteCall
 from .spawn import RemoteSpawn
+from .sys_tools import Sys
 from .transport import TLSConfig
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "NodeInfo",
     "RemoteCall",
     "RemoteSpawn",
+    "Sys",
     "TLSConfig",
     "heal",
     "partition",

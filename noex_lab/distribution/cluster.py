@@ -33,6 +33,7 @@ from .membership import Membership, NodeInfo
 from .protocol import GOODBYE
 from .routing import RemoteRouter
 from .spawn import handle_spawn, spawn
+from .sys_tools import install_sys_tools
 from .transport import TLSConfig, Transport
 from .user_secret import weak_secret_reason
 
@@ -191,6 +192,7 @@ class Distribution:
         self.router.rpc_handlers["spawn"] = lambda peer, args: handle_spawn(self, peer, args)
         self.introspection = install_introspection(self)  # %noex state/trace/ps/events
         install_code_loading(self)  # shipped behavior source; refused unless allow_code (SPEC §9, §11)
+        install_sys_tools(self)  # Sys.suspend/resume/replace_state/statistics/get_status, %noex upgrade
         self.global_registry = GlobalNames(self)
         backend = node.backend
 

@@ -20,8 +20,10 @@ from ..core.errors import NoexError
 from ..core.node import Node, current_node, running_nodes
 from ..core.node_id import NodeId
 from ..core.refs import ProcessRef
+from ..core.upgrade import set_source
 from ..distribution.behaviors import BehaviorRegistry
 from ..distribution.cluster import Cluster
+from ..distribution.code_loading import UPGRADE_REPORT_WAIT_S
 from ..distribution.introspection import (
     TraceHandle,
     get_state,
@@ -31,7 +33,7 @@ from ..distribution.introspection import (
 )
 from ..distribution.user_secret import load_or_create
 from .background import BackgroundReporter
-from .code_shipping import CodeShipper, ShipResult
+from .code_shipping import CodeShipper, ShipResult, upgrade_text
 from .errors import LabError
 from .local_nodes import LocalNode, LocalNodeLauncher
 from .reprs import Message, Status, Table, clock, display
@@ -486,16 +488,24 @@ class LabSession:
     # --------------------------------------------------------------- %%noex behavior
     async def ship_behavior(self, name: str, source: str, cls: type, *, replace: bool = False) -> list[ShipResult]:
         behavior = self.shipper.define(name, source, cls.__name__, replace=replace)
+        set_source(cls, source)
+        upgrade = BehaviorRegistry.upgrade(name, cls)  # this kernel's processes of it: hot upgrade
         node = self.kernel_node()
         results: list[ShipResult] = []
         if node.distribution is not None:
             self.shipper.attach(node)
             results = await self.shipper.ship(node, behavior)
+        here = await upgrade.wait(UPGRADE_REPORT_WAIT_S) if upgrade.requested else []
+        failed = [r for r in here if r.outcome == "failed"]
         refused = [r for r in results if not r.ok]
         where = f"shipped to {len(results) - len(refused)} of {len(results)} other node(s)" if results else \
             "no other node connected yet; it will be shipped to nodes that join"
-        level = "warning" if refused else "ok"
-        outputs: list[Any] = [Message(f"behavior {name!r} = {cls.__qualname__} registered here; {where}", level)]
+        level = "warning" if refused or failed or any("kept the old code" in r.detail for r in results) else "ok"
+        counts = [sum(1 for r in here if r.outcome == o) for o in ("upgraded", "failed", "pending")]
+        upgraded_here = upgrade_text(counts[0], counts[1], counts[2], [f"{r.ref}: {r.error}" for r in failed])
+        here_text = f" ({upgraded_here} here)" if upgraded_here else ""
+        outputs: list[Any] = [Message(f"behavior {name!r} = {cls.__qualname__} registered here{here_text}; {where}",
+                                      level)]
         if results:
             outputs.append(self.shipper.table(results))
         display(*outputs)
