@@ -424,7 +424,6 @@ def _wrap_init(user_init: Any) -> Any:
         return await self._start(result)
 
     init._noex_statem_init = True  # type: ignore[attr-defined]
-    init.__doc__ = user_init.__doc__
-    init.__wrapped__ = user_init  # type: ignore[attr-defined]
+    init.__doc__ = user_init.__doc__  # (no __wrapped__: the process must see that this init takes arg)
     return init
 

@@ -15,6 +15,7 @@ messages the process sends; turned off, both are removed again.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import itertools
 import time
@@ -257,6 +258,7 @@ class ProcessSys:
         """Run the queued requests; while parked, wait (messages keep queueing) for the next
         request, a resume, a release, or a kill or shutdown."""
         new_future = proc.node.backend.new_future
+        seen = len(proc.mailbox)
         while True:
             while self.ops:
                 op = self.ops.popleft()
@@ -268,6 +270,7 @@ class ProcessSys:
             proc._wake = wake
             await wake
             proc._note_queue()
+            seen = _stop_while_parked(proc, seen)
         proc._interrupted = (proc._kill_reason is not None or proc._shutdown_reason is not None
                              or proc._congestion is not None or self.wants_loop)
 
@@ -282,6 +285,22 @@ class ProcessSys:
         if self.stats is not None:
             self.stats = None
             _count_out(proc.node, -1)
+
+
+def _stop_while_parked(proc: Process, seen: int) -> int:
+    """A `GenServer.stop` that reached a parked process stops it now (like OTP, where a stop is
+    a system message): the messages queued before it are not handled (calls among them fail)."""
+    from .process import STOP
+
+    mailbox = proc.mailbox
+    for index in range(min(seen, len(mailbox)), len(mailbox)):
+        item = mailbox[index]
+        if item[0] == STOP:
+            del mailbox[index]
+            proc._stop_waiters.append(item[2])
+            proc.request_shutdown(item[1])
+            break
+    return len(mailbox)
 
 
 def sys_of(proc: Process) -> ProcessSys:
@@ -362,12 +381,39 @@ def resume(proc: Process) -> SuspendResult:
 
 
 # ----------------------------------------------------------------------------------- replace_state
+SETTLE_S = 1.0  # how long replace_state waits for the messages queued before it (then goes ahead)
+
+
+async def settle(proc: Process, wait: float = SETTLE_S) -> None:
+    """Wait (at most `wait` s) until the messages queued in `proc` now are handled, so that a
+    replace_state after a cast sees that cast (OTP keeps them in order); not while parked."""
+    target = proc.handled + len(proc.mailbox)
+    if not proc.alive or proc.handled >= target or (proc._sys is not None and proc._sys.parked):
+        return
+    done = proc.node.backend.new_future()
+
+    def tracer(_kind: str, _msg: Any, _state: Any) -> None:
+        if proc.handled >= target and not done.done():
+            done.set_result(None)
+
+    if proc.tracers is None:
+        proc.tracers = []
+    proc.tracers.append(tracer)
+    try:
+        with contextlib.suppress(TimeoutError):
+            await proc.node.backend.wait_future(done, wait)
+    finally:
+        if tracer in proc.tracers:
+            proc.tracers.remove(tracer)
+
+
 async def replace_state(proc: Process, fn: Callable[[Any], Any], timeout: float = 5.0) -> Any:
     """Replace `proc`'s state with `fn(state)` (sync or async), run by the process between two
-    messages. If `fn` raises, the state stays as it was and `ReplaceStateError` says why.
-    Returns the new state."""
+    messages, after the messages already queued (waiting for them at most SETTLE_S). If `fn`
+    raises, the state stays as it was and `ReplaceStateError` says why. Returns the new state."""
     if not callable(fn):
         raise InvalidArgumentError(f"replace_state needs a function of the state, not {fn!r}")
+    await settle(proc, min(SETTLE_S, timeout / 2))
 
     async def run(p: Process, op: SysOp) -> None:
         try:
@@ -393,6 +439,7 @@ async def hold(proc: Process, lease: float, timeout: float = 5.0) -> tuple[int, 
     function runs elsewhere (a remote caller). `release` installs the new state; without a
     release within `lease` seconds the process goes on unchanged. Returns (hold id, state)."""
     lease = min(lease, HOLD_MAX_S)
+    await settle(proc, min(SETTLE_S, timeout / 2))
 
     async def run(p: Process, op: SysOp) -> None:
         sys_ = sys_of(p)
