@@ -480,39 +480,40 @@ def release(proc: Process, hold_id: int, new_state: Any = None, *, replace: bool
 _counting: weakref.WeakKeyDictionary[Node, int] = weakref.WeakKeyDictionary()
 
 
-def _note_out() -> None:
-    from .node import _current_process
-
-    me = _current_process.get()
-    if me is not None:
-        sys_ = me._sys
-        if sys_ is not None and sys_.stats is not None:
-            sys_.stats.out += 1
-
-
 def _count_out(node: Node, delta: int) -> None:
     """Count the messages processes with statistics on send: the node's `_send` and `call` are
     shadowed by counting versions while at least one such process runs on it (and only then)."""
-    from .node import Node
+    from .node import Node, _current_process
 
     count = _counting.get(node, 0) + delta
-    if count > 0:
-        _counting[node] = count
-        if count == delta:  # the first one
-            def counted_send(*args: Any, **kwargs: Any) -> Any:
-                _note_out()
-                return Node._send(node, *args, **kwargs)
-
-            async def counted_call(*args: Any, **kwargs: Any) -> Any:
-                _note_out()
-                return await Node.call(node, *args, **kwargs)
-
-            node.__dict__["_send"] = counted_send
-            node.__dict__["call"] = counted_call
+    if count <= 0:
+        _counting.pop(node, None)
+        node.__dict__.pop("_send", None)
+        node.__dict__.pop("call", None)
         return
-    _counting.pop(node, None)
-    node.__dict__.pop("_send", None)
-    node.__dict__.pop("call", None)
+    _counting[node] = count
+    if count != delta:  # already counting
+        return
+    current = _current_process.get
+    send, call = Node._send, Node.call
+
+    def note() -> None:
+        me = current()
+        if me is not None:
+            sys_ = me._sys
+            if sys_ is not None and sys_.stats is not None:
+                sys_.stats.out += 1
+
+    def counted_send(target: Any, tag: int, msg: Any, *more: Any) -> None:
+        note()
+        send(node, target, tag, msg, *more)
+
+    async def counted_call(*args: Any, **kwargs: Any) -> Any:
+        note()
+        return await call(node, *args, **kwargs)
+
+    node.__dict__["_send"] = counted_send
+    node.__dict__["call"] = counted_call
 
 
 def _timed(fn: Callable[..., Any], stats: Stats, is_async: bool) -> Callable[..., Any]:
