@@ -95,7 +95,8 @@ class ProcessStatistics:
             ("behavior", self.behavior),
             ("uptime", f"{self.uptime_s:.1f} s"),
             ("messages in", str(self.messages_in)),
-            ("messages handled", str(self.messages)),
+            ("messages handled", str(self.messages) + ("" if self.handled_since_enabled is None
+                                                        else f" ({self.handled_since_enabled} since statistics on)")),
             ("messages out", opt(self.messages_out)),
             ("time in handlers", opt(self.handler_time_s, "{:.6f} s")),
             ("mean per message", "-" if mean is None else f"{mean:.3f} ms"),

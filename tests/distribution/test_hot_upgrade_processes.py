@@ -63,10 +63,13 @@ async def test_processes_on_three_nodes_are_upgraded_within_a_second(procs: list
     results = await shipper.ship(me, shipper.define("counter", V2, "Counter"))
 
     assert [r.detail for r in results] == ["loaded Counter; 1 process upgraded"] * 3
+    lags = []
     for where in ids:
         [event] = [e for e in await recent_events(50, where) if e[1] == "process_upgraded"]
         assert "from_vsn=1 to_vsn=2" in event[2]
-        assert float(event[0]) - started < 1.0, f"{where} upgraded {float(event[0]) - started:.3f} s later"
+        lags.append(float(event[0]) - started)
+    assert max(lags) < 1.0, f"upgraded {lags} s after the shipping started"
+    print(f"upgraded on 3 node processes {max(lags) * 1000:.1f} ms after the shipping started")
     for ref in refs:
         GenServer.cast(ref, "inc")
         assert await GenServer.call(ref, "get") == ("v2", 42)  # same process, state kept, new code
