@@ -259,19 +259,20 @@ class ProcessSys:
         """Run the queued requests; while parked, wait (messages keep queueing) for the next
         request, a resume, a release, or a kill or shutdown."""
         new_future = proc.node.backend.new_future
-        seen = len(proc.mailbox)
+        seen = 0  # mailbox items already looked at for a stop request
         while True:
             while self.ops:
                 op = self.ops.popleft()
                 if not op.fut.done():
                     await op.run(proc, op)
+            if self.parked:
+                seen = _stop_while_parked(proc, seen)
             if not self.parked or proc._kill_reason is not None or proc._shutdown_reason is not None:
                 break
             wake = new_future()
             proc._wake = wake
             await wake
             proc._note_queue()
-            seen = _stop_while_parked(proc, seen)
         proc._interrupted = (proc._kill_reason is not None or proc._shutdown_reason is not None
                              or proc._congestion is not None or self.wants_loop)
 

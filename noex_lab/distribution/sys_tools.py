@@ -23,7 +23,9 @@ System request `noex_sys [op, args]`, ops:
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import time
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -194,6 +196,14 @@ def _resolve(target: ProcessRef | str, on: NodeId | str | None, node: Node | Non
     return node, where, pid, creation, name
 
 
+MARGIN_S = 0.1  # at most this much of a request's timeout is kept for the round trip
+
+
+def _inner(timeout: float) -> float:
+    """The time the target may take, so that its answer (or refusal) arrives within `timeout`."""
+    return timeout - min(MARGIN_S, timeout * 0.2)
+
+
 async def _rpc(node: Node, where: NodeId, op: str, args: list[Any], timeout: float) -> Any:
     router: Any = node.router
     if router is None or node.distribution is None:
@@ -214,7 +224,7 @@ class Sys:
         node, where, pid, creation, name = _resolve(target, on, node)
         if where is None:
             return await systools.suspend(_find_process(node, pid, creation, name), timeout)
-        result: SuspendResult = await _rpc(node, where, "suspend", [pid, creation, name, timeout], timeout)
+        result: SuspendResult = await _rpc(node, where, "suspend", [pid, creation, name, _inner(timeout)], timeout)
         return result
 
     @staticmethod
@@ -243,14 +253,20 @@ class Sys:
             proc = _find_process(node, pid, creation, name)
             await systools.replace_state(proc, fn, timeout)
             return local_state(proc)
+        deadline = time.monotonic() + timeout  # the whole exchange ends within `timeout`
         hold_id, state, has_state, state_repr = await _rpc(
-            node, where, "hold", [pid, creation, name, timeout, timeout], timeout)
+            node, where, "hold", [pid, creation, name, timeout, _inner(timeout)], timeout)
 
         async def release(replace: bool, new: Any = None) -> Any:
-            return await _rpc(node, where, "release", [hold_id, replace, new], timeout)
+            remaining = max(deadline - time.monotonic(), 0.001)
+            return await _rpc(node, where, "release", [hold_id, replace, new], remaining)
+
+        async def give_up() -> None:  # (if this fails too, the hold's lease ends it)
+            with contextlib.suppress(NoexError):
+                await release(False)
 
         if not has_state:
-            await release(False)
+            await give_up()
             raise ReplaceStateError(
                 f"the state of that process on {where} is not a wire value ({state_repr[:200]}), so it cannot be "
                 "sent here for the function; register its type with wire_type, or replace it from that node"
@@ -260,13 +276,17 @@ class Sys:
             if inspect.isawaitable(new):
                 new = await new
         except Exception as exc:
-            await release(False)
+            await give_up()
             err = ReplaceStateError(f"the state function raised {type(exc).__name__}: {exc}; the state is unchanged")
             raise err from exc
+        if time.monotonic() >= deadline:
+            await give_up()
+            raise ReplaceStateError(f"the state function took longer than the timeout ({timeout:g} s), so the "
+                                    "process went on; its state is unchanged")
         try:
             r = await release(True, new)
         except SerializationError as exc:
-            await release(False)
+            await give_up()
             raise ReplaceStateError(f"the new state cannot be sent to {where}: {exc}; the state is unchanged") from exc
         return ProcessState(ref=r[0], behavior=r[1], status=r[2], queue_len=r[3], messages=r[4], state_repr=r[5],
                             state=r[6], has_state=bool(r[7]))
@@ -298,7 +318,8 @@ class Sys:
             stats = systools.statistics(proc)
             linked = sorted({r.node for r in proc.links if r.node is not None and r.node != node.id}, key=str)
         else:
-            stats, linked = await _rpc(node, where, "statistics", [pid, creation, name, enable, timeout], timeout)
+            stats, linked = await _rpc(node, where, "statistics", [pid, creation, name, enable, _inner(timeout)],
+                                       timeout)
         if stats.restarts is None:
             for peer in [n for n in linked if n != where][:MAX_RESTART_LOOKUPS]:
                 try:

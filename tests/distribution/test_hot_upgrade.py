@@ -6,9 +6,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import pytest
 
-from noex_lab import BehaviorRegistry, CallError, DistributedSupervisor, GenServer, RemoteSpawn, Sys
+from noex_lab import (
+    BehaviorRegistry,
+    CallError,
+    DistributedSupervisor,
+    GenServer,
+    RemoteSpawn,
+    ReplaceStateError,
+    Sys,
+)
 from tests.helpers.cluster import start_cluster, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("cleanup")]
@@ -75,3 +84,23 @@ async def test_sys_tools_reach_a_process_on_another_node_of_the_cluster() -> Non
         assert new.state == {"n": 2}
         assert (await Sys.resume(ref)).changed
         assert await GenServer.call(ref, "get") == ("1.0", {"n": 2})
+
+
+async def test_a_remote_replace_state_that_outlives_its_timeout_changes_nothing() -> None:
+    a, b = await start_cluster(2)
+    BehaviorRegistry.register("shard", ShardV1)
+    with a.as_default():
+        ref = await RemoteSpawn.spawn("shard", b.id, arg={"n": 1})
+
+        async def slow(state: Any) -> Any:
+            await anyio.sleep(0.5)  # longer than the hold lasts
+            return {"n": 99}
+
+        with pytest.raises(ReplaceStateError, match="took longer than the timeout"):
+            await Sys.replace_state(ref, slow, timeout=0.2)
+        assert await GenServer.call(ref, "get") == ("1.0", {"n": 1})  # released, unchanged
+        unsendable = await RemoteSpawn.spawn("shard", b.id, arg=None)
+        await Sys.replace_state(unsendable, lambda s: None)  # (None is a wire value)
+        with pytest.raises(ReplaceStateError, match="cannot be sent"):
+            await Sys.replace_state(unsendable, lambda s: object())
+        assert await GenServer.call(unsendable, "get") == ("1.0", None)
