@@ -84,6 +84,7 @@ async def test_a_counter_at_41_counts_on_to_42_with_the_new_code(node: Node) -> 
     assert await GenServer.call(ref, "get") == ("v1", 41)
     downs = Sink()
     await RemoteMonitor.monitor(ref, on_down=downs)
+    await Sys.statistics(ref, enable=True)  # its timed handlers must become the new ones
     seen = Sink()
     node.events.subscribe(lambda ev: seen.add(ev) if ev.kind == "process_upgraded" else None)
 
@@ -96,7 +97,8 @@ async def test_a_counter_at_41_counts_on_to_42_with_the_new_code(node: Node) -> 
     [event] = await seen.wait_for(1)
     assert event.data["from_vsn"] == "1" and event.data["to_vsn"] == "2"
     status = await Sys.get_status(ref)
-    assert (status.behavior, status.vsn, status.messages) == ("CounterV2", "2", 4)
+    assert (status.behavior, status.vsn, status.messages, status.statistics) == ("CounterV2", "2", 4, True)
+    assert (await Sys.statistics(ref)).handled_since_enabled == 2
     # upgrading again to the same code changes nothing
     assert (await BehaviorRegistry.upgrade("counter", CounterV2)) == []
 
