@@ -240,6 +240,11 @@ class RemoteFunctionError(NoexError):
         self.remote_traceback = remote_traceback
 
 
+class ReplaceStateError(NoexError):
+    """`replace_state` did not replace the state: the function raised, or the hold on a remote
+    process expired first. The process kept its state and runs on."""
+
+
 class NodeStoppedError(NoexError):
     """The node was stopped (or killed); it runs no more processes."""
 

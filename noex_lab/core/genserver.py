@@ -45,7 +45,8 @@ def _init_takes_arg(fn: Any) -> bool:
 
 
 class GenServer:
-    """Subclass and define `init`, `handle_call`, `handle_cast`, `handle_info`, `terminate`.
+    """Subclass and define `init`, `handle_call`, `handle_cast`, `handle_info`, `terminate`
+    (and `code_change` to migrate the state in a hot upgrade).
 
     Each callback may be a plain function or `async def`. An exception in any of them
     crashes the process (let it crash): callers get `CallError`, links and monitors fire,
@@ -53,6 +54,7 @@ class GenServer:
     """
 
     trap_exit: ClassVar[bool] = False
+    vsn: ClassVar[Any] = None  # names this version of the code (hot upgrades: `code_change` gets the old one)
     _noex_init_async: ClassVar[bool] = False
     _noex_init_takes_arg: ClassVar[bool] = True
     _noex_call_async: ClassVar[bool] = False
@@ -81,6 +83,12 @@ class GenServer:
 
     def handle_info(self, msg: Any, state: Any) -> Any:
         """Default: ignore plain messages (like OTP, which only logs them)."""
+        return state
+
+    def code_change(self, old_vsn: Any, state: Any, extra: Any) -> Any:
+        """Hot upgrade: the new code migrates the state of a process that ran version `old_vsn`
+        (the old class's `vsn`); return the new state (default: unchanged). Raising keeps the
+        process on its old code. May be `async def`."""
         return state
 
     # ------------------------------------------------------------------ inside a callback

@@ -43,6 +43,7 @@ from .refs import MonitorRef, ProcessRef, TimerRef
 from .registry import NameTable
 from .router import Router
 from .timeouts import check_limit, check_timeout
+from .upgrade import latest
 
 if TYPE_CHECKING:
     from .genserver import GenServer
@@ -393,6 +394,7 @@ class Node:
 
         if not (isinstance(behavior, type) and issubclass(behavior, GenServer)):
             raise InvalidArgumentError(f"a behavior is a GenServer subclass, not {behavior!r}")
+        behavior = latest(behavior)  # after a hot upgrade, new processes run the new code
         timeout = check_timeout(timeout)
         check_mailbox_options(max_mailbox, overflow)
         await self._ensure_ready()

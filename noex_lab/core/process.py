@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .mailbox import MailboxBound
     from .node import Node
     from .router import Congestion
+    from .systools import ProcessSys
 
 # Mailbox item tags. Items: (CALL, msg, reply, sender), (CAST, msg), (INFO, msg), (STOP, reason, waiter)
 CALL, CAST, INFO, STOP = 0, 1, 2, 3
@@ -69,6 +70,7 @@ class Process:
         "_scope",
         "_shutdown_reason",
         "_stop_waiters",
+        "_sys",
         "_unanswered",
         "_wake",
         "behavior",
@@ -136,6 +138,8 @@ class Process:
         self._crashed_on: tuple[str, Any] | None = None  # (kind, message) a callback crashed on, for the report
         self._alive = True
         self.tracers: list[Callable[[str, Any, Any], None]] | None = None
+        # live process tools and code upgrades (`systools`): None until one is used
+        self._sys: ProcessSys | None = None
 
     # ------------------------------------------------------------------ delivery
     def deliver(self, item: tuple[Any, ...]) -> None:
@@ -163,7 +167,8 @@ class Process:
         """Wait until the busy connection drains (or the connection closes, or a kill or a
         shutdown request comes); messages arriving meanwhile stay queued."""
         congestion, self._congestion = self._congestion, None
-        self._interrupted = self._kill_reason is not None or self._shutdown_reason is not None
+        self._interrupted = (self._kill_reason is not None or self._shutdown_reason is not None
+                             or (self._sys is not None and self._sys.wants_loop))
         if congestion is None or not congestion.congested or self._interrupted:
             return
         fut = self.node.backend.new_future()
@@ -223,6 +228,8 @@ class Process:
             return "exited"
         if self._closed or self._shutdown_reason is not None or self._kill_reason is not None:
             return "stopping"
+        if self._sys is not None and self._sys.parked:
+            return "suspended"
         if self._wake is not None:
             return "waiting"
         return "running"
@@ -329,11 +336,18 @@ class Process:
         budget = 0
         self._note_queue()  # messages that came during init
         while True:
-            if self._interrupted:  # kill(), request_shutdown() or wait_for()
+            if self._interrupted:  # kill(), request_shutdown(), wait_for() or a system request
                 if self._kill_reason is not None:
                     return self._kill_reason, False
                 if self._shutdown_reason is not None:
                     return self._shutdown_reason, True
+                if self._sys is not None and self._sys.wants_loop:  # between two messages: may swap the code
+                    await self._sys.run(self)
+                    server, cls = self.server, self.behavior
+                    handle_call, handle_cast, handle_info = server.handle_call, server.handle_cast, server.handle_info
+                    call_async, cast_async, info_async = (
+                        cls._noex_call_async, cls._noex_cast_async, cls._noex_info_async)
+                    continue
                 await self._wait_congestion()
                 self._note_queue()
                 continue
@@ -483,6 +497,8 @@ class Process:
         self.exit_reason = reason
         self.node._process_exited(self, reason)
         self._close_mailbox(reason)
+        if self._sys is not None:
+            self._sys.exited(self, reason)
         # replies still owed: the call being handled when the process was killed, NoReply/Stop ones
         owed = self._unanswered
         if self.reply_to is not None:

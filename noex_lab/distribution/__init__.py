@@ -13,6 +13,7 @@ from .membership import NodeInfo
 from .remote_call import RemoteCall
 from .rpc import Rpc, remote_function
 from .spawn import RemoteSpawn
+from .sys_tools import Sys
 from .transport import TLSConfig
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "RemoteCall",
     "RemoteSpawn",
     "Rpc",
+    "Sys",
     "TLSConfig",
     "heal",
     "partition",

@@ -38,6 +38,7 @@ from .protocol import GOODBYE
 from .routing import RemoteRouter
 from .rpc import install_rpc
 from .spawn import handle_spawn, spawn
+from .sys_tools import install_sys_tools
 from .transport import TLSConfig, Transport
 from .user_secret import weak_secret_reason
 
@@ -219,6 +220,7 @@ class Distribution:
         self.introspection = install_introspection(self)  # %noex state/trace/ps/events
         install_crash_reports(self)  # crash reports pushed to subscribers (a notebook, top)
         install_code_loading(self)  # shipped behavior source; refused unless allow_code (SPEC §9, §11)
+        install_sys_tools(self)  # Sys.suspend/resume/replace_state/statistics/get_status, %noex upgrade
         self.global_registry = GlobalNames(self)
         install_groups(self)  # process groups (pg): local views, broadcast changes
         install_named(self)  # (name, node) targets, multi_call, abcast

@@ -8,8 +8,15 @@ fresh module named after the behavior; the `GenServer` subclass it defines is re
 freely, but a behavior the node's operator loaded (`--behaviors`, or registered in code) only
 when the shipper asks for it (`replace`), so a notebook never silently swaps production code.
 
-System request: `noex_load_behavior [name, source, class_name, replace]` -> the class name
-(`replace` may be left out: False).
+Hot upgrade: when a shipped version replaces an earlier shipped one (a re-run cell), every
+process of this node running shipped code of that behavior switches to the new class at its
+next message, keeping its state (`code_change` migrates it; see `core/upgrade.py`). Processes
+running the node's own code are never swapped: after `replace`, only new ones run shipped code.
+
+System request: `noex_load_behavior [name, source, class_name, replace]` -> `[class name,
+upgraded, failed, pending, [error, ...]]`: the processes switched, those that kept their old
+code because `code_change` raised, and those still busy in a callback after
+UPGRADE_REPORT_WAIT_S (they switch when it returns). `replace` may be left out: False.
 """
 
 from __future__ import annotations
@@ -23,12 +30,14 @@ from typing import TYPE_CHECKING, Any
 from ..core.errors import BehaviorNotFoundError, NoexError
 from ..core.genserver import GenServer
 from ..core.node_id import NodeId
+from ..core.upgrade import set_source, upgrade_processes
 from .behaviors import BehaviorRegistry
 
 if TYPE_CHECKING:
     from .cluster import Distribution
 
 MODULE_PREFIX = "noex_lab_shipped"
+UPGRADE_REPORT_WAIT_S = 1.0  # how long a load waits for its upgrades before reporting the rest pending
 
 
 class CodeLoadingError(NoexError):
@@ -65,6 +74,7 @@ def load_behavior_source(name: str, source: str, class_name: str, *, origin: str
     cls = module.__dict__.get(class_name)
     if not (isinstance(cls, type) and issubclass(cls, GenServer)):
         raise CodeLoadingError(f"the source of behavior {name!r} defines no GenServer subclass {class_name!r}")
+    set_source(cls, source)  # its version fingerprint, the same as in the shipping kernel
     return cls
 
 
@@ -73,7 +83,7 @@ def is_shipped(cls: type) -> bool:
     return str(getattr(cls, "__module__", "")).startswith(MODULE_PREFIX + ".")
 
 
-def handle_load_behavior(dist: Distribution, peer: NodeId, args: Any) -> str:
+async def handle_load_behavior(dist: Distribution, peer: NodeId, args: Any) -> list[Any]:
     """System handler: refuse unless this node accepts code over authenticated links from `peer`."""
     config = dist.config
     if not config.allow_code:
@@ -106,7 +116,13 @@ def handle_load_behavior(dist: Distribution, peer: NodeId, args: Any) -> str:
     cls = load_behavior_source(name, source, class_name, origin=str(peer))
     BehaviorRegistry.register(name, cls)
     dist.node.events.emit("behavior_loaded", name=name, behavior=class_name, origin=peer)
-    return class_name
+    if existing is None or not is_shipped(existing):
+        return [class_name, 0, 0, 0, []]
+    upgrade = upgrade_processes([dist.node], name, cls, which=is_shipped)
+    results = await upgrade.wait(UPGRADE_REPORT_WAIT_S) if upgrade.requested else []
+    count = {o: sum(1 for r in results if r.outcome == o) for o in ("upgraded", "failed", "pending")}
+    errors = [f"{r.ref}: {r.error}" for r in results if r.outcome == "failed"][:5]
+    return [class_name, count["upgraded"], count["failed"], count["pending"], errors]
 
 
 def install_code_loading(dist: Distribution) -> None:

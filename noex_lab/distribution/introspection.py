@@ -166,8 +166,8 @@ async def settle(proc: Process, wait: float = SETTLE_S) -> None:
     a state read after a cast sees that cast, as OTP's `sys:get_state` (a message in the queue)
     would; unlike it, a process stuck in a long callback delays the answer by `wait` only."""
     target = proc.handled + len(proc.mailbox)
-    if not proc.alive or proc.handled >= target:
-        return
+    if not proc.alive or proc.handled >= target or (proc._sys is not None and proc._sys.parked):
+        return  # (a suspended process handles nothing until resumed: answer at once)
     done = anyio.Event()
 
     def tracer(_kind: str, _msg: Any, _state: Any) -> None:

@@ -4,7 +4,8 @@ The kernel keeps the latest source of every behavior defined with the cell magic
 (system request `noex_load_behavior`) to every connected node, and to every node that joins
 later. A node loads it only if it accepts code (`allow_code` plus an authenticated link; the
 nodes `%noex local` starts do); a node that refuses says why, and the cell shows it.
-Re-running the cell ships the new source, which replaces the old behavior everywhere. A node
+Re-running the cell ships the new source, which replaces the old behavior everywhere and
+upgrades the processes running it at their next message (hot upgrade, `core/upgrade.py`). A node
 that has a behavior of that name from its own modules (`--behaviors`) keeps it unless the cell
 asks to replace it (`%%noex behavior NAME --replace`).
 """
@@ -98,6 +99,26 @@ def refusal_text(node_id: NodeId, exc: BaseException) -> str:
     return text
 
 
+def upgrade_text(upgraded: int, failed: int, pending: int, errors: list[str]) -> str:
+    """What became of the running processes of a re-shipped behavior ("" when there were none)."""
+    parts = []
+    if upgraded:
+        parts.append(f"{upgraded} process{'es' if upgraded != 1 else ''} upgraded")
+    if pending:
+        parts.append(f"{pending} busy in a callback (upgrade{'s' if pending != 1 else ''} when it returns)")
+    if failed:
+        parts.append(f"{failed} kept the old code: code_change raised ({'; '.join(errors)})")
+    return ", ".join(parts)
+
+
+def loaded_text(loaded: Any) -> str:
+    """The detail of a successful shipment (a node of an older version answers the class name only)."""
+    if isinstance(loaded, list) and len(loaded) == 5:
+        extra = upgrade_text(int(loaded[1]), int(loaded[2]), int(loaded[3]), [str(e) for e in loaded[4]])
+        return f"loaded {loaded[0]}" + (f"; {extra}" if extra else "")
+    return f"loaded {loaded}"
+
+
 class CodeShipper:
     """The behaviors defined in this kernel, and where each version was loaded or refused."""
 
@@ -137,7 +158,7 @@ class CodeShipper:
                 peer, "noex_load_behavior", [behavior.name, behavior.source, behavior.class_name, behavior.replace],
                 SHIP_TIMEOUT_S,
             )
-            result = ShipResult(peer, behavior.name, behavior.version, True, f"loaded {loaded}")
+            result = ShipResult(peer, behavior.name, behavior.version, True, loaded_text(loaded))
         except NoexError as exc:
             result = ShipResult(peer, behavior.name, behavior.version, False, refusal_text(peer, exc))
         current = self.results.get((peer, behavior.name))

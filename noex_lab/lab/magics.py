@@ -30,6 +30,7 @@ from ..core.timeouts import seconds_argument
 from ..distribution.behaviors import BehaviorRegistry
 from .code_shipping import pick_behavior
 from .errors import LabError, MagicUsageError
+from .process_tools import TOOL_SUBCOMMANDS, add_tool_parsers, run_tool
 from .reprs import Message, display, register_reprs, unregister_reprs
 from .session import LabSession
 
@@ -199,12 +200,16 @@ def _build_parsers() -> dict[str, MagicArgumentParser]:
     s = p["behavior"] = _parser(
         "behavior", "As a cell magic: run the cell, register the GenServer subclass it defines under NAME in "
         "BehaviorRegistry, and ship the cell's source to every current and future node that accepts code. "
-        "Re-running the cell replaces the behavior everywhere; a behavior a node loaded from its own "
-        "modules (--behaviors) only with --replace. As a line magic: where each behavior was "
-        "loaded or refused.", "behavior NAME [--replace]   (as the first line of a cell: %%%%noex behavior NAME)")
+        "Re-running the cell replaces the behavior everywhere and upgrades its running processes at their next "
+        "message, keeping their state (hot upgrade: see %noex upgrade); a behavior a node loaded from its own "
+        "modules (--behaviors) only with --replace, and processes running that code keep it. As a line magic: "
+        "where each behavior was loaded or refused.",
+        "behavior NAME [--replace]   (as the first line of a cell: %%%%noex behavior NAME)")
     s.add_argument("name", nargs="?", help="the behavior name RemoteSpawn uses")
     s.add_argument("--replace", action="store_true",
                    help="also replace a behavior of that name that a node loaded from its own modules")
+
+    add_tool_parsers(p, _parser)  # upgrade, suspend, resume, replace-state, stats, status
 
     s = p["help"] = _parser("help", "Help for every subcommand, or for one.", "help [SUBCOMMAND]")
     s.add_argument("subcommand", nargs="?")
@@ -213,7 +218,7 @@ def _build_parsers() -> dict[str, MagicArgumentParser]:
 
 PARSERS = _build_parsers()
 ASYNC_SUBCOMMANDS = frozenset({"start", "local", "kill", "stop", "ps", "registry", "events", "crashes", "state",
-                               "trace", "remote", "attach", "detach"})
+                               "trace", "remote", "attach", "detach"}) | TOOL_SUBCOMMANDS
 
 
 def _summary() -> str:
@@ -431,6 +436,9 @@ class NoexMagics(Magics):
                 raise MagicUsageError("%noex trace needs a TARGET (or --stop)")
             display(await session.trace(args.target, seconds=args.seconds, on=args.node,
                                         max_events=args.max_events))
+        elif subcommand in TOOL_SUBCOMMANDS:
+            assert self.shell is not None
+            display(*await run_tool(session, subcommand, args, self.shell.user_ns))
 
     # --------------------------------------------------------------- %%noex behavior
     def _behavior_cell(self, args: argparse.Namespace, cell: str) -> Any:

@@ -25,8 +25,10 @@ from ..core.node import Node, current_node, running_nodes
 from ..core.node_id import NodeId
 from ..core.refs import ProcessRef
 from ..core.supervisor import SupervisorServer
+from ..core.upgrade import set_source
 from ..distribution.behaviors import BehaviorRegistry
 from ..distribution.cluster import Cluster
+from ..distribution.code_loading import UPGRADE_REPORT_WAIT_S
 from ..distribution.crash_reports import watch_cluster_crashes
 from ..distribution.introspection import (
     TraceHandle,
@@ -37,7 +39,7 @@ from ..distribution.introspection import (
 )
 from ..distribution.user_secret import load_or_create
 from .background import BackgroundReporter
-from .code_shipping import CodeShipper, ShipResult
+from .code_shipping import CodeShipper, ShipResult, upgrade_text
 from .crashes import CrashList
 from .dashboard import DASHBOARD_KINDS, Dashboard, sidecar_class
 from .errors import LabError
@@ -742,6 +744,8 @@ class LabSession:
     async def ship_behavior(self, name: str, source: str, cls: type, *, replace: bool = False,
                             cell: int | None = None) -> list[ShipResult]:
         behavior = self.shipper.define(name, source, cls.__name__, replace=replace, cell=cell)
+        set_source(cls, source)
+        upgrade = BehaviorRegistry.upgrade(name, cls)  # this kernel's processes of it: hot upgrade
         node = self.kernel_node()
         results: list[ShipResult] = []
         if node.distribution is not None and self.attached == "observer":
@@ -751,11 +755,17 @@ class LabSession:
         if node.distribution is not None:
             self.shipper.attach(node)
             results = await self.shipper.ship(node, behavior)
+        here = await upgrade.wait(UPGRADE_REPORT_WAIT_S) if upgrade.requested else []
+        failed = [r for r in here if r.outcome == "failed"]
         refused = [r for r in results if not r.ok]
         where = f"shipped to {len(results) - len(refused)} of {len(results)} other node(s)" if results else \
             "no other node connected yet; it will be shipped to nodes that join"
-        level = "warning" if refused else "ok"
-        outputs: list[Any] = [Message(f"behavior {name!r} = {cls.__qualname__} registered here; {where}", level)]
+        level = "warning" if refused or failed or any("kept the old code" in r.detail for r in results) else "ok"
+        counts = [sum(1 for r in here if r.outcome == o) for o in ("upgraded", "failed", "pending")]
+        upgraded_here = upgrade_text(counts[0], counts[1], counts[2], [f"{r.ref}: {r.error}" for r in failed])
+        here_text = f" ({upgraded_here} here)" if upgraded_here else ""
+        outputs: list[Any] = [Message(f"behavior {name!r} = {cls.__qualname__} registered here{here_text}; {where}",
+                                      level)]
         if results:
             outputs.append(self.shipper.table(results))
         display(*outputs)

@@ -212,15 +212,17 @@ async def test_code_loading_needs_allow_code_and_replaces() -> None:
     args = ["shipped_counter", COUNTER_SOURCE, "ShippedCounter"]
     with pytest.raises(NoexError, match="does not accept code"):
         await router.rpc(b.id, "noex_load_behavior", args, 5.0)  # type: ignore[attr-defined]
-    assert await router.rpc(c.id, "noex_load_behavior", args, 5.0) == "ShippedCounter"  # type: ignore[attr-defined]
+    # the class name, then how many running processes were upgraded, failed to, or are busy (none yet)
+    assert await router.rpc(c.id, "noex_load_behavior", args, 5.0) == ["ShippedCounter", 0, 0, 0, []]  # type: ignore[attr-defined]
     with a.as_default():
         ref = await RemoteSpawn.spawn("shipped_counter", c.id, arg=5)
         assert await GenServer.call(ref, "version") == 1
         v2 = ["shipped_counter", COUNTER_SOURCE.replace("VERSION = 1", "VERSION = 2"), "ShippedCounter"]
-        await router.rpc(c.id, "noex_load_behavior", v2, 5.0)  # type: ignore[attr-defined]
+        loaded = await router.rpc(c.id, "noex_load_behavior", v2, 5.0)  # type: ignore[attr-defined]
+        assert loaded == ["ShippedCounter", 1, 0, 0, []]
         ref2 = await RemoteSpawn.spawn("shipped_counter", c.id)
         assert await GenServer.call(ref2, "version") == 2
-        assert await GenServer.call(ref, "version") == 1  # a running process keeps its code
+        assert await GenServer.call(ref, "version") == 2  # a running process is upgraded (issue 17: hot upgrade)
         bad = ["shipped_counter", "raise ValueError('nope')", "ShippedCounter"]
         with pytest.raises(NoexError, match="failed here: ValueError: nope"):
             await router.rpc(c.id, "noex_load_behavior", bad, 5.0)  # type: ignore[attr-defined]

@@ -136,7 +136,8 @@ def test_behavior_cell_registers_ships_and_replaces(k: Kernel) -> None:
     k.ok("for peer in peers:\n"
          "    fresh = await RemoteSpawn.spawn('counter', peer)\n"
          "    assert await GenServer.call(fresh, 'version') == 'v2', peer\n"
-         "assert await GenServer.call(ref, 'version') == 'v1'  # running processes keep their code\n"
+         "assert await GenServer.call(ref, 'version') == 'v2'  # running processes are upgraded (hot upgrade)\n"
+         "assert await GenServer.call(ref, 'get') == 6  # ... keeping their state\n"
          "here = await GenServer.start(Counter, 1)\n"
          "assert await GenServer.call(here, 'version') == 'v2'")
 
