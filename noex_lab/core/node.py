@@ -144,6 +144,11 @@ class Node:
     def running(self) -> bool:
         return self._running
 
+    @property
+    def stopping(self) -> bool:
+        """Whether `stop()` began: no new process starts here any more."""
+        return self._stopping
+
     async def start(self) -> Node:
         """Wait until the node's task group is up (creation itself is synchronous)."""
         await self._ensure_ready()

@@ -235,6 +235,10 @@ class DistributedSupervisorServer(SupervisorServer):
         if isinstance(msg, Exit) and msg.from_.node is not None:
             node = msg.from_.node
             child = next((c for c in state.children if c.ref == msg.from_), None)
+            if child is not None and self.node.stopping:
+                # this node leaves: its own children stop with it (they are not its processes'
+                # children, so the node stops them first) and none is restarted anywhere
+                return self._stopped_by_leaving(child, msg.reason, state)
             if child is not None and self._departing(node, msg.from_.creation):
                 return await self._move(state, child, msg.reason)
             if child is not None and msg.reason == NOCONNECTION:
@@ -248,13 +252,27 @@ class DistributedSupervisorServer(SupervisorServer):
         """A child ended because its node leaves: start it elsewhere, whatever its restart type,
         without counting a restart. Only when no node can take it is it an ordinary restart."""
         assert child.ref is not None and child.ref.node is not None
-        self._migrating[child.spec.id] = (child.ref.node, "node_leaving")
+        origin = child.ref.node
+        self._migrating[child.spec.id] = (origin, "node_leaving")
         child.ref = None
         child.last_reason = reason
+        if self.node.stopping or not [n for n in self._alive_nodes() if n != origin]:
+            # This node leaves too, or every node does (the cluster is being shut down): nowhere
+            # to go, and nothing failed. The child stays stopped instead of counting restarts.
+            self._migrating.pop(child.spec.id, None)
+            return self._stopped_by_leaving(child, reason, state)
         try:
             await self._start_child(child)
         except InitError as exc:
             return await self._restart(state, child, exc.reason)
+        return state
+
+    def _stopped_by_leaving(self, child: _Child, reason: ExitReason, state: _State) -> _State:
+        """A child that ended because nodes leave and has nowhere to go: stopped, not restarted."""
+        gone, child.ref = child.ref, None
+        child.last_reason = reason
+        self.node.events.emit("child_stopped", supervisor=self.ref, child=child.spec.id, ref=gone,
+                              reason="node_leaving")
         return state
 
     async def terminate(self, reason: ExitReason, state: _State) -> None:

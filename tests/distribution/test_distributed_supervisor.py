@@ -171,3 +171,24 @@ async def test_restarted_node_gets_no_stale_children() -> None:
         children = await DistributedSupervisor.which_children(sup)
         assert {ch.node for ch in children} == {a.id}
         assert not any(p.behavior.__name__ == "Echo" for p in b2.processes())
+
+
+async def test_a_cluster_that_shuts_down_as_a_whole_stops_its_supervisor_cleanly() -> None:
+    """Every node leaves at once: the children have nowhere to go, which is no failure. The
+    supervisor stops with its node ("shutdown"), not with too many restarts."""
+    import anyio
+
+    a, b, c = await start_cluster(3)
+    events: list[Any] = []
+    a.events.subscribe(events.append)
+    with a.as_default():
+        children = [{"id": f"w{i}", "behavior_name": "echo"} for i in range(6)]
+        sup = await DistributedSupervisor.start(children=children, node_selector="round_robin", max_restarts=1)
+        placed = {child.node for child in await DistributedSupervisor.which_children(sup)}
+    assert placed == {a.id, b.id, c.id}
+    async with anyio.create_task_group() as tg:
+        for node in (b, c, a):
+            tg.start_soon(node.stop)
+    stopped = [e for e in events if e.kind == "supervisor_stopped"]
+    assert [e.data["reason"] for e in stopped] == ["shutdown"], stopped
+    assert not [e for e in events if e.kind in ("crash_report", "child_restarted")]
