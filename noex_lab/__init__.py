@@ -1,5 +1,6 @@
 """noex_lab: Erlang/OTP-style processes, supervisors and P2P clustering for Python and Jupyter."""
 
+import logging
 from typing import Any
 
 from .core import *  # noqa: F403
@@ -8,6 +9,10 @@ from .distribution import *  # noqa: F403
 from .distribution import __all__ as _distribution_all
 
 __version__ = "0.1.0"
+
+# A library logs; the application decides where logs go (`noex-lab node` and the notebook
+# extension do): without a handler of its own, nothing is printed through logging's last resort.
+logging.getLogger("noex_lab").addHandler(logging.NullHandler())
 __all__ = [*_core_all, *_distribution_all, "__version__", "load_ipython_extension", "unload_ipython_extension"]
 
 
