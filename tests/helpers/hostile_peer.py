@@ -92,10 +92,10 @@ class RawPeer:
                 raise PeerClosed(str(exc)) from None
             if not data:
                 raise PeerClosed("EOF")
-            opener = self._opener
-            self._frames.extend(bytes(opener.open(body) if opener is not None else body)
-                                for body in self._reader.feed(data))
-        return self._frames.pop(0)
+            self._frames.extend(bytes(body) for body in self._reader.feed(data))
+        body = self._frames.pop(0)
+        # (opened when taken: frames read together with the handshake's last one come sealed)
+        return bytes(self._opener.open(memoryview(body))) if self._opener is not None else body
 
     def call(self, pid: int, creation: int, msg: Any, timeout: float = 10.0) -> Any:
         """A GenServer call to process (pid, creation) of that node; its reply value."""
