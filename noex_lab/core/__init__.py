@@ -28,6 +28,7 @@ from .errors import (
     ServerNotRunningError,
     SupervisorError,
     TooManyTracesError,
+    WaitTimeoutError,
 )
 from .events import EventStream, NodeEvent
 from .genserver import From, GenServer
@@ -96,6 +97,7 @@ __all__ = [
     "SupervisorTree",
     "TimerRef",
     "TooManyTracesError",
+    "WaitTimeoutError",
     "current_node",
     "is_normal_exit",
     "running_nodes",

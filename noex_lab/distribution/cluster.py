@@ -17,7 +17,7 @@ from typing import Any
 
 import anyio
 
-from ..core.errors import ClusterError, InvalidArgumentError
+from ..core.errors import ClusterError, InvalidArgumentError, WaitTimeoutError
 from ..core.node import Node, current_node
 from ..core.node_id import NodeId, validate_node_name
 from ..core.snapshot import NodeSnapshot
@@ -492,6 +492,18 @@ class Cluster:
         return current_node().on_node_busy(callback)
 
     @staticmethod
+    async def wait_for_nodes(n: int, *, timeout: float = 10.0, node: Node | None = None) -> list[NodeInfo]:
+        """Wait until `node` (the current node by default) is connected to at least `n` peers (itself
+        not counted, as in `get_nodes()`), and return them: the awaitable form of a loop polling
+        `get_nodes()`. Raises `WaitTimeoutError` naming the peers it has after `timeout` seconds."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise InvalidArgumentError(f"n must be a number of peers >= 0, not {n!r}")
+        timeout = check_timeout(timeout)
+        host = node or current_node()
+        dist = _dist(host)
+        return await _wait_until_peers(host, dist, n, timeout)
+
+    @staticmethod
     async def stop() -> None:
         await current_node().stop()
 
@@ -509,3 +521,26 @@ class Cluster:
             return [node.snapshot()]
         return await _dist(node).cluster_snapshot(timeout)
 
+
+
+async def _wait_until_peers(host: Node, dist: Distribution, n: int, timeout: float) -> list[NodeInfo]:
+    """Wake on every membership change (with a slow re-check as a safety net) until `n` peers."""
+    changed = anyio.Event()
+
+    def wake(*_: Any) -> None:
+        changed.set()
+
+    unsubscribe = [host.on_node_up(wake), host.on_node_down(wake)]
+    try:
+        with anyio.move_on_after(timeout):
+            while len(peers := dist.get_nodes()) < n:
+                changed = anyio.Event()
+                with anyio.move_on_after(0.25):
+                    await changed.wait()
+            return peers
+    finally:
+        for stop in unsubscribe:
+            stop()
+    names = ", ".join(sorted(info.id.name for info in dist.get_nodes())) or "none"
+    raise WaitTimeoutError(f"{host.display_name} connected to {n} peer(s)", timeout,
+                           f"{len(dist.get_nodes())} peer(s): {names}")
