@@ -120,10 +120,13 @@ class GenServer:
     @staticmethod
     async def start_remote(
         behavior_name: str, node_id: NodeId | str, *, arg: Any = None, name: str | None = None,
-        registration: str = "none", timeout: float = 10.0, max_mailbox: int | None = None,
+        registration: str | None = None, timeout: float = 10.0, max_mailbox: int | None = None,
         overflow: str = "drop_newest",
     ) -> ProcessRef:
-        """Start a registered behavior on another node (same as `RemoteSpawn.spawn`)."""
+        """Start a registered behavior on another node (same as `RemoteSpawn.spawn`: `name=` without
+        `registration=` registers the name on the target node)."""
+        if registration is None:
+            registration = "local" if name else "none"
         node = current_node()
         spawner = getattr(node.distribution, "spawn", None)
         if spawner is None:

@@ -230,8 +230,10 @@ class LabSession:
             raise LabError(f"no node named {spec!r} is connected (known: {names})")
         raise LabError(f"several nodes are named {spec!r}: {', '.join(map(str, matches))}; use the full id")
 
-    def parse_target(self, text: str) -> ProcessRef | str:
-        """A `<0.N@node>` ref (its incarnation filled in) or a name."""
+    def parse_target(self, text: str | ProcessRef) -> ProcessRef | str:
+        """A `<0.N@node>` ref (its incarnation filled in) or a name; a `ProcessRef` as it is."""
+        if isinstance(text, ProcessRef):
+            return text
         m = _REF.match(text.strip())
         if m is None:
             return text
@@ -542,16 +544,16 @@ class LabSession:
         return Table(["time", "event", "details"], body, title=title, empty="(no events)")
 
     # --------------------------------------------------------------- debugging
-    async def state(self, target: str, *, on: str | None = None) -> Any:
+    async def state(self, target: str | ProcessRef, *, on: str | None = None) -> Any:
         node = self.kernel_node()
         on_id = self.resolve_node(on) if on is not None else None
         return await get_state(self.parse_target(target), on=on_id, node=node)
 
-    async def trace(self, target: str, *, seconds: float = 10.0, on: str | None = None,
+    async def trace(self, target: str | ProcessRef, *, seconds: float = 10.0, on: str | None = None,
                     max_events: int = 1000) -> TraceView:
         node = self.kernel_node()
         on_id = self.resolve_node(on) if on is not None else None
-        view = TraceView(target, seconds=seconds)
+        view = TraceView(str(target), seconds=seconds)
         try:
             handle = await trace(self.parse_target(target), view.add, view.end, seconds=seconds,
                                  max_events=max_events, on=on_id, node=node)
