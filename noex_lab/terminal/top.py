@@ -51,11 +51,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_tls_arguments(parser)
 
 
+class Refused(Exception):
+    """The seed refused the observer's login (wrong secret, ...): retrying would not help."""
+
+
 async def wait_for_members(node: Node, *, timeout: float, settle: float = 0.5, cap: float = 5.0) -> bool:
     """Wait for the first member, then until the member set stopped growing for `settle` seconds
-    (the seed's gossip names the others, which the observer then dials). False if none came."""
+    (the seed's gossip names the others, which the observer then dials). False if none came;
+    `Refused` at once when a member refused the login (a refusal does not heal by retrying)."""
     deadline = time.monotonic() + timeout
+    refusals = getattr(getattr(node.distribution, "transport", None), "refusals", ())
     while not node.get_nodes():
+        if refusals:
+            raise Refused(refusals[-1])
         if time.monotonic() > deadline:
             return False
         await anyio.sleep(0.02)
@@ -102,7 +110,13 @@ async def run(args: argparse.Namespace) -> int:
     snapshot_timeout = max(0.5, min(2.0, args.interval))
 
     async def main() -> int:
-        if not await wait_for_members(node, timeout=args.connect_timeout):
+        try:
+            reached = await wait_for_members(node, timeout=args.connect_timeout)
+        except Refused as exc:
+            print(f"noex-lab top: {args.seed} refused the login: {exc} (use the cluster's secret: "
+                  "--secret-env VAR, or the per-user secret file of the user running it)", file=sys.stderr)
+            return 2
+        if not reached:
             print(f"noex-lab top: no member reachable through {args.seed} within {args.connect_timeout:g} s "
                   "(is it running? same --secret-env and heartbeat settings?)", file=sys.stderr)
             return 2
