@@ -141,7 +141,7 @@ async def run(args: argparse.Namespace) -> int:
                 live.update(render_view(watch, events=args.events), refresh=True)
 
     try:
-        return await run_until_signal(main)
+        return await run_until_signal(main, quit_key=not (args.json or args.once or args.jsonl))
     finally:
         watch.close()
         with anyio.CancelScope(shield=True), anyio.move_on_after(5):
