@@ -14,6 +14,7 @@ import os
 import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..core import tracebacks
@@ -83,6 +84,7 @@ class LabSession:
         self.node: Node | None = None
         self.secret: str | None = None
         self.heartbeat_interval_ms = 5000
+        self.advertised: Path | None = None  # where `noex-lab top` finds this node (notebook_nodes)
         self.heartbeat_miss_threshold = 3
         self.launcher = LocalNodeLauncher(self._on_local_output, self._on_local_exit)
         self.shipper = CodeShipper(self._report)
@@ -100,7 +102,14 @@ class LabSession:
         self.reporter.install()
         tracebacks.labelers[:0] = [self.cell_label, self.shipper.label]
 
+    def _withdraw(self) -> None:
+        from ..distribution.notebook_nodes import withdraw
+
+        withdraw(self.advertised)
+        self.advertised = None
+
     def unload(self) -> None:
+        self._withdraw()
         if self.current_dashboard is not None:
             self.current_dashboard.close()
             self.current_dashboard = None
@@ -287,6 +296,7 @@ class LabSession:
         self.shipper.attach(node)
         self._watch_crashes(node)
         display(Message(f"node {node.id} started (authenticated links, {how})", "ok"))
+        display(Message(self._advertise(node, secret_env), "info"))
         if seeds:
             try:
                 await wait_for(node, lambda: bool(node.get_nodes()), SEED_WAIT_S, "a seed")
@@ -295,6 +305,22 @@ class LabSession:
                 display(Message(f"no seed answered within {SEED_WAIT_S:g} s ({', '.join(seeds)}); "
                                 "still trying in the background", "warning"))
         return node
+
+    def _advertise(self, node: Node, secret_env: str | None) -> str:
+        """Let `noex-lab top` find this node (per-user secret only); the command that attaches."""
+        from ..distribution.notebook_nodes import advertise, withdraw
+
+        withdraw(self.advertised)
+        self.advertised = None
+        ms = self.heartbeat_interval_ms
+        heartbeat = "" if ms == 5000 else f" --heartbeat-interval-ms {ms}"
+        if secret_env:  # top cannot know that secret: the exact command, to run where the variable is set
+            return f"attach from a terminal: noex-lab top {node.id} --secret-env {secret_env}{heartbeat}"
+        try:
+            self.advertised = advertise(node.id)
+        except OSError as exc:
+            return f"attach from a terminal: noex-lab top {node.id}{heartbeat} (could not advertise it: {exc})"
+        return f"attach from a terminal: noex-lab top{heartbeat} (it finds this node; or noex-lab top {node.id})"
 
     def _adopt(self, node: Node) -> None:
         config = getattr(node.distribution, "config", None)
@@ -431,6 +457,7 @@ class LabSession:
         if node.id is not None and spec in (node.id.name, str(node.id)):
             await node.kill()
             self.node = None
+            self._withdraw()
             display(Message(f"killed this kernel's node {node.id} (fault injection: its processes ended "
                             "'killed', peers saw the connection drop)", "ok"))
             return
@@ -450,6 +477,7 @@ class LabSession:
             was_distributed = node.id is not None
             await node.stop()
             self.node = None
+            self._withdraw()
             parts = [f"stopped {len(locals_)} local node(s)"] if locals_ else []
             parts.append(f"stopped this kernel's node {stopped}" if was_distributed
                          else f"stopped this kernel's local node {stopped}")

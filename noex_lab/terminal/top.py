@@ -1,4 +1,7 @@
-"""`noex-lab top SEED_ID`: a live terminal view of a cluster, from a hidden observer node.
+"""`noex-lab top [SEED_ID]`: a live terminal view of a cluster, from a hidden observer node.
+
+Without SEED_ID it attaches to the node of the newest notebook that ran `%noex start` with the
+per-user secret (see `noex_lab.distribution.notebook_nodes`).
 
 The observer (`Cluster.start(..., hidden=True)`) connects to every member but is never listed,
 gossiped or given children. Modes:
@@ -31,7 +34,9 @@ if TYPE_CHECKING:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("seed", metavar="SEED_ID", help="any live member, name@host:port")
+    parser.add_argument("seed", metavar="SEED_ID", nargs="?",
+                        help="any live member, name@host:port (default: the node of the newest notebook "
+                             "started with %%noex start and the per-user secret)")
     add_secret_arguments(parser)
     parser.add_argument("--interval", type=seconds_argument, default=1.0, metavar="S", help="seconds between refreshes")
     mode = parser.add_mutually_exclusive_group()
@@ -77,6 +82,27 @@ async def wait_for_members(node: Node, *, timeout: float, settle: float = 0.5, c
     return True
 
 
+def notebook_seed(args: argparse.Namespace) -> str:
+    """The node of the newest live notebook that advertised itself (see notebook_nodes); without
+    one, exit saying the exact command to run instead."""
+    from ..distribution.notebook_nodes import advertised, nodes_dir
+
+    if args.secret_env or args.no_secret:
+        raise SystemExit("noex-lab top: with --secret-env or --no-secret, give the SEED_ID of a member "
+                         "(name@host:port): only notebooks using the per-user secret are found by themselves")
+    found = advertised()
+    if not found:
+        raise SystemExit(
+            f"noex-lab top: no notebook cluster found (none advertised in {nodes_dir()}). In a notebook run "
+            "`%load_ext noex_lab` and `%noex start NAME` (it prints the command that attaches), or give a "
+            "member: noex-lab top NAME@HOST:PORT [--secret-env VAR]")
+    if len(found) > 1:
+        others = ", ".join(entry["node"] for entry in found[1:])
+        print(f"noex-lab top: attaching to the newest notebook's node {found[0]['node']} (others: {others})",
+              file=sys.stderr)
+    return str(found[0]["node"])
+
+
 def _write_line(text: str) -> None:
     try:
         sys.stdout.write(text + "\n")
@@ -96,6 +122,8 @@ async def run(args: argparse.Namespace) -> int:
 
     if args.interval <= 0:
         raise SystemExit("noex-lab top: --interval must be > 0")
+    if args.seed is None:
+        args.seed = notebook_seed(args)
     console = Console()
     node = await Cluster.start(
         f"top-{os.getpid()}", host=args.host, port=0, seeds=[args.seed],
