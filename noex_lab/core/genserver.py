@@ -45,11 +45,31 @@ def _init_takes_arg(fn: Any) -> bool:
 
 
 class GenServer:
-    """Subclass and define `init`, `handle_call`, `handle_cast`, `handle_info`, `terminate`.
+    """Subclass and define the callbacks your process needs; every one is optional.
 
-    Each callback may be a plain function or `async def`. An exception in any of them
-    crashes the process (let it crash): callers get `CallError`, links and monitors fire,
-    and its supervisor decides what happens next.
+    Each callback may be a plain function or `async def`, and runs inside the process, one
+    message at a time. An exception in any of them crashes the process (let it crash): callers
+    get `CallError`, links and monitors fire, and its supervisor decides what happens next.
+
+    Callbacks:
+
+    - `init(self, arg)` (or `init(self)`): once, when the process starts (`GenServer.start` waits
+      for it). Returns the first state (default: `arg`).
+    - `handle_call(self, msg, state)`: for each `GenServer.call` (`self.caller` is the caller).
+      Returns `(reply, new_state)`; `NoReply(new_state)` to answer later with
+      `GenServer.reply(caller, value)`; or `Stop(reason, new_state, reply=value)`.
+    - `handle_cast(self, msg, state)`: for each `GenServer.cast`. Returns the new state, or
+      `Stop(reason, new_state)`.
+    - `handle_info(self, msg, state)`: for every other message (`send`, timers, a monitor's
+      `Down`, `Exit` when `trap_exit = True`). Returns the new state, or `Stop(reason, new_state)`
+      (default: ignore the message).
+    - `terminate(self, reason, state)`: once, on an orderly exit (after `Stop`, `GenServer.stop`,
+      a crash in a callback, a shutdown by its supervisor or node); not when an exit signal kills
+      the process, nor on `node.kill()`. Its result is ignored; an exception in it replaces the
+      exit reason. Not defined here: define it only if there is something to clean up.
+
+    Class attribute `trap_exit = True` turns exit signals of linked processes into `Exit` messages
+    for `handle_info` instead of ending the process.
     """
 
     trap_exit: ClassVar[bool] = False
@@ -70,17 +90,24 @@ class GenServer:
 
     # ------------------------------------------------------------------ default callbacks
     def init(self, arg: Any) -> Any:
-        """Return the initial state (default: `arg`)."""
+        """Return the initial state (default: `arg`). May be `init(self)` when the process takes no
+        argument. An exception here fails `GenServer.start` with `InitError`."""
         return arg
 
     def handle_call(self, msg: Any, state: Any) -> Any:
+        """Answer a `GenServer.call`: return `(reply, new_state)`, `NoReply(new_state)` (answer later
+        with `GenServer.reply(self.caller, value)`) or `Stop(reason, new_state, reply=value)`.
+        Default: crash with NotImplementedError (a call nobody handles is a bug)."""
         raise NotImplementedError(f"{type(self).__name__} received call {msg!r} but defines no handle_call")
 
     def handle_cast(self, msg: Any, state: Any) -> Any:
+        """Handle a `GenServer.cast` (nobody waits for it): return the new state, or
+        `Stop(reason, new_state)`. Default: crash with NotImplementedError."""
         raise NotImplementedError(f"{type(self).__name__} received cast {msg!r} but defines no handle_cast")
 
     def handle_info(self, msg: Any, state: Any) -> Any:
-        """Default: ignore plain messages (like OTP, which only logs them)."""
+        """Handle any other message (`send`, a timer, a monitor's `Down`, an `Exit` when `trap_exit`):
+        return the new state, or `Stop(reason, new_state)`. Default: ignore it (OTP only logs it)."""
         return state
 
     # ------------------------------------------------------------------ inside a callback

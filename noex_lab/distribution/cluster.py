@@ -50,7 +50,7 @@ BIND_ATTEMPTS = 20
 
 @dataclass(frozen=True)
 class ClusterConfig:
-    """The options of `Cluster.start` (see SPEC §3); `_ms` fields are milliseconds."""
+    """The options of `Cluster.start` ; `_ms` fields are milliseconds."""
 
     node_name: str
     host: str = "127.0.0.1"
@@ -218,7 +218,7 @@ class Distribution:
         self.router.rpc_handlers["node.leaving"] = self.membership.on_leaving
         self.introspection = install_introspection(self)  # %noex state/trace/ps/events
         install_crash_reports(self)  # crash reports pushed to subscribers (a notebook, top)
-        install_code_loading(self)  # shipped behavior source; refused unless allow_code (SPEC §9, §11)
+        install_code_loading(self)  # shipped behavior source; refused unless allow_code and a cluster_secret
         self.global_registry = GlobalNames(self)
         install_groups(self)  # process groups (pg): local views, broadcast changes
         install_named(self)  # (name, node) targets, multi_call, abcast
@@ -308,7 +308,7 @@ class Distribution:
 
     def _announce_leaving(self) -> None:
         """Tell every peer, before any process stops, that this node leaves: the exits of its
-        processes follow on the same connections, so peers know why they end (SPEC §7)."""
+        processes follow on the same connections, so peers know why they end ("shutdown", not "noconnection")."""
         self.status = "stopping"
         for peer in list(self.transport.conns):
             self.router.rpc_cast(peer, "node.leaving", None)

@@ -77,7 +77,7 @@ async def spawn(
     if target == node.id:
         return await handle_spawn(dist, target, [behavior_name, arg, name, registration, timeout, link_to,
                                                  max_mailbox, overflow])
-    # The whole spawn ends within `timeout` (SPEC §4); the target's init gets that less a margin
+    # The whole spawn ends within `timeout` (every blocking API does); the target's init gets that less a margin
     # for the round trip, so an init that times out still comes back as InitError in time.
     init_timeout = timeout - min(INIT_MARGIN_S, timeout * 0.2)
     args = [behavior_name, arg, name, registration, init_timeout, link_to, max_mailbox, overflow]

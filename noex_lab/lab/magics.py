@@ -1,4 +1,4 @@
-"""`%noex` / `%%noex`: the notebook's command line for a noex_lab cluster (SPEC §9).
+"""`%noex` / `%%noex`: the notebook's command line for a noex_lab cluster.
 
 No cell needs `await`: an input transformer rewrites an exact top-level line
 `get_ipython().run_line_magic('noex', ...)` (what IPython makes of `%noex ...`, also after
