@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # JupyterLab refuses to run as root unless told; containers and CI often are root.
 LAB_FLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: lab test lint typecheck unit notebooks bench docs clean test-browser test-wheel test-ssh
+.PHONY: lab test lint typecheck unit notebooks bench docs docs-serve clean test-browser test-wheel test-ssh
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "noex_lab needs Python >= 3.11 (set PYTHON=python3.11)")'
@@ -63,6 +63,10 @@ $(DOCS_STAMP): $(STAMP)
 
 docs: $(DOCS_STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+# The docs with search (Material's search does not work from file://), at http://127.0.0.1:8000
+docs-serve: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --strict --dev-addr 127.0.0.1:8000
 
 # The browser test (tests/browser): JupyterLab in headless Debian chromium, driven by Python
 # playwright. No browser download: playwright drives the system's chromium (installed here with

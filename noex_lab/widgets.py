@@ -1,4 +1,4 @@
-"""`noex_lab.widgets`: live Jupyter widgets (needs ipywidgets; see SPEC §9)."""
+"""`noex_lab.widgets`: live Jupyter widgets (needs ipywidgets: `pip install 'noex-lab[lab]'`)."""
 
 from .lab.widgets import (
     ClusterView,

@@ -29,6 +29,7 @@ from .errors import (
     ServerNotRunningError,
     SupervisorError,
     TooManyTracesError,
+    WaitTimeoutError,
 )
 from .events import EventStream, NodeEvent
 from .genserver import From, GenServer
@@ -127,6 +128,7 @@ __all__ = [
     "TooManyTracesError",
     "Upgrade",
     "UpgradeResult",
+    "WaitTimeoutError",
     "current_node",
     "is_normal_exit",
     "running_nodes",

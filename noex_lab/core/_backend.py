@@ -39,7 +39,7 @@ class DeadlineSlots:
 
     A deadline is rounded up to a multiple of 1 % of the timeout (at least 1 ms, at most
     20 ms), so a request fails between `timeout` and `timeout` + 1 % (+ 20 ms at most) late,
-    never early (SPEC §4: every blocking API ends within its timeout plus a small constant).
+    never early (every blocking API ends within its timeout plus a small constant).
     Requests whose deadlines share a slot share one `TimerHandle`: a `call_later` + `cancel`
     per request (a heap push of a Python-compared handle, 2-3 us) becomes a dict lookup and a
     set add/discard.

@@ -25,6 +25,17 @@ class CallTimeoutError(NoexError, TimeoutError):
         self.timeout = timeout
 
 
+class WaitTimeoutError(NoexError, TimeoutError):
+    """An awaited condition (`Cluster.wait_for_nodes`, `DistributedSupervisor.wait_stable`) did not
+    hold within its timeout; the message says what was awaited and what the state was."""
+
+    def __init__(self, what: str, timeout: float, state: str) -> None:
+        super().__init__(f"{what} did not happen within {timeout:g} s; now: {state}")
+        self.what = what
+        self.timeout = timeout
+        self.state = state
+
+
 class SendTimeoutError(NoexError, TimeoutError):
     """The connection to a node stayed busy (its peer reads slower than we send) past a deadline."""
 

@@ -45,12 +45,35 @@ def _init_takes_arg(fn: Any) -> bool:
 
 
 class GenServer:
-    """Subclass and define `init`, `handle_call`, `handle_cast`, `handle_info`, `terminate`
-    (and `code_change` to migrate the state in a hot upgrade).
+    """Subclass and define the callbacks your process needs; every one is optional.
 
-    Each callback may be a plain function or `async def`. An exception in any of them
-    crashes the process (let it crash): callers get `CallError`, links and monitors fire,
-    and its supervisor decides what happens next.
+    Each callback may be a plain function or `async def`, and runs inside the process, one
+    message at a time. An exception in any of them crashes the process (let it crash): callers
+    get `CallError`, links and monitors fire, and its supervisor decides what happens next.
+
+    Callbacks:
+
+    - `init(self, arg)` (or `init(self)`): once, when the process starts (`GenServer.start` waits
+      for it). Returns the first state (default: `arg`).
+    - `handle_call(self, msg, state)`: for each `GenServer.call` (`self.caller` is the caller).
+      Returns `(reply, new_state)`; `NoReply(new_state)` to answer later with
+      `GenServer.reply(caller, value)`; or `Stop(reason, new_state, reply=value)`.
+    - `handle_cast(self, msg, state)`: for each `GenServer.cast`. Returns the new state, or
+      `Stop(reason, new_state)`.
+    - `handle_info(self, msg, state)`: for every other message (`send`, timers, a monitor's
+      `Down`, `Exit` when `trap_exit = True`). Returns the new state, or `Stop(reason, new_state)`
+      (default: ignore the message).
+    - `terminate(self, reason, state)`: once, on an orderly exit (after `Stop`, `GenServer.stop`,
+      a crash in a callback, a shutdown by its supervisor or node); not when an exit signal kills
+      the process, nor on `node.kill()`. Its result is ignored; an exception in it replaces the
+      exit reason. Not defined here: define it only if there is something to clean up.
+    - `code_change(self, old_vsn, state, extra)`: in a hot upgrade (a re-run `%%noex behavior`
+      cell, `BehaviorRegistry.upgrade`), on the new code, before its next message: returns the
+      state migrated from version `old_vsn` (the class attribute `vsn` names versions). If it
+      raises, the process keeps its old code and state. Not defined: the state is kept as it is.
+
+    Class attribute `trap_exit = True` turns exit signals of linked processes into `Exit` messages
+    for `handle_info` instead of ending the process.
     """
 
     trap_exit: ClassVar[bool] = False
@@ -72,17 +95,24 @@ class GenServer:
 
     # ------------------------------------------------------------------ default callbacks
     def init(self, arg: Any) -> Any:
-        """Return the initial state (default: `arg`)."""
+        """Return the initial state (default: `arg`). May be `init(self)` when the process takes no
+        argument. An exception here fails `GenServer.start` with `InitError`."""
         return arg
 
     def handle_call(self, msg: Any, state: Any) -> Any:
+        """Answer a `GenServer.call`: return `(reply, new_state)`, `NoReply(new_state)` (answer later
+        with `GenServer.reply(self.caller, value)`) or `Stop(reason, new_state, reply=value)`.
+        Default: crash with NotImplementedError (a call nobody handles is a bug)."""
         raise NotImplementedError(f"{type(self).__name__} received call {msg!r} but defines no handle_call")
 
     def handle_cast(self, msg: Any, state: Any) -> Any:
+        """Handle a `GenServer.cast` (nobody waits for it): return the new state, or
+        `Stop(reason, new_state)`. Default: crash with NotImplementedError."""
         raise NotImplementedError(f"{type(self).__name__} received cast {msg!r} but defines no handle_cast")
 
     def handle_info(self, msg: Any, state: Any) -> Any:
-        """Default: ignore plain messages (like OTP, which only logs them)."""
+        """Handle any other message (`send`, a timer, a monitor's `Down`, an `Exit` when `trap_exit`):
+        return the new state, or `Stop(reason, new_state)`. Default: ignore it (OTP only logs it)."""
         return state
 
     def code_change(self, old_vsn: Any, state: Any, extra: Any) -> Any:
@@ -128,10 +158,13 @@ class GenServer:
     @staticmethod
     async def start_remote(
         behavior_name: str, node_id: NodeId | str, *, arg: Any = None, name: str | None = None,
-        registration: str = "none", timeout: float = 10.0, max_mailbox: int | None = None,
+        registration: str | None = None, timeout: float = 10.0, max_mailbox: int | None = None,
         overflow: str = "drop_newest",
     ) -> ProcessRef:
-        """Start a registered behavior on another node (same as `RemoteSpawn.spawn`)."""
+        """Start a registered behavior on another node (same as `RemoteSpawn.spawn`: `name=` without
+        `registration=` registers the name on the target node)."""
+        if registration is None:
+            registration = "local" if name else "none"
         node = current_node()
         spawner = getattr(node.distribution, "spawn", None)
         if spawner is None:

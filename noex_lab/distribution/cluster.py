@@ -17,7 +17,7 @@ from typing import Any
 
 import anyio
 
-from ..core.errors import ClusterError, InvalidArgumentError
+from ..core.errors import ClusterError, InvalidArgumentError, WaitTimeoutError
 from ..core.node import Node, current_node
 from ..core.node_id import NodeId, validate_node_name
 from ..core.snapshot import NodeSnapshot
@@ -51,7 +51,7 @@ BIND_ATTEMPTS = 20
 
 @dataclass(frozen=True)
 class ClusterConfig:
-    """The options of `Cluster.start` (see SPEC §3); `_ms` fields are milliseconds."""
+    """The options of `Cluster.start` ; `_ms` fields are milliseconds."""
 
     node_name: str
     host: str = "127.0.0.1"
@@ -219,7 +219,7 @@ class Distribution:
         self.router.rpc_handlers["node.leaving"] = self.membership.on_leaving
         self.introspection = install_introspection(self)  # %noex state/trace/ps/events
         install_crash_reports(self)  # crash reports pushed to subscribers (a notebook, top)
-        install_code_loading(self)  # shipped behavior source; refused unless allow_code (SPEC §9, §11)
+        install_code_loading(self)  # shipped behavior source; refused unless allow_code and a cluster_secret
         install_sys_tools(self)  # Sys.suspend/resume/replace_state/statistics/get_status, %noex upgrade
         self.global_registry = GlobalNames(self)
         install_groups(self)  # process groups (pg): local views, broadcast changes
@@ -310,7 +310,7 @@ class Distribution:
 
     def _announce_leaving(self) -> None:
         """Tell every peer, before any process stops, that this node leaves: the exits of its
-        processes follow on the same connections, so peers know why they end (SPEC §7)."""
+        processes follow on the same connections, so peers know why they end ("shutdown", not "noconnection")."""
         self.status = "stopping"
         for peer in list(self.transport.conns):
             self.router.rpc_cast(peer, "node.leaving", None)
@@ -494,6 +494,18 @@ class Cluster:
         return current_node().on_node_busy(callback)
 
     @staticmethod
+    async def wait_for_nodes(n: int, *, timeout: float = 10.0, node: Node | None = None) -> list[NodeInfo]:
+        """Wait until `node` (the current node by default) is connected to at least `n` peers (itself
+        not counted, as in `get_nodes()`), and return them: the awaitable form of a loop polling
+        `get_nodes()`. Raises `WaitTimeoutError` naming the peers it has after `timeout` seconds."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise InvalidArgumentError(f"n must be a number of peers >= 0, not {n!r}")
+        timeout = check_timeout(timeout)
+        host = node or current_node()
+        dist = _dist(host)
+        return await _wait_until_peers(host, dist, n, timeout)
+
+    @staticmethod
     async def stop() -> None:
         await current_node().stop()
 
@@ -511,3 +523,26 @@ class Cluster:
             return [node.snapshot()]
         return await _dist(node).cluster_snapshot(timeout)
 
+
+
+async def _wait_until_peers(host: Node, dist: Distribution, n: int, timeout: float) -> list[NodeInfo]:
+    """Wake on every membership change (with a slow re-check as a safety net) until `n` peers."""
+    changed = anyio.Event()
+
+    def wake(*_: Any) -> None:
+        changed.set()
+
+    unsubscribe = [host.on_node_up(wake), host.on_node_down(wake)]
+    try:
+        with anyio.move_on_after(timeout):
+            while len(peers := dist.get_nodes()) < n:
+                changed = anyio.Event()
+                with anyio.move_on_after(0.25):
+                    await changed.wait()
+            return peers
+    finally:
+        for stop in unsubscribe:
+            stop()
+    names = ", ".join(sorted(info.id.name for info in dist.get_nodes())) or "none"
+    raise WaitTimeoutError(f"{host.display_name} connected to {n} peer(s)", timeout,
+                           f"{len(dist.get_nodes())} peer(s): {names}")

@@ -1,4 +1,5 @@
-"""Receiving behavior source shipped from a peer (`%%noex behavior`, SPEC §9 and §11).
+"""Receiving behavior source shipped from a peer (`%%noex behavior`): only with
+allow_code and a cluster_secret, from the nodes allow_code_from names.
 
 A node accepts code only when it opted in (`allow_code=True`, `--allow-code`) and its links are
 authenticated (it has a `cluster_secret`, so every peer passed the HMAC handshake); with

@@ -1,4 +1,5 @@
-"""The wire codec: exact-type msgpack encoding of the values that may cross nodes (SPEC §4).
+"""The wire codec: exact-type msgpack encoding of the values that may cross nodes
+(a value of any other type is refused with SerializationError, never pickled).
 
 Why it is built this way:
 

@@ -4,7 +4,8 @@ Small frames are coalesced into one write per turn of the writer; a large body i
 split into chunks and the writer sends every pending small frame between two chunks,
 so heartbeat-sized traffic keeps its latency while a 64 MiB message is in transit.
 
-Nothing is ever dropped here (SPEC §4). The bytes waiting in the lanes are counted: from
+Nothing is ever dropped here: a message is delivered in order or its connection is lost.
+The bytes waiting in the lanes are counted: from
 `busy_limit_bytes` on the connection is `congested` (the router then suspends processes that
 cast into it, and requests wait for it inside their deadline); past `max_send_buffer_bytes`
 it is closed, and the loss is reported like any lost connection.
@@ -125,7 +126,7 @@ class Connection:
         # Bytes waiting in the lanes (small frames, and what is left of large bodies). At
         # `busy_limit_bytes` the connection is busy: processes that cast into it are suspended
         # and awaiting senders wait until it drains; past `max_send_buffer_bytes` it is closed
-        # and treated as lost (SPEC §4: nothing is dropped while the connection lives).
+        # and treated as lost (nothing is dropped while the connection lives).
         self.queued_bytes = 0
         self.busy_limit_bytes = busy_limit_bytes
         self.max_send_buffer_bytes = max_send_buffer_bytes

@@ -26,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
+
 from ..core.errors import (
     InitError,
     InvalidArgumentError,
@@ -33,6 +35,7 @@ from ..core.errors import (
     NodeStoppedError,
     NoexError,
     SupervisorError,
+    WaitTimeoutError,
 )
 from ..core.events import NodeEvent
 from ..core.mailbox import check_mailbox_options
@@ -51,6 +54,7 @@ from ..core.supervisor import (
     _Child,
     _State,
 )
+from ..core.timeouts import check_timeout
 from .spawn import spawn
 
 SELECTORS = ("local_first", "round_robin", "least_loaded", "random")
@@ -346,6 +350,27 @@ class DistributedSupervisor:
         return await Supervisor.which_children(sup, timeout=timeout)
 
     @staticmethod
+    async def wait_stable(sup: Target, *, timeout: float = 10.0) -> list[ChildInfo]:
+        """Wait until every child of `sup` runs, on a node this node sees up (so no restart or
+        failover is in flight), and return the children: the awaitable form of a loop polling
+        `which_children` after a crash or a node failure. Raises `WaitTimeoutError` naming the
+        children that are not running (or run on a node that is down) after `timeout` seconds."""
+        timeout = check_timeout(timeout)
+        node = current_node()
+        deadline = anyio.current_time() + timeout
+        unstable: list[str] = ["not asked yet"]
+        with anyio.move_on_after(timeout):
+            while True:
+                left = max(deadline - anyio.current_time(), 0.05)
+                children = await Supervisor.which_children(sup, timeout=min(left, 5.0))
+                unstable = _unstable(node, sup, children)
+                if not unstable:
+                    return children
+                await anyio.sleep(0.05)  # a re-check, bounded by the deadline above
+        raise WaitTimeoutError(f"supervisor {sup} stable (every child running on a node that is up)",
+                               timeout, "; ".join(unstable))
+
+    @staticmethod
     def on_event(sup: ProcessRef, callback: Callable[[NodeEvent], Any], *, node: Node | None = None
                  ) -> Callable[[], None]:
         """Call `callback(event)` for child_started / child_stopped / child_restarted / child_migrated /
@@ -358,3 +383,19 @@ class DistributedSupervisor:
             return None
 
         return host.events.subscribe(relay)
+
+
+def _unstable(node: Node, sup: Target, children: list[ChildInfo]) -> list[str]:
+    """What keeps `children` from being stable: stopped children and children on a node that is down."""
+    up = {info.id for info in node.get_nodes()}
+    if node.distribution is not None:
+        up.add(node.id)
+    if isinstance(sup, ProcessRef) and sup.node is not None:
+        up.add(sup.node)
+    problems = []
+    for child in children:
+        if child.status != "running":
+            problems.append(f"{child.id} is {child.status}")
+        elif child.node is not None and node.distribution is not None and child.node not in up:
+            problems.append(f"{child.id} runs on {child.node.name}, which is not up")
+    return problems

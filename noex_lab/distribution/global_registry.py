@@ -12,7 +12,7 @@
 * After a partition heals, replicas that disagree resolve each name deterministically:
   the registration on the node whose id sorts lower wins, the loser process gets the exit
   signal ("name_conflict", name), and `on_conflict` callbacks fire once per node.
-* Authority (SPEC §6, §11): a peer's word changes this replica only where that peer may make
+* Authority: a peer's word changes this replica only where that peer may make
   the change: a commit only from the holder of the name's lock, a registration or a drop only
   from the node that owns the process, a conflict only as a concession of the loser's node.
   A conflict is only ever *resolved* (and a local process exited for it) by this node itself.
@@ -176,7 +176,8 @@ class GlobalNames:
             ) from None
         finally:
             # Unlocks are notifications: they follow the lock on each connection (FIFO), and a
-            # registration never waits for them past its own deadline (SPEC §4).
+            # registration never waits for them past its own deadline (every blocking API ends
+            # within its timeout).
             for member in asked:
                 if member != self.dist.node_id:
                     self.dist.router.rpc_cast(member, "global.unlock", [name, claim])

@@ -303,6 +303,10 @@ class RemoteRouter:
             if type(exc) is TimeoutError:
                 raise CallTimeoutError(target, timeout) from None
             raise
+        except ServerNotRunningError as exc:
+            if exc.target == conn.peer and not isinstance(target, NodeId):  # the reply names only the node
+                raise ServerNotRunningError(target, exc.reason) from None
+            raise
         finally:
             conn.pending.pop(req, None)
 

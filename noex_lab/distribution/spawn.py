@@ -77,7 +77,7 @@ async def spawn(
     if target == node.id:
         return await handle_spawn(dist, target, [behavior_name, arg, name, registration, timeout, link_to,
                                                  max_mailbox, overflow])
-    # The whole spawn ends within `timeout` (SPEC §4); the target's init gets that less a margin
+    # The whole spawn ends within `timeout` (every blocking API does); the target's init gets that less a margin
     # for the round trip, so an init that times out still comes back as InitError in time.
     init_timeout = timeout - min(INIT_MARGIN_S, timeout * 0.2)
     args = [behavior_name, arg, name, registration, init_timeout, link_to, max_mailbox, overflow]
@@ -91,11 +91,17 @@ class RemoteSpawn:
     @staticmethod
     async def spawn(
         behavior_name: str, node_id: NodeId | str, *, arg: Any = None, name: str | None = None,
-        registration: str = "none", timeout: float = 10.0, max_mailbox: int | None = None,
+        registration: str | None = None, timeout: float = 10.0, max_mailbox: int | None = None,
         overflow: str = "drop_newest",
     ) -> ProcessRef:
         """Errors: BehaviorNotFoundError, InitError (with the remote reason), GlobalNameConflictError,
         CallTimeoutError, NodeNotReachableError, InvalidArgumentError. `max_mailbox` and `overflow`
-        bound the new process's mailbox, as in `GenServer.start`."""
+        bound the new process's mailbox, as in `GenServer.start`.
+
+        `registration` is "local" (the name in the target node's `Registry`), "global" (in the
+        `GlobalRegistry`) or "none"; left out, it is "local" when `name=` is given (as
+        `GenServer.start(name=...)` registers on its node) and "none" otherwise."""
+        if registration is None:
+            registration = "local" if name else "none"
         return await spawn(behavior_name, node_id, arg=arg, name=name, registration=registration,
                            timeout=timeout, max_mailbox=max_mailbox, overflow=overflow)

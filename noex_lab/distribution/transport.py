@@ -210,7 +210,7 @@ class Transport:
         self.pending = _PendingHandshakes()
         self.auth_failures = 0
         self.accept_failures = 0
-        self.refusals: deque[str] = deque(maxlen=32)  # the latest reasons other nodes refused us
+        self.refusals: deque[str] = deque(maxlen=32)  # why our latest dials were refused or failed the handshake
         # handshakes that did not end in a connection, by kind (read by noex_lab.metrics)
         self.rejected: Counter[str] = Counter()
         self._log = _RateLimitedLog(spawn=lambda fn: node.spawn_task(fn, what="handshake log summary"))
@@ -411,6 +411,7 @@ class Transport:
             self.rejected["authentication"] += 1
             self.auth_failures += 1
             self._log.warning(label, "handshake with %s failed: %s", label, exc)
+            self.refusals.append(str(exc))
         except (TimeoutError, OSError, anyio.EndOfStream, anyio.BrokenResourceError,
                 anyio.ClosedResourceError, ssl.SSLError, ProtocolError) as exc:
             log.debug("dial %s failed: %s", label, exc)

@@ -1,4 +1,5 @@
-"""Background work in a notebook: where its output and its errors go (SPEC §9).
+"""Background work in a notebook: where its output and its errors go: never
+into whichever cell happens to run, and no error is lost.
 
 A cell's output area belongs to the cell that is running; work that runs in the background
 (processes, node tasks, the liveness thread, local node processes) must not write into it.

@@ -1,11 +1,13 @@
-"""`%noex` / `%%noex`: the notebook's command line for a noex_lab cluster (SPEC §9).
+"""`%noex` / `%%noex`: the notebook's command line for a noex_lab cluster.
 
 No cell needs `await`: an input transformer rewrites an exact top-level line
 `get_ipython().run_line_magic('noex', ...)` (what IPython makes of `%noex ...`, also after
 `x = `) and `get_ipython().run_cell_magic('noex', ...)` into an awaited call, so the kernel
 runs that cell as an async cell and the magic may return an awaitable. Called any other way
-(inside a loop, from a function), the magic still works: the returned task runs in the
-background and its errors are re-reported under the next cell.
+(inside a loop, from a function, or in the cell that runs `%load_ext noex_lab`, which IPython
+transformed before the transformer existed), the magic still works: the returned tasks run in the
+background one after the other, in the order of the lines (a line whose predecessor failed does not
+run), and an error is shown under the cell that issued the line.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import atexit
 import re
 import shlex
 import sys
+import textwrap
 import weakref
 from collections.abc import Callable, Coroutine, Generator
 from types import FrameType
@@ -26,6 +29,9 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import MagicArgumentParser, argument, kwds, magic_arguments
 
 from ..core.errors import NoexError
+from ..core.node import Node
+from ..core.node_id import NodeId
+from ..core.refs import ProcessRef
 from ..core.timeouts import seconds_argument
 from ..distribution.behaviors import BehaviorRegistry
 from .code_shipping import pick_behavior
@@ -211,7 +217,8 @@ def _build_parsers() -> dict[str, MagicArgumentParser]:
 
     add_tool_parsers(p, _parser)  # upgrade, suspend, resume, replace-state, stats, status
 
-    s = p["help"] = _parser("help", "Help for every subcommand, or for one.", "help [SUBCOMMAND]")
+    s = p["help"] = _parser("help", "This summary; the options of one subcommand; or (all) of every one.",
+                            "help [SUBCOMMAND|all]")
     s.add_argument("subcommand", nargs="?")
     return p
 
@@ -222,14 +229,15 @@ ASYNC_SUBCOMMANDS = frozenset({"start", "local", "kill", "stop", "ps", "registry
 
 
 def _summary() -> str:
-    lines = ["Run and inspect a noex_lab cluster from this notebook. No cell needs `await`.", "",
+    """One line per subcommand (its arguments without the options, what it does), to fit a screen."""
+    lines = ["%noex: run and inspect a noex_lab cluster from this notebook (no cell needs `await`).", "",
              "Subcommands:"]
     for name, parser in PARSERS.items():
         usage = (parser.usage or name).removeprefix("noex ").replace("%%", "%")
-        first = (parser.description or "").split(". ")[0].rstrip(".")
-        lines.append(f"  {usage}")
-        lines.append(f"      {first}.")
-    lines += ["", "`%noex help` (or `%noex help SUBCOMMAND`) shows every option."]
+        usage = re.split(r" \[--| \(| \| ", usage)[0]
+        first = re.split(r"\. | \(|; ", parser.description or "")[0].rstrip(".")
+        lines.append(f"  {usage:<22} {textwrap.shorten(first, 76, placeholder='...')}")
+    lines += ["", "`%noex help SUBCOMMAND` shows its options; `%noex help all` shows every option of every subcommand."]
     return "\n".join(lines)
 
 
@@ -237,12 +245,15 @@ SUMMARY = _summary()
 
 
 def full_help(subcommand: str | None = None) -> str:
-    if subcommand is not None:
-        parser = PARSERS.get(subcommand)
-        if parser is None:
-            raise MagicUsageError(f"unknown subcommand {subcommand!r}; one of: {', '.join(PARSERS)}")
-        return str(parser.format_help())
-    return SUMMARY + "\n\n" + "\n".join(str(p.format_help()) for p in PARSERS.values())
+    """The one-screen summary; the usage and options of `subcommand`; or, for "all", everything."""
+    if subcommand is None:
+        return SUMMARY
+    if subcommand == "all":
+        return SUMMARY + "\n\n" + "\n".join(str(p.format_help()) for p in PARSERS.values())
+    parser = PARSERS.get(subcommand)
+    if parser is None:
+        raise MagicUsageError(f"unknown subcommand {subcommand!r}; one of: {', '.join(PARSERS)}")
+    return str(parser.format_help())
 
 
 def parse(subcommand: str, argv: list[str]) -> argparse.Namespace:
@@ -287,10 +298,13 @@ def _done() -> Any:
 class MagicCall:
     """What an asynchronous subcommand returns: an awaitable running as a task on the kernel's
     loop. Awaited (the usual case, see the module doc), it raises in the cell; never awaited (the
-    line was not rewritten, e.g. `%load_ext noex_lab` in the same cell), it still runs, and an
-    error is re-reported under the next cell like any background error."""
+    line was not rewritten, e.g. `%load_ext noex_lab` in the same cell), it still runs, after the
+    unawaited call before it (lines run in order), and its error is shown under the cell that made
+    it: the task and this object's done-callback carry that cell's context, which ipykernel routes
+    output by."""
 
     running: set[MagicCall] = set()  # strong references: the loop keeps only weak ones
+    last: MagicCall | None = None  # the latest call: the next one waits for it if nobody awaited it
 
     def __init__(self, task: asyncio.Task[None], what: str, on_error: Callable[[str, BaseException], None]) -> None:
         self.task = task
@@ -298,6 +312,7 @@ class MagicCall:
         self.awaited = False
         self._on_error = on_error
         MagicCall.running.add(self)
+        MagicCall.last = self
         task.add_done_callback(self._finished)
 
     def __await__(self) -> Generator[Any, None, None]:
@@ -306,6 +321,8 @@ class MagicCall:
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         MagicCall.running.discard(self)
+        if MagicCall.last is self:
+            MagicCall.last = None
         if self.awaited or task.cancelled():
             return
         exc = task.exception()  # retrieved here: nobody else will
@@ -317,12 +334,24 @@ class MagicCall:
         return f"<%noex {self.what} ({state}; await it, or put %noex lines in a cell of their own)>"
 
 
+class SkippedError(LabError):
+    """An unawaited `%noex` line did not run because the unawaited line before it failed."""
+
+
 def _in_task(coro: Coroutine[Any, Any, Any], what: str = "command",
              on_error: Callable[[str, BaseException], None] | None = None) -> Any:
     """An awaitable for the magic to return: a `MagicCall` on the running loop (so it also runs when
     the line was not rewritten into an await), else the coroutine itself."""
+    before = MagicCall.last
+    if before is not None and (before.awaited or before.task.done()):
+        before = None  # only a call nobody awaited can still be running when the next line starts
 
     async def guarded() -> None:
+        if before is not None:
+            await asyncio.wait([before.task])
+            if before.task.cancelled() or before.task.exception() is not None:
+                coro.close()
+                raise SkippedError(f"%noex {what} did not run: %noex {before.what} before it failed")
         try:
             await coro  # results are shown with display(); the cell gets no Out[] value
         except NoexError as exc:  # the message says it all: keep the traceback short
@@ -334,6 +363,12 @@ def _in_task(coro: Coroutine[Any, Any, Any], what: str = "command",
         return guarded()
     task = loop.create_task(guarded(), name=f"%noex {what}")
     return MagicCall(task, what, on_error or (lambda _what, _exc: None))
+
+
+def show_unawaited_failure(what: str, exc: BaseException) -> None:
+    """An unawaited `%noex` line failed: say so under the cell that issued it (see MagicCall)."""
+    text = str(exc) if isinstance(exc, SkippedError) else f"%noex {what} failed: {type(exc).__name__}: {exc}"
+    display(Message(text, "error"))
 
 
 @magics_class
@@ -361,7 +396,7 @@ class NoexMagics(Magics):
                 raise MagicUsageError("%%noex is a cell magic only for `behavior NAME`; use %noex for the rest")
             return self._behavior_cell(args, cell)
         if subcommand in ASYNC_SUBCOMMANDS:
-            return _in_task(self._run_async(subcommand, args), line.strip(), self.session.background_failure)
+            return _in_task(self._run_async(subcommand, args), line.strip(), show_unawaited_failure)
         self._run_sync(subcommand, args)
         return _done()
 
@@ -393,6 +428,21 @@ class NoexMagics(Magics):
             return user_ns[text]
         return text
 
+    def _target(self, text: str) -> str | ProcessRef:
+        """A TARGET that names a notebook variable holding a `ProcessRef` stands for that ref
+        (`%noex state ref3`); any other text is a name or a `<0.N@node>` ref, as before."""
+        value = self._variable(text)
+        return value if isinstance(value, ProcessRef) else text
+
+    def _node(self, text: str | None) -> str | None:
+        """A NODE that names a notebook variable holding a `NodeId` or a `Node` stands for its id."""
+        if text is None:
+            return None
+        value = self._variable(text)
+        if isinstance(value, Node):
+            value = value.id
+        return str(value) if isinstance(value, NodeId) else text
+
     # --------------------------------------------------------------- async subcommands
     async def _run_async(self, subcommand: str, args: argparse.Namespace) -> None:
         session = self.session
@@ -418,15 +468,15 @@ class NoexMagics(Magics):
         elif subcommand == "stop":
             await session.stop(args.node)
         elif subcommand == "ps":
-            display(*await session.ps(args.node, all_nodes=args.all))
+            display(*await session.ps(self._node(args.node), all_nodes=args.all))
         elif subcommand == "registry":
             display(*await session.registry())
         elif subcommand == "events":
-            display(await session.events(args.count, spec=args.node, kind=args.kind))
+            display(await session.events(args.count, spec=self._node(args.node), kind=args.kind))
         elif subcommand == "crashes":
-            display(await session.crashes(args.count, spec=args.node, wait=args.wait))
+            display(await session.crashes(args.count, spec=self._node(args.node), wait=args.wait))
         elif subcommand == "state":
-            display(await session.state(args.target, on=args.node))
+            display(await session.state(self._target(args.target), on=self._node(args.node)))
         elif subcommand == "trace":
             if args.stop:
                 stopped = session.stop_traces()
@@ -434,7 +484,7 @@ class NoexMagics(Magics):
                 return
             if args.target is None:
                 raise MagicUsageError("%noex trace needs a TARGET (or --stop)")
-            display(await session.trace(args.target, seconds=args.seconds, on=args.node,
+            display(await session.trace(self._target(args.target), seconds=args.seconds, on=self._node(args.node),
                                         max_events=args.max_events))
         elif subcommand in TOOL_SUBCOMMANDS:
             assert self.shell is not None

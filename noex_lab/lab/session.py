@@ -15,6 +15,7 @@ import re
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..core import tracebacks
@@ -88,6 +89,7 @@ class LabSession:
         self.node: Node | None = None
         self.secret: str | None = None
         self.heartbeat_interval_ms = 5000
+        self.advertised: Path | None = None  # where `noex-lab top` finds this node (notebook_nodes)
         self.heartbeat_miss_threshold = 3
         self.launcher = LocalNodeLauncher(self._on_local_output, self._on_local_exit)
         self.shipper = CodeShipper(self._report)
@@ -106,7 +108,14 @@ class LabSession:
         self.reporter.install()
         tracebacks.labelers[:0] = [self.cell_label, self.shipper.label]
 
+    def _withdraw(self) -> None:
+        from ..distribution.notebook_nodes import withdraw
+
+        withdraw(self.advertised)
+        self.advertised = None
+
     def unload(self) -> None:
+        self._withdraw()
         if self.current_dashboard is not None:
             self.current_dashboard.close()
             self.current_dashboard = None
@@ -236,8 +245,10 @@ class LabSession:
             raise LabError(f"no node named {spec!r} is connected (known: {names})")
         raise LabError(f"several nodes are named {spec!r}: {', '.join(map(str, matches))}; use the full id")
 
-    def parse_target(self, text: str) -> ProcessRef | str:
-        """A `<0.N@node>` ref (its incarnation filled in) or a name."""
+    def parse_target(self, text: str | ProcessRef) -> ProcessRef | str:
+        """A `<0.N@node>` ref (its incarnation filled in) or a name; a `ProcessRef` as it is."""
+        if isinstance(text, ProcessRef):
+            return text
         m = _REF.match(text.strip())
         if m is None:
             return text
@@ -293,6 +304,7 @@ class LabSession:
         self.shipper.attach(node)
         self._watch_crashes(node)
         display(Message(f"node {node.id} started (authenticated links, {how})", "ok"))
+        display(Message(self._advertise(node, secret_env), "info"))
         if seeds:
             try:
                 await wait_for(node, lambda: bool(node.get_nodes()), SEED_WAIT_S, "a seed")
@@ -301,6 +313,22 @@ class LabSession:
                 display(Message(f"no seed answered within {SEED_WAIT_S:g} s ({', '.join(seeds)}); "
                                 "still trying in the background", "warning"))
         return node
+
+    def _advertise(self, node: Node, secret_env: str | None) -> str:
+        """Let `noex-lab top` find this node (per-user secret only); the command that attaches."""
+        from ..distribution.notebook_nodes import advertise, withdraw
+
+        withdraw(self.advertised)
+        self.advertised = None
+        ms = self.heartbeat_interval_ms
+        heartbeat = "" if ms == 5000 else f" --heartbeat-interval-ms {ms}"
+        if secret_env:  # top cannot know that secret: the exact command, to run where the variable is set
+            return f"attach from a terminal: noex-lab top {node.id} --secret-env {secret_env}{heartbeat}"
+        try:
+            self.advertised = advertise(node.id)
+        except OSError as exc:
+            return f"attach from a terminal: noex-lab top {node.id}{heartbeat} (could not advertise it: {exc})"
+        return f"attach from a terminal: noex-lab top{heartbeat} (it finds this node; or noex-lab top {node.id})"
 
     def _adopt(self, node: Node) -> None:
         config = getattr(node.distribution, "config", None)
@@ -464,6 +492,7 @@ class LabSession:
         if node.id is not None and spec in (node.id.name, str(node.id)):
             await node.kill()
             self.node = None
+            self._withdraw()
             display(Message(f"killed this kernel's node {node.id} (fault injection: its processes ended "
                             "'killed', peers saw the connection drop)", "ok"))
             return
@@ -483,6 +512,7 @@ class LabSession:
             was_distributed = node.id is not None
             await node.stop()
             self.node, self.attached = None, None
+            self._withdraw()
             remotes = [n for n in locals_ if n.kind != "local"]
             parts = [f"stopped {len(locals_) - len(remotes)} local node(s)"] if len(locals_) > len(remotes) else []
             if remotes:
@@ -653,16 +683,16 @@ class LabSession:
         return Table(["time", "event", "details"], body, title=title, empty="(no events)")
 
     # --------------------------------------------------------------- debugging
-    async def state(self, target: str, *, on: str | None = None) -> Any:
+    async def state(self, target: str | ProcessRef, *, on: str | None = None) -> Any:
         node = self.kernel_node()
         on_id = self.resolve_node(on) if on is not None else None
         return await get_state(self.parse_target(target), on=on_id, node=node)
 
-    async def trace(self, target: str, *, seconds: float = 10.0, on: str | None = None,
+    async def trace(self, target: str | ProcessRef, *, seconds: float = 10.0, on: str | None = None,
                     max_events: int = 1000) -> TraceView:
         node = self.kernel_node()
         on_id = self.resolve_node(on) if on is not None else None
-        view = TraceView(target, seconds=seconds)
+        view = TraceView(str(target), seconds=seconds)
         try:
             handle = await trace(self.parse_target(target), view.add, view.end, seconds=seconds,
                                  max_events=max_events, on=on_id, node=node)

@@ -1,6 +1,6 @@
 """Live widgets: `ClusterView`, `SupervisorView`, `EventLog` (and `TraceView` for `%noex trace`).
 
-How they behave (SPEC §9):
+How they behave:
 
 - Each widget is one `ipywidgets.HTML` model whose value is re-rendered in place, so a widget
   never creates child models after it was built (no leaked models however often it changes).

@@ -179,15 +179,36 @@ class Screen:
         self.console = console
         self.watch = watch
         self.interval = interval
+        from rich.text import Text
+
         self.live: Live | None = None
+        self.status = Text("starting", style="bold")
 
     def render(self) -> Any:
-        from .view import render_view
+        """On a terminal, the compact view fitted to its height (a 30-row terminal shows the events
+        too) under a line that says what is happening; off a terminal, the whole view."""
+        from rich.text import Text
 
-        return render_view(self.watch, title="noex-lab demo", events=10)
+        from .view import render_compact, render_view
+
+        if self.live is None:
+            return render_view(self.watch, title="noex-lab demo", events=10)
+        status = Text.assemble(("now: ", "bold cyan"), self.status, ("   (q or Ctrl-C quits)", "dim"))
+        console = self.console
+
+        def measure(renderable: Any) -> int:
+            return len(console.render_lines(renderable, console.options, pad=False))
+
+        return render_compact(self.watch, title="noex-lab demo", status=status,
+                              height=console.size.height - 1, measure=measure)
 
     def say(self, *parts: str | tuple[str, str]) -> None:
+        from rich.text import Text
+
+        self.status = Text.assemble(*parts)
         say(self.console, *parts)
+        if self.live is not None:
+            self.live.update(self.render(), refresh=True)
 
     def start(self) -> None:
         from rich.live import Live
@@ -228,10 +249,14 @@ class Demo:
         self.node: Node | None = None
         self.sup: ProcessRef | None = None
         self.migrated: list[NodeEvent] = []
+        self.screen: Screen | None = None
         self._unsubscribe: list[Callable[[], None]] = []
 
     def say(self, *parts: str | tuple[str, str]) -> None:
-        say(self.console, *parts)  # through the same console as the live view: printed above it
+        if self.screen is not None:  # printed above the live view, and its "now:" line
+            self.screen.say(*parts)
+        else:
+            say(self.console, *parts)
 
     async def start_cluster(self) -> Node:
         from ..distribution.cluster import Cluster
@@ -299,7 +324,7 @@ class Demo:
         self._unsubscribe.append(watch.close)
         self._unsubscribe.append(node.on_node_down(self._on_node_down))
         sup = await self.start_supervisor(node)
-        screen = Screen(self.console, watch, args.interval)
+        screen = self.screen = Screen(self.console, watch, args.interval)
         screen.start()
         try:
             async with anyio.create_task_group() as tg:
@@ -379,7 +404,7 @@ async def run(args: argparse.Namespace) -> int:
         raise SystemExit("noex-lab demo: --children-per-node must be >= 1 and --interval > 0")
     demo = Demo(args, Console())
     try:
-        return await run_until_signal(demo.scenario)
+        return await run_until_signal(demo.scenario, quit_key=True)
     finally:
         with anyio.CancelScope(shield=True), anyio.move_on_after(3 * STOP_GRACE_S + 10):
             await demo.cleanup()

@@ -1,4 +1,7 @@
-"""`noex-lab top SEED_ID`: a live terminal view of a cluster, from a hidden observer node.
+"""`noex-lab top [SEED_ID]`: a live terminal view of a cluster, from a hidden observer node.
+
+Without SEED_ID it attaches to the node of the newest notebook that ran `%noex start` with the
+per-user secret (see `noex_lab.distribution.notebook_nodes`).
 
 The observer (`Cluster.start(..., hidden=True)`) connects to every member but is never listed,
 gossiped or given children. Modes:
@@ -31,7 +34,9 @@ if TYPE_CHECKING:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("seed", metavar="SEED_ID", help="any live member, name@host:port")
+    parser.add_argument("seed", metavar="SEED_ID", nargs="?",
+                        help="any live member, name@host:port (default: the node of the newest notebook "
+                             "started with %%noex start and the per-user secret)")
     add_secret_arguments(parser)
     parser.add_argument("--interval", type=seconds_argument, default=1.0, metavar="S", help="seconds between refreshes")
     mode = parser.add_mutually_exclusive_group()
@@ -51,11 +56,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_tls_arguments(parser)
 
 
+class Refused(Exception):
+    """The seed refused the observer's login (wrong secret, ...): retrying would not help."""
+
+
 async def wait_for_members(node: Node, *, timeout: float, settle: float = 0.5, cap: float = 5.0) -> bool:
     """Wait for the first member, then until the member set stopped growing for `settle` seconds
-    (the seed's gossip names the others, which the observer then dials). False if none came."""
+    (the seed's gossip names the others, which the observer then dials). False if none came;
+    `Refused` at once when a member refused the login (a refusal does not heal by retrying)."""
     deadline = time.monotonic() + timeout
+    refusals = getattr(getattr(node.distribution, "transport", None), "refusals", ())
     while not node.get_nodes():
+        if refusals:
+            raise Refused(refusals[-1])
         if time.monotonic() > deadline:
             return False
         await anyio.sleep(0.02)
@@ -67,6 +80,27 @@ async def wait_for_members(node: Node, *, timeout: float, settle: float = 0.5, c
         if now_ids != seen:
             seen, changed_at = now_ids, time.monotonic()
     return True
+
+
+def notebook_seed(args: argparse.Namespace) -> str:
+    """The node of the newest live notebook that advertised itself (see notebook_nodes); without
+    one, exit saying the exact command to run instead."""
+    from ..distribution.notebook_nodes import advertised, nodes_dir
+
+    if args.secret_env or args.no_secret:
+        raise SystemExit("noex-lab top: with --secret-env or --no-secret, give the SEED_ID of a member "
+                         "(name@host:port): only notebooks using the per-user secret are found by themselves")
+    found = advertised()
+    if not found:
+        raise SystemExit(
+            f"noex-lab top: no notebook cluster found (none advertised in {nodes_dir()}). In a notebook run "
+            "`%load_ext noex_lab` and `%noex start NAME` (it prints the command that attaches), or give a "
+            "member: noex-lab top NAME@HOST:PORT [--secret-env VAR]")
+    if len(found) > 1:
+        others = ", ".join(entry["node"] for entry in found[1:])
+        print(f"noex-lab top: attaching to the newest notebook's node {found[0]['node']} (others: {others})",
+              file=sys.stderr)
+    return str(found[0]["node"])
 
 
 def _write_line(text: str) -> None:
@@ -88,6 +122,8 @@ async def run(args: argparse.Namespace) -> int:
 
     if args.interval <= 0:
         raise SystemExit("noex-lab top: --interval must be > 0")
+    if args.seed is None:
+        args.seed = notebook_seed(args)
     console = Console()
     node = await Cluster.start(
         f"top-{os.getpid()}", host=args.host, port=0, seeds=[args.seed],
@@ -102,7 +138,13 @@ async def run(args: argparse.Namespace) -> int:
     snapshot_timeout = max(0.5, min(2.0, args.interval))
 
     async def main() -> int:
-        if not await wait_for_members(node, timeout=args.connect_timeout):
+        try:
+            reached = await wait_for_members(node, timeout=args.connect_timeout)
+        except Refused as exc:
+            print(f"noex-lab top: {args.seed} refused the login: {exc} (use the cluster's secret: "
+                  "--secret-env VAR, or the per-user secret file of the user running it)", file=sys.stderr)
+            return 2
+        if not reached:
             print(f"noex-lab top: no member reachable through {args.seed} within {args.connect_timeout:g} s "
                   "(is it running? same --secret-env and heartbeat settings?)", file=sys.stderr)
             return 2
@@ -127,7 +169,7 @@ async def run(args: argparse.Namespace) -> int:
                 live.update(render_view(watch, events=args.events), refresh=True)
 
     try:
-        return await run_until_signal(main)
+        return await run_until_signal(main, quit_key=not (args.json or args.once or args.jsonl))
     finally:
         watch.close()
         with anyio.CancelScope(shield=True), anyio.move_on_after(5):

@@ -449,8 +449,45 @@ def events_table(watch: ClusterWatch, n: int) -> Table:
     return table
 
 
-def render_view(watch: ClusterWatch, *, title: str = "noex-lab top", events: int = 12) -> RenderableType:
-    """The whole view: header, members, processes, supervision trees, recent events."""
+def children_by_node(watch: ClusterWatch) -> RenderableType:
+    """The supervision trees in a few lines: per supervisor, each node with the children on it."""
+    sups = watch.supervisors()
+    if not sups:
+        return Text("no supervisors", style="dim")
+    lines: list[RenderableType] = []
+    for node, tree in sups:
+        lines.append(Text.assemble(
+            ("supervisor ", "bold"), f"{tree.name or _short_ref(tree.ref)} on {node.name}  ",
+            (f"restarts={tree.restarts}", "yellow" if tree.restarts else "")))
+        by_node: dict[str, list[ChildInfo]] = {}
+        for child in tree.children:
+            by_node.setdefault(child.node.name if child.node is not None else node.name, []).append(child)
+        for name in sorted(by_node):
+            kids = by_node[name]
+            parts: list[str | tuple[str, str]] = [f"  {name:<12} "]
+            for child in kids:
+                style = "magenta" if child.restarts else ("" if child.status == "running" else "red")
+                parts += [(child.id, style), " "]
+            lines.append(Text.assemble(*parts))
+    return Group(*lines)
+
+
+def render_compact(watch: ClusterWatch, *, title: str, status: RenderableType, height: int,
+                   measure: Callable[[RenderableType], int]) -> RenderableType:
+    """The demo's view, fitted to `height` rows: what is happening now, the header, the members,
+    the children by node and as many recent events as fit (at least 3)."""
+    full = render_view(watch, title=title, events=0, parts=False)
+    top: list[RenderableType] = [status, full, members_table(watch, time.time()),
+                                 Panel(children_by_node(watch), title="children by node", title_align="left")]
+    used = measure(Group(*top))
+    events = max(3, min(12, height - used - 6))  # an events table costs 5 rows besides its events
+    return Group(*top, events_table(watch, events))
+
+
+def render_view(watch: ClusterWatch, *, title: str = "noex-lab top", events: int = 12,
+                parts: bool = True) -> RenderableType:
+    """The whole view: header, members, processes, supervision trees, recent events (with
+    `parts=False`, the header line only)."""
     now = time.time()
     members = watch.sorted_members()
     counts = {s: sum(m.status == s for m in members) for s in ("up", "busy", "down")}
@@ -461,6 +498,8 @@ def render_view(watch: ClusterWatch, *, title: str = "noex-lab top", events: int
         f"{sum(len(s.processes) for s in watch.snapshots.values())} processes   ",
         time.strftime("%H:%M:%S", time.localtime(now)),
     )
+    if not parts:
+        return header
     return Group(
         header,
         members_table(watch, now),

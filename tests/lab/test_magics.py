@@ -48,10 +48,12 @@ def test_importing_noex_lab_does_not_import_ipython() -> None:
 
 
 def test_help_lists_every_subcommand(k: Kernel) -> None:
-    text = k.ok("%noex help").stdout
+    summary = k.ok("%noex help").stdout
+    text = k.ok("%noex help all").stdout
     for usage in ("start NAME", "local N", "kill NODE", "stop [NODE]", "nodes", "ps [NODE]", "registry",
                   "events [N]", "state TARGET", "trace TARGET [--for SECONDS]", "watch", "behavior NAME", "help"):
         assert usage in text, usage
+        assert usage.split(" [--")[0] in summary, usage
     assert "--secret-env" in text and "--heartbeat-interval-ms" in text
     assert "--for" in k.ok("%noex help trace").stdout
     page = k.ok("%noex?").reply["payload"]

@@ -150,3 +150,21 @@ def test_top_reports_an_unreachable_seed() -> None:
     assert result.returncode == 2
     assert "no member reachable" in result.stderr
     assert result.stdout == ""
+
+
+@pytest.mark.timeout(60)
+def test_top_fails_fast_with_the_reason_when_the_seed_refuses_the_login(procs: list[NodeProcess]) -> None:
+    seed = NodeProcess("t0", "--secret-env", SECRET_ENV, env=SECRET)
+    procs.append(seed)
+    ids = [seed.wait_line("NODE ").split()[1]]
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "noex_lab.cli", "top", ids[0], "--json", "--secret-env", "WRONG_SECRET"],
+        capture_output=True, text=True, timeout=30, env=_env(WRONG_SECRET="not-the-cluster-secret-0123"),
+        cwd=str(REPO),
+    )
+    took = time.monotonic() - started
+    assert result.returncode == 2, result.stderr
+    assert f"{ids[0]} refused the login: " in result.stderr and "secret" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert took < 8.0, f"took {took:.1f} s: the refusal was retried until --connect-timeout (10 s)"
