@@ -51,7 +51,7 @@ async def run(ctx: Context) -> list[Measurement]:
 WORKLOAD = Workload(
     id="W4",
     name="remote-call-throughput",
-    lines=(Line("W4-remote-call-throughput", "calls/s", target_ratio=0.5),),
+    lines=(Line("W4-remote-call-throughput", "calls/s", target_ratio=0.8),),
     run=run,
     description="64 concurrent callers on A, 50,000 remote calls",
 )
