@@ -567,6 +567,7 @@ class LabSession:
                 raise LabError(f"environment variable {secret_env} (--secret-env) is not set or empty")
         else:
             secret = load_or_create()
+        from ..distribution.handshake import Refused
         from ..terminal.top import wait_for_members
 
         node = await Cluster.start(
@@ -574,7 +575,13 @@ class LabSession:
             hidden=not member, advertise_host=advertise_host, heartbeat_interval_ms=self.heartbeat_interval_ms,
             heartbeat_miss_threshold=self.heartbeat_miss_threshold,
         )
-        if not await wait_for_members(node, timeout=timeout):
+        try:
+            answered = await wait_for_members(node, timeout=timeout)
+        except Refused as exc:  # a refusal does not heal by waiting: say it at once, with its reason
+            await node.stop()
+            raise LabError(f"{seed} refused this kernel: {exc.reason} (the cluster's secret: --secret-env VAR, "
+                           "else the per-user secret file)") from None
+        if not answered:
             await node.stop()
             raise LabError(f"no member answered through {seed} within {timeout:g} s: is it running, and does it use "
                            "the same secret (--secret-env VAR, else the per-user secret file)?")

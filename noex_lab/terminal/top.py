@@ -27,6 +27,7 @@ import anyio
 
 from ..cli import add_secret_arguments, add_tls_arguments, secret_from_args, tls_from_args
 from ..core.timeouts import seconds_argument
+from ..distribution.handshake import Refused  # a member refused the login: retrying would not help
 from .common import Waker, log_to, run_until_signal
 
 if TYPE_CHECKING:
@@ -54,10 +55,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heartbeat-miss-threshold", type=int, default=3,
                         help="must match the cluster's setting (default 3)")
     add_tls_arguments(parser)
-
-
-class Refused(Exception):
-    """The seed refused the observer's login (wrong secret, ...): retrying would not help."""
 
 
 async def wait_for_members(node: Node, *, timeout: float, settle: float = 0.5, cap: float = 5.0) -> bool:

@@ -116,7 +116,8 @@ def test_member_flag_joins_as_a_full_member_with_a_warning(members: list[NodePro
         r = k.execute(f"%noex attach {members[0].id} --secret-env NOEX_NOT_SET", allow_error=True)
         assert r.ename == "LabError" and "NOEX_NOT_SET (--secret-env) is not set" in r.text
         r = k.execute(f"%noex attach {members[0].id} --timeout 1", allow_error=True, timeout=30)
-        assert r.ename == "LabError" and "no member answered through" in r.text  # the per-user secret differs
+        # the per-user secret differs: refused at once, with the reason (not a wait for the timeout)
+        assert r.ename == "LabError" and "refused this kernel" in r.text and "wrong cluster secret" in r.text
     finally:
         shutdown_and_reap(k)
 
