@@ -77,18 +77,28 @@ class FrameSealer:
     this connection hold, a relayed, injected, replayed, dropped or reordered frame fails the
     check on the receiver, which closes the connection (issue 12 §6)."""
 
-    __slots__ = ("_base", "seq")
+    __slots__ = ("_inner", "_outer", "seq")
 
     def __init__(self, key: bytes) -> None:
-        self._base = hmac.new(key, digestmod=hashlib.sha256)
+        # HMAC (RFC 2104) with its two padded-key hash states computed once: per frame, two
+        # copies of C hash objects instead of building an `hmac.HMAC` (half the cost; the same
+        # tags, which the tests check against `hmac`).
+        block = hashlib.sha256().block_size
+        if len(key) > block:
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(block, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
         self.seq = 0
 
     def _tag(self, body: bytes | memoryview) -> bytes:
-        mac = self._base.copy()
-        mac.update(self.seq.to_bytes(8, "big"))
-        mac.update(body)
+        inner = self._inner.copy()
+        inner.update(self.seq.to_bytes(8, "big"))
+        inner.update(body)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
         self.seq += 1
-        return mac.digest()[:MAC_BYTES]
+        return outer.digest()[:MAC_BYTES]
 
     def seal(self, body: bytes) -> bytes:
         """One frame: the length (of body and tag), the body, the tag."""

@@ -57,3 +57,14 @@ def test_a_tampered_stream_fails_authentication(attack: str) -> None:
     with pytest.raises(ProtocolError, match="failed authentication"):
         for frame in frames:
             opener.open(memoryview(frame))
+
+
+def test_the_tag_is_hmac_sha256_of_the_sequence_number_and_the_body() -> None:
+    import hashlib
+    import hmac
+
+    for key in (os.urandom(32), os.urandom(100)):  # (a key longer than the block is hashed first)
+        sealer = FrameSealer(key)
+        for seq, body in enumerate([b"", b"x" * 100, os.urandom(70_000)]):
+            expected = hmac.new(key, seq.to_bytes(8, "big") + body, hashlib.sha256).digest()[:16]
+            assert sealer.seal(body)[-16:] == expected
