@@ -965,6 +965,9 @@ class Codec:
         return items
 
 
+CONTAINER_BYTES = 3  # big messages: at least this many bytes per array or map, on average ([1, 2] is 3)
+
+
 class IncrementalDecoder:
     """Decodes the messages in `data` (a big frame, or a message reassembled from chunks) at most
     `slice_bytes` of it per `step`, so that a caller can spread a big message over several turns
@@ -976,8 +979,8 @@ class IncrementalDecoder:
     with every map checked (`_checked_dict`). When `step` raises, `position` is where the failing
     message starts: `skip` passes over it if it is well-formed msgpack."""
 
-    __slots__ = ("_base", "_checked", "_codec", "_data", "_end", "_error", "_fed", "_markers", "_slice",
-                 "_unpacker", "_wrapped", "position")
+    __slots__ = ("_base", "_checked", "_codec", "_containers", "_data", "_end", "_error", "_fed", "_markers",
+                 "_room", "_slice", "_unpacker", "_wrapped", "position")
 
     def __init__(self, codec: Codec, data: bytes | bytearray | memoryview, slice_bytes: int) -> None:
         self._codec = codec
@@ -989,6 +992,7 @@ class IncrementalDecoder:
         self._base = self._fed = self._end = 0  # the unpacker's range of data, and how much it was fed
         self._checked = False
         self._error: Exception | None = None  # raised by the next step (this one returned messages)
+        self._containers = self._room = 0  # arrays and maps of the message being decoded, and its cap
         self.position = 0  # where the message being decoded starts (len(data) at the end)
 
     @property
@@ -1061,15 +1065,33 @@ class IncrementalDecoder:
             self._wrapped = False
             ext_hook, list_hook = self._codec._ext_leaf, None
         size = max(end - start, 1)
-        options: dict[str, Any] = {"object_pairs_hook": _checked_dict} if self._checked else {"max_map_len": _SMALL_MAP}
-        if list_hook is not None:
-            options["list_hook"] = list_hook
+        # At most one array or map per CONTAINER_BYTES of the message: a million empty lists in
+        # 1 MiB decode in slices, but freeing them and the collector's passes over them would
+        # still hold the loop ~60 ms or more in one piece. Real data spends more bytes per container.
+        self._containers, self._room = 0, max(size // CONTAINER_BYTES, 1024)
+        count = self._count
+        pairs_hook = _checked_dict
+        options: dict[str, Any] = (
+            {"object_pairs_hook": lambda pairs: count(pairs_hook(pairs))} if self._checked
+            else {"max_map_len": _SMALL_MAP, "object_hook": count}
+        )
+        options["list_hook"] = count if list_hook is None else (lambda value: count(list_hook(value)))
         self._unpacker = msgpack.Unpacker(
             ext_hook=ext_hook, strict_map_key=False, unicode_errors="surrogatepass", timestamp=3,
             max_buffer_size=size, read_size=min(size, self._slice), **options,
         )
         self._base = self._fed = start
         self._end = end
+
+    def _count(self, value: Any) -> Any:
+        """Count one array or map of the message; DecodeError past the cap."""
+        self._containers += 1
+        if self._containers > self._room:
+            raise DecodeError(
+                f"the message holds more than {self._room} arrays and maps (one per {CONTAINER_BYTES} bytes "
+                "at most); send fewer, bigger containers"
+            )
+        return value
 
     def _feed(self, out: list[Any]) -> None:
         unpacker, data, end = self._unpacker, self._data, self._end

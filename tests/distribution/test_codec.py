@@ -1192,3 +1192,30 @@ def test_codec_module_runs_no_dynamic_code() -> None:
     assert not calls & {"eval", "exec", "compile", "__import__", "getattr_static"}
     imports = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert not imports & {"marshal", "importlib", "pickle"}
+
+
+def test_a_big_message_of_tiny_containers_is_refused_and_real_data_is_not() -> None:
+    """Above one array or map per CONTAINER_BYTES, a big message is refused (freeing a million
+    containers and the collector's passes over them would hold the loop in one piece)."""
+    from noex_lab.distribution.codec import CONTAINER_BYTES, DecodeError
+
+    codec = Codec()
+    tiny = codec.encode([[] for _ in range(2**20)])
+    assert len(tiny) // (2**20) < CONTAINER_BYTES
+    decoder = codec.incremental(tiny, 64 * 1024)
+    with pytest.raises(DecodeError, match="arrays and maps"):
+        for _ in range(1000):
+            decoder.step()
+            if decoder.done:
+                break
+    pairs = [[i % 100, (i * 7) % 100] for i in range(300_000)]  # small pairs: 3 bytes each
+    dicts = [{"id": i} for i in range(50_000)]
+    for value in (pairs, dicts):
+        data = codec.encode(value)
+        decoder = codec.incremental(data, 64 * 1024)
+        got = []
+        for _ in range(10_000):
+            got.extend(decoder.step())
+            if decoder.done:
+                break
+        assert got == [value]
