@@ -6,6 +6,7 @@ well-behaved peer's calls keep working, and keep their latency, meanwhile."""
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -234,9 +235,31 @@ async def test_no_hostile_message_of_1_mib_delays_another_peers_calls_by_100_ms(
     payloads = {name: build() for name, build in HOSTILE.items()}  # before the nodes start: it takes a while
     victim, client, echo = await _victim(procs)
     assert victim.id is not None
-    port = victim.id.port
     messages = {name: _hostile_cast(echo, payload) for name, payload in payloads.items()}
+    del payloads  # millions of tiny containers: this process's collector would walk them all
     report = []
+    # The well-behaved peer lives in this pytest process, whose heap holds what a thousand tests
+    # left: a collection of it alone can pause this loop ~60 ms. Frozen, the collector passes
+    # over this process's old objects, so what is measured is the delay the victim node causes.
+    gc.collect()
+    gc.freeze()
+    try:
+        await _measure_each(messages, victim, client, echo, report)
+    finally:
+        gc.unfreeze()
+
+    text = "\n".join(f"{n:32s} {o:8s} max call {lat * 1000:7.1f} ms  victim cpu {c:5.2f} s  calls {k}"
+                     for n, o, lat, c, k in report)
+    assert all(lat < 0.100 for _, _, lat, _, _ in report), text
+    assert all(c < 1.0 for _, _, _, c, _ in report), text
+    print(text)
+
+
+async def _measure_each(messages: dict[str, bytes], victim: NodeProcess, client: Any, echo: ProcessRef,
+                        report: list[tuple[str, str, float, float, int]]) -> None:
+    """Send each hostile message from a raw peer while `client` keeps calling `echo`."""
+    assert victim.id is not None
+    port = victim.id.port
     for name, body in messages.items():
         assert 0.7 * MiB < len(body) < 1.3 * MiB, (name, len(body))
 
@@ -253,12 +276,6 @@ async def test_no_hostile_message_of_1_mib_delays_another_peers_calls_by_100_ms(
 
         latencies, (outcome, cpu) = await _calls_during(client, echo, attack)
         report.append((name, outcome, max(latencies), cpu, len(latencies)))
-
-    text = "\n".join(f"{n:32s} {o:8s} max call {lat * 1000:7.1f} ms  victim cpu {c:5.2f} s  calls {k}"
-                     for n, o, lat, c, k in report)
-    assert all(lat < 0.100 for _, _, lat, _, _ in report), text
-    assert all(c < 1.0 for _, _, _, c, _ in report), text
-    print(text)
 
 
 # ------------------------------------------------------------------ item 10: the log stays small
