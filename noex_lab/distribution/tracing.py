@@ -18,10 +18,14 @@ from ..core.errors import MissingExtraError
 from ..core.node import current_process
 from .routing import RemoteReply, RemoteRouter
 
-if TYPE_CHECKING:
+try:  # the [otel] extra; without it this module only says so (`instrument()` raises)
+    from opentelemetry import propagate, trace
     from opentelemetry.context import Context
-    from opentelemetry.trace import Span, Tracer
+    from opentelemetry.trace import Span, Status, StatusCode, Tracer
+except ImportError:
+    propagate = trace = Context = Span = Status = StatusCode = Tracer = None  # type: ignore[assignment,misc]
 
+if TYPE_CHECKING:
     from ..core.process import Process
     from ..core.refs import ProcessRef
     from .connection import Connection
@@ -50,8 +54,6 @@ class TracedReply(RemoteReply):
             self.span.end()
 
     def set_exception(self, exc: BaseException) -> None:
-        from opentelemetry.trace import Status, StatusCode
-
         try:
             self.span.record_exception(exc)
             self.span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
@@ -63,8 +65,6 @@ class TracedReply(RemoteReply):
 def call_context() -> Context | None:
     """The trace context of the call the current process is handling, if it came with one:
     pass it as `context=` to start your own spans inside `handle_call` under the call's span."""
-    from opentelemetry import trace
-
     proc = current_process()
     reply = proc.reply_to if proc is not None else None
     if isinstance(reply, TracedReply):
@@ -74,8 +74,6 @@ def call_context() -> Context | None:
 
 def _parent() -> Context | None:
     """The caller's span: the active one, else the traced call this process is handling."""
-    from opentelemetry import trace
-
     if trace.get_current_span().get_span_context().is_valid:
         return None  # (None: the current context)
     return call_context()
@@ -83,8 +81,6 @@ def _parent() -> Context | None:
 
 async def _traced_call(self: RemoteRouter, to: ProcessRef, msg: Any, timeout: float,
                        sender: ProcessRef | None) -> Any:
-    from opentelemetry import propagate, trace
-
     assert _tracer is not None
     attributes = {"rpc.system": "noex_lab", "noex.target": str(to), "noex.node": str(self.node.id),
                   "noex.peer": str(to.node)}
@@ -98,8 +94,6 @@ async def _traced_call(self: RemoteRouter, to: ProcessRef, msg: Any, timeout: fl
 
 
 def _traced_reply(self: RemoteRouter, conn: Connection, req: int, proc: Process, context: Any) -> RemoteReply:
-    from opentelemetry import propagate, trace
-
     assert _tracer is not None
     carrier: dict[str, str] = {}
     if isinstance(context, dict):  # a peer's value: only short text headers are read
@@ -118,10 +112,8 @@ def instrument(tracer_provider: Any = None) -> None:
     """Trace remote calls in this OS process (every node in it), with `tracer_provider` or the
     global one. Calling it again replaces the provider; `uninstrument()` turns it off."""
     global _tracer
-    try:
-        from opentelemetry import trace
-    except ImportError:
-        raise MissingExtraError("OpenTelemetry tracing", "opentelemetry-api", "otel") from None
+    if trace is None:
+        raise MissingExtraError("OpenTelemetry tracing", "opentelemetry-api", "otel")
     from .. import __version__
 
     _tracer = trace.get_tracer("noex_lab", __version__, tracer_provider=tracer_provider)

@@ -13,7 +13,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from pathlib import Path
 from typing import Any
 
-import pytest
+from ..core.errors import MissingExtraError
+
+try:  # the [testing] extra: pytest loads this plugin itself, so it is there whenever this runs
+    import pytest
+except ImportError:
+    raise MissingExtraError("the noex_lab pytest plugin", "pytest", "testing") from None
 
 from ..core.node import Node
 from .cluster import kill_all_nodes, start_cluster

@@ -6,7 +6,7 @@ says what did not happen."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -19,6 +19,19 @@ async def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, what: s
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await anyio.sleep(POLL_S)
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 5.0, what: str = "condition") -> Any:
+    """`wait_until` for a condition that needs a round trip (a call, a system request): re-ask
+    until it holds (returned); AssertionError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
         if value:
             return value
         if time.monotonic() > deadline:

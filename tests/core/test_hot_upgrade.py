@@ -56,7 +56,7 @@ class Renaming(GenServer):
         return state, state
 
     async def code_change(self, old_vsn: Any, state: Any, extra: Any) -> Any:
-        await anyio.sleep(0)  # an async code_change is awaited between two messages
+        await anyio.lowlevel.checkpoint()  # an async code_change is awaited between two messages
         if old_vsn == 1:  # version 1 kept a plain int
             return {"total": state, "migrated_by": extra}
         return {"total": state.pop("count"), **state, "migrated_by": extra}

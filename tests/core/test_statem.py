@@ -147,7 +147,6 @@ async def test_event_timeout_fires_without_events_and_any_event_cancels_it(node:
     ref = await GenServer.start(Idle)
     for _ in range(5):  # every cast comes well within the timeout: it never fires
         GenServer.cast(ref, "work")
-        await anyio.sleep(0.03)
     assert await GenServer.call(ref, "state") == ("active", 5)  # the call itself cancelled it
     GenServer.cast(ref, "work")
     await wait_until(lambda: node.local_process(ref).state.state == "idle", 2.0, "the event timeout")  # type: ignore[union-attr]
@@ -207,7 +206,7 @@ async def test_deferred_replies_repeat_state_stop_with_reply_and_async_callbacks
         state_enter = True
 
         async def init(self, arg: Any) -> Any:
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
             return "empty", {"waiting": [], "enters": 0}
 
         async def handle_event(self, event_type: str, content: Any, state: str, data: dict[str, Any]) -> Any:

@@ -25,8 +25,9 @@ class Chatty(GenServer):
         if isinstance(msg, tuple) and msg[0] == "tell":
             GenServer.cast(msg[1], ("hello", self.ref))
             return "told", state
-        if isinstance(msg, tuple) and msg[0] == "nap":
-            await anyio.sleep(msg[1])
+        if isinstance(msg, tuple) and msg[0] == "nap":  # busy in a callback for msg[1] seconds
+            with anyio.move_on_after(msg[1]):
+                await anyio.Event().wait()
             return "rested", state
         return msg, state
 

@@ -92,8 +92,11 @@ async def test_a_remote_replace_state_that_outlives_its_timeout_changes_nothing(
     with a.as_default():
         ref = await RemoteSpawn.spawn("shard", b.id, arg={"n": 1})
 
+        never = anyio.Event()
+
         async def slow(state: Any) -> Any:
-            await anyio.sleep(0.5)  # longer than the hold lasts
+            with anyio.move_on_after(0.5):  # a function busy longer than the hold lasts
+                await never.wait()
             return {"n": 99}
 
         with pytest.raises(ReplaceStateError, match="took longer than the timeout"):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import sys
 import threading
-import time
 import urllib.request
 from typing import Any
 
@@ -128,8 +127,10 @@ async def test_a_blocked_loop_still_answers_with_the_last_sample_and_its_lag() -
     result: list[Samples] = []
     scraper = threading.Thread(target=lambda: result.append(scrape_blocking(server.url)))
     scraper.start()
-    time.sleep(1.6)  # deliberately blocks the node's event loop: the scrape must not wait for it
+    # the node's loop is blocked (deliberately: this join runs on it) until the scrape answers,
+    # which it must do without the loop, after SCRAPE_WAIT_S, from the last sample
     scraper.join(10)
+    assert not scraper.is_alive()
     got = result[0]
     assert value(got, "noex_metrics_stale") == 1
     assert value(got, "noex_loop_lag_seconds") >= 1.0

@@ -58,7 +58,8 @@ def fail(why: str) -> None:
 @remote_function(name="tests.slow")
 async def slow(seconds: float) -> str:
     try:
-        await anyio.sleep(seconds)
+        with anyio.move_on_after(seconds):  # a function that works for `seconds` (unless cancelled)
+            await anyio.Event().wait()
     except BaseException:
         cancelled_on_target.append("cancelled")
         raise

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-import anyio
 import pytest
 
 from noex_lab import (
@@ -22,6 +20,7 @@ from noex_lab import (
     Rpc,
     ServerNotRunningError,
 )
+from noex_lab.testing.waiting import eventually
 from tests.distribution.behaviors_for_tests import Grouped
 from tests.helpers.cluster import NodeProcess, wait_until
 
@@ -45,19 +44,6 @@ async def _cluster(procs: list[NodeProcess], heartbeat_ms: int) -> tuple[Node, l
         await proc.started()
     await wait_until(lambda: len(me.get_nodes()) == 2, 10.0, "both node processes joined")
     return me, started
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float, what: str) -> Any:
-    """`wait_until` for a condition that needs a round trip: re-ask until it holds or the deadline."""
-    deadline = time.monotonic() + timeout
-    for _ in range(10_000):
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await anyio.sleep(0.01)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 async def test_group_views_converge_across_processes_and_a_killed_nodes_members_leave(

@@ -77,12 +77,7 @@ import asyncio
 from noex_lab.lab import session_of
 crashes = session_of(get_ipython()).reporter.crashes
 
-async def until(predicate, timeout=15.0):  # a bounded wait inside the kernel
-    for _ in range(int(timeout / 0.02)):
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("timed out")
+from noex_lab.testing.waiting import wait_until as until  # a bounded wait inside the kernel
 """
 
 
@@ -105,7 +100,7 @@ def test_a_crash_nobody_waits_for_reaches_the_kernel_and_a_loop_is_one_line(k: K
     loop = k.ok("local2 = next(n.id for n in current_node().get_nodes() if n.id.name == 'local2')\n"
                 "for i in range(60):\n"
                 "    GenServer.cast(await RemoteSpawn.spawn('divider', local2), i)")
-    wait = k.ok("await until(lambda: crashes.total >= 62)")
+    wait = k.ok("await until(lambda: crashes.total >= 62, 15.0)")
     counts = []
     for cell in (loop, wait):
         lines = [line for line in cell.text.splitlines() if "Divider on local2@" in line]
