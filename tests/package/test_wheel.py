@@ -23,7 +23,7 @@ import noex_lab
 REPO = Path(__file__).resolve().parents[2]
 DRIVER = Path(__file__).with_name("wheel_driver.py")
 BASE = {"anyio", "sniffio", "msgpack", "rich", "ipykernel", "ipywidgets"}
-EXTRAS = {"lab", "fast", "metrics", "otel", "docs", "test"}
+EXTRAS = {"lab", "fast", "metrics", "otel", "docs", "test", "testing"}
 
 pytestmark = pytest.mark.wheel
 
