@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     node.add_argument("--allow-code", action="store_true", help="accept behavior source from peers")
     node.add_argument("--allow-code-from", action="append", default=[], metavar="ID",
                       help="with --allow-code: accept it only from this node id (repeatable)")
+    node.add_argument("--allow-fault-injection", action="store_true",
+                      help="let authenticated peers cut and shape this node's links (%%noex partition; "
+                           "needs a cluster secret)")
     node.add_argument("--heartbeat-interval-ms", type=int, default=5000)
     node.add_argument("--heartbeat-miss-threshold", type=int, default=3)
     node.add_argument("--insecure", action="store_true",
@@ -198,6 +201,7 @@ async def _run_node(args: argparse.Namespace) -> int:
         allow_code=args.allow_code, allow_code_from=args.allow_code_from, insecure=args.insecure,
         tls=tls_from_args(args), max_send_buffer_bytes=args.max_send_buffer_bytes,
         metrics_port=args.metrics_port, metrics_host=args.metrics_host,
+        allow_fault_injection=args.allow_fault_injection,
         **{key: value for key in ("max_message_bytes", "busy_limit_bytes")
            if (value := getattr(args, key)) is not None},
     )

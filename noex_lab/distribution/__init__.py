@@ -6,7 +6,7 @@ from .cluster import Cluster, ClusterConfig
 from .codec import wire_type
 from .crash_reports import watch_cluster_crashes
 from .distributed_supervisor import DistributedChildSpec, DistributedSupervisor
-from .faults import Faults, heal, partition
+from .faults import FaultControl, Faults, heal, partition
 from .global_registry import GlobalConflict, GlobalRegistry
 from .groups import Group, GroupEvent
 from .membership import NodeInfo
@@ -22,6 +22,7 @@ __all__ = [
     "ClusterConfig",
     "DistributedChildSpec",
     "DistributedSupervisor",
+    "FaultControl",
     "Faults",
     "GlobalConflict",
     "GlobalRegistry",

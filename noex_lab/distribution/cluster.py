@@ -26,7 +26,8 @@ from .code_loading import install_code_loading
 from .codec import Codec
 from .connection import BUSY_LIMIT_BYTES, MAX_SEND_BUFFER_BYTES, Connection
 from .crash_reports import install_crash_reports
-from .faults import Faults
+from .faults import OP as FAULTS_OP
+from .faults import Faults, handle_request
 from .global_registry import GlobalNames
 from .groups import install_groups
 from .handshake import derive_key
@@ -68,6 +69,7 @@ class ClusterConfig:
     busy_limit_bytes: int = BUSY_LIMIT_BYTES
     max_send_buffer_bytes: int | None = None
     allow_code: bool = False
+    allow_fault_injection: bool = False  # peers may set this node's fault rules (system request noex_faults)
     allow_code_from: tuple[NodeId, ...] = ()
     insecure: bool = False
     hidden: bool = False
@@ -121,6 +123,9 @@ class ClusterConfig:
             raise InvalidArgumentError("cluster_secret must be at least 8 characters")
         if self.allow_code and self.cluster_secret is None:
             raise InvalidArgumentError("allow_code=True needs a cluster_secret (code only over authenticated links)")
+        if self.allow_fault_injection and self.cluster_secret is None:
+            raise InvalidArgumentError("allow_fault_injection=True needs a cluster_secret (faults only from "
+                                       "authenticated peers)")
         if self.allow_code_from and not self.allow_code:
             raise InvalidArgumentError("allow_code_from= narrows allow_code=True; pass allow_code=True as well")
         if not is_loopback(self.host) and self.cluster_secret is None and not self.insecure:
@@ -217,6 +222,9 @@ class Distribution:
         self.router.rpc_handlers["ping"] = lambda _peer, _args: None  # round trips (noex_lab.metrics)
         self.router.rpc_handlers["spawn"] = lambda peer, args: handle_spawn(self, peer, args)
         self.router.rpc_handlers["node.leaving"] = self.membership.on_leaving
+        self.router.rpc_handlers[FAULTS_OP] = lambda peer, args: handle_request(
+            config.allow_fault_injection, self.node_id, self.faults, peer, args)
+        self.faults.on_reset = self._reset_links
         self.introspection = install_introspection(self)  # %noex state/trace/ps/events
         install_crash_reports(self)  # crash reports pushed to subscribers (a notebook, top)
         install_code_loading(self)  # shipped behavior source; refused unless allow_code and a cluster_secret
@@ -315,6 +323,13 @@ class Distribution:
         for peer in list(self.transport.conns):
             self.router.rpc_cast(peer, "node.leaving", None)
 
+    def _reset_links(self, peers: list[NodeId]) -> None:
+        """A cut in mode "reset": its connections close at once, and both sides see it."""
+        for peer in peers:
+            conn = self.transport.conns.get(peer)
+            if conn is not None:
+                conn.close("connection_closed")
+
     async def _on_node_stop(self, graceful: bool) -> None:
         self.stopping = True
         self.status = "stopping"
@@ -323,6 +338,7 @@ class Distribution:
             conn.send([GOODBYE])
 
         await self.transport.close(graceful, goodbye)
+        self.faults.shutdown()  # parked sockets of cut links close now
         if self.liveness is not None:
             await anyio.to_thread.run_sync(self.liveness.stop)
         self.status = "stopped"
@@ -424,14 +440,15 @@ class Cluster:
         max_message_bytes: int = 64 * 2**20, allow_code: bool = False, insecure: bool = False,
         hidden: bool = False, allow_code_from: Sequence[str | NodeId] = (),
         busy_limit_bytes: int = BUSY_LIMIT_BYTES, max_send_buffer_bytes: int | None = None,
-        metrics_port: int | None = None, metrics_host: str | None = None,
+        metrics_port: int | None = None, metrics_host: str | None = None, allow_fault_injection: bool = False,
     ) -> Node:
         """Start a node of the cluster: the implicit node the first time, a new node afterwards.
 
         `hidden=True` makes an observer (like `noex-lab top`): it connects to every member and
         can ask them anything, but members do not list it, gossip it or place children on it.
         `allow_code_from=[node ids]` narrows `allow_code=True` to code shipped by those nodes.
-        `metrics_port` serves Prometheus metrics at http://metrics_host:metrics_port/metrics
+        `allow_fault_injection=True` lets authenticated peers set this node's fault rules
+        (`noex_lab.distribution.faults.FaultControl`, `%noex partition`). `metrics_port` serves Prometheus metrics at http://metrics_host:metrics_port/metrics
         (`metrics_host` defaults to `host`; needs `pip install 'noex-lab[metrics]'`)."""
         seed_ids, dns_seeds = _parse_seeds(seeds)
         code_from = _parse_node_ids(allow_code_from, "allow_code_from")
@@ -444,7 +461,7 @@ class Cluster:
             advertise_host=advertise_host, tls=tls, busy_threshold_ms=busy_threshold_ms,
             max_message_bytes=max_message_bytes, allow_code=allow_code, insecure=insecure, hidden=hidden,
             allow_code_from=code_from, busy_limit_bytes=busy_limit_bytes, max_send_buffer_bytes=max_send_buffer_bytes,
-            metrics_port=metrics_port, metrics_host=metrics_host,
+            metrics_port=metrics_port, metrics_host=metrics_host, allow_fault_injection=allow_fault_injection,
         )
         config.validate()
         node = current_node()

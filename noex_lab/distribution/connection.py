@@ -42,7 +42,7 @@ import sniffio
 from ..core._backend import FutureLike
 from ..core.node_id import NodeId
 from .codec import IncrementalDecoder, map_too_big, message_head, skim
-from .faults import Faults
+from .faults import HOLD_POLL_S, Faults
 from .framing import HEADER, MAC_BYTES, ChunkAssembler, FrameOpener, FrameReader, FrameSealer, ProtocolError, batch
 from .protocol import CALL, CHUNK, ERR_EXCEPTION, KNOWN_TYPES, REPLY, RPC
 
@@ -158,6 +158,17 @@ class Connection:
         self._unpacker = codec.stream_unpacker(DECODE_SLICE + 16)  # small frames only
         self._chunks = ChunkAssembler(max_message_bytes)
         self._backlog: deque[memoryview | _Sliced] = deque()  # received, not decoded yet (next turn)
+        # The fault layer (faults.py): frames received while the peer's traffic is cut wait here
+        # (reading paused); frames to send wait in the delay line for their due time or the heal.
+        self._held: list[memoryview] = []
+        self._held_polling = False
+        self._inline: _InlineProtocol | None = None
+        self._line: deque[tuple[float, bytes, int]] = deque()  # (due, sealed frames, messages)
+        self._line_bytes = 0
+        self._line_due = 0.0
+        self._line_running = False
+        self._line_room: anyio.Event | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
         self._warned_at = -1e9  # rate limit of warnings about this peer: current one-second window
         self._warnings = 0
         self._suppressed = 0
@@ -308,7 +319,7 @@ class Connection:
         for _ in range(10_000):
             if self._direct:
                 self._flush_direct()
-            if self.closed or (not self._small and not self._large and self._wake is not None):
+            if self.closed or (not self._small and not self._large and not self._line and self._wake is not None):
                 return
             fut = self.node.backend.new_future()
             self._space.append(fut)
@@ -328,6 +339,7 @@ class Connection:
         try:
             async with anyio.create_task_group() as tg:
                 self._scope = tg.cancel_scope
+                self._tg = tg
                 tg.start_soon(self._writer)
                 await self._reader()
                 tg.cancel_scope.cancel()
@@ -341,6 +353,8 @@ class Connection:
             self.congested = False
             self._direct_ok = False
             self._release_space()
+            if self.faults.active and self.faults.blackholes(self.peer):
+                self.faults.park(self.peer, self.stream)  # a cut cable carries no FIN
             with anyio.CancelScope(shield=True):
                 await anyio.aclose_forcefully(self.stream)
 
@@ -363,10 +377,8 @@ class Connection:
         while True:
             if data and not self._received(data):
                 return
-            while self._backlog:  # a big message: one turn's budget of decoding per checkpoint
-                await anyio.sleep(0)
-                if not self._work():
-                    return
+            if (self._backlog or self._held) and not await self._catch_up():
+                return
             try:
                 data = await stream.receive(RECEIVE_SIZE)
             except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
@@ -390,10 +402,9 @@ class Connection:
             for data in (self._initial, *backlog):
                 if data and not self._received(data):
                     return
-                while self._backlog:
-                    await anyio.sleep(0)
-                    if not self._work():
-                        return
+                if (self._backlog or self._held) and not await self._catch_up():
+                    return
+            self._inline = inline
             if anyio_protocol.is_at_eof or anyio_protocol.exception is not None or transport.is_closing():
                 return
             self._direct_ok = anyio_protocol.write_event.is_set() and not self.closed
@@ -402,6 +413,51 @@ class Connection:
         finally:
             inline.active = False
             self._direct_ok = False
+
+    async def _catch_up(self) -> bool:
+        """Decode the backlog, one turn's budget per checkpoint (a big message), and wait out a
+        cut of what the peer sends (reading stays paused meanwhile); False when the connection
+        must close."""
+        while True:  # each pass decodes a turn's budget, or ends a wait for the heal
+            if self._backlog:
+                await anyio.sleep(0)
+                if not self._work():
+                    return False
+            elif self._held:
+                while self.faults.cuts_in(self.peer):  # (closing the connection cancels this wait)
+                    await anyio.sleep(HOLD_POLL_S)
+                self._backlog.extend(self._held)
+                self._held.clear()
+            else:
+                return True
+
+    def _hold_in(self, bodies: list[memoryview]) -> bool:
+        """The fault layer cuts what the peer sends: keep these frames, in order, unread until
+        the heal, and stop reading (TCP's window then stops the peer). False: no cut."""
+        if not self._held and not self.faults.cuts_in(self.peer):
+            return False
+        self._held.extend(bodies)
+        inline = self._inline
+        if inline is not None and inline.active:
+            self._transport.pause_reading()
+            if not self._held_polling:
+                self._held_polling = True
+                self._loop.call_later(HOLD_POLL_S, self._poll_held)
+        return True
+
+    def _poll_held(self) -> None:
+        """asyncio fast path: release the held frames once the cut heals."""
+        inline = self._inline
+        if self.closed or inline is None or not inline.active:
+            self._held_polling = False
+            return
+        if self.faults.cuts_in(self.peer):
+            self._loop.call_later(HOLD_POLL_S, self._poll_held)
+            return
+        self._held_polling = False
+        self._backlog.extend(self._held)  # after what arrived before the cut
+        self._held.clear()
+        inline._resume()
 
     # ------------------------------------------------------------------ receiving
     def _received(self, data: bytes) -> bool:
@@ -417,7 +473,7 @@ class Connection:
         except ProtocolError as exc:
             self.warn("closing connection to %s: %s", self.peer, exc)
             return False
-        if not bodies or self.faults.is_blocked(self.peer):
+        if not bodies or (self.faults.active and self._hold_in(bodies)):
             return True
         backlog = self._backlog
         if not backlog and len(bodies) == 1 and len(bodies[0]) <= DECODE_SLICE:  # the common case
@@ -711,18 +767,68 @@ class Connection:
 
     async def _write(self, stream: anyio.abc.ByteStream, make: Callable[[], bytes], frames: int) -> None:
         """Send the frames `make` builds (and seals) right before they are handed over, so the
-        MAC sequence is the order on the wire; a partition of the fault layer drops them unbuilt."""
-        faults = self.faults
-        if faults.active:
-            if faults.is_blocked(self.peer):
-                return
-            delay = faults.delay_for(self.peer)
-            if delay:
-                await anyio.sleep(delay)
+        MAC sequence is the order on the wire; under fault rules they may wait in the delay line."""
+        if self.faults.active:
+            await self._write_faulty(stream, make, frames)
+            return
         data = make()
         await stream.send(data)
         self.sent_messages += frames
         self.sent_bytes += len(data)
+
+    async def _write_faulty(self, stream: anyio.abc.ByteStream, make: Callable[[], bytes], frames: int) -> None:
+        """A write under fault rules: out at once when none concerns this peer, else into the
+        delay line (held while the peer is cut, each write at its due time, never overtaking).
+        The line's bytes count as in flight: past `busy_limit_bytes` this waits, so the lanes
+        fill and the usual back-pressure and send-buffer bound apply."""
+        cut, delay = self.faults.outgoing(self.peer)
+        data = make()
+        if not cut and not delay and not self._line:
+            await stream.send(data)
+            self.sent_messages += frames
+            self.sent_bytes += len(data)
+            return
+        due = max(time.monotonic() + delay, self._line_due)  # per-link FIFO: jitter never reorders
+        self._line_due = due
+        self._line.append((due, data, frames))
+        self._line_bytes += len(data)
+        if not self._line_running and self._tg is not None:
+            self._line_running = True
+            self.faults.line_started()
+            self._tg.start_soon(self._run_line, stream)
+        while self._line_bytes > self.busy_limit_bytes and not self.closed:
+            self._line_room = room = anyio.Event()
+            await room.wait()
+
+    async def _run_line(self, stream: anyio.abc.ByteStream) -> None:
+        """Send the delay line's frames in order, each at its due time, none while the peer is cut."""
+        line = self._line
+        try:
+            while line:  # each pass sends one write (a frame is removed only once it is sent)
+                due, data, frames = line[0]
+                while True:  # (closing the connection cancels these waits)
+                    if self.faults.cuts_out(self.peer):
+                        await anyio.sleep(HOLD_POLL_S)
+                        continue
+                    wait = due - time.monotonic()
+                    if wait <= 0:
+                        break
+                    await anyio.sleep(wait)
+                await stream.send(data)
+                line.popleft()
+                self._line_bytes -= len(data)
+                self.sent_messages += frames
+                self.sent_bytes += len(data)
+                room = self._line_room
+                if room is not None and self._line_bytes <= self.busy_limit_bytes:
+                    self._line_room = None
+                    room.set()
+        finally:
+            self._line_running = False
+            self.faults.line_done()
+            if self._line_room is not None:
+                self._line_room.set()
+            self._release_space()  # (flushed() waiters)
 
 
 # ---------------------------------------------------------------------- receiving: constants
@@ -840,7 +946,7 @@ class _InlineProtocol:
             conn._transport.pause_reading()
         elif conn._backlog:
             self.done.get_loop().call_soon(self._resume)
-        else:
+        elif not conn._held:  # (reading stays paused while the fault layer holds frames)
             conn._transport.resume_reading()
 
     def eof_received(self) -> bool | None:

@@ -401,7 +401,7 @@ class LivenessMonitor:
                 or state.status == DOWN
             ):
                 return
-            if self._faults is not None and self._faults.is_blocked(state.node_id):
+            if self._faults is not None and self._faults.cuts_in(state.node_id):
                 return
             state.last_seq = hb.seq
             state.heard_mono, state.heard_wall = now_mono, now_wall
@@ -458,7 +458,7 @@ class LivenessMonitor:
         lag_ms = self._stamp.lag_s() * 1000.0
         count = self._current_count()
         for peer, text in targets:
-            if self._faults is not None and self._faults.is_blocked(peer):
+            if self._faults is not None and self._faults.loses_heartbeat(peer):  # a cut, or the loss rate
                 continue
             addr = self._address(peer)
             if addr is None:

@@ -318,6 +318,8 @@ class Transport:
         hello = hs.parse_hello(fields, hs.HELLO)
         pending.idle = False
         if self.faults.is_blocked(hello.node_id):
+            if self.faults.blackholes(hello.node_id):
+                self.faults.park(hello.node_id, stream)  # nothing crosses a cut: no answer, no FIN
             return None
         key = self.key
         if key is not None and not hello.secured:
