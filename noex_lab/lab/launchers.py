@@ -70,6 +70,7 @@ class NodeSpec:
         if advertise_host:
             args += ["--advertise-host", advertise_host]
         args += ["--seed", str(self.seed), "--secret-stdin", "--exit-on-stdin-eof", "--allow-code",
+                 "--allow-fault-injection",  # %noex partition / link (authenticated peers only)
                  "--heartbeat-interval-ms", str(self.heartbeat_interval_ms),
                  "--heartbeat-miss-threshold", str(self.heartbeat_miss_threshold)]
         if not self.code_from_any:

@@ -34,6 +34,7 @@ from ..core.node_id import NodeId
 from ..core.refs import ProcessRef
 from ..core.timeouts import seconds_argument
 from ..distribution.behaviors import BehaviorRegistry
+from . import fault_commands
 from .code_shipping import pick_behavior
 from .errors import LabError, MagicUsageError
 from .process_tools import TOOL_SUBCOMMANDS, add_tool_parsers, run_tool
@@ -144,6 +145,35 @@ def _build_parsers() -> dict[str, MagicArgumentParser]:
                             "kernel's own node, node.kill() (fault injection).", "kill NODE")
     s.add_argument("node", help="a local or remote node's name or id")
 
+    s = p["partition"] = _parser(
+        "partition", "Cut the network between two groups of nodes, like a pulled cable (--mode blackhole, the "
+        "default: nothing crosses, not even a close, so each side sees the other down only after the heartbeat "
+        "timeout) or with a reset (--mode reset: connections close at once). --one-way cuts only what the first "
+        "group sends: the second stops hearing it. Other nodes get the rules by system request (local and remote "
+        "nodes allow it). %noex heal undoes it.", "partition A,B C,D [--mode blackhole|reset] [--one-way]")
+    s.add_argument("side_a", metavar="A,B", help="the nodes of one side, by name or id, comma-separated")
+    s.add_argument("side_b", metavar="C,D", help="the nodes of the other side")
+    s.add_argument("--mode", default="blackhole", choices=["blackhole", "reset"],
+                   help="blackhole (default): silent cut; reset: connections closed at once")
+    s.add_argument("--one-way", action="store_true", help="cut only A,B -> C,D (C,D stops hearing A,B)")
+
+    s = p["heal"] = _parser("heal", "Remove the fault rules (partitions, link shaping) of the given nodes, by "
+                            "default of every node this notebook gave rules: the links come back.", "heal [NODE ...]")
+    s.add_argument("nodes", nargs="*", metavar="NODE", help="node names or ids (default: all this notebook touched)")
+
+    s = p["link"] = _parser(
+        "link", "Make the link between NODE and OTHER (default: this kernel's node) slow or lossy, both ways: "
+        "latency, plus a jitter drawn in 0..J ms (TCP keeps the order), and a loss rate (heartbeats are lost; "
+        "TCP data is never lost, a lost segment waits a retransmission timeout). All zero: back to normal.",
+        "link NODE [OTHER] [--latency-ms MS] [--jitter-ms MS] [--loss FRACTION]")
+    s.add_argument("node", metavar="NODE", help="node name or id")
+    s.add_argument("other", nargs="?", metavar="OTHER", help="the other end (default: this kernel's node)")
+    s.add_argument("--latency-ms", type=float, default=0.0, help="added one-way delay (default 0)")
+    s.add_argument("--jitter-ms", type=float, default=0.0, help="extra delay drawn in 0..J ms (default 0)")
+    s.add_argument("--loss", type=float, default=0.0, help="fraction lost, in [0, 1) (default 0)")
+
+    p["faults"] = _parser("faults", "Table of the fault rules this notebook set (partitions, links).", "faults")
+
     s = p["stop"] = _parser("stop", "Stop a local node gracefully; without NODE, stop every local and remote "
                             "node and then this kernel's node.", "stop [NODE]")
     s.add_argument("node", nargs="?", help="a local or remote node's name or id (default: everything)")
@@ -225,7 +255,8 @@ def _build_parsers() -> dict[str, MagicArgumentParser]:
 
 PARSERS = _build_parsers()
 ASYNC_SUBCOMMANDS = frozenset({"start", "local", "kill", "stop", "ps", "registry", "events", "crashes", "state",
-                               "trace", "remote", "attach", "detach"}) | TOOL_SUBCOMMANDS
+                               "trace", "remote", "attach", "detach", "partition", "heal", "link",
+                               "faults"}) | TOOL_SUBCOMMANDS
 
 
 def _summary() -> str:
@@ -443,6 +474,10 @@ class NoexMagics(Magics):
             value = value.id
         return str(value) if isinstance(value, NodeId) else text
 
+    def _nodes(self, text: str) -> str:
+        """A comma-separated list of NODEs (each may name a notebook variable, see `_node`)."""
+        return ",".join(self._node(part.strip()) or part for part in text.split(",") if part.strip())
+
     # --------------------------------------------------------------- async subcommands
     async def _run_async(self, subcommand: str, args: argparse.Namespace) -> None:
         session = self.session
@@ -467,6 +502,16 @@ class NoexMagics(Magics):
             await session.kill(args.node)
         elif subcommand == "stop":
             await session.stop(args.node)
+        elif subcommand == "partition":
+            display(await fault_commands.partition(session, self._nodes(args.side_a), self._nodes(args.side_b),
+                                                   mode=args.mode, one_way=args.one_way))
+        elif subcommand == "heal":
+            display(await fault_commands.heal(session, [self._node(n) or n for n in args.nodes]))
+        elif subcommand == "link":
+            display(await fault_commands.link(session, self._node(args.node) or args.node, self._node(args.other),
+                                              latency_ms=args.latency_ms, jitter_ms=args.jitter_ms, loss=args.loss))
+        elif subcommand == "faults":
+            display(await fault_commands.rules_table(session))
         elif subcommand == "ps":
             display(*await session.ps(self._node(args.node), all_nodes=args.all))
         elif subcommand == "registry":

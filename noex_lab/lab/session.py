@@ -102,6 +102,7 @@ class LabSession:
         self.current_dashboard: Dashboard | None = None
         self._in_crash_report: set[tuple[str, str]] = set()  # (local node, stream) inside a logged report
         self.attached: str | None = None  # "observer" or "member" after %noex attach
+        self.fault_nodes: set[NodeId] = set()  # nodes %noex partition / link gave fault rules
 
     # --------------------------------------------------------------- lifecycle
     def load(self) -> None:
