@@ -796,7 +796,7 @@ class Connection:
             self._line_running = True
             self.faults.line_started()
             self._tg.start_soon(self._run_line, stream)
-        while self._line_bytes > self.busy_limit_bytes and not self.closed:
+        while self._line_bytes > self.busy_limit_bytes and self._line_running and not self.closed:
             self._line_room = room = anyio.Event()
             await room.wait()
 

@@ -279,3 +279,41 @@ async def test_node_processes_take_rules_by_system_request_only_when_allowed(pro
 async def in_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """A blocking wait of a node process's output, off the event loop."""
     return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs))
+
+
+async def test_the_testing_fault_injector_cuts_one_way_shapes_and_heals() -> None:
+    from noex_lab.testing import FaultInjector
+
+    a, b = await start_cluster(2)
+    downs = record_downs(a, b)
+    injector = FaultInjector()
+    injector.partition([a], [b], one_way=True)  # b stops hearing a
+    assert a.faults.rules() == {str(b.id): {"out": "blackhole"}}
+    assert b.faults.rules() == {str(a.id): {"in": "blackhole"}}
+    await wait_until(lambda: downs[b.id], TIMEOUT_S + MARGIN_S, "b loses a")
+    assert downs[b.id][0][1] == "heartbeat_timeout"
+    injector.restore()  # what the fixture's teardown does
+    await healed([a, b])
+    injector.link(a, b, latency_ms=30)
+    assert a.faults.rules()[str(b.id)]["latency_ms"] == 30 and b.faults.rules()[str(a.id)]["latency_ms"] == 30
+    with pytest.raises(InvalidArgumentError, match="mode"):
+        injector.partition([a], [b], mode="unplug")
+    await injector.aheal()
+    assert not a.faults.rules() and not b.faults.rules()
+
+
+async def test_frames_held_by_a_cut_are_bounded_by_the_send_buffer() -> None:
+    a, b = await start_cluster(2, heartbeat_interval_ms=300, heartbeat_miss_threshold=10,  # down after 3 s
+                               busy_limit_bytes=1024, max_message_bytes=1024, max_send_buffer_bytes=4096)
+    downs = record_downs(a, b)
+    with b.as_default():
+        ref = await GenServer.start(Echo)
+    partition([a], [b])
+    with a.as_default():
+        for _ in range(100):
+            GenServer.cast(ref, ("pad", "x" * 200))  # ~20 KiB held: past the bound, a gives up the link
+    await wait_until(lambda: downs[a.id], 2.0, "a closes the overflowing connection")
+    assert downs[a.id][0][1] == "connection_closed"
+    assert a.faults.parked() == 1 and [i.id for i in b.get_nodes()] == [a.id]  # closed without a byte to b
+    heal(a, b)
+    await healed([a, b])
