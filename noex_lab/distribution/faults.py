@@ -51,6 +51,7 @@ MODES = ("blackhole", "reset")
 RETRANSMIT_S = 0.2  # Linux's minimum TCP retransmission timeout
 HOLD_POLL_S = 0.02  # how often held traffic checks whether its cut healed
 MAX_LATENCY_MS = 60_000
+MAX_PARKED = 16  # parked sockets per peer (a peer redialing through a long cut parks one per attempt)
 OP = "noex_faults"  # the system request that sets a node's rules from a peer
 
 
@@ -244,8 +245,11 @@ class Faults:
             return
         with self._lock:
             if not self._shut:
-                self._parked.setdefault(peer, []).append(fd)
-                return
+                fds = self._parked.setdefault(peer, [])
+                fds.append(fd)
+                if len(fds) <= MAX_PARKED:
+                    return
+                fd = fds.pop(0)  # the oldest: a dial the peer gave up on long ago
         _close_all([fd])
 
     def shutdown(self) -> None:

@@ -317,3 +317,39 @@ async def test_frames_held_by_a_cut_are_bounded_by_the_send_buffer() -> None:
     assert a.faults.parked() == 1 and [i.id for i in b.get_nodes()] == [a.id]  # closed without a byte to b
     heal(a, b)
     await healed([a, b])
+
+
+async def test_parked_sockets_send_nothing_until_the_heal_and_are_bounded_per_peer() -> None:
+    import socket
+
+    from noex_lab.distribution.faults import MAX_PARKED
+
+    class Stream:  # what park() reads: the raw socket under a stream
+        def __init__(self, sock: socket.socket) -> None:
+            self.sock = sock
+
+        def extra(self, _attribute: Any) -> socket.socket:
+            return self.sock
+
+    def at_eof(sock: socket.socket) -> bool:
+        try:
+            return sock.recv(1) == b""
+        except BlockingIOError:
+            return False
+
+    faults = Faults()
+    peer = NodeId("b", "127.0.0.1", 1)
+    pairs = [socket.socketpair() for _ in range(MAX_PARKED + 4)]
+    try:
+        for mine, theirs in pairs:
+            theirs.setblocking(False)
+            faults.park(peer, Stream(mine))  # type: ignore[arg-type]
+            mine.close()  # the connection's own close: the parked duplicate keeps the socket open
+        assert faults.parked() == MAX_PARKED
+        assert [at_eof(theirs) for _, theirs in pairs] == [True] * 4 + [False] * MAX_PARKED  # oldest let go
+        faults.heal(peer)
+        assert faults.parked() == 0 and all(at_eof(theirs) for _, theirs in pairs)
+    finally:
+        for mine, theirs in pairs:
+            mine.close()
+            theirs.close()
