@@ -77,6 +77,7 @@ class Faults:
         self._rng = random.Random(seed)
         self._shut = False
         self.on_reset: Callable[[list[NodeId]], None] | None = None  # closes connections (the cluster sets it)
+        self.on_heal: Callable[[], None] | None = None  # redials at once (the cluster sets it)
         self.active = False  # any rule set, or a delay line not empty; read without the lock on the hot path
 
     # ------------------------------------------------------------------ setting rules
@@ -140,6 +141,8 @@ class Faults:
                     parked += self._parked.pop(pid, [])
             self._update()
         _close_all(parked)
+        if self.on_heal is not None:
+            self.on_heal()
 
     def _update(self) -> None:
         self.active = bool(self._out or self._in or self._links or self._lines)

@@ -216,6 +216,7 @@ class Transport:
         self._log = _RateLimitedLog(spawn=lambda fn: node.spawn_task(fn, what="handshake log summary"))
         self.listener: anyio.abc.Listener[anyio.abc.SocketStream] | None = None
         self.stopping = False
+        self._redial = anyio.Event()  # set (and replaced) to end every dial loop's back-off at once
 
     # ------------------------------------------------------------------ accepting
     async def serve(self, listener: anyio.abc.Listener[anyio.abc.SocketStream]) -> None:
@@ -459,15 +460,17 @@ class Transport:
     def ensure_dialing(
         self, peer: NodeId, wanted: Callable[[NodeId], bool], *, max_backoff_s: float = 0.5,
         give_up_after_s: float | None = None, slow_after_s: float = 30.0, slow_backoff_s: float = 5.0,
+        first_backoff_s: float = 0.05,
     ) -> None:
         """Keep dialing `peer` with jittered exponential back-off while `wanted(peer)`: quickly
-        (every `max_backoff_s` at most) for `slow_after_s`, then every `slow_backoff_s` at most."""
+        (every `max_backoff_s` at most) for `slow_after_s`, then every `slow_backoff_s` at most.
+        `redial_now()` ends every back-off at once."""
         if peer in self.dial_loops or peer in self.conns or peer == self.node_id or self.stopping:
             return
         self.dial_loops.add(peer)
 
         async def loop() -> None:
-            delay = 0.05
+            delay = first_backoff_s
             started = time.monotonic()
             deadline = None if give_up_after_s is None else started + give_up_after_s
             try:
@@ -477,13 +480,19 @@ class Transport:
                         return
                     if await self.dial(peer):
                         return
-                    await anyio.sleep(delay * random.uniform(0.5, 1.5))
+                    with anyio.move_on_after(delay * random.uniform(0.5, 1.5)):
+                        await self._redial.wait()
                     cap = max_backoff_s if time.monotonic() - started < slow_after_s else slow_backoff_s
                     delay = min(delay * 2, cap)
             finally:
                 self.dial_loops.discard(peer)
 
         self.node.spawn_task(loop, what=f"dialing {peer}")
+
+    def redial_now(self) -> None:
+        """End the back-off of every dial loop (a fault-layer heal: the peers are reachable again)."""
+        self._redial.set()
+        self._redial = anyio.Event()
 
     # ------------------------------------------------------------------ connections
     def _new_connection(

@@ -6,6 +6,7 @@ the expected reason no later than the heartbeat timeout plus a margin for this l
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -353,3 +354,19 @@ async def test_parked_sockets_send_nothing_until_the_heal_and_are_bounded_per_pe
         for mine, theirs in pairs:
             mine.close()
             theirs.close()
+
+
+async def test_a_heal_ends_the_slow_redial_back_off_of_a_long_cut(monkeypatch: pytest.MonkeyPatch) -> None:
+    from noex_lab.distribution.transport import Transport
+
+    slow_from_the_start = functools.partialmethod(Transport.ensure_dialing, first_backoff_s=5.0, slow_after_s=0.0)
+    monkeypatch.setattr(Transport, "ensure_dialing", slow_from_the_start)  # as after a cut of over 30 s
+    a, b = await start_cluster(2)
+    downs = record_downs(a, b)
+    partition([a], [b])
+    await wait_until(lambda: downs[a.id] and downs[b.id], TIMEOUT_S + MARGIN_S, "cut")
+    await stays_false(lambda: bool(a.get_nodes()), 0.3, "redialed through the cut")  # the loops back off to 5 s
+    t0 = time.monotonic()
+    heal(a, b)
+    await wait_until(lambda: a.get_nodes() and b.get_nodes(), 1.0, "the link back within a second")
+    print(f"\nlink back {time.monotonic() - t0:.2f} s after the heal (redial back-off 5 s)")
