@@ -301,6 +301,13 @@ async def test_the_testing_fault_injector_cuts_one_way_shapes_and_heals() -> Non
         injector.partition([a], [b], mode="unplug")
     await injector.aheal()
     assert not a.faults.rules() and not b.faults.rules()
+    await healed([a, b])
+    with a.as_default():
+        await injector.apartition([a], [b], mode="reset")  # the async form (it reaches node processes too)
+    await wait_until(lambda: len(downs[a.id]) == 2 and len(downs[b.id]) == 2, 1.0, "reset")
+    assert downs[a.id][-1][1] == downs[b.id][-1][1] == "connection_closed"
+    await injector.aheal()
+    await healed([a, b])
 
 
 async def test_frames_held_by_a_cut_are_bounded_by_the_send_buffer() -> None:
