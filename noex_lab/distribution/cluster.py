@@ -449,7 +449,8 @@ class Cluster:
         can ask them anything, but members do not list it, gossip it or place children on it.
         `allow_code_from=[node ids]` narrows `allow_code=True` to code shipped by those nodes.
         `allow_fault_injection=True` lets authenticated peers set this node's fault rules
-        (`noex_lab.distribution.faults.FaultControl`, `%noex partition`). `metrics_port` serves Prometheus metrics at http://metrics_host:metrics_port/metrics
+        (`noex_lab.distribution.faults.FaultControl`, `%noex partition`; needs a `cluster_secret`).
+        `metrics_port` serves Prometheus metrics at http://metrics_host:metrics_port/metrics
         (`metrics_host` defaults to `host`; needs `pip install 'noex-lab[metrics]'`)."""
         seed_ids, dns_seeds = _parse_seeds(seeds)
         code_from = _parse_node_ids(allow_code_from, "allow_code_from")
