@@ -857,8 +857,10 @@ class Node:
         return [] if self.distribution is None else list(self.distribution.get_nodes())
 
     def get_status(self) -> str:
+        """"starting", "running", "stopping", "stopped"; "not_started" for a running node that is not
+        distributed (as `Cluster.get_status()`)."""
         if self.distribution is None:
-            return "running" if self._running else "stopped"
+            return "not_started" if self._running else "stopped"
         return str(self.distribution.status)
 
     def on_node_up(self, callback: Callable[[Any], Any]) -> Callable[[], None]:

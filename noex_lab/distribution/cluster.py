@@ -474,12 +474,13 @@ class Cluster:
 
     @staticmethod
     def get_nodes() -> list[NodeInfo]:
-        return _dist(current_node()).get_nodes()
+        """The current node's `node.get_nodes()`: its connected peers (empty while not distributed)."""
+        return current_node().get_nodes()
 
     @staticmethod
     def get_status() -> str:
-        dist = current_node().distribution
-        return "not_started" if dist is None else str(dist.status)
+        """The current node's `node.get_status()` ("not_started" while it is not distributed)."""
+        return current_node().get_status()
 
     @staticmethod
     def on_node_up(callback: Callable[[NodeInfo], Any]) -> Callable[[], None]:

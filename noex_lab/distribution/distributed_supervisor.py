@@ -37,7 +37,7 @@ from ..core.errors import (
     SupervisorError,
     WaitTimeoutError,
 )
-from ..core.events import NodeEvent
+from ..core.events import EventKind, NodeEvent
 from ..core.mailbox import check_mailbox_options
 from ..core.messages import Exit
 from ..core.node import Node, Target, current_node
@@ -58,8 +58,10 @@ from ..core.timeouts import check_timeout
 from .spawn import spawn
 
 SELECTORS = ("local_first", "round_robin", "least_loaded", "random")
-EVENTS = ("child_started", "child_stopped", "child_restarted", "child_migrated", "node_failure_detected",
-          "supervisor_stopped")
+EVENTS: tuple[EventKind, ...] = (
+    "child_started", "child_stopped", "child_restarted", "child_migrated", "node_failure_detected",
+    "supervisor_stopped",
+)
 
 NodeSelector = str | dict[str, Any] | Callable[..., Any]
 

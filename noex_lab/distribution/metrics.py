@@ -34,7 +34,7 @@ from ..core.errors import (
     NoexError,
     ServerNotRunningError,
 )
-from ..core.events import NodeEvent
+from ..core.events import EventKind, NodeEvent
 from ..core.node import Node
 from ..core.node_id import NodeId
 
@@ -47,9 +47,11 @@ SCRAPE_WAIT_S = 1.0  # how long a scrape waits for the loop before answering wit
 PING_OP = "ping"     # the system request every node answers (registered by the cluster)
 
 # node events counted, by metric
-RESTART_EVENTS = ("supervisor_restart",)
-MIGRATION_EVENTS = ("child_migrated",)
-TRANSITIONS = {"node_up": "up", "node_down": "down", "node_busy": "busy", "node_available": "available"}
+RESTART_EVENTS: tuple[EventKind, ...] = ("supervisor_restart",)
+MIGRATION_EVENTS: tuple[EventKind, ...] = ("child_migrated",)
+TRANSITIONS: dict[EventKind, str] = {
+    "node_up": "up", "node_down": "down", "node_busy": "busy", "node_available": "available",
+}
 CALL_OUTCOMES = ("ok", "error", "timeout", "noproc", "unreachable", "other")
 
 
@@ -304,8 +306,8 @@ class NodeMetrics:
                       events.get("error", 0))
         refused = CounterMetricFamily("noex_connections_refused", "Handshakes that did not make a connection, by "
                                       "kind.", labels=["kind"])
-        for kind in ("authentication", "refused_by_peer", "handshake_timeout", "too_many_handshakes"):
-            refused.add_metric([kind], sample.rejected.get(kind, 0))
+        for how in ("authentication", "refused_by_peer", "handshake_timeout", "too_many_handshakes"):
+            refused.add_metric([how], sample.rejected.get(how, 0))
         yield refused
 
     def close(self) -> None:

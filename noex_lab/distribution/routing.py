@@ -24,6 +24,7 @@ from ..core.errors import (
     SendTimeoutError,
     SerializationError,
     ServerNotRunningError,
+    UnknownOperationError,
 )
 from ..core.messages import Down
 from ..core.node import current_process
@@ -555,7 +556,7 @@ class RemoteRouter:
         _, req, op, args = m
         handler = self.rpc_handlers.get(op)
         if handler is None:  # (never echo a peer's value at length: it could be megabytes)
-            err = NoexError(f"node {self.node.id} has no system handler {_describe(op)}")
+            err = UnknownOperationError(f"node {self.node.id} has no system handler {_describe(op)}")
             conn.send([p.REPLY, req, False, encode_error(err)])
             return
         try:

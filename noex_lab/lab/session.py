@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..core import tracebacks
 from ..core.crash_report import CrashReport
 from ..core.errors import NoexError
-from ..core.events import NodeEvent
+from ..core.events import EventKind, NodeEvent
 from ..core.node import Node, current_node, running_nodes
 from ..core.node_id import NodeId
 from ..core.refs import ProcessRef
@@ -169,7 +169,7 @@ class LabSession:
         else:
             self.reporter.add(BackgroundError(time.time(), "%noex", f"%noex {what}", error))
 
-    def _report(self, kind: str, data: dict[str, Any]) -> None:
+    def _report(self, kind: EventKind, data: dict[str, Any]) -> None:
         node = self.event_node()
         if node is not None:
             node.events.emit(kind, **data)
@@ -567,7 +567,7 @@ class LabSession:
                 raise LabError(f"environment variable {secret_env} (--secret-env) is not set or empty")
         else:
             secret = load_or_create()
-        from ..distribution.handshake import Refused
+        from ..core.errors import HandshakeRefusedError
         from ..terminal.top import wait_for_members
 
         node = await Cluster.start(
@@ -577,7 +577,7 @@ class LabSession:
         )
         try:
             answered = await wait_for_members(node, timeout=timeout)
-        except Refused as exc:  # a refusal does not heal by waiting: say it at once, with its reason
+        except HandshakeRefusedError as exc:  # a refusal does not heal by waiting: say it at once, with its reason
             await node.stop()
             raise LabError(f"{seed} refused this kernel: {exc.reason} (the cluster's secret: --secret-env VAR, "
                            "else the per-user secret file)") from None
@@ -646,9 +646,8 @@ class LabSession:
             except NoexError as exc:
                 tables.append(Table(["ref"], [], title=title, empty=f"unreachable: {exc}"))
                 continue
-            # (a node of an older version sends no high-water mark and bound: shown as "-")
-            body = [[r[0], r[1], r[2], Status(r[3]), r[4], r[7] if len(r) > 7 else "-",
-                     "-" if len(r) < 9 or r[8] is None else r[8], r[5], round(float(r[6]), 1)] for r in rows]
+            body = [[r.ref, r.name, r.behavior, Status(r.status), r.queue_len, r.queue_high_water,
+                     "-" if r.max_mailbox is None else r.max_mailbox, r.messages, round(r.uptime_s, 1)] for r in rows]
             tables.append(Table(["ref", "name", "behavior", "status", "queue", "high-water", "bound", "messages",
                                  "uptime s"], body, title=f"processes on {title}", note=f"{len(body)} processes"))
         return tables
@@ -683,10 +682,10 @@ class LabSession:
         fetch = count if kind is None else 2000
         rows = await recent_events(fetch, where, node=node)
         if kind is not None:
-            rows = [r for r in rows if r[1] == kind]
+            rows = [r for r in rows if r.kind == kind]
         rows = rows[-count:]
         title = f"last {len(rows)} events of {where or node.display_name}" + (f" (kind {kind})" if kind else "")
-        body = [[clock(float(r[0])), Status(r[1]) if r[1] in ("error", "crash_report") else r[1], r[2]] for r in rows]
+        body = [[clock(r.at), Status(r.kind) if r.kind in ("error", "crash_report") else r.kind, r.text] for r in rows]
         return Table(["time", "event", "details"], body, title=title, empty="(no events)")
 
     # --------------------------------------------------------------- debugging

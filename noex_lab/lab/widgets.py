@@ -29,7 +29,7 @@ import ipywidgets
 
 from ..core.crash_report import CrashReport
 from ..core.errors import InvalidArgumentError, NoexError, ServerNotRunningError
-from ..core.events import NodeEvent
+from ..core.events import MEMBERSHIP_KINDS, EventKind, NodeEvent
 from ..core.node import Node, current_node
 from ..core.node_id import NodeId
 from ..core.refs import ProcessRef
@@ -38,8 +38,8 @@ from ..distribution.introspection import TraceEvent
 from .pictures import ChildPicture, LinkPicture, NodePicture, TreePicture, topology_svg, tree_svg
 from .reprs import ShortRef, Status, Table, clock, text_of
 
-MEMBERSHIP_EVENTS = frozenset({"node_up", "node_down", "node_busy", "node_available", "cluster_started"})
-SUPERVISOR_EVENTS = frozenset({
+MEMBERSHIP_EVENTS: frozenset[EventKind] = MEMBERSHIP_KINDS | {"cluster_started"}
+SUPERVISOR_EVENTS: frozenset[EventKind] = frozenset({
     "child_started", "child_stopped", "supervisor_restart", "supervisor_gave_up", "child_restarted",
     "child_migrated", "node_failure_detected", "supervisor_stopped",
 })
@@ -416,6 +416,7 @@ def as_supervisor_event(event: Any) -> SupervisorEvent:
     """Best-effort conversion of a supervisor event (object, dict or `NodeEvent`) to a log line."""
     if isinstance(event, SupervisorEvent):
         return event
+    kind: str
     if isinstance(event, NodeEvent):
         data: dict[str, Any] = dict(event.data)
         kind, at = event.kind, event.at

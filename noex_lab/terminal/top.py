@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from ..cli import add_secret_arguments, add_tls_arguments, secret_from_args, tls_from_args
+from ..core.errors import HandshakeRefusedError  # a member refused the login: retrying would not help
 from ..core.timeouts import seconds_argument
-from ..distribution.handshake import Refused  # a member refused the login: retrying would not help
 from .common import Waker, log_to, run_until_signal
 
 if TYPE_CHECKING:
@@ -60,12 +60,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 async def wait_for_members(node: Node, *, timeout: float, settle: float = 0.5, cap: float = 5.0) -> bool:
     """Wait for the first member, then until the member set stopped growing for `settle` seconds
     (the seed's gossip names the others, which the observer then dials). False if none came;
-    `Refused` at once when a member refused the login (a refusal does not heal by retrying)."""
+    `HandshakeRefusedError` at once when a member refused the login (a refusal does not heal by retrying)."""
     deadline = time.monotonic() + timeout
     refusals = getattr(getattr(node.distribution, "transport", None), "refusals", ())
     while not node.get_nodes():
         if refusals:
-            raise Refused(refusals[-1])
+            raise HandshakeRefusedError(refusals[-1])
         if time.monotonic() > deadline:
             return False
         await anyio.sleep(0.02)
@@ -137,7 +137,7 @@ async def run(args: argparse.Namespace) -> int:
     async def main() -> int:
         try:
             reached = await wait_for_members(node, timeout=args.connect_timeout)
-        except Refused as exc:
+        except HandshakeRefusedError as exc:
             print(f"noex-lab top: {args.seed} refused the login: {exc} (use the cluster's secret: "
                   "--secret-env VAR, or the per-user secret file of the user running it)", file=sys.stderr)
             return 2

@@ -28,7 +28,8 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from ..core.events import NodeEvent
+from ..core.errors import ClusterError
+from ..core.events import MEMBERSHIP_KINDS, EventInfo, EventKind, NodeEvent
 from ..core.node import Node
 from ..core.node_id import NodeId
 from ..core.snapshot import NodeSnapshot, ProcessInfo
@@ -36,10 +37,9 @@ from ..core.supervisor import ChildInfo, SupervisorTree
 from ..distribution.cluster import Cluster
 from ..distribution.introspection import recent_events
 
-MEMBERSHIP_KINDS = ("node_up", "node_down", "node_busy", "node_available")
 # Events worth showing from every member's stream (a migration also emits a supervisor_restart
 # with reason "noconnection", and a distributed restart also a child_restarted: shown once).
-CLUSTER_KINDS = frozenset({
+CLUSTER_KINDS: frozenset[EventKind] = frozenset({
     "supervisor_restart", "child_migrated", "node_failure_detected", "supervisor_gave_up",
     "supervisor_stopped", "distributed_supervisor_started", "global_registered", "global_unregistered",
     "global_conflict",
@@ -102,8 +102,8 @@ def _details(data: dict[str, Any], skip: Iterable[str] = ()) -> str:
     return " ".join(f"{k}={_text(v)}" for k, v in data.items() if k not in skipped)
 
 
-def _is_migration_restart(kind: str, details: str) -> bool:
-    return kind == "supervisor_restart" and "reason=noconnection" in details
+def _is_migration_restart(kind: str, reason: str | None) -> bool:
+    return kind == "supervisor_restart" and reason == "noconnection"
 
 
 class ClusterWatch:
@@ -111,7 +111,7 @@ class ClusterWatch:
 
     def __init__(self, node: Node, *, include_self: bool = False, keep_events: int = 200) -> None:
         if node.id is None:
-            raise ValueError("ClusterWatch needs a distributed node (Cluster.start)")
+            raise ClusterError("ClusterWatch needs a distributed node: call Cluster.start(...) first")
         self.node = node
         self.me: NodeId = node.id
         self.include_self = include_self
@@ -168,9 +168,9 @@ class ClusterWatch:
                 self._add(EventRow(event.at, str(peer), "node_up", ""))
             self._changed()
         elif event.kind in CLUSTER_KINDS or event.kind == "error":
-            details = _details(data)
-            if not _is_migration_restart(event.kind, details):
-                self._add(EventRow(event.at, str(self.me), event.kind, details))
+            why = data.get("reason")
+            if not _is_migration_restart(event.kind, None if why is None else str(why)):
+                self._add(EventRow(event.at, str(self.me), event.kind, _details(data)))
 
     def _add(self, row: EventRow) -> None:
         self.events.append(row)
@@ -248,20 +248,17 @@ class ClusterWatch:
                 member.process_count = len(snap.processes)
         self.refreshed_at = time.time()
 
-    def _merge_remote(self, peer: NodeId, rows: list[list[Any]]) -> None:
+    def _merge_remote(self, peer: NodeId, rows: list[EventInfo]) -> None:
         last_at, at_last = self._remote_seen.get(peer, (0.0, set()))
         for row in rows:
-            try:
-                at, kind, details = float(row[0]), str(row[1]), str(row[2])
-            except (IndexError, TypeError, ValueError):
-                continue
+            at, kind, details = row.at, row.kind, row.text
             key = (at, kind, details)
             if at < last_at or (at == last_at and key in at_last):
                 continue
             if at > last_at:
                 last_at, at_last = at, set()
             at_last.add(key)
-            if kind in CLUSTER_KINDS and not _is_migration_restart(kind, details):
+            if kind in CLUSTER_KINDS and not _is_migration_restart(kind, row.details.get("reason")):
                 self._add(EventRow(at, str(peer), kind, details))
         self._remote_seen[peer] = (last_at, at_last)
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 
+from ..core.errors import InvalidArgumentError
 from ..core.node_id import NodeId
 
 
@@ -230,7 +231,7 @@ async def start_node_processes(
     modules = [behaviors] if isinstance(behaviors, str) else list(behaviors)
     names = list(names) if names is not None else [f"p{i}" for i in range(n)]
     if len(names) != n:
-        raise ValueError(f"{n} node processes need {n} names, not {names!r}")
+        raise InvalidArgumentError(f"{n} node processes need {n} names, not {names!r}")
     flags = [*(FAST_HEARTBEATS if fast else ()), *args]
     for module in modules:
         flags += ["--behaviors", module]
