@@ -6,13 +6,14 @@ and the liveness thread together; `Cluster` is the user-facing facade.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import logging
 import socket
 import ssl
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from typing import Any
 
 import anyio
@@ -47,11 +48,17 @@ log = logging.getLogger(__name__)
 GOSSIP_PERIOD_S = 1.0
 DNS_REFRESH_S = 5.0
 BIND_ATTEMPTS = 20
+# The liveness defaults, written once: `ClusterConfig`, the command line, `%noex start` and the nodes
+# the lab launches all use these. Durations of the cluster's settings are milliseconds (`_ms`).
+HEARTBEAT_INTERVAL_MS = 5000
+HEARTBEAT_MISS_THRESHOLD = 3
 
 
 @dataclass(frozen=True)
 class ClusterConfig:
-    """The options of `Cluster.start` ; `_ms` fields are milliseconds."""
+    """The options of `Cluster.start(node_name, **options)`: one field per option, with its default;
+    `_ms` fields are milliseconds, `_bytes` fields bytes. `seeds` may hold `dns:HOST:PORT` seeds,
+    which `from_options` moves to `dns_seeds`."""
 
     node_name: str
     host: str = "127.0.0.1"
@@ -59,8 +66,8 @@ class ClusterConfig:
     seeds: tuple[NodeId, ...] = ()
     dns_seeds: tuple[tuple[str, int], ...] = ()
     cluster_secret: str | bytes | None = None
-    heartbeat_interval_ms: int = 5000
-    heartbeat_miss_threshold: int = 3
+    heartbeat_interval_ms: int = HEARTBEAT_INTERVAL_MS
+    heartbeat_miss_threshold: int = HEARTBEAT_MISS_THRESHOLD
     advertise_host: str | None = None
     tls: TLSConfig | None = None
     busy_threshold_ms: int | None = None
@@ -73,7 +80,26 @@ class ClusterConfig:
     hidden: bool = False
     metrics_port: int | None = None  # serve Prometheus metrics (noex_lab.metrics) on this port
     metrics_host: str | None = None  # ... on this address (default: `host`)
-    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_options(cls, node_name: str, **options: Any) -> ClusterConfig:
+        """The checked config of `Cluster.start(node_name, **options)`: seeds and node ids parsed
+        from text; an unknown option is an `InvalidArgumentError` naming the closest one."""
+        known = [f.name for f in fields(cls) if f.name not in ("node_name", "dns_seeds")]
+        for name in options:
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else f"; the options are {', '.join(known)}"
+                raise InvalidArgumentError(f"Cluster.start has no option {name!r}{hint}")
+        if "seeds" in options:
+            options["seeds"], options["dns_seeds"] = _parse_seeds(options["seeds"])
+        if "allow_code_from" in options:
+            options["allow_code_from"] = _parse_node_ids(options["allow_code_from"], "allow_code_from")
+        if isinstance(options.get("tls"), ssl.SSLContext):
+            raise InvalidArgumentError("tls= takes a TLSConfig(server=..., client=...) or TLSConfig.from_files(...)")
+        config = cls(node_name=node_name, **options)
+        config.validate()
+        return config
 
     @property
     def secret(self) -> bytes | None:
@@ -416,37 +442,20 @@ class Cluster:
     """Facade: start the current node's distribution and ask it about the cluster."""
 
     @staticmethod
-    async def start(
-        node_name: str, *, host: str = "127.0.0.1", port: int = 4369, seeds: Sequence[str | NodeId] = (),
-        cluster_secret: str | bytes | None = None, heartbeat_interval_ms: int = 5000,
-        heartbeat_miss_threshold: int = 3, advertise_host: str | None = None,
-        tls: TLSConfig | ssl.SSLContext | None = None, busy_threshold_ms: int | None = None,
-        max_message_bytes: int = 64 * 2**20, allow_code: bool = False, insecure: bool = False,
-        hidden: bool = False, allow_code_from: Sequence[str | NodeId] = (),
-        busy_limit_bytes: int = BUSY_LIMIT_BYTES, max_send_buffer_bytes: int | None = None,
-        metrics_port: int | None = None, metrics_host: str | None = None,
-    ) -> Node:
+    async def start(node_name: str, **options: Any) -> Node:
         """Start a node of the cluster: the implicit node the first time, a new node afterwards.
 
+        The options are the fields of `ClusterConfig` (their defaults and units are there): `host`,
+        `port`, `seeds` (node ids or `dns:HOST:PORT`), `cluster_secret`, `heartbeat_interval_ms`,
+        `heartbeat_miss_threshold`, `advertise_host`, `tls`, `busy_threshold_ms`, `max_message_bytes`,
+        `busy_limit_bytes`, `max_send_buffer_bytes`, `allow_code`, `allow_code_from`, `insecure`,
+        `hidden`, `metrics_port`, `metrics_host`.
         `hidden=True` makes an observer (like `noex-lab top`): it connects to every member and
         can ask them anything, but members do not list it, gossip it or place children on it.
         `allow_code_from=[node ids]` narrows `allow_code=True` to code shipped by those nodes.
         `metrics_port` serves Prometheus metrics at http://metrics_host:metrics_port/metrics
         (`metrics_host` defaults to `host`; needs `pip install 'noex-lab[metrics]'`)."""
-        seed_ids, dns_seeds = _parse_seeds(seeds)
-        code_from = _parse_node_ids(allow_code_from, "allow_code_from")
-        if isinstance(tls, ssl.SSLContext):
-            raise InvalidArgumentError("tls= takes a TLSConfig(server=..., client=...) or TLSConfig.from_files(...)")
-        config = ClusterConfig(
-            node_name=node_name, host=host, port=port, seeds=seed_ids, dns_seeds=dns_seeds,
-            cluster_secret=cluster_secret,
-            heartbeat_interval_ms=heartbeat_interval_ms, heartbeat_miss_threshold=heartbeat_miss_threshold,
-            advertise_host=advertise_host, tls=tls, busy_threshold_ms=busy_threshold_ms,
-            max_message_bytes=max_message_bytes, allow_code=allow_code, insecure=insecure, hidden=hidden,
-            allow_code_from=code_from, busy_limit_bytes=busy_limit_bytes, max_send_buffer_bytes=max_send_buffer_bytes,
-            metrics_port=metrics_port, metrics_host=metrics_host,
-        )
-        config.validate()
+        config = ClusterConfig.from_options(node_name, **options)
         node = current_node()
         if node.distribution is not None or node in _attaching or not node.running:
             node = Node(label=node_name)

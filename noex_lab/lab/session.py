@@ -28,7 +28,7 @@ from ..core.refs import ProcessRef
 from ..core.supervisor import SupervisorServer
 from ..core.upgrade import set_source
 from ..distribution.behaviors import BehaviorRegistry
-from ..distribution.cluster import Cluster
+from ..distribution.cluster import HEARTBEAT_INTERVAL_MS, HEARTBEAT_MISS_THRESHOLD, Cluster
 from ..distribution.code_loading import UPGRADE_REPORT_WAIT_S
 from ..distribution.crash_reports import watch_cluster_crashes
 from ..distribution.introspection import (
@@ -88,9 +88,9 @@ class LabSession:
         self.ip = ip
         self.node: Node | None = None
         self.secret: str | None = None
-        self.heartbeat_interval_ms = 5000
+        self.heartbeat_interval_ms = HEARTBEAT_INTERVAL_MS
         self.advertised: Path | None = None  # where `noex-lab top` finds this node (notebook_nodes)
-        self.heartbeat_miss_threshold = 3
+        self.heartbeat_miss_threshold = HEARTBEAT_MISS_THRESHOLD
         self.launcher = LocalNodeLauncher(self._on_local_output, self._on_local_exit)
         self.shipper = CodeShipper(self._report)
         self.reporter = BackgroundReporter(ip, self.event_node)
@@ -270,7 +270,8 @@ class LabSession:
     # --------------------------------------------------------------- %noex start
     async def start(
         self, name: str, *, port: int = 0, host: str = "127.0.0.1", seeds: list[str] | None = None,
-        secret_env: str | None = None, heartbeat_interval_ms: int = 5000, heartbeat_miss_threshold: int = 3,
+        secret_env: str | None = None, heartbeat_interval_ms: int = HEARTBEAT_INTERVAL_MS,
+        heartbeat_miss_threshold: int = HEARTBEAT_MISS_THRESHOLD,
         advertise_host: str | None = None,
     ) -> Node:
         existing = self.node if self.node is not None and self.node.running else None
@@ -321,7 +322,7 @@ class LabSession:
         withdraw(self.advertised)
         self.advertised = None
         ms = self.heartbeat_interval_ms
-        heartbeat = "" if ms == 5000 else f" --heartbeat-interval-ms {ms}"
+        heartbeat = "" if ms == HEARTBEAT_INTERVAL_MS else f" --heartbeat-interval-ms {ms}"
         if secret_env:  # top cannot know that secret: the exact command, to run where the variable is set
             return f"attach from a terminal: noex-lab top {node.id} --secret-env {secret_env}{heartbeat}"
         try:

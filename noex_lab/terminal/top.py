@@ -25,9 +25,16 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ..cli import add_secret_arguments, add_tls_arguments, secret_from_args, tls_from_args
 from ..core.errors import HandshakeRefusedError  # a member refused the login: retrying would not help
 from ..core.timeouts import seconds_argument
+from ..frontend.options import (
+    add_cluster_arguments,
+    add_secret_arguments,
+    add_tls_arguments,
+    cluster_options,
+    secret_from_args,
+    tls_from_args,
+)
 from .common import Waker, log_to, run_until_signal
 
 if TYPE_CHECKING:
@@ -47,13 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events", type=int, default=12, metavar="N", help="recent events shown (JSON: 50)")
     parser.add_argument("--connect-timeout", type=seconds_argument, default=10.0, metavar="S",
                         help="give up when no member is reachable within S seconds")
-    parser.add_argument("--host", default="127.0.0.1", help="address the observer listens on")
-    parser.add_argument("--advertise-host", default=None, help="address members reach the observer at")
-    parser.add_argument("--insecure", action="store_true", help="allow a non-loopback bind with --no-secret")
-    parser.add_argument("--heartbeat-interval-ms", type=int, default=5000,
-                        help="must match the cluster's setting (default 5000, as `noex-lab node`)")
-    parser.add_argument("--heartbeat-miss-threshold", type=int, default=3,
-                        help="must match the cluster's setting (default 3)")
+    add_cluster_arguments(parser, port=None, seeds=False)  # (the observer listens on a free port)
     add_tls_arguments(parser)
 
 
@@ -123,10 +124,8 @@ async def run(args: argparse.Namespace) -> int:
         args.seed = notebook_seed(args)
     console = Console()
     node = await Cluster.start(
-        f"top-{os.getpid()}", host=args.host, port=0, seeds=[args.seed],
-        cluster_secret=secret_from_args(args), hidden=True, heartbeat_interval_ms=args.heartbeat_interval_ms,
-        heartbeat_miss_threshold=args.heartbeat_miss_threshold, advertise_host=args.advertise_host,
-        insecure=args.insecure, tls=tls_from_args(args),
+        f"top-{os.getpid()}", **cluster_options(args), port=0, seeds=[args.seed], cluster_secret=secret_from_args(args),
+        hidden=True, tls=tls_from_args(args),
     )
     watch = ClusterWatch(node)
     watch.start()
