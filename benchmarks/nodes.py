@@ -21,6 +21,8 @@ from pathlib import Path
 
 import anyio
 
+from noex_lab.frontend.child_protocol import Listening, Peers, parse_line
+
 REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 POLL_S = 0.002  # how often the waits below re-check the collected lines
@@ -132,14 +134,21 @@ class NodeProc:
 
     async def started(self, deadline: float) -> str:
         """Wait for `NODE <id>` (the listener is up); returns the node id."""
-        _, line = await self.wait_line(lambda s: s.startswith("NODE "), deadline, f"{self.name} start")
-        self.id = line.split()[1]
+        _, line = await self.wait_line(lambda s: isinstance(parse_line(s), Listening), deadline, f"{self.name} start")
+        record = parse_line(line)
+        assert isinstance(record, Listening)
+        self.id = str(record.node)
         return self.id
 
-    def peers_line(self, count: int) -> tuple[int, str] | None:
-        """The first `PEERS <count> <wall_us>` line, if any."""
-        prefix = f"PEERS {count} "
-        return self.find(lambda s: s.startswith(prefix))
+    def peers_line(self, count: int) -> Peers | None:
+        """The first `PEERS <count> <wall_us>` record, if any."""
+        def peers(line: str) -> bool:
+            record = parse_line(line)
+            return isinstance(record, Peers) and record.count == count
+
+        hit = self.find(peers)
+        record = None if hit is None else parse_line(hit[1])
+        return record if isinstance(record, Peers) else None
 
     # ------------------------------------------------------------------ signals and stopping
     def signal(self, sig: int) -> None:

@@ -83,7 +83,9 @@ def _print(line: str) -> None:
 
 
 async def _run_node(args: argparse.Namespace) -> int:
+    from .distribution.attached import require_distribution
     from .distribution.cluster import Cluster
+    from .frontend.child_protocol import Listening, Metrics, PeerDown, Peers, PeerUp, format_line
     from .frontend.options import cluster_options, secret_from_args, tls_from_args
     from .logs import configure_logging
 
@@ -101,12 +103,12 @@ async def _run_node(args: argparse.Namespace) -> int:
     )
     if args.report:
         def up(info: Any) -> None:
-            _print(f"UP {info.id} {_wall_us()}")
-            _print(f"PEERS {len(node.get_nodes())} {_wall_us()}")
+            _print(format_line(PeerUp(info.id, _wall_us())))
+            _print(format_line(Peers(len(node.get_nodes()), _wall_us())))
 
         def down(peer: Any, reason: str) -> None:
-            _print(f"DOWN {peer} {_wall_us()} {reason}")
-            _print(f"PEERS {len(node.get_nodes())} {_wall_us()}")
+            _print(format_line(PeerDown(peer, _wall_us(), reason)))
+            _print(format_line(Peers(len(node.get_nodes()), _wall_us())))
 
         node.on_node_up(up)
         node.on_node_down(down)
@@ -140,9 +142,11 @@ async def _run_node(args: argparse.Namespace) -> int:
         await tg.start(wait_signal)  # handlers in place before NODE: a SIGTERM right after it is graceful
         if args.exit_on_stdin_eof:
             tg.start_soon(wait_stdin_eof)
-        _print(f"NODE {node.id}")
-        if node.distribution.metrics is not None:
-            _print(f"METRICS {node.distribution.metrics.url}")
+        assert node.id is not None  # (a started cluster node has its id)
+        _print(format_line(Listening(node.id)))
+        metrics = require_distribution(node).metrics
+        if metrics is not None:
+            _print(format_line(Metrics(metrics.url)))
     with anyio.CancelScope(shield=True), anyio.move_on_after(10):
         await node.stop()
     return 0

@@ -6,7 +6,7 @@ import inspect
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
@@ -48,7 +48,7 @@ class NodeEvent:
     data: dict[str, Any] = field(default_factory=dict)
 
     def __str__(self) -> str:
-        details = " ".join(f"{k}={v}" for k, v in self.data.items())
+        details = details_text(self.data, limit=None)
         stamp = time.strftime("%H:%M:%S", time.localtime(self.at)) + f".{int(self.at * 1000) % 1000:03d}"
         return f"{stamp} {self.kind} {details}".rstrip()
 
@@ -116,7 +116,7 @@ class EventInfo:
 
     @classmethod
     def of(cls, event: NodeEvent) -> EventInfo:
-        details = {k: _detail_text(v) for k, v in event.data.items() if k != "exception"}
+        details = {k: detail_text(v) for k, v in event.data.items() if k != "exception"}
         return cls(event.at, event.kind, event.node if isinstance(event.node, NodeId) else None, details)
 
     @property
@@ -129,6 +129,13 @@ class EventInfo:
         return f"{stamp} {self.kind} {self.text}".rstrip()
 
 
-def _detail_text(value: Any) -> str:
+def detail_text(value: Any, limit: int | None = 300) -> str:
+    """One detail of an event as text, cut at `limit` characters (the one formatting every view uses)."""
     text = str(value)
-    return text if len(text) <= 300 else text[:299] + "…"
+    return text if limit is None or len(text) <= limit else text[:limit - 1] + "…"
+
+
+def details_text(data: dict[str, Any], *, limit: int | None = 300, skip: Iterable[str] = ("exception",)) -> str:
+    """An event's details as one line, `key=value ...` (the exception object itself is left out)."""
+    skipped = set(skip)
+    return " ".join(f"{k}={detail_text(v, limit)}" for k, v in data.items() if k not in skipped)

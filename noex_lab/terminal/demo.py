@@ -34,6 +34,7 @@ import anyio
 from ..core.errors import NoexError
 from ..core.node_id import NodeId
 from ..core.timeouts import seconds_argument
+from ..frontend.child_protocol import Listening, parse_line
 from .common import log_to, run_until_signal
 
 if TYPE_CHECKING:
@@ -104,9 +105,9 @@ class NodeProcess:
         assert stream is not None
         for raw in stream:
             line = raw.decode("utf-8", "replace").strip()
-            if self.node_id is None and line.startswith("NODE "):
-                with contextlib.suppress(ValueError, IndexError):
-                    self.node_id = NodeId.parse(line.split()[1])
+            record = parse_line(line) if self.node_id is None else None
+            if isinstance(record, Listening):
+                self.node_id = record.node
                 self._ready.set()
         self._ready.set()  # exited: wake the waiter
 

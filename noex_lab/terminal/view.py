@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +29,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from ..core.errors import ClusterError
-from ..core.events import MEMBERSHIP_KINDS, EventInfo, EventKind, NodeEvent
+from ..core.events import MEMBERSHIP_KINDS, EventInfo, EventKind, NodeEvent, detail_text, details_text
 from ..core.node import Node
 from ..core.node_id import NodeId
 from ..core.snapshot import NodeSnapshot, ProcessInfo
@@ -93,13 +93,11 @@ def compact(text: str) -> str:
 
 
 def _text(value: Any) -> str:
-    text = str(value)
-    return text if len(text) <= 200 else text[:199] + "…"
+    return detail_text(value, 200)
 
 
-def _details(data: dict[str, Any], skip: Iterable[str] = ()) -> str:
-    skipped = {"exception", *skip}
-    return " ".join(f"{k}={_text(v)}" for k, v in data.items() if k not in skipped)
+def _details(data: dict[str, Any]) -> str:
+    return details_text(data, limit=200)
 
 
 def _is_migration_restart(kind: str, reason: str | None) -> bool:

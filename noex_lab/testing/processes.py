@@ -18,6 +18,7 @@ import anyio
 
 from ..core.errors import InvalidArgumentError
 from ..core.node_id import NodeId
+from ..frontend.child_protocol import Listening, Peers, parse_line
 
 
 def kill_and_reap(proc: subprocess.Popen[Any]) -> None:
@@ -176,14 +177,20 @@ class NodeProcess(WatchedProcess):
 
     async def started(self, timeout: float = 20.0) -> NodeId:
         """Wait for `NODE <id>` (the node listens) and return the id."""
-        line = await anyio.to_thread.run_sync(self.wait_line, "NODE ", timeout)
-        self.id = NodeId.parse(line.split()[1])
+        def listening(line: str) -> bool:
+            return isinstance(parse_line(line), Listening)
+
+        line = await anyio.to_thread.run_sync(self.next_line, listening, timeout, "'NODE ' line")
+        record = parse_line(line[1])
+        assert isinstance(record, Listening)
+        self.id = record.node
         return self.id
 
     async def wait_peers(self, count: int, timeout: float = 15.0) -> None:
         """Wait until the node reported at least `count` connected peers."""
         def enough(line: str) -> bool:
-            return line.startswith("PEERS ") and int(line.split()[1]) >= count
+            record = parse_line(line)
+            return isinstance(record, Peers) and record.count >= count
 
         await anyio.to_thread.run_sync(self.wait_for, enough, timeout, f"PEERS >= {count}")
 
