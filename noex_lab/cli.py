@@ -24,9 +24,9 @@ if TYPE_CHECKING:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from . import __version__
     from .frontend.options import add_cluster_arguments, add_secret_arguments, add_tls_arguments
     from .logs import LOG_FORMATS, LOG_LEVELS
+    from .version import __version__
 
     parser = argparse.ArgumentParser(prog="noex-lab", description="noex_lab command line")
     parser.add_argument("--version", action="version", version=f"noex-lab {__version__}")

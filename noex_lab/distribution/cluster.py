@@ -21,8 +21,10 @@ import anyio
 from ..core.errors import ClusterError, InvalidArgumentError, WaitTimeoutError
 from ..core.node import Node, current_node
 from ..core.node_id import NodeId, validate_node_name
+from ..core.refs import ProcessRef
 from ..core.snapshot import NodeSnapshot
 from ..core.timeouts import check_timeout
+from .attached import distribution_of, require_distribution
 from .code_loading import install_code_loading
 from .codec import Codec
 from .connection import BUSY_LIMIT_BYTES, MAX_SEND_BUFFER_BYTES, Connection
@@ -371,17 +373,28 @@ class Distribution:
             except Exception as exc:
                 self.node.events.report_error("leave hook failed", exc)
 
-    async def spawn(self, behavior_name: str, node_id: NodeId | str, **options: Any) -> Any:
+    # ------------------------------------------------------------------ core.router.ClusterPort
+    async def spawn(self, behavior_name: str, node_id: NodeId | str, **options: Any) -> ProcessRef:
         """`GenServer.start_remote` lands here (the core does not import this layer)."""
         with self.node.as_default():
             return await spawn(behavior_name, node_id, **options)
 
-    def global_names(self) -> dict[str, Any]:
+    def global_names(self) -> dict[str, ProcessRef]:
         return dict(self.global_registry.names) if self.global_registry is not None else {}
 
-    # ------------------------------------------------------------------ queries
     def get_nodes(self) -> list[NodeInfo]:
         return self.membership.nodes()
+
+    def on_node_up(self, callback: Callable[[NodeInfo], Any]) -> Callable[[], None]:
+        return _subscribe(self.membership.up_callbacks, callback)
+
+    def on_node_down(self, callback: Callable[[NodeId, str], Any]) -> Callable[[], None]:
+        return _subscribe(self.membership.down_callbacks, callback)
+
+    def on_node_busy(self, callback: Callable[[NodeInfo], Any]) -> Callable[[], None]:
+        return _subscribe(self.membership.busy_callbacks, callback)
+
+    # ------------------------------------------------------------------ queries
 
     async def cluster_snapshot(self, timeout: float) -> list[NodeSnapshot]:
         results: list[NodeSnapshot] = [self.node.snapshot()]
@@ -431,11 +444,18 @@ def _parse_node_ids(ids: Sequence[str | NodeId], what: str) -> tuple[NodeId, ...
         raise InvalidArgumentError(f"bad node id in {what}=: {exc} (expected name@host:port)") from None
 
 
+def _subscribe(callbacks: list[Any], callback: Any) -> Callable[[], None]:
+    callbacks.append(callback)
+
+    def unsubscribe() -> None:
+        if callback in callbacks:
+            callbacks.remove(callback)
+
+    return unsubscribe
+
+
 def _dist(node: Node) -> Distribution:
-    dist = node.distribution
-    if not isinstance(dist, Distribution):
-        raise ClusterError(f"node {node.display_name} is not distributed; call Cluster.start(...) first")
-    return dist
+    return require_distribution(node)
 
 
 class Cluster:
@@ -484,7 +504,8 @@ class Cluster:
     @staticmethod
     def get_nodes() -> list[NodeInfo]:
         """The current node's `node.get_nodes()`: its connected peers (empty while not distributed)."""
-        return current_node().get_nodes()
+        dist = distribution_of(current_node())
+        return [] if dist is None else dist.get_nodes()
 
     @staticmethod
     def get_status() -> str:
@@ -493,7 +514,7 @@ class Cluster:
 
     @staticmethod
     def on_node_up(callback: Callable[[NodeInfo], Any]) -> Callable[[], None]:
-        return current_node().on_node_up(callback)
+        return _dist(current_node()).on_node_up(callback)
 
     @staticmethod
     def on_node_down(callback: Callable[[NodeId, str], Any]) -> Callable[[], None]:
@@ -501,7 +522,7 @@ class Cluster:
 
     @staticmethod
     def on_node_busy(callback: Callable[[NodeInfo], Any]) -> Callable[[], None]:
-        return current_node().on_node_busy(callback)
+        return _dist(current_node()).on_node_busy(callback)
 
     @staticmethod
     async def wait_for_nodes(n: int, *, timeout: float = 10.0, node: Node | None = None) -> list[NodeInfo]:

@@ -167,9 +167,7 @@ def find_process(node: Node, pid: int | None, creation: int, name: str | None) -
             raise NotRegisteredError(name)
         proc = node.local_process(ref)
     else:
-        proc = node._procs.get(pid) if pid is not None else None
-        if proc is not None and creation and creation != node.incarnation:
-            proc = None
+        proc = node.inbound_process(pid, creation or node.incarnation) if pid is not None else None
     if proc is None or not proc.alive:
         what = name if name is not None else ProcessRef(node.id, pid or 0, creation or node.incarnation)
         raise ServerNotRunningError(what, NOPROC)

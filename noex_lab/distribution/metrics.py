@@ -37,6 +37,7 @@ from ..core.errors import (
 from ..core.events import EventKind, NodeEvent
 from ..core.node import Node
 from ..core.node_id import NodeId
+from .attached import distribution_of
 
 if TYPE_CHECKING:
     from .cluster import Distribution
@@ -165,7 +166,7 @@ class NodeMetrics:
             events=dict(self.events), down_reasons=dict(self.down_reasons), calls=dict(self.calls),
             round_trips={str(k): v for k, v in self.round_trips.items()},
         )
-        dist = node.distribution
+        dist = distribution_of(node)
         if dist is None:
             return sample
         sample.rejected = dict(dist.transport.rejected)
@@ -217,7 +218,7 @@ class NodeMetrics:
 
         sample, stale = self._sample_from_loop()
         node = self.node
-        dist = node.distribution
+        dist = distribution_of(node)
 
         def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
             return GaugeMetricFamily(name, doc, value=value)
@@ -225,7 +226,7 @@ class NodeMetrics:
         def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
             return CounterMetricFamily(name, doc, value=value)
 
-        from .. import __version__
+        from ..version import __version__
 
         info = GaugeMetricFamily("noex_node_info", "This node: its id and the noex_lab version.",
                                  labels=["node", "version"])
@@ -361,7 +362,7 @@ def serve(node: Node, port: int, host: str = "127.0.0.1") -> MetricsServer:
         raise ClusterError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}; pick another "
                            "port (or 0 for a free one)") from exc
     endpoint = MetricsServer(metrics, server, thread, host)
-    dist = node.distribution
+    dist = distribution_of(node)
     if dist is not None:
         period = max(dist.config.heartbeat_interval_ms / 1000.0, 0.2)
         node.spawn_task(metrics.ping_loop, dist, period, what="metrics pings")

@@ -25,6 +25,7 @@ from ..core.events import EventKind
 from ..core.genserver import GenServer
 from ..core.node import Node
 from ..core.node_id import NodeId
+from ..distribution.attached import distribution_of
 from .errors import LabError
 from .reprs import Status, Table
 
@@ -149,11 +150,11 @@ class CodeShipper:
 
     # --------------------------------------------------------------- shipping
     async def _ship_one(self, node: Node, peer: NodeId, behavior: ShippedBehavior) -> ShipResult:
-        router = getattr(node.distribution, "router", None)
+        dist = distribution_of(node)
         try:
-            if router is None:
+            if dist is None:
                 raise NoexError("this kernel's node is not distributed")
-            loaded = await router.rpc(
+            loaded = await dist.router.rpc(
                 peer, "noex_load_behavior", [behavior.name, behavior.source, behavior.class_name, behavior.replace],
                 SHIP_TIMEOUT_S,
             )

@@ -27,6 +27,7 @@ from ..core.node_id import NodeId
 from ..core.refs import ProcessRef
 from ..core.supervisor import SupervisorServer
 from ..core.upgrade import set_source
+from ..distribution.attached import distribution_of
 from ..distribution.behaviors import BehaviorRegistry
 from ..distribution.cluster import HEARTBEAT_INTERVAL_MS, HEARTBEAT_MISS_THRESHOLD, Cluster
 from ..distribution.code_loading import UPGRADE_REPORT_WAIT_S
@@ -332,8 +333,8 @@ class LabSession:
         return f"attach from a terminal: noex-lab top{heartbeat} (it finds this node; or noex-lab top {node.id})"
 
     def _adopt(self, node: Node) -> None:
-        config = getattr(node.distribution, "config", None)
-        raw = getattr(config, "cluster_secret", None)
+        dist = distribution_of(node)
+        raw = dist.config.cluster_secret if dist is not None else None
         self.node = node
         self.secret = raw.decode() if isinstance(raw, bytes) else raw
         self.reporter.watch(node)
@@ -666,10 +667,9 @@ class LabSession:
                 continue
             for name, ref in sorted(names.items()):
                 rows.append([name, "local", label, ref])
-        global_names = getattr(node.distribution, "global_names", None)
-        if callable(global_names):
-            for name, ref in sorted(dict(global_names()).items()):
-                rows.append([name, "global", ref.node if isinstance(ref, ProcessRef) else "", ref])
+        if node.distribution is not None:
+            for name, ref in sorted(node.distribution.global_names().items()):
+                rows.append([name, "global", ref.node, ref])
         names_table = Table(["name", "scope", "node", "ref"], rows, title="registered names")
         known = [[n, getattr(BehaviorRegistry.get(n), "__qualname__", "?")] for n in BehaviorRegistry.names()]
         behaviors = Table(["behavior", "class"], known, title="BehaviorRegistry (this kernel)")

@@ -27,6 +27,7 @@ import anyio
 
 from ..core.errors import HandshakeRefusedError  # a member refused the login: retrying would not help
 from ..core.timeouts import seconds_argument
+from ..distribution.attached import distribution_of
 from ..frontend.options import (
     add_cluster_arguments,
     add_secret_arguments,
@@ -63,7 +64,8 @@ async def wait_for_members(node: Node, *, timeout: float, settle: float = 0.5, c
     (the seed's gossip names the others, which the observer then dials). False if none came;
     `HandshakeRefusedError` at once when a member refused the login (a refusal does not heal by retrying)."""
     deadline = time.monotonic() + timeout
-    refusals = getattr(getattr(node.distribution, "transport", None), "refusals", ())
+    dist = distribution_of(node)
+    refusals = dist.transport.refusals if dist is not None else []
     while not node.get_nodes():
         if refusals:
             raise HandshakeRefusedError(refusals[-1])

@@ -12,8 +12,8 @@ from noex_lab.frontend.child_protocol import (
     Listening,
     Metrics,
     PeerDown,
-    PeerUp,
     Peers,
+    PeerUp,
     format_line,
     parse_line,
 )
