@@ -38,7 +38,7 @@ from .errors import (
     UnsupportedEventLoopError,
     WaitTimeoutError,
 )
-from .events import EVENT_KINDS, EventInfo, EventKind, EventStream, NodeEvent
+from .events import EVENT_KINDS, EventInfo, EventKind, NodeEvent
 from .genserver import From, GenServer
 from .links import RemoteLink, RemoteMonitor
 from .messages import Down, Exit, NoReply, Stop
@@ -83,7 +83,6 @@ __all__ = [
     "ErrorReason",
     "EventInfo",
     "EventKind",
-    "EventStream",
     "EventTimeout",
     "Exit",
     "ExitReason",

@@ -44,7 +44,7 @@ class NodeEvent:
 
     kind: EventKind
     at: float
-    node: Any
+    node: NodeId | None
     data: dict[str, Any] = field(default_factory=dict)
 
     def __str__(self) -> str:

@@ -6,7 +6,7 @@ from .cluster import Cluster, ClusterConfig
 from .codec import wire_type
 from .crash_reports import watch_cluster_crashes
 from .distributed_supervisor import DistributedChildSpec, DistributedSupervisor
-from .faults import Faults, heal, partition
+from .faults import heal, partition
 from .global_registry import GlobalConflict, GlobalRegistry
 from .groups import Group, GroupEvent
 from .introspection import ProcessListing, ProcessState, TraceEvent, TraceHandle
@@ -23,7 +23,6 @@ __all__ = [
     "ClusterConfig",
     "DistributedChildSpec",
     "DistributedSupervisor",
-    "Faults",
     "GlobalConflict",
     "GlobalRegistry",
     "Group",

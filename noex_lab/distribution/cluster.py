@@ -14,7 +14,7 @@ import ssl
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -44,6 +44,9 @@ from .spawn import handle_spawn, spawn
 from .sys_tools import install_sys_tools
 from .transport import TLSConfig, Transport
 from .user_secret import weak_secret_reason
+
+if TYPE_CHECKING:
+    from .metrics import MetricsServer
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +194,7 @@ class Distribution:
         self.leave_hooks: list[Callable[[NodeId, str], None]] = []
         self.status = "starting"
         self.global_registry: GlobalNames | None = None
-        self.metrics: Any = None  # the MetricsServer when metrics_port was given (noex_lab.metrics)
+        self.metrics: MetricsServer | None = None  # when metrics_port was given (noex_lab.metrics)
 
     # ------------------------------------------------------------------ start / stop
     async def start(self) -> None:

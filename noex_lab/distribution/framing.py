@@ -27,11 +27,6 @@ HEADER = struct.Struct(">I")
 HEADER_SIZE = HEADER.size
 
 
-def frame(body: bytes) -> bytes:
-    """Prefix `body` with its length."""
-    return HEADER.pack(len(body)) + body
-
-
 def batch(bodies: list[bytes], batch_bytes: int, sealer: FrameSealer | None = None) -> bytes:
     """Frames for encoded messages, in order: as many whole messages per frame as fit in
     `batch_bytes` (a bigger message has a frame of its own); sealed when `sealer` is given."""
