@@ -29,13 +29,15 @@ from rich.text import Text
 from rich.tree import Tree
 
 from ..core.errors import ClusterError
-from ..core.events import MEMBERSHIP_KINDS, EventInfo, EventKind, NodeEvent, detail_text, details_text
+from ..core.events import EventInfo, EventKind, NodeEvent, detail_text, details_text
 from ..core.node import Node
 from ..core.node_id import NodeId
 from ..core.snapshot import NodeSnapshot, ProcessInfo
 from ..core.supervisor import ChildInfo, SupervisorTree
 from ..distribution.cluster import Cluster
 from ..distribution.introspection import recent_events
+from ..frontend.cluster_model import Member as Member  # (re-exported: the members ClusterWatch holds)
+from ..frontend.cluster_model import MembershipModel
 
 # Events worth showing from every member's stream (a migration also emits a supervisor_restart
 # with reason "noconnection", and a distributed restart also a child_restarted: shown once).
@@ -46,29 +48,6 @@ CLUSTER_KINDS: frozenset[EventKind] = frozenset({
 })
 REMOTE_EVENT_WINDOW = 200
 STATUS_STYLE = {"up": "green", "busy": "yellow", "down": "red", "self": "cyan"}
-
-
-@dataclass
-class Member:
-    """One cluster member as the observer sees it."""
-
-    id: NodeId
-    status: str  # "up" | "busy" | "down"
-    since: float  # wall clock of the last status change
-    loop_lag_ms: float = 0.0
-    process_count: int = 0
-    last_heartbeat_at: float | None = None
-    down_reason: str | None = None
-    is_self: bool = False
-    reachable: bool = True
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": str(self.id), "name": self.id.name, "status": self.status, "since": self.since,
-            "loop_lag_ms": round(self.loop_lag_ms, 1), "process_count": self.process_count,
-            "last_heartbeat_at": self.last_heartbeat_at, "down_reason": self.down_reason,
-            "is_observer": self.is_self, "reachable": self.reachable,
-        }
 
 
 @dataclass(frozen=True)
@@ -113,7 +92,8 @@ class ClusterWatch:
         self.node = node
         self.me: NodeId = node.id
         self.include_self = include_self
-        self.members: dict[NodeId, Member] = {}
+        self.model = MembershipModel()
+        self.members = self.model.members  # (the shared model's members, by id)
         self.snapshots: dict[NodeId, NodeSnapshot] = {}
         self.events: deque[EventRow] = deque(maxlen=keep_events)
         self.refreshed_at: float | None = None
@@ -145,25 +125,16 @@ class ClusterWatch:
 
     def _on_event(self, event: NodeEvent) -> None:
         data = event.data
-        if event.kind in MEMBERSHIP_KINDS:
-            peer = data.get("peer")
-            if not isinstance(peer, NodeId):
-                return
-            if event.kind == "node_down":
-                reason = str(data.get("reason", ""))
-                self._set_status(peer, "down", event.at, down_reason=reason)
-                self._add(EventRow(event.at, str(peer), "node_down", f"reason={reason}"))
-            elif event.kind == "node_busy":
-                lag = float(data.get("loop_lag_ms", 0.0))
-                self._set_status(peer, "busy", event.at, loop_lag_ms=lag)
-                self._add(EventRow(event.at, str(peer), "node_busy", f"loop_lag_ms={lag:.0f}"))
-            elif event.kind == "node_available":
-                lag = float(data.get("loop_lag_ms", 0.0))
-                self._set_status(peer, "up", event.at, loop_lag_ms=lag)
-                self._add(EventRow(event.at, str(peer), "node_available", f"loop_lag_ms={lag:.0f}"))
+        member = self.model.apply(event)
+        if member is not None:
+            if member.status == "down":
+                self.snapshots.pop(member.id, None)
+                detail = f"reason={member.down_reason}"
+            elif event.kind == "node_up":
+                detail = ""
             else:
-                self._set_status(peer, "up", event.at)
-                self._add(EventRow(event.at, str(peer), "node_up", ""))
+                detail = f"loop_lag_ms={member.loop_lag_ms:.0f}"
+            self._add(EventRow(event.at, str(member.id), event.kind, detail))
             self._changed()
         elif event.kind in CLUSTER_KINDS or event.kind == "error":
             why = data.get("reason")
@@ -173,35 +144,11 @@ class ClusterWatch:
     def _add(self, row: EventRow) -> None:
         self.events.append(row)
 
-    def _set_status(self, peer: NodeId, status: str, at: float, *, down_reason: str | None = None,
-                    loop_lag_ms: float | None = None) -> None:
-        member = self.members.get(peer)
-        if member is None:
-            member = self.members[peer] = Member(peer, status, at)
-        elif member.status != status:
-            member.status, member.since = status, at
-        member.down_reason = down_reason if status == "down" else None
-        if loop_lag_ms is not None:
-            member.loop_lag_ms = loop_lag_ms
-        if status == "down":
-            self.snapshots.pop(peer, None)
-            member.process_count = 0
-
     def _sync_members(self) -> None:
         """Reconcile with `get_nodes()` (the truth for who is connected right now)."""
-        now = time.time()
-        connected = {info.id: info for info in self.node.get_nodes()}
-        for peer, info in connected.items():
-            member = self.members.get(peer)
-            if member is None or member.status != info.status:
-                self._set_status(peer, info.status, now)
-                member = self.members[peer]
-            member.loop_lag_ms = info.loop_lag_ms
-            member.process_count = info.process_count
-            member.last_heartbeat_at = info.last_heartbeat_at
-        for peer, member in self.members.items():
-            if not member.is_self and member.status != "down" and peer not in connected:
-                self._set_status(peer, "down", now, down_reason="not connected")
+        self.model.sync(self.node.get_nodes(), time.time())
+        for member in self.model.down():
+            self.snapshots.pop(member.id, None)
         if self.include_self:
             me = self.members[self.me]
             me.process_count = self.node.process_count
