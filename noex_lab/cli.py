@@ -87,6 +87,7 @@ async def _run_node(args: argparse.Namespace) -> int:
     from .distribution.cluster import Cluster
     from .frontend.child_protocol import Listening, Metrics, PeerDown, Peers, PeerUp, format_line
     from .frontend.options import cluster_options, secret_from_args, tls_from_args
+    from .frontend.signals import wait_for_signal
     from .logs import configure_logging
 
     configure_logging(args.log_format, args.log_level)
@@ -114,10 +115,7 @@ async def _run_node(args: argparse.Namespace) -> int:
         node.on_node_down(down)
     async with anyio.create_task_group() as tg:
         async def wait_signal(*, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                task_status.started()
-                async for _ in signals:
-                    break
+            await wait_for_signal(signal.SIGTERM, signal.SIGINT, task_status=task_status)
             tg.cancel_scope.cancel()
 
         async def wait_stdin_eof() -> None:

@@ -35,7 +35,8 @@ from ..core.errors import NoexError
 from ..core.node_id import NodeId
 from ..core.timeouts import seconds_argument
 from ..frontend.child_protocol import Listening, parse_line
-from .common import log_to, run_until_signal
+from ..frontend.signals import run_until_signal
+from .common import log_to
 
 if TYPE_CHECKING:
     from rich.console import Console

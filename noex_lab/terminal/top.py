@@ -36,7 +36,8 @@ from ..frontend.options import (
     secret_from_args,
     tls_from_args,
 )
-from .common import Waker, log_to, run_until_signal
+from ..frontend.signals import run_until_signal
+from .common import Waker, log_to
 
 if TYPE_CHECKING:
     from ..core.node import Node
