@@ -82,6 +82,20 @@ class WatchedProcess:
             self.stderr.append(line.rstrip("\n"))
 
     @property
+    def output_ended(self) -> bool:
+        """Whether stdout reached its end (the process closed it, usually by exiting)."""
+        with self._changed:
+            return self._eof
+
+    def wait_output_end(self, timeout: float) -> bool:
+        """Wait (at most `timeout` seconds) until stdout reached its end; whether it did."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not self._eof and (remaining := deadline - time.monotonic()) > 0:
+                self._changed.wait(remaining)
+            return self._eof
+
+    @property
     def history(self) -> list[str]:
         with self._changed:
             return [line for _, line in self.lines]
