@@ -20,7 +20,7 @@ from pathlib import Path
 import anyio
 
 from noex_lab.frontend.child_protocol import Listening, Peers, parse_line
-from noex_lab.testing.processes import WatchedProcess
+from noex_lab.frontend.processes import WatchedProcess
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -49,8 +49,8 @@ class NodeError(RuntimeError):
 
 
 class NodeProc(WatchedProcess):
-    """One `noex-lab node` process, launched and read by the test suite's launcher
-    (`noex_lab.testing.WatchedProcess`): stdout lines are kept with their arrival wall time."""
+    """One `noex-lab node` process, launched and read by the launcher the tests and `noex-lab demo` use
+    (`noex_lab.frontend.processes.WatchedProcess`): stdout lines are kept with their arrival wall time."""
 
     def __init__(
         self, name: str, *, seeds: Iterable[str] = (), heartbeat_interval_ms: int | None = None,

@@ -6,9 +6,13 @@ type, never by text. The lab's own errors (`noex_lab.lab.errors`) never cross th
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import tracebacks
+
+if TYPE_CHECKING:
+    from .node_id import NodeId
+    from .refs import ProcessRef
 
 
 class NoexError(Exception):
@@ -104,8 +108,8 @@ class CallError(NoexError):
     away (`noex_lab.show_library_frames()` shows them)."""
 
     def __init__(
-        self, exc_type: str, message: str, remote_traceback: str = "", *, process: Any = None,
-        behavior: str = "", node: Any = None,
+        self, exc_type: str, message: str, remote_traceback: str = "", *, process: ProcessRef | None = None,
+        behavior: str = "", node: NodeId | None = None,
     ) -> None:
         if node is None and process is not None:
             node = getattr(process, "node", None)
@@ -312,6 +316,11 @@ class CodeLoadingError(NoexError):
 
 class SecretFileError(NoexError):
     """The per-user secret file cannot be used (unsafe permissions, unreadable, empty)."""
+
+
+class ProcessOutputError(NoexError, AssertionError):
+    """A child process did not print what was awaited in time, or exited first; the message
+    holds its last output (an AssertionError too, so a test that waits on one simply fails)."""
 
 
 class UnknownOperationError(NoexError):
