@@ -501,6 +501,12 @@ class Cluster:
         return node
 
     @staticmethod
+    def config(node: Node | None = None) -> ClusterConfig:
+        """The options the current node (or `node`) was started with; `ClusterError` while it is
+        not distributed."""
+        return _dist(node or current_node()).config
+
+    @staticmethod
     def get_local_node_id() -> NodeId:
         return _dist(current_node()).node_id
 

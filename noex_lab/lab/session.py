@@ -27,7 +27,6 @@ from ..core.node_id import NodeId
 from ..core.refs import ProcessRef
 from ..core.supervisor import SupervisorServer
 from ..core.upgrade import set_source
-from ..distribution.attached import distribution_of
 from ..distribution.behaviors import BehaviorRegistry
 from ..distribution.cluster import HEARTBEAT_INTERVAL_MS, HEARTBEAT_MISS_THRESHOLD, Cluster
 from ..distribution.code_loading import UPGRADE_REPORT_WAIT_S
@@ -333,8 +332,7 @@ class LabSession:
         return f"attach from a terminal: noex-lab top{heartbeat} (it finds this node; or noex-lab top {node.id})"
 
     def _adopt(self, node: Node) -> None:
-        dist = distribution_of(node)
-        raw = dist.config.cluster_secret if dist is not None else None
+        raw = Cluster.config(node).cluster_secret if node.distribution is not None else None
         self.node = node
         self.secret = raw.decode() if isinstance(raw, bytes) else raw
         self.reporter.watch(node)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from noex_lab import ClusterConfig, InvalidArgumentError, NodeId
+from noex_lab import Cluster, ClusterConfig, InvalidArgumentError, NodeId
 from noex_lab.distribution.cluster import HEARTBEAT_INTERVAL_MS, HEARTBEAT_MISS_THRESHOLD
 from noex_lab.frontend.options import add_cluster_arguments, cluster_options
 
@@ -53,3 +53,12 @@ def test_the_liveness_defaults_are_written_once() -> None:
             if isinstance(node, ast.Constant) and type(node.value) is int and node.value == HEARTBEAT_INTERVAL_MS:
                 found.append(str(path.relative_to(PACKAGE)))
     assert found == ["distribution/cluster.py"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_started_node_tells_its_config(cleanup: None) -> None:
+    node = await Cluster.start("configured", port=0, heartbeat_interval_ms=250)
+    config = Cluster.config(node)
+    assert (config.node_name, config.heartbeat_interval_ms, config.heartbeat_miss_threshold) == (
+        "configured", 250, HEARTBEAT_MISS_THRESHOLD)
