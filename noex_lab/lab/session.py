@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..core import tracebacks
 from ..core.crash_report import CrashReport
 from ..core.errors import NoexError
-from ..core.events import EventKind, NodeEvent
+from ..core.events import EVENT_KINDS, EventKind, NodeEvent
 from ..core.node import Node, current_node, running_nodes
 from ..core.node_id import NodeId
 from ..core.refs import ProcessRef
@@ -43,7 +43,7 @@ from .background import BackgroundReporter
 from .code_shipping import CodeShipper, ShipResult, upgrade_text
 from .crashes import CrashList
 from .dashboard import DASHBOARD_KINDS, Dashboard, sidecar_class
-from .errors import LabError
+from .errors import LabError, MagicUsageError
 from .launchers import SshTransport, Transport
 from .local_nodes import LaunchedNode, LocalNode, LocalNodeLauncher
 from .reprs import Message, Status, Table, clock, display
@@ -674,6 +674,8 @@ class LabSession:
         return [names_table, behaviors]
 
     async def events(self, count: int = 20, *, spec: str | None = None, kind: str | None = None) -> Table:
+        if kind is not None and kind not in EVENT_KINDS:  # (a typo would show no event at all)
+            raise MagicUsageError(f"unknown event kind {kind!r}; the kinds are {', '.join(EVENT_KINDS)}")
         node = self.kernel_node()
         where = None if spec is None else self.resolve_node(spec)
         if where == node.id:
