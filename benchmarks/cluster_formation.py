@@ -65,7 +65,7 @@ async def form_cluster(
             if node.name not in formation.converged_us:
                 hit = node.peers_line(n - 1)
                 if hit is not None:
-                    formation.converged_us[node.name] = int(hit[1].split()[2])
+                    formation.converged_us[node.name] = hit.wall_us
         if len(formation.converged_us) == n:
             for node in formation.nodes:  # every id (each printed NODE before it could see peers)
                 if node.id is None:

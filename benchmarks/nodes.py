@@ -13,13 +13,14 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import anyio
+
+from noex_lab.frontend.child_protocol import Listening, Peers, parse_line
+from noex_lab.frontend.processes import WatchedProcess
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -47,8 +48,9 @@ class NodeError(RuntimeError):
     """A node did not start, did not print what was awaited in time, or exited early."""
 
 
-class NodeProc:
-    """One `noex-lab node` process (stdout lines are collected by a reader thread)."""
+class NodeProc(WatchedProcess):
+    """One `noex-lab node` process, launched and read by the launcher the tests and `noex-lab demo` use
+    (`noex_lab.frontend.processes.WatchedProcess`): stdout lines are kept with their arrival wall time."""
 
     def __init__(
         self, name: str, *, seeds: Iterable[str] = (), heartbeat_interval_ms: int | None = None,
@@ -76,31 +78,9 @@ class NodeProc:
             full_env[SECRET_ENV] = secret
         self.cmd = cmd
         self.id: str | None = None
-        self.lines: list[tuple[int, str]] = []  # (wall_us when read, line)
-        self.stderr: deque[str] = deque(maxlen=40)
         self.launched_us = wall_us()
-        self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env,
-            cwd=str(REPO), text=True, bufsize=1,
-        )
-        self._threads = [threading.Thread(target=self._read_out, daemon=True),
-                         threading.Thread(target=self._read_err, daemon=True)]
-        for thread in self._threads:
-            thread.start()
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def _read_out(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append((wall_us(), line.rstrip("\n")))  # list.append is atomic
-
-    def _read_err(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.stderr.append(line.rstrip("\n"))
+        # lines: (wall_us when read, line)
+        super().__init__(cmd, label=f"node {name}", env=full_env, cwd=REPO, clock=wall_us)
 
     # ------------------------------------------------------------------ reading
     def find(self, predicate: Callable[[str], bool]) -> tuple[int, str] | None:
@@ -122,7 +102,7 @@ class NodeProc:
             hit = self.find(predicate)
             if hit is not None:
                 return hit
-            if self.proc.poll() is not None and not self._threads[0].is_alive():
+            if self.proc.poll() is not None and self.output_ended:
                 if self.find(predicate) is None:  # re-checked: the last lines may just have arrived
                     raise NodeError(f"{what}: node {self.describe()}")
                 continue
@@ -132,14 +112,21 @@ class NodeProc:
 
     async def started(self, deadline: float) -> str:
         """Wait for `NODE <id>` (the listener is up); returns the node id."""
-        _, line = await self.wait_line(lambda s: s.startswith("NODE "), deadline, f"{self.name} start")
-        self.id = line.split()[1]
+        _, line = await self.wait_line(lambda s: isinstance(parse_line(s), Listening), deadline, f"{self.name} start")
+        record = parse_line(line)
+        assert isinstance(record, Listening)
+        self.id = str(record.node)
         return self.id
 
-    def peers_line(self, count: int) -> tuple[int, str] | None:
-        """The first `PEERS <count> <wall_us>` line, if any."""
-        prefix = f"PEERS {count} "
-        return self.find(lambda s: s.startswith(prefix))
+    def peers_line(self, count: int) -> Peers | None:
+        """The first `PEERS <count> <wall_us>` record, if any."""
+        def peers(line: str) -> bool:
+            record = parse_line(line)
+            return isinstance(record, Peers) and record.count == count
+
+        hit = self.find(peers)
+        record = None if hit is None else parse_line(hit[1])
+        return record if isinstance(record, Peers) else None
 
     # ------------------------------------------------------------------ signals and stopping
     def signal(self, sig: int) -> None:
@@ -176,8 +163,7 @@ class NodeProc:
                 self.proc.wait(timeout=STOP_GRACE_S)
             except subprocess.TimeoutExpired:
                 pass
-        for thread in self._threads:
-            thread.join(timeout=1.0)  # the readers end at EOF once the process is gone
+        self.wait_output_end(1.0)  # the reader ends at EOF once the process is gone
         for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 try:

@@ -7,8 +7,7 @@ from .core import *  # noqa: F403
 from .core import __all__ as _core_all
 from .distribution import *  # noqa: F403
 from .distribution import __all__ as _distribution_all
-
-__version__ = "0.1.0"
+from .version import __version__
 
 # A library logs; the application decides where logs go (`noex-lab node` and the notebook
 # extension do): without a handler of its own, nothing is printed through logging's last resort.

@@ -9,7 +9,6 @@ import importlib
 import importlib.util
 import os
 import signal
-import ssl
 import sys
 import threading
 import time
@@ -21,22 +20,20 @@ import anyio.from_thread
 import anyio.lowlevel
 
 if TYPE_CHECKING:
-    from .distribution.transport import TLSConfig
+    pass
 
 
 def _parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .frontend.options import add_cluster_arguments, add_secret_arguments, add_tls_arguments
     from .logs import LOG_FORMATS, LOG_LEVELS
+    from .version import __version__
 
     parser = argparse.ArgumentParser(prog="noex-lab", description="noex_lab command line")
     parser.add_argument("--version", action="version", version=f"noex-lab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     node = sub.add_parser("node", help="run a standalone node until SIGTERM/SIGINT")
     node.add_argument("--name", required=True, help="node name (letters, digits, _ and -)")
-    node.add_argument("--port", type=int, default=4369, help="TCP (and liveness UDP) port; 0 = free port")
-    node.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    node.add_argument("--advertise-host", default=None, help="address peers dial (when --host is 0.0.0.0)")
-    node.add_argument("--seed", action="append", default=[], metavar="ID", help="seed node id name@host:port")
+    add_cluster_arguments(node, port=4369)
     add_secret_arguments(node).add_argument(
         "--secret-stdin", action="store_true",
         help="read the cluster secret from the first line of standard input (how %%noex remote hands it "
@@ -49,10 +46,6 @@ def _parser() -> argparse.ArgumentParser:
     node.add_argument("--allow-fault-injection", action="store_true",
                       help="let authenticated peers cut and shape this node's links (%%noex partition; "
                            "needs a cluster secret)")
-    node.add_argument("--heartbeat-interval-ms", type=int, default=5000)
-    node.add_argument("--heartbeat-miss-threshold", type=int, default=3)
-    node.add_argument("--insecure", action="store_true",
-                      help="allow a non-loopback bind with --no-secret (anyone who reaches it can run code)")
     node.add_argument("--max-message-bytes", type=int, default=None, metavar="N",
                       help="largest message accepted or sent (default 64 MiB)")
     node.add_argument("--busy-limit-bytes", type=int, default=None, metavar="N",
@@ -83,68 +76,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_secret_arguments(parser: argparse.ArgumentParser) -> argparse._MutuallyExclusiveGroup:
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--secret-env", metavar="VAR",
-                       help="environment variable holding the cluster secret (default: the per-user secret file "
-                            "$XDG_CONFIG_HOME/noex-lab/secret, created on first use)")
-    group.add_argument("--no-secret", action="store_true",
-                       help="no cluster secret: every local user (and with --insecure, anyone) can connect")
-    return group
-
-
-def secret_from_args(args: argparse.Namespace) -> str | None:
-    """The secret `--secret-env` names, none with `--no-secret` (with a warning), else the per-user
-    secret file (created on first use). Warns about `--insecure` on a non-loopback address."""
-    from .distribution.cluster import is_loopback
-    from .distribution.user_secret import SecretFileError, load_or_create, secret_path
-
-    if getattr(args, "insecure", False) and not is_loopback(args.host):
-        warn(f"--insecure on {args.host}: without a secret, anyone who can reach this address can start "
-             "processes and run code here")
-    if args.secret_env:
-        return secret_from_env(args.secret_env)
-    if getattr(args, "secret_stdin", False):
-        return secret_from_stdin()
-    if args.no_secret:
-        warn("--no-secret: links are not authenticated; any local user (anyone, on a non-loopback "
-             f"address) can join and run code here. Without it the secret in {secret_path()} is used")
-        return None
-    try:
-        return load_or_create()
-    except SecretFileError as exc:
-        raise SystemExit(f"noex-lab: {exc}") from None
-
-
-def warn(text: str) -> None:
-    print(f"noex-lab: warning: {text}", file=sys.stderr, flush=True)
-
-
-def add_tls_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("TLS", "mutual TLS on every node link, from PEM files (give all three)")
-    group.add_argument("--tls-cert", metavar="PEM", help="this node's certificate (chain)")
-    group.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
-    group.add_argument("--tls-ca", metavar="PEM", help="the CA that signed every member's certificate")
-
-
-def tls_from_args(args: argparse.Namespace) -> TLSConfig | None:
-    """The TLSConfig the --tls-* flags ask for, or None; exits with a clear message if unusable."""
-    from .distribution.transport import TLSConfig
-
-    files = {"--tls-cert": args.tls_cert, "--tls-key": args.tls_key, "--tls-ca": args.tls_ca}
-    if not any(files.values()):
-        return None
-    missing = [flag for flag, path in files.items() if not path]
-    if missing:
-        raise SystemExit(
-            f"noex-lab: TLS needs --tls-cert, --tls-key and --tls-ca together; missing {', '.join(missing)}"
-        )
-    try:
-        return TLSConfig.from_files(args.tls_cert, args.tls_key, args.tls_ca)
-    except (OSError, ssl.SSLError) as exc:
-        raise SystemExit(f"noex-lab: cannot load the TLS files: {exc}") from None
-
-
 def _wall_us() -> int:
     return time.time_ns() // 1000
 
@@ -154,39 +85,12 @@ def _print(line: str) -> None:
     sys.stdout.flush()
 
 
-def secret_from_env(var: str | None) -> str | None:
-    """The cluster secret from environment variable `var` (never from the command line)."""
-    if var is None:
-        return None
-    value = os.environ.get(var)
-    if not value:
-        raise SystemExit(f"noex-lab: environment variable {var} (--secret-env) is not set or empty")
-    return value
-
-
-MAX_SECRET_LINE = 4096
-
-
-def secret_from_stdin() -> str:
-    """The first line of standard input, read byte by byte from the descriptor so nothing after
-    it is consumed (stdin then stays open for `--exit-on-stdin-eof`). Never echoed or logged."""
-    line = bytearray()
-    with contextlib.suppress(OSError):
-        while len(line) <= MAX_SECRET_LINE:
-            byte = os.read(sys.stdin.fileno(), 1)
-            if not byte or byte == b"\n":
-                break
-            line += byte
-    if len(line) > MAX_SECRET_LINE:
-        raise SystemExit(f"noex-lab: --secret-stdin: the secret line is longer than {MAX_SECRET_LINE} bytes")
-    secret = line.decode("utf-8", "replace").strip()
-    if not secret:
-        raise SystemExit("noex-lab: --secret-stdin: standard input ended before a secret line")
-    return secret
-
-
 async def _run_node(args: argparse.Namespace) -> int:
+    from .distribution.attached import require_distribution
     from .distribution.cluster import Cluster
+    from .frontend.child_protocol import Listening, Metrics, PeerDown, Peers, PeerUp, format_line
+    from .frontend.options import cluster_options, secret_from_args, tls_from_args
+    from .frontend.signals import wait_for_signal
     from .logs import configure_logging
 
     configure_logging(args.log_format, args.log_level)
@@ -195,33 +99,26 @@ async def _run_node(args: argparse.Namespace) -> int:
     for module in args.behaviors:
         importlib.import_module(module)
     node = await Cluster.start(
-        args.name, host=args.host, port=args.port, seeds=args.seed, cluster_secret=secret_from_args(args),
-        heartbeat_interval_ms=args.heartbeat_interval_ms,
-        heartbeat_miss_threshold=args.heartbeat_miss_threshold, advertise_host=args.advertise_host,
-        allow_code=args.allow_code, allow_code_from=args.allow_code_from, insecure=args.insecure,
-        tls=tls_from_args(args), max_send_buffer_bytes=args.max_send_buffer_bytes,
-        metrics_port=args.metrics_port, metrics_host=args.metrics_host,
-        allow_fault_injection=args.allow_fault_injection,
-        **{key: value for key in ("max_message_bytes", "busy_limit_bytes")
+        args.name, **cluster_options(args), cluster_secret=secret_from_args(args), tls=tls_from_args(args),
+        allow_code=args.allow_code, allow_code_from=args.allow_code_from, metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host, allow_fault_injection=args.allow_fault_injection,
+        **{key: value for key in ("max_message_bytes", "busy_limit_bytes", "max_send_buffer_bytes")
            if (value := getattr(args, key)) is not None},
     )
     if args.report:
         def up(info: Any) -> None:
-            _print(f"UP {info.id} {_wall_us()}")
-            _print(f"PEERS {len(node.get_nodes())} {_wall_us()}")
+            _print(format_line(PeerUp(info.id, _wall_us())))
+            _print(format_line(Peers(len(node.get_nodes()), _wall_us())))
 
         def down(peer: Any, reason: str) -> None:
-            _print(f"DOWN {peer} {_wall_us()} {reason}")
-            _print(f"PEERS {len(node.get_nodes())} {_wall_us()}")
+            _print(format_line(PeerDown(peer, _wall_us(), reason)))
+            _print(format_line(Peers(len(node.get_nodes()), _wall_us())))
 
         node.on_node_up(up)
         node.on_node_down(down)
     async with anyio.create_task_group() as tg:
         async def wait_signal(*, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                task_status.started()
-                async for _ in signals:
-                    break
+            await wait_for_signal(signal.SIGTERM, signal.SIGINT, task_status=task_status)
             tg.cancel_scope.cancel()
 
         async def wait_stdin_eof() -> None:
@@ -246,9 +143,11 @@ async def _run_node(args: argparse.Namespace) -> int:
         await tg.start(wait_signal)  # handlers in place before NODE: a SIGTERM right after it is graceful
         if args.exit_on_stdin_eof:
             tg.start_soon(wait_stdin_eof)
-        _print(f"NODE {node.id}")
-        if node.distribution.metrics is not None:
-            _print(f"METRICS {node.distribution.metrics.url}")
+        assert node.id is not None  # (a started cluster node has its id)
+        _print(format_line(Listening(node.id)))
+        metrics = require_distribution(node).metrics
+        if metrics is not None:
+            _print(format_line(Metrics(metrics.url)))
     with anyio.CancelScope(shield=True), anyio.move_on_after(10):
         await node.stop()
     return 0

@@ -14,6 +14,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from .core.errors import InvalidArgumentError
+
 __all__ = ["LOG_FORMATS", "LOG_LEVELS", "JsonFormatter", "TextFormatter", "configure_logging"]
 
 LOG_FORMATS = ("text", "json")
@@ -59,9 +61,9 @@ class TextFormatter(logging.Formatter):
 def configure_logging(fmt: str = "text", level: str = "warning", stream: TextIO | None = None) -> logging.Handler:
     """Send the `noex_lab` loggers' records at `level` and above to `stream` (stderr) as `fmt`."""
     if fmt not in LOG_FORMATS:
-        raise ValueError(f"log format must be one of {LOG_FORMATS}, not {fmt!r}")
+        raise InvalidArgumentError(f"log format must be one of {LOG_FORMATS}, not {fmt!r}")
     if level.lower() not in LOG_LEVELS:
-        raise ValueError(f"log level must be one of {LOG_LEVELS}, not {level!r}")
+        raise InvalidArgumentError(f"log level must be one of {LOG_LEVELS}, not {level!r}")
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     logger = logging.getLogger("noex_lab")

@@ -18,6 +18,8 @@ from typing import Any, Protocol
 import anyio
 import sniffio
 
+from .errors import UnsupportedEventLoopError
+
 
 class FutureLike(Protocol):
     """The subset of `asyncio.Future` the runtime relies on (also awaitable)."""
@@ -161,13 +163,13 @@ class TrioFuture:
 
     def set_result(self, value: Any) -> None:
         if self._done:
-            raise RuntimeError("future already done")
+            raise asyncio.InvalidStateError("future already done")
         self._value, self._done = value, True
         self._event.set()
 
     def set_exception(self, exc: BaseException) -> None:
         if self._done:
-            raise RuntimeError("future already done")
+            raise asyncio.InvalidStateError("future already done")
         self._exc, self._done = exc, True
         self._event.set()
 
@@ -253,7 +255,7 @@ def current_backend() -> Backend:
         return AsyncioBackend()
     if lib == "trio":
         return TrioBackend()
-    raise RuntimeError(f"noex_lab runs on asyncio or trio, not {lib}")
+    raise UnsupportedEventLoopError(f"noex_lab runs on asyncio or trio, not {lib}")
 
 
 def current_loop_key() -> object:
@@ -281,7 +283,7 @@ def current_loop_key() -> object:
         import trio
 
         return trio.lowlevel.current_trio_token()
-    raise RuntimeError("noex_lab needs a running asyncio or trio event loop")
+    raise UnsupportedEventLoopError("noex_lab needs a running asyncio or trio event loop")
 
 
 def _no_loop() -> Any:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from . import tracebacks
+from .errors import InvalidArgumentError
 from .node_id import NodeId
 from .reasons import KILLED, MAILBOX_OVERFLOW, NORMAL, SHUTDOWN, ErrorReason, ExitReason
 from .refs import ProcessRef
@@ -117,7 +118,7 @@ class CrashReport:
     @classmethod
     def from_wire(cls, data: Any) -> CrashReport:
         if not isinstance(data, list) or len(data) < 10 or not isinstance(data[2], ProcessRef):
-            raise ValueError(f"not a crash report: {short_repr(data)}")
+            raise InvalidArgumentError(f"not a crash report: {short_repr(data)}")
         at, node, process, name, behavior, reason, last, parent, queue_len, count = data[:10]
         return cls(float(at), node if isinstance(node, NodeId) else None, process,
                    str(name) if name is not None else None, str(behavior), reason, str(last or ""),

@@ -1,10 +1,18 @@
-"""Typed errors of noex_lab: every error a user can see is a `NoexError`."""
+"""Typed errors of noex_lab: every error a user can see is a `NoexError`, defined here.
+
+One module, so that a failed remote request is rebuilt with its own class on the caller's side
+(`distribution.routing.decode_error` looks the class name up here) and callers match errors by
+type, never by text. The lab's own errors (`noex_lab.lab.errors`) never cross the wire."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import tracebacks
+
+if TYPE_CHECKING:
+    from .node_id import NodeId
+    from .refs import ProcessRef
 
 
 class NoexError(Exception):
@@ -100,8 +108,8 @@ class CallError(NoexError):
     away (`noex_lab.show_library_frames()` shows them)."""
 
     def __init__(
-        self, exc_type: str, message: str, remote_traceback: str = "", *, process: Any = None,
-        behavior: str = "", node: Any = None,
+        self, exc_type: str, message: str, remote_traceback: str = "", *, process: ProcessRef | None = None,
+        behavior: str = "", node: NodeId | None = None,
     ) -> None:
         if node is None and process is not None:
             node = getattr(process, "node", None)
@@ -284,6 +292,45 @@ class MissingExtraError(NoexError, ImportError):
 
 class AuthenticationError(NoexError):
     """A peer failed the cluster handshake (wrong secret, replay, protocol mismatch)."""
+
+
+class HandshakeRefusedError(AuthenticationError):
+    """The other side refused the handshake; `reason` says why (retrying does not help)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ProtocolError(NoexError):
+    """A peer sent bytes that break the protocol; its connection is closed."""
+
+
+class DecodeError(NoexError):
+    """Bytes from a peer are not a valid message (malformed, truncated, unknown type or too big)."""
+
+
+class CodeLoadingError(NoexError):
+    """A node refused shipped code, or the code failed to load there."""
+
+
+class SecretFileError(NoexError):
+    """The per-user secret file cannot be used (unsafe permissions, unreadable, empty)."""
+
+
+class ProcessOutputError(NoexError, AssertionError):
+    """A child process did not print what was awaited in time, or exited first; the message
+    holds its last output (an AssertionError too, so a test that waits on one simply fails)."""
+
+
+class UnknownOperationError(NoexError):
+    """The target node has no handler for this system request (it runs a noex_lab without that
+    feature, or a peer sent a name no version knows)."""
+
+
+class UnsupportedEventLoopError(NoexError, RuntimeError):
+    """noex_lab was called outside a running asyncio or trio event loop (or on another one):
+    run it under `asyncio.run`, `trio.run` or `anyio.run`, or in a notebook cell."""
 
 
 class RemoteError(NoexError):

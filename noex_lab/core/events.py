@@ -6,14 +6,34 @@ import inspect
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+from .node_id import NodeId
 
 if TYPE_CHECKING:
     from .node import Node
 
 log = logging.getLogger(__name__)
+
+# Every kind of event a node emits: the one definition emitters and consumers (widgets, `top`,
+# `%noex events --kind`) are checked against by mypy.
+EventKind = Literal[
+    # processes
+    "process_started", "process_exited", "process_suspended", "process_resumed", "process_upgraded",
+    "upgrade_failed", "mailbox_overflow", "crash_report", "behavior_loaded", "behavior_shipped", "behavior_refused",
+    # supervisors
+    "child_started", "child_stopped", "child_restarted", "child_migrated", "supervisor_restart",
+    "supervisor_gave_up", "supervisor_stopped", "distributed_supervisor_started", "node_failure_detected",
+    # cluster
+    "cluster_started", "node_up", "node_down", "node_busy", "node_available", "node_leaving",
+    "send_buffer_overflow", "global_registered", "global_unregistered", "global_conflict",
+    # background work and the lab (a notebook's node)
+    "error", "log", "output", "node_output", "local_node_exited",
+]
+EVENT_KINDS: tuple[EventKind, ...] = get_args(EventKind)
+MEMBERSHIP_KINDS: frozenset[EventKind] = frozenset({"node_up", "node_down", "node_busy", "node_available"})
 
 EventCallback = Callable[["NodeEvent"], Any]
 
@@ -22,13 +42,13 @@ EventCallback = Callable[["NodeEvent"], Any]
 class NodeEvent:
     """One event: `kind` (e.g. "process_exited", "node_down"), wall-clock `at`, and details."""
 
-    kind: str
+    kind: EventKind
     at: float
-    node: Any
+    node: NodeId | None
     data: dict[str, Any] = field(default_factory=dict)
 
     def __str__(self) -> str:
-        details = " ".join(f"{k}={v}" for k, v in self.data.items())
+        details = details_text(self.data, limit=None)
         stamp = time.strftime("%H:%M:%S", time.localtime(self.at)) + f".{int(self.at * 1000) % 1000:03d}"
         return f"{stamp} {self.kind} {details}".rstrip()
 
@@ -59,7 +79,7 @@ class EventStream:
         items = list(self._recent)
         return items[-n:]
 
-    def emit(self, kind: str, **data: Any) -> NodeEvent:
+    def emit(self, kind: EventKind, **data: Any) -> NodeEvent:
         event = NodeEvent(kind, time.time(), self._node.id, data)
         self._recent.append(event)
         for callback in tuple(self._subscribers):
@@ -81,3 +101,41 @@ class EventStream:
             self.emit("error", what=what, error=f"{type(exc).__name__}: {exc}", exception=exc)
         finally:
             self._dispatching_error = False
+
+
+@dataclass(frozen=True)
+class EventInfo:
+    """An event as plain data, the form `recent_events` returns for any node (a wire type):
+    `details` holds each detail as text, so a reader looks one up by key, never by substring.
+    `kind` is an `EventKind` of this version (a peer of another version may send others)."""
+
+    at: float
+    kind: str
+    node: NodeId | None
+    details: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, event: NodeEvent) -> EventInfo:
+        details = {k: detail_text(v) for k, v in event.data.items() if k != "exception"}
+        return cls(event.at, event.kind, event.node if isinstance(event.node, NodeId) else None, details)
+
+    @property
+    def text(self) -> str:
+        """The details as one line, `key=value ...`."""
+        return " ".join(f"{k}={v}" for k, v in self.details.items())
+
+    def __str__(self) -> str:
+        stamp = time.strftime("%H:%M:%S", time.localtime(self.at)) + f".{int(self.at * 1000) % 1000:03d}"
+        return f"{stamp} {self.kind} {self.text}".rstrip()
+
+
+def detail_text(value: Any, limit: int | None = 300) -> str:
+    """One detail of an event as text, cut at `limit` characters (the one formatting every view uses)."""
+    text = str(value)
+    return text if limit is None or len(text) <= limit else text[:limit - 1] + "…"
+
+
+def details_text(data: dict[str, Any], *, limit: int | None = 300, skip: Iterable[str] = ("exception",)) -> str:
+    """An event's details as one line, `key=value ...` (the exception object itself is left out)."""
+    skipped = set(skip)
+    return " ".join(f"{k}={detail_text(v, limit)}" for k, v in data.items() if k not in skipped)

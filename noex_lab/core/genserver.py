@@ -35,7 +35,7 @@ def _is_async(fn: Any) -> bool:
     return inspect.iscoroutinefunction(fn)
 
 
-def _init_takes_arg(fn: Any) -> bool:
+def init_takes_arg(fn: Any) -> bool:
     try:
         params = list(inspect.signature(fn).parameters.values())
     except (TypeError, ValueError):
@@ -88,7 +88,7 @@ class GenServer:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._noex_init_async = _is_async(cls.init)
-        cls._noex_init_takes_arg = _init_takes_arg(cls.init)
+        cls._noex_init_takes_arg = init_takes_arg(cls.init)
         cls._noex_call_async = _is_async(cls.handle_call)
         cls._noex_cast_async = _is_async(cls.handle_cast)
         cls._noex_info_async = _is_async(cls.handle_info)
@@ -166,12 +166,12 @@ class GenServer:
         if registration is None:
             registration = "local" if name else "none"
         node = current_node()
-        spawner = getattr(node.distribution, "spawn", None)
-        if spawner is None:
+        cluster = node.distribution
+        if cluster is None:
             from .errors import NodeNotReachableError
 
             raise NodeNotReachableError(node_id, "this node is not distributed (call Cluster.start first)")
-        result: ProcessRef = await spawner(
+        result: ProcessRef = await cluster.spawn(
             behavior_name, node_id, arg=arg, name=name, registration=registration, timeout=timeout,
             max_mailbox=max_mailbox, overflow=overflow,
         )

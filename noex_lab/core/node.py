@@ -41,7 +41,7 @@ from .process import CALL, CAST, INFO, STOP, Process
 from .reasons import KILLED, NOCONNECTION, NOPROC, NORMAL, SHUTDOWN, ExitReason
 from .refs import MonitorRef, ProcessRef, TimerRef
 from .registry import NameTable
-from .router import Router
+from .router import ClusterPort, FaultRules, PeerInfo, Router
 from .timeouts import check_limit, check_timeout
 from .upgrade import latest
 
@@ -92,6 +92,12 @@ def current_process() -> Process | None:
     return _current_process.get()
 
 
+def bind_to_process(proc: Process) -> None:
+    """Make `proc` and its node current in the calling task (`Process.main` does, once)."""
+    _current_node.set(proc.node)
+    _current_process.set(proc)
+
+
 def running_nodes() -> list[Node]:
     """Nodes running on this loop, earliest first."""
     return list(_nodes_by_loop.get(current_loop_key(), ()))
@@ -105,9 +111,9 @@ class Node:
         self.label = label
         self.incarnation: int = (time.time_ns() // 1000) * 1000 + random.randrange(1000)
         self._id: NodeId | None = None
-        self.router: Router | None = None
-        self.distribution: Any = None
-        self.faults: Any = None
+        self.router: Router | None = None  # the two seams to the cluster (core/router.py), set by Cluster.start
+        self.distribution: ClusterPort | None = None
+        self.faults: FaultRules | None = None
         self.names = NameTable()
         self.events = EventStream(self)
         self.started_at = time.time()
@@ -445,7 +451,7 @@ class Node:
             self.exit_signal(other, proc.ref, reason)
         proc.links.clear()
         for mref, watcher in proc.monitors.items():
-            self._deliver_down(watcher, Down(mref, proc.ref, reason))
+            self.deliver_down(watcher, Down(mref, proc.ref, reason))
         proc.monitors.clear()
         for mref, target in proc.watching.items():
             self._drop_monitor(mref, target)
@@ -545,8 +551,17 @@ class Node:
             return
         await self.router.drain(NodeId.parse(peer) if isinstance(peer, str) else peer, timeout)
 
+    # ------------------------------------------------------------------ inbound (distribution layer)
+    # The sanctioned way in for frames from peers (`distribution.routing`): the router never reads
+    # the node's process table or a process's private state itself.
+    def inbound_process(self, pid: int, creation: int) -> Process | None:
+        """The live local process a peer's frame addresses; None when it is gone or the frame is
+        for an earlier incarnation of this node (hot: one lookup, as the router did inline)."""
+        proc = self._procs.get(pid) if creation == self.incarnation else None
+        return proc if proc is not None and proc._alive else None
+
     def deliver_local(self, ref: ProcessRef, item: tuple[Any, ...]) -> bool:
-        """Put a prepared mailbox item into a local process (used by the distribution layer)."""
+        """Put a prepared mailbox item into a local process; False when it is not running."""
         proc = self.local_process(ref)
         if proc is None or not proc._alive:
             return False
@@ -749,16 +764,16 @@ class Node:
         try:
             ref = self.resolve(target)
         except NotRegisteredError:
-            self._deliver_down(sink, Down(mref, target, NOPROC))  # type: ignore[arg-type]
+            self.deliver_down(sink, Down(mref, target, NOPROC))  # type: ignore[arg-type]
             return mref
         if self.is_local(ref):
             proc = self.local_process(ref)
             if proc is None or not proc.alive:
-                self._deliver_down(sink, Down(mref, ref, NOPROC))
+                self.deliver_down(sink, Down(mref, ref, NOPROC))
                 return mref
             proc.monitors[mref] = sink
         elif self.router is None:
-            self._deliver_down(sink, Down(mref, ref, NOPROC))
+            self.deliver_down(sink, Down(mref, ref, NOPROC))
             return mref
         else:
             self.router.monitor(mref, ref, sink)
@@ -791,7 +806,7 @@ class Node:
             if self._monitor_targets.get(mref) is not pending:
                 return  # demonitored (or its watcher exited) while the name was looked up
             if ref is None or self.router is None:
-                self._deliver_down(sink, Down(mref, target, reason))  # type: ignore[arg-type]
+                self.deliver_down(sink, Down(mref, target, reason))  # type: ignore[arg-type]
                 return
             self._monitor_targets[mref] = ref
             if watcher is not None and mref in watcher.watching:
@@ -819,7 +834,9 @@ class Node:
         elif self.router is not None:
             self.router.demonitor(mref, target)
 
-    def _deliver_down(self, sink: Any, down: Down) -> None:
+    def deliver_down(self, sink: Any, down: Down) -> None:
+        """Hand `down` to its watcher: a local process, a callback, or a watcher of the distribution
+        layer (part of the inbound API: the router reports remote Downs through it)."""
         self._monitor_targets.pop(down.monitor, None)
         if isinstance(sink, ProcessRef):
             if self.is_local(sink):
@@ -841,44 +858,33 @@ class Node:
         if deliver is not None:
             deliver(down)
 
-    # ------------------------------------------------------------------ cluster (distribution layer)
-    def _cluster(self) -> Any:
+    # ------------------------------------------------------------------ cluster (through ClusterPort)
+    def _cluster(self) -> ClusterPort:
         if self.distribution is None:
             from .errors import ClusterError
 
             raise ClusterError(f"node {self.display_name} is not distributed; call Cluster.start(...) first")
         return self.distribution
 
-    def get_local_node_id(self) -> NodeId | None:
-        return self._id
-
-    def get_nodes(self) -> list[Any]:
+    def get_nodes(self) -> list[PeerInfo]:
         """The connected peers (`NodeInfo`), self excluded; empty while not distributed."""
         return [] if self.distribution is None else list(self.distribution.get_nodes())
 
     def get_status(self) -> str:
+        """"starting", "running", "stopping", "stopped"; "not_started" for a running node that is not
+        distributed (as `Cluster.get_status()`)."""
         if self.distribution is None:
-            return "running" if self._running else "stopped"
-        return str(self.distribution.status)
+            return "not_started" if self._running else "stopped"
+        return self.distribution.status
 
-    def on_node_up(self, callback: Callable[[Any], Any]) -> Callable[[], None]:
-        return self._subscribe(self._cluster().membership.up_callbacks, callback)
+    def on_node_up(self, callback: Callable[[PeerInfo], Any]) -> Callable[[], None]:
+        return self._cluster().on_node_up(callback)
 
-    def on_node_down(self, callback: Callable[[Any, str], Any]) -> Callable[[], None]:
-        return self._subscribe(self._cluster().membership.down_callbacks, callback)
+    def on_node_down(self, callback: Callable[[NodeId, str], Any]) -> Callable[[], None]:
+        return self._cluster().on_node_down(callback)
 
-    def on_node_busy(self, callback: Callable[[Any], Any]) -> Callable[[], None]:
-        return self._subscribe(self._cluster().membership.busy_callbacks, callback)
-
-    @staticmethod
-    def _subscribe(callbacks: list[Any], callback: Any) -> Callable[[], None]:
-        callbacks.append(callback)
-
-        def unsubscribe() -> None:
-            if callback in callbacks:
-                callbacks.remove(callback)
-
-        return unsubscribe
+    def on_node_busy(self, callback: Callable[[PeerInfo], Any]) -> Callable[[], None]:
+        return self._cluster().on_node_busy(callback)
 
     # ------------------------------------------------------------------ observing
     def snapshot(self) -> NodeSnapshot:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from .errors import InvalidArgumentError
+
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 _HOST = re.compile(r"^[A-Za-z0-9._-]{1,253}$")
 
 
 def validate_node_name(name: str) -> str:
-    """Return `name` if it is a valid node name, else raise ValueError saying why."""
+    """Return `name` if it is a valid node name, else raise InvalidArgumentError (a ValueError) saying why."""
     if not isinstance(name, str) or not _NAME.match(name):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"invalid node name {name!r}: use a letter followed by up to 63 letters, "
             "digits, '_' or '-'"
         )
@@ -31,11 +33,11 @@ class NodeId:
     def __post_init__(self) -> None:
         validate_node_name(self.name)
         if not isinstance(self.host, str) or not self.host:
-            raise ValueError(f"invalid host {self.host!r}: it must be a non-empty string")
+            raise InvalidArgumentError(f"invalid host {self.host!r}: it must be a non-empty string")
         if ":" not in self.host and not _HOST.match(self.host):
-            raise ValueError(f"invalid host {self.host!r}")
+            raise InvalidArgumentError(f"invalid host {self.host!r}")
         if not isinstance(self.port, int) or isinstance(self.port, bool) or not 0 < self.port < 65536:
-            raise ValueError(f"invalid port {self.port!r}: it must be an integer in 1..65535")
+            raise InvalidArgumentError(f"invalid port {self.port!r}: it must be an integer in 1..65535")
         object.__setattr__(self, "_hash", hash((self.name, self.host, self.port)))
 
     # Node ids are dictionary keys on every message's path: hash once, compare identity first.
@@ -67,20 +69,20 @@ class NodeId:
         if isinstance(text, NodeId):
             return text
         if not isinstance(text, str) or "@" not in text:
-            raise ValueError(f"invalid node id {text!r}: expected name@host:port")
+            raise InvalidArgumentError(f"invalid node id {text!r}: expected name@host:port")
         name, _, rest = text.partition("@")
         if rest.startswith("["):
             host, sep, port_text = rest[1:].partition("]:")
             if not sep:
-                raise ValueError(f"invalid node id {text!r}: expected name@[ipv6]:port")
+                raise InvalidArgumentError(f"invalid node id {text!r}: expected name@[ipv6]:port")
         else:
             host, sep, port_text = rest.rpartition(":")
             if not sep:
-                raise ValueError(f"invalid node id {text!r}: the port is missing")
+                raise InvalidArgumentError(f"invalid node id {text!r}: the port is missing")
             if ":" in host:
-                raise ValueError(f"invalid node id {text!r}: write IPv6 hosts in brackets")
+                raise InvalidArgumentError(f"invalid node id {text!r}: write IPv6 hosts in brackets")
         if not port_text.isdigit():
-            raise ValueError(f"invalid node id {text!r}: port {port_text!r} is not a number")
+            raise InvalidArgumentError(f"invalid node id {text!r}: port {port_text!r} is not a number")
         return cls(name, host, int(port_text)).interned()
 
     @property

@@ -237,10 +237,9 @@ class Process:
     # ------------------------------------------------------------------ running
     async def main(self, arg: Any, started: FutureLike, init_timeout: float) -> None:
         """Task body: init, then the message loop; always ends in `_finish`."""
-        from .node import _current_node, _current_process
+        from .node import bind_to_process
 
-        _current_node.set(self.node)
-        _current_process.set(self)
+        bind_to_process(self)
         cancelled = anyio.get_cancelled_exc_class()
         reason: ExitReason = KILLED
         run_terminate = False

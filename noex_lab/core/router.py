@@ -1,14 +1,22 @@
-"""The one seam between the node-local runtime and the distribution layer.
+"""The two seams between the node-local runtime and the distribution layer (both implemented by
+`noex_lab.distribution`, which core never imports):
 
-The core asks the router for everything addressed to a process on another node;
-it never looks at sockets itself.
+- `Router` (`node.router`): everything addressed to a process on another node; the core never
+  looks at sockets itself.
+- `ClusterPort` (`node.distribution`): everything else the core asks of the cluster its node is
+  part of: its status and members, membership callbacks, remote spawn, global names.
+
+The way back in (frames from peers to local processes) is `Node`'s inbound API
+(`Node.inbound_process`, `Node.deliver_down`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from ._backend import FutureLike
+from .node_id import NodeId
 from .reasons import ExitReason
 from .refs import MonitorRef, ProcessRef
 
@@ -26,9 +34,6 @@ class Congestion(Protocol):
 
 class Router(Protocol):
     """Delivers to non-local refs. Implemented by `noex_lab.distribution`."""
-
-    def has_connection(self, node: Any) -> bool:
-        """Whether a connection to `node` is open (never true for the local node)."""
 
     def send(self, to: ProcessRef, tag: int, msg: Any) -> bool:
         """Cast (tag CAST) or plain send (tag INFO); never raises for an unreachable node.
@@ -75,3 +80,65 @@ class Router(Protocol):
     async def whereis_named(self, name: str, node: Any, timeout: float) -> ProcessRef | None:
         """The ref registered as `name` on `node` (None if none); `NodeNotReachableError` or
         `CallTimeoutError` when it does not answer."""
+
+
+class PeerInfo(Protocol):
+    """A connected peer as the cluster reports it (`noex_lab.NodeInfo` is one)."""
+
+    @property
+    def id(self) -> NodeId: ...
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def last_heartbeat_at(self) -> float: ...
+
+    @property
+    def process_count(self) -> int: ...
+
+    @property
+    def loop_lag_ms(self) -> float: ...
+
+    @property
+    def incarnation(self) -> int: ...
+
+
+class ClusterPort(Protocol):
+    """What the core asks of the cluster its node is part of (`node.distribution`)."""
+
+    @property
+    def status(self) -> str:
+        """"starting", "running", "stopping" or "stopped"."""
+
+    def get_nodes(self) -> Sequence[PeerInfo]:
+        """The connected peers, this node excluded."""
+
+    def on_node_up(self, callback: Callable[[PeerInfo], Any]) -> Callable[[], None]:
+        """Call `callback(info)` when a peer connects; returns the unsubscribe function."""
+
+    def on_node_down(self, callback: Callable[[NodeId, str], Any]) -> Callable[[], None]:
+        """Call `callback(peer, reason)` when a peer is lost; returns the unsubscribe function."""
+
+    def on_node_busy(self, callback: Callable[[PeerInfo], Any]) -> Callable[[], None]:
+        """Call `callback(info)` when a peer's loop lags; returns the unsubscribe function."""
+
+    async def spawn(self, behavior_name: str, node_id: NodeId | str, **options: Any) -> ProcessRef:
+        """Start a registered behavior on `node_id` (`GenServer.start_remote`)."""
+
+    def global_names(self) -> dict[str, ProcessRef]:
+        """The cluster-wide names this node knows, with their owners."""
+
+
+class FaultRules(Protocol):
+    """The fault injection rules of a distributed node (`node.faults`, `noex_lab.testing`)."""
+
+    def drop(self, *peers: NodeId | str, direction: str = "both", mode: str = "blackhole") -> None:
+        """Cut the traffic to (`"out"`), from (`"in"`) or to and from (`"both"`) `peers` (a partition)."""
+
+    def link(self, peer: NodeId | str, *, latency_ms: float = 0.0, jitter_ms: float = 0.0,
+             loss: float = 0.0) -> None:
+        """Shape what this node sends to `peer`: latency, jitter, loss (all zero: remove the rule)."""
+
+    def heal(self, *peers: NodeId | str) -> None:
+        """Remove the rules for `peers` (every rule when none is given)."""

@@ -91,10 +91,7 @@ def take_snapshot(node: Node) -> NodeSnapshot:
             supervisors.append(tree)
             supervised.update(c.ref for c in tree.children if c.ref is not None)
     roots = [t for t in supervisors if t.ref not in supervised]
-    global_names: dict[str, ProcessRef] = {}
-    names_of = getattr(node.distribution, "global_names", None)
-    if names_of is not None:
-        global_names = dict(names_of())
+    global_names = node.distribution.global_names() if node.distribution is not None else {}
     return NodeSnapshot(
         node=node.id, label=node.label, taken_at=time.time(), processes=processes, supervisors=roots,
         names={n: r for n in node.names.names() if (r := node.names.whereis(n)) is not None},

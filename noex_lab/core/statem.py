@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
 
 from .errors import InvalidArgumentError
-from .genserver import From, GenServer, _init_takes_arg
+from .genserver import From, GenServer, init_takes_arg
 from .messages import NoReply, Stop
 from .process import BadReturnError
 from .refs import TimerRef
@@ -415,7 +415,7 @@ class StateMachine(GenServer):
 
 def _wrap_init(user_init: Any) -> Any:
     """The process runs this init: the user's, then the machine's start (enter call, actions)."""
-    takes_arg = _init_takes_arg(user_init)
+    takes_arg = init_takes_arg(user_init)
 
     async def init(self: StateMachine, arg: Any) -> Any:
         result = user_init(self, arg) if takes_arg else user_init(self)

@@ -485,7 +485,7 @@ _counting: weakref.WeakKeyDictionary[Node, int] = weakref.WeakKeyDictionary()
 def _count_out(node: Node, delta: int) -> None:
     """Count the messages processes with statistics on send: the node's `_send` and `call` are
     shadowed by counting versions while at least one such process runs on it (and only then)."""
-    from .node import Node, _current_process
+    from .node import Node, current_process
 
     count = _counting.get(node, 0) + delta
     if count <= 0:
@@ -496,7 +496,7 @@ def _count_out(node: Node, delta: int) -> None:
     _counting[node] = count
     if count != delta:  # already counting
         return
-    current = _current_process.get
+    current = current_process
     send, call = Node._send, Node.call
 
     def note() -> None:

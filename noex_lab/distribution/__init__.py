@@ -9,6 +9,7 @@ from .distributed_supervisor import DistributedChildSpec, DistributedSupervisor
 from .faults import FaultControl, Faults, heal, partition
 from .global_registry import GlobalConflict, GlobalRegistry
 from .groups import Group, GroupEvent
+from .introspection import ProcessListing, ProcessState, TraceEvent, TraceHandle
 from .membership import NodeInfo
 from .remote_call import RemoteCall
 from .rpc import Rpc, remote_function
@@ -29,11 +30,15 @@ __all__ = [
     "Group",
     "GroupEvent",
     "NodeInfo",
+    "ProcessListing",
+    "ProcessState",
     "RemoteCall",
     "RemoteSpawn",
     "Rpc",
     "Sys",
     "TLSConfig",
+    "TraceEvent",
+    "TraceHandle",
     "heal",
     "partition",
     "remote_function",

@@ -6,22 +6,25 @@ and the liveness thread together; `Cluster` is the user-facing facade.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import logging
 import socket
 import ssl
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from ..core.errors import ClusterError, InvalidArgumentError, WaitTimeoutError
 from ..core.node import Node, current_node
 from ..core.node_id import NodeId, validate_node_name
+from ..core.refs import ProcessRef
 from ..core.snapshot import NodeSnapshot
 from ..core.timeouts import check_timeout
+from .attached import distribution_of, require_distribution
 from .code_loading import install_code_loading
 from .codec import Codec
 from .connection import BUSY_LIMIT_BYTES, MAX_SEND_BUFFER_BYTES, Connection
@@ -43,16 +46,25 @@ from .sys_tools import install_sys_tools
 from .transport import TLSConfig, Transport
 from .user_secret import weak_secret_reason
 
+if TYPE_CHECKING:
+    from .metrics import MetricsServer
+
 log = logging.getLogger(__name__)
 
 GOSSIP_PERIOD_S = 1.0
 DNS_REFRESH_S = 5.0
 BIND_ATTEMPTS = 20
+# The liveness defaults, written once: `ClusterConfig`, the command line, `%noex start` and the nodes
+# the lab launches all use these. Durations of the cluster's settings are milliseconds (`_ms`).
+HEARTBEAT_INTERVAL_MS = 5000
+HEARTBEAT_MISS_THRESHOLD = 3
 
 
 @dataclass(frozen=True)
 class ClusterConfig:
-    """The options of `Cluster.start` ; `_ms` fields are milliseconds."""
+    """The options of `Cluster.start(node_name, **options)`: one field per option, with its default;
+    `_ms` fields are milliseconds, `_bytes` fields bytes. `seeds` may hold `dns:HOST:PORT` seeds,
+    which `from_options` moves to `dns_seeds`."""
 
     node_name: str
     host: str = "127.0.0.1"
@@ -60,8 +72,8 @@ class ClusterConfig:
     seeds: tuple[NodeId, ...] = ()
     dns_seeds: tuple[tuple[str, int], ...] = ()
     cluster_secret: str | bytes | None = None
-    heartbeat_interval_ms: int = 5000
-    heartbeat_miss_threshold: int = 3
+    heartbeat_interval_ms: int = HEARTBEAT_INTERVAL_MS
+    heartbeat_miss_threshold: int = HEARTBEAT_MISS_THRESHOLD
     advertise_host: str | None = None
     tls: TLSConfig | None = None
     busy_threshold_ms: int | None = None
@@ -75,7 +87,26 @@ class ClusterConfig:
     hidden: bool = False
     metrics_port: int | None = None  # serve Prometheus metrics (noex_lab.metrics) on this port
     metrics_host: str | None = None  # ... on this address (default: `host`)
-    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_options(cls, node_name: str, **options: Any) -> ClusterConfig:
+        """The checked config of `Cluster.start(node_name, **options)`: seeds and node ids parsed
+        from text; an unknown option is an `InvalidArgumentError` naming the closest one."""
+        known = [f.name for f in fields(cls) if f.name not in ("node_name", "dns_seeds")]
+        for name in options:
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else f"; the options are {', '.join(known)}"
+                raise InvalidArgumentError(f"Cluster.start has no option {name!r}{hint}")
+        if "seeds" in options:
+            options["seeds"], options["dns_seeds"] = _parse_seeds(options["seeds"])
+        if "allow_code_from" in options:
+            options["allow_code_from"] = _parse_node_ids(options["allow_code_from"], "allow_code_from")
+        if isinstance(options.get("tls"), ssl.SSLContext):
+            raise InvalidArgumentError("tls= takes a TLSConfig(server=..., client=...) or TLSConfig.from_files(...)")
+        config = cls(node_name=node_name, **options)
+        config.validate()
+        return config
 
     @property
     def secret(self) -> bytes | None:
@@ -168,7 +199,7 @@ class Distribution:
         self.leave_hooks: list[Callable[[NodeId, str], None]] = []
         self.status = "starting"
         self.global_registry: GlobalNames | None = None
-        self.metrics: Any = None  # the MetricsServer when metrics_port was given (noex_lab.metrics)
+        self.metrics: MetricsServer | None = None  # when metrics_port was given (noex_lab.metrics)
 
     # ------------------------------------------------------------------ start / stop
     async def start(self) -> None:
@@ -363,17 +394,28 @@ class Distribution:
             except Exception as exc:
                 self.node.events.report_error("leave hook failed", exc)
 
-    async def spawn(self, behavior_name: str, node_id: NodeId | str, **options: Any) -> Any:
+    # ------------------------------------------------------------------ core.router.ClusterPort
+    async def spawn(self, behavior_name: str, node_id: NodeId | str, **options: Any) -> ProcessRef:
         """`GenServer.start_remote` lands here (the core does not import this layer)."""
         with self.node.as_default():
             return await spawn(behavior_name, node_id, **options)
 
-    def global_names(self) -> dict[str, Any]:
+    def global_names(self) -> dict[str, ProcessRef]:
         return dict(self.global_registry.names) if self.global_registry is not None else {}
 
-    # ------------------------------------------------------------------ queries
     def get_nodes(self) -> list[NodeInfo]:
         return self.membership.nodes()
+
+    def on_node_up(self, callback: Callable[[NodeInfo], Any]) -> Callable[[], None]:
+        return _subscribe(self.membership.up_callbacks, callback)
+
+    def on_node_down(self, callback: Callable[[NodeId, str], Any]) -> Callable[[], None]:
+        return _subscribe(self.membership.down_callbacks, callback)
+
+    def on_node_busy(self, callback: Callable[[NodeInfo], Any]) -> Callable[[], None]:
+        return _subscribe(self.membership.busy_callbacks, callback)
+
+    # ------------------------------------------------------------------ queries
 
     async def cluster_snapshot(self, timeout: float) -> list[NodeSnapshot]:
         results: list[NodeSnapshot] = [self.node.snapshot()]
@@ -423,29 +465,32 @@ def _parse_node_ids(ids: Sequence[str | NodeId], what: str) -> tuple[NodeId, ...
         raise InvalidArgumentError(f"bad node id in {what}=: {exc} (expected name@host:port)") from None
 
 
+def _subscribe(callbacks: list[Any], callback: Any) -> Callable[[], None]:
+    callbacks.append(callback)
+
+    def unsubscribe() -> None:
+        if callback in callbacks:
+            callbacks.remove(callback)
+
+    return unsubscribe
+
+
 def _dist(node: Node) -> Distribution:
-    dist = node.distribution
-    if not isinstance(dist, Distribution):
-        raise ClusterError(f"node {node.display_name} is not distributed; call Cluster.start(...) first")
-    return dist
+    return require_distribution(node)
 
 
 class Cluster:
     """Facade: start the current node's distribution and ask it about the cluster."""
 
     @staticmethod
-    async def start(
-        node_name: str, *, host: str = "127.0.0.1", port: int = 4369, seeds: Sequence[str | NodeId] = (),
-        cluster_secret: str | bytes | None = None, heartbeat_interval_ms: int = 5000,
-        heartbeat_miss_threshold: int = 3, advertise_host: str | None = None,
-        tls: TLSConfig | ssl.SSLContext | None = None, busy_threshold_ms: int | None = None,
-        max_message_bytes: int = 64 * 2**20, allow_code: bool = False, insecure: bool = False,
-        hidden: bool = False, allow_code_from: Sequence[str | NodeId] = (),
-        busy_limit_bytes: int = BUSY_LIMIT_BYTES, max_send_buffer_bytes: int | None = None,
-        metrics_port: int | None = None, metrics_host: str | None = None, allow_fault_injection: bool = False,
-    ) -> Node:
+    async def start(node_name: str, **options: Any) -> Node:
         """Start a node of the cluster: the implicit node the first time, a new node afterwards.
 
+        The options are the fields of `ClusterConfig` (their defaults and units are there): `host`,
+        `port`, `seeds` (node ids or `dns:HOST:PORT`), `cluster_secret`, `heartbeat_interval_ms`,
+        `heartbeat_miss_threshold`, `advertise_host`, `tls`, `busy_threshold_ms`, `max_message_bytes`,
+        `busy_limit_bytes`, `max_send_buffer_bytes`, `allow_code`, `allow_code_from`, `insecure`,
+        `hidden`, `metrics_port`, `metrics_host`, `allow_fault_injection`.
         `hidden=True` makes an observer (like `noex-lab top`): it connects to every member and
         can ask them anything, but members do not list it, gossip it or place children on it.
         `allow_code_from=[node ids]` narrows `allow_code=True` to code shipped by those nodes.
@@ -453,20 +498,7 @@ class Cluster:
         (`noex_lab.distribution.faults.FaultControl`, `%noex partition`; needs a `cluster_secret`).
         `metrics_port` serves Prometheus metrics at http://metrics_host:metrics_port/metrics
         (`metrics_host` defaults to `host`; needs `pip install 'noex-lab[metrics]'`)."""
-        seed_ids, dns_seeds = _parse_seeds(seeds)
-        code_from = _parse_node_ids(allow_code_from, "allow_code_from")
-        if isinstance(tls, ssl.SSLContext):
-            raise InvalidArgumentError("tls= takes a TLSConfig(server=..., client=...) or TLSConfig.from_files(...)")
-        config = ClusterConfig(
-            node_name=node_name, host=host, port=port, seeds=seed_ids, dns_seeds=dns_seeds,
-            cluster_secret=cluster_secret,
-            heartbeat_interval_ms=heartbeat_interval_ms, heartbeat_miss_threshold=heartbeat_miss_threshold,
-            advertise_host=advertise_host, tls=tls, busy_threshold_ms=busy_threshold_ms,
-            max_message_bytes=max_message_bytes, allow_code=allow_code, insecure=insecure, hidden=hidden,
-            allow_code_from=code_from, busy_limit_bytes=busy_limit_bytes, max_send_buffer_bytes=max_send_buffer_bytes,
-            metrics_port=metrics_port, metrics_host=metrics_host, allow_fault_injection=allow_fault_injection,
-        )
-        config.validate()
+        config = ClusterConfig.from_options(node_name, **options)
         node = current_node()
         if node.distribution is not None or node in _attaching or not node.running:
             node = Node(label=node_name)
@@ -489,21 +521,29 @@ class Cluster:
         return node
 
     @staticmethod
+    def config(node: Node | None = None) -> ClusterConfig:
+        """The options the current node (or `node`) was started with; `ClusterError` while it is
+        not distributed."""
+        return _dist(node or current_node()).config
+
+    @staticmethod
     def get_local_node_id() -> NodeId:
         return _dist(current_node()).node_id
 
     @staticmethod
     def get_nodes() -> list[NodeInfo]:
-        return _dist(current_node()).get_nodes()
+        """The current node's `node.get_nodes()`: its connected peers (empty while not distributed)."""
+        dist = distribution_of(current_node())
+        return [] if dist is None else dist.get_nodes()
 
     @staticmethod
     def get_status() -> str:
-        dist = current_node().distribution
-        return "not_started" if dist is None else str(dist.status)
+        """The current node's `node.get_status()` ("not_started" while it is not distributed)."""
+        return current_node().get_status()
 
     @staticmethod
     def on_node_up(callback: Callable[[NodeInfo], Any]) -> Callable[[], None]:
-        return current_node().on_node_up(callback)
+        return _dist(current_node()).on_node_up(callback)
 
     @staticmethod
     def on_node_down(callback: Callable[[NodeId, str], Any]) -> Callable[[], None]:
@@ -511,7 +551,7 @@ class Cluster:
 
     @staticmethod
     def on_node_busy(callback: Callable[[NodeInfo], Any]) -> Callable[[], None]:
-        return current_node().on_node_busy(callback)
+        return _dist(current_node()).on_node_busy(callback)
 
     @staticmethod
     async def wait_for_nodes(n: int, *, timeout: float = 10.0, node: Node | None = None) -> list[NodeInfo]:

@@ -28,7 +28,8 @@ import sys
 import types
 from typing import TYPE_CHECKING, Any
 
-from ..core.errors import BehaviorNotFoundError, NoexError
+from ..core.errors import BehaviorNotFoundError
+from ..core.errors import CodeLoadingError as CodeLoadingError  # (defined in core.errors, re-exported)
 from ..core.genserver import GenServer
 from ..core.node_id import NodeId
 from ..core.upgrade import set_source, upgrade_processes
@@ -39,10 +40,6 @@ if TYPE_CHECKING:
 
 MODULE_PREFIX = "noex_lab_shipped"
 UPGRADE_REPORT_WAIT_S = 1.0  # how long a load waits for its upgrades before reporting the rest pending
-
-
-class CodeLoadingError(NoexError):
-    """A node refused shipped code, or the code failed to load there."""
 
 
 def module_name(behavior_name: str) -> str:

@@ -83,7 +83,8 @@ from zoneinfo import ZoneInfo
 
 import msgpack  # type: ignore[import-untyped, unused-ignore]
 
-from ..core.errors import InvalidArgumentError, NoexError, RemoteError, SerializationError
+from ..core.errors import DecodeError as DecodeError  # (defined in core.errors, re-exported)
+from ..core.errors import InvalidArgumentError, RemoteError, SerializationError
 from ..core.messages import Down, Exit
 from ..core.node_id import NodeId
 from ..core.reasons import ErrorReason
@@ -134,10 +135,6 @@ _CACHE_MAX = 4096  # per-cache entry cap: decoded NodeIds / refs / zones are sha
 # itself; a bigger map, and any set, is checked first: at most _SAME_HASH keys may share a hash.
 _SMALL_MAP = 32
 _SAME_HASH = 8
-
-
-class DecodeError(NoexError):
-    """Bytes from a peer are not a valid message (malformed, truncated, unknown type or too big)."""
 
 
 class _Unsupported(Exception):

@@ -37,7 +37,7 @@ from ..core.errors import (
     SupervisorError,
     WaitTimeoutError,
 )
-from ..core.events import NodeEvent
+from ..core.events import EventKind, NodeEvent
 from ..core.mailbox import check_mailbox_options
 from ..core.messages import Exit
 from ..core.node import Node, Target, current_node
@@ -55,11 +55,14 @@ from ..core.supervisor import (
     _State,
 )
 from ..core.timeouts import check_timeout
+from .attached import distribution_of
 from .spawn import spawn
 
 SELECTORS = ("local_first", "round_robin", "least_loaded", "random")
-EVENTS = ("child_started", "child_stopped", "child_restarted", "child_migrated", "node_failure_detected",
-          "supervisor_stopped")
+EVENTS: tuple[EventKind, ...] = (
+    "child_started", "child_stopped", "child_restarted", "child_migrated", "node_failure_detected",
+    "supervisor_stopped",
+)
 
 NodeSelector = str | dict[str, Any] | Callable[..., Any]
 
@@ -141,13 +144,13 @@ class DistributedSupervisorServer(SupervisorServer):
     # ------------------------------------------------------------------ placement
     def _alive_nodes(self) -> list[NodeId]:
         """This node (unless it is a hidden observer) and its peers, except peers that are leaving."""
-        dist = self.node.distribution
+        dist = distribution_of(self.node)
         me = None if dist is not None and dist.config.hidden else self.node.id
         peers = [info.id for info in self.node.get_nodes() if not self._departing(info.id, info.incarnation)]
         return sorted({*([me] if me is not None else []), *peers})
 
     def _departing(self, node: NodeId | None, incarnation: int) -> bool:
-        dist = self.node.distribution
+        dist = distribution_of(self.node)
         return node is not None and dist is not None and dist.membership.is_departing(node, incarnation)
 
     async def _choose(self, dspec: DistributedChildSpec, exclude: set[NodeId]) -> NodeId:
@@ -223,7 +226,7 @@ class DistributedSupervisorServer(SupervisorServer):
     def _placed_since_heartbeat(self, peer: NodeId) -> int:
         """Children placed on `peer` after its last heartbeat (whose process count lacks them).
         Both instants are monotonic: a step of the wall clock changes nothing."""
-        dist = self.node.distribution
+        dist = distribution_of(self.node)
         live = dist.liveness.status(peer) if dist is not None and dist.liveness is not None else None
         heard_at = live.last_heartbeat_mono if live is not None and live.heartbeats else -float("inf")
         return sum(1 for t in self._placed_at.get(peer, ()) if t >= heard_at)
@@ -388,7 +391,7 @@ class DistributedSupervisor:
 def _unstable(node: Node, sup: Target, children: list[ChildInfo]) -> list[str]:
     """What keeps `children` from being stable: stopped children and children on a node that is down."""
     up = {info.id for info in node.get_nodes()}
-    if node.distribution is not None:
+    if node.distribution is not None and node.id is not None:
         up.add(node.id)
     if isinstance(sup, ProcessRef) and sup.node is not None:
         up.add(sup.node)

@@ -21,19 +21,10 @@ import hmac
 import struct
 from typing import Any
 
-from ..core.errors import NoexError
+from ..core.errors import ProtocolError as ProtocolError  # (defined in core.errors, re-exported)
 
 HEADER = struct.Struct(">I")
 HEADER_SIZE = HEADER.size
-
-
-class ProtocolError(NoexError):
-    """A peer sent bytes that break the protocol; its connection is closed."""
-
-
-def frame(body: bytes) -> bytes:
-    """Prefix `body` with its length."""
-    return HEADER.pack(len(body)) + body
 
 
 def batch(bodies: list[bytes], batch_bytes: int, sealer: FrameSealer | None = None) -> bytes:

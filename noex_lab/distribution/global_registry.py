@@ -509,9 +509,9 @@ _UNREACHABLE: Any = object()
 
 
 def _registry() -> GlobalNames:
-    from .cluster import _dist
+    from .attached import require_distribution
 
-    dist = _dist(current_node())
+    dist = require_distribution(current_node())
     registry = dist.global_registry
     assert isinstance(registry, GlobalNames)
     return registry

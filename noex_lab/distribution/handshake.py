@@ -34,6 +34,7 @@ from typing import Any
 import msgpack
 
 from ..core.errors import AuthenticationError
+from ..core.errors import HandshakeRefusedError as Refused  # (the transport's name for it; defined in core.errors)
 from ..core.node_id import NodeId
 from .protocol import PROTOCOL_VERSION
 
@@ -63,14 +64,6 @@ class PeerHello:
     secured: bool
     hidden: bool = False
     heartbeat_ms: int = 0
-
-
-class Refused(AuthenticationError):
-    """The other side refused the handshake; `reason` says why."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def new_nonce() -> bytes:

@@ -6,7 +6,7 @@ state is sent as its `repr` and, when it is a wire value, also as itself.
 
 System requests (handled on every distributed node):
 
-- `noex_get_state [pid, creation, name]` -> `[ref, behavior, status, queue_len, messages, repr, value, has_value]`
+- `noex_get_state [pid, creation, name]` -> a `ProcessState` (a wire type)
 - `noex_trace_start [trace_id, pid, creation, name, seconds, max_events]` -> `[ref, behavior, state_repr]`;
   afterwards the target sends `noex_trace_event [trace_id, at, kind, msg_repr, state_repr]`
   notifications and one `noex_trace_end [trace_id, why]`. A trace lasts a finite `seconds`
@@ -14,9 +14,8 @@ System requests (handled on every distributed node):
   MAX_TRACES_PER_PEER traces for each requesting node (`TooManyTracesError` beyond), so a peer
   cannot turn one message into an unbounded number of notifications.
 - `noex_trace_stop [trace_id]`
-- `noex_processes None` ->
-  `[[ref, name, behavior, status, queue_len, messages, uptime_s, queue_high_water, max_mailbox], ...], names`
-- `noex_events n` -> `[[at, kind, details], ...]`
+- `noex_processes None` -> `[[ProcessInfo, ...], {name: ref}]` (a `ProcessListing`'s fields)
+- `noex_events n` -> `[EventInfo, ...]`
 - `noex_peers None` -> `[[node_id, status], ...]`: the peers this node is connected to (a
   notebook's topology view draws a link two peers do not share as cut)
 """
@@ -29,7 +28,7 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import anyio
 
@@ -37,15 +36,19 @@ from ..core.errors import (
     InvalidArgumentError,
     NodeNotReachableError,
     NotRegisteredError,
+    ProtocolError,
     SerializationError,
+    ServerNotRunningError,
     TooManyTracesError,
 )
+from ..core.events import EventInfo
 from ..core.messages import Down
 from ..core.node import Node, current_node
 from ..core.node_id import NodeId
 from ..core.process import Process
 from ..core.reasons import NOPROC
 from ..core.refs import ProcessRef
+from ..core.snapshot import ProcessInfo
 from ..core.timeouts import check_timeout
 
 if TYPE_CHECKING:
@@ -138,8 +141,22 @@ def check_trace_limits(seconds: Any, max_events: Any) -> tuple[float, int]:
     return seconds, min(max_events, MAX_TRACE_EVENTS)
 
 
+class ProcessListing(NamedTuple):
+    """The processes of one node, by pid, and its registered names (`Sys.processes`)."""
+
+    processes: list[ProcessInfo]
+    names: dict[str, ProcessRef]
+
+
+def _reply(value: Any, cls: type[Any], where: NodeId, op: str) -> Any:
+    """A peer's answer, checked to be what `op` returns (a peer may send anything)."""
+    if not isinstance(value, cls):
+        raise ProtocolError(f"node {where} answered {op} with {type(value).__name__}, not {cls.__name__}")
+    return value
+
+
 # ----------------------------------------------------------------------------------- target side
-def _find_process(node: Node, pid: int | None, creation: int, name: str | None) -> Process:
+def find_process(node: Node, pid: int | None, creation: int, name: str | None) -> Process:
     if name is not None:
         ref = node.names.whereis(name)
         if ref is None and node.router is not None:
@@ -150,12 +167,8 @@ def _find_process(node: Node, pid: int | None, creation: int, name: str | None) 
             raise NotRegisteredError(name)
         proc = node.local_process(ref)
     else:
-        proc = node._procs.get(pid) if pid is not None else None
-        if proc is not None and creation and creation != node.incarnation:
-            proc = None
+        proc = node.inbound_process(pid, creation or node.incarnation) if pid is not None else None
     if proc is None or not proc.alive:
-        from ..core.errors import ServerNotRunningError
-
         what = name if name is not None else ProcessRef(node.id, pid or 0, creation or node.incarnation)
         raise ServerNotRunningError(what, NOPROC)
     return proc
@@ -292,12 +305,11 @@ class Introspection:
         return True
 
     # --------------------------------------------------------------- handlers (target side)
-    async def _get_state(self, _peer: NodeId, args: Any) -> list[Any]:
+    async def _get_state(self, _peer: NodeId, args: Any) -> ProcessState:
         pid, creation, name = args
-        proc = _find_process(self.node, pid, creation, name)
+        proc = find_process(self.node, pid, creation, name)
         await settle(proc)
-        st = local_state(proc, self._encodable)
-        return [st.ref, st.behavior, st.status, st.queue_len, st.messages, st.state_repr, st.state, st.has_state]
+        return local_state(proc, self._encodable)
 
     def _trace_start(self, peer: NodeId, args: Any) -> list[Any]:
         trace_id, pid, creation, name, seconds, max_events = args
@@ -307,7 +319,7 @@ class Introspection:
             raise InvalidArgumentError(f"trace {trace_id} of node {peer} is already running")
         if sum(1 for p, _ in self.serving if p == peer) >= MAX_TRACES_PER_PEER:
             raise TooManyTracesError(self.node.id, MAX_TRACES_PER_PEER)
-        proc = _find_process(self.node, pid, creation, name)
+        proc = find_process(self.node, pid, creation, name)
         router = self.dist.router
 
         def emit(ev: TraceEvent) -> None:
@@ -326,9 +338,9 @@ class Introspection:
             trace.end("stopped")
 
     def _processes(self, _peer: NodeId, _args: Any) -> list[Any]:
-        return process_rows(self.node)
+        return list(process_rows(self.node))
 
-    def _events(self, _peer: NodeId, args: Any) -> list[list[Any]]:
+    def _events(self, _peer: NodeId, args: Any) -> list[EventInfo]:
         return event_rows(self.node, int(args))
 
     # --------------------------------------------------------------- notifications (caller side)
@@ -367,31 +379,23 @@ def install_introspection(dist: Distribution) -> Introspection:
     return intro
 
 
-def process_rows(node: Node) -> list[Any]:
-    """`[[ref, name, behavior, status, queue_len, messages, uptime_s, queue_high_water, max_mailbox], ...],
-    {name: ref}` (plain data; max_mailbox None when unbounded)."""
+def process_rows(node: Node) -> ProcessListing:
+    """The processes of `node` by pid (max_mailbox None when unbounded) and its names."""
     now = time.monotonic()
     rows = [
-        [p.ref, p.name, p.behavior.__name__, p.status, len(p.mailbox), p.handled, round(now - p.started_at, 3),
-         max(p.queue_high_water, len(p.mailbox)), p.bound.max if p.bound is not None else None]
+        ProcessInfo(ref=p.ref, name=p.name, behavior=p.behavior.__name__, status=p.status,
+                    queue_len=len(p.mailbox), messages=p.handled, uptime_s=round(now - p.started_at, 3),
+                    queue_high_water=max(p.queue_high_water, len(p.mailbox)),
+                    max_mailbox=p.bound.max if p.bound is not None else None)
         for p in sorted(node.processes(), key=lambda p: p.pid)
     ]
     names = {n: r for n in node.names.names() if (r := node.names.whereis(n)) is not None}
-    return [rows, names]
+    return ProcessListing(rows, names)
 
 
-def event_rows(node: Node, n: int) -> list[list[Any]]:
-    """The last `n` events as `[at, kind, details]` (details as text)."""
-    rows = []
-    for ev in node.events.recent(max(0, min(n, 2000))):
-        details = " ".join(f"{k}={_event_value(v)}" for k, v in ev.data.items() if k != "exception")
-        rows.append([ev.at, ev.kind, details])
-    return rows
-
-
-def _event_value(value: Any) -> str:
-    text = str(value)
-    return text if len(text) <= 300 else text[:299] + "…"
+def event_rows(node: Node, n: int) -> list[EventInfo]:
+    """The last `n` events (at most 2000) as plain data."""
+    return [EventInfo.of(ev) for ev in node.events.recent(max(0, min(n, 2000)))]
 
 
 # ----------------------------------------------------------------------------------- caller side
@@ -434,13 +438,13 @@ async def get_state(
     on_id = NodeId.parse(on) if isinstance(on, str) else on
     where, pid, creation, name = locate(node, target, on_id)
     if where is None:
-        proc = _find_process(node, pid, creation, name)
+        proc = find_process(node, pid, creation, name)
         await settle(proc)
         return local_state(proc)
     router = _router_of(node, where)
-    r = await router.rpc(where, "noex_get_state", [pid, creation, name], timeout)
-    return ProcessState(ref=r[0], behavior=r[1], status=r[2], queue_len=r[3], messages=r[4], state_repr=r[5],
-                        state=r[6], has_state=bool(r[7]))
+    state: ProcessState = _reply(await router.rpc(where, "noex_get_state", [pid, creation, name], timeout),
+                                 ProcessState, where, "noex_get_state")
+    return state
 
 
 async def trace(
@@ -469,7 +473,7 @@ async def trace(
         on_end(why)
 
     if where is None:
-        proc = _find_process(node, pid, creation, name)
+        proc = find_process(node, pid, creation, name)
         local = _Trace(node, proc, on_event, ended, seconds, max_events)
         handle = TraceHandle(proc.ref, proc.behavior.__name__, short_repr(proc.state), lambda: local.end("stopped"))
         handle_box.append(handle)
@@ -497,23 +501,29 @@ async def trace(
     return handle
 
 
-async def process_list(where: NodeId | None = None, *, node: Node | None = None, timeout: float = 5.0) -> list[Any]:
-    """`process_rows` of this node (`where=None`) or of another node."""
+async def process_list(
+    where: NodeId | None = None, *, node: Node | None = None, timeout: float = 5.0,
+) -> ProcessListing:
+    """The processes and names of this node (`where=None`) or of another node."""
     timeout = check_timeout(timeout)
     node = node or current_node()
     if where is None or where == node.id:
         return process_rows(node)
-    result: list[Any] = await _router_of(node, where).rpc(where, "noex_processes", None, timeout)
-    return result
+    answer = _reply(await _router_of(node, where).rpc(where, "noex_processes", None, timeout), list, where,
+                    "noex_processes")
+    if len(answer) != 2 or not isinstance(answer[0], list) or not isinstance(answer[1], dict):
+        raise ProtocolError(f"node {where} answered noex_processes with a malformed listing")
+    rows = [_reply(row, ProcessInfo, where, "noex_processes") for row in answer[0]]
+    return ProcessListing(rows, answer[1])
 
 
 async def recent_events(
     n: int = 50, where: NodeId | None = None, *, node: Node | None = None, timeout: float = 5.0,
-) -> list[list[Any]]:
-    """`event_rows` of this node (`where=None`) or of another node."""
+) -> list[EventInfo]:
+    """The last `n` events of this node (`where=None`) or of another node, oldest first."""
     timeout = check_timeout(timeout)
     node = node or current_node()
     if where is None or where == node.id:
         return event_rows(node, n)
-    result: list[list[Any]] = await _router_of(node, where).rpc(where, "noex_events", n, timeout)
-    return result
+    answer = _reply(await _router_of(node, where).rpc(where, "noex_events", n, timeout), list, where, "noex_events")
+    return [_reply(row, EventInfo, where, "noex_events") for row in answer]

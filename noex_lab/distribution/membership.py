@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DOWN_REASONS = ("connection_closed", "heartbeat_timeout", "graceful_shutdown")
 MAX_DEPARTING = 1024
 MAX_MEMBERS = MAX_CONNECTIONS  # connected peers plus gossiped candidates
 GOSSIP_DIALS_PER_S = 10.0  # new dials to gossiped members, on average ...

@@ -34,9 +34,10 @@ from ..core.errors import (
     NoexError,
     ServerNotRunningError,
 )
-from ..core.events import NodeEvent
+from ..core.events import EventKind, NodeEvent
 from ..core.node import Node
 from ..core.node_id import NodeId
+from .attached import distribution_of
 
 if TYPE_CHECKING:
     from .cluster import Distribution
@@ -47,9 +48,11 @@ SCRAPE_WAIT_S = 1.0  # how long a scrape waits for the loop before answering wit
 PING_OP = "ping"     # the system request every node answers (registered by the cluster)
 
 # node events counted, by metric
-RESTART_EVENTS = ("supervisor_restart",)
-MIGRATION_EVENTS = ("child_migrated",)
-TRANSITIONS = {"node_up": "up", "node_down": "down", "node_busy": "busy", "node_available": "available"}
+RESTART_EVENTS: tuple[EventKind, ...] = ("supervisor_restart",)
+MIGRATION_EVENTS: tuple[EventKind, ...] = ("child_migrated",)
+TRANSITIONS: dict[EventKind, str] = {
+    "node_up": "up", "node_down": "down", "node_busy": "busy", "node_available": "available",
+}
 CALL_OUTCOMES = ("ok", "error", "timeout", "noproc", "unreachable", "other")
 
 
@@ -163,7 +166,7 @@ class NodeMetrics:
             events=dict(self.events), down_reasons=dict(self.down_reasons), calls=dict(self.calls),
             round_trips={str(k): v for k, v in self.round_trips.items()},
         )
-        dist = node.distribution
+        dist = distribution_of(node)
         if dist is None:
             return sample
         sample.rejected = dict(dist.transport.rejected)
@@ -215,7 +218,7 @@ class NodeMetrics:
 
         sample, stale = self._sample_from_loop()
         node = self.node
-        dist = node.distribution
+        dist = distribution_of(node)
 
         def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
             return GaugeMetricFamily(name, doc, value=value)
@@ -223,7 +226,7 @@ class NodeMetrics:
         def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
             return CounterMetricFamily(name, doc, value=value)
 
-        from .. import __version__
+        from ..version import __version__
 
         info = GaugeMetricFamily("noex_node_info", "This node: its id and the noex_lab version.",
                                  labels=["node", "version"])
@@ -304,8 +307,8 @@ class NodeMetrics:
                       events.get("error", 0))
         refused = CounterMetricFamily("noex_connections_refused", "Handshakes that did not make a connection, by "
                                       "kind.", labels=["kind"])
-        for kind in ("authentication", "refused_by_peer", "handshake_timeout", "too_many_handshakes"):
-            refused.add_metric([kind], sample.rejected.get(kind, 0))
+        for how in ("authentication", "refused_by_peer", "handshake_timeout", "too_many_handshakes"):
+            refused.add_metric([how], sample.rejected.get(how, 0))
         yield refused
 
     def close(self) -> None:
@@ -359,7 +362,7 @@ def serve(node: Node, port: int, host: str = "127.0.0.1") -> MetricsServer:
         raise ClusterError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}; pick another "
                            "port (or 0 for a free one)") from exc
     endpoint = MetricsServer(metrics, server, thread, host)
-    dist = node.distribution
+    dist = distribution_of(node)
     if dist is not None:
         period = max(dist.config.heartbeat_interval_ms / 1000.0, 0.2)
         node.spawn_task(metrics.ping_loop, dist, period, what="metrics pings")

@@ -1,4 +1,5 @@
-"""`RemoteCall`: the seed's names for call and cast; they accept local refs too."""
+"""`RemoteCall`: an alias, kept because the product contract (SPEC) names it: `RemoteCall.call`
+and `RemoteCall.cast` are `GenServer.call` and `GenServer.cast` (they accept local refs too)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from ..core.node import Target, current_node
 
 
 class RemoteCall:
-    """`GenServer.call` / `GenServer.cast` under the names of the seed document."""
+    """Alias of `GenServer.call` / `GenServer.cast` under the names of the product contract."""
 
     @staticmethod
     async def call(ref: Target, msg: Any, *, timeout: float = 5.0) -> Any:

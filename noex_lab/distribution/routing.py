@@ -24,6 +24,7 @@ from ..core.errors import (
     SendTimeoutError,
     SerializationError,
     ServerNotRunningError,
+    UnknownOperationError,
 )
 from ..core.messages import Down
 from ..core.node import current_process
@@ -235,9 +236,6 @@ class RemoteRouter:
             proc.wait_for(conn)
 
     # ------------------------------------------------------------------ Router protocol
-    def has_connection(self, node: Any) -> bool:
-        return node in self.transport.conns
-
     def send(self, to: ProcessRef, tag: int, msg: Any) -> bool:
         conn = self._last_conn
         if conn is None or conn.peer is not to.node or conn.closed:
@@ -353,7 +351,7 @@ class RemoteRouter:
         conn = self._conn(target)
         if conn is None or conn.peer_incarnation != target.creation:
             reason = NOCONNECTION if conn is None else NOPROC
-            self.node._deliver_down(watcher, Down(mref, target, reason))
+            self.node.deliver_down(watcher, Down(mref, target, reason))
             return
         self.remote_monitors[mref] = (target, watcher)
         conn.send([p.MONITOR, mref, target.id, target.creation])
@@ -430,7 +428,7 @@ class RemoteRouter:
         for mref, (target, sink) in list(self.remote_monitors.items()):
             if target.node == peer:
                 del self.remote_monitors[mref]
-                node._deliver_down(sink, Down(mref, target, NOCONNECTION))
+                node.deliver_down(sink, Down(mref, target, NOCONNECTION))
         for proc in node.processes():
             for linked in [r for r in proc.links if r.node == peer]:
                 proc.exit_signal(linked, NOCONNECTION)
@@ -444,8 +442,8 @@ class RemoteRouter:
         kind = m[0]
         node = self.node
         if kind == _CAST or kind == _SEND:
-            proc = node._procs.get(m[1]) if m[2] == node.incarnation else None
-            if proc is not None and proc._alive:
+            proc = node.inbound_process(m[1], m[2])
+            if proc is not None:
                 proc.deliver((CAST_TAG if kind == _CAST else INFO_TAG, m[3]))
         elif kind == _REPLY:
             fut = conn.pending.get(m[1])
@@ -460,8 +458,8 @@ class RemoteRouter:
                 trace = None
             else:  # the caller's trace context rides before the message (see call_with_context)
                 _, req, pid, creation, sender, trace, msg = m
-            proc = node._procs.get(pid) if creation == node.incarnation else None
-            if proc is None or not proc._alive:
+            proc = node.inbound_process(pid, creation)
+            if proc is None:
                 conn.send([p.REPLY, req, False, [p.ERR_NOPROC, NOPROC]])
             elif sender is None or _from(sender, conn):  # a connection speaks only for its own node
                 reply = RemoteReply(conn, req) if trace is None else self.traced_reply(conn, req, proc, trace)
@@ -474,33 +472,33 @@ class RemoteRouter:
         elif kind == p.EXIT:
             # a connection speaks only for its own node, and only about links that exist
             _, pid, creation, from_, reason = m
-            proc = node._procs.get(pid) if creation == node.incarnation else None
+            proc = node.inbound_process(pid, creation)
             if proc is not None and _from(from_, conn) and from_ in proc.links:
                 proc.exit_signal(from_, reason)
         elif kind == p.LINK:
             _, pid, creation, from_ = m
             if not _from(from_, conn):
                 return
-            proc = node._procs.get(pid) if creation == node.incarnation else None
-            if proc is not None and proc._alive:
+            proc = node.inbound_process(pid, creation)
+            if proc is not None:
                 proc.links.add(from_)
             else:
                 conn.send([p.EXIT, from_.id, from_.creation, ProcessRef(node.id, pid, creation), NOPROC])
         elif kind == p.UNLINK:
             _, pid, creation, from_ = m
-            proc = node._procs.get(pid) if creation == node.incarnation and _from(from_, conn) else None
+            proc = node.inbound_process(pid, creation) if _from(from_, conn) else None
             if proc is not None:
                 proc.links.discard(from_)
         elif kind == p.MONITOR:
             _, mref, pid, creation = m
-            proc = node._procs.get(pid) if creation == node.incarnation else None
-            if proc is not None and proc._alive:
+            proc = node.inbound_process(pid, creation)
+            if proc is not None:
                 proc.monitors[mref] = RemoteWatcher(self, conn.peer)
             else:
                 conn.send([p.DOWN, mref, ProcessRef(node.id, pid, creation), NOPROC])
         elif kind == p.DEMONITOR:
             _, mref, pid, creation = m
-            proc = node._procs.get(pid) if creation == node.incarnation else None
+            proc = node.inbound_process(pid, creation)
             if proc is not None:
                 proc.monitors.pop(mref, None)
         elif kind == p.DOWN:
@@ -508,7 +506,7 @@ class RemoteRouter:
             entry = self.remote_monitors.get(mref)
             if entry is not None and entry[0].node == conn.peer:  # only the target's node reports it
                 del self.remote_monitors[mref]
-                node._deliver_down(entry[1], Down(mref, ref, reason))
+                node.deliver_down(entry[1], Down(mref, ref, reason))
         elif kind == p.RPC:
             node.spawn_task(self._run_rpc, conn, m, what=f"system request {_describe(m[2])}")
         elif kind == p.RPC_CAST:
@@ -555,7 +553,7 @@ class RemoteRouter:
         _, req, op, args = m
         handler = self.rpc_handlers.get(op)
         if handler is None:  # (never echo a peer's value at length: it could be megabytes)
-            err = NoexError(f"node {self.node.id} has no system handler {_describe(op)}")
+            err = UnknownOperationError(f"node {self.node.id} has no system handler {_describe(op)}")
             conn.send([p.REPLY, req, False, encode_error(err)])
             return
         try:

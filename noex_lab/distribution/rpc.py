@@ -129,9 +129,9 @@ async def _call(node: Node, node_id: NodeId | None, name: str, args: tuple[Any, 
         return await run_function(node, name, list(args), timeout)
     if node.distribution is None:
         raise NodeNotReachableError(node_id, "this node is not distributed (call Cluster.start first)")
-    from .cluster import _dist
+    from .attached import require_distribution
 
-    return await _dist(node).router.rpc(node_id, OP_RPC_CALL, [name, list(args), timeout], timeout)
+    return await require_distribution(node).router.rpc(node_id, OP_RPC_CALL, [name, list(args), timeout], timeout)
 
 
 def _node_id(node: NodeId | str) -> NodeId:

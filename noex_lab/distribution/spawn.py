@@ -14,6 +14,7 @@ from ..core.node import current_node
 from ..core.node_id import NodeId
 from ..core.refs import ProcessRef
 from ..core.timeouts import check_timeout
+from .attached import distribution_of
 from .behaviors import BehaviorRegistry
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ async def spawn(
         raise InvalidArgumentError(f"registration must be one of {REGISTRATIONS}, not {registration!r}")
     if registration != "none" and not name:
         raise InvalidArgumentError(f"registration={registration!r} needs name=")
-    dist = node.distribution
+    dist = distribution_of(node)
     if dist is None:
         raise NodeNotReachableError(target, "this node is not distributed (call Cluster.start first)")
     if target == node.id:

@@ -36,9 +36,11 @@ from ..core.errors import (
     InvalidArgumentError,
     NodeNotReachableError,
     NoexError,
+    ProtocolError,
     ReplaceStateError,
     SerializationError,
 )
+from ..core.events import EventInfo
 from ..core.node import Node, current_node
 from ..core.node_id import NodeId
 from ..core.process import Process
@@ -49,7 +51,19 @@ from ..core.timeouts import check_timeout
 from ..core.upgrade import UpgradeResult, names_of, pending_upgrade, version_of
 from .behaviors import BehaviorRegistry
 from .codec import wire_type
-from .introspection import ProcessState, _find_process, local_state, locate, short_repr
+from .introspection import (
+    ProcessListing,
+    ProcessState,
+    TraceEvent,
+    TraceHandle,
+    find_process,
+    local_state,
+    locate,
+    process_list,
+    recent_events,
+    short_repr,
+    trace,
+)
 
 if TYPE_CHECKING:
     from .cluster import Distribution
@@ -128,15 +142,15 @@ class SysHandlers:
         node = self.node
         if op == "suspend":
             a = _args(args, 4, op)
-            proc = _find_process(node, *_where(a))
+            proc = find_process(node, *_where(a))
             return await systools.suspend(proc, check_timeout(a[3]))
         if op == "resume":
-            return systools.resume(_find_process(node, *_where(_args(args, 3, op))))
+            return systools.resume(find_process(node, *_where(_args(args, 3, op))))
         if op == "status":
-            return self.status(_find_process(node, *_where(_args(args, 3, op))))
+            return self.status(find_process(node, *_where(_args(args, 3, op))))
         if op == "statistics":
             a = _args(args, 5, op)
-            proc = _find_process(node, *_where(a))
+            proc = find_process(node, *_where(a))
             if a[3] is not None and type(a[3]) is not bool:
                 raise InvalidArgumentError("enable must be None, True or False")
             if a[3] is not None:
@@ -147,7 +161,7 @@ class SysHandlers:
             return systools.restarts_of(node, ref) if isinstance(ref, ProcessRef) else None
         if op == "hold":
             a = _args(args, 5, op)
-            proc = _find_process(node, *_where(a))
+            proc = find_process(node, *_where(a))
             hold_id, state = await systools.hold(proc, check_timeout(a[3]), check_timeout(a[4]))
             self.holds[hold_id] = (peer, weakref.ref(proc))
             ok = self._encodable(state)
@@ -159,8 +173,7 @@ class SysHandlers:
             if held is None or not systools.release(held, a[0], a[2], replace=bool(a[1])):
                 raise ReplaceStateError("the process was no longer held (its hold expired, or it exited); "
                                         "its state is unchanged")
-            st = local_state(held, self._encodable)
-            return [st.ref, st.behavior, st.status, st.queue_len, st.messages, st.state_repr, st.state, st.has_state]
+            return local_state(held, self._encodable)
         if op == "versions":
             name = _args(args, 1, op)[0]
             if name is not None and not isinstance(name, str):
@@ -223,7 +236,7 @@ class Sys:
         timeout = check_timeout(timeout)
         node, where, pid, creation, name = _resolve(target, on, node)
         if where is None:
-            return await systools.suspend(_find_process(node, pid, creation, name), timeout)
+            return await systools.suspend(find_process(node, pid, creation, name), timeout)
         result: SuspendResult = await _rpc(node, where, "suspend", [pid, creation, name, _inner(timeout)], timeout)
         return result
 
@@ -234,7 +247,7 @@ class Sys:
         timeout = check_timeout(timeout)
         node, where, pid, creation, name = _resolve(target, on, node)
         if where is None:
-            return systools.resume(_find_process(node, pid, creation, name))
+            return systools.resume(find_process(node, pid, creation, name))
         result: SuspendResult = await _rpc(node, where, "resume", [pid, creation, name], timeout)
         return result
 
@@ -250,7 +263,7 @@ class Sys:
             raise InvalidArgumentError(f"replace_state needs a function of the state, not {fn!r}")
         node, where, pid, creation, name = _resolve(target, on, node)
         if where is None:
-            proc = _find_process(node, pid, creation, name)
+            proc = find_process(node, pid, creation, name)
             await systools.replace_state(proc, fn, timeout)
             return local_state(proc)
         deadline = time.monotonic() + timeout  # the whole exchange ends within `timeout`
@@ -288,8 +301,9 @@ class Sys:
         except SerializationError as exc:
             await give_up()
             raise ReplaceStateError(f"the new state cannot be sent to {where}: {exc}; the state is unchanged") from exc
-        return ProcessState(ref=r[0], behavior=r[1], status=r[2], queue_len=r[3], messages=r[4], state_repr=r[5],
-                            state=r[6], has_state=bool(r[7]))
+        if not isinstance(r, ProcessState):
+            raise ProtocolError(f"node {where} answered a state replacement with {type(r).__name__}")
+        return r
 
     @staticmethod
     async def get_status(target: ProcessRef | str, *, on: NodeId | str | None = None, node: Node | None = None,
@@ -298,7 +312,7 @@ class Sys:
         timeout = check_timeout(timeout)
         node, where, pid, creation, name = _resolve(target, on, node)
         if where is None:
-            return systools.get_status(_find_process(node, pid, creation, name), short_repr)
+            return systools.get_status(find_process(node, pid, creation, name), short_repr)
         result: ProcessStatus = await _rpc(node, where, "status", [pid, creation, name], timeout)
         return result
 
@@ -312,7 +326,7 @@ class Sys:
             raise InvalidArgumentError(f"enable must be None, True or False, not {enable!r}")
         node, where, pid, creation, name = _resolve(target, on, node)
         if where is None:
-            proc = _find_process(node, pid, creation, name)
+            proc = find_process(node, pid, creation, name)
             if enable is not None:
                 await systools.set_statistics(proc, enable, timeout)
             stats = systools.statistics(proc)
@@ -338,6 +352,26 @@ class Sys:
         from .introspection import get_state
 
         return await get_state(target, on=on, node=node, timeout=timeout)
+
+    @staticmethod
+    async def processes(where: NodeId | None = None, *, node: Node | None = None,
+                        timeout: float = 5.0) -> ProcessListing:
+        """The processes (`ProcessInfo`, by pid) and registered names of this node or of `where`."""
+        return await process_list(where, node=node, timeout=timeout)
+
+    @staticmethod
+    async def events(n: int = 50, where: NodeId | None = None, *, node: Node | None = None,
+                     timeout: float = 5.0) -> list[EventInfo]:
+        """The last `n` events (`EventInfo`, oldest first) of this node or of `where`."""
+        return await recent_events(n, where, node=node, timeout=timeout)
+
+    @staticmethod
+    async def trace(target: ProcessRef | str, on_event: Callable[[TraceEvent], None], on_end: Callable[[str], None],
+                    *, seconds: float = 10.0, max_events: int = 1000, on: NodeId | str | None = None,
+                    node: Node | None = None, timeout: float = 5.0) -> TraceHandle:
+        """Trace a live process, local or remote (like `sys:trace`, same as `%noex trace`)."""
+        return await trace(target, on_event, on_end, seconds=seconds, max_events=max_events, on=on, node=node,
+                           timeout=timeout)
 
 
 def _with_restarts(stats: ProcessStatistics, restarts: int) -> ProcessStatistics:

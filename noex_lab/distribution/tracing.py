@@ -114,7 +114,7 @@ def instrument(tracer_provider: Any = None) -> None:
     global _tracer
     if trace is None:
         raise MissingExtraError("OpenTelemetry tracing", "opentelemetry-api", "otel")
-    from .. import __version__
+    from ..version import __version__
 
     _tracer = trace.get_tracer("noex_lab", __version__, tracer_provider=tracer_provider)
     RemoteRouter.call = _traced_call  # type: ignore[method-assign]

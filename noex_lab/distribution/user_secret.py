@@ -21,15 +21,11 @@ import secrets
 import stat
 from pathlib import Path
 
-from ..core.errors import NoexError
+from ..core.errors import SecretFileError as SecretFileError  # (defined in core.errors, re-exported)
 
 SECRET_BYTES = 32
 MAX_FILE_BYTES = 4096
 MIN_STRONG_LENGTH = 12
-
-
-class SecretFileError(NoexError):
-    """The per-user secret file cannot be used (unsafe permissions, unreadable, empty)."""
 
 
 def secret_path() -> Path:

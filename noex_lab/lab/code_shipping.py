@@ -20,10 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.errors import NoexError
+from ..core.errors import NoexError, UnknownOperationError
+from ..core.events import EventKind
 from ..core.genserver import GenServer
 from ..core.node import Node
 from ..core.node_id import NodeId
+from ..distribution.attached import distribution_of
 from .errors import LabError
 from .reprs import Status, Table
 
@@ -91,12 +93,10 @@ def pick_behavior(name: str, source: str, namespace: dict[str, Any]) -> type[Gen
 
 
 def refusal_text(node_id: NodeId, exc: BaseException) -> str:
-    text = str(exc)
-    if "no system handler" in text:
+    """Why `node_id` refused a shipment, from the typed error its reply was rebuilt as."""
+    if isinstance(exc, UnknownOperationError):
         return f"node {node_id} does not accept code (its noex_lab cannot load behaviors)"
-    if text.startswith("CodeLoadingError: "):
-        text = text[len("CodeLoadingError: "):]
-    return text
+    return str(exc)
 
 
 def upgrade_text(upgraded: int, failed: int, pending: int, errors: list[str]) -> str:
@@ -122,7 +122,7 @@ def loaded_text(loaded: Any) -> str:
 class CodeShipper:
     """The behaviors defined in this kernel, and where each version was loaded or refused."""
 
-    def __init__(self, report: Callable[[str, dict[str, Any]], None]) -> None:
+    def __init__(self, report: Callable[[EventKind, dict[str, Any]], None]) -> None:
         self.report = report  # (event kind, data): into the kernel node's event stream
         self.behaviors: dict[str, ShippedBehavior] = {}
         self.results: dict[tuple[NodeId, str], ShipResult] = {}
@@ -150,11 +150,11 @@ class CodeShipper:
 
     # --------------------------------------------------------------- shipping
     async def _ship_one(self, node: Node, peer: NodeId, behavior: ShippedBehavior) -> ShipResult:
-        router = getattr(node.distribution, "router", None)
+        dist = distribution_of(node)
         try:
-            if router is None:
+            if dist is None:
                 raise NoexError("this kernel's node is not distributed")
-            loaded = await router.rpc(
+            loaded = await dist.router.rpc(
                 peer, "noex_load_behavior", [behavior.name, behavior.source, behavior.class_name, behavior.replace],
                 SHIP_TIMEOUT_S,
             )

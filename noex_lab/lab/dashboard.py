@@ -13,9 +13,10 @@ from typing import Any
 
 import ipywidgets
 
+from ..core.events import EventKind
 from .widgets import ClusterView, EventLog, SupervisorView
 
-DASHBOARD_KINDS = frozenset({
+DASHBOARD_KINDS: frozenset[EventKind] = frozenset({
     "node_up", "node_down", "node_busy", "node_available", "crash_report", "error", "supervisor_restart",
     "child_migrated", "child_restarted", "supervisor_gave_up", "supervisor_stopped", "node_failure_detected",
     "local_node_exited", "process_exited",

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..core.node_id import NodeId
-from ..distribution.cluster import is_loopback
+from ..distribution.cluster import HEARTBEAT_INTERVAL_MS, HEARTBEAT_MISS_THRESHOLD, is_loopback
 from .errors import LabError
 
 if TYPE_CHECKING:
@@ -60,8 +60,8 @@ class NodeSpec:
 
     name: str
     seed: NodeId
-    heartbeat_interval_ms: int = 5000
-    heartbeat_miss_threshold: int = 3
+    heartbeat_interval_ms: int = HEARTBEAT_INTERVAL_MS
+    heartbeat_miss_threshold: int = HEARTBEAT_MISS_THRESHOLD
     code_from_any: bool = False
 
     def node_args(self, host: str, advertise_host: str | None = None) -> list[str]:

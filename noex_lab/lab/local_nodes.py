@@ -29,6 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..core.node_id import NodeId
+from ..distribution.cluster import HEARTBEAT_INTERVAL_MS, HEARTBEAT_MISS_THRESHOLD
+from ..frontend.child_protocol import Listening, parse_line
 from .launchers import PID_LINE, LaunchError, LocalNodeError, LocalTransport, NodeSpec, Transport
 
 __all__ = ["LaunchedNode", "LocalNode", "LocalNodeError", "LocalNodeLauncher", "ProcessLauncher"]
@@ -123,9 +125,9 @@ class ProcessLauncher:
         return names
 
     async def launch(
-        self, name: str, seed: NodeId, secret: str, *, heartbeat_interval_ms: int = 5000,
-        heartbeat_miss_threshold: int = 3, timeout: float = READY_TIMEOUT_S, code_from_any: bool = False,
-        transport: Transport | None = None,
+        self, name: str, seed: NodeId, secret: str, *, heartbeat_interval_ms: int = HEARTBEAT_INTERVAL_MS,
+        heartbeat_miss_threshold: int = HEARTBEAT_MISS_THRESHOLD, timeout: float = READY_TIMEOUT_S,
+        code_from_any: bool = False, transport: Transport | None = None,
     ) -> LaunchedNode:
         """Start one node process and wait until it listens (its `NODE <id>` line)."""
         transport = transport or LocalTransport()
@@ -181,13 +183,10 @@ class ProcessLauncher:
                 with contextlib.suppress(ValueError, IndexError):
                     node.remote_pid = int(line.split()[1])
                     continue
-            if not ready and line.startswith("NODE "):
+            record = None if ready else parse_line(line)
+            if isinstance(record, Listening):
                 ready = True
-                try:
-                    node_id = NodeId.parse(line.split()[1])
-                except (ValueError, IndexError):
-                    continue
-                self._soon(loop, lambda nid=node_id: _settle(node.ready, nid))  # type: ignore[misc]
+                self._soon(loop, lambda nid=record.node: _settle(node.ready, nid))  # type: ignore[misc]
                 continue
             self._soon(loop, lambda text=line: self.on_output(node, "stdout", text))  # type: ignore[misc]
         code = node.proc.wait()

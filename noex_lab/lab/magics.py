@@ -34,6 +34,7 @@ from ..core.node_id import NodeId
 from ..core.refs import ProcessRef
 from ..core.timeouts import seconds_argument
 from ..distribution.behaviors import BehaviorRegistry
+from ..frontend.options import add_cluster_arguments, cluster_options
 from . import fault_commands
 from .code_shipping import pick_behavior
 from .errors import LabError, MagicUsageError
@@ -82,14 +83,8 @@ def _build_parsers() -> dict[str, MagicArgumentParser]:
         "authenticated. Errors (port in use, bad seed) are raised in the cell.",
         "start NAME [--port P] [--host H] [--advertise-host A] [--seed ID ...] [--secret-env VAR]")
     s.add_argument("name", help="node name: a letter, then letters, digits, _ or -")
-    s.add_argument("--port", type=int, default=0, help="TCP port (default 0: a free port)")
-    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    s.add_argument("--advertise-host", metavar="A",
-                   help="address other machines dial (with --host 0.0.0.0, e.g. for %%noex remote)")
-    s.add_argument("--seed", action="append", default=[], metavar="ID", help="seed node id name@host:port (repeatable)")
+    add_cluster_arguments(s, port=0, insecure=False)
     s.add_argument("--secret-env", metavar="VAR", help="environment variable holding the cluster secret")
-    s.add_argument("--heartbeat-interval-ms", type=int, default=5000, help="liveness heartbeat period")
-    s.add_argument("--heartbeat-miss-threshold", type=int, default=3, help="missed heartbeats before down")
 
     s = p["local"] = _parser(
         "local", "Make sure N local node processes run, joined to this kernel's node (starts only the "
@@ -482,10 +477,11 @@ class NoexMagics(Magics):
     async def _run_async(self, subcommand: str, args: argparse.Namespace) -> None:
         session = self.session
         if subcommand == "start":
-            await session.start(args.name, port=args.port, host=args.host, seeds=args.seed,
-                                secret_env=args.secret_env, heartbeat_interval_ms=args.heartbeat_interval_ms,
-                                heartbeat_miss_threshold=args.heartbeat_miss_threshold,
-                                advertise_host=args.advertise_host)
+            options = cluster_options(args)
+            await session.start(args.name, port=options["port"], host=options["host"], seeds=options["seeds"],
+                                secret_env=args.secret_env, heartbeat_interval_ms=options["heartbeat_interval_ms"],
+                                heartbeat_miss_threshold=options["heartbeat_miss_threshold"],
+                                advertise_host=options["advertise_host"])
         elif subcommand == "local":
             await session.local(args.count, prefix=args.prefix, code_from_any=args.code_from_any)
         elif subcommand == "remote":

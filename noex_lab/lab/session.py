@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..core import tracebacks
 from ..core.crash_report import CrashReport
 from ..core.errors import NoexError
-from ..core.events import NodeEvent
+from ..core.events import EVENT_KINDS, EventKind, NodeEvent
 from ..core.node import Node, current_node, running_nodes
 from ..core.node_id import NodeId
 from ..core.refs import ProcessRef
 from ..core.supervisor import SupervisorServer
 from ..core.upgrade import set_source
 from ..distribution.behaviors import BehaviorRegistry
-from ..distribution.cluster import Cluster
+from ..distribution.cluster import HEARTBEAT_INTERVAL_MS, HEARTBEAT_MISS_THRESHOLD, Cluster
 from ..distribution.code_loading import UPGRADE_REPORT_WAIT_S
 from ..distribution.crash_reports import watch_cluster_crashes
 from ..distribution.introspection import (
@@ -43,7 +43,7 @@ from .background import BackgroundReporter
 from .code_shipping import CodeShipper, ShipResult, upgrade_text
 from .crashes import CrashList
 from .dashboard import DASHBOARD_KINDS, Dashboard, sidecar_class
-from .errors import LabError
+from .errors import LabError, MagicUsageError
 from .launchers import SshTransport, Transport
 from .local_nodes import LaunchedNode, LocalNode, LocalNodeLauncher
 from .reprs import Message, Status, Table, clock, display
@@ -88,9 +88,9 @@ class LabSession:
         self.ip = ip
         self.node: Node | None = None
         self.secret: str | None = None
-        self.heartbeat_interval_ms = 5000
+        self.heartbeat_interval_ms = HEARTBEAT_INTERVAL_MS
         self.advertised: Path | None = None  # where `noex-lab top` finds this node (notebook_nodes)
-        self.heartbeat_miss_threshold = 3
+        self.heartbeat_miss_threshold = HEARTBEAT_MISS_THRESHOLD
         self.launcher = LocalNodeLauncher(self._on_local_output, self._on_local_exit)
         self.shipper = CodeShipper(self._report)
         self.reporter = BackgroundReporter(ip, self.event_node)
@@ -170,7 +170,7 @@ class LabSession:
         else:
             self.reporter.add(BackgroundError(time.time(), "%noex", f"%noex {what}", error))
 
-    def _report(self, kind: str, data: dict[str, Any]) -> None:
+    def _report(self, kind: EventKind, data: dict[str, Any]) -> None:
         node = self.event_node()
         if node is not None:
             node.events.emit(kind, **data)
@@ -271,7 +271,8 @@ class LabSession:
     # --------------------------------------------------------------- %noex start
     async def start(
         self, name: str, *, port: int = 0, host: str = "127.0.0.1", seeds: list[str] | None = None,
-        secret_env: str | None = None, heartbeat_interval_ms: int = 5000, heartbeat_miss_threshold: int = 3,
+        secret_env: str | None = None, heartbeat_interval_ms: int = HEARTBEAT_INTERVAL_MS,
+        heartbeat_miss_threshold: int = HEARTBEAT_MISS_THRESHOLD,
         advertise_host: str | None = None,
     ) -> Node:
         existing = self.node if self.node is not None and self.node.running else None
@@ -322,7 +323,7 @@ class LabSession:
         withdraw(self.advertised)
         self.advertised = None
         ms = self.heartbeat_interval_ms
-        heartbeat = "" if ms == 5000 else f" --heartbeat-interval-ms {ms}"
+        heartbeat = "" if ms == HEARTBEAT_INTERVAL_MS else f" --heartbeat-interval-ms {ms}"
         if secret_env:  # top cannot know that secret: the exact command, to run where the variable is set
             return f"attach from a terminal: noex-lab top {node.id} --secret-env {secret_env}{heartbeat}"
         try:
@@ -332,8 +333,7 @@ class LabSession:
         return f"attach from a terminal: noex-lab top{heartbeat} (it finds this node; or noex-lab top {node.id})"
 
     def _adopt(self, node: Node) -> None:
-        config = getattr(node.distribution, "config", None)
-        raw = getattr(config, "cluster_secret", None)
+        raw = Cluster.config(node).cluster_secret if node.distribution is not None else None
         self.node = node
         self.secret = raw.decode() if isinstance(raw, bytes) else raw
         self.reporter.watch(node)
@@ -568,7 +568,7 @@ class LabSession:
                 raise LabError(f"environment variable {secret_env} (--secret-env) is not set or empty")
         else:
             secret = load_or_create()
-        from ..distribution.handshake import Refused
+        from ..core.errors import HandshakeRefusedError
         from ..terminal.top import wait_for_members
 
         node = await Cluster.start(
@@ -578,7 +578,7 @@ class LabSession:
         )
         try:
             answered = await wait_for_members(node, timeout=timeout)
-        except Refused as exc:  # a refusal does not heal by waiting: say it at once, with its reason
+        except HandshakeRefusedError as exc:  # a refusal does not heal by waiting: say it at once, with its reason
             await node.stop()
             raise LabError(f"{seed} refused this kernel: {exc.reason} (the cluster's secret: --secret-env VAR, "
                            "else the per-user secret file)") from None
@@ -647,9 +647,8 @@ class LabSession:
             except NoexError as exc:
                 tables.append(Table(["ref"], [], title=title, empty=f"unreachable: {exc}"))
                 continue
-            # (a node of an older version sends no high-water mark and bound: shown as "-")
-            body = [[r[0], r[1], r[2], Status(r[3]), r[4], r[7] if len(r) > 7 else "-",
-                     "-" if len(r) < 9 or r[8] is None else r[8], r[5], round(float(r[6]), 1)] for r in rows]
+            body = [[r.ref, r.name, r.behavior, Status(r.status), r.queue_len, r.queue_high_water,
+                     "-" if r.max_mailbox is None else r.max_mailbox, r.messages, round(r.uptime_s, 1)] for r in rows]
             tables.append(Table(["ref", "name", "behavior", "status", "queue", "high-water", "bound", "messages",
                                  "uptime s"], body, title=f"processes on {title}", note=f"{len(body)} processes"))
         return tables
@@ -667,16 +666,17 @@ class LabSession:
                 continue
             for name, ref in sorted(names.items()):
                 rows.append([name, "local", label, ref])
-        global_names = getattr(node.distribution, "global_names", None)
-        if callable(global_names):
-            for name, ref in sorted(dict(global_names()).items()):
-                rows.append([name, "global", ref.node if isinstance(ref, ProcessRef) else "", ref])
+        if node.distribution is not None:
+            for name, ref in sorted(node.distribution.global_names().items()):
+                rows.append([name, "global", ref.node, ref])
         names_table = Table(["name", "scope", "node", "ref"], rows, title="registered names")
         known = [[n, getattr(BehaviorRegistry.get(n), "__qualname__", "?")] for n in BehaviorRegistry.names()]
         behaviors = Table(["behavior", "class"], known, title="BehaviorRegistry (this kernel)")
         return [names_table, behaviors]
 
     async def events(self, count: int = 20, *, spec: str | None = None, kind: str | None = None) -> Table:
+        if kind is not None and kind not in EVENT_KINDS:  # (a typo would show no event at all)
+            raise MagicUsageError(f"unknown event kind {kind!r}; the kinds are {', '.join(EVENT_KINDS)}")
         node = self.kernel_node()
         where = None if spec is None else self.resolve_node(spec)
         if where == node.id:
@@ -684,10 +684,10 @@ class LabSession:
         fetch = count if kind is None else 2000
         rows = await recent_events(fetch, where, node=node)
         if kind is not None:
-            rows = [r for r in rows if r[1] == kind]
+            rows = [r for r in rows if r.kind == kind]
         rows = rows[-count:]
         title = f"last {len(rows)} events of {where or node.display_name}" + (f" (kind {kind})" if kind else "")
-        body = [[clock(float(r[0])), Status(r[1]) if r[1] in ("error", "crash_report") else r[1], r[2]] for r in rows]
+        body = [[clock(r.at), Status(r.kind) if r.kind in ("error", "crash_report") else r.kind, r.text] for r in rows]
         return Table(["time", "event", "details"], body, title=title, empty="(no events)")
 
     # --------------------------------------------------------------- debugging

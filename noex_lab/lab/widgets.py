@@ -29,17 +29,18 @@ import ipywidgets
 
 from ..core.crash_report import CrashReport
 from ..core.errors import InvalidArgumentError, NoexError, ServerNotRunningError
-from ..core.events import NodeEvent
+from ..core.events import MEMBERSHIP_KINDS, EventKind, NodeEvent
 from ..core.node import Node, current_node
 from ..core.node_id import NodeId
 from ..core.refs import ProcessRef
 from ..core.supervisor import ChildInfo, Supervisor, SupervisorServer
 from ..distribution.introspection import TraceEvent
+from ..frontend.cluster_model import MembershipModel
 from .pictures import ChildPicture, LinkPicture, NodePicture, TreePicture, topology_svg, tree_svg
 from .reprs import ShortRef, Status, Table, clock, text_of
 
-MEMBERSHIP_EVENTS = frozenset({"node_up", "node_down", "node_busy", "node_available", "cluster_started"})
-SUPERVISOR_EVENTS = frozenset({
+MEMBERSHIP_EVENTS: frozenset[EventKind] = MEMBERSHIP_KINDS | {"cluster_started"}
+SUPERVISOR_EVENTS: frozenset[EventKind] = frozenset({
     "child_started", "child_stopped", "supervisor_restart", "supervisor_gave_up", "child_restarted",
     "child_migrated", "node_failure_detected", "supervisor_stopped",
 })
@@ -179,25 +180,20 @@ class ClusterTable:
     def __init__(self, node: Node, *, keep_down: int = 20) -> None:
         self.node = node
         self.keep_down = keep_down
-        self.down: dict[NodeId, tuple[float, str]] = {}
+        self.model = MembershipModel(keep_down=keep_down)  # (the model `noex-lab top` keeps too)
         self.extra_columns: Callable[[NodeId], str] | None = None  # e.g. "local pid 123" (set by %noex)
         for event in node.events.recent(2000):  # nodes that went down before this table existed
             self.apply(event)
 
     def apply(self, event: NodeEvent) -> bool:
         """Take a membership event into account; False for other events."""
-        if event.kind not in MEMBERSHIP_EVENTS:
-            return False
-        peer = event.data.get("peer")
-        if isinstance(peer, NodeId):
-            if event.kind == "node_down":
-                self.down.pop(peer, None)
-                self.down[peer] = (event.at, str(event.data.get("reason", "")))
-                while len(self.down) > self.keep_down:
-                    self.down.pop(next(iter(self.down)))
-            else:
-                self.down.pop(peer, None)
-        return True
+        self.model.apply(event)
+        return event.kind in MEMBERSHIP_EVENTS
+
+    @property
+    def down(self) -> dict[NodeId, tuple[float, str]]:
+        """The peers that went down (in that order): when, and why."""
+        return {m.id: (m.since, m.down_reason or "") for m in self.model.down()}
 
     def table(self) -> Table:
         node = self.node
@@ -416,6 +412,7 @@ def as_supervisor_event(event: Any) -> SupervisorEvent:
     """Best-effort conversion of a supervisor event (object, dict or `NodeEvent`) to a log line."""
     if isinstance(event, SupervisorEvent):
         return event
+    kind: str
     if isinstance(event, NodeEvent):
         data: dict[str, Any] = dict(event.data)
         kind, at = event.kind, event.at

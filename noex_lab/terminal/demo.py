@@ -22,19 +22,21 @@ import secrets
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ..core.errors import NoexError
+from ..core.errors import NoexError, ProcessOutputError
 from ..core.node_id import NodeId
 from ..core.timeouts import seconds_argument
-from .common import log_to, run_until_signal
+from ..frontend.child_protocol import Listening, parse_line
+from ..frontend.processes import WatchedProcess
+from ..frontend.signals import run_until_signal
+from .common import log_to
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -70,8 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # ---------------------------------------------------------------------------------- node processes
-class NodeProcess:
-    """One `noex-lab node` OS process started by the demo; its output is drained by threads."""
+class NodeProcess(WatchedProcess):
+    """One `noex-lab node` OS process started by the demo (the front ends' launcher: its output is
+    drained by threads, waited for with deadlines)."""
 
     def __init__(self, name: str, seed: NodeId, env: dict[str, str]) -> None:
         self.name = name
@@ -81,47 +84,28 @@ class NodeProcess:
             "--exit-on-stdin-eof", "--heartbeat-interval-ms", str(HEARTBEAT_INTERVAL_MS),
             "--heartbeat-miss-threshold", str(HEARTBEAT_MISS_THRESHOLD),
         ]
-        self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-            start_new_session=True, close_fds=True,
-        )
+        super().__init__(cmd, label=f"node process {name}", env=env, new_session=True)
         self.node_id: NodeId | None = None
-        self.stderr_tail: deque[str] = deque(maxlen=20)
-        self._ready = threading.Event()
-        threading.Thread(target=self._read_stdout, name=f"{name}-stdout", daemon=True).start()
-        threading.Thread(target=self._read_stderr, name=f"{name}-stderr", daemon=True).start()
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
 
     @property
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def _read_stdout(self) -> None:
-        stream = self.proc.stdout
-        assert stream is not None
-        for raw in stream:
-            line = raw.decode("utf-8", "replace").strip()
-            if self.node_id is None and line.startswith("NODE "):
-                with contextlib.suppress(ValueError, IndexError):
-                    self.node_id = NodeId.parse(line.split()[1])
-                self._ready.set()
-        self._ready.set()  # exited: wake the waiter
-
-    def _read_stderr(self) -> None:
-        stream = self.proc.stderr
-        assert stream is not None
-        for raw in stream:
-            self.stderr_tail.append(raw.decode("utf-8", "replace").rstrip())
-
     async def wait_ready(self, timeout: float) -> NodeId:
-        await anyio.to_thread.run_sync(self._ready.wait, timeout, abandon_on_cancel=True)
-        if self.node_id is None:
+        """Its node id, once it listens (its `NODE` line); `DemoError` if it exits or is late."""
+        def listening(line: str) -> bool:
+            return isinstance(parse_line(line), Listening)
+
+        try:
+            _at, line = await anyio.to_thread.run_sync(self.wait_for, listening, timeout, "NODE line",
+                                                       abandon_on_cancel=True)
+        except ProcessOutputError:
             state = "exited" if not self.alive else f"did not start within {timeout:g} s"
-            tail = " | ".join(list(self.stderr_tail)[-5:]) or "(no output)"
-            raise DemoError(f"node process {self.name} (pid {self.pid}) {state}: {tail}")
+            tail = " | ".join(self.stderr[-5:]) or "(no output)"
+            raise DemoError(f"node process {self.name} (pid {self.pid}) {state}: {tail}") from None
+        record = parse_line(line)
+        assert isinstance(record, Listening)
+        self.node_id = record.node
         return self.node_id
 
     def signal(self, sig: int) -> None:

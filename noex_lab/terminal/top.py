@@ -25,10 +25,19 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ..cli import add_secret_arguments, add_tls_arguments, secret_from_args, tls_from_args
+from ..core.errors import HandshakeRefusedError  # a member refused the login: retrying would not help
 from ..core.timeouts import seconds_argument
-from ..distribution.handshake import Refused  # a member refused the login: retrying would not help
-from .common import Waker, log_to, run_until_signal
+from ..distribution.attached import distribution_of
+from ..frontend.options import (
+    add_cluster_arguments,
+    add_secret_arguments,
+    add_tls_arguments,
+    cluster_options,
+    secret_from_args,
+    tls_from_args,
+)
+from ..frontend.signals import run_until_signal
+from .common import Waker, log_to
 
 if TYPE_CHECKING:
     from ..core.node import Node
@@ -47,25 +56,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events", type=int, default=12, metavar="N", help="recent events shown (JSON: 50)")
     parser.add_argument("--connect-timeout", type=seconds_argument, default=10.0, metavar="S",
                         help="give up when no member is reachable within S seconds")
-    parser.add_argument("--host", default="127.0.0.1", help="address the observer listens on")
-    parser.add_argument("--advertise-host", default=None, help="address members reach the observer at")
-    parser.add_argument("--insecure", action="store_true", help="allow a non-loopback bind with --no-secret")
-    parser.add_argument("--heartbeat-interval-ms", type=int, default=5000,
-                        help="must match the cluster's setting (default 5000, as `noex-lab node`)")
-    parser.add_argument("--heartbeat-miss-threshold", type=int, default=3,
-                        help="must match the cluster's setting (default 3)")
+    add_cluster_arguments(parser, port=None, seeds=False)  # (the observer listens on a free port)
     add_tls_arguments(parser)
 
 
 async def wait_for_members(node: Node, *, timeout: float, settle: float = 0.5, cap: float = 5.0) -> bool:
     """Wait for the first member, then until the member set stopped growing for `settle` seconds
     (the seed's gossip names the others, which the observer then dials). False if none came;
-    `Refused` at once when a member refused the login (a refusal does not heal by retrying)."""
+    `HandshakeRefusedError` at once when a member refused the login (a refusal does not heal by retrying)."""
     deadline = time.monotonic() + timeout
-    refusals = getattr(getattr(node.distribution, "transport", None), "refusals", ())
+    dist = distribution_of(node)
+    refusals = dist.transport.refusals if dist is not None else []
     while not node.get_nodes():
         if refusals:
-            raise Refused(refusals[-1])
+            raise HandshakeRefusedError(refusals[-1])
         if time.monotonic() > deadline:
             return False
         await anyio.sleep(0.02)
@@ -123,10 +127,8 @@ async def run(args: argparse.Namespace) -> int:
         args.seed = notebook_seed(args)
     console = Console()
     node = await Cluster.start(
-        f"top-{os.getpid()}", host=args.host, port=0, seeds=[args.seed],
-        cluster_secret=secret_from_args(args), hidden=True, heartbeat_interval_ms=args.heartbeat_interval_ms,
-        heartbeat_miss_threshold=args.heartbeat_miss_threshold, advertise_host=args.advertise_host,
-        insecure=args.insecure, tls=tls_from_args(args),
+        f"top-{os.getpid()}", **cluster_options(args), port=0, seeds=[args.seed], cluster_secret=secret_from_args(args),
+        hidden=True, tls=tls_from_args(args),
     )
     watch = ClusterWatch(node)
     watch.start()
@@ -137,7 +139,7 @@ async def run(args: argparse.Namespace) -> int:
     async def main() -> int:
         try:
             reached = await wait_for_members(node, timeout=args.connect_timeout)
-        except Refused as exc:
+        except HandshakeRefusedError as exc:
             print(f"noex-lab top: {args.seed} refused the login: {exc} (use the cluster's secret: "
                   "--secret-env VAR, or the per-user secret file of the user running it)", file=sys.stderr)
             return 2

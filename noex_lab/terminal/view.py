@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,47 +28,26 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from ..core.events import NodeEvent
+from ..core.errors import ClusterError
+from ..core.events import EventInfo, EventKind, NodeEvent, detail_text, details_text
 from ..core.node import Node
 from ..core.node_id import NodeId
 from ..core.snapshot import NodeSnapshot, ProcessInfo
 from ..core.supervisor import ChildInfo, SupervisorTree
 from ..distribution.cluster import Cluster
 from ..distribution.introspection import recent_events
+from ..frontend.cluster_model import Member as Member  # (re-exported: the members ClusterWatch holds)
+from ..frontend.cluster_model import MembershipModel
 
-MEMBERSHIP_KINDS = ("node_up", "node_down", "node_busy", "node_available")
 # Events worth showing from every member's stream (a migration also emits a supervisor_restart
 # with reason "noconnection", and a distributed restart also a child_restarted: shown once).
-CLUSTER_KINDS = frozenset({
+CLUSTER_KINDS: frozenset[EventKind] = frozenset({
     "supervisor_restart", "child_migrated", "node_failure_detected", "supervisor_gave_up",
     "supervisor_stopped", "distributed_supervisor_started", "global_registered", "global_unregistered",
     "global_conflict",
 })
 REMOTE_EVENT_WINDOW = 200
 STATUS_STYLE = {"up": "green", "busy": "yellow", "down": "red", "self": "cyan"}
-
-
-@dataclass
-class Member:
-    """One cluster member as the observer sees it."""
-
-    id: NodeId
-    status: str  # "up" | "busy" | "down"
-    since: float  # wall clock of the last status change
-    loop_lag_ms: float = 0.0
-    process_count: int = 0
-    last_heartbeat_at: float | None = None
-    down_reason: str | None = None
-    is_self: bool = False
-    reachable: bool = True
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": str(self.id), "name": self.id.name, "status": self.status, "since": self.since,
-            "loop_lag_ms": round(self.loop_lag_ms, 1), "process_count": self.process_count,
-            "last_heartbeat_at": self.last_heartbeat_at, "down_reason": self.down_reason,
-            "is_observer": self.is_self, "reachable": self.reachable,
-        }
 
 
 @dataclass(frozen=True)
@@ -93,17 +72,15 @@ def compact(text: str) -> str:
 
 
 def _text(value: Any) -> str:
-    text = str(value)
-    return text if len(text) <= 200 else text[:199] + "…"
+    return detail_text(value, 200)
 
 
-def _details(data: dict[str, Any], skip: Iterable[str] = ()) -> str:
-    skipped = {"exception", *skip}
-    return " ".join(f"{k}={_text(v)}" for k, v in data.items() if k not in skipped)
+def _details(data: dict[str, Any]) -> str:
+    return details_text(data, limit=200)
 
 
-def _is_migration_restart(kind: str, details: str) -> bool:
-    return kind == "supervisor_restart" and "reason=noconnection" in details
+def _is_migration_restart(kind: str, reason: str | None) -> bool:
+    return kind == "supervisor_restart" and reason == "noconnection"
 
 
 class ClusterWatch:
@@ -111,11 +88,12 @@ class ClusterWatch:
 
     def __init__(self, node: Node, *, include_self: bool = False, keep_events: int = 200) -> None:
         if node.id is None:
-            raise ValueError("ClusterWatch needs a distributed node (Cluster.start)")
+            raise ClusterError("ClusterWatch needs a distributed node: call Cluster.start(...) first")
         self.node = node
         self.me: NodeId = node.id
         self.include_self = include_self
-        self.members: dict[NodeId, Member] = {}
+        self.model = MembershipModel()
+        self.members = self.model.members  # (the shared model's members, by id)
         self.snapshots: dict[NodeId, NodeSnapshot] = {}
         self.events: deque[EventRow] = deque(maxlen=keep_events)
         self.refreshed_at: float | None = None
@@ -147,63 +125,30 @@ class ClusterWatch:
 
     def _on_event(self, event: NodeEvent) -> None:
         data = event.data
-        if event.kind in MEMBERSHIP_KINDS:
-            peer = data.get("peer")
-            if not isinstance(peer, NodeId):
-                return
-            if event.kind == "node_down":
-                reason = str(data.get("reason", ""))
-                self._set_status(peer, "down", event.at, down_reason=reason)
-                self._add(EventRow(event.at, str(peer), "node_down", f"reason={reason}"))
-            elif event.kind == "node_busy":
-                lag = float(data.get("loop_lag_ms", 0.0))
-                self._set_status(peer, "busy", event.at, loop_lag_ms=lag)
-                self._add(EventRow(event.at, str(peer), "node_busy", f"loop_lag_ms={lag:.0f}"))
-            elif event.kind == "node_available":
-                lag = float(data.get("loop_lag_ms", 0.0))
-                self._set_status(peer, "up", event.at, loop_lag_ms=lag)
-                self._add(EventRow(event.at, str(peer), "node_available", f"loop_lag_ms={lag:.0f}"))
+        member = self.model.apply(event)
+        if member is not None:
+            if member.status == "down":
+                self.snapshots.pop(member.id, None)
+                detail = f"reason={member.down_reason}"
+            elif event.kind == "node_up":
+                detail = ""
             else:
-                self._set_status(peer, "up", event.at)
-                self._add(EventRow(event.at, str(peer), "node_up", ""))
+                detail = f"loop_lag_ms={member.loop_lag_ms:.0f}"
+            self._add(EventRow(event.at, str(member.id), event.kind, detail))
             self._changed()
         elif event.kind in CLUSTER_KINDS or event.kind == "error":
-            details = _details(data)
-            if not _is_migration_restart(event.kind, details):
-                self._add(EventRow(event.at, str(self.me), event.kind, details))
+            why = data.get("reason")
+            if not _is_migration_restart(event.kind, None if why is None else str(why)):
+                self._add(EventRow(event.at, str(self.me), event.kind, _details(data)))
 
     def _add(self, row: EventRow) -> None:
         self.events.append(row)
 
-    def _set_status(self, peer: NodeId, status: str, at: float, *, down_reason: str | None = None,
-                    loop_lag_ms: float | None = None) -> None:
-        member = self.members.get(peer)
-        if member is None:
-            member = self.members[peer] = Member(peer, status, at)
-        elif member.status != status:
-            member.status, member.since = status, at
-        member.down_reason = down_reason if status == "down" else None
-        if loop_lag_ms is not None:
-            member.loop_lag_ms = loop_lag_ms
-        if status == "down":
-            self.snapshots.pop(peer, None)
-            member.process_count = 0
-
     def _sync_members(self) -> None:
         """Reconcile with `get_nodes()` (the truth for who is connected right now)."""
-        now = time.time()
-        connected = {info.id: info for info in self.node.get_nodes()}
-        for peer, info in connected.items():
-            member = self.members.get(peer)
-            if member is None or member.status != info.status:
-                self._set_status(peer, info.status, now)
-                member = self.members[peer]
-            member.loop_lag_ms = info.loop_lag_ms
-            member.process_count = info.process_count
-            member.last_heartbeat_at = info.last_heartbeat_at
-        for peer, member in self.members.items():
-            if not member.is_self and member.status != "down" and peer not in connected:
-                self._set_status(peer, "down", now, down_reason="not connected")
+        self.model.sync(self.node.get_nodes(), time.time())
+        for member in self.model.down():
+            self.snapshots.pop(member.id, None)
         if self.include_self:
             me = self.members[self.me]
             me.process_count = self.node.process_count
@@ -248,20 +193,17 @@ class ClusterWatch:
                 member.process_count = len(snap.processes)
         self.refreshed_at = time.time()
 
-    def _merge_remote(self, peer: NodeId, rows: list[list[Any]]) -> None:
+    def _merge_remote(self, peer: NodeId, rows: list[EventInfo]) -> None:
         last_at, at_last = self._remote_seen.get(peer, (0.0, set()))
         for row in rows:
-            try:
-                at, kind, details = float(row[0]), str(row[1]), str(row[2])
-            except (IndexError, TypeError, ValueError):
-                continue
+            at, kind, details = row.at, row.kind, row.text
             key = (at, kind, details)
             if at < last_at or (at == last_at and key in at_last):
                 continue
             if at > last_at:
                 last_at, at_last = at, set()
             at_last.add(key)
-            if kind in CLUSTER_KINDS and not _is_migration_restart(kind, details):
+            if kind in CLUSTER_KINDS and not _is_migration_restart(kind, row.details.get("reason")):
                 self._add(EventRow(at, str(peer), kind, details))
         self._remote_seen[peer] = (last_at, at_last)
 

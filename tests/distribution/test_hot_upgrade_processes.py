@@ -9,8 +9,7 @@ import time
 import anyio
 import pytest
 
-from noex_lab import Cluster, GenServer, RemoteSpawn
-from noex_lab.distribution.introspection import recent_events
+from noex_lab import Cluster, GenServer, RemoteSpawn, Sys
 from noex_lab.distribution.sys_tools import versions
 from noex_lab.lab.code_shipping import CodeShipper
 from tests.helpers.cluster import NodeProcess, wait_until
@@ -65,9 +64,9 @@ async def test_processes_on_three_nodes_are_upgraded_within_a_second(procs: list
     assert [r.detail for r in results] == ["loaded Counter; 1 process upgraded"] * 3
     lags = []
     for where in ids:
-        [event] = [e for e in await recent_events(50, where) if e[1] == "process_upgraded"]
-        assert "from_vsn=1 to_vsn=2" in event[2]
-        lags.append(float(event[0]) - started)
+        [event] = [e for e in await Sys.events(50, where) if e.kind == "process_upgraded"]
+        assert "from_vsn=1 to_vsn=2" in event.text
+        lags.append(event.at - started)
     assert max(lags) < 1.0, f"upgraded {lags} s after the shipping started"
     print(f"upgraded on 3 node processes {max(lags) * 1000:.1f} ms after the shipping started")
     for ref in refs:

@@ -21,9 +21,9 @@ from noex_lab import (
     NoexError,
     ProcessRef,
     RemoteSpawn,
+    Sys,
 )
 from noex_lab.core.node import Node
-from noex_lab.distribution.introspection import process_list
 from noex_lab.lab.session import LabSession
 from noex_lab.terminal.view import ClusterWatch, processes_table
 from tests.helpers.cluster import start_cluster, wait_until
@@ -100,8 +100,8 @@ async def test_remote_spawn_bound_remote_call_error_and_what_snapshots_show() ->
         snaps = {s.node: s for s in await Cluster.snapshot(timeout=5)}
         [info] = snaps[b.id].processes
         assert (info.name, info.queue_len, info.queue_high_water, info.max_mailbox) == ("slow", 3, 3, 3)
-        rows, _names = await process_list(b.id)
-        assert [r[4:5] + r[7:9] for r in rows] == [[3, 3, 3]]  # queue_len, queue_high_water, max_mailbox
+        rows, _names = await Sys.processes(b.id)
+        assert [[r.queue_len, r.queue_high_water, r.max_mailbox] for r in rows] == [[3, 3, 3]]
         watch = ClusterWatch(a, include_self=True)
         watch.start()
         try:

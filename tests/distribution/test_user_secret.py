@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from noex_lab.cli import secret_from_args
 from noex_lab.distribution.user_secret import SecretFileError, load_or_create, secret_path, weak_secret_reason
+from noex_lab.frontend.options import secret_from_args
 from tests.helpers.cluster import REPO, NodeProcess
 from tests.helpers.processes import repo_env
 

@@ -65,15 +65,15 @@ children_before = await children_now()
 '''
 
 AFTER_CELL = '''
-from noex_lab.distribution.introspection import recent_events
+from noex_lab import Sys
 
 children_after = await children_now()
 kernel_kinds = [event.kind for event in current_node().events.recent(2000)]
 reports = {}
 for peer in current_node().get_nodes():
-    rows = await recent_events(2000, peer.id, node=current_node())
-    reports[peer.id.name] = [(float(at), kind, details) for at, kind, details in rows
-                             if kind in ("node_busy", "node_available", "node_down")]
+    rows = await Sys.events(2000, peer.id, node=current_node())
+    reports[peer.id.name] = [(e.at, e.kind, e.text) for e in rows
+                             if e.kind in ("node_busy", "node_available", "node_down")]
 '''
 
 

@@ -19,6 +19,7 @@ from noex_lab import (
     NotRegisteredError,
     RemoteSpawn,
     ServerNotRunningError,
+    Sys,
     TooManyTracesError,
 )
 from noex_lab.distribution.code_loading import CodeLoadingError, load_behavior_source
@@ -27,8 +28,6 @@ from noex_lab.distribution.introspection import (
     MAX_TRACES_PER_PEER,
     TraceEvent,
     get_state,
-    process_list,
-    recent_events,
     trace,
 )
 from tests.helpers.cluster import start_cluster, wait_until
@@ -192,12 +191,12 @@ async def test_process_list_and_events_of_a_peer() -> None:
     BehaviorRegistry.register("box_lab", Box)
     with a.as_default():
         ref = await RemoteSpawn.spawn("box_lab", b.id, arg=1, name="listed", registration="local")
-        rows, names = await process_list(b.id)
+        rows, names = await Sys.processes(b.id)
         assert names == {"listed": ref}
-        assert [(r[0], r[1], r[2]) for r in rows] == [(ref, "listed", "Box")]
-        events = await recent_events(10, b.id)
-        assert any(kind == "process_started" and "listed" in details for _at, kind, details in events)
-        own_rows, _ = await process_list(None)
+        assert [(r.ref, r.name, r.behavior) for r in rows] == [(ref, "listed", "Box")]
+        events = await Sys.events(10, b.id)
+        assert any(e.kind == "process_started" and "listed" in e.text for e in events)
+        own_rows, _ = await Sys.processes(None)
         assert own_rows == []
 
 

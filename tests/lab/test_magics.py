@@ -233,6 +233,8 @@ def test_tables_nodes_ps_registry_events(k: Kernel) -> None:
     events = k.ok("%noex events 5 --node local1").text
     assert "last 5 events of local1@" in events
     assert "node_up" in k.ok("%noex events 200 --kind node_up").text
+    r = k.execute("%noex events 200 --kind nodeup", allow_error=True)
+    assert r.ename == "MagicUsageError" and "unknown event kind 'nodeup'" in r.error["evalue"]  # type: ignore[index]
 
 
 def test_magic_called_outside_a_top_level_line_still_runs(k: Kernel) -> None:

@@ -1,0 +1,151 @@
+"""Child OS processes of the front ends and of the tests (`noex-lab demo`'s nodes, the test
+suite's and the plugin's `NodeProcess`, the benchmarks' nodes): their output read by threads and
+waited for with deadlines, and their end: always by PID, always reaped, pipes closed."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import ProcessOutputError
+
+
+def kill_and_reap(proc: subprocess.Popen[Any]) -> None:
+    """SIGKILL `proc` if it still runs (a SIGSTOPped one is continued first, so it dies at
+    once), wait for it (at most 10 s) and close its pipes."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGCONT)
+            os.kill(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
+
+
+class WatchedProcess:
+    """An OS process whose stdout lines are kept with their arrival time (`clock()`) by a
+    reader thread, stderr by another (or merged into stdout).
+
+    `wait_for` looks at everything printed so far (the `count`-th match arrived at or after
+    `since`); `next_line` reads on from the line it returned last, like a queue."""
+
+    def __init__(
+        self, cmd: Sequence[str], *, label: str, env: dict[str, str] | None = None, cwd: str | Path | None = None,
+        merge_stderr: bool = False, new_session: bool = False, clock: Callable[[], float] = time.monotonic,
+        stdin: int | None = subprocess.PIPE, preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
+        self.label = label
+        self.clock = clock
+        self.proc = subprocess.Popen(
+            list(cmd), stdin=stdin, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
+            env=env, cwd=None if cwd is None else str(cwd), text=True, bufsize=1,
+            start_new_session=new_session, preexec_fn=preexec_fn,
+        )
+        self.pid = self.proc.pid
+        self.lines: list[tuple[float, str]] = []  # (clock() on arrival, line)
+        self.stderr: list[str] = []
+        self._changed = threading.Condition()
+        self._eof = False
+        self._cursor = 0  # where next_line reads on
+        threading.Thread(target=self._read, daemon=True).start()
+        if not merge_stderr:
+            threading.Thread(target=self._read_err, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._changed:
+                self.lines.append((self.clock(), line.rstrip("\n")))
+                self._changed.notify_all()
+        with self._changed:
+            self._eof = True
+            self._changed.notify_all()
+
+    def _read_err(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr.append(line.rstrip("\n"))
+
+    @property
+    def output_ended(self) -> bool:
+        """Whether stdout reached its end (the process closed it, usually by exiting)."""
+        with self._changed:
+            return self._eof
+
+    def wait_output_end(self, timeout: float) -> bool:
+        """Wait (at most `timeout` seconds) until stdout reached its end; whether it did."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not self._eof and (remaining := deadline - time.monotonic()) > 0:
+                self._changed.wait(remaining)
+            return self._eof
+
+    @property
+    def history(self) -> list[str]:
+        with self._changed:
+            return [line for _, line in self.lines]
+
+    def matching(self, prefix: str, *, since: float = -float("inf")) -> list[tuple[float, str]]:
+        with self._changed:
+            return [(t, line) for t, line in self.lines if line.startswith(prefix) and t >= since]
+
+    def _wait(self, predicate: Callable[[str], bool], start: int, count: int, since: float, timeout: float,
+              what: str) -> int:
+        """Index of the `count`-th line from `start` on that matches and arrived at or after `since`."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                found = 0
+                for index in range(start, len(self.lines)):
+                    at, line = self.lines[index]
+                    if at >= since and predicate(line):
+                        found += 1
+                        if found == count:
+                            return index
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._eof:
+                    raise ProcessOutputError(
+                        f"{self.label}: no {what} within {timeout} s (exit code {self.proc.poll()}); "
+                        f"last stdout={[x for _, x in self.lines[-15:]]} stderr={self.stderr[-20:]}"
+                    )
+                self._changed.wait(min(remaining, 0.1))
+
+    def wait_for(self, predicate: Callable[[str], bool], timeout: float, what: str, *, count: int = 1,
+                 since: float = -float("inf")) -> tuple[float, str]:
+        return self.lines[self._wait(predicate, 0, count, since, timeout, what)]
+
+    def next_lines(self, predicate: Callable[[str], bool], timeout: float, what: str) -> list[tuple[float, str]]:
+        """Every line from where `next_line` reads on, up to the next one that matches."""
+        start = self._cursor
+        index = self._wait(predicate, start, 1, -float("inf"), timeout, what)
+        self._cursor = index + 1
+        return self.lines[start:index + 1]
+
+    def next_line(self, predicate: Callable[[str], bool], timeout: float, what: str) -> tuple[float, str]:
+        return self.next_lines(predicate, timeout, what)[-1]
+
+    def drain(self) -> list[tuple[float, str]]:
+        """The lines after the one `next_line` returned last; `next_line` reads on after them."""
+        with self._changed:
+            out, self._cursor = self.lines[self._cursor:], len(self.lines)
+            return out
+
+    def type_line(self, text: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text + "\n")
+        self.proc.stdin.flush()
+
+    def stop(self) -> None:
+        """Kill by PID (if still running), reap, close the pipes."""
+        kill_and_reap(self.proc)
