@@ -10,6 +10,7 @@ from .faults import Faults, heal, partition
 from .global_registry import GlobalConflict, GlobalRegistry
 from .groups import Group, GroupEvent
 from .membership import NodeInfo
+from .partition_policy import PartitionPolicy, keep_majority, keep_referee, no_policy, static_quorum
 from .remote_call import RemoteCall
 from .rpc import Rpc, remote_function
 from .spawn import RemoteSpawn
@@ -28,14 +29,19 @@ __all__ = [
     "Group",
     "GroupEvent",
     "NodeInfo",
+    "PartitionPolicy",
     "RemoteCall",
     "RemoteSpawn",
     "Rpc",
     "Sys",
     "TLSConfig",
     "heal",
+    "keep_majority",
+    "keep_referee",
+    "no_policy",
     "partition",
     "remote_function",
+    "static_quorum",
     "watch_cluster_crashes",
     "wire_type",
 ]

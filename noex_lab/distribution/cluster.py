@@ -34,6 +34,7 @@ from .introspection import install_introspection
 from .liveness import LivenessMonitor, LoopStamp, PeerLiveness, run_loop_stamper
 from .membership import Membership, NodeInfo
 from .multi import install_named
+from .partition_policy import PartitionGuard, PartitionPolicy
 from .protocol import GOODBYE
 from .routing import RemoteRouter
 from .rpc import install_rpc
@@ -73,6 +74,8 @@ class ClusterConfig:
     hidden: bool = False
     metrics_port: int | None = None  # serve Prometheus metrics (noex_lab.metrics) on this port
     metrics_host: str | None = None  # ... on this address (default: `host`)
+    partition_policy: PartitionPolicy = field(default_factory=PartitionPolicy)  # "none": every side runs on
+    stable_after_ms: int | None = None  # the takeover window (default: see `stable_after_s`)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -96,6 +99,15 @@ class ClusterConfig:
         ms = self.busy_threshold_ms if self.busy_threshold_ms is not None else 2 * self.heartbeat_interval_ms
         return ms / 1000.0
 
+    @property
+    def stable_after_s(self) -> float:
+        """How long a winning side waits before it takes over a lost member's work: by default
+        twice the heartbeat timeout, at least 4 heartbeat intervals (docs/concepts/partitions.md)."""
+        ms = self.stable_after_ms
+        if ms is None:
+            ms = max(2 * self.heartbeat_interval_ms * self.heartbeat_miss_threshold, 4 * self.heartbeat_interval_ms)
+        return ms / 1000.0
+
     def validate(self) -> None:
         try:
             validate_node_name(self.node_name)
@@ -117,6 +129,16 @@ class ClusterConfig:
                 f"max_send_buffer_bytes must be an int of at least busy_limit_bytes + max_message_bytes "
                 f"({self.busy_limit_bytes + self.max_message_bytes}), not {bound!r}"
             )
+        if not isinstance(self.partition_policy, PartitionPolicy):
+            raise InvalidArgumentError(
+                f"partition_policy must be a PartitionPolicy (PartitionPolicy.of(name)), not {self.partition_policy!r}")
+        floor = 4 * self.heartbeat_interval_ms
+        if self.stable_after_ms is not None and (isinstance(self.stable_after_ms, bool)
+                                                 or not isinstance(self.stable_after_ms, int)
+                                                 or self.stable_after_ms < floor):
+            raise InvalidArgumentError(
+                f"stable_after_ms must be an int of at least 4 heartbeat intervals ({floor} ms), not "
+                f"{self.stable_after_ms!r}: the losing side must fence before the winning side takes over")
         if self.cluster_secret is not None and len(self.cluster_secret) < 8:
             raise InvalidArgumentError("cluster_secret must be at least 8 characters")
         if self.allow_code and self.cluster_secret is None:
@@ -163,6 +185,7 @@ class Distribution:
         self.leave_hooks: list[Callable[[NodeId, str], None]] = []
         self.status = "starting"
         self.global_registry: GlobalNames | None = None
+        self.partition_guard: PartitionGuard | None = None  # with a partition policy other than "none"
         self.metrics: Any = None  # the MetricsServer when metrics_port was given (noex_lab.metrics)
 
     # ------------------------------------------------------------------ start / stop
@@ -221,6 +244,9 @@ class Distribution:
         install_crash_reports(self)  # crash reports pushed to subscribers (a notebook, top)
         install_code_loading(self)  # shipped behavior source; refused unless allow_code and a cluster_secret
         install_sys_tools(self)  # Sys.suspend/resume/replace_state/statistics/get_status, %noex upgrade
+        policy = config.partition_policy
+        if policy.kind != "none" and not config.hidden:  # (before GlobalNames: its leave hook asks it)
+            self.partition_guard = PartitionGuard(self, policy, config.stable_after_s)
         self.global_registry = GlobalNames(self)
         install_groups(self)  # process groups (pg): local views, broadcast changes
         install_named(self)  # (name, node) targets, multi_call, abcast
@@ -246,6 +272,8 @@ class Distribution:
         node.spawn_task(run_loop_stamper, self.stamp, what="loop stamper")
         node.spawn_task(self.transport.serve, listener, what="listener")
         node.spawn_task(self._gossip_loop, what="gossip")
+        if self.partition_guard is not None:
+            node.spawn_task(self.partition_guard.watch_pauses, what="partition policy: pauses")
         node.spawn_task(self.membership.dial_candidates, what="gossip dials")
         self.membership.seeds = list(config.seeds)
         for seed in config.seeds:
@@ -425,6 +453,7 @@ class Cluster:
         hidden: bool = False, allow_code_from: Sequence[str | NodeId] = (),
         busy_limit_bytes: int = BUSY_LIMIT_BYTES, max_send_buffer_bytes: int | None = None,
         metrics_port: int | None = None, metrics_host: str | None = None,
+        partition_policy: PartitionPolicy | str | None = None, stable_after_ms: int | None = None,
     ) -> Node:
         """Start a node of the cluster: the implicit node the first time, a new node afterwards.
 
@@ -432,7 +461,10 @@ class Cluster:
         can ask them anything, but members do not list it, gossip it or place children on it.
         `allow_code_from=[node ids]` narrows `allow_code=True` to code shipped by those nodes.
         `metrics_port` serves Prometheus metrics at http://metrics_host:metrics_port/metrics
-        (`metrics_host` defaults to `host`; needs `pip install 'noex-lab[metrics]'`)."""
+        (`metrics_host` defaults to `host`; needs `pip install 'noex-lab[metrics]'`).
+        `partition_policy` ("none" by default, "keep_majority", `static_quorum(n)`,
+        `keep_referee(node)`) decides which side of a partition keeps running; the other side
+        fences. The winning side takes over after `stable_after_ms` (docs/concepts/partitions.md)."""
         seed_ids, dns_seeds = _parse_seeds(seeds)
         code_from = _parse_node_ids(allow_code_from, "allow_code_from")
         if isinstance(tls, ssl.SSLContext):
@@ -445,6 +477,7 @@ class Cluster:
             max_message_bytes=max_message_bytes, allow_code=allow_code, insecure=insecure, hidden=hidden,
             allow_code_from=code_from, busy_limit_bytes=busy_limit_bytes, max_send_buffer_bytes=max_send_buffer_bytes,
             metrics_port=metrics_port, metrics_host=metrics_host,
+            partition_policy=PartitionPolicy.of(partition_policy), stable_after_ms=stable_after_ms,
         )
         config.validate()
         node = current_node()

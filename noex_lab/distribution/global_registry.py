@@ -114,6 +114,8 @@ class GlobalNames:
         # conflicts already resolved here: (name, loser) -> winner; shared with every peer
         self._conflicts: dict[tuple[str, ProcessRef], ProcessRef] = {}
         self._synced: set[NodeId] = set()  # peers whose join sync arrived on their current connection
+        # names of lost peers kept (taken) until the partition policy's takeover window ends
+        self._held: dict[NodeId, dict[str, ProcessRef]] = {}
         handlers = dist.router.rpc_handlers
         handlers["global.lock"] = self._on_lock
         handlers["global.unlock"] = self._on_unlock
@@ -143,6 +145,9 @@ class GlobalNames:
             raise NotPermittedError(
                 f"{self.dist.node_id} is a hidden observer: it registers no global names (members never list "
                 "it, so nobody would see it leave); start it as a member (%noex attach --member) to register one")
+        guard = self.dist.partition_guard
+        if guard is not None:
+            guard.check(f"claim global names ({name!r})")
         ref = self.full_ref(ref)
         if ref.node != self.dist.node_id and ref.node not in self.dist.membership.peers:
             raise NodeNotReachableError(ref.node, "cannot register a process of a node that is not connected")
@@ -349,7 +354,10 @@ class GlobalNames:
             proc = self.node.local_process(ref)
             if proc is None or not proc.alive:
                 self.node.spawn_task(self._broadcast_drop, name, ref, what="global name of a dead process")
-            else:  # the owner tells every peer: one that joined while the claim ran missed the locks
+            else:
+                if self.dist.partition_guard is not None:
+                    self.dist.partition_guard.guard(ref)  # fenced with this node
+                # the owner tells every peer: one that joined while the claim ran missed the locks
                 for other in list(self.dist.membership.peers):
                     if other != peer:
                         self.dist.router.rpc_cast(other, "global.sync", {"names": [[name, ref]], "conflicts": []})
@@ -449,12 +457,20 @@ class GlobalNames:
         }
 
     def _peer_joined(self, peer: NodeId) -> None:
+        self._drop_held(peer)  # what it still owns comes back in its join sync
         self.dist.router.rpc_cast(peer, "global.sync", self._sync_payload())
 
     def _peer_left(self, peer: NodeId, reason: str) -> None:
         self._synced.discard(peer)
+        guard = self.dist.partition_guard
+        if guard is not None and reason != "graceful_shutdown" and guard.takeover_wait(peer) > 0:
+            # Its names stay taken until the other side has surely fenced (the takeover window)
+            held = {name: ref for name, ref in self.names.items() if ref.node == peer}
+            if held:
+                self._held[peer] = held
+                self.node.spawn_task(self._release_held, peer, what="global names of a lost node")
         for name, ref in list(self.names.items()):
-            if ref.node == peer:
+            if ref.node == peer and name not in self._held.get(peer, {}):
                 del self.names[name]
                 self.node.events.emit("global_unregistered", name=name, ref=ref, reason="nodedown")
         for name, lock in list(self._locks.items()):
@@ -463,6 +479,20 @@ class GlobalNames:
             if lock.holder == peer:
                 self._release(name, lock.claim)
         self._conflicts = {k: w for k, w in self._conflicts.items() if k[1].node != peer and w.node != peer}
+
+    async def _release_held(self, peer: NodeId) -> None:
+        """Drop the held names of `peer` once the policy lets this node take its work over."""
+        guard = self.dist.partition_guard
+        assert guard is not None
+        while peer in self._held and (wait := guard.takeover_wait(peer)) > 0:
+            await anyio.sleep(min(wait + 0.01, 1.0))
+        self._drop_held(peer)
+
+    def _drop_held(self, peer: NodeId) -> None:
+        for name, ref in self._held.pop(peer, {}).items():
+            if self.names.get(name) == ref:
+                del self.names[name]
+                self.node.events.emit("global_unregistered", name=name, ref=ref, reason="nodedown")
 
     def _process_exited(self, proc: Process, reason: ExitReason) -> None:
         ref = self.full_ref(proc.ref)
