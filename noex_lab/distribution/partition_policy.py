@@ -35,7 +35,7 @@ import anyio
 
 from ..core.errors import InvalidArgumentError, NodeFencedError
 from ..core.messages import Exit
-from ..core.node_id import NodeId
+from ..core.node_id import NodeId, validate_node_name
 from ..core.reasons import NOCONNECTION, PARTITION_FENCED
 from ..core.refs import ProcessRef
 
@@ -57,7 +57,7 @@ class PartitionPolicy:
 
     kind: str = "none"
     quorum: int | None = None
-    referee: NodeId | None = None
+    referee: NodeId | str | None = None  # a node id, or a node name (any member of that name)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -65,8 +65,8 @@ class PartitionPolicy:
         if self.kind == "static_quorum" and (isinstance(self.quorum, bool) or not isinstance(self.quorum, int)
                                              or self.quorum < 1):
             raise InvalidArgumentError(f"static_quorum(n) needs an int n >= 1, not {self.quorum!r}")
-        if self.kind == "keep_referee" and not isinstance(self.referee, NodeId):
-            raise InvalidArgumentError(f"keep_referee(node) needs a node id name@host:port, not {self.referee!r}")
+        if self.kind == "keep_referee" and not isinstance(self.referee, (NodeId, str)):
+            raise InvalidArgumentError(f"keep_referee(node) needs a node id or a node name, not {self.referee!r}")
 
     @classmethod
     def of(cls, value: Any) -> PartitionPolicy:
@@ -95,7 +95,7 @@ class PartitionPolicy:
             assert self.quorum is not None
             return len(reachable) >= self.quorum
         if self.kind == "keep_referee":
-            return self.referee in reachable
+            return any(node == self.referee or node.name == self.referee for node in reachable)
         side = reachable & view
         return 2 * len(side) > len(view) or (2 * len(side) == len(view) and min(view) in side)
 
@@ -118,11 +118,19 @@ def static_quorum(n: int) -> PartitionPolicy:
 
 
 def keep_referee(node: NodeId | str) -> PartitionPolicy:
-    """The side that reaches `node` keeps running; without it every node fences."""
+    """The side that reaches `node` (a node id, or a node name) keeps running; without it every
+    node fences."""
     try:
-        referee = node if isinstance(node, NodeId) else NodeId.parse(node)
+        if isinstance(node, NodeId):
+            referee: NodeId | str = node
+        elif isinstance(node, str) and "@" in node:
+            referee = NodeId.parse(node)
+        else:
+            validate_node_name(node)
+            referee = node
     except (ValueError, TypeError) as exc:
-        raise InvalidArgumentError(f"bad referee {node!r}: {exc} (expected name@host:port)") from None
+        raise InvalidArgumentError(f"bad referee {node!r}: {exc} (expected a node id name@host:port or a "
+                                   "node name)") from None
     return PartitionPolicy("keep_referee", referee=referee)
 
 

@@ -59,6 +59,8 @@ async def test_static_quorum_and_referee() -> None:
     assert not static_quorum(3).wins(ids("a", "b", "c", "d"), ids("a", "b"))
     referee = keep_referee("r@127.0.0.1:1")
     assert referee.wins(ids("a", "r", "b"), ids("a", "r")) and not referee.wins(ids("a", "r", "b"), ids("b"))
+    by_name = keep_referee("r")
+    assert by_name.wins(ids("a", "r"), ids("r")) and not by_name.wins(ids("a", "r"), ids("a"))
 
 
 async def test_policy_names_and_typed_errors() -> None:
@@ -66,13 +68,14 @@ async def test_policy_names_and_typed_errors() -> None:
     assert PartitionPolicy.of("static_quorum:3") == static_quorum(3)
     assert PartitionPolicy.of("keep_referee:r@127.0.0.1:1") == keep_referee("r@127.0.0.1:1")
     assert PartitionPolicy.of(None).kind == "none"
+    assert PartitionPolicy.of("keep_referee:arbiter") == keep_referee("arbiter")
     for bad in ("majority", "static_quorum:x", "keep_referee:", 3):
         with pytest.raises(InvalidArgumentError):
             PartitionPolicy.of(bad)
     with pytest.raises(InvalidArgumentError):
         static_quorum(0)
     with pytest.raises(InvalidArgumentError):
-        keep_referee("not a node id")
+        keep_referee("not a node")
 
 
 async def test_cluster_start_refuses_a_window_shorter_than_four_heartbeats() -> None:
@@ -197,6 +200,23 @@ async def test_two_two_split_the_side_with_the_lowest_id_wins() -> None:
     heal(*nodes)
     await wait_until(lambda: all(len(n.get_nodes()) == 3 and not fenced(n) for n in nodes), 5.0, "healed")
     assert time.monotonic() - healed_at <= 1.0
+    assert running_once(f"c{i}" for i in range(8))
+    assert_never_twice()
+
+
+@pytest.mark.timeout(30)
+async def test_two_two_split_with_a_referee_the_referees_side_wins() -> None:
+    rec.LOG.clear()
+    nodes = await start_cluster(4, partition_policy=keep_referee("n3"), stable_after_ms=STABLE_MS)
+    record_stops(nodes)
+    await start_supervisor(nodes[3], 8)
+    partition(nodes[:2], nodes[2:])
+    await wait_until(lambda: fenced(nodes[0]) and fenced(nodes[1]), 5.0, "the side without the referee fences")
+    assert not fenced(nodes[2]) and not fenced(nodes[3])
+    await wait_until(lambda: running_once(f"c{i}" for i in range(8)), 10.0, "every child runs on n2/n3")
+    assert_never_twice()
+    heal(*nodes)
+    await wait_until(lambda: all(len(n.get_nodes()) == 3 and not fenced(n) for n in nodes), 5.0, "healed")
     assert running_once(f"c{i}" for i in range(8))
     assert_never_twice()
 
