@@ -74,7 +74,7 @@ async def test_a_paused_node_fences_before_it_resumes_supervised_work(procs: lis
     moved_at = time.monotonic()
     continued_at = time.monotonic()
     paused.resume()
-    await anyio.to_thread.run_sync(paused.wait_line, "FENCED", 10.0)
+    fence_line = await anyio.to_thread.run_sync(paused.wait_line, "FENCED", 10.0)
     await anyio.to_thread.run_sync(paused.wait_line, "UNFENCED", 10.0)
     await wait_until(lambda: len(me.get_nodes()) == 3, 10.0, "p2 rejoined")
     rejoined_at = time.monotonic()
@@ -94,4 +94,4 @@ async def test_a_paused_node_fences_before_it_resumes_supervised_work(procs: lis
             pids[c].add(pid)
     assert all(len(pids[f"c{i}"]) == 1 for i in range(4)), f"after the rejoin: {dict(pids)}"
     print(f"taken over {moved_at - stopped_at:.3f} s after SIGSTOP; last tick on the paused node "
-          f"{continued_at - max(on_paused):.3f} s before SIGCONT")
+          f"{continued_at - max(on_paused):.3f} s before SIGCONT; p2: {fence_line}")
