@@ -37,6 +37,7 @@ from ..core.errors import (
     GlobalNameConflictError,
     GlobalNameNotFoundError,
     InvalidArgumentError,
+    NodeFencedError,
     NodeNotReachableError,
     NoexError,
     NotPermittedError,
@@ -240,6 +241,8 @@ class GlobalNames:
             return result
         try:
             return await self.dist.router.rpc(member, op, args, timeout)
+        except NodeFencedError:
+            raise  # reachable, but it refuses: its process may not take a name while it is fenced
         except NodeNotReachableError:
             return _UNREACHABLE
 
@@ -255,6 +258,9 @@ class GlobalNames:
         LOCK_WAIT_S). Answers None when granted, or the current owner when the name is taken.
         The grant is a lease of the asked length (bounded); an expired holder is passed over."""
         name, claim, ref, lease_s = _lock_args(args)
+        guard = self.dist.partition_guard
+        if guard is not None and ref.node == self.dist.node_id:
+            guard.check(f"let its processes take global names ({name!r})")
         if (peer, claim) in self._withdrawn:  # its unlock overtook this request
             raise CallTimeoutError(f"the lock on global name {name!r}", 0.0, "the registration had given up")
         lock = self._locks.get(name)

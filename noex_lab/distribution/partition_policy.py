@@ -222,15 +222,16 @@ class PartitionGuard:
         if reason == "graceful_shutdown":
             self.view.discard(peer)  # a graceful leave shrinks the view
         else:
-            self.lost_at[peer] = time.monotonic()
-            self.node.spawn_task(self._down_later, peer, what="partition policy: down a lost member")
+            lost = self.lost_at[peer] = time.monotonic()
+            self.node.spawn_task(self._down_later, peer, lost, what="partition policy: down a lost member")
         self._broadcast()
         self.evaluate()
 
-    async def _down_later(self, peer: NodeId) -> None:
-        """After the window, a member still lost while this side wins leaves the view (downed)."""
+    async def _down_later(self, peer: NodeId, lost: float) -> None:
+        """After the window, a member still lost (since `lost`) while this side wins leaves the
+        view (downed)."""
         await anyio.sleep(self.stable_after_s)
-        if peer not in self.reachable and not self.fenced and self.lost_at.get(peer) is not None:
+        if peer not in self.reachable and not self.fenced and self.lost_at.get(peer) == lost:
             if self.policy.wins(self.view, self.reachable):
                 self.view.discard(peer)
                 self.node.events.emit("node_downed", peer=peer, policy=str(self.policy))
@@ -347,6 +348,7 @@ class PartitionGuard:
         for conn in list(self.dist.transport.conns.values()):
             if not conn.peer_hidden:
                 conn.close("heartbeat_timeout")
+        self.evaluate()  # a node alone in its view unfences at once; others wait to rejoin
 
 
 class SupervisorFencing:
