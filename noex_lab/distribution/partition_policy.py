@@ -85,7 +85,8 @@ class PartitionPolicy:
         if kind in ("none", "keep_majority") and not arg:
             return cls(kind)
         raise InvalidArgumentError(
-            f"bad partition_policy {value!r}: expected none, keep_majority, static_quorum:N or keep_referee:NODE_ID")
+            f"bad partition_policy {value!r}: expected none, keep_majority, static_quorum:N or keep_referee:NODE "
+            "(a node id or name)")
 
     def wins(self, view: set[NodeId], reachable: set[NodeId]) -> bool:
         """Whether the side `reachable` (this node included) keeps running, over `view`."""

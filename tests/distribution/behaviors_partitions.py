@@ -17,7 +17,8 @@ LOG: list[tuple[str, str, Any, float]] = []  # (event, child id, process ref, mo
 
 class Recorder(GenServer):
     """Records its start (its stop is recorded by the test's exit hook); arg: the child id, or
-    {"id": ..., "file": path} to append `<id> <pid> <event> <monotonic>` lines for every tick too."""
+    {"id": ..., "file": path} to append `<id> <pid> <node name> <event> <monotonic>` lines for
+    every tick too."""
 
     def init(self, arg: Any) -> Any:
         state = arg if isinstance(arg, dict) else {"id": arg, "file": None}
@@ -39,7 +40,7 @@ class Recorder(GenServer):
         now = time.monotonic()
         if state["file"]:
             with open(state["file"], "a") as f:  # one short line per write: appends do not interleave
-                f.write(f"{state['id']} {os.getpid()} {event} {now:.6f}\n")
+                f.write(f"{state['id']} {os.getpid()} {self.node.id.name} {event} {now:.6f}\n")
         else:
             LOG.append((event, state["id"], self.ref, now))
 

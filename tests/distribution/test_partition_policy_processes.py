@@ -1,5 +1,6 @@
-"""A `noex-lab node` process paused past the heartbeat timeout (SIGSTOP, then SIGCONT) fences
-itself before its supervised children handle another message, and rejoins.
+"""The partition policy with `noex-lab node` processes: a 3|2 split whose minority is two node
+processes, and a node process paused past the heartbeat timeout (SIGSTOP, then SIGCONT), which
+fences itself before its supervised children handle another message, and rejoins.
 
 The children tick every 20 ms into one file with CLOCK_MONOTONIC (system-wide on Linux), so the
 test compares instants of every process on one clock."""
@@ -8,14 +9,23 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
-from noex_lab import Cluster, DistributedSupervisor
-from tests.helpers.cluster import NodeProcess, wait_until
+from noex_lab import (
+    Cluster,
+    DistributedSupervisor,
+    GenServer,
+    GlobalNameConflictError,
+    GlobalRegistry,
+    RemoteSpawn,
+)
+from noex_lab.testing import FaultInjector
+from tests.helpers.cluster import NodeProcess, start_cluster, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("cleanup")]
 
@@ -29,18 +39,108 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def read_ticks(path: Path) -> list[tuple[str, int, str, float]]:
-    """(child id, pid, event, monotonic) of every complete line so far."""
+def read_lines(path: Path) -> list[tuple[str, int, str, str, float]]:
+    """(child id, pid, node name, event, monotonic) of every complete line so far, in time order."""
     out = []
     for line in path.read_text().splitlines():
         parts = line.split()
-        if len(parts) == 4:
-            out.append((parts[0], int(parts[1]), parts[2], float(parts[3])))
+        if len(parts) == 5:
+            out.append((parts[0], int(parts[1]), parts[2], parts[3], float(parts[4])))
+    return sorted(out, key=lambda x: x[4])
+
+
+def read_ticks(path: Path) -> list[tuple[str, int, str, float]]:
+    """(child id, pid, event, monotonic) of every complete line so far."""
+    return [(c, pid, e, t) for c, pid, _, e, t in read_lines(path)]
+
+
+def instances(path: Path) -> dict[str, list[tuple[str, float, float]]]:
+    """Child id -> (node, first, last instant) of each of its instances, in start order."""
+    out: dict[str, list[tuple[str, float, float]]] = defaultdict(list)
+    latest: dict[tuple[str, str], int] = {}
+    for child, _, node, event, t in read_lines(path):
+        if event == "start" or (child, node) not in latest:
+            latest[(child, node)] = len(out[child])
+            out[child].append((node, t, t))
+        else:
+            i = latest[(child, node)]
+            out[child][i] = (node, out[child][i][1], t)
     return out
+
+
+def assert_never_twice(path: Path) -> None:
+    for child, spans in instances(path).items():
+        for (node_a, _, last), (node_b, first, _) in pairwise(spans):
+            assert last <= first, f"{child} ran on {node_a} until {last:.3f} and on {node_b} from {first:.3f}"
 
 
 async def children_nodes(sup: Any) -> dict[str, Any]:
     return {c.id: c.node for c in await DistributedSupervisor.which_children(sup) if c.status == "running"}
+
+
+@pytest.mark.timeout(60)
+async def test_three_two_split_the_node_process_minority_fences(procs: list[NodeProcess], tmp_path: Path,
+                                                               noex_faults: FaultInjector) -> None:
+    import tests.distribution.behaviors_partitions
+
+    log = tmp_path / "ticks.log"
+    log.touch()
+    majority = await start_cluster(3, partition_policy="keep_majority", stable_after_ms=1200)
+    minority = [NodeProcess(name, *FAST, *POLICY, "--seed", str(majority[0].id)) for name in ("p0", "p1")]
+    procs.extend(minority)
+    for p in minority:
+        await p.started()
+    await wait_until(lambda: all(len(n.get_nodes()) == 4 for n in majority), 10.0, "the mesh of 5")
+    with majority[0].as_default():
+        children = [{"id": f"c{i}", "behavior_name": "partition_recorder",
+                     "arg": {"id": f"c{i}", "file": str(log)}} for i in range(10)]
+        sup = await DistributedSupervisor.start(children=children, node_selector="round_robin", max_restarts=50)
+        owner = await RemoteSpawn.spawn("partition_recorder", minority[1].id, arg={"id": "svc", "file": str(log)},
+                                        name="svc", registration="global")
+    await wait_until(lambda: all(n.distribution.global_registry.whereis("svc") == owner for n in majority), 5.0,
+                     "the name on the majority")
+    await wait_until(lambda: {node for c, _, node, _, _ in read_lines(log)} >= {"p0", "p1"}, 5.0,
+                     "children tick on the node processes")
+
+    cut_at = time.monotonic()
+    noex_faults.partition(majority, minority)  # the in-process side drops the traffic both ways
+    for p in minority:
+        await anyio.to_thread.run_sync(p.wait_line, "FENCED", 10.0)
+    with majority[0].as_default():
+        claimer = await GenServer.start(tests.distribution.behaviors_partitions.Recorder,
+                                        {"id": "svc", "file": str(log)})
+        with anyio.fail_after(10):
+            while True:
+                try:
+                    await GlobalRegistry.register("svc", claimer)
+                    break
+                except GlobalNameConflictError:
+                    await anyio.sleep(0.02)  # held for the window
+        claimed_at = time.monotonic()
+        placed = await DistributedSupervisor.wait_stable(sup, timeout=10)
+    assert {c.node for c in placed} <= {n.id for n in majority}
+    assert claimed_at - cut_at >= 1.2
+    old_owner = [t for c, _, node, _, t in read_lines(log) if c == "svc" and node == "p1"]
+    assert max(old_owner) < claimed_at, "two owners of 'svc' answered at once"
+
+    healed_at = time.monotonic()
+    noex_faults.heal()
+    for p in minority:
+        await anyio.to_thread.run_sync(p.wait_line, "UNFENCED", 10.0)
+    await wait_until(lambda: all(len(n.get_nodes()) == 4 for n in majority), 5.0, "the mesh after the heal")
+    converged = time.monotonic() - healed_at
+    with majority[0].as_default():
+        await DistributedSupervisor.wait_stable(sup, timeout=5)
+    await wait_until(lambda: all(any(c == f"c{i}" and t > healed_at + converged + 0.1
+                                     for c, _, _, _, t in read_lines(log)) for i in range(10)), 5.0,
+                     "every child ticks after the heal")
+    assert_never_twice(log)
+    live = instances(log)
+    now = read_lines(log)[-1][4]
+    assert all(sum(last > now - 0.2 for _, _, last in live[f"c{i}"]) == 1 for i in range(10)), live
+    print(f"minority fenced; name claimed {claimed_at - cut_at:.3f} s after the cut; "
+          f"converged {converged:.3f} s after the heal")
+    assert converged <= 1.0
 
 
 @pytest.mark.timeout(60)
