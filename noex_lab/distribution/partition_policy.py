@@ -197,7 +197,8 @@ class PartitionGuard:
         proc.fence_gate = self.gate
 
     def subscribe(self, listener: Callable[[bool], None]) -> Callable[[], None]:
-        """Call `listener(fenced)` on every fence and unfence; returns the unsubscribe function."""
+        """Call `listener(fenced)` on every fence and unfence, and when a lost member is back (its
+        work may be taken over now); returns the unsubscribe function."""
         self.listeners.append(listener)
         return lambda: self.listeners.remove(listener) if listener in self.listeners else None
 
@@ -211,9 +212,12 @@ class PartitionGuard:
             return
         self.view.add(peer)
         self.reachable.add(peer)
-        self.lost_at.pop(peer, None)
+        was_lost = self.lost_at.pop(peer, None) is not None
         self._broadcast()
+        was_fenced = self.fenced
         self.evaluate()
+        if was_lost and was_fenced == self.fenced:  # (a change of fencing told the listeners already)
+            self._tell(self.fenced)
 
     def _left(self, peer: NodeId, reason: str) -> None:
         if peer not in self.reachable or self.dist.stopping:

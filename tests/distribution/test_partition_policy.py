@@ -224,6 +224,27 @@ async def test_two_two_split_with_a_referee_the_referees_side_wins() -> None:
 
 
 @pytest.mark.timeout(30)
+async def test_a_supervisor_on_the_fenced_side_parks_its_children_and_restarts_them_after_the_heal() -> None:
+    rec.LOG.clear()
+    nodes = await start_cluster(4, partition_policy=keep_referee("n3"), stable_after_ms=STABLE_MS)
+    record_stops(nodes)
+    sup = await start_supervisor(nodes[0], 8)  # on the side that will lose
+    partition(nodes[:2], nodes[2:])
+    await wait_until(lambda: fenced(nodes[0]) and fenced(nodes[1]), 5.0, "n0 and n1 fence")
+    await wait_until(lambda: not any(stop == float("inf") for spans in intervals().values() for _, stop in spans),
+                     5.0, "every child stopped: fenced, or cut off from its supervisor")
+    healed_at = time.monotonic()
+    heal(*nodes)
+    await wait_until(lambda: running_once(f"c{i}" for i in range(8)), 5.0, "every child restarted once")
+    print(f"children back {time.monotonic() - healed_at:.3f} s after the heal")
+    assert time.monotonic() - healed_at <= 1.0
+    with nodes[0].as_default():
+        children = await DistributedSupervisor.which_children(sup)
+    assert all(c.status == "running" for c in children)
+    assert_never_twice()
+
+
+@pytest.mark.timeout(30)
 async def test_overlapping_partition_the_higher_id_end_of_the_broken_link_fences() -> None:
     a, b, c = await policy_cluster(3)
     await start_supervisor(b, 6)  # on the node that still reaches both ends
