@@ -144,6 +144,48 @@ async def test_three_two_split_the_node_process_minority_fences(procs: list[Node
 
 
 @pytest.mark.timeout(60)
+async def test_overlapping_partition_the_node_process_at_the_higher_end_fences(
+        procs: list[NodeProcess], tmp_path: Path, noex_faults: FaultInjector) -> None:
+    import tests.distribution.behaviors_partitions  # noqa: F401  (the in-process node runs children too)
+
+    log = tmp_path / "ticks.log"
+    log.touch()
+    me = await Cluster.start("n0", port=0, heartbeat_interval_ms=200, heartbeat_miss_threshold=3,
+                             partition_policy="keep_majority", stable_after_ms=1200)
+    others = [NodeProcess(name, *FAST, *POLICY, "--seed", str(me.id)) for name in ("p1", "p2")]
+    procs.extend(others)
+    for p in others:
+        await p.started()
+    for p in others:
+        await p.wait_peers(2)
+    await wait_until(lambda: len(me.get_nodes()) == 2, 10.0, "the mesh of 3")
+    children = [{"id": f"c{i}", "behavior_name": "partition_recorder", "arg": {"id": f"c{i}", "file": str(log)}}
+                for i in range(6)]
+    sup = await DistributedSupervisor.start(children=children, node_selector="round_robin", max_restarts=50)
+    await wait_until(lambda: {node for _, _, node, _, _ in read_lines(log)} == {"n0", "p1", "p2"}, 5.0,
+                     "children tick on every node")
+
+    noex_faults.partition([me], [others[1]])  # n0 - p2 cut; p1 still reaches both
+    await anyio.to_thread.run_sync(others[1].wait_line, "FENCED", 10.0)
+    placed = await DistributedSupervisor.wait_stable(sup, timeout=10)
+    assert {c.node for c in placed} <= {me.id, others[0].id}
+    assert not any(line.startswith("FENCED") for line in others[0].history)  # p1 reaches everyone
+    healed_at = time.monotonic()
+    noex_faults.heal()
+    await anyio.to_thread.run_sync(others[1].wait_line, "UNFENCED", 10.0)
+    converged = time.monotonic() - healed_at
+    await wait_until(lambda: all(any(c == f"c{i}" and t > healed_at + converged + 0.1
+                                     for c, _, _, _, t in read_lines(log)) for i in range(6)), 5.0,
+                     "every child ticks after the heal")
+    assert_never_twice(log)
+    live = instances(log)
+    now = read_lines(log)[-1][4]
+    assert all(sum(last > now - 0.2 for _, _, last in live[f"c{i}"]) == 1 for i in range(6)), live
+    print(f"p2 unfenced {converged:.3f} s after the heal")
+    assert converged <= 1.0
+
+
+@pytest.mark.timeout(60)
 async def test_a_paused_node_fences_before_it_resumes_supervised_work(procs: list[NodeProcess],
                                                                      tmp_path: Path) -> None:
     import tests.distribution.behaviors_partitions  # noqa: F401  (the test's node runs children too)
