@@ -159,6 +159,7 @@ class PartitionGuard:
         self.guarded: set[ProcessRef] = set()
         self.listeners: list[Callable[[bool], None]] = []
         self._overlap_since: float | None = None
+        self._nudged: set[NodeId] = set()  # lost members a peer reaches, being dialed at once
         self._seen_gaps = 0
         dist.join_hooks.append(self._joined)
         dist.leave_hooks.append(self._left)
@@ -254,7 +255,25 @@ class PartitionGuard:
             self.reports[peer] = {NodeId.parse(str(x)) for x in args[0][:4096]}
         except (ValueError, TypeError):
             return
+        for other in self.reports[peer] & set(self.lost_at):
+            self._nudge(other)
         self.evaluate()
+
+    def _nudge(self, member: NodeId) -> None:
+        """A peer reaches `member`, which this node lost: dial it now rather than at the redial
+        loop's next try (after a heal the mesh closes at once, before an overlap can settle)."""
+        transport = self.dist.transport
+        if member in self._nudged or member in transport.conns or member in transport.dialing:
+            return
+        self._nudged.add(member)
+
+        async def dial() -> None:
+            try:
+                await transport.dial(member)
+            finally:
+                self._nudged.discard(member)
+
+        self.node.spawn_task(dial, what=f"partition policy: dial {member}")
 
     # ------------------------------------------------------------------ the decision
     def _overlap(self) -> NodeId | None:

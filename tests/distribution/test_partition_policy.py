@@ -188,6 +188,24 @@ async def test_three_two_split_minority_fences_majority_takes_over_after_the_win
 
 
 @pytest.mark.timeout(30)
+async def test_a_minority_of_low_ids_fences_and_the_majority_never_does() -> None:
+    nodes = await policy_cluster(5)
+    minority, majority = nodes[:2], nodes[2:]  # the lowest ids lose: no overlap may be seen, even at the heal
+    fences: list[str] = []
+    for node in majority:
+        node.events.subscribe(lambda e, n=node: fences.append(n.id.name) if e.kind == "node_fenced" else None)
+    await start_supervisor(nodes[2], 10)
+    partition(minority, majority)
+    await wait_until(lambda: all(fenced(n) for n in minority), 5.0, "the minority fences")
+    await wait_until(lambda: running_once(f"c{i}" for i in range(10)), 10.0, "every child runs on the majority")
+    heal(*nodes)
+    await wait_until(lambda: all(len(n.get_nodes()) == 4 and not fenced(n) for n in nodes), 5.0, "healed")
+    assert fences == []
+    assert running_once(f"c{i}" for i in range(10))
+    assert_never_twice()
+
+
+@pytest.mark.timeout(30)
 async def test_two_two_split_the_side_with_the_lowest_id_wins() -> None:
     nodes = await policy_cluster(4)
     await start_supervisor(nodes[0], 8)
