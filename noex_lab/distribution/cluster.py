@@ -34,7 +34,7 @@ from .introspection import install_introspection
 from .liveness import LivenessMonitor, LoopStamp, PeerLiveness, run_loop_stamper
 from .membership import Membership, NodeInfo
 from .multi import install_named
-from .partition_policy import PartitionGuard, PartitionPolicy
+from .partition_policy import STATUS_OP, PartitionGuard, PartitionPolicy
 from .protocol import GOODBYE
 from .routing import RemoteRouter
 from .rpc import install_rpc
@@ -245,6 +245,7 @@ class Distribution:
         install_code_loading(self)  # shipped behavior source; refused unless allow_code and a cluster_secret
         install_sys_tools(self)  # Sys.suspend/resume/replace_state/statistics/get_status, %noex upgrade
         policy = config.partition_policy
+        self.router.rpc_handlers[STATUS_OP] = lambda _peer, _args: None  # a peer's reports, unused without a policy
         if policy.kind != "none" and not config.hidden:  # (before GlobalNames: its leave hook asks it)
             self.partition_guard = PartitionGuard(self, policy, config.stable_after_s)
         self.global_registry = GlobalNames(self)

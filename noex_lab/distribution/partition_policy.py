@@ -240,6 +240,7 @@ class PartitionGuard:
         if peer not in self.reachable and not self.fenced and self.lost_at.get(peer) == lost:
             if self.policy.wins(self.view, self.reachable):
                 self.view.discard(peer)
+                del self.lost_at[peer]  # its work may be taken over from now on
                 self.node.events.emit("node_downed", peer=peer, policy=str(self.policy))
 
     def _broadcast(self) -> None:
