@@ -238,7 +238,8 @@ class DistributedSupervisorServer(SupervisorServer):
 
     # ------------------------------------------------------------------ node loss
     async def handle_info(self, msg: Any, state: _State) -> Any:
-        if self._fencing is not None and (handled := await self._fencing.handle(msg, state)) is not None:
+        fencing = getattr(self, "_fencing", None)  # (None without a partition policy)
+        if fencing is not None and (handled := await fencing.handle(msg, state)) is not None:
             return handled
         if isinstance(msg, Exit) and msg.from_.node is not None:
             node = msg.from_.node
@@ -290,8 +291,9 @@ class DistributedSupervisorServer(SupervisorServer):
             unsubscribe = getattr(self, "_unsubscribe_up", None)
             if unsubscribe is not None:
                 unsubscribe()
-            if self._fencing is not None:
-                self._fencing.unsubscribe()
+            fencing = getattr(self, "_fencing", None)
+            if fencing is not None:
+                fencing.unsubscribe()
             self.node.events.emit("supervisor_stopped", supervisor=self.ref, reason=reason)
 
     async def _call_start_child(self, spec_or_arg: Any, state: _State) -> ProcessRef:
