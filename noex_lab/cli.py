@@ -46,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     node.add_argument("--allow-fault-injection", action="store_true",
                       help="let authenticated peers cut and shape this node's links (%%noex partition; "
                            "needs a cluster secret)")
+    node.add_argument("--partition-policy", default="none", metavar="POLICY",
+                      help="none (default), keep_majority, static_quorum:N or keep_referee:NODE_ID: which side "
+                           "of a partition keeps running (the other fences)")
+    node.add_argument("--stable-after-ms", type=int, default=None, metavar="MS",
+                      help="with a partition policy: how long the winning side waits before taking over "
+                           "(default: twice the heartbeat timeout)")
     node.add_argument("--max-message-bytes", type=int, default=None, metavar="N",
                       help="largest message accepted or sent (default 64 MiB)")
     node.add_argument("--busy-limit-bytes", type=int, default=None, metavar="N",
@@ -56,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     node.add_argument("--exit-on-stdin-eof", action="store_true",
                       help="leave when standard input closes (for nodes launched by a parent process)")
     node.add_argument("--report", action="store_true",
-                      help="print membership lines: PEERS <n> <wall_us>, UP/DOWN <peer> <wall_us> [reason]")
+                      help="print membership lines: PEERS <n> <wall_us>, UP/DOWN <peer> <wall_us> [reason], "
+                           "FENCED <wall_us> <why> / UNFENCED <wall_us>")
     ops = node.add_argument_group("operations", "metrics and logs")
     ops.add_argument("--metrics-port", type=int, metavar="PORT",
                      help="serve Prometheus metrics at http://HOST:PORT/metrics (needs noex-lab[metrics])")
@@ -102,6 +109,7 @@ async def _run_node(args: argparse.Namespace) -> int:
         args.name, **cluster_options(args), cluster_secret=secret_from_args(args), tls=tls_from_args(args),
         allow_code=args.allow_code, allow_code_from=args.allow_code_from, metrics_port=args.metrics_port,
         metrics_host=args.metrics_host, allow_fault_injection=args.allow_fault_injection,
+        partition_policy=args.partition_policy, stable_after_ms=args.stable_after_ms,
         **{key: value for key in ("max_message_bytes", "busy_limit_bytes", "max_send_buffer_bytes")
            if (value := getattr(args, key)) is not None},
     )
@@ -114,8 +122,15 @@ async def _run_node(args: argparse.Namespace) -> int:
             _print(format_line(PeerDown(peer, _wall_us(), reason)))
             _print(format_line(Peers(len(node.get_nodes()), _wall_us())))
 
+        def fencing(event: Any) -> None:
+            if event.kind == "node_fenced":
+                _print(f"FENCED {_wall_us()} {event.data.get('reason', '')}")
+            elif event.kind == "node_unfenced":
+                _print(f"UNFENCED {_wall_us()}")
+
         node.on_node_up(up)
         node.on_node_down(down)
+        node.events.subscribe(fencing)
     async with anyio.create_task_group() as tg:
         async def wait_signal(*, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
             await wait_for_signal(signal.SIGTERM, signal.SIGINT, task_status=task_status)

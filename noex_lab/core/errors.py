@@ -99,6 +99,16 @@ class NodeNotReachableError(NoexError):
         self.detail = detail
 
 
+class NodeFencedError(NodeNotReachableError):
+    """This node is fenced: a partition left it on the losing side of its partition policy
+    (`Cluster.start(partition_policy=...)`), so it runs no supervised children and claims no
+    global names until it rejoins the winning side. Retry after the partition heals, or ask a
+    node of the winning side."""
+
+    def __init__(self, node: object, detail: str = "fenced by the partition policy") -> None:
+        super().__init__(node, detail)
+
+
 class CallError(NoexError):
     """The server raised while handling this very call (it crashed; let it crash).
 

@@ -28,6 +28,7 @@ EventKind = Literal[
     "supervisor_gave_up", "supervisor_stopped", "distributed_supervisor_started", "node_failure_detected",
     # cluster
     "cluster_started", "node_up", "node_down", "node_busy", "node_available", "node_leaving",
+    "node_fenced", "node_unfenced", "node_downed",
     "send_buffer_overflow", "global_registered", "global_unregistered", "global_conflict",
     # background work and the lab (a notebook's node)
     "error", "log", "output", "node_output", "local_node_exited",

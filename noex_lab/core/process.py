@@ -77,6 +77,7 @@ class Process:
         "bound",
         "caller",
         "exit_reason",
+        "fence_gate",
         "handled",
         "links",
         "mailbox",
@@ -118,6 +119,9 @@ class Process:
         self.handled = 0
         self.exit_reason: ExitReason = None
         self.parent: ProcessRef | None = None
+        # set on supervised and globally named processes of a node with a partition policy:
+        # checked before each message, it fences the node (killing this process) after a pause
+        self.fence_gate: Callable[[], bool] | None = None
         self.reply_to: FutureLike | None = None
         self.caller: ProcessRef | None = None
         self._wake: FutureLike | None = None
@@ -362,6 +366,8 @@ class Process:
                 budget = 0
                 await anyio.lowlevel.checkpoint()
                 self._note_queue()
+            if self.fence_gate is not None and self.fence_gate():
+                continue  # the node fenced itself: this process was killed (returned at the top)
             item = mailbox.popleft()
             tag = item[0]
             self.handled += 1

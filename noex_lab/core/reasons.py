@@ -40,6 +40,7 @@ SHUTDOWN = "shutdown"
 KILLED = "killed"
 NOPROC = "noproc"
 NOCONNECTION = "noconnection"
+PARTITION_FENCED = "partition_fenced"  # stopped because its node is on the losing side of a partition
 
 
 def is_normal_exit(reason: ExitReason) -> bool:

@@ -11,6 +11,7 @@ from .global_registry import GlobalConflict, GlobalRegistry
 from .groups import Group, GroupEvent
 from .introspection import ProcessListing, ProcessState, TraceEvent, TraceHandle
 from .membership import NodeInfo
+from .partition_policy import PartitionPolicy, keep_majority, keep_referee, no_policy, static_quorum
 from .remote_call import RemoteCall
 from .rpc import Rpc, remote_function
 from .spawn import RemoteSpawn
@@ -30,6 +31,7 @@ __all__ = [
     "Group",
     "GroupEvent",
     "NodeInfo",
+    "PartitionPolicy",
     "ProcessListing",
     "ProcessState",
     "RemoteCall",
@@ -40,8 +42,12 @@ __all__ = [
     "TraceEvent",
     "TraceHandle",
     "heal",
+    "keep_majority",
+    "keep_referee",
+    "no_policy",
     "partition",
     "remote_function",
+    "static_quorum",
     "watch_cluster_crashes",
     "wire_type",
 ]

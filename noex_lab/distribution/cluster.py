@@ -13,7 +13,7 @@ import socket
 import ssl
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -38,6 +38,7 @@ from .introspection import install_introspection
 from .liveness import LivenessMonitor, LoopStamp, PeerLiveness, run_loop_stamper
 from .membership import Membership, NodeInfo
 from .multi import install_named
+from .partition_policy import STATUS_OP, PartitionGuard, PartitionPolicy
 from .protocol import GOODBYE
 from .routing import RemoteRouter
 from .rpc import install_rpc
@@ -87,6 +88,8 @@ class ClusterConfig:
     hidden: bool = False
     metrics_port: int | None = None  # serve Prometheus metrics (noex_lab.metrics) on this port
     metrics_host: str | None = None  # ... on this address (default: `host`)
+    partition_policy: PartitionPolicy = field(default_factory=PartitionPolicy)  # "none": every side runs on
+    stable_after_ms: int | None = None  # the takeover window (default: see `stable_after_s`)
 
     @classmethod
     def from_options(cls, node_name: str, **options: Any) -> ClusterConfig:
@@ -102,6 +105,8 @@ class ClusterConfig:
             options["seeds"], options["dns_seeds"] = _parse_seeds(options["seeds"])
         if "allow_code_from" in options:
             options["allow_code_from"] = _parse_node_ids(options["allow_code_from"], "allow_code_from")
+        if "partition_policy" in options:
+            options["partition_policy"] = PartitionPolicy.of(options["partition_policy"])
         if isinstance(options.get("tls"), ssl.SSLContext):
             raise InvalidArgumentError("tls= takes a TLSConfig(server=..., client=...) or TLSConfig.from_files(...)")
         config = cls(node_name=node_name, **options)
@@ -129,6 +134,15 @@ class ClusterConfig:
         ms = self.busy_threshold_ms if self.busy_threshold_ms is not None else 2 * self.heartbeat_interval_ms
         return ms / 1000.0
 
+    @property
+    def stable_after_s(self) -> float:
+        """How long a winning side waits before it takes over a lost member's work: by default
+        twice the heartbeat timeout, at least 4 heartbeat intervals (docs/concepts/partitions.md)."""
+        ms = self.stable_after_ms
+        if ms is None:
+            ms = max(2 * self.heartbeat_interval_ms * self.heartbeat_miss_threshold, 4 * self.heartbeat_interval_ms)
+        return ms / 1000.0
+
     def validate(self) -> None:
         try:
             validate_node_name(self.node_name)
@@ -150,6 +164,16 @@ class ClusterConfig:
                 f"max_send_buffer_bytes must be an int of at least busy_limit_bytes + max_message_bytes "
                 f"({self.busy_limit_bytes + self.max_message_bytes}), not {bound!r}"
             )
+        if not isinstance(self.partition_policy, PartitionPolicy):
+            raise InvalidArgumentError(
+                f"partition_policy must be a PartitionPolicy (PartitionPolicy.of(name)), not {self.partition_policy!r}")
+        floor = 4 * self.heartbeat_interval_ms
+        if self.stable_after_ms is not None and (isinstance(self.stable_after_ms, bool)
+                                                 or not isinstance(self.stable_after_ms, int)
+                                                 or self.stable_after_ms < floor):
+            raise InvalidArgumentError(
+                f"stable_after_ms must be an int of at least 4 heartbeat intervals ({floor} ms), not "
+                f"{self.stable_after_ms!r}: the losing side must fence before the winning side takes over")
         if self.cluster_secret is not None and len(self.cluster_secret) < 8:
             raise InvalidArgumentError("cluster_secret must be at least 8 characters")
         if self.allow_code and self.cluster_secret is None:
@@ -199,6 +223,7 @@ class Distribution:
         self.leave_hooks: list[Callable[[NodeId, str], None]] = []
         self.status = "starting"
         self.global_registry: GlobalNames | None = None
+        self.partition_guard: PartitionGuard | None = None  # with a partition policy other than "none"
         self.metrics: MetricsServer | None = None  # when metrics_port was given (noex_lab.metrics)
 
     # ------------------------------------------------------------------ start / stop
@@ -262,6 +287,10 @@ class Distribution:
         install_crash_reports(self)  # crash reports pushed to subscribers (a notebook, top)
         install_code_loading(self)  # shipped behavior source; refused unless allow_code and a cluster_secret
         install_sys_tools(self)  # Sys.suspend/resume/replace_state/statistics/get_status, %noex upgrade
+        policy = config.partition_policy
+        self.router.rpc_handlers[STATUS_OP] = lambda _peer, _args: None  # a peer's reports, unused without a policy
+        if policy.kind != "none" and not config.hidden:  # (before GlobalNames: its leave hook asks it)
+            self.partition_guard = PartitionGuard(self, policy, config.stable_after_s)
         self.global_registry = GlobalNames(self)
         install_groups(self)  # process groups (pg): local views, broadcast changes
         install_named(self)  # (name, node) targets, multi_call, abcast
@@ -287,6 +316,8 @@ class Distribution:
         node.spawn_task(run_loop_stamper, self.stamp, what="loop stamper")
         node.spawn_task(self.transport.serve, listener, what="listener")
         node.spawn_task(self._gossip_loop, what="gossip")
+        if self.partition_guard is not None:
+            node.spawn_task(self.partition_guard.watch_pauses, what="partition policy: pauses")
         node.spawn_task(self.membership.dial_candidates, what="gossip dials")
         self.membership.seeds = list(config.seeds)
         for seed in config.seeds:
@@ -490,14 +521,18 @@ class Cluster:
         `port`, `seeds` (node ids or `dns:HOST:PORT`), `cluster_secret`, `heartbeat_interval_ms`,
         `heartbeat_miss_threshold`, `advertise_host`, `tls`, `busy_threshold_ms`, `max_message_bytes`,
         `busy_limit_bytes`, `max_send_buffer_bytes`, `allow_code`, `allow_code_from`, `insecure`,
-        `hidden`, `metrics_port`, `metrics_host`, `allow_fault_injection`.
+        `hidden`, `metrics_port`, `metrics_host`, `allow_fault_injection`, `partition_policy`,
+        `stable_after_ms`.
         `hidden=True` makes an observer (like `noex-lab top`): it connects to every member and
         can ask them anything, but members do not list it, gossip it or place children on it.
         `allow_code_from=[node ids]` narrows `allow_code=True` to code shipped by those nodes.
         `allow_fault_injection=True` lets authenticated peers set this node's fault rules
         (`noex_lab.distribution.faults.FaultControl`, `%noex partition`; needs a `cluster_secret`).
         `metrics_port` serves Prometheus metrics at http://metrics_host:metrics_port/metrics
-        (`metrics_host` defaults to `host`; needs `pip install 'noex-lab[metrics]'`)."""
+        (`metrics_host` defaults to `host`; needs `pip install 'noex-lab[metrics]'`).
+        `partition_policy` ("none" by default, "keep_majority", `static_quorum(n)`,
+        `keep_referee(node)`) decides which side of a partition keeps running; the other side
+        fences. The winning side takes over after `stable_after_ms` (docs/concepts/partitions.md)."""
         config = ClusterConfig.from_options(node_name, **options)
         node = current_node()
         if node.distribution is not None or node in _attaching or not node.running:

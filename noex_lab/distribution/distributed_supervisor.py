@@ -56,6 +56,7 @@ from ..core.supervisor import (
 )
 from ..core.timeouts import check_timeout
 from .attached import distribution_of
+from .partition_policy import supervisor_fencing
 from .spawn import spawn
 
 SELECTORS = ("local_first", "round_robin", "least_loaded", "random")
@@ -131,6 +132,7 @@ class DistributedSupervisorServer(SupervisorServer):
         options["children"] = [self._to_child_spec(DistributedChildSpec.of(c)) for c in options.get("children", [])]
         if self.node.distribution is not None:
             self._unsubscribe_up = self.node.on_node_up(lambda info: self._failed_nodes.discard(info.id))
+        self._fencing = supervisor_fencing(self)  # the partition policy's hook (None without one)
         state = await super().init(options)
         self.node.events.emit("distributed_supervisor_started", supervisor=self.ref)
         return state
@@ -239,6 +241,9 @@ class DistributedSupervisorServer(SupervisorServer):
 
     # ------------------------------------------------------------------ node loss
     async def handle_info(self, msg: Any, state: _State) -> Any:
+        fencing = getattr(self, "_fencing", None)  # (None without a partition policy)
+        if fencing is not None and (handled := await fencing.handle(msg, state)) is not None:
+            return handled
         if isinstance(msg, Exit) and msg.from_.node is not None:
             node = msg.from_.node
             child = next((c for c in state.children if c.ref == msg.from_), None)
@@ -289,6 +294,9 @@ class DistributedSupervisorServer(SupervisorServer):
             unsubscribe = getattr(self, "_unsubscribe_up", None)
             if unsubscribe is not None:
                 unsubscribe()
+            fencing = getattr(self, "_fencing", None)
+            if fencing is not None:
+                fencing.unsubscribe()
             self.node.events.emit("supervisor_stopped", supervisor=self.ref, reason=reason)
 
     async def _call_start_child(self, spec_or_arg: Any, state: _State) -> ProcessRef:

@@ -12,6 +12,8 @@
 * After a partition heals, replicas that disagree resolve each name deterministically:
   the registration on the node whose id sorts lower wins, the loser process gets the exit
   signal ("name_conflict", name), and `on_conflict` callbacks fire once per node.
+* With a partition policy (partition_policy.py) a fenced node's processes take no name, and
+  the names of a lost node stay taken until the policy's takeover window ends.
 * Authority: a peer's word changes this replica only where that peer may make
   the change: a commit only from the holder of the name's lock, a registration or a drop only
   from the node that owns the process, a conflict only as a concession of the loser's node.
@@ -37,6 +39,7 @@ from ..core.errors import (
     GlobalNameConflictError,
     GlobalNameNotFoundError,
     InvalidArgumentError,
+    NodeFencedError,
     NodeNotReachableError,
     NoexError,
     NotPermittedError,
@@ -114,6 +117,8 @@ class GlobalNames:
         # conflicts already resolved here: (name, loser) -> winner; shared with every peer
         self._conflicts: dict[tuple[str, ProcessRef], ProcessRef] = {}
         self._synced: set[NodeId] = set()  # peers whose join sync arrived on their current connection
+        # names of lost peers kept (taken) until the partition policy's takeover window ends
+        self._held: dict[NodeId, dict[str, ProcessRef]] = {}
         handlers = dist.router.rpc_handlers
         handlers["global.lock"] = self._on_lock
         handlers["global.unlock"] = self._on_unlock
@@ -143,6 +148,9 @@ class GlobalNames:
             raise NotPermittedError(
                 f"{self.dist.node_id} is a hidden observer: it registers no global names (members never list "
                 "it, so nobody would see it leave); start it as a member (%noex attach --member) to register one")
+        guard = self.dist.partition_guard
+        if guard is not None:
+            guard.check(f"claim global names ({name!r})")
         ref = self.full_ref(ref)
         if ref.node != self.dist.node_id and ref.node not in self.dist.membership.peers:
             raise NodeNotReachableError(ref.node, "cannot register a process of a node that is not connected")
@@ -235,6 +243,8 @@ class GlobalNames:
             return result
         try:
             return await self.dist.router.rpc(member, op, args, timeout)
+        except NodeFencedError:
+            raise  # reachable, but it refuses: its process may not take a name while it is fenced
         except NodeNotReachableError:
             return _UNREACHABLE
 
@@ -250,6 +260,9 @@ class GlobalNames:
         LOCK_WAIT_S). Answers None when granted, or the current owner when the name is taken.
         The grant is a lease of the asked length (bounded); an expired holder is passed over."""
         name, claim, ref, lease_s = _lock_args(args)
+        guard = self.dist.partition_guard
+        if guard is not None and ref.node == self.dist.node_id:
+            guard.check(f"let its processes take global names ({name!r})")
         if (peer, claim) in self._withdrawn:  # its unlock overtook this request
             raise CallTimeoutError(f"the lock on global name {name!r}", 0.0, "the registration had given up")
         lock = self._locks.get(name)
@@ -349,7 +362,10 @@ class GlobalNames:
             proc = self.node.local_process(ref)
             if proc is None or not proc.alive:
                 self.node.spawn_task(self._broadcast_drop, name, ref, what="global name of a dead process")
-            else:  # the owner tells every peer: one that joined while the claim ran missed the locks
+            else:
+                if self.dist.partition_guard is not None:
+                    self.dist.partition_guard.guard(ref)  # fenced with this node
+                # the owner tells every peer: one that joined while the claim ran missed the locks
                 for other in list(self.dist.membership.peers):
                     if other != peer:
                         self.dist.router.rpc_cast(other, "global.sync", {"names": [[name, ref]], "conflicts": []})
@@ -449,12 +465,20 @@ class GlobalNames:
         }
 
     def _peer_joined(self, peer: NodeId) -> None:
+        self._drop_held(peer)  # what it still owns comes back in its join sync
         self.dist.router.rpc_cast(peer, "global.sync", self._sync_payload())
 
     def _peer_left(self, peer: NodeId, reason: str) -> None:
         self._synced.discard(peer)
+        guard = self.dist.partition_guard
+        if guard is not None and reason != "graceful_shutdown" and guard.takeover_wait(peer) > 0:
+            # Its names stay taken until the other side has surely fenced (the takeover window)
+            held = {name: ref for name, ref in self.names.items() if ref.node == peer}
+            if held:
+                self._held[peer] = held
+                self.node.spawn_task(self._release_held, peer, what="global names of a lost node")
         for name, ref in list(self.names.items()):
-            if ref.node == peer:
+            if ref.node == peer and name not in self._held.get(peer, {}):
                 del self.names[name]
                 self.node.events.emit("global_unregistered", name=name, ref=ref, reason="nodedown")
         for name, lock in list(self._locks.items()):
@@ -463,6 +487,20 @@ class GlobalNames:
             if lock.holder == peer:
                 self._release(name, lock.claim)
         self._conflicts = {k: w for k, w in self._conflicts.items() if k[1].node != peer and w.node != peer}
+
+    async def _release_held(self, peer: NodeId) -> None:
+        """Drop the held names of `peer` once the policy lets this node take its work over."""
+        guard = self.dist.partition_guard
+        assert guard is not None
+        while peer in self._held and (wait := guard.takeover_wait(peer)) > 0:
+            await anyio.sleep(min(wait + 0.01, 1.0))
+        self._drop_held(peer)
+
+    def _drop_held(self, peer: NodeId) -> None:
+        for name, ref in self._held.pop(peer, {}).items():
+            if self.names.get(name) == ref:
+                del self.names[name]
+                self.node.events.emit("global_unregistered", name=name, ref=ref, reason="nodedown")
 
     def _process_exited(self, proc: Process, reason: ExitReason) -> None:
         ref = self.full_ref(proc.ref)

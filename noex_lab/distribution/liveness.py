@@ -247,6 +247,10 @@ class LivenessMonitor:
         self._seq = time.time_ns() // 1000
         self._last_count = 0
         self._sock_broken = False
+        # The thread's last turn (monotonic) and how many times it found it had not turned for
+        # longer than the timeout (the process was frozen: SIGSTOP, a VM pause); read by the loop.
+        self.last_tick = time.monotonic()
+        self.gaps = 0
 
     @staticmethod
     def bind(host: str, port: int) -> socket.socket:
@@ -330,6 +334,10 @@ class LivenessMonitor:
         """Receive, check deadlines, send; every error is logged and the loop goes on."""
         next_send = time.monotonic()
         while not self._stop.is_set():
+            tick = time.monotonic()
+            if tick - self.last_tick > self.timeout_s:
+                self.gaps += 1
+            self.last_tick = tick
             try:
                 # Read what arrived before judging deadlines: after a stall (a slow DNS lookup,
                 # this process being frozen) the buffered heartbeats still count.

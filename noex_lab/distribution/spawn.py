@@ -41,8 +41,13 @@ async def handle_spawn(dist: Distribution, peer: NodeId, args: Any) -> ProcessRe
     except BehaviorNotFoundError:
         raise BehaviorNotFoundError(behavior_name, node.id) from None
     local_name = name if registration == "local" else None
+    guard = dist.partition_guard if link_to is not None else None  # a supervised child: fenced with the node
+    if guard is not None:
+        guard.check("start supervised children")
     ref = await node.spawn(behavior, arg, name=local_name, timeout=timeout, link=link_to,
                            max_mailbox=max_mailbox, overflow=overflow)
+    if guard is not None:
+        guard.guard(ref)
     if registration == "global":
         registry = getattr(dist, "global_registry", None)
         if registry is None:

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 STATUS_COLORS = {
     "up": "#1a7f37", "running": "#1a7f37", "waiting": "#1a7f37", "busy": "#bf8700", "stopping": "#bf8700",
     "down": "#cf222e", "exited": "#888", "stopped": "#888", "refused": "#cf222e", "error": "#cf222e",
-    "crash_report": "#cf222e",
+    "crash_report": "#cf222e", "fenced": "#cf222e",
     "suspended": "#bf8700", "current": "#1a7f37", "upgrading": "#bf8700", "old": "#cf222e", "unreachable": "#cf222e",
 }
 

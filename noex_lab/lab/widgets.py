@@ -39,7 +39,7 @@ from ..frontend.cluster_model import MembershipModel
 from .pictures import ChildPicture, LinkPicture, NodePicture, TreePicture, topology_svg, tree_svg
 from .reprs import ShortRef, Status, Table, clock, text_of
 
-MEMBERSHIP_EVENTS: frozenset[EventKind] = MEMBERSHIP_KINDS | {"cluster_started"}
+MEMBERSHIP_EVENTS: frozenset[EventKind] = MEMBERSHIP_KINDS | {"cluster_started", "node_fenced", "node_unfenced"}
 SUPERVISOR_EVENTS: frozenset[EventKind] = frozenset({
     "child_started", "child_stopped", "supervisor_restart", "supervisor_gave_up", "child_restarted",
     "child_migrated", "node_failure_detected", "supervisor_stopped",
@@ -203,7 +203,8 @@ class ClusterTable:
         else:
             title = f"cluster seen from {node.id}" + ("" if node.running else " (stopped)")
         me = node.id if node.id is not None else node.display_name
-        rows.append([me, Status("up (this node)" if node.running else "stopped"), None, node.process_count, None, ""])
+        status = ("fenced (this node)" if _fenced(node) else "up (this node)") if node.running else "stopped"
+        rows.append([me, Status(status), None, node.process_count, None, ""])
         peers = node.get_nodes() if node.running else []
         for info in peers:
             extra = self.extra_columns(info.id) if self.extra_columns is not None else ""
@@ -216,6 +217,12 @@ class ClusterTable:
         note = f"{len(peers)} peers connected" + (f", {busy} busy" if busy else "")
         return Table(["node", "status", "loop lag ms", "processes", "last heartbeat", ""], rows, title=title,
                      note=note)
+
+
+def _fenced(node: Node) -> bool:
+    """Whether `node` is fenced by its partition policy (docs/concepts/partitions.md)."""
+    guard = getattr(node.distribution, "partition_guard", None)
+    return bool(getattr(guard, "fenced", False))
 
 
 class ClusterView(LiveWidget):
@@ -286,7 +293,7 @@ class ClusterView(LiveWidget):
         me = str(node.id) if node.id is not None else node.display_name
         me_label = node.id.name if node.id is not None else node.display_name
         nodes = [NodePicture(me, me_label, "self" if node.running else "down", node.process_count,
-                             "this kernel's node")]
+                             "this kernel's node" + (", fenced by the partition policy" if _fenced(node) else ""))]
         peers = node.get_nodes() if node.running else []
         links: list[LinkPicture] = []
         for info in peers:

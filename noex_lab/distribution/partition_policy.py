@@ -1,0 +1,437 @@
+"""Split-brain policy: which side of a partition keeps running, and fencing on the other.
+
+`Cluster.start(partition_policy=...)` picks a `PartitionPolicy`. Each node keeps a *view*:
+itself and every member it has seen up, minus members that left gracefully and members its
+side downed (unreachable for `stable_after_ms` while this side won). On every membership
+change it decides, over the view, whether its reachable side wins:
+
+* ``keep_majority`` - more than half of the view is reachable; exactly half wins when it holds
+  the lowest node id of the view;
+* ``static_quorum(n)`` - at least `n` members (this one included) are reachable;
+* ``keep_referee(node)`` - the referee node is reachable (or is this node);
+* ``none`` - always wins: every side runs on (the behaviour without a policy).
+
+A losing node *fences*: it kills its DistributedSupervisor children and its globally named
+processes (reason ``partition_fenced``), refuses new ones (`NodeFencedError`), and unfences
+when it wins again (after the heal). A winning node takes over the work of an unreachable
+node (restarts its children, frees its global names) only `stable_after_ms` after losing it.
+Overlapping partitions (A-B and B-C up, A-C down) are broken deterministically: a node that
+a reachable peer still sees connected to a lower-id node it cannot reach itself fences, once
+that lasts for two heartbeat intervals. A node whose liveness thread did not turn for longer
+than the heartbeat timeout (SIGSTOP, a VM pause) fences before its guarded processes handle
+another message, drops its stale connections and rejoins.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from ..core.errors import InvalidArgumentError, NodeFencedError
+from ..core.messages import Exit
+from ..core.node_id import NodeId, validate_node_name
+from ..core.reasons import NOCONNECTION, PARTITION_FENCED
+from ..core.refs import ProcessRef
+
+if TYPE_CHECKING:
+    from .cluster import Distribution
+
+log = logging.getLogger(__name__)
+
+KINDS = ("none", "keep_majority", "static_quorum", "keep_referee")
+STATUS_OP = "policy.status"
+RETRY = "$partition_policy_retry"
+
+
+@dataclass(frozen=True)
+class PartitionPolicy:
+    """A split-brain policy; build one with `keep_majority()`, `static_quorum(n)`,
+    `keep_referee(node)` or `no_policy()`, or name it: "keep_majority", "static_quorum:3",
+    "keep_referee:name@host:port", "none"."""
+
+    kind: str = "none"
+    quorum: int | None = None
+    referee: NodeId | str | None = None  # a node id, or a node name (any member of that name)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise InvalidArgumentError(f"partition_policy must be one of {KINDS}, not {self.kind!r}")
+        if self.kind == "static_quorum" and (isinstance(self.quorum, bool) or not isinstance(self.quorum, int)
+                                             or self.quorum < 1):
+            raise InvalidArgumentError(f"static_quorum(n) needs an int n >= 1, not {self.quorum!r}")
+        if self.kind == "keep_referee" and not isinstance(self.referee, (NodeId, str)):
+            raise InvalidArgumentError(f"keep_referee(node) needs a node id or a node name, not {self.referee!r}")
+
+    @classmethod
+    def of(cls, value: Any) -> PartitionPolicy:
+        """A policy from a `PartitionPolicy`, None (no policy) or its name (CLI and config files)."""
+        if isinstance(value, PartitionPolicy):
+            return value
+        if value is None:
+            return cls()
+        if not isinstance(value, str):
+            raise InvalidArgumentError(f"partition_policy must be a PartitionPolicy or a name, not {value!r}")
+        kind, _, arg = value.partition(":")
+        if kind == "static_quorum" and arg.isdigit():
+            return static_quorum(int(arg))
+        if kind == "keep_referee" and arg:
+            return keep_referee(arg)
+        if kind in ("none", "keep_majority") and not arg:
+            return cls(kind)
+        raise InvalidArgumentError(
+            f"bad partition_policy {value!r}: expected none, keep_majority, static_quorum:N or keep_referee:NODE "
+            "(a node id or name)")
+
+    def wins(self, view: set[NodeId], reachable: set[NodeId]) -> bool:
+        """Whether the side `reachable` (this node included) keeps running, over `view`."""
+        if self.kind == "none":
+            return True
+        if self.kind == "static_quorum":
+            assert self.quorum is not None
+            return len(reachable) >= self.quorum
+        if self.kind == "keep_referee":
+            return any(node == self.referee or node.name == self.referee for node in reachable)
+        side = reachable & view
+        return 2 * len(side) > len(view) or (2 * len(side) == len(view) and min(view) in side)
+
+    def __str__(self) -> str:
+        if self.kind == "static_quorum":
+            return f"static_quorum:{self.quorum}"
+        if self.kind == "keep_referee":
+            return f"keep_referee:{self.referee}"
+        return self.kind
+
+
+def keep_majority() -> PartitionPolicy:
+    """The side with more than half of the members keeps running (ties: the lowest node id)."""
+    return PartitionPolicy("keep_majority")
+
+
+def static_quorum(n: int) -> PartitionPolicy:
+    """The side with at least `n` members keeps running (pick n > cluster size / 2)."""
+    return PartitionPolicy("static_quorum", quorum=n)
+
+
+def keep_referee(node: NodeId | str) -> PartitionPolicy:
+    """The side that reaches `node` (a node id, or a node name) keeps running; without it every
+    node fences."""
+    try:
+        if isinstance(node, NodeId):
+            referee: NodeId | str = node
+        elif isinstance(node, str) and "@" in node:
+            referee = NodeId.parse(node)
+        else:
+            validate_node_name(node)
+            referee = node
+    except (ValueError, TypeError) as exc:
+        raise InvalidArgumentError(f"bad referee {node!r}: {exc} (expected a node id name@host:port or a "
+                                   "node name)") from None
+    return PartitionPolicy("keep_referee", referee=referee)
+
+
+def no_policy() -> PartitionPolicy:
+    """Every side of a partition runs on (names and children may exist twice until the heal)."""
+    return PartitionPolicy("none")
+
+
+class PartitionGuard:
+    """The policy at work on one node: its view, its decision, fencing and the takeover window."""
+
+    def __init__(self, dist: Distribution, policy: PartitionPolicy, stable_after_s: float) -> None:
+        self.dist = dist
+        self.node = dist.node
+        self.me = dist.node_id
+        self.policy = policy
+        self.stable_after_s = stable_after_s
+        self.settle_s = 2 * dist.config.heartbeat_interval_ms / 1000.0
+        self.view: set[NodeId] = {self.me}
+        self.reachable: set[NodeId] = {self.me}
+        self.reports: dict[NodeId, set[NodeId]] = {}  # what each reachable peer says it reaches
+        self.lost_at: dict[NodeId, float] = {}  # monotonic time each unreachable member was lost
+        self.fenced = False
+        self.fenced_why = ""
+        self.guarded: set[ProcessRef] = set()
+        self.listeners: list[Callable[[bool], None]] = []
+        self._overlap_since: float | None = None
+        self._nudged: set[NodeId] = set()  # lost members a peer reaches, being dialed at once
+        self._seen_gaps = 0
+        dist.join_hooks.append(self._joined)
+        dist.leave_hooks.append(self._left)
+        dist.router.rpc_handlers[STATUS_OP] = self._on_status
+        self.node.exit_hooks.append(lambda proc, _reason: self.guarded.discard(proc.ref))
+
+    # ------------------------------------------------------------------ queries
+    def takeover_wait(self, peer: NodeId | None) -> float:
+        """Seconds before this node may take over the work of `peer` (restart its children,
+        free its names): 0 when it is reachable again or was never lost, inf while fenced."""
+        if self.fenced:
+            return math.inf
+        if peer is None or peer in self.reachable:
+            return 0.0
+        lost = self.lost_at.get(peer)
+        if lost is None:
+            return 0.0
+        return max(0.0, lost + self.stable_after_s - time.monotonic())
+
+    def check(self, what: str) -> None:
+        """Raise `NodeFencedError` while fenced."""
+        if self.fenced:
+            raise NodeFencedError(
+                self.me, f"it is fenced ({self.fenced_why}) and does not {what}; retry after the partition "
+                "heals, or use a node of the winning side")
+
+    def guard(self, ref: ProcessRef) -> None:
+        """A supervised child or a globally named process of this node: fenced with the node."""
+        proc = self.node.local_process(ref)
+        if proc is None or not proc.alive:
+            return
+        if self.fenced:
+            proc.kill(PARTITION_FENCED)
+            return
+        self.guarded.add(proc.ref)
+        proc.fence_gate = self.gate
+
+    def subscribe(self, listener: Callable[[bool], None]) -> Callable[[], None]:
+        """Call `listener(fenced)` on every fence and unfence, and when a lost member is back (its
+        work may be taken over now); returns the unsubscribe function."""
+        self.listeners.append(listener)
+        return lambda: self.listeners.remove(listener) if listener in self.listeners else None
+
+    # ------------------------------------------------------------------ membership
+    def _is_member(self, peer: NodeId) -> bool:
+        conn = self.dist.transport.conns.get(peer)
+        return conn is None or not conn.peer_hidden
+
+    def _joined(self, peer: NodeId) -> None:
+        if not self._is_member(peer):
+            return
+        self.view.add(peer)
+        self.reachable.add(peer)
+        was_lost = self.lost_at.pop(peer, None) is not None
+        self._broadcast()
+        was_fenced = self.fenced
+        self.evaluate()
+        if was_lost and was_fenced == self.fenced:  # (a change of fencing told the listeners already)
+            self._tell(self.fenced)
+
+    def _left(self, peer: NodeId, reason: str) -> None:
+        if peer not in self.reachable or self.dist.stopping:
+            return
+        self.reachable.discard(peer)
+        self.reports.pop(peer, None)
+        if reason == "graceful_shutdown":
+            self.view.discard(peer)  # a graceful leave shrinks the view
+        else:
+            lost = self.lost_at[peer] = time.monotonic()
+            self.node.spawn_task(self._down_later, peer, lost, what="partition policy: down a lost member")
+        self._broadcast()
+        self.evaluate()
+
+    async def _down_later(self, peer: NodeId, lost: float) -> None:
+        """After the window, a member still lost (since `lost`) while this side wins leaves the
+        view (downed)."""
+        await anyio.sleep(self.stable_after_s)
+        if peer not in self.reachable and not self.fenced and self.lost_at.get(peer) == lost:
+            if self.policy.wins(self.view, self.reachable):
+                self.view.discard(peer)
+                del self.lost_at[peer]  # its work may be taken over from now on
+                self.node.events.emit("node_downed", peer=peer, policy=str(self.policy))
+
+    def _broadcast(self) -> None:
+        status = [[str(p) for p in sorted(self.reachable)], self.fenced]
+        for peer in sorted(self.reachable - {self.me}):
+            self.dist.router.rpc_cast(peer, STATUS_OP, status)
+
+    def _on_status(self, peer: NodeId, args: Any) -> None:
+        if peer not in self.reachable or not (isinstance(args, list) and len(args) == 2
+                                              and isinstance(args[0], list)):
+            return
+        try:
+            self.reports[peer] = {NodeId.parse(str(x)) for x in args[0][:4096]}
+        except (ValueError, TypeError):
+            return
+        for other in self.reports[peer] & set(self.lost_at):
+            self._nudge(other)
+        self.evaluate()
+
+    def _nudge(self, member: NodeId) -> None:
+        """A peer reaches `member`, which this node lost: dial it now rather than at the redial
+        loop's next try (after a heal the mesh closes at once, before an overlap can settle)."""
+        transport = self.dist.transport
+        if member in self._nudged or member in transport.conns or member in transport.dialing:
+            return
+        self._nudged.add(member)
+
+        async def dial() -> None:
+            try:
+                await transport.dial(member)
+            finally:
+                self._nudged.discard(member)
+
+        self.node.spawn_task(dial, what=f"partition policy: dial {member}")
+
+    # ------------------------------------------------------------------ the decision
+    def _overlap(self) -> NodeId | None:
+        """A lower-id member this node cannot reach but a reachable peer can (an overlap)."""
+        for peer in sorted(self.reachable - {self.me}):
+            for other in self.reports.get(peer, ()):
+                if other in self.view and other not in self.reachable and other < self.me:
+                    return other
+        return None
+
+    def evaluate(self) -> None:
+        if self.dist.stopping:
+            return
+        if not self.policy.wins(self.view, self.reachable):
+            self.fence(f"{self.policy!s} lost: reaches {len(self.reachable)} of {len(self.view)} members")
+            return
+        overlap = self._overlap()
+        if overlap is None:
+            self._overlap_since = None
+            if self.fenced:
+                self.unfence()
+            return
+        now = time.monotonic()
+        if self._overlap_since is None:
+            self._overlap_since = now
+            self.node.spawn_task(self._evaluate_later, self.settle_s, what="partition policy: overlap")
+        elif now - self._overlap_since >= self.settle_s:
+            self.fence(f"overlapping partition: peers reach {overlap}, this node does not")
+
+    async def _evaluate_later(self, delay: float) -> None:
+        await anyio.sleep(delay + 0.01)
+        self.evaluate()
+
+    def fence(self, why: str) -> None:
+        """Stop every guarded process now (no terminate: the other side takes over soon)."""
+        if self.fenced:
+            return
+        self.fenced, self.fenced_why = True, why
+        log.warning("%s: fenced (%s): its supervised children and global names stop until it rejoins",
+                    self.me, why)
+        self._broadcast()  # before the exits, on the same connections: peers learn it first
+        self.node.events.emit("node_fenced", reason=why)
+        for ref in list(self.guarded):
+            proc = self.node.local_process(ref)
+            if proc is not None:
+                proc.kill(PARTITION_FENCED)
+        self.guarded.clear()
+        self._tell(True)
+
+    def unfence(self) -> None:
+        self.fenced, self.fenced_why = False, ""
+        log.warning("%s: unfenced: it is on the winning side again", self.me)
+        self._broadcast()
+        self.node.events.emit("node_unfenced")
+        self._tell(False)
+
+    def _tell(self, fenced: bool) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(fenced)
+            except Exception as exc:
+                self.node.events.report_error("partition policy listener failed", exc)
+
+    # ------------------------------------------------------------------ pauses
+    def gate(self) -> bool:
+        """Checked before a guarded process handles a message: True when this node has just
+        woken from a freeze longer than the heartbeat timeout (it then fenced)."""
+        live = self.dist.liveness
+        if live is None:
+            return False
+        if live.gaps != self._seen_gaps:
+            self._seen_gaps = live.gaps
+        elif time.monotonic() - live.last_tick > live.timeout_s:
+            self._seen_gaps = live.gaps + 1  # the thread counts this gap when it turns again
+        else:
+            return False
+        self._woke()
+        return True
+
+    async def watch_pauses(self) -> None:
+        """The same check for a node whose guarded processes are all idle."""
+        period = min(self.dist.config.heartbeat_interval_ms / 2000.0, 0.1)
+        while not self.dist.stopping:
+            await anyio.sleep(period)
+            self.gate()
+
+    def _woke(self) -> None:
+        """Peers have declared this node down while it was frozen: fence, drop the stale
+        connections (the redials that follow bring it back) and forget what peers said."""
+        self.fence("frozen for longer than the heartbeat timeout")
+        now = time.monotonic()
+        for peer in self.reachable - {self.me}:
+            self.lost_at[peer] = now
+        self.reachable = {self.me}
+        self.reports.clear()
+        for conn in list(self.dist.transport.conns.values()):
+            if not conn.peer_hidden:
+                conn.close("heartbeat_timeout")
+        self.evaluate()  # a node alone in its view unfences at once; others wait to rejoin
+
+
+class SupervisorFencing:
+    """The DistributedSupervisor side: a child lost with its node is restarted only after the
+    takeover window; a child stopped by a fence moves elsewhere (not counted as a restart);
+    nothing restarts while this node is fenced (parked until it unfences)."""
+
+    def __init__(self, server: Any, guard: PartitionGuard) -> None:
+        self.server = server
+        self.guard = guard
+        self.parked: dict[str, Exit] = {}
+        self.unsubscribe = guard.subscribe(self._fence_changed)
+
+    def _fence_changed(self, fenced: bool) -> None:
+        if not fenced and self.parked:
+            self.server.node.send(self.server.ref, (RETRY,))
+
+    def _park(self, child: Any, msg: Exit, wait: float) -> None:
+        self.parked[child.spec.id] = msg
+        if math.isfinite(wait):
+            self.server.node.send_after(self.server.ref, (RETRY,), wait + 0.01)
+
+    async def handle(self, msg: Any, state: Any) -> Any:
+        """The new state when this handled `msg`, None when the supervisor handles it as usual."""
+        server = self.server
+        if type(msg) is tuple and msg == (RETRY,):
+            parked, self.parked = self.parked, {}
+            for exit_msg in parked.values():
+                state = await server.handle_info(exit_msg, state)
+                if not hasattr(state, "children"):  # a Stop: the supervisor gave up
+                    return state
+            return state
+        if not isinstance(msg, Exit) or msg.from_.node is None or server.node.stopping:
+            return None
+        child = next((c for c in state.children if c.ref == msg.from_), None)
+        if child is None:
+            return None
+        if msg.reason == NOCONNECTION or (msg.reason == PARTITION_FENCED and self.guard.fenced):
+            wait = self.guard.takeover_wait(msg.from_.node)
+            if wait > 0:
+                self._park(child, msg, wait)
+                return state
+            return None
+        if msg.reason == PARTITION_FENCED:  # its node fenced, this one did not: start it elsewhere
+            server._migrating[child.spec.id] = (msg.from_.node, PARTITION_FENCED)
+            child.ref, child.last_reason = None, msg.reason
+            try:
+                await server._start_child(child)
+            except Exception as exc:  # nowhere to go now: try again shortly
+                log.warning("could not move child %r off a fenced node yet: %s", child.spec.id, exc)
+                child.ref = msg.from_
+                self._park(child, msg, 0.5)
+            return state
+        return None
+
+
+def supervisor_fencing(server: Any) -> SupervisorFencing | None:
+    """The fencing hook of a DistributedSupervisor on this node (None without a policy)."""
+    dist = server.node.distribution
+    guard = getattr(dist, "partition_guard", None)
+    return SupervisorFencing(server, guard) if guard is not None else None

@@ -1,0 +1,298 @@
+"""Split-brain policy (docs/concepts/partitions.md): the losing side fences before the winning
+side takes over, so no child runs twice and no name has two answering owners at any instant.
+
+Children and name owners record their start (in init) and stop (an exit hook) on the shared
+monotonic clock of the in-process nodes; the checks compare those intervals."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from itertools import pairwise
+from typing import Any
+
+import anyio
+import pytest
+
+from noex_lab import (
+    Cluster,
+    DistributedSupervisor,
+    GenServer,
+    GlobalRegistry,
+    InvalidArgumentError,
+    Node,
+    NodeFencedError,
+    PartitionPolicy,
+    heal,
+    keep_majority,
+    keep_referee,
+    partition,
+    static_quorum,
+)
+from noex_lab.core.errors import GlobalNameConflictError
+from noex_lab.core.node_id import NodeId
+from tests.distribution import behaviors_partitions as rec
+from tests.helpers.cluster import start_cluster, wait_until
+
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("cleanup")]
+
+STABLE_MS = 1200  # 2 x the 600 ms heartbeat timeout of start_cluster's fast nodes
+
+
+def ids(*names: str) -> set[NodeId]:
+    return {NodeId(name, "127.0.0.1", 1) for name in names}
+
+
+# ---------------------------------------------------------------------- the decision, pure
+async def test_keep_majority_counts_the_view_and_breaks_ties_by_lowest_id() -> None:
+    policy = keep_majority()
+    view = ids("a", "b", "c", "d", "e")
+    assert policy.wins(view, ids("a", "b", "c"))
+    assert not policy.wins(view, ids("d", "e"))
+    four = ids("a", "b", "c", "d")
+    assert policy.wins(four, ids("a", "b")) and not policy.wins(four, ids("c", "d"))
+    assert policy.wins(ids("a"), ids("a"))
+
+
+async def test_static_quorum_and_referee() -> None:
+    assert static_quorum(3).wins(ids("a", "b", "c", "d"), ids("b", "c", "d"))
+    assert not static_quorum(3).wins(ids("a", "b", "c", "d"), ids("a", "b"))
+    referee = keep_referee("r@127.0.0.1:1")
+    assert referee.wins(ids("a", "r", "b"), ids("a", "r")) and not referee.wins(ids("a", "r", "b"), ids("b"))
+    by_name = keep_referee("r")
+    assert by_name.wins(ids("a", "r"), ids("r")) and not by_name.wins(ids("a", "r"), ids("a"))
+
+
+async def test_policy_names_and_typed_errors() -> None:
+    assert PartitionPolicy.of("keep_majority") == keep_majority()
+    assert PartitionPolicy.of("static_quorum:3") == static_quorum(3)
+    assert PartitionPolicy.of("keep_referee:r@127.0.0.1:1") == keep_referee("r@127.0.0.1:1")
+    assert PartitionPolicy.of(None).kind == "none"
+    assert PartitionPolicy.of("keep_referee:arbiter") == keep_referee("arbiter")
+    for bad in ("majority", "static_quorum:x", "keep_referee:", 3):
+        with pytest.raises(InvalidArgumentError):
+            PartitionPolicy.of(bad)
+    with pytest.raises(InvalidArgumentError):
+        static_quorum(0)
+    with pytest.raises(InvalidArgumentError):
+        keep_referee("not a node")
+
+
+async def test_cluster_start_refuses_a_window_shorter_than_four_heartbeats() -> None:
+    with pytest.raises(InvalidArgumentError, match="stable_after_ms"):
+        await Cluster.start("w", port=0, heartbeat_interval_ms=200, partition_policy="keep_majority",
+                            stable_after_ms=500)
+    with pytest.raises(InvalidArgumentError, match="partition_policy"):
+        await Cluster.start("w", port=0, partition_policy="keep_most")
+
+
+# ---------------------------------------------------------------------- helpers
+def record_stops(nodes: Iterable[Node]) -> None:
+    """Every process exit on these nodes goes to the recorders' log (their stop instant)."""
+    for node in nodes:
+        node.exit_hooks.append(lambda proc, _reason: rec.LOG.append(("stop", "", proc.ref, time.monotonic())))
+
+
+def intervals() -> dict[str, list[tuple[float, float]]]:
+    """Child id -> the [start, stop) intervals of its instances (stop inf while it runs)."""
+    started = {ref: (child, t) for event, child, ref, t in rec.LOG if event == "start"}
+    stopped = {ref: t for event, _, ref, t in rec.LOG if event == "stop"}
+    out: dict[str, list[tuple[float, float]]] = {}
+    for ref, (child, t) in started.items():
+        out.setdefault(child, []).append((t, stopped.get(ref, float("inf"))))
+    return out
+
+
+def assert_never_twice() -> None:
+    for child, spans in intervals().items():
+        spans.sort()
+        for (_, stop), (start, _) in pairwise(spans):
+            assert stop <= start, f"two instances of {child} ran at once: {spans}"
+
+
+def running_once(children: Iterable[str]) -> bool:
+    now = intervals()
+    return all(sum(stop == float("inf") for _, stop in now.get(c, [])) == 1 for c in children)
+
+
+async def start_supervisor(host: Node, n: int) -> Any:
+    children = [{"id": f"c{i}", "behavior_name": "partition_recorder", "arg": f"c{i}"} for i in range(n)]
+    with host.as_default():
+        return await DistributedSupervisor.start(children=children, node_selector="round_robin", max_restarts=50,
+                                                 within_ms=5000)
+
+
+def fenced(node: Node) -> bool:
+    guard = node.distribution.partition_guard
+    return guard is not None and guard.fenced
+
+
+async def policy_cluster(n: int) -> list[Node]:
+    rec.LOG.clear()
+    nodes = await start_cluster(n, partition_policy="keep_majority", stable_after_ms=STABLE_MS)
+    record_stops(nodes)
+    return nodes
+
+
+# ---------------------------------------------------------------------- partitions
+@pytest.mark.timeout(30)
+async def test_three_two_split_minority_fences_majority_takes_over_after_the_window() -> None:
+    nodes = await policy_cluster(5)
+    majority, minority = nodes[:3], nodes[3:]
+    sup = await start_supervisor(nodes[0], 10)
+    with minority[1].as_default():  # a globally named process on the minority side
+        owner = await GenServer.start(rec.Recorder, "owner-old")
+        await GlobalRegistry.register("svc", owner)
+    await wait_until(lambda: all(n.distribution.global_registry.whereis("svc") == owner for n in nodes), 3.0,
+                     "the name everywhere")
+
+    cut_at = time.monotonic()
+    partition(majority, minority)
+    await wait_until(lambda: all(fenced(n) for n in minority), 5.0, "the minority fences")
+    fenced_at = time.monotonic()
+    assert not any(fenced(n) for n in majority)
+    with minority[0].as_default(), pytest.raises(NodeFencedError):
+        await GlobalRegistry.register("other", owner)
+
+    # the majority claims the name as soon as the window lets it
+    with majority[0].as_default():
+        claimer = await GenServer.start(rec.Recorder, "owner-new")
+        claimed_at = None
+        with anyio.fail_after(10):
+            while claimed_at is None:
+                try:
+                    await GlobalRegistry.register("svc", claimer)
+                    claimed_at = time.monotonic()
+                except GlobalNameConflictError:
+                    await anyio.sleep(0.02)  # the old owner's name is held for the window
+    owner_stops = [t for event, _, ref, t in rec.LOG if event == "stop" and ref == owner]
+    assert owner_stops and owner_stops[0] < claimed_at, "two owners of 'svc' answered at once"
+    assert claimed_at - cut_at >= STABLE_MS / 1000.0
+    await wait_until(lambda: running_once(f"c{i}" for i in range(10)), 10.0, "every child runs again")
+    assert_never_twice()
+    with nodes[0].as_default():
+        children = await DistributedSupervisor.which_children(sup)
+    assert {c.node for c in children} <= {n.id for n in majority}
+    print(f"minority fenced {fenced_at - cut_at:.3f} s after the cut; name claimed after {claimed_at - cut_at:.3f} s")
+
+    healed_at = time.monotonic()
+    heal(*nodes)
+    await wait_until(lambda: all(len(n.get_nodes()) == 4 and not fenced(n) for n in nodes)
+                     and all(n.distribution.global_registry.whereis("svc") == claimer for n in nodes),
+                     5.0, "the heal converges")
+    converged = time.monotonic() - healed_at
+    print(f"converged {converged:.3f} s after the heal")
+    assert converged <= 1.0
+    assert running_once(f"c{i}" for i in range(10))
+    assert_never_twice()
+
+
+@pytest.mark.timeout(30)
+async def test_a_minority_of_low_ids_fences_and_the_majority_never_does() -> None:
+    nodes = await policy_cluster(5)
+    minority, majority = nodes[:2], nodes[2:]  # the lowest ids lose: no overlap may be seen, even at the heal
+    fences: list[str] = []
+    for node in majority:
+        node.events.subscribe(lambda e, n=node: fences.append(n.id.name) if e.kind == "node_fenced" else None)
+    await start_supervisor(nodes[2], 10)
+    partition(minority, majority)
+    await wait_until(lambda: all(fenced(n) for n in minority), 5.0, "the minority fences")
+    await wait_until(lambda: running_once(f"c{i}" for i in range(10)), 10.0, "every child runs on the majority")
+    heal(*nodes)
+    await wait_until(lambda: all(len(n.get_nodes()) == 4 and not fenced(n) for n in nodes), 5.0, "healed")
+    assert fences == []
+    assert running_once(f"c{i}" for i in range(10))
+    assert_never_twice()
+
+
+@pytest.mark.timeout(30)
+async def test_two_two_split_the_side_with_the_lowest_id_wins() -> None:
+    nodes = await policy_cluster(4)
+    await start_supervisor(nodes[0], 8)
+    partition(nodes[:2], nodes[2:])
+    await wait_until(lambda: fenced(nodes[2]) and fenced(nodes[3]), 5.0, "the side without n0 fences")
+    assert not fenced(nodes[0]) and not fenced(nodes[1])
+    await wait_until(lambda: running_once(f"c{i}" for i in range(8)), 10.0, "every child runs on n0/n1")
+    assert_never_twice()
+    healed_at = time.monotonic()
+    heal(*nodes)
+    await wait_until(lambda: all(len(n.get_nodes()) == 3 and not fenced(n) for n in nodes), 5.0, "healed")
+    assert time.monotonic() - healed_at <= 1.0
+    assert running_once(f"c{i}" for i in range(8))
+    assert_never_twice()
+
+
+@pytest.mark.timeout(30)
+async def test_two_two_split_with_a_referee_the_referees_side_wins() -> None:
+    rec.LOG.clear()
+    nodes = await start_cluster(4, partition_policy=keep_referee("n3"), stable_after_ms=STABLE_MS)
+    record_stops(nodes)
+    await start_supervisor(nodes[3], 8)
+    partition(nodes[:2], nodes[2:])
+    await wait_until(lambda: fenced(nodes[0]) and fenced(nodes[1]), 5.0, "the side without the referee fences")
+    assert not fenced(nodes[2]) and not fenced(nodes[3])
+    await wait_until(lambda: running_once(f"c{i}" for i in range(8)), 10.0, "every child runs on n2/n3")
+    assert_never_twice()
+    healed_at = time.monotonic()
+    heal(*nodes)
+    await wait_until(lambda: all(len(n.get_nodes()) == 3 and not fenced(n) for n in nodes), 5.0, "healed")
+    assert time.monotonic() - healed_at <= 1.0
+    assert running_once(f"c{i}" for i in range(8))
+    assert_never_twice()
+
+
+@pytest.mark.timeout(30)
+async def test_a_supervisor_on_the_fenced_side_parks_its_children_and_restarts_them_after_the_heal() -> None:
+    rec.LOG.clear()
+    nodes = await start_cluster(4, partition_policy=keep_referee("n3"), stable_after_ms=STABLE_MS)
+    record_stops(nodes)
+    sup = await start_supervisor(nodes[0], 8)  # on the side that will lose
+    partition(nodes[:2], nodes[2:])
+    await wait_until(lambda: fenced(nodes[0]) and fenced(nodes[1]), 5.0, "n0 and n1 fence")
+    await wait_until(lambda: not any(stop == float("inf") for spans in intervals().values() for _, stop in spans),
+                     5.0, "every child stopped: fenced, or cut off from its supervisor")
+    healed_at = time.monotonic()
+    heal(*nodes)
+    await wait_until(lambda: running_once(f"c{i}" for i in range(8)), 5.0, "every child restarted once")
+    print(f"children back {time.monotonic() - healed_at:.3f} s after the heal")
+    assert time.monotonic() - healed_at <= 1.0
+    with nodes[0].as_default():
+        children = await DistributedSupervisor.which_children(sup)
+    assert all(c.status == "running" for c in children)
+    assert_never_twice()
+
+
+@pytest.mark.timeout(30)
+async def test_overlapping_partition_the_higher_id_end_of_the_broken_link_fences() -> None:
+    a, b, c = await policy_cluster(3)
+    await start_supervisor(b, 6)  # on the node that still reaches both ends
+    partition([a], [c])
+    await wait_until(lambda: fenced(c), 5.0, "c fences")
+    assert not fenced(a) and not fenced(b)
+    with c.as_default():
+        on_c = await GenServer.start(rec.Recorder, "on-c")
+    with b.as_default(), pytest.raises(NodeFencedError):  # b may not name a process of the fenced c
+        await GlobalRegistry.register("c-name", on_c)
+    await wait_until(lambda: running_once(f"c{i}" for i in range(6)), 10.0, "c's children moved")
+    assert_never_twice()
+    assert all(n.distribution.partition_guard is not None for n in (a, b, c))
+    healed_at = time.monotonic()
+    heal(a, b, c)
+    await wait_until(lambda: all(len(n.get_nodes()) == 2 and not fenced(n) for n in (a, b, c)), 5.0, "healed")
+    assert time.monotonic() - healed_at <= 1.0
+    assert running_once(f"c{i}" for i in range(6))
+    assert_never_twice()
+
+
+@pytest.mark.timeout(30)
+async def test_no_policy_both_sides_run_on() -> None:
+    rec.LOG.clear()
+    nodes = await start_cluster(3)
+    assert all(n.distribution.partition_guard is None for n in nodes)
+    partition(nodes[:2], nodes[2:])
+    await wait_until(lambda: all(len(n.get_nodes()) == (1 if n in nodes[:2] else 0) for n in nodes), 5.0,
+                     "both sides see the split")
+    with nodes[2].as_default():
+        lonely = await GenServer.start(rec.Recorder, "x")
+        await GlobalRegistry.register("still-mine", lonely)  # no fencing: the minority claims names
+    heal(*nodes)
