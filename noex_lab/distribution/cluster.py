@@ -164,6 +164,7 @@ class Distribution:
         self.status = "starting"
         self.global_registry: GlobalNames | None = None
         self.metrics: Any = None  # the MetricsServer when metrics_port was given (noex_lab.metrics)
+        self.supervisor_replicas: Any = None  # DistributedSupervisor replicas and hand-offs
 
     # ------------------------------------------------------------------ start / stop
     async def start(self) -> None:
@@ -225,6 +226,9 @@ class Distribution:
         install_groups(self)  # process groups (pg): local views, broadcast changes
         install_named(self)  # (name, node) targets, multi_call, abcast
         install_rpc(self)  # functions registered with @remote_function
+        from .distributed_supervisor import install_supervisor_replicas
+
+        install_supervisor_replicas(self)  # DistributedSupervisor: replicas, takeover, hand-off
         backend = node.backend
 
         def report(kind: str, peer: NodeId, live: PeerLiveness) -> None:

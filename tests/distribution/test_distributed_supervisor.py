@@ -148,15 +148,31 @@ async def test_least_loaded_counts_its_own_placements_when_the_wall_clock_steps_
     assert placed[b.id] - placed[c.id] in (-1, 0, 1) and placed[b.id] + placed[c.id] >= 4, placed
 
 
-async def test_supervisor_node_death_takes_its_children_down() -> None:
+async def test_supervisor_node_death_leaves_its_children_running_and_a_survivor_takes_over() -> None:
     a, b, c = await start_cluster(3)
     with a.as_default():
-        sup = await DistributedSupervisor.start(children=specs(4), node_selector={"node": str(b.id)})
+        sup = await DistributedSupervisor.start(children=specs(4), node_selector={"node": str(b.id)}, name="pool")
+        before = await DistributedSupervisor.which_children("pool")
     assert sum(1 for p in b.processes() if p.behavior.__name__ == "Echo") == 4
+    took_over: list[NodeEvent] = []
+    with c.as_default():
+        DistributedSupervisor.on_event("pool", took_over.append)
     await a.kill()
-    await wait_until(lambda: not any(p.behavior.__name__ == "Echo" for p in b.processes()), 2.0,
-                     "orphans exit with noconnection")
-    assert sup.node == a.id
+    await wait_until(lambda: any(e.kind == "supervisor_took_over" for e in took_over), 2.0, "takeover seen on c")
+    for node in (b, c):
+        with node.as_default():
+            after = await DistributedSupervisor.which_children("pool")
+        assert [(ch.id, ch.ref, ch.restarts) for ch in after] == [(ch.id, ch.ref, 0) for ch in before]
+    assert sum(1 for p in b.processes() if p.behavior.__name__ == "Echo") == 4
+    new_host = next(e.data["node"] for e in took_over if e.kind == "supervisor_took_over")
+    assert new_host == min(b.id, c.id) and sup.node == a.id
+    victim = b.local_process(before[0].ref)
+    assert victim is not None
+    victim.kill("boom")  # still supervised: a crash is restarted by the new host
+    with b.as_default():
+        await wait_until(lambda: any(e.kind == "child_restarted" for e in took_over), 2.0, "restart by new host")
+        children = await DistributedSupervisor.wait_stable("pool")
+    assert children[0].ref != before[0].ref and children[0].restarts == 1
 
 
 async def test_restarted_node_gets_no_stale_children() -> None:
