@@ -158,6 +158,7 @@ class DistributedSupervisorServer(SupervisorServer):
         self._failed_nodes: set[NodeId] = set()
         self._dspecs: dict[str, DistributedChildSpec] = {}
         self._mrefs: dict[ProcessRef, MonitorRef] = {}
+        self._by_ref: dict[ProcessRef, SupervisedChild] = {}  # watched children, for their Down
         self._flush_pending = False
         self._handing_over = False  # this node leaves: the supervision moves, the children stay
         self._adopted = replica is None  # a standby that lost the claim on the name stops nothing
@@ -194,7 +195,7 @@ class DistributedSupervisorServer(SupervisorServer):
         self.node.events.emit(kind, supervisor=self.ref, name=self._gname, **data)
         store = _store(self.node)
         if store is not None:
-            store.relay(self._gname, kind, {"supervisor": self.ref, "name": self._gname, **data})
+            store.relay(self._gname, self.ref, kind, {"supervisor": self.ref, "name": self._gname, **data})
 
     # ------------------------------------------------------------------ placement
     def _alive_nodes(self) -> list[NodeId]:
@@ -209,8 +210,9 @@ class DistributedSupervisorServer(SupervisorServer):
         dist = self.node.distribution
         return node is not None and dist is not None and dist.membership.is_departing(node, incarnation)
 
-    async def _choose(self, dspec: DistributedChildSpec, exclude: set[NodeId]) -> NodeId:
-        nodes = [n for n in self._alive_nodes() if n not in exclude]
+    async def _choose(self, dspec: DistributedChildSpec, exclude: set[NodeId],
+                      alive: list[NodeId] | None = None) -> NodeId:
+        nodes = [n for n in (self._alive_nodes() if alive is None else alive) if n not in exclude]
         if not nodes:
             raise InitError(dspec.behavior_name, "no node is available to run this child")
         selector = dspec.node_selector if dspec.node_selector is not None else self._selector
@@ -269,7 +271,7 @@ class DistributedSupervisorServer(SupervisorServer):
             except NoexError as exc:
                 raise InitError(dspec.behavior_name, str(exc), getattr(exc, "reason", None)) from exc
             self._note_placement(target)
-            self._watch(ref)
+            self._watch(child, ref)
             return ref
         raise InitError(dspec.behavior_name, f"could not start child {dspec.id!r}: {last_error}")
 
@@ -286,11 +288,15 @@ class DistributedSupervisorServer(SupervisorServer):
             self._emit("child_restarted", child=child.spec.id, ref=child.ref, node=target, restarts=child.restarts)
         self._emit("child_started", child=child.spec.id, ref=child.ref, node=target)
 
-    def _watch(self, ref: ProcessRef) -> None:
+    def _watch(self, child: SupervisedChild, ref: ProcessRef) -> None:
         self._mrefs[ref] = self.node.monitor(ref, watcher=self.ref)
+        self._by_ref[ref] = child
 
     def _unwatch(self, ref: ProcessRef | None) -> None:
-        mref = self._mrefs.pop(ref, None) if ref is not None else None
+        if ref is None:
+            return
+        self._by_ref.pop(ref, None)
+        mref = self._mrefs.pop(ref, None)
         if mref is not None:
             self.node.demonitor(mref)
 
@@ -316,9 +322,10 @@ class DistributedSupervisorServer(SupervisorServer):
         once; returns the children that could not be started that way."""
         plan: dict[NodeId, list[SupervisedChild]] = {}
         failed: list[SupervisedChild] = []
+        alive = self._alive_nodes()
         for child in children:
             try:
-                target = await self._choose(self._dspecs[child.spec.id], exclude)
+                target = await self._choose(self._dspecs[child.spec.id], exclude, alive)
             except InitError:
                 failed.append(child)
                 continue
@@ -341,7 +348,7 @@ class DistributedSupervisorServer(SupervisorServer):
                     continue
                 child.ref = ref
                 self._note_placement(target)
-                self._watch(ref)
+                self._watch(child, ref)
                 self._announce(child, target)
 
         async with anyio.create_task_group() as tg:
@@ -359,8 +366,8 @@ class DistributedSupervisorServer(SupervisorServer):
             return state  # the node that takes over sees these children's ends itself
         if isinstance(msg, Down):
             self._mrefs.pop(msg.ref, None)
-            child = next((c for c in state.children if c.ref == msg.ref), None)
-            if child is None:
+            child = self._by_ref.pop(msg.ref, None)
+            if child is None or child.ref != msg.ref:
                 return state
             result = await self._child_down(state, child, msg.ref, msg.reason)
         else:
@@ -506,7 +513,7 @@ class DistributedSupervisorServer(SupervisorServer):
             if child.ref is None:
                 continue
             if child.ref.node in alive:
-                self._watch(child.ref)
+                self._watch(child, child.ref)
             elif child.ref.node is not None:
                 lost.add(child.ref.node)
         self._emit("supervisor_took_over", node=self.node.id)
@@ -618,8 +625,11 @@ class SupervisorReplicas:
         self.node = dist.node
         self.replicas: dict[str, dict[str, Any]] = {}
         self.local: dict[str, ProcessRef] = {}  # supervisors hosted here, by global name
-        self.listeners: dict[str, list[Callable[[NodeEvent], Any]]] = {}  # on_event here, by name
-        self.remote_listeners: dict[str, set[NodeId]] = {}  # nodes with on_event for a name
+        # on_event callbacks here, and the nodes with on_event, by supervisor name or ref
+        self.listeners: dict[str | ProcessRef, list[Callable[[NodeEvent], Any]]] = {}
+        self.remote_listeners: dict[str | ProcessRef, set[NodeId]] = {}
+        self._outbox: dict[NodeId, list[list[Any]]] = {}
+        self._relay_scheduled = False
         handlers = dist.router.rpc_handlers
         handlers["dsup.replica"] = self._on_replica
         handlers["dsup.forget"] = lambda _peer, name: self.replicas.pop(name, None) and None
@@ -627,7 +637,7 @@ class SupervisorReplicas:
         handlers["dsup.handoff"] = lambda _peer, refs: _handoff(self.node, refs)
         handlers["dsup.evacuate"] = self._on_evacuate
         handlers["dsup.listen"] = self._on_listen
-        handlers["dsup.event"] = self._on_event
+        handlers["dsup.events"] = self._on_events
         dist.join_hooks.append(self._peer_joined)
         dist.leave_hooks.append(self._peer_left)
         self.node.handoff_hooks.append(self._leave)
@@ -682,9 +692,9 @@ class SupervisorReplicas:
         await self.node.call(ref, (_SUP, "adopt", graceful), _BATCH_TIMEOUT_S)
 
     def _peer_joined(self, peer: NodeId) -> None:
-        for name, callbacks in self.listeners.items():
+        for key, callbacks in self.listeners.items():
             if callbacks:
-                self.dist.router.rpc_cast(peer, "dsup.listen", name)
+                self.dist.router.rpc_cast(peer, "dsup.listen", key)
 
     # graceful leave
     async def _leave(self) -> None:
@@ -720,11 +730,13 @@ class SupervisorReplicas:
                 tg.start_soon(ask, sup)
 
     # events from any node
-    def listen(self, name: str, callback: Callable[[NodeEvent], Any]) -> Callable[[], None]:
-        callbacks = self.listeners.setdefault(name, [])
+    def listen(self, key: str | ProcessRef, callback: Callable[[NodeEvent], Any]) -> Callable[[], None]:
+        """`callback` gets the events of the supervisor named (or with the ref) `key` when it runs
+        on another node: every member is asked to relay them here."""
+        callbacks = self.listeners.setdefault(key, [])
         callbacks.append(callback)
-        for info in self.node.get_nodes():
-            self.dist.router.rpc_cast(info.id, "dsup.listen", name)
+        for peer in self._members():
+            self.dist.router.rpc_cast(peer, "dsup.listen", key)
 
         def unsubscribe() -> None:
             if callback in callbacks:
@@ -732,22 +744,55 @@ class SupervisorReplicas:
 
         return unsubscribe
 
-    def _on_listen(self, peer: NodeId, name: Any) -> None:
-        if isinstance(name, str):
-            self.remote_listeners.setdefault(name, set()).add(peer)
+    def _members(self) -> list[NodeId]:
+        peers = {i.id for i in self.node.get_nodes()}
+        if self.dist.config.hidden:  # an observer lists no one but is connected to the members
+            peers |= set(self.dist.transport.conns)
+        return sorted(peers)
 
-    def relay(self, name: str, kind: str, data: dict[str, Any]) -> None:
-        for peer in self.remote_listeners.get(name, ()):
+    def _on_listen(self, peer: NodeId, key: Any) -> None:
+        if isinstance(key, str | ProcessRef):
+            self.remote_listeners.setdefault(key, set()).add(peer)
+
+    def relay(self, name: str, ref: ProcessRef, kind: str, data: dict[str, Any]) -> None:
+        """Queue an event for the nodes listening to this supervisor; sent in one notification
+        per node and burst (a failover of hundreds of children is one message, not hundreds)."""
+        keys: set[str | ProcessRef] = {name, ref}
+        full = _full(self.dist.node_id, ref)
+        if full is not None:
+            keys.add(full)
+        for key in keys:
+            for peer in self.remote_listeners.get(key, set()):
+                self._outbox.setdefault(peer, []).append([key, kind, data])
+        if self._outbox and not self._relay_scheduled:
+            self._relay_scheduled = True
+            self.node.spawn_task(self._send_relays, what="DistributedSupervisor event relay")
+
+    async def _send_relays(self) -> None:
+        self._relay_scheduled = False
+        outbox, self._outbox = self._outbox, {}
+        for peer, batch in outbox.items():
             try:
-                self.dist.router.rpc_cast(peer, "dsup.event", [name, kind, data])
+                self.dist.router.rpc_cast(peer, "dsup.events", batch)
             except NoexError as exc:
-                self.node.events.report_error(f"event {kind} of supervisor {name!r} to {peer}", exc)
+                self.node.events.report_error(f"supervisor events to {peer}", exc)
 
-    def _on_event(self, peer: NodeId, args: Any) -> None:
-        name, kind, data = args
-        event = NodeEvent(kind, time.time(), peer, dict(data))
-        for callback in list(self.listeners.get(name, ())):
-            self.node.run_callback(callback, event, what="DistributedSupervisor.on_event callback")
+    def _on_events(self, peer: NodeId, batch: Any) -> None:
+        calls: list[tuple[Callable[[NodeEvent], Any], NodeEvent]] = []
+        for key, kind, data in batch:
+            event = NodeEvent(kind, time.time(), peer, dict(data))
+            calls.extend((callback, event) for callback in list(self.listeners.get(key, ())))
+        if calls:
+            self.node.spawn_task(self._deliver, calls, what="DistributedSupervisor.on_event callbacks")
+
+    async def _deliver(self, calls: list[tuple[Callable[[NodeEvent], Any], NodeEvent]]) -> None:
+        for callback, event in calls:
+            try:
+                result = callback(event)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as exc:
+                self.node.events.report_error("DistributedSupervisor.on_event callback", exc)
 
 
 def install_supervisor_replicas(dist: Distribution) -> SupervisorReplicas:
@@ -972,8 +1017,9 @@ class DistributedSupervisor:
 
         unsubscribers = [host.events.subscribe(relay)]
         store = _store(host)
-        if store is not None and name is not None:
-            unsubscribers.append(store.listen(name, callback))
+        key = name if name is not None else sup if isinstance(sup, ProcessRef) and not host.is_local(sup) else None
+        if store is not None and key is not None:
+            unsubscribers.append(store.listen(key, callback))
 
         def unsubscribe() -> None:
             for stop in unsubscribers:
