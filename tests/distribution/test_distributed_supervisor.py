@@ -208,3 +208,33 @@ async def test_a_cluster_that_shuts_down_as_a_whole_stops_its_supervisor_cleanly
     stopped = [e for e in events if e.kind == "supervisor_stopped"]
     assert [e.data["reason"] for e in stopped] == ["shutdown"], stopped
     assert not [e for e in events if e.kind in ("crash_report", "child_restarted")]
+
+
+async def test_graceful_stop_of_the_supervisors_node_hands_its_children_and_the_supervision_over() -> None:
+    import tests.distribution.behaviors_dsup  # noqa: F401  (registers counter)
+
+    a, b, c = await start_cluster(3)
+    with a.as_default():
+        await DistributedSupervisor.start(children=specs(6, "counter"), node_selector="round_robin", name="pool",
+                                          max_restarts=0)  # a move counted as a restart would stop it
+        before = {ch.id: ch for ch in await DistributedSupervisor.which_children("pool")}
+        for ch in before.values():
+            for _ in range(int(ch.id[1:]) + 1):
+                GenServer.cast(ch.ref, "inc")
+        assert [await GenServer.call(ch.ref, "get") for ch in before.values()] == [1, 2, 3, 4, 5, 6]
+    events: list[NodeEvent] = []
+    with c.as_default():
+        DistributedSupervisor.on_event("pool", events.append)
+    moving = {cid for cid, ch in before.items() if ch.node == a.id}
+    assert len(moving) == 2
+    await a.stop()
+    await wait_until(lambda: any(e.kind == "supervisor_took_over" for e in events), 2.0, "takeover")
+    assert {e.data["child"] for e in events if e.kind == "child_migrated"} == moving
+    for node in (b, c):
+        with node.as_default():
+            after = {ch.id: ch for ch in await DistributedSupervisor.wait_stable("pool")}
+        assert all(after[cid].ref == ch.ref for cid, ch in before.items() if cid not in moving)
+        assert all(ch.restarts == 0 and ch.node in (b.id, c.id) for ch in after.values())
+    with b.as_default():
+        assert [await GenServer.call(after[cid].ref, "get") for cid in sorted(after)] == [1, 2, 3, 4, 5, 6]
+    assert not [e for e in events if e.kind in ("supervisor_stopped", "child_restarted")]
