@@ -44,6 +44,7 @@ from ..core.errors import (
     NodeNotReachableError,
     NodeStoppedError,
     NoexError,
+    NotPermittedError,
     SupervisorError,
     WaitTimeoutError,
 )
@@ -162,6 +163,10 @@ class DistributedSupervisorServer(SupervisorServer):
         self._flush_pending = False
         self._handing_over = False  # this node leaves: the supervision moves, the children stay
         self._adopted = replica is None  # a standby that lost the claim on the name stops nothing
+        dist = self.node.distribution
+        # A hidden observer is no member: nobody takes its supervisor over, so its children are
+        # also linked to it and end with it (the OTP rule), as before replication existed.
+        self._linked = dist is not None and dist.config.hidden
         # monotonic times of recent placements per node: heartbeats report process counts late
         self._placed_at: dict[NodeId, list[float]] = {}
         if self.node.distribution is not None:
@@ -261,7 +266,7 @@ class DistributedSupervisorServer(SupervisorServer):
                 raise
             try:
                 ref = await spawn(dspec.behavior_name, target, arg=dspec.arg, max_mailbox=dspec.max_mailbox,
-                                  overflow=dspec.overflow)
+                                  overflow=dspec.overflow, link_to=self.ref if self._linked else None)
             except (NodeNotReachableError, NodeStoppedError, TimeoutError) as exc:
                 tried.add(target)
                 last_error = exc
@@ -336,7 +341,8 @@ class DistributedSupervisorServer(SupervisorServer):
             for child in group:
                 dspec = self._dspecs[child.spec.id]
                 handoff = (handoffs or {}).get(child.spec.id, [False, None])
-                items.append([dspec.behavior_name, dspec.arg, dspec.max_mailbox, dspec.overflow, *handoff])
+                items.append([dspec.behavior_name, dspec.arg, dspec.max_mailbox, dspec.overflow, *handoff,
+                              self.ref if self._linked else None])
             try:
                 results = await _spawn_many_at(self.node, target, items)
             except NoexError:
@@ -364,6 +370,8 @@ class DistributedSupervisorServer(SupervisorServer):
             return state
         if self._handing_over:
             return state  # the node that takes over sees these children's ends itself
+        if isinstance(msg, Exit) and msg.from_ in self._by_ref:
+            return state  # a linked child (hidden host): its Down says the same
         if isinstance(msg, Down):
             self._mrefs.pop(msg.ref, None)
             child = self._by_ref.pop(msg.ref, None)
@@ -418,6 +426,8 @@ class DistributedSupervisorServer(SupervisorServer):
                 return await self.give_up(state)
             if not graceful:
                 child.restarts += 1
+                self.node.events.emit("supervisor_restart", supervisor=self.ref, child=child.spec.id,
+                                      reason=NOCONNECTION, strategy=state.strategy, restarts=child.restarts)
             restartable.append(child)
         for child in await self._start_batch(restartable, {node}):
             try:
@@ -534,7 +544,7 @@ class DistributedSupervisorServer(SupervisorServer):
     def _replicate(self, state: SupervisorState) -> None:
         """Push this supervisor's state to every member (each change, coalesced per burst)."""
         dist = self.node.distribution
-        if dist is None or not self._adopted:
+        if dist is None or not self._adopted or self._linked:
             return
         now = anyio.current_time()
         me = self.node.id
@@ -633,7 +643,7 @@ class SupervisorReplicas:
         handlers = dist.router.rpc_handlers
         handlers["dsup.replica"] = self._on_replica
         handlers["dsup.forget"] = lambda _peer, name: self.replicas.pop(name, None) and None
-        handlers["dsup.spawn_many"] = lambda _peer, items: _spawn_many(self.node, items)
+        handlers["dsup.spawn_many"] = lambda peer, items: _spawn_many(self.node, items, peer)
         handlers["dsup.handoff"] = lambda _peer, refs: _handoff(self.node, refs)
         handlers["dsup.evacuate"] = self._on_evacuate
         handlers["dsup.listen"] = self._on_listen
@@ -689,6 +699,8 @@ class SupervisorReplicas:
         else:
             await self.node.stop_process(ref, SHUTDOWN, 5.0)
             raise SupervisorError(f"could not take over supervisor {name!r}: its global name stayed taken")
+        if not name.startswith("$dsup/") and self.node.names.whereis(name) is None:
+            self.node.register_name(name, ref)  # named on its new node too, as on its first one
         await self.node.call(ref, (_SUP, "adopt", graceful), _BATCH_TIMEOUT_S)
 
     def _peer_joined(self, peer: NodeId) -> None:
@@ -808,7 +820,7 @@ def _store(node: Node) -> SupervisorReplicas | None:
 
 async def _spawn_many_at(node: Node, target: NodeId, items: list[list[Any]]) -> list[list[Any]]:
     if target == node.id:
-        return await _spawn_many(node, items)
+        return await _spawn_many(node, items, node.id)
     dist = node.distribution
     if dist is None:
         raise NodeNotReachableError(target, "this node is not distributed")
@@ -816,21 +828,24 @@ async def _spawn_many_at(node: Node, target: NodeId, items: list[list[Any]]) -> 
     return result
 
 
-async def _spawn_many(node: Node, items: Any) -> list[list[Any]]:
+async def _spawn_many(node: Node, items: Any, peer: NodeId | None) -> list[list[Any]]:
     """System handler: start each `[behavior_name, arg, max_mailbox, overflow, has_handoff,
-    handoff]` (all at once); `[True, ref]` or `[False, why]` for each."""
+    handoff, link_to]` (all at once); `[True, ref]` or `[False, why]` for each. As with
+    `spawn`, a peer may link a new process only to a process of its own."""
     if not isinstance(items, list):
         raise InvalidArgumentError("dsup.spawn_many needs a list")
     results: list[list[Any]] = [[False, "not started"] for _ in items]
 
     async def one(i: int, item: Any) -> None:
         try:
-            behavior_name, arg, max_mailbox, overflow, has_handoff, handoff = item
+            behavior_name, arg, max_mailbox, overflow, has_handoff, handoff, link_to = item
+            if link_to is not None and not (isinstance(link_to, ProcessRef) and (link_to.node or node.id) == peer):
+                raise NotPermittedError(f"{peer} asked to link a new process to {link_to!r}, not a process of its own")
             behavior = BehaviorRegistry.get(behavior_name)
             token = _HANDOFF.set([handoff, None]) if has_handoff else None
             try:
                 ref = await node.spawn(behavior, arg, timeout=_BATCH_TIMEOUT_S - 1.0, max_mailbox=max_mailbox,
-                                       overflow=overflow)
+                                       overflow=overflow, link=link_to)
             finally:
                 if token is not None:
                     _HANDOFF.reset(token)
@@ -937,7 +952,7 @@ class DistributedSupervisor:
         unnamed, it holds an internal global name, so that exactly one node takes it over."""
         options = _options(strategy, list(children or []), max_restarts, within_ms, node_selector)
         node = current_node()
-        if node.distribution is None:
+        if node.distribution is None or node.distribution.config.hidden:  # no member can take it over
             options["global_name"] = name or f"$dsup/{uuid.uuid4().hex}"
             return await node.spawn(DistributedSupervisorServer, options, name=name, timeout=timeout)
         gname = options["global_name"] = name or f"$dsup/{node.id}/{uuid.uuid4().hex[:12]}"
@@ -945,7 +960,8 @@ class DistributedSupervisor:
         assert registry is not None
         if name is not None and registry.whereis(name) is not None:
             raise GlobalNameConflictError(name, registry.whereis(name))
-        ref = await node.spawn(DistributedSupervisorServer, options, timeout=timeout)
+        # named here too (as a Supervisor is), and globally: every node finds it by name
+        ref = await node.spawn(DistributedSupervisorServer, options, name=name, timeout=timeout)
         try:
             await registry.register(gname, ref, timeout=min(timeout, 10.0))
         except BaseException:
