@@ -372,6 +372,11 @@ class DistributedSupervisorServer(SupervisorServer):
             return state  # the node that takes over sees these children's ends itself
         if isinstance(msg, Exit) and msg.from_ in self._by_ref:
             return state  # a linked child (hidden host): its Down says the same
+        if isinstance(msg, Exit) and isinstance(msg.reason, tuple | list) and len(msg.reason) == 2 \
+                and msg.reason[0] == "name_conflict" and msg.reason[1] == self._gname:
+            # after a partition healed, the other side's supervisor keeps the name: it supervises,
+            # this one stops the instances it started (one per child remains, the winner's)
+            return Stop(("name_conflict", self._gname), state)
         if isinstance(msg, Down):
             self._mrefs.pop(msg.ref, None)
             child = self._by_ref.pop(msg.ref, None)
@@ -589,7 +594,7 @@ class DistributedSupervisorServer(SupervisorServer):
                     self._unwatch(ref)
                 await super().terminate(reason, state)
                 if store is not None:
-                    store.forget(self._gname)
+                    store.forget(self._gname, self.ref)
         finally:
             if store is not None and store.local.get(self._gname) == self.ref:
                 del store.local[self._gname]
@@ -642,7 +647,7 @@ class SupervisorReplicas:
         self._relay_scheduled = False
         handlers = dist.router.rpc_handlers
         handlers["dsup.replica"] = self._on_replica
-        handlers["dsup.forget"] = lambda _peer, name: self.replicas.pop(name, None) and None
+        handlers["dsup.forget"] = self._on_forget
         handlers["dsup.spawn_many"] = lambda peer, items: _spawn_many(self.node, items, peer)
         handlers["dsup.handoff"] = lambda _peer, refs: _handoff(self.node, refs)
         handlers["dsup.evacuate"] = self._on_evacuate
@@ -657,10 +662,18 @@ class SupervisorReplicas:
         if isinstance(payload, dict) and payload.get("host") == peer and isinstance(payload.get("name"), str):
             self.replicas[payload["name"]] = payload
 
-    def forget(self, name: str) -> None:
-        self.replicas.pop(name, None)
+    def forget(self, name: str, sup: ProcessRef) -> None:
+        """Supervisor `sup` stopped: drop its replicas (not those of another holder of the name)."""
+        sup = _full(self.dist.node_id, sup) or sup
+        self._on_forget(self.dist.node_id, [name, sup])
         for info in self.node.get_nodes():
-            self.dist.router.rpc_cast(info.id, "dsup.forget", name)
+            self.dist.router.rpc_cast(info.id, "dsup.forget", [name, sup])
+
+    def _on_forget(self, _peer: NodeId | None, args: Any) -> None:
+        name, sup = args
+        replica = self.replicas.get(name)
+        if replica is not None and replica["sup"] == sup:
+            del self.replicas[name]
 
     def _alive(self) -> list[NodeId]:
         """Members that can host a supervisor: up, not leaving, not hidden."""
