@@ -158,6 +158,7 @@ class DistributedSupervisorServer(SupervisorServer):
         self._migrating: dict[str, tuple[NodeId, str]] = {}  # child id -> (from node, why)
         self._failed_nodes: set[NodeId] = set()
         self._dspecs: dict[str, DistributedChildSpec] = {}
+        self._wires: dict[str, dict[str, Any]] = {}
         self._mrefs: dict[ProcessRef, MonitorRef] = {}
         self._by_ref: dict[ProcessRef, SupervisedChild] = {}  # watched children, for their Down
         self._flush_pending = False
@@ -186,9 +187,17 @@ class DistributedSupervisorServer(SupervisorServer):
 
     def _to_child_spec(self, dspec: DistributedChildSpec) -> ChildSpec:
         self._dspecs[dspec.id] = dspec
+        self._wires.pop(dspec.id, None)
         return ChildSpec(id=dspec.id, start=_no_direct_start, arg=dspec.arg,
                          restart=dspec.restart,  # type: ignore[arg-type]
                          shutdown=dspec.shutdown)
+
+    def _wire(self, child_id: str) -> dict[str, Any]:
+        """A child's spec as a wire value, built once (a replica of 1,000 children is pushed often)."""
+        wire = self._wires.get(child_id)
+        if wire is None:
+            wire = self._wires[child_id] = self._dspecs[child_id].wire()
+        return wire
 
     def _node_up(self, _info: Any) -> None:
         self._failed_nodes.discard(_info.id)
@@ -560,7 +569,7 @@ class DistributedSupervisorServer(SupervisorServer):
             "template": self._dspecs[state.template.id].wire() if state.template is not None else None,
             "next_dynamic": state.next_dynamic, "total_restarts": state.total_restarts,
             "ages": [now - t for t in state.restart_times],
-            "children": [[self._dspecs[c.spec.id].wire(), _full(me, c.ref), c.restarts] for c in state.children],
+            "children": [[self._wire(c.spec.id), _full(me, c.ref), c.restarts] for c in state.children],
         }
         for info in self.node.get_nodes():
             try:
