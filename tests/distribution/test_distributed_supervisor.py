@@ -238,3 +238,36 @@ async def test_graceful_stop_of_the_supervisors_node_hands_its_children_and_the_
     with b.as_default():
         assert [await GenServer.call(after[cid].ref, "get") for cid in sorted(after)] == [1, 2, 3, 4, 5, 6]
     assert not [e for e in events if e.kind in ("supervisor_stopped", "child_restarted")]
+
+
+async def test_the_node_that_takes_over_continues_the_restart_history() -> None:
+    a, b, c = await start_cluster(3)
+    with a.as_default():
+        await DistributedSupervisor.start(children=specs(2), node_selector={"node": str(b.id)}, name="pool",
+                                          max_restarts=2, within_ms=60_000)
+    for _ in range(2):  # two restarts on a: the window allows one more
+        with b.as_default():
+            [first, _] = await DistributedSupervisor.wait_stable("pool")
+        victim = b.local_process(first.ref)
+        assert victim is not None
+        victim.kill("boom")
+        with b.as_default():
+            await wait_until(lambda: first.ref not in {p.ref for p in b.processes()}, 2.0, "the crash")
+    with b.as_default():
+        children = await DistributedSupervisor.wait_stable("pool")
+    assert [ch.restarts for ch in children] == [2, 0]
+    gave_up: list[NodeEvent] = []
+    b.events.subscribe(lambda e: gave_up.append(e) if e.kind == "supervisor_gave_up" else None)
+    took_over: list[NodeEvent] = []
+    with b.as_default():
+        DistributedSupervisor.on_event("pool", took_over.append)
+    await a.kill()
+    await wait_until(lambda: any(e.kind == "supervisor_took_over" for e in took_over), 2.0, "takeover")
+    assert took_over[0].data["node"] == b.id  # (the lowest survivor: b < c)
+    with b.as_default():
+        assert [ch.restarts for ch in await DistributedSupervisor.which_children("pool")] == [2, 0]
+    victim = b.local_process(children[1].ref)
+    assert victim is not None
+    victim.kill("boom")  # the third restart within the window: the new host gives up
+    await wait_until(lambda: gave_up, 2.0, "the new host gives up")
+    await wait_until(lambda: not any(p.behavior.__name__ == "Echo" for p in b.processes()), 2.0, "children stopped")
