@@ -56,6 +56,7 @@ from ..core.node_id import NodeId
 from ..core.reasons import NOCONNECTION, SHUTDOWN, ExitReason
 from ..core.refs import MonitorRef, ProcessRef
 from ..core.supervisor import (
+    _REFUSED,
     _SUP,
     RESTART_TYPES,
     STRATEGIES,
@@ -445,7 +446,7 @@ class DistributedSupervisorServer(SupervisorServer):
             restartable.append(child)
         for child in await self._start_batch(restartable, {node}):
             try:
-                await self._start_child(child)
+                await self._place(child)
             except InitError as exc:
                 result = await self.restart(state, child, exc.reason)
                 if isinstance(result, Stop):
@@ -465,7 +466,7 @@ class DistributedSupervisorServer(SupervisorServer):
             self._migrating.pop(child.spec.id, None)
             return self._stopped_by_leaving(child, reason, state)
         try:
-            await self._start_child(child)
+            await self._place(child)
         except InitError as exc:
             return await self.restart(state, child, exc.reason)
         return state
@@ -503,7 +504,7 @@ class DistributedSupervisorServer(SupervisorServer):
                 handoffs[child.spec.id] = value
             for child in await self._start_batch(moving, {leaving}, handoffs):
                 try:
-                    await self._start_child(child)
+                    await self._place(child)
                 except InitError as exc:
                     await self.restart(state, child, exc.reason)
         if leaving == self.node.id:
@@ -589,6 +590,11 @@ class DistributedSupervisorServer(SupervisorServer):
                 return moved, state
             if op not in ("which_children", "count_children", "tree"):
                 self._mark_dirty()
+            if op == "start_child":
+                try:
+                    return await self._start_child_request(msg[2], state), state
+                except (SupervisorError, InitError) as exc:
+                    return (_REFUSED, exc), state  # raised by the facade, as the base class does
         return await super().handle_call(msg, state)
 
     async def _adopt_or_stop(self, state: SupervisorState, graceful: bool) -> Any:
@@ -613,11 +619,12 @@ class DistributedSupervisorServer(SupervisorServer):
             if self._adopted and not self._handing_over:
                 self._emit("supervisor_stopped", reason=reason)
 
-    async def _call_start_child(self, spec_or_arg: Any, state: SupervisorState) -> ProcessRef:
+    async def _start_child_request(self, spec_or_arg: Any, state: SupervisorState) -> ProcessRef:
+        """`start_child`: a spec (dict or DistributedChildSpec), or for simple_one_for_one the arg."""
         if state.strategy == "simple_one_for_one":
             assert state.template is not None
             template = self._dspecs[state.template.id]
-            state.next_dynamic += 1  # the base class counts only specs it builds itself
+            state.next_dynamic += 1
             dspec = dataclasses.replace(template, id=f"{template.id}-{state.next_dynamic}", arg=spec_or_arg)
         else:
             try:
@@ -626,7 +633,15 @@ class DistributedSupervisorServer(SupervisorServer):
                 raise SupervisorError(str(exc)) from None
         if any(c.spec.id == dspec.id for c in state.children):
             raise SupervisorError(f"a child with id {dspec.id!r} already exists")
-        return await super()._call_start_child(self._to_child_spec(dspec), state)
+        child = SupervisedChild(self._to_child_spec(dspec))
+        await self._place(child)
+        state.children.append(child)
+        assert child.ref is not None
+        return child.ref
+
+    async def _place(self, child: SupervisedChild) -> None:
+        child.ref = await self.place_child(child)
+        self.child_started(child)
 
     # ------------------------------------------------------------------ partition fencing
     # A split-brain policy fences a losing side: it stops this supervisor's children that run
