@@ -644,8 +644,11 @@ class DistributedSupervisorServer(SupervisorServer):
         self.child_started(child)
 
     # ------------------------------------------------------------------ partition fencing
-    # A split-brain policy fences a losing side: it stops this supervisor's children that run
-    # here with reason "partition_fenced" (and the supervisor stops replicating). Its hook goes here.
+    # A split-brain policy fences a losing side: the fence/unfence hook goes here. It stops this
+    # supervisor's children that run on this node with reason "partition_fenced" (unwatch each
+    # first, as `_evacuate` does, so that no restart follows) and keeps the supervisor from
+    # taking over or replicating while fenced. `SupervisorReplicas.local` lists the supervisors
+    # a node hosts; `SupervisorReplicas._peer_left` is where a fenced node must not take over.
 
 
 def _full(me: NodeId | None, ref: ProcessRef | None) -> ProcessRef | None:
