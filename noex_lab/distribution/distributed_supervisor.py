@@ -80,7 +80,8 @@ EVENTS = ("child_started", "child_stopped", "child_restarted", "child_migrated",
 
 NodeSelector = str | dict[str, Any] | Callable[..., Any]
 
-_FLUSH = ("$dsup", "flush")  # self-message: push the replica once after a burst of changes
+_CONFLICT = "$dsup_conflict"  # to the loser of two supervisors with one name (a healed partition)
+_PUSH_EVERY_S = 0.05  # while messages keep coming, the replica is pushed at least this often
 _BATCH_TIMEOUT_S = 10.0
 _TAKEOVER_TRIES = 100  # claims of the global name while the dead host's entry is still seen somewhere
 _TAKEOVER_RETRY_S = 0.02
@@ -162,7 +163,9 @@ class DistributedSupervisorServer(SupervisorServer):
         self._wires: dict[str, dict[str, Any]] = {}
         self._mrefs: dict[ProcessRef, MonitorRef] = {}
         self._by_ref: dict[ProcessRef, SupervisedChild] = {}  # watched children, for their Down
-        self._flush_pending = False
+        self._dirty = False  # changed since the last push of the replica
+        self._busy = False  # inside a callback (the state may be half-updated)
+        self._pushed_at = 0.0
         self._handing_over = False  # this node leaves: the supervision moves, the children stay
         self._adopted = replica is None  # a standby that lost the claim on the name stops nothing
         dist = self.node.distribution
@@ -179,7 +182,7 @@ class DistributedSupervisorServer(SupervisorServer):
             options["children"] = [self._to_child_spec(DistributedChildSpec.of(c))
                                    for c in options.get("children", [])]
             state = await super().init(options)
-            self._mark_dirty()
+            self._replicate(state)
         store = _store(self.node)
         if store is not None:
             store.local[self._gname] = self.ref
@@ -200,9 +203,12 @@ class DistributedSupervisorServer(SupervisorServer):
             wire = self._wires[child_id] = self._dspecs[child_id].wire()
         return wire
 
-    def _node_up(self, _info: Any) -> None:
-        self._failed_nodes.discard(_info.id)
-        self.node.send(self.ref, _FLUSH)  # the new member gets the replica too
+    def _node_up(self, info: Any) -> None:
+        self._failed_nodes.discard(info.id)
+        self._dirty = True  # the new member gets the replica too: now if idle, else after the callback
+        state = self._noex_process.state
+        if not self._busy and isinstance(state, SupervisorState):
+            self._push_if_due(state)
 
     # ------------------------------------------------------------------ events
     def _emit(self, kind: str, **data: Any) -> None:
@@ -374,19 +380,27 @@ class DistributedSupervisorServer(SupervisorServer):
 
     # ------------------------------------------------------------------ exits, node loss
     async def handle_info(self, msg: Any, state: SupervisorState) -> Any:
-        if msg == _FLUSH:
-            self._flush_pending = False
-            self._replicate(state)
-            return state
+        self._busy = True
+        try:
+            result = await self._info(msg, state)
+        finally:
+            self._busy = False
+        if not isinstance(result, Stop):
+            self._push_if_due(result)
+        return result
+
+    async def _info(self, msg: Any, state: SupervisorState) -> Any:
+        if isinstance(msg, tuple) and len(msg) == 2 and msg[0] == _CONFLICT:
+            # after a healed partition another supervisor of this name won: it supervises, this one
+            # stops the instances it started (one per child remains, the winner's)
+            return Stop(("name_conflict", self._gname), state)
         if self._handing_over:
             return state  # the node that takes over sees these children's ends itself
         if isinstance(msg, Exit) and msg.from_ in self._by_ref:
             return state  # a linked child (hidden host): its Down says the same
         if isinstance(msg, Exit) and isinstance(msg.reason, tuple | list) and len(msg.reason) == 2 \
                 and msg.reason[0] == "name_conflict" and msg.reason[1] == self._gname:
-            # after a partition healed, the other side's supervisor keeps the name: it supervises,
-            # this one stops the instances it started (one per child remains, the winner's)
-            return Stop(("name_conflict", self._gname), state)
+            return Stop(("name_conflict", self._gname), state)  # the global registry says the same
         if isinstance(msg, Down):
             self._mrefs.pop(msg.ref, None)
             child = self._by_ref.pop(msg.ref, None)
@@ -395,7 +409,7 @@ class DistributedSupervisorServer(SupervisorServer):
             result = await self._child_down(state, child, msg.ref, msg.reason)
         else:
             result = await super().handle_info(msg, state)
-        self._mark_dirty()
+        self._dirty = True
         return result
 
     async def _child_down(self, state: SupervisorState, child: SupervisedChild, ref: ProcessRef,
@@ -547,14 +561,21 @@ class DistributedSupervisorServer(SupervisorServer):
             result = await self._node_lost(state, node, graceful=graceful)
             if isinstance(result, Stop):
                 break
-        self._mark_dirty()
+        self._dirty = True
         return result
 
     # ------------------------------------------------------------------ replication
-    def _mark_dirty(self) -> None:
-        if not self._flush_pending and not self._handing_over:
-            self._flush_pending = True
-            self.node.send(self.ref, _FLUSH)
+    def _push_if_due(self, state: SupervisorState) -> None:
+        """After a callback: push the replica if it changed and no message is queued (a burst of
+        changes is pushed once, when it ends), or if the last push is `_PUSH_EVERY_S` old."""
+        if not self._dirty or self._handing_over:
+            return
+        now = time.monotonic()
+        if self._noex_process.mailbox and now - self._pushed_at < _PUSH_EVERY_S:
+            return
+        self._dirty = False
+        self._pushed_at = now
+        self._replicate(state)
 
     def _replicate(self, state: SupervisorState) -> None:
         """Push this supervisor's state to every member (each change, coalesced per burst)."""
@@ -581,6 +602,16 @@ class DistributedSupervisorServer(SupervisorServer):
 
     # ------------------------------------------------------------------ requests
     async def handle_call(self, msg: Any, state: SupervisorState) -> Any:
+        self._busy = True
+        try:
+            reply, new_state = await self._call(msg, state)
+        finally:
+            self._busy = False
+        if isinstance(new_state, SupervisorState):
+            self._push_if_due(new_state)
+        return reply, new_state
+
+    async def _call(self, msg: Any, state: SupervisorState) -> Any:
         if isinstance(msg, tuple) and len(msg) >= 2 and msg[0] == _SUP:
             op = msg[1]
             if op == "adopt":
@@ -589,7 +620,7 @@ class DistributedSupervisorServer(SupervisorServer):
                 moved = await self._evacuate(state, msg[2])
                 return moved, state
             if op not in ("which_children", "count_children", "tree"):
-                self._mark_dirty()
+                self._dirty = True
             if op == "start_child":
                 try:
                     return await self._start_child_request(msg[2], state), state
@@ -651,6 +682,11 @@ class DistributedSupervisorServer(SupervisorServer):
     # a node hosts; `SupervisorReplicas._peer_left` is where a fenced node must not take over.
 
 
+def _rank(ref: Any) -> tuple[Any, ...]:
+    """The order in which two supervisors of one name give way (the global registry's)."""
+    return (ref.node, ref.creation, ref.id)
+
+
 def _full(me: NodeId | None, ref: ProcessRef | None) -> ProcessRef | None:
     if ref is not None and ref.node is None:
         return ProcessRef(me, ref.id, ref.creation)
@@ -686,8 +722,18 @@ class SupervisorReplicas:
 
     # replicas and takeover
     def _on_replica(self, peer: NodeId, payload: Any) -> None:
-        if isinstance(payload, dict) and payload.get("host") == peer and isinstance(payload.get("name"), str):
-            self.replicas[payload["name"]] = payload
+        if not (isinstance(payload, dict) and payload.get("host") == peer and isinstance(payload.get("name"), str)):
+            return
+        name, other = payload["name"], payload["sup"]
+        mine = self.local.get(name)
+        if mine is not None and isinstance(other, ProcessRef) and _full(self.dist.node_id, mine) != other:
+            # two supervisors of one name (both sides of a healed partition took it over): the
+            # lower-ranked one stays, as in the global registry; the other stops its instances
+            if _rank(_full(self.dist.node_id, mine)) > _rank(other):
+                self.node.send(mine, (_CONFLICT, other))
+            else:
+                return
+        self.replicas[name] = payload
 
     def forget(self, name: str, sup: ProcessRef) -> None:
         """Supervisor `sup` stopped: drop its replicas (not those of another holder of the name)."""
@@ -726,7 +772,7 @@ class SupervisorReplicas:
         assert registry is not None
         options = {"global_name": name, "node_selector": replica["selector"], "adopt": replica}
         ref = await self.node.spawn(DistributedSupervisorServer, options)
-        for _ in range(_TAKEOVER_TRIES):
+        for _ in range(_TAKEOVER_TRIES if not name.startswith("$dsup/") else 0):
             try:
                 await registry.register(name, ref, timeout=2.0)
                 break
@@ -737,8 +783,9 @@ class SupervisorReplicas:
                     return
             await anyio.sleep(_TAKEOVER_RETRY_S)  # a member has not yet dropped the dead host's name
         else:
-            await self.node.stop_process(ref, SHUTDOWN, 5.0)
-            raise SupervisorError(f"could not take over supervisor {name!r}: its global name stayed taken")
+            if not name.startswith("$dsup/"):  # (an unnamed one has no global name to claim)
+                await self.node.stop_process(ref, SHUTDOWN, 5.0)
+                raise SupervisorError(f"could not take over supervisor {name!r}: its global name stayed taken")
         if not name.startswith("$dsup/") and self.node.names.whereis(name) is None:
             self.node.register_name(name, ref)  # named on its new node too, as on its first one
         await self.node.call(ref, (_SUP, "adopt", graceful), _BATCH_TIMEOUT_S)
@@ -995,15 +1042,17 @@ class DistributedSupervisor:
         if node.distribution is None or node.distribution.config.hidden:  # no member can take it over
             options["global_name"] = name or f"$dsup/{uuid.uuid4().hex}"
             return await node.spawn(DistributedSupervisorServer, options, name=name, timeout=timeout)
-        gname = options["global_name"] = name or f"$dsup/{node.id}/{uuid.uuid4().hex[:12]}"
+        options["global_name"] = name or f"$dsup/{node.id}/{uuid.uuid4().hex[:12]}"
         registry = node.distribution.global_registry
         assert registry is not None
         if name is not None and registry.whereis(name) is not None:
             raise GlobalNameConflictError(name, registry.whereis(name))
         # named here too (as a Supervisor is), and globally: every node finds it by name
         ref = await node.spawn(DistributedSupervisorServer, options, name=name, timeout=timeout)
+        if name is None:
+            return ref
         try:
-            await registry.register(gname, ref, timeout=min(timeout, 10.0))
+            await registry.register(name, ref, timeout=min(timeout, 10.0))
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await node.stop_process(ref, SHUTDOWN, timeout)

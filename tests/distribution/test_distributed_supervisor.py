@@ -252,7 +252,7 @@ async def test_the_node_that_takes_over_continues_the_restart_history() -> None:
         assert victim is not None
         victim.kill("boom")
         with b.as_default():
-            await wait_until(lambda: first.ref not in {p.ref for p in b.processes()}, 2.0, "the crash")
+            await wait_until(lambda ref=first.ref: ref not in {p.ref for p in b.processes()}, 2.0, "the crash")
     with b.as_default():
         children = await DistributedSupervisor.wait_stable("pool")
     assert [ch.restarts for ch in children] == [2, 0]
@@ -271,3 +271,34 @@ async def test_the_node_that_takes_over_continues_the_restart_history() -> None:
     victim.kill("boom")  # the third restart within the window: the new host gives up
     await wait_until(lambda: gave_up, 2.0, "the new host gives up")
     await wait_until(lambda: not any(p.behavior.__name__ == "Echo" for p in b.processes()), 2.0, "children stopped")
+
+
+async def test_an_unnamed_supervisor_is_taken_over_and_after_a_healed_partition_one_instance_stays() -> None:
+    from noex_lab import GlobalRegistry, heal, partition
+
+    a, b, c = await start_cluster(3)
+    with a.as_default():
+        sup = await DistributedSupervisor.start(children=specs(3), node_selector="round_robin", max_restarts=10)
+        assert GlobalRegistry.names() == []  # unnamed: no global name
+        before = await DistributedSupervisor.which_children(sup)
+    events: list[NodeEvent] = []
+    with c.as_default():
+        await wait_until(lambda: c.distribution.supervisor_replicas.replicas, 2.0, "c has the replica")
+        DistributedSupervisor.on_event(sup, events.append)  # by ref: c knows its name from the replica
+    partition([a], [b, c])  # both sides supervise: b takes over for its side
+    await wait_until(lambda: any(e.kind == "supervisor_took_over" for e in events), 3.0, "takeover on b's side")
+    new_sup = next(e.data["supervisor"] for e in events if e.kind == "supervisor_took_over")
+    assert new_sup.node == b.id
+    with b.as_default():
+        on_bc = await DistributedSupervisor.wait_stable(new_sup)
+    kept = {ch.id: ch.ref for ch in on_bc}
+    assert all(kept[ch.id] == ch.ref for ch in before if ch.node != a.id)  # not restarted
+    assert {ch.node for ch in on_bc} <= {b.id, c.id}
+    heal(a, b, c)
+    await wait_until(lambda: all(len(n.get_nodes()) == 2 for n in (a, b, c)), 5.0, "healed")
+    # the two supervisors exchange replicas: a's (the lower rank) stays, b's stops its instances
+    await wait_until(lambda: b.local_process(new_sup) is None, 5.0, "b's supervisor gave way")
+    with a.as_default():
+        children = await DistributedSupervisor.wait_stable(sup)
+    live = await live_instances("Echo")
+    assert sum(live.values()) == 3 and {ch.node for ch in children} <= {a.id, b.id, c.id}
