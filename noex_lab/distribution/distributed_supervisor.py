@@ -18,7 +18,9 @@ the base class's public placement hook (`place_child`). Children are **monitored
 * the supervisor's state (child specs, refs, restart history) is replicated to every member
   after each change; when the supervisor's own node dies (or leaves), its children elsewhere
   keep running and the lowest surviving member takes over: it claims the supervisor's global
-  name (so only one node can win), monitors the running children and restarts the lost ones.
+  name if it has one (so only one node can win), monitors the running children and restarts the
+  lost ones. Two supervisors of one that meet (a healed partition) see each other's replicas:
+  the lower-ranked stays, the other stops its instances.
 """
 
 from __future__ import annotations
@@ -1035,8 +1037,8 @@ class DistributedSupervisor:
     ) -> ProcessRef:
         """Start the supervisor on the current node and its children on nodes chosen by `node_selector`
         (local_first | round_robin | least_loaded | random | {"node": id} | callable(nodes, child_id)).
-        `name` registers it in the GlobalRegistry (every node can address it, wherever it moved);
-        unnamed, it holds an internal global name, so that exactly one node takes it over."""
+        `name` registers it in the GlobalRegistry (every node can address it, wherever it moved,
+        and a takeover claims it, so exactly one node wins) and on this node."""
         options = _options(strategy, list(children or []), max_restarts, within_ms, node_selector)
         node = current_node()
         if node.distribution is None or node.distribution.config.hidden:  # no member can take it over
