@@ -25,7 +25,8 @@ EventKind = Literal[
     "upgrade_failed", "mailbox_overflow", "crash_report", "behavior_loaded", "behavior_shipped", "behavior_refused",
     # supervisors
     "child_started", "child_stopped", "child_restarted", "child_migrated", "supervisor_restart",
-    "supervisor_gave_up", "supervisor_stopped", "distributed_supervisor_started", "node_failure_detected",
+    "supervisor_gave_up", "supervisor_stopped", "supervisor_took_over", "distributed_supervisor_started",
+    "node_failure_detected",
     # cluster
     "cluster_started", "node_up", "node_down", "node_busy", "node_available", "node_leaving",
     "node_fenced", "node_unfenced", "node_downed",

@@ -133,6 +133,9 @@ class Node:
         self.stop_hooks: list[Callable[[bool], Awaitable[None]]] = []
         # called when a graceful stop begins, before any process is stopped (peers are told)
         self.leaving_hooks: list[Callable[[], None]] = []
+        # awaited after the leaving hooks, before any process stops: moving work elsewhere
+        # (a DistributedSupervisor's hand-off); bounded by stop()'s timeout
+        self.handoff_hooks: list[Callable[[], Awaitable[None]]] = []
         _nodes_by_loop.setdefault(self.backend.key, []).append(self)
         self.backend.spawn_system_task(self._host)
 
@@ -236,6 +239,12 @@ class Node:
                 hook()
             except Exception as exc:
                 self.events.report_error("node leaving hook failed", exc)
+        for handoff in list(self.handoff_hooks):
+            try:
+                with anyio.move_on_after(timeout):
+                    await handoff()
+            except Exception as exc:
+                self.events.report_error("node hand-off hook failed", exc)
         roots = [p for p in self._procs.values() if p.parent is None or p.parent.id not in self._procs]
         for proc in sorted(roots, key=lambda p: p.pid, reverse=True):
             proc.request_shutdown(SHUTDOWN)

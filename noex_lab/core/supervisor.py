@@ -115,7 +115,9 @@ class SupervisorTree:
 
 
 @dataclass
-class _Child:
+class SupervisedChild:
+    """One child as its supervisor tracks it (public for `place_child` overrides)."""
+
     spec: ChildSpec
     ref: ProcessRef | None = None
     restarts: int = 0
@@ -131,15 +133,21 @@ class _Child:
 
 
 @dataclass
-class _State:
+class SupervisorState:
+    """A supervisor's state: its children and its restart history (public for subclasses)."""
+
     strategy: Strategy
     max_restarts: int
     within_ms: int
-    children: list[_Child]
+    children: list[SupervisedChild]
     template: ChildSpec | None = None
     restart_times: deque[float] = field(default_factory=deque)
     total_restarts: int = 0
     next_dynamic: int = 0
+
+
+_Child = SupervisedChild  # the names before they were public
+_State = SupervisorState
 
 
 def _validate_options(options: dict[str, Any]) -> None:
@@ -171,16 +179,16 @@ class SupervisorServer(GenServer):
 
     trap_exit = True
 
-    async def init(self, options: dict[str, Any]) -> _State:
+    async def init(self, options: dict[str, Any]) -> SupervisorState:
         _validate_options(options)
         strategy: Strategy = options.get("strategy", "one_for_one")
         specs: list[ChildSpec] = list(options.get("children", []))
-        state = _State(strategy, options.get("max_restarts", 3), options.get("within_ms", 5000), [])
+        state = SupervisorState(strategy, options.get("max_restarts", 3), options.get("within_ms", 5000), [])
         if strategy == "simple_one_for_one":
             state.template = specs[0]
             return state
         for spec in specs:
-            child = _Child(spec)
+            child = SupervisedChild(spec)
             try:
                 await self._start_child(child)
             except BaseException:
@@ -190,31 +198,40 @@ class SupervisorServer(GenServer):
         return state
 
     # ------------------------------------------------------------------ starting and stopping
-    async def _start_child(self, child: _Child) -> None:
+    async def _start_child(self, child: SupervisedChild) -> None:
+        child.ref = await self.place_child(child)
+        self.child_started(child)
+
+    async def place_child(self, child: SupervisedChild) -> ProcessRef:
+        """The placement hook: start `child`'s process and return its ref, watched so that its
+        exit reaches `handle_info` (a link's `Exit` here; a subclass may monitor and turn the
+        `Down` into an `Exit`). Raise `InitError` when it cannot start."""
         node = self.node
         spec = child.spec
         me = self._noex_process
         if spec.behavior is not None:
-            child.ref = await node.spawn(spec.behavior, spec.arg, name=spec.name, link=me, parent=self.ref,
-                                         max_mailbox=spec.max_mailbox, overflow=spec.overflow)
-        elif spec.supervisor_options is not None:
-            child.ref = await node.spawn(
+            return await node.spawn(spec.behavior, spec.arg, name=spec.name, link=me, parent=self.ref,
+                                    max_mailbox=spec.max_mailbox, overflow=spec.overflow)
+        if spec.supervisor_options is not None:
+            return await node.spawn(
                 SupervisorServer, spec.supervisor_options, name=spec.name, link=me, parent=self.ref,
                 max_mailbox=spec.max_mailbox, overflow=spec.overflow,
             )
-        else:
-            assert spec.start is not None
-            ref = await spec.start()
-            if not isinstance(ref, ProcessRef):
-                raise InitError(spec.id, f"start= returned {ref!r}, not a ProcessRef")
-            node.link(self.ref, ref)
-            proc = node.local_process(ref) if node.is_local(ref) else None
-            if proc is not None:
-                proc.parent = self.ref
-            child.ref = ref
-        node.events.emit("child_started", supervisor=self.ref, child=spec.id, ref=child.ref)
+        assert spec.start is not None
+        ref = await spec.start()
+        if not isinstance(ref, ProcessRef):
+            raise InitError(spec.id, f"start= returned {ref!r}, not a ProcessRef")
+        node.link(self.ref, ref)
+        proc = node.local_process(ref) if node.is_local(ref) else None
+        if proc is not None:
+            proc.parent = self.ref
+        return ref
 
-    async def _stop_child(self, child: _Child, reason: ExitReason = SHUTDOWN) -> None:
+    def child_started(self, child: SupervisedChild) -> None:
+        """Called after `place_child` succeeded (the event; a subclass may say more)."""
+        self.node.events.emit("child_started", supervisor=self.ref, child=child.spec.id, ref=child.ref)
+
+    async def _stop_child(self, child: SupervisedChild, reason: ExitReason = SHUTDOWN) -> None:
         """Unlink, ask for an orderly shutdown, kill after `spec.shutdown` seconds."""
         ref = child.ref
         if ref is None:
@@ -227,12 +244,12 @@ class SupervisorServer(GenServer):
             child.last_reason = exit_reason
         node.events.emit("child_stopped", supervisor=self.ref, child=child.spec.id, ref=ref)
 
-    async def _stop_all(self, state: _State) -> None:
+    async def _stop_all(self, state: SupervisorState) -> None:
         for child in reversed(state.children):
             await self._stop_child(child)
 
     # ------------------------------------------------------------------ exits and restarts
-    async def handle_info(self, msg: Any, state: _State) -> Any:
+    async def handle_info(self, msg: Any, state: SupervisorState) -> Any:
         if not isinstance(msg, Exit):
             return state
         proc = self._noex_process
@@ -251,7 +268,7 @@ class SupervisorServer(GenServer):
             return state
         return await self._restart(state, child, msg.reason)
 
-    def _count_restart(self, state: _State) -> bool:
+    def _count_restart(self, state: SupervisorState) -> bool:
         """Record one restart; False when the intensity is exceeded."""
         now = anyio.current_time()
         window = state.within_ms / 1000.0
@@ -261,7 +278,7 @@ class SupervisorServer(GenServer):
             times.popleft()
         return len(times) <= state.max_restarts
 
-    async def _restart(self, state: _State, failed: _Child, reason: ExitReason) -> Any:
+    async def _restart(self, state: SupervisorState, failed: SupervisedChild, reason: ExitReason) -> Any:
         node = self.node
         if state.strategy in ("one_for_one", "simple_one_for_one"):
             group = [failed]
@@ -294,27 +311,41 @@ class SupervisorServer(GenServer):
                 for child in reversed(group):
                     await self._stop_child(child)
 
-    async def _give_up(self, state: _State) -> Stop:
+    async def restart(self, state: SupervisorState, failed: SupervisedChild, reason: ExitReason) -> Any:
+        """Restart `failed` (and its group, per the strategy), counting towards the intensity:
+        the state, or a `Stop` when the intensity is exceeded. For subclasses' `handle_info`."""
+        return await self._restart(state, failed, reason)
+
+    def count_restart(self, state: SupervisorState) -> bool:
+        """Record one restart done by a subclass itself; False when the intensity is exceeded."""
+        state.total_restarts += 1
+        return self._count_restart(state)
+
+    async def give_up(self, state: SupervisorState) -> Stop:
+        """Stop every child and the supervisor: the intensity is exceeded."""
+        return await self._give_up(state)
+
+    async def _give_up(self, state: SupervisorState) -> Stop:
         await self._stop_all(state)
         err = MaxRestartsExceededError(state.max_restarts, state.within_ms)
         self.node.events.emit("supervisor_gave_up", supervisor=self.ref, reason=str(err))
         return Stop(ErrorReason("MaxRestartsExceededError", str(err), ""), state)
 
-    async def terminate(self, reason: ExitReason, state: _State) -> None:
+    async def terminate(self, reason: ExitReason, state: SupervisorState) -> None:
         await self._stop_all(state)
 
     # ------------------------------------------------------------------ dynamic children
-    async def handle_call(self, msg: Any, state: _State) -> Any:
-        if not (isinstance(msg, tuple) and len(msg) >= 2 and msg[0] == _SUP):
+    async def handle_call(self, msg: Any, state: SupervisorState) -> Any:
+        if not (isinstance(msg, tuple) and len(msg) >= 2 and msg[0] == SUPERVISOR_REQUEST):
             raise SupervisorError(f"a supervisor only answers Supervisor.* requests, not {msg!r}")
         try:
             return await self._request(msg, state), state
         except (SupervisorError, InitError) as exc:
             # A refused request (unknown id, a child failing to start) is the caller's error:
             # the facade raises it there and the supervisor keeps running (OTP's {error, _}).
-            return (_REFUSED, exc), state
+            return (SUPERVISOR_REFUSED, exc), state
 
-    async def _request(self, msg: tuple[Any, ...], state: _State) -> Any:
+    async def _request(self, msg: tuple[Any, ...], state: SupervisorState) -> Any:
         op = msg[1]
         if op == "which_children":
             return [c.info(self.node) for c in state.children]
@@ -342,7 +373,7 @@ class SupervisorServer(GenServer):
             return None
         raise SupervisorError(f"unknown supervisor request {op!r}")
 
-    async def _call_start_child(self, spec_or_arg: Any, state: _State) -> ProcessRef:
+    async def _call_start_child(self, spec_or_arg: Any, state: SupervisorState) -> ProcessRef:
         if state.strategy == "simple_one_for_one" and not isinstance(spec_or_arg, ChildSpec):
             assert state.template is not None
             state.next_dynamic += 1
@@ -355,20 +386,20 @@ class SupervisorServer(GenServer):
             spec = spec_or_arg
         if any(c.spec.id == spec.id for c in state.children):
             raise SupervisorError(f"a child with id {spec.id!r} already exists")
-        child = _Child(spec)
+        child = SupervisedChild(spec)
         await self._start_child(child)
         state.children.append(child)
         assert child.ref is not None
         return child.ref
 
     @staticmethod
-    def _find(state: _State, key: Any) -> _Child:
+    def _find(state: SupervisorState, key: Any) -> SupervisedChild:
         for child in state.children:
             if child.spec.id == key or child.ref == key:
                 return child
         raise SupervisorError(f"no child {key!r} in this supervisor")
 
-    def noex_tree(self, state: _State | None = None) -> SupervisorTree:
+    def noex_tree(self, state: SupervisorState | None = None) -> SupervisorTree:
         """This supervisor's tree (children, restart counts) for snapshots."""
         state = state if state is not None else self._noex_process.state
         node = self.node
@@ -385,14 +416,16 @@ class SupervisorServer(GenServer):
         )
 
 
-_SUP = "$supervisor"
-_REFUSED = "$supervisor_refused"
+# The tags of a supervisor request and of its refusal (the facade calls, the server answers;
+# subclasses such as DistributedSupervisorServer add requests of their own under the same tag).
+SUPERVISOR_REQUEST = "$supervisor"
+SUPERVISOR_REFUSED = "$supervisor_refused"
 
 
 async def _ask(sup: Target, timeout: float, *request: Any) -> Any:
     """Send a request to a supervisor; raise the error it refused the request with."""
-    result = await current_node().call(sup, (_SUP, *request), timeout)
-    if type(result) is tuple and len(result) == 2 and result[0] == _REFUSED:
+    result = await current_node().call(sup, (SUPERVISOR_REQUEST, *request), timeout)
+    if type(result) is tuple and len(result) == 2 and result[0] == SUPERVISOR_REFUSED:
         raise result[1]
     return result
 

@@ -48,6 +48,7 @@ from .transport import TLSConfig, Transport
 from .user_secret import weak_secret_reason
 
 if TYPE_CHECKING:
+    from .distributed_supervisor import SupervisorReplicas
     from .metrics import MetricsServer
 
 log = logging.getLogger(__name__)
@@ -225,6 +226,7 @@ class Distribution:
         self.global_registry: GlobalNames | None = None
         self.partition_guard: PartitionGuard | None = None  # with a partition policy other than "none"
         self.metrics: MetricsServer | None = None  # when metrics_port was given (noex_lab.metrics)
+        self.supervisor_replicas: SupervisorReplicas | None = None  # DistributedSupervisor replicas and hand-offs
 
     # ------------------------------------------------------------------ start / stop
     async def start(self) -> None:
@@ -295,6 +297,9 @@ class Distribution:
         install_groups(self)  # process groups (pg): local views, broadcast changes
         install_named(self)  # (name, node) targets, multi_call, abcast
         install_rpc(self)  # functions registered with @remote_function
+        from .distributed_supervisor import install_supervisor_replicas
+
+        install_supervisor_replicas(self)  # DistributedSupervisor: replicas, takeover, hand-off
         backend = node.backend
 
         def report(kind: str, peer: NodeId, live: PeerLiveness) -> None:

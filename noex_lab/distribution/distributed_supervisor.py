@@ -1,18 +1,26 @@
-"""`DistributedSupervisor`: OTP supervision with children placed on the cluster's nodes.
+"""`DistributedSupervisor`: OTP supervision with children placed on the cluster's nodes, and
+no single point of failure.
 
 It is the single-node `Supervisor` (same strategies, restart types and sliding-window
-intensity) whose children are started by behavior name on nodes chosen by a selector.
-Children are linked to the supervisor, so:
+intensity) whose children are started by behavior name on nodes chosen by a selector, through
+the base class's public placement hook (`place_child`). Children are **monitored**, not linked:
 
-* a child's exit reaches the supervisor exactly once, as one `Exit` message;
-* when a child's node is lost the link delivers "noconnection": the child is restarted on
-  a surviving node (`child_migrated`), and that restart counts towards the intensity;
+* a child's exit reaches the supervisor exactly once, as one `Down` (handled as the `Exit` of
+  a linked child would be);
+* when a child's node is lost, every child that ran there is restarted on surviving nodes in
+  one batch (one request per target node, started concurrently; `child_migrated`), and each
+  restart counts towards the intensity;
 * a busy node (its loop blocked, heartbeats fine) is not lost, so nothing migrates;
-* a node that leaves gracefully says so before it stops its processes: every child that then
-  ends there is started on another node whatever its restart type (`child_migrated`, reason
-  "node_leaving"), and that move does not count towards the intensity;
-* when the supervisor's own node dies, each child's link delivers "noconnection" to the
-  child, which exits (the OTP rule): nothing keeps running unsupervised.
+* a node that leaves gracefully first hands its children off: each one's `handle_handoff(state)`
+  (optional) gives a value, the child stops, and a new instance starts on another node, where
+  `DistributedSupervisor.handed_off()` returns that value in its `init`; a move does not count
+  towards the intensity;
+* the supervisor's state (child specs, refs, restart history) is replicated to every member
+  after each change; when the supervisor's own node dies (or leaves), its children elsewhere
+  keep running and the lowest surviving member takes over: it claims the supervisor's global
+  name if it has one (so only one node can win), monitors the running children and restarts the
+  lost ones. Two supervisors of one that meet (a healed partition) see each other's replicas:
+  the lower-ranked stays, the other stops its instances.
 """
 
 from __future__ import annotations
@@ -22,50 +30,70 @@ import inspect
 import itertools
 import random
 import time
+import uuid
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from ..core import systools
 from ..core.errors import (
+    GlobalNameConflictError,
     InitError,
     InvalidArgumentError,
     NodeNotReachableError,
     NodeStoppedError,
     NoexError,
+    NotPermittedError,
     SupervisorError,
     WaitTimeoutError,
 )
 from ..core.events import EventKind, NodeEvent
 from ..core.mailbox import check_mailbox_options
-from ..core.messages import Exit
-from ..core.node import Node, Target, current_node
+from ..core.messages import Down, Exit, Stop
+from ..core.node import Node, Target, current_node, current_process
 from ..core.node_id import NodeId
-from ..core.reasons import NOCONNECTION, ExitReason
-from ..core.refs import ProcessRef
+from ..core.reasons import NOCONNECTION, SHUTDOWN, ExitReason
+from ..core.refs import MonitorRef, ProcessRef
 from ..core.supervisor import (
     RESTART_TYPES,
     STRATEGIES,
+    SUPERVISOR_REFUSED,
+    SUPERVISOR_REQUEST,
     ChildInfo,
     ChildSpec,
+    SupervisedChild,
     Supervisor,
     SupervisorServer,
-    _Child,
-    _State,
+    SupervisorState,
 )
 from ..core.timeouts import check_timeout
 from .attached import distribution_of
+from .behaviors import BehaviorRegistry
 from .partition_policy import supervisor_fencing
 from .spawn import spawn
+
+if TYPE_CHECKING:
+    from .cluster import Distribution
 
 SELECTORS = ("local_first", "round_robin", "least_loaded", "random")
 EVENTS: tuple[EventKind, ...] = (
     "child_started", "child_stopped", "child_restarted", "child_migrated", "node_failure_detected",
-    "supervisor_stopped",
+    "supervisor_stopped", "supervisor_took_over",
 )
 
 NodeSelector = str | dict[str, Any] | Callable[..., Any]
+
+_CONFLICT = "$dsup_conflict"  # to the loser of two supervisors with one name (a healed partition)
+_PUSH_EVERY_S = 0.05  # while messages keep coming, the replica is pushed at least this often
+_BATCH_TIMEOUT_S = 10.0
+_TAKEOVER_TRIES = 100  # claims of the global name while the dead host's entry is still seen somewhere
+_TAKEOVER_RETRY_S = 0.02
+
+# The hand-off value for the process being started in this task: [value, claimed by].
+_HANDOFF: ContextVar[list[Any] | None] = ContextVar("noex_dsup_handoff", default=None)
 
 
 @dataclass(frozen=True)
@@ -103,6 +131,14 @@ class DistributedChildSpec:
             _check_selector(spec.node_selector)
         return spec
 
+    def wire(self) -> dict[str, Any]:
+        """The spec as a wire value for the replicas (a callable selector cannot travel: the
+        supervisor's own selector applies on a node that takes over)."""
+        fields = dataclasses.asdict(self)
+        if callable(self.node_selector):
+            fields["node_selector"] = None
+        return fields
+
 
 def _check_selector(selector: Any) -> None:
     if isinstance(selector, str) and selector in SELECTORS:
@@ -118,36 +154,83 @@ def _check_selector(selector: Any) -> None:
 
 
 class DistributedSupervisorServer(SupervisorServer):
-    """The supervisor process; children are started through `RemoteSpawn` with a link."""
+    """The supervisor process: children placed through `spawn` and monitored; its state
+    replicated to every member (`SupervisorReplicas`)."""
 
-    async def init(self, options: dict[str, Any]) -> _State:
+    async def init(self, options: dict[str, Any]) -> SupervisorState:
+        self._gname: str = options.pop("global_name")
         self._selector: NodeSelector = options.pop("node_selector", "local_first")
         _check_selector(self._selector)
+        replica: dict[str, Any] | None = options.pop("adopt", None)
         self._round_robin = itertools.count()
         self._migrating: dict[str, tuple[NodeId, str]] = {}  # child id -> (from node, why)
         self._failed_nodes: set[NodeId] = set()
         self._dspecs: dict[str, DistributedChildSpec] = {}
+        self._wires: dict[str, dict[str, Any]] = {}
+        self._mrefs: dict[ProcessRef, MonitorRef] = {}
+        self._by_ref: dict[ProcessRef, SupervisedChild] = {}  # watched children, for their Down
+        self._dirty = False  # changed since the last push of the replica
+        self._busy = False  # inside a callback (the state may be half-updated)
+        self._pushed_at = 0.0
+        self._handing_over = False  # this node leaves: the supervision moves, the children stay
+        self._adopted = replica is None  # a standby that lost the claim on the name stops nothing
+        dist = distribution_of(self.node)
+        # A hidden observer is no member: nobody takes its supervisor over, so its children are
+        # also linked to it and end with it (the OTP rule), as before replication existed.
+        self._linked = dist is not None and dist.config.hidden
         # monotonic times of recent placements per node: heartbeats report process counts late
         self._placed_at: dict[NodeId, list[float]] = {}
-        options["children"] = [self._to_child_spec(DistributedChildSpec.of(c)) for c in options.get("children", [])]
         if self.node.distribution is not None:
-            self._unsubscribe_up = self.node.on_node_up(lambda info: self._failed_nodes.discard(info.id))
+            self._unsubscribe_up = self.node.on_node_up(self._node_up)
         self._fencing = supervisor_fencing(self)  # the partition policy's hook (None without one)
-        state = await super().init(options)
-        self.node.events.emit("distributed_supervisor_started", supervisor=self.ref)
+        if replica is not None:
+            state = self._restore(replica)
+        else:
+            options["children"] = [self._to_child_spec(DistributedChildSpec.of(c))
+                                   for c in options.get("children", [])]
+            state = await super().init(options)
+            self._replicate(state)
+        store = _store(self.node)
+        if store is not None:
+            store.local[self._gname] = self.ref
+        self.node.events.emit("distributed_supervisor_started", supervisor=self.ref, name=self._gname)
         return state
 
     def _to_child_spec(self, dspec: DistributedChildSpec) -> ChildSpec:
         self._dspecs[dspec.id] = dspec
+        self._wires.pop(dspec.id, None)
         return ChildSpec(id=dspec.id, start=_no_direct_start, arg=dspec.arg,
                          restart=dspec.restart,  # type: ignore[arg-type]
                          shutdown=dspec.shutdown)
 
+    def _wire(self, child_id: str) -> dict[str, Any]:
+        """A child's spec as a wire value, built once (a replica of 1,000 children is pushed often)."""
+        wire = self._wires.get(child_id)
+        if wire is None:
+            wire = self._wires[child_id] = self._dspecs[child_id].wire()
+        return wire
+
+    def _node_up(self, info: Any) -> None:
+        self._failed_nodes.discard(info.id)
+        self._dirty = True  # the new member gets the replica too: now if idle, else after the callback
+        state = self._noex_process.state
+        if not self._busy and isinstance(state, SupervisorState):
+            self._push_if_due(state)
+
+    # ------------------------------------------------------------------ events
+    def _emit(self, kind: EventKind, **data: Any) -> None:
+        """An event on this node's stream, and to the nodes where `on_event` listens for it."""
+        self.node.events.emit(kind, supervisor=self.ref, name=self._gname, **data)
+        store = _store(self.node)
+        if store is not None:
+            store.relay(self._gname, self.ref, kind, {"supervisor": self.ref, "name": self._gname, **data})
+
     # ------------------------------------------------------------------ placement
     def _alive_nodes(self) -> list[NodeId]:
-        """This node (unless it is a hidden observer) and its peers, except peers that are leaving."""
+        """This node (unless it is a hidden observer or leaves) and its peers, except leaving ones."""
         dist = distribution_of(self.node)
-        me = None if dist is not None and dist.config.hidden else self.node.id
+        hidden = dist is not None and dist.config.hidden
+        me = None if hidden or self.node.stopping else self.node.id
         peers = [info.id for info in self.node.get_nodes() if not self._departing(info.id, info.incarnation)]
         return sorted({*([me] if me is not None else []), *peers})
 
@@ -155,8 +238,9 @@ class DistributedSupervisorServer(SupervisorServer):
         dist = distribution_of(self.node)
         return node is not None and dist is not None and dist.membership.is_departing(node, incarnation)
 
-    async def _choose(self, dspec: DistributedChildSpec, exclude: set[NodeId]) -> NodeId:
-        nodes = [n for n in self._alive_nodes() if n not in exclude]
+    async def _choose(self, dspec: DistributedChildSpec, exclude: set[NodeId],
+                      alive: list[NodeId] | None = None) -> NodeId:
+        nodes = [n for n in (self._alive_nodes() if alive is None else alive) if n not in exclude]
         if not nodes:
             raise InitError(dspec.behavior_name, "no node is available to run this child")
         selector = dspec.node_selector if dspec.node_selector is not None else self._selector
@@ -171,7 +255,7 @@ class DistributedSupervisorServer(SupervisorServer):
             counts = {info.id: info.process_count + self._placed_since_heartbeat(info.id)
                       for info in self.node.get_nodes()}
             if me is not None:
-                counts[me] = self.node.process_count  # exact for this node
+                counts[me] = self.node.process_count + self._placed_since_heartbeat(me)
             return min(nodes, key=lambda n: (counts.get(n, 0), n))
         if isinstance(selector, dict):
             wanted = NodeId.parse(str(selector["node"]))
@@ -187,10 +271,12 @@ class DistributedSupervisorServer(SupervisorServer):
             raise InitError(dspec.behavior_name, f"the node selector chose {chosen}, which is not available")
         return chosen
 
-    async def _start_child(self, child: _Child) -> None:
+    async def place_child(self, child: SupervisedChild) -> ProcessRef:
+        """The placement hook: start the child on a node the selector picks (others if that one
+        is unreachable), and monitor it."""
         dspec = self._dspecs[child.spec.id]
         tried: set[NodeId] = set()
-        origin, why = self._migrating.pop(child.spec.id, (None, ""))
+        origin, _ = self._migrating.get(child.spec.id, (None, ""))
         if origin is not None:
             tried.add(origin)
         last_error: BaseException | None = None
@@ -202,9 +288,8 @@ class DistributedSupervisorServer(SupervisorServer):
                     raise InitError(dspec.behavior_name, f"could not start child {dspec.id!r}: {last_error}") from None
                 raise
             try:
-                child.ref = await spawn(dspec.behavior_name, target, arg=dspec.arg, link_to=self.ref,
-                                        max_mailbox=dspec.max_mailbox, overflow=dspec.overflow)
-                self._note_placement(target)
+                ref = await spawn(dspec.behavior_name, target, arg=dspec.arg, max_mailbox=dspec.max_mailbox,
+                                  overflow=dspec.overflow, link_to=self.ref if self._linked else None)
             except (NodeNotReachableError, NodeStoppedError, TimeoutError) as exc:
                 tried.add(target)
                 last_error = exc
@@ -213,23 +298,43 @@ class DistributedSupervisorServer(SupervisorServer):
                 raise
             except NoexError as exc:
                 raise InitError(dspec.behavior_name, str(exc), getattr(exc, "reason", None)) from exc
-            break
-        else:
-            raise InitError(dspec.behavior_name, f"could not start child {dspec.id!r}: {last_error}")
-        emit = self.node.events.emit
+            self._note_placement(target)
+            self._watch(child, ref)
+            return ref
+        raise InitError(dspec.behavior_name, f"could not start child {dspec.id!r}: {last_error}")
+
+    def child_started(self, child: SupervisedChild) -> None:
+        assert child.ref is not None
+        self._announce(child, child.ref.node)
+
+    def _announce(self, child: SupervisedChild, target: NodeId | None) -> None:
+        origin, why = self._migrating.pop(child.spec.id, (None, ""))
         if origin is not None:
-            emit("child_migrated", supervisor=self.ref, child=dspec.id, ref=child.ref, from_node=origin,
-                 to_node=target, reason=why)
+            self._emit("child_migrated", child=child.spec.id, ref=child.ref, from_node=origin, to_node=target,
+                       reason=why)
         elif child.restarts:
-            emit("child_restarted", supervisor=self.ref, child=dspec.id, ref=child.ref, node=target,
-                 restarts=child.restarts)
-        emit("child_started", supervisor=self.ref, child=dspec.id, ref=child.ref, node=target)
+            self._emit("child_restarted", child=child.spec.id, ref=child.ref, node=target, restarts=child.restarts)
+        self._emit("child_started", child=child.spec.id, ref=child.ref, node=target)
+
+    def _watch(self, child: SupervisedChild, ref: ProcessRef) -> None:
+        self._mrefs[ref] = self.node.monitor(ref, watcher=self.ref)
+        self._by_ref[ref] = child
+
+    def _unwatch(self, ref: ProcessRef | None) -> None:
+        if ref is None:
+            return
+        self._by_ref.pop(ref, None)
+        mref = self._mrefs.pop(ref, None)
+        if mref is not None:
+            self.node.demonitor(mref)
 
     def _placed_since_heartbeat(self, peer: NodeId) -> int:
         """Children placed on `peer` after its last heartbeat (whose process count lacks them).
         Both instants are monotonic: a step of the wall clock changes nothing."""
         dist = distribution_of(self.node)
         live = dist.liveness.status(peer) if dist is not None and dist.liveness is not None else None
+        if peer == self.node.id:
+            return 0
         heard_at = live.last_heartbeat_mono if live is not None and live.heartbeats else -float("inf")
         return sum(1 for t in self._placed_at.get(peer, ()) if t >= heard_at)
 
@@ -239,71 +344,331 @@ class DistributedSupervisorServer(SupervisorServer):
         recent.append(now)
         self._placed_at[target] = recent
 
-    # ------------------------------------------------------------------ node loss
-    async def handle_info(self, msg: Any, state: _State) -> Any:
-        fencing = getattr(self, "_fencing", None)  # (None without a partition policy)
+    async def _start_batch(self, children: list[SupervisedChild], exclude: set[NodeId],
+                           handoffs: dict[str, list[Any]] | None = None) -> list[SupervisedChild]:
+        """Start `children` (refs cleared) with one request per target node, all targets at
+        once; returns the children that could not be started that way."""
+        plan: dict[NodeId, list[SupervisedChild]] = {}
+        failed: list[SupervisedChild] = []
+        alive = self._alive_nodes()
+        for child in children:
+            try:
+                target = await self._choose(self._dspecs[child.spec.id], exclude, alive)
+            except InitError:
+                failed.append(child)
+                continue
+            plan.setdefault(target, []).append(child)
+
+        async def start_on(target: NodeId, group: list[SupervisedChild]) -> None:
+            items = []
+            for child in group:
+                dspec = self._dspecs[child.spec.id]
+                handoff = (handoffs or {}).get(child.spec.id, [False, None])
+                items.append([dspec.behavior_name, dspec.arg, dspec.max_mailbox, dspec.overflow, *handoff,
+                              self.ref if self._linked else None])
+            try:
+                results = await _spawn_many_at(self.node, target, items)
+            except NoexError:
+                failed.extend(group)
+                return
+            for child, (ok, ref) in zip(group, results, strict=True):
+                if not ok:
+                    failed.append(child)
+                    continue
+                child.ref = ref
+                self._note_placement(target)
+                self._watch(child, ref)
+                self._announce(child, target)
+
+        async with anyio.create_task_group() as tg:
+            for target, group in plan.items():
+                tg.start_soon(start_on, target, group)
+        return failed
+
+    # ------------------------------------------------------------------ exits, node loss
+    async def handle_info(self, msg: Any, state: SupervisorState) -> Any:
+        self._busy = True
+        try:
+            result = await self._info(msg, state)
+        finally:
+            self._busy = False
+        if not isinstance(result, Stop):
+            self._push_if_due(result)
+        return result
+
+    async def _info(self, msg: Any, state: SupervisorState) -> Any:
+        fencing = self._fencing  # the partition policy's hook (None without one)
         if fencing is not None and (handled := await fencing.handle(msg, state)) is not None:
             return handled
-        if isinstance(msg, Exit) and msg.from_.node is not None:
-            node = msg.from_.node
-            child = next((c for c in state.children if c.ref == msg.from_), None)
-            if child is not None and self.node.stopping:
-                # this node leaves: its own children stop with it (they are not its processes'
-                # children, so the node stops them first) and none is restarted anywhere
-                return self._stopped_by_leaving(child, msg.reason, state)
-            if child is not None and self._departing(node, msg.from_.creation):
-                return await self._move(state, child, msg.reason)
-            if child is not None and msg.reason == NOCONNECTION:
-                if node not in self._failed_nodes:
-                    self._failed_nodes.add(node)
-                    self.node.events.emit("node_failure_detected", supervisor=self.ref, node=node)
-                self._migrating[child.spec.id] = (node, "noconnection")
-        return await super().handle_info(msg, state)
+        if isinstance(msg, tuple) and len(msg) == 2 and msg[0] == _CONFLICT:
+            # after a healed partition another supervisor of this name won: it supervises, this one
+            # stops the instances it started (one per child remains, the winner's)
+            return Stop(("name_conflict", self._gname), state)
+        if self._handing_over:
+            return state  # the node that takes over sees these children's ends itself
+        if isinstance(msg, Exit) and msg.from_ in self._by_ref:
+            return state  # a linked child (hidden host): its Down says the same
+        if isinstance(msg, Exit) and isinstance(msg.reason, tuple | list) and len(msg.reason) == 2 \
+                and msg.reason[0] == "name_conflict" and msg.reason[1] == self._gname:
+            return Stop(("name_conflict", self._gname), state)  # the global registry says the same
+        if isinstance(msg, Down):
+            self._mrefs.pop(msg.ref, None)
+            child = self._by_ref.pop(msg.ref, None)
+            if child is None or child.ref != msg.ref:
+                return state
+            result = await self._child_down(state, child, msg.ref, msg.reason)
+        else:
+            result = await super().handle_info(msg, state)
+        self._dirty = True
+        return result
 
-    async def _move(self, state: _State, child: _Child, reason: ExitReason) -> Any:
-        """A child ended because its node leaves: start it elsewhere, whatever its restart type,
-        without counting a restart. Only when no node can take it is it an ordinary restart."""
+    async def _child_down(self, state: SupervisorState, child: SupervisedChild, ref: ProcessRef,
+                          reason: ExitReason) -> Any:
+        node = ref.node
+        dist = distribution_of(self.node)
+        if dist is not None and dist.stopping and not self.node.stopping:
+            return state  # this node is being killed: its connections closed first, nothing failed elsewhere
+        if self.node.stopping:
+            # this node leaves without a hand-over (no other node): nothing is restarted anywhere
+            return self._stopped_by_leaving(child, reason, state)
+        if node is not None and self._departing(node, ref.creation):
+            return await self._move(state, child, reason)
+        if node is not None and reason == NOCONNECTION:
+            return await self._node_lost(state, node, graceful=False)
+        return await super().handle_info(Exit(ref, reason), state)
+
+    async def _node_lost(self, state: SupervisorState, node: NodeId, *, graceful: bool) -> Any:
+        """Every child that ran on `node` is restarted elsewhere in one batch; each restart
+        counts towards the intensity unless the node left gracefully."""
+        lost = [c for c in state.children if c.ref is not None and c.ref.node == node]
+        if not graceful and node not in self._failed_nodes:
+            self._failed_nodes.add(node)
+            self._emit("node_failure_detected", node=node)
+        why = "node_leaving" if graceful else "noconnection"
+        for child in lost:
+            self._unwatch(child.ref)
+            child.ref = None
+            child.last_reason = NOCONNECTION
+            self._migrating[child.spec.id] = (node, why)
+        if state.strategy not in ("one_for_one", "simple_one_for_one"):
+            if not lost:
+                return state
+            # one_for_all / rest_for_one: the base class restarts the group (every stopped child in it)
+            return await self.restart(state, lost[0], NOCONNECTION)
+        restartable = []
+        for child in lost:
+            if child.spec.restart == "temporary":
+                self._migrating.pop(child.spec.id, None)
+                state.children.remove(child)
+                continue
+            if not graceful and not self.count_restart(state):
+                return await self.give_up(state)
+            if not graceful:
+                child.restarts += 1
+                self.node.events.emit("supervisor_restart", supervisor=self.ref, child=child.spec.id,
+                                      reason=NOCONNECTION, strategy=state.strategy, restarts=child.restarts)
+            restartable.append(child)
+        for child in await self._start_batch(restartable, {node}):
+            try:
+                await self._place(child)
+            except InitError as exc:
+                result = await self.restart(state, child, exc.reason)
+                if isinstance(result, Stop):
+                    return result
+        return state
+
+    async def _move(self, state: SupervisorState, child: SupervisedChild, reason: ExitReason) -> Any:
+        """A child ended because its node leaves (and was not handed off): start it elsewhere,
+        whatever its restart type, without counting a restart."""
         assert child.ref is not None and child.ref.node is not None
         origin = child.ref.node
         self._migrating[child.spec.id] = (origin, "node_leaving")
         child.ref = None
         child.last_reason = reason
-        if self.node.stopping or not [n for n in self._alive_nodes() if n != origin]:
-            # This node leaves too, or every node does (the cluster is being shut down): nowhere
-            # to go, and nothing failed. The child stays stopped instead of counting restarts.
+        if not [n for n in self._alive_nodes() if n != origin]:
+            # every node leaves (the cluster is being shut down): nowhere to go, and nothing failed
             self._migrating.pop(child.spec.id, None)
             return self._stopped_by_leaving(child, reason, state)
         try:
-            await self._start_child(child)
+            await self._place(child)
         except InitError as exc:
-            return await self._restart(state, child, exc.reason)
+            return await self.restart(state, child, exc.reason)
         return state
 
-    def _stopped_by_leaving(self, child: _Child, reason: ExitReason, state: _State) -> _State:
+    def _stopped_by_leaving(self, child: SupervisedChild, reason: ExitReason, state: SupervisorState
+                            ) -> SupervisorState:
         """A child that ended because nodes leave and has nowhere to go: stopped, not restarted."""
         gone, child.ref = child.ref, None
         child.last_reason = reason
-        self.node.events.emit("child_stopped", supervisor=self.ref, child=child.spec.id, ref=gone,
-                              reason="node_leaving")
+        self._emit("child_stopped", child=child.spec.id, ref=gone, reason="node_leaving")
         return state
 
-    async def terminate(self, reason: ExitReason, state: _State) -> None:
+    # ------------------------------------------------------------------ hand-off (graceful leave)
+    async def _evacuate(self, state: SupervisorState, leaving: NodeId) -> int:
+        """Move this supervisor's children off `leaving`: each old instance gives its hand-off
+        value and stops, then the new ones start (one request per target node). When this
+        node is the one leaving, the supervision itself moves afterwards (see `_take_over`)."""
+        moving = [c for c in state.children if c.ref is not None and c.ref.node == leaving]
+        others = [n for n in self._alive_nodes() if n != leaving]
+        if not others:
+            return 0  # nowhere to go: the children stop with their node
+        if moving:
+            refs = [c.ref for c in moving]
+            for child in moving:
+                self._unwatch(child.ref)
+            try:
+                values = await _handoff_at(self.node, leaving, refs)
+            except NoexError:
+                values = [[False, None]] * len(moving)
+            handoffs = {}
+            for child, value in zip(moving, values, strict=True):
+                child.ref = None
+                child.last_reason = SHUTDOWN
+                self._migrating[child.spec.id] = (leaving, "node_leaving")
+                handoffs[child.spec.id] = value
+            for child in await self._start_batch(moving, {leaving}, handoffs):
+                try:
+                    await self._place(child)
+                except InitError as exc:
+                    await self.restart(state, child, exc.reason)
+        if leaving == self.node.id:
+            self._handing_over = True
+        self._replicate(state)  # before this node's goodbye, on the same connections
+        return len(moving)
+
+    # ------------------------------------------------------------------ takeover
+    def _restore(self, replica: dict[str, Any]) -> SupervisorState:
+        """The state of a standby from a replica: children known, none touched yet."""
+        now = anyio.current_time()
+        template = replica["template"]
+        state = SupervisorState(replica["strategy"], replica["max_restarts"], replica["within_ms"], [])
+        if template is not None:
+            state.template = self._to_child_spec(DistributedChildSpec.of(template))
+        state.next_dynamic = replica["next_dynamic"]
+        state.total_restarts = replica["total_restarts"]
+        state.restart_times.extend(sorted(now - age for age in replica["ages"]))
+        for spec, ref, restarts in replica["children"]:
+            child = SupervisedChild(self._to_child_spec(DistributedChildSpec.of(spec)), ref=ref, restarts=restarts)
+            state.children.append(child)
+        return state
+
+    async def _adopt(self, state: SupervisorState, graceful: bool) -> Any:
+        """Supervise the children of a replica: monitor those running on a live node (a Down
+        "noproc" comes for any that ended meanwhile), restart the others."""
+        self._adopted = True
+        alive = set(self._alive_nodes())
+        lost: set[NodeId] = set()
+        for child in state.children:
+            if child.ref is None:
+                continue
+            if child.ref.node in alive:
+                self._watch(child, child.ref)
+            elif child.ref.node is not None:
+                lost.add(child.ref.node)
+        self._emit("supervisor_took_over", node=self.node.id)
+        result: Any = state
+        for node in sorted(lost):
+            result = await self._node_lost(state, node, graceful=graceful)
+            if isinstance(result, Stop):
+                break
+        self._dirty = True
+        return result
+
+    # ------------------------------------------------------------------ replication
+    def _push_if_due(self, state: SupervisorState) -> None:
+        """After a callback: push the replica if it changed and no message is queued (a burst of
+        changes is pushed once, when it ends), or if the last push is `_PUSH_EVERY_S` old."""
+        if not self._dirty or self._handing_over:
+            return
+        now = time.monotonic()
+        if self._noex_process.mailbox and now - self._pushed_at < _PUSH_EVERY_S:
+            return
+        self._dirty = False
+        self._pushed_at = now
+        self._replicate(state)
+
+    def _replicate(self, state: SupervisorState) -> None:
+        """Push this supervisor's state to every member (each change, coalesced per burst)."""
+        dist = distribution_of(self.node)
+        if dist is None or not self._adopted or self._linked:
+            return
+        now = anyio.current_time()
+        me = self.node.id
+        payload = {
+            "name": self._gname, "host": me, "sup": self.ref,
+            "strategy": state.strategy, "max_restarts": state.max_restarts, "within_ms": state.within_ms,
+            "selector": self._selector if not callable(self._selector) else "round_robin",
+            "template": self._dspecs[state.template.id].wire() if state.template is not None else None,
+            "next_dynamic": state.next_dynamic, "total_restarts": state.total_restarts,
+            "ages": [now - t for t in state.restart_times],
+            "children": [[self._wire(c.spec.id), _full(me, c.ref), c.restarts] for c in state.children],
+        }
+        for info in self.node.get_nodes():
+            try:
+                dist.router.rpc_cast(info.id, "dsup.replica", payload)
+            except NoexError as exc:
+                self.node.events.report_error(f"replicating supervisor {self._gname!r}", exc)
+                return
+
+    # ------------------------------------------------------------------ requests
+    async def handle_call(self, msg: Any, state: SupervisorState) -> Any:
+        self._busy = True
         try:
-            await super().terminate(reason, state)
+            reply, new_state = await self._call(msg, state)
         finally:
+            self._busy = False
+        if isinstance(new_state, SupervisorState):
+            self._push_if_due(new_state)
+        return reply, new_state
+
+    async def _call(self, msg: Any, state: SupervisorState) -> Any:
+        if isinstance(msg, tuple) and len(msg) >= 2 and msg[0] == SUPERVISOR_REQUEST:
+            op = msg[1]
+            if op == "adopt":
+                return None, await self._adopt_or_stop(state, bool(msg[2]))
+            if op == "evacuate":
+                moved = await self._evacuate(state, msg[2])
+                return moved, state
+            if op not in ("which_children", "count_children", "tree"):
+                self._dirty = True
+            if op == "start_child":
+                try:
+                    return await self._start_child_request(msg[2], state), state
+                except (SupervisorError, InitError) as exc:
+                    return (SUPERVISOR_REFUSED, exc), state  # raised by the facade, as the base class does
+        return await super().handle_call(msg, state)
+
+    async def _adopt_or_stop(self, state: SupervisorState, graceful: bool) -> Any:
+        result = await self._adopt(state, graceful)
+        return result.state if isinstance(result, Stop) else result
+
+    async def terminate(self, reason: ExitReason, state: SupervisorState) -> None:
+        store = _store(self.node)
+        try:
+            if self._adopted and not self._handing_over:
+                for ref in list(self._mrefs):
+                    self._unwatch(ref)
+                await super().terminate(reason, state)
+                if store is not None:
+                    store.forget(self._gname, self.ref)
+        finally:
+            if store is not None and store.local.get(self._gname) == self.ref:
+                del store.local[self._gname]
             unsubscribe = getattr(self, "_unsubscribe_up", None)
             if unsubscribe is not None:
                 unsubscribe()
             fencing = getattr(self, "_fencing", None)
             if fencing is not None:
                 fencing.unsubscribe()
-            self.node.events.emit("supervisor_stopped", supervisor=self.ref, reason=reason)
+            if self._adopted and not self._handing_over:
+                self._emit("supervisor_stopped", reason=reason)
 
-    async def _call_start_child(self, spec_or_arg: Any, state: _State) -> ProcessRef:
+    async def _start_child_request(self, spec_or_arg: Any, state: SupervisorState) -> ProcessRef:
+        """`start_child`: a spec (dict or DistributedChildSpec), or for simple_one_for_one the arg."""
         if state.strategy == "simple_one_for_one":
             assert state.template is not None
             template = self._dspecs[state.template.id]
-            state.next_dynamic += 1  # the base class counts only specs it builds itself
+            state.next_dynamic += 1
             dspec = dataclasses.replace(template, id=f"{template.id}-{state.next_dynamic}", arg=spec_or_arg)
         else:
             try:
@@ -312,7 +677,346 @@ class DistributedSupervisorServer(SupervisorServer):
                 raise SupervisorError(str(exc)) from None
         if any(c.spec.id == dspec.id for c in state.children):
             raise SupervisorError(f"a child with id {dspec.id!r} already exists")
-        return await super()._call_start_child(self._to_child_spec(dspec), state)
+        child = SupervisedChild(self._to_child_spec(dspec))
+        await self._place(child)
+        state.children.append(child)
+        assert child.ref is not None
+        return child.ref
+
+    async def _place(self, child: SupervisedChild) -> None:
+        child.ref = await self.place_child(child)
+        self.child_started(child)
+
+    # ------------------------------------------------------------------ partition fencing
+    # A split-brain policy fences a losing side: the fence/unfence hook goes here. It stops this
+    # supervisor's children that run on this node with reason "partition_fenced" (unwatch each
+    # first, as `_evacuate` does, so that no restart follows) and keeps the supervisor from
+    # taking over or replicating while fenced. `SupervisorReplicas.local` lists the supervisors
+    # a node hosts; `SupervisorReplicas._peer_left` is where a fenced node must not take over.
+
+
+def _rank(ref: Any) -> tuple[Any, ...]:
+    """The order in which two supervisors of one name give way (the global registry's)."""
+    return (ref.node, ref.creation, ref.id)
+
+
+def _full(me: NodeId | None, ref: ProcessRef | None) -> ProcessRef | None:
+    if ref is not None and ref.node is None:
+        return ProcessRef(me, ref.id, ref.creation)
+    return ref
+
+
+# ---------------------------------------------------------------------------------- per node
+class SupervisorReplicas:
+    """One node's part: replicas of the supervisors hosted elsewhere (taken over when their
+    host is gone), batch starts and hand-offs for supervisors anywhere, and event relays."""
+
+    def __init__(self, dist: Distribution) -> None:
+        self.dist = dist
+        self.node = dist.node
+        self.replicas: dict[str, dict[str, Any]] = {}
+        self.local: dict[str, ProcessRef] = {}  # supervisors hosted here, by global name
+        # on_event callbacks here, and the nodes with on_event, by supervisor name or ref
+        self.listeners: dict[str | ProcessRef, list[Callable[[NodeEvent], Any]]] = {}
+        self.remote_listeners: dict[str | ProcessRef, set[NodeId]] = {}
+        self._outbox: dict[NodeId, list[list[Any]]] = {}
+        self._relay_scheduled = False
+        handlers = dist.router.rpc_handlers
+        handlers["dsup.replica"] = self._on_replica
+        handlers["dsup.forget"] = self._on_forget
+        handlers["dsup.spawn_many"] = lambda peer, items: _spawn_many(self.node, items, peer)
+        handlers["dsup.handoff"] = lambda _peer, refs: _handoff(self.node, refs)
+        handlers["dsup.evacuate"] = self._on_evacuate
+        handlers["dsup.listen"] = self._on_listen
+        handlers["dsup.events"] = self._on_events
+        dist.join_hooks.append(self._peer_joined)
+        dist.leave_hooks.append(self._peer_left)
+        self.node.handoff_hooks.append(self._leave)
+
+    # replicas and takeover
+    def _on_replica(self, peer: NodeId, payload: Any) -> None:
+        if not (isinstance(payload, dict) and payload.get("host") == peer and isinstance(payload.get("name"), str)):
+            return
+        name, other = payload["name"], payload["sup"]
+        mine = self.local.get(name)
+        if mine is not None and isinstance(other, ProcessRef) and _full(self.dist.node_id, mine) != other:
+            # two supervisors of one name (both sides of a healed partition took it over): the
+            # lower-ranked one stays, as in the global registry; the other stops its instances
+            if _rank(_full(self.dist.node_id, mine)) > _rank(other):
+                self.node.send(mine, (_CONFLICT, other))
+            else:
+                return
+        self.replicas[name] = payload
+
+    def forget(self, name: str, sup: ProcessRef) -> None:
+        """Supervisor `sup` stopped: drop its replicas (not those of another holder of the name)."""
+        sup = _full(self.dist.node_id, sup) or sup
+        self._on_forget(self.dist.node_id, [name, sup])
+        for info in self.node.get_nodes():
+            self.dist.router.rpc_cast(info.id, "dsup.forget", [name, sup])
+
+    def _on_forget(self, _peer: NodeId | None, args: Any) -> None:
+        name, sup = args
+        replica = self.replicas.get(name)
+        if replica is not None and replica["sup"] == sup:
+            del self.replicas[name]
+
+    def _alive(self) -> list[NodeId]:
+        """Members that can host a supervisor: up, not leaving, not hidden."""
+        peers = [i.id for i in self.node.get_nodes()
+                 if not self.dist.membership.is_departing(i.id, i.incarnation)]
+        me = [] if self.dist.config.hidden or self.node.stopping or self.node.id is None else [self.node.id]
+        return sorted({*peers, *me})
+
+    def _peer_left(self, peer: NodeId, reason: str) -> None:
+        self.remote_listeners = {n: s - {peer} for n, s in self.remote_listeners.items()}
+        alive = self._alive()
+        if not alive or alive[0] != self.node.id:
+            return  # the lowest member takes over; the others keep the replicas in case it dies too
+        for name, replica in list(self.replicas.items()):
+            if replica["host"] not in alive:
+                del self.replicas[name]
+                graceful = reason == "graceful_shutdown" and replica["host"] == peer
+                self.node.spawn_task(self._take_over, name, replica, graceful, what=f"takeover of {name!r}")
+
+    async def _take_over(self, name: str, replica: dict[str, Any], graceful: bool) -> None:
+        """Start a standby from the replica, win the supervisor's global name, then supervise."""
+        registry = self.dist.global_registry
+        assert registry is not None
+        options = {"global_name": name, "node_selector": replica["selector"], "adopt": replica}
+        ref = await self.node.spawn(DistributedSupervisorServer, options)
+        for _ in range(_TAKEOVER_TRIES if not name.startswith("$dsup/") else 0):
+            try:
+                await registry.register(name, ref, timeout=2.0)
+                break
+            except GlobalNameConflictError as exc:
+                owner = exc.owner
+                if isinstance(owner, ProcessRef) and owner != replica["sup"]:
+                    await self.node.stop_process(ref, SHUTDOWN, 5.0)  # another node won
+                    return
+            await anyio.sleep(_TAKEOVER_RETRY_S)  # a member has not yet dropped the dead host's name
+        else:
+            if not name.startswith("$dsup/"):  # (an unnamed one has no global name to claim)
+                await self.node.stop_process(ref, SHUTDOWN, 5.0)
+                raise SupervisorError(f"could not take over supervisor {name!r}: its global name stayed taken")
+        if not name.startswith("$dsup/") and self.node.names.whereis(name) is None:
+            self.node.register_name(name, ref)  # named on its new node too, as on its first one
+        await self.node.call(ref, (SUPERVISOR_REQUEST, "adopt", graceful), _BATCH_TIMEOUT_S)
+
+    def _peer_joined(self, peer: NodeId) -> None:
+        for key, callbacks in self.listeners.items():
+            if callbacks:
+                self.dist.router.rpc_cast(peer, "dsup.listen", key)
+
+    # graceful leave
+    async def _leave(self) -> None:
+        """This node leaves: every supervisor (here and on each peer) moves its children off
+        this node first, each old instance handing its state to the new one."""
+        me = self.node.id
+        peers = [i.id for i in self.node.get_nodes()]
+
+        async def ask(peer: NodeId) -> None:
+            try:
+                await self.dist.router.rpc(peer, "dsup.evacuate", me, _BATCH_TIMEOUT_S)
+            except NoexError as exc:
+                self.node.events.report_error(f"hand-off to {peer}", exc)
+
+        async with anyio.create_task_group() as tg:
+            for peer in peers:
+                tg.start_soon(ask, peer)
+        if peers:
+            await self._on_evacuate(me, me)  # supervisors hosted here last: their children moved
+
+    async def _on_evacuate(self, _peer: NodeId | None, leaving: Any) -> None:
+        if not isinstance(leaving, NodeId):
+            raise InvalidArgumentError("dsup.evacuate needs a node id")
+
+        async def ask(sup: ProcessRef) -> None:
+            try:
+                await self.node.call(sup, (SUPERVISOR_REQUEST, "evacuate", leaving), _BATCH_TIMEOUT_S)
+            except NoexError as exc:
+                self.node.events.report_error(f"hand-off by supervisor {sup}", exc)
+
+        async with anyio.create_task_group() as tg:
+            for sup in list(self.local.values()):
+                tg.start_soon(ask, sup)
+
+    # events from any node
+    def listen(self, key: str | ProcessRef, callback: Callable[[NodeEvent], Any]) -> Callable[[], None]:
+        """`callback` gets the events of the supervisor named (or with the ref) `key` when it runs
+        on another node: every member is asked to relay them here."""
+        callbacks = self.listeners.setdefault(key, [])
+        callbacks.append(callback)
+        for peer in self._members():
+            self.dist.router.rpc_cast(peer, "dsup.listen", key)
+
+        def unsubscribe() -> None:
+            if callback in callbacks:
+                callbacks.remove(callback)
+
+        return unsubscribe
+
+    def _members(self) -> list[NodeId]:
+        peers = {i.id for i in self.node.get_nodes()}
+        if self.dist.config.hidden:  # an observer lists no one but is connected to the members
+            peers |= set(self.dist.transport.conns)
+        return sorted(peers)
+
+    def _on_listen(self, peer: NodeId, key: Any) -> None:
+        if isinstance(key, str | ProcessRef):
+            self.remote_listeners.setdefault(key, set()).add(peer)
+
+    def relay(self, name: str, ref: ProcessRef, kind: str, data: dict[str, Any]) -> None:
+        """Queue an event for the nodes listening to this supervisor; sent in one notification
+        per node and burst (a failover of hundreds of children is one message, not hundreds)."""
+        keys: set[str | ProcessRef] = {name, ref}
+        full = _full(self.dist.node_id, ref)
+        if full is not None:
+            keys.add(full)
+        for key in keys:
+            for peer in self.remote_listeners.get(key, set()):
+                self._outbox.setdefault(peer, []).append([key, kind, data])
+        if self._outbox and not self._relay_scheduled:
+            self._relay_scheduled = True
+            self.node.spawn_task(self._send_relays, what="DistributedSupervisor event relay")
+
+    async def _send_relays(self) -> None:
+        self._relay_scheduled = False
+        outbox, self._outbox = self._outbox, {}
+        for peer, batch in outbox.items():
+            try:
+                self.dist.router.rpc_cast(peer, "dsup.events", batch)
+            except NoexError as exc:
+                self.node.events.report_error(f"supervisor events to {peer}", exc)
+
+    def _on_events(self, peer: NodeId, batch: Any) -> None:
+        calls: list[tuple[Callable[[NodeEvent], Any], NodeEvent]] = []
+        for key, kind, data in batch:
+            event = NodeEvent(kind, time.time(), peer, dict(data))
+            calls.extend((callback, event) for callback in list(self.listeners.get(key, ())))
+        if calls:
+            self.node.spawn_task(self._deliver, calls, what="DistributedSupervisor.on_event callbacks")
+
+    async def _deliver(self, calls: list[tuple[Callable[[NodeEvent], Any], NodeEvent]]) -> None:
+        for callback, event in calls:
+            try:
+                result = callback(event)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as exc:
+                self.node.events.report_error("DistributedSupervisor.on_event callback", exc)
+
+
+def install_supervisor_replicas(dist: Distribution) -> SupervisorReplicas:
+    store = SupervisorReplicas(dist)
+    dist.supervisor_replicas = store
+    return store
+
+
+def _store(node: Node) -> SupervisorReplicas | None:
+    dist = distribution_of(node)
+    return getattr(dist, "supervisor_replicas", None) if dist is not None else None
+
+
+async def _spawn_many_at(node: Node, target: NodeId, items: list[list[Any]]) -> list[list[Any]]:
+    if target == node.id:
+        return await _spawn_many(node, items, node.id)
+    dist = distribution_of(node)
+    if dist is None:
+        raise NodeNotReachableError(target, "this node is not distributed")
+    result: list[list[Any]] = await dist.router.rpc(target, "dsup.spawn_many", items, _BATCH_TIMEOUT_S)
+    return result
+
+
+async def _spawn_many(node: Node, items: Any, peer: NodeId | None) -> list[list[Any]]:
+    """System handler: start each `[behavior_name, arg, max_mailbox, overflow, has_handoff,
+    handoff, link_to]` (all at once); `[True, ref]` or `[False, why]` for each. As with
+    `spawn`, a peer may link a new process only to a process of its own."""
+    if not isinstance(items, list):
+        raise InvalidArgumentError("dsup.spawn_many needs a list")
+    results: list[list[Any]] = [[False, "not started"] for _ in items]
+
+    async def one(i: int, item: Any) -> None:
+        try:
+            behavior_name, arg, max_mailbox, overflow, has_handoff, handoff, link_to = item
+            if link_to is not None and not (isinstance(link_to, ProcessRef) and (link_to.node or node.id) == peer):
+                raise NotPermittedError(f"{peer} asked to link a new process to {link_to!r}, not a process of its own")
+            behavior = BehaviorRegistry.get(behavior_name)
+            token = _HANDOFF.set([handoff, None]) if has_handoff else None
+            try:
+                ref = await node.spawn(behavior, arg, timeout=_BATCH_TIMEOUT_S - 1.0, max_mailbox=max_mailbox,
+                                       overflow=overflow, link=link_to)
+            finally:
+                if token is not None:
+                    _HANDOFF.reset(token)
+            results[i] = [True, _full(node.id, ref)]
+        except Exception as exc:
+            results[i] = [False, f"{type(exc).__name__}: {exc}"]
+
+    async with anyio.create_task_group() as tg:
+        for i, item in enumerate(items):
+            tg.start_soon(one, i, item)
+    return results
+
+
+async def _handoff_at(node: Node, target: NodeId, refs: list[Any]) -> list[list[Any]]:
+    if target == node.id:
+        return await _handoff(node, refs)
+    dist = distribution_of(node)
+    if dist is None:
+        raise NodeNotReachableError(target, "this node is not distributed")
+    result: list[list[Any]] = await dist.router.rpc(target, "dsup.handoff", refs, _BATCH_TIMEOUT_S)
+    return result
+
+
+async def _handoff(node: Node, refs: Any) -> list[list[Any]]:
+    """System handler: each local process in `refs` gives `handle_handoff(state)` (run by the
+    process between two messages) and stops right after it, handling nothing more.
+    `[True, value]`, or `[False, None]` without the callback (or an unsendable value)."""
+    if not isinstance(refs, list):
+        raise InvalidArgumentError("dsup.handoff needs a list of refs")
+    results: list[list[Any]] = [[False, None] for _ in refs]
+    dist = distribution_of(node)
+
+    async def one(i: int, ref: Any) -> None:
+        proc = node.local_process(ref) if isinstance(ref, ProcessRef) and node.is_local(ref) else None
+        if proc is None or not proc.alive:
+            return
+        callback = getattr(proc.server, "handle_handoff", None)
+
+        async def give(state: Any) -> Any:
+            if callback is not None:
+                value = callback(state)
+                if inspect.isawaitable(value):
+                    value = await value
+                if dist is None or _encodable(dist, value):
+                    results[i] = [True, value]
+                else:
+                    node.events.report_error(
+                        f"hand-off of {ref}", InvalidArgumentError("handle_handoff returned a value that is not a "
+                                                                   "wire value; the new instance starts without it"))
+            proc.request_shutdown(SHUTDOWN)  # stops before the next message: nothing is handled twice
+            return state
+
+        try:
+            await systools.replace_state(proc, give, timeout=2.0)
+        except NoexError as exc:
+            node.events.report_error(f"hand-off of {ref}", exc)
+            proc.request_shutdown(SHUTDOWN)
+        await proc.wait_exit(5.0)
+
+    async with anyio.create_task_group() as tg:
+        for i, ref in enumerate(refs):
+            tg.start_soon(one, i, ref)
+    return results
+
+
+def _encodable(dist: Distribution, value: Any) -> bool:
+    try:
+        dist.codec.encode(value)
+    except Exception:
+        return False
+    return True
 
 
 async def _no_direct_start() -> ProcessRef:
@@ -343,10 +1047,43 @@ class DistributedSupervisor:
         name: str | None = None, timeout: float = 60.0,
     ) -> ProcessRef:
         """Start the supervisor on the current node and its children on nodes chosen by `node_selector`
-        (local_first | round_robin | least_loaded | random | {"node": id} | callable(nodes, child_id))."""
+        (local_first | round_robin | least_loaded | random | {"node": id} | callable(nodes, child_id)).
+        `name` registers it in the GlobalRegistry (every node can address it, wherever it moved,
+        and a takeover claims it, so exactly one node wins) and on this node."""
         options = _options(strategy, list(children or []), max_restarts, within_ms, node_selector)
         node = current_node()
-        return await node.spawn(DistributedSupervisorServer, options, name=name, timeout=timeout)
+        dist = distribution_of(node)
+        if dist is None or dist.config.hidden:  # no member can take it over
+            options["global_name"] = name or f"$dsup/{uuid.uuid4().hex}"
+            return await node.spawn(DistributedSupervisorServer, options, name=name, timeout=timeout)
+        options["global_name"] = name or f"$dsup/{node.id}/{uuid.uuid4().hex[:12]}"
+        registry = dist.global_registry
+        assert registry is not None
+        if name is not None and registry.whereis(name) is not None:
+            raise GlobalNameConflictError(name, registry.whereis(name))
+        # named here too (as a Supervisor is), and globally: every node finds it by name
+        ref = await node.spawn(DistributedSupervisorServer, options, name=name, timeout=timeout)
+        if name is None:
+            return ref
+        try:
+            await registry.register(name, ref, timeout=min(timeout, 10.0))
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await node.stop_process(ref, SHUTDOWN, timeout)
+            raise
+        return ref
+
+    @staticmethod
+    def handed_off(default: Any = None) -> Any:
+        """In `init` of a child started by a graceful hand-off: the value its previous instance's
+        `handle_handoff(state)` returned (`default` for any other start)."""
+        cell = _HANDOFF.get()
+        me = current_process()
+        if cell is None or me is None:
+            return default
+        if cell[1] is None:
+            cell[1] = me.ref  # the first process to ask is the one started with it
+        return cell[0] if cell[1] == me.ref else default
 
     start_child = staticmethod(Supervisor.start_child)
     terminate_child = staticmethod(Supervisor.terminate_child)
@@ -382,18 +1119,46 @@ class DistributedSupervisor:
                                timeout, "; ".join(unstable))
 
     @staticmethod
-    def on_event(sup: ProcessRef, callback: Callable[[NodeEvent], Any], *, node: Node | None = None
+    def on_event(sup: Target, callback: Callable[[NodeEvent], Any], *, node: Node | None = None
                  ) -> Callable[[], None]:
         """Call `callback(event)` for child_started / child_stopped / child_restarted / child_migrated /
-        node_failure_detected / supervisor_stopped of supervisor `sup` (which runs on this node)."""
+        node_failure_detected / supervisor_took_over / supervisor_stopped of supervisor `sup` (its
+        ref or global name), from whichever node runs it now: events of a supervisor on another
+        node are relayed here (they start within a round trip of this call)."""
         host = node or current_node()
+        name = sup if isinstance(sup, str) else _name_of(host, sup)
 
         def relay(event: NodeEvent) -> Any:
-            if event.kind in EVENTS and event.data.get("supervisor") == sup:
+            data = event.data
+            if event.kind in EVENTS and (data.get("supervisor") == sup or (name and data.get("name") == name)):
                 return callback(event)
             return None
 
-        return host.events.subscribe(relay)
+        unsubscribers = [host.events.subscribe(relay)]
+        store = _store(host)
+        key = name if name is not None else sup if isinstance(sup, ProcessRef) and not host.is_local(sup) else None
+        if store is not None and key is not None:
+            unsubscribers.append(store.listen(key, callback))
+
+        def unsubscribe() -> None:
+            for stop in unsubscribers:
+                stop()
+
+        return unsubscribe
+
+
+def _name_of(node: Node, sup: Any) -> str | None:
+    """The global name of supervisor `sup`, as this node knows it (hosted here, or replicated)."""
+    store = _store(node)
+    if store is None:
+        return None
+    for name, ref in store.local.items():
+        if ref == sup:
+            return name
+    for name, replica in store.replicas.items():
+        if replica.get("sup") == sup:
+            return name
+    return None
 
 
 def _unstable(node: Node, sup: Target, children: list[ChildInfo]) -> list[str]:

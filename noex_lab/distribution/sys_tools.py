@@ -76,6 +76,14 @@ VERSION_COLUMNS = ["ref", "name", "behavior", "class", "version", "status", "det
 
 
 # ----------------------------------------------------------------------------------- target side
+def _watching_nodes(proc: Process, me: NodeId | None) -> list[NodeId]:
+    """The other nodes whose processes link or monitor `proc`: where its supervisor may run
+    (a DistributedSupervisor monitors its children)."""
+    nodes: set[Any] = {r.node for r in proc.links}
+    nodes |= {getattr(sink, "node_id", None) or getattr(sink, "node", None) for sink in proc.monitors.values()}
+    return sorted((n for n in nodes if isinstance(n, NodeId) and n != me), key=str)
+
+
 def _args(args: Any, n: int, what: str) -> list[Any]:
     if not isinstance(args, list) or len(args) != n:
         raise InvalidArgumentError(f"malformed {what} request")
@@ -155,7 +163,7 @@ class SysHandlers:
                 raise InvalidArgumentError("enable must be None, True or False")
             if a[3] is not None:
                 await systools.set_statistics(proc, a[3], check_timeout(a[4]))
-            return [systools.statistics(proc), sorted({r.node for r in proc.links if r.node is not None}, key=str)]
+            return [systools.statistics(proc), _watching_nodes(proc, None)]
         if op == "restarts":
             ref = _args(args, 1, op)[0]
             return systools.restarts_of(node, ref) if isinstance(ref, ProcessRef) else None
@@ -330,7 +338,7 @@ class Sys:
             if enable is not None:
                 await systools.set_statistics(proc, enable, timeout)
             stats = systools.statistics(proc)
-            linked = sorted({r.node for r in proc.links if r.node is not None and r.node != node.id}, key=str)
+            linked = _watching_nodes(proc, node.id)
         else:
             stats, linked = await _rpc(node, where, "statistics", [pid, creation, name, enable, _inner(timeout)],
                                        timeout)

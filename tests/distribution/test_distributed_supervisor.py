@@ -148,15 +148,31 @@ async def test_least_loaded_counts_its_own_placements_when_the_wall_clock_steps_
     assert placed[b.id] - placed[c.id] in (-1, 0, 1) and placed[b.id] + placed[c.id] >= 4, placed
 
 
-async def test_supervisor_node_death_takes_its_children_down() -> None:
+async def test_supervisor_node_death_leaves_its_children_running_and_a_survivor_takes_over() -> None:
     a, b, c = await start_cluster(3)
     with a.as_default():
-        sup = await DistributedSupervisor.start(children=specs(4), node_selector={"node": str(b.id)})
+        sup = await DistributedSupervisor.start(children=specs(4), node_selector={"node": str(b.id)}, name="pool")
+        before = await DistributedSupervisor.which_children("pool")
     assert sum(1 for p in b.processes() if p.behavior.__name__ == "Echo") == 4
+    took_over: list[NodeEvent] = []
+    with c.as_default():
+        DistributedSupervisor.on_event("pool", took_over.append)
     await a.kill()
-    await wait_until(lambda: not any(p.behavior.__name__ == "Echo" for p in b.processes()), 2.0,
-                     "orphans exit with noconnection")
-    assert sup.node == a.id
+    await wait_until(lambda: any(e.kind == "supervisor_took_over" for e in took_over), 2.0, "takeover seen on c")
+    for node in (b, c):
+        with node.as_default():
+            after = await DistributedSupervisor.which_children("pool")
+        assert [(ch.id, ch.ref, ch.restarts) for ch in after] == [(ch.id, ch.ref, 0) for ch in before]
+    assert sum(1 for p in b.processes() if p.behavior.__name__ == "Echo") == 4
+    new_host = next(e.data["node"] for e in took_over if e.kind == "supervisor_took_over")
+    assert new_host == min(b.id, c.id) and sup.node == a.id
+    victim = b.local_process(before[0].ref)
+    assert victim is not None
+    victim.kill("boom")  # still supervised: a crash is restarted by the new host
+    with b.as_default():
+        await wait_until(lambda: any(e.kind == "child_restarted" for e in took_over), 2.0, "restart by new host")
+        children = await DistributedSupervisor.wait_stable("pool")
+    assert children[0].ref != before[0].ref and children[0].restarts == 1
 
 
 async def test_restarted_node_gets_no_stale_children() -> None:
@@ -192,3 +208,97 @@ async def test_a_cluster_that_shuts_down_as_a_whole_stops_its_supervisor_cleanly
     stopped = [e for e in events if e.kind == "supervisor_stopped"]
     assert [e.data["reason"] for e in stopped] == ["shutdown"], stopped
     assert not [e for e in events if e.kind in ("crash_report", "child_restarted")]
+
+
+async def test_graceful_stop_of_the_supervisors_node_hands_its_children_and_the_supervision_over() -> None:
+    import tests.distribution.behaviors_dsup  # noqa: F401  (registers counter)
+
+    a, b, c = await start_cluster(3)
+    with a.as_default():
+        await DistributedSupervisor.start(children=specs(6, "counter"), node_selector="round_robin", name="pool",
+                                          max_restarts=0)  # a move counted as a restart would stop it
+        before = {ch.id: ch for ch in await DistributedSupervisor.which_children("pool")}
+        for ch in before.values():
+            for _ in range(int(ch.id[1:]) + 1):
+                GenServer.cast(ch.ref, "inc")
+        assert [await GenServer.call(ch.ref, "get") for ch in before.values()] == [1, 2, 3, 4, 5, 6]
+    events: list[NodeEvent] = []
+    with c.as_default():
+        DistributedSupervisor.on_event("pool", events.append)
+    moving = {cid for cid, ch in before.items() if ch.node == a.id}
+    assert len(moving) == 2
+    await a.stop()
+    await wait_until(lambda: any(e.kind == "supervisor_took_over" for e in events), 2.0, "takeover")
+    assert {e.data["child"] for e in events if e.kind == "child_migrated"} == moving
+    for node in (b, c):
+        with node.as_default():
+            after = {ch.id: ch for ch in await DistributedSupervisor.wait_stable("pool")}
+        assert all(after[cid].ref == ch.ref for cid, ch in before.items() if cid not in moving)
+        assert all(ch.restarts == 0 and ch.node in (b.id, c.id) for ch in after.values())
+    with b.as_default():
+        assert [await GenServer.call(after[cid].ref, "get") for cid in sorted(after)] == [1, 2, 3, 4, 5, 6]
+    assert not [e for e in events if e.kind in ("supervisor_stopped", "child_restarted")]
+
+
+async def test_the_node_that_takes_over_continues_the_restart_history() -> None:
+    a, b, c = await start_cluster(3)
+    with a.as_default():
+        await DistributedSupervisor.start(children=specs(2), node_selector={"node": str(b.id)}, name="pool",
+                                          max_restarts=2, within_ms=60_000)
+    for _ in range(2):  # two restarts on a: the window allows one more
+        with b.as_default():
+            [first, _] = await DistributedSupervisor.wait_stable("pool")
+        victim = b.local_process(first.ref)
+        assert victim is not None
+        victim.kill("boom")
+        with b.as_default():
+            await wait_until(lambda ref=first.ref: ref not in {p.ref for p in b.processes()}, 2.0, "the crash")
+    with b.as_default():
+        children = await DistributedSupervisor.wait_stable("pool")
+    assert [ch.restarts for ch in children] == [2, 0]
+    gave_up: list[NodeEvent] = []
+    b.events.subscribe(lambda e: gave_up.append(e) if e.kind == "supervisor_gave_up" else None)
+    took_over: list[NodeEvent] = []
+    with b.as_default():
+        DistributedSupervisor.on_event("pool", took_over.append)
+    await a.kill()
+    await wait_until(lambda: any(e.kind == "supervisor_took_over" for e in took_over), 2.0, "takeover")
+    assert took_over[0].data["node"] == b.id  # (the lowest survivor: b < c)
+    with b.as_default():
+        assert [ch.restarts for ch in await DistributedSupervisor.which_children("pool")] == [2, 0]
+    victim = b.local_process(children[1].ref)
+    assert victim is not None
+    victim.kill("boom")  # the third restart within the window: the new host gives up
+    await wait_until(lambda: gave_up, 2.0, "the new host gives up")
+    await wait_until(lambda: not any(p.behavior.__name__ == "Echo" for p in b.processes()), 2.0, "children stopped")
+
+
+async def test_an_unnamed_supervisor_is_taken_over_and_after_a_healed_partition_one_instance_stays() -> None:
+    from noex_lab import GlobalRegistry, heal, partition
+
+    a, b, c = await start_cluster(3)
+    with a.as_default():
+        sup = await DistributedSupervisor.start(children=specs(3), node_selector="round_robin", max_restarts=10)
+        assert GlobalRegistry.names() == []  # unnamed: no global name
+        before = await DistributedSupervisor.which_children(sup)
+    events: list[NodeEvent] = []
+    with c.as_default():
+        await wait_until(lambda: c.distribution.supervisor_replicas.replicas, 2.0, "c has the replica")
+        DistributedSupervisor.on_event(sup, events.append)  # by ref: c knows its name from the replica
+    partition([a], [b, c])  # both sides supervise: b takes over for its side
+    await wait_until(lambda: any(e.kind == "supervisor_took_over" for e in events), 3.0, "takeover on b's side")
+    new_sup = next(e.data["supervisor"] for e in events if e.kind == "supervisor_took_over")
+    assert new_sup.node == b.id
+    with b.as_default():
+        on_bc = await DistributedSupervisor.wait_stable(new_sup)
+    kept = {ch.id: ch.ref for ch in on_bc}
+    assert all(kept[ch.id] == ch.ref for ch in before if ch.node != a.id)  # not restarted
+    assert {ch.node for ch in on_bc} <= {b.id, c.id}
+    heal(a, b, c)
+    await wait_until(lambda: all(len(n.get_nodes()) == 2 for n in (a, b, c)), 5.0, "healed")
+    # the two supervisors exchange replicas: a's (the lower rank) stays, b's stops its instances
+    await wait_until(lambda: b.local_process(new_sup) is None, 5.0, "b's supervisor gave way")
+    with a.as_default():
+        children = await DistributedSupervisor.wait_stable(sup)
+    live = await live_instances("Echo")
+    assert sum(live.values()) == 3 and {ch.node for ch in children} <= {a.id, b.id, c.id}

@@ -93,7 +93,8 @@ async def test_restarts_of_a_child_whose_supervisor_runs_on_another_node(procs: 
     assert restarted is not None and restarted.node == where
     assert (await Sys.statistics(restarted)).restarts == 1
     status = await Sys.get_status(restarted)
-    assert sup in status.links
+    # watched by its supervisor: monitored, not linked (it outlives the supervisor's node)
+    assert status.monitored_by == 1 and sup not in status.links
 
 
 async def test_a_state_machine_on_another_node_is_called_and_inspected(procs: list[NodeProcess]) -> None:

@@ -9,9 +9,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "noex_lab"
-# distributed_supervisor.py subclasses the base supervisor through its privates (`_Child`,
-# `_State`): issue 13 point 2 gives the supervisor a public placement hook instead (another branch).
-PENDING = {("distribution/distributed_supervisor.py", "_Child"), ("distribution/distributed_supervisor.py", "_State")}
+PENDING: set[tuple[str, str]] = set()  # (module, private name) exceptions: none left
 
 
 def _modules() -> dict[str, ast.Module]:
