@@ -7,6 +7,7 @@ cell, a test, a script) without an enclosing `async with`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 import itertools
@@ -15,14 +16,13 @@ import random
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
-from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import sniffio
 from anyio.abc import TaskGroup
 
-from ._backend import Backend, Cancellable, current_backend, current_loop_key
+from ._backend import AsyncioBackend, Backend, Cancellable, current_backend, current_loop_key
 from .crash_report import report_crash
 from .errors import (
     CallTimeoutError,
@@ -37,7 +37,7 @@ from .mailbox import BoundedProcess, MailboxBound, check_mailbox_options
 from .messages import Down
 from .named import not_distributed, split_named
 from .node_id import NodeId
-from .process import CALL, CAST, INFO, STOP, Process
+from .process import CALL, CAST, INFO, STOP, Process, _current_node, _current_process
 from .reasons import KILLED, NOCONNECTION, NOPROC, NORMAL, SHUTDOWN, ExitReason
 from .refs import MonitorRef, ProcessRef, TimerRef
 from .registry import NameTable
@@ -51,13 +51,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_current_node: ContextVar[Node | None] = ContextVar("noex_current_node", default=None)
-_current_process: ContextVar[Process | None] = ContextVar("noex_current_process", default=None)
 _nodes_by_loop: weakref.WeakKeyDictionary[object, list[Node]] = weakref.WeakKeyDictionary()
 
 # a ref, a registered name (local, else global), or (name, node_id): the name registered on that node
 Target = ProcessRef | str | tuple[str, NodeId | str]
 NAMED_LOOKUP_S = 5.0  # how long monitor/link wait for another node to resolve a (name, node_id)
+END_PROCESSES_S = 5.0  # how long a stopping node waits for its killed processes' tasks to end
 
 
 def current_node() -> Node:
@@ -102,6 +101,9 @@ class Node:
 
     def __init__(self, *, label: str = "local") -> None:
         self.backend: Backend = current_backend()
+        # asyncio: processes run as bare tasks on this loop; trio: in the node's task group
+        self._loop: asyncio.AbstractEventLoop | None = (
+            self.backend.loop if isinstance(self.backend, AsyncioBackend) else None)
         self.label = label
         self.incarnation: int = (time.time_ns() // 1000) * 1000 + random.randrange(1000)
         self._id: NodeId | None = None
@@ -162,6 +164,7 @@ class Node:
                 if not self._ready.done():
                     self._ready.set_result(None)
                 await self._closed
+                await self._end_processes()
                 tg.cancel_scope.cancel()
         except cancelled:
             self._mark_stopped()
@@ -172,6 +175,19 @@ class Node:
             self._mark_stopped()
             if not self._host_done.done():
                 self._host_done.set_result(None)
+
+    async def _end_processes(self) -> None:
+        """Kill the processes still running and wait (bounded) for their tasks to end.
+
+        On trio they are in the task group, which its cancellation ends; on asyncio they are
+        bare tasks: a kill cancels each, and a process killed before it ran ends on its first step."""
+        tasks = []
+        for proc in list(self._procs.values()):
+            proc.kill(KILLED)
+            if proc._task is not None:
+                tasks.append(proc._task)
+        if tasks:
+            await asyncio.wait(tasks, timeout=END_PROCESSES_S)
 
     def _mark_stopped(self) -> None:
         if not self._running:
@@ -432,7 +448,11 @@ class Node:
                 proc.links.add(link)
                 self.router.link(ref, link)
         started = self.backend.new_future()
-        self._tg.start_soon(proc.main, arg, started, timeout)
+        loop = self._loop
+        if loop is not None:  # asyncio: a bare task (see `Process.main`), ended by `_end_processes`
+            proc._task = loop.create_task(proc.main(arg, started, timeout))
+        else:
+            self._tg.start_soon(proc.main_scoped, arg, started, timeout)
         result: ProcessRef = await started
         self.events.emit("process_started", ref=ref, name=name, behavior=behavior.__name__)
         return result
@@ -441,15 +461,18 @@ class Node:
         """Bookkeeping when a process ends: names, links, monitors, hooks, events."""
         self._procs.pop(proc.pid, None)
         self.names.drop_ref(proc.name, proc.ref)
-        for other in proc.links:
-            self.exit_signal(other, proc.ref, reason)
-        proc.links.clear()
-        for mref, watcher in proc.monitors.items():
-            self._deliver_down(watcher, Down(mref, proc.ref, reason))
-        proc.monitors.clear()
-        for mref, target in proc.watching.items():
-            self._drop_monitor(mref, target)
-        proc.watching.clear()
+        links, proc._links = proc._links, None
+        if links:
+            for other in links:
+                self.exit_signal(other, proc.ref, reason)
+        monitors, proc._monitors = proc._monitors, None
+        if monitors:
+            for mref, watcher in monitors.items():
+                self._deliver_down(watcher, Down(mref, proc.ref, reason))
+        watching, proc._watching = proc._watching, None
+        if watching:
+            for mref, target in watching.items():
+                self._drop_monitor(mref, target)
         for hook in self.exit_hooks:
             try:
                 hook(proc, reason)
@@ -807,15 +830,16 @@ class Node:
             return
         self._drop_monitor(mref, target)
         for proc in self._procs.values():
-            if proc.watching.pop(mref, None) is not None:
+            watching = proc._watching
+            if watching and watching.pop(mref, None) is not None:
                 break
 
     def _drop_monitor(self, mref: MonitorRef, target: ProcessRef) -> None:
         self._monitor_targets.pop(mref, None)
         if self.is_local(target):
             proc = self.local_process(target)
-            if proc is not None:
-                proc.monitors.pop(mref, None)
+            if proc is not None and proc._monitors:
+                proc._monitors.pop(mref, None)
         elif self.router is not None:
             self.router.demonitor(mref, target)
 
@@ -825,7 +849,8 @@ class Node:
             if self.is_local(sink):
                 proc = self.local_process(sink)
                 if proc is not None:
-                    proc.watching.pop(down.monitor, None)
+                    if proc._watching:
+                        proc._watching.pop(down.monitor, None)
                     if proc.alive:
                         proc.deliver((INFO, down))
             elif self.router is not None:

@@ -299,7 +299,7 @@ def _stop_while_parked(proc: Process, seen: int) -> int:
         item = mailbox[index]
         if item[0] == STOP:
             del mailbox[index]
-            proc._stop_waiters.append(item[2])
+            proc.add_stop_waiter(item[2])
             proc.request_shutdown(item[1])
             break
     return len(mailbox)
@@ -485,7 +485,8 @@ _counting: weakref.WeakKeyDictionary[Node, int] = weakref.WeakKeyDictionary()
 def _count_out(node: Node, delta: int) -> None:
     """Count the messages processes with statistics on send: the node's `_send` and `call` are
     shadowed by counting versions while at least one such process runs on it (and only then)."""
-    from .node import Node, _current_process
+    from .node import Node
+    from .process import _current_process
 
     count = _counting.get(node, 0) + delta
     if count <= 0:
