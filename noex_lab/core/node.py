@@ -87,6 +87,19 @@ def current_node() -> Node:
 _last_loop: tuple[weakref.ref[object], list[Node]] | None = None
 
 
+def _genserver_class() -> type[GenServer]:
+    """`GenServer` (imported late: genserver imports this module)."""
+    global _GenServer
+    if _GenServer is None:
+        from .genserver import GenServer
+
+        _GenServer = GenServer
+    return _GenServer
+
+
+_GenServer: type[GenServer] | None = None
+
+
 def current_process() -> Process | None:
     return _current_process.get()
 
@@ -411,14 +424,14 @@ class Node:
         """Start a process running `behavior`; returns once `init` succeeded (else InitError).
         `max_mailbox` bounds its mailbox, `overflow` says what a message finding it full does
         (see `noex_lab.core.mailbox`)."""
-        from .genserver import GenServer
-
-        if not (isinstance(behavior, type) and issubclass(behavior, GenServer)):
+        if not (isinstance(behavior, type) and issubclass(behavior, _genserver_class())):
             raise InvalidArgumentError(f"a behavior is a GenServer subclass, not {behavior!r}")
         behavior = latest(behavior)  # after a hot upgrade, new processes run the new code
         timeout = check_timeout(timeout)
-        check_mailbox_options(max_mailbox, overflow)
-        await self._ensure_ready()
+        if max_mailbox is not None or overflow != "drop_newest":
+            check_mailbox_options(max_mailbox, overflow)
+        if not self._running or not self._ready.done():
+            await self._ensure_ready()
         assert self._tg is not None
         if self._stopping:
             raise NodeStoppedError(f"node {self.display_name} is stopping; it starts no new processes")

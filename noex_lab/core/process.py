@@ -47,6 +47,18 @@ CRASHES = (Exception, KeyboardInterrupt, SystemExit)
 _CLOSED_MAILBOX: deque[tuple[Any, ...]] = deque(maxlen=0)
 
 
+class _InitDone:
+    """Stands for the start handshake's future once init succeeded (the process no longer holds it)."""
+
+    __slots__ = ()
+
+    def done(self) -> bool:
+        return True
+
+
+_INIT_DONE: Any = _InitDone()
+
+
 class BadReturnError(TypeError):
     """A callback returned something the runtime cannot interpret."""
 
@@ -289,7 +301,7 @@ class Process:
         _current_process.set(self)
         reason: ExitReason = KILLED
         run_terminate = False
-        task = asyncio.current_task()
+        task = self._task  # (set by the spawner before this task's first step)
         assert task is not None
         try:
             if self._kill_reason is None:
@@ -297,6 +309,8 @@ class Process:
                 try:
                     if not await self._init(arg, started, init_timeout):
                         return
+                    arg = None  # this frame lives as long as the process: keep neither alive
+                    started = _INIT_DONE
                     reason, run_terminate = await self._loop()
                     self._close_mailbox(reason)
                 except asyncio.CancelledError:
