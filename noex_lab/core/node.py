@@ -127,6 +127,10 @@ class Node:
         self.events = EventStream(self)
         self.started_at = time.time()
         self._procs: dict[int, Process] = {}
+        # kept as processes start, exit or change code, so a snapshot of 100,000 processes
+        # need not visit each: how many run each behavior, and which have links or monitors
+        self._behavior_counts: dict[type[GenServer], int] = {}
+        self._linked: set[Process] = set()
         self._pids = itertools.count(1)
         self._monitor_ids = itertools.count(1)
         self._timer_ids = itertools.count(1)
@@ -449,6 +453,8 @@ class Node:
             proc = BoundedProcess(self, pid, ref, behavior, MailboxBound(max_mailbox, overflow))
         proc.parent = parent
         self._procs[pid] = proc
+        counts = self._behavior_counts
+        counts[behavior] = counts.get(behavior, 0) + 1
         if name is not None:
             self.names.register(name, ref)
             proc.name = name
@@ -460,19 +466,33 @@ class Node:
             elif isinstance(link, ProcessRef) and not self.is_local(link) and self.router is not None:
                 proc.links.add(link)
                 self.router.link(ref, link)
-        started = self.backend.new_future()
         loop = self._loop
-        if loop is not None:  # asyncio: a bare task (see `Process.main`), ended by `_end_processes`
-            proc._task = loop.create_task(proc.main(arg, started, timeout))
+        if loop is not None and not behavior._noex_init_async:
+            # asyncio, plain init: run it now and start the task straight in its loop (see
+            # `Process.init_now`). A caller outside any process (a script, a cell) lets it get
+            # there before going on (one loop turn); a process (a supervisor) does not wait for
+            # that: the child runs at the next turn, before any message to it is handled.
+            error = proc.init_now(arg)
+            if error is not None:
+                raise error
+            proc._task = loop.create_task(proc.main(None, None, timeout))
+            if _current_process.get() is None:
+                await asyncio.sleep(0)
         else:
-            self._tg.start_soon(proc.main_scoped, arg, started, timeout)
-        result: ProcessRef = await started
+            started = self.backend.new_future()
+            if loop is not None:  # asyncio: a bare task (see `Process.main`), ended by `_end_processes`
+                proc._task = loop.create_task(proc.main(arg, started, timeout))
+            else:
+                self._tg.start_soon(proc.main_scoped, arg, started, timeout)
+            await started
         self.events.emit("process_started", ref=ref, name=name, behavior=behavior.__name__)
-        return result
+        return ref
 
     def _process_exited(self, proc: Process, reason: ExitReason) -> None:
         """Bookkeeping when a process ends: names, links, monitors, hooks, events."""
-        self._procs.pop(proc.pid, None)
+        if self._procs.pop(proc.pid, None) is not None:
+            self._count_behavior(proc.behavior, -1)
+        self._linked.discard(proc)
         self.names.drop_ref(proc.name, proc.ref)
         links, proc._links = proc._links, None
         if links:
@@ -498,6 +518,14 @@ class Node:
             )
         if reason != NORMAL and reason != SHUTDOWN:  # only abnormal exits pay for the check
             report_crash(self, proc, reason)
+
+    def _count_behavior(self, behavior: type[GenServer], delta: int) -> None:
+        counts = self._behavior_counts
+        count = counts.get(behavior, 0) + delta
+        if count > 0:
+            counts[behavior] = count
+        else:
+            counts.pop(behavior, None)
 
     # ------------------------------------------------------------------ messaging
     def _resolve_process(self, target: Target) -> ProcessRef:
@@ -919,8 +947,10 @@ class Node:
         return unsubscribe
 
     # ------------------------------------------------------------------ observing
-    def snapshot(self) -> NodeSnapshot:
-        """What runs on this node right now (see `NodeSnapshot`)."""
+    def snapshot(self, *, limit: int | None = None, offset: int = 0, sort: str = "pid") -> NodeSnapshot:
+        """What runs on this node right now (see `NodeSnapshot`): every process, or with `limit`
+        the page of `limit` processes from `offset` in `sort` order ("pid", or the largest first
+        by "queue", "messages" or "high_water"); `summary` counts them all either way."""
         from .snapshot import take_snapshot
 
-        return take_snapshot(self)
+        return take_snapshot(self, limit, offset, sort)

@@ -130,14 +130,14 @@ class Process:
         self.state: Any = None
         self.mailbox: deque[tuple[Any, ...]] = deque()
         self.bound: MailboxBound | None = None  # set by `mailbox.BoundedProcess`
-        self.queue_high_water = 0  # the longest the mailbox has been (see `_note_queue`)
+        self.queue_high_water: int = 0  # the longest the mailbox has been (see `_note_queue`)
         self.name: str | None = None
         self.trap_exit: bool = bool(behavior.trap_exit)
         self._links: set[ProcessRef] | None = None  # see `links`
         self._monitors: dict[MonitorRef, Any] | None = None  # see `monitors`
         self._watching: dict[MonitorRef, ProcessRef] | None = None  # see `watching`
         self.started_at = time.monotonic()
-        self.handled = 0
+        self.handled: int = 0
         self.exit_reason: ExitReason = None
         self.parent: ProcessRef | None = None
         self.reply_to: FutureLike | None = None
@@ -170,6 +170,8 @@ class Process:
         links = self._links
         if links is None:
             links = self._links = set()
+            if self._alive:  # (a snapshot lists the links and monitors of these only)
+                self.node._linked.add(self)
         return links
 
     @property
@@ -178,6 +180,8 @@ class Process:
         monitors = self._monitors
         if monitors is None:
             monitors = self._monitors = {}
+            if self._alive:  # (a snapshot lists the links and monitors of these only)
+                self.node._linked.add(self)
         return monitors
 
     @property
@@ -290,8 +294,9 @@ class Process:
         return "running"
 
     # ------------------------------------------------------------------ running
-    async def main(self, arg: Any, started: FutureLike, init_timeout: float) -> None:
-        """Task body on asyncio: init, then the message loop; always ends in `_finish`.
+    async def main(self, arg: Any, started: FutureLike | None, init_timeout: float) -> None:
+        """Task body on asyncio: init (unless `started` is None: `init_now` ran it), then the
+        message loop; always ends in `_finish`.
 
         The process is a bare asyncio task (no anyio task group or cancel scope, whose
         bookkeeping cost more than the rest of a start), so `kill` cancels the task itself once
@@ -303,14 +308,17 @@ class Process:
         run_terminate = False
         task = self._task  # (set by the spawner before this task's first step)
         assert task is not None
+        if started is None:  # init already ran (`init_now`)
+            started = _INIT_DONE
         try:
             if self._kill_reason is None:
                 self._scope = task
                 try:
-                    if not await self._init(arg, started, init_timeout):
-                        return
-                    arg = None  # this frame lives as long as the process: keep neither alive
-                    started = _INIT_DONE
+                    if started is not _INIT_DONE:
+                        if not await self._init(arg, started, init_timeout):
+                            return
+                        arg = None  # this frame lives as long as the process: keep neither alive
+                        started = _INIT_DONE
                     reason, run_terminate = await self._loop()
                     self._close_mailbox(reason)
                 except asyncio.CancelledError:
@@ -382,6 +390,44 @@ class Process:
                 InitError(self.behavior.__name__, f"the process exited during init ({reason})", reason)
             )
 
+    def init_now(self, arg: Any) -> InitError | None:
+        """Run a plain (not async) `init` at once, in the spawner's task (asyncio): it cannot
+        await, so nothing can interleave with it or interrupt it, and the process's task then
+        starts straight in its loop (a start costs one turn of the event loop, not two). Runs
+        with this process as the current one; returns the error for the spawner, if any (the
+        process has then exited)."""
+        node_token = _current_node.set(self.node)
+        process_token = _current_process.set(self)
+        try:
+            try:
+                if self.behavior._noex_init_takes_arg:
+                    result = self.server.init(arg)
+                else:
+                    result = self.server.init()  # type: ignore[call-arg]
+            except CRASHES as exc:
+                err, reason = self._init_crashed(exc, arg)
+            else:
+                if not isinstance(result, Stop):
+                    self.state = result
+                    return None
+                err, reason = self._init_stopped(result)
+            self._finish(reason)
+            return err
+        finally:
+            _current_process.reset(process_token)
+            _current_node.reset(node_token)
+
+    def _init_crashed(self, exc: BaseException, arg: Any) -> tuple[InitError, ExitReason]:
+        reason = ErrorReason.from_exception(exc)
+        self._crashed_on = ("init", arg)
+        err = InitError(self.behavior.__name__, f"{type(exc).__name__}: {exc}", reason)
+        err.__cause__ = exc
+        return err, reason
+
+    def _init_stopped(self, result: Stop) -> tuple[InitError, ExitReason]:
+        reason = result.reason
+        return InitError(self.behavior.__name__, f"init returned Stop({reason!r})", reason), reason
+
     async def _init(self, arg: Any, started: FutureLike, timeout: float) -> bool:
         server = self.server
         cls = self.behavior
@@ -400,15 +446,11 @@ class Process:
             self._finish_init_failure(started, err, reason)
             return False
         except CRASHES as exc:
-            reason = ErrorReason.from_exception(exc)
-            self._crashed_on = ("init", arg)
-            err = InitError(cls.__name__, f"{type(exc).__name__}: {exc}", reason)
-            err.__cause__ = exc
+            err, reason = self._init_crashed(exc, arg)
             self._finish_init_failure(started, err, reason)
             return False
         if isinstance(result, Stop):
-            reason = result.reason
-            err = InitError(cls.__name__, f"init returned Stop({reason!r})", reason)
+            err, reason = self._init_stopped(result)
             self._finish_init_failure(started, err, reason)
             return False
         self.state = result

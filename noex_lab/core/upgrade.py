@@ -131,7 +131,9 @@ class UpgradeResult:
 
 def _swap(proc: Process, new_cls: type[GenServer], state: Any, new_server: GenServer) -> None:
     proc.server = new_server
+    proc.node._count_behavior(proc.behavior, -1)
     proc.behavior = new_cls
+    proc.node._count_behavior(new_cls, 1)
     proc.state = state
     proc.trap_exit = bool(getattr(new_cls, "trap_exit", False))
     wrap_handlers(proc)  # statistics on: time the new handlers too
