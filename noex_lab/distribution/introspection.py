@@ -15,7 +15,9 @@ System requests (handled on every distributed node):
   cannot turn one message into an unbounded number of notifications.
 - `noex_trace_stop [trace_id]`
 - `noex_processes None` ->
-  `[[ref, name, behavior, status, queue_len, messages, uptime_s, queue_high_water, max_mailbox], ...], names`
+  `[[ref, name, behavior, status, queue_len, messages, uptime_s, queue_high_water, max_mailbox], ...], names`;
+  `noex_processes {"limit": N, "offset": O, "sort": S}` -> `rows, names, count`: one page of the rows
+  (`node.snapshot(limit=...)`) and how many processes run there in all
 - `noex_events n` -> `[[at, kind, details], ...]`
 - `noex_peers None` -> `[[node_id, status], ...]`: the peers this node is connected to (a
   notebook's topology view draws a link two peers do not share as cut)
@@ -46,6 +48,7 @@ from ..core.node_id import NodeId
 from ..core.process import Process
 from ..core.reasons import NOPROC
 from ..core.refs import ProcessRef
+from ..core.snapshot import check_page
 from ..core.timeouts import check_timeout
 
 if TYPE_CHECKING:
@@ -325,7 +328,9 @@ class Introspection:
         if trace is not None:
             trace.end("stopped")
 
-    def _processes(self, _peer: NodeId, _args: Any) -> list[Any]:
+    def _processes(self, _peer: NodeId, args: Any) -> list[Any]:
+        if isinstance(args, dict):
+            return process_page_rows(self.node, args.get("limit"), args.get("offset", 0), args.get("sort", "pid"))
         return process_rows(self.node)
 
     def _events(self, _peer: NodeId, args: Any) -> list[list[Any]]:
@@ -378,6 +383,15 @@ def process_rows(node: Node) -> list[Any]:
     ]
     names = {n: r for n in node.names.names() if (r := node.names.whereis(n)) is not None}
     return [rows, names]
+
+
+def process_page_rows(node: Node, limit: int | None, offset: int, sort: str) -> list[Any]:
+    """`rows, names, count`: as `process_rows`, only the page `node.snapshot(limit=...)` lists,
+    and how many processes run on the node in all."""
+    snap = node.snapshot(limit=limit, offset=offset, sort=sort)
+    rows = [[p.ref, p.name, p.behavior, p.status, p.queue_len, p.messages, round(p.uptime_s, 3),
+             p.queue_high_water, p.max_mailbox] for p in snap.processes]
+    return [rows, snap.names, snap.process_count]
 
 
 def event_rows(node: Node, n: int) -> list[list[Any]]:
@@ -504,6 +518,22 @@ async def process_list(where: NodeId | None = None, *, node: Node | None = None,
     if where is None or where == node.id:
         return process_rows(node)
     result: list[Any] = await _router_of(node, where).rpc(where, "noex_processes", None, timeout)
+    return result
+
+
+async def process_page(
+    where: NodeId | None = None, *, node: Node | None = None, limit: int | None = 100, offset: int = 0,
+    sort: str = "pid", timeout: float = 5.0,
+) -> list[Any]:
+    """`process_page_rows` of this node (`where=None`) or of another node: one page of its
+    processes (`limit` from `offset` in `sort` order, see `node.snapshot`) and their total count."""
+    timeout = check_timeout(timeout)
+    check_page(limit, offset, sort)
+    node = node or current_node()
+    if where is None or where == node.id:
+        return process_page_rows(node, limit, offset, sort)
+    args = {"limit": limit, "offset": offset, "sort": sort}
+    result: list[Any] = await _router_of(node, where).rpc(where, "noex_processes", args, timeout)
     return result
 
 

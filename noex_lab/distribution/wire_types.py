@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from ..core.snapshot import NodeSnapshot, ProcessInfo
+from ..core.snapshot import NodeSnapshot, ProcessInfo, ProcessSummary
 from ..core.supervisor import ChildInfo, SupervisorTree
 from .codec import wire_type
 from .global_registry import GlobalConflict
 from .membership import NodeInfo
 
-for _cls in (NodeSnapshot, ProcessInfo, ChildInfo, SupervisorTree, NodeInfo, GlobalConflict):
+for _cls in (NodeSnapshot, ProcessInfo, ProcessSummary, ChildInfo, SupervisorTree, NodeInfo, GlobalConflict):
     wire_type(_cls, name=f"noex_lab.{_cls.__name__}")
