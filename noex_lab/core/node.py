@@ -428,15 +428,72 @@ class Node:
         """Start a process running `behavior`; returns once `init` succeeded (else InitError).
         `max_mailbox` bounds its mailbox, `overflow` says what a message finding it full does
         (see `noex_lab.core.mailbox`)."""
-        if not (isinstance(behavior, type) and issubclass(behavior, _genserver_class())):
-            raise InvalidArgumentError(f"a behavior is a GenServer subclass, not {behavior!r}")
-        behavior = latest(behavior)  # after a hot upgrade, new processes run the new code
+        behavior = self._check_spawn(behavior, max_mailbox, overflow)
         timeout = check_timeout(timeout)
-        if max_mailbox is not None or overflow != "drop_newest":
-            check_mailbox_options(max_mailbox, overflow)
         if not self._running or not self._ready.done():
             await self._ensure_ready()
-        assert self._tg is not None
+        proc = self._new_process(behavior, name, link, parent, max_mailbox, overflow)
+        loop = self._loop
+        if loop is not None and not proc.behavior._noex_init_async:
+            self._start_now(proc, loop, arg)
+            if _current_process.get() is None:
+                # A caller outside any process (a script, a cell) lets the process reach its loop
+                # before going on (one loop turn); a process (a supervisor) does not wait for that:
+                # the child runs at the next turn, before any message to it is handled.
+                await asyncio.sleep(0)
+            return proc.ref
+        started = self.backend.new_future()
+        if loop is not None:  # asyncio: a bare task (see `Process.main`), ended by `_end_processes`
+            proc._task = loop.create_task(proc.main(arg, started, timeout))
+        else:
+            assert self._tg is not None
+            self._tg.start_soon(proc.main_scoped, arg, started, timeout)
+        await started
+        self._started(proc)
+        return proc.ref
+
+    def spawn_now(
+        self, behavior: type[GenServer], arg: Any = None, *, name: str | None = None,
+        link: Process | ProcessRef | None = None, parent: ProcessRef | None = None,
+        max_mailbox: int | None = None, overflow: str = "drop_newest",
+    ) -> ProcessRef | None:
+        """`spawn` without an await, where it needs none: on asyncio, on a node that is up, for
+        a behavior whose `init` is plain (not async); None otherwise (then `spawn`). For a
+        process that starts many others (a simple_one_for_one supervisor)."""
+        loop = self._loop
+        behavior = self._check_spawn(behavior, max_mailbox, overflow)
+        if loop is None or not self._running or not self._ready.done() or behavior._noex_init_async:
+            return None
+        proc = self._new_process(behavior, name, link, parent, max_mailbox, overflow)
+        self._start_now(proc, loop, arg)
+        return proc.ref
+
+    def _start_now(self, proc: Process, loop: asyncio.AbstractEventLoop, arg: Any) -> None:
+        """asyncio, plain init: run it now and start the task straight in its loop (see
+        `Process.init_now`); raises its InitError."""
+        error = proc.init_now(arg)
+        if error is not None:
+            raise error
+        proc._task = loop.create_task(proc.main(None, None, 0.0))
+        self._started(proc)
+
+    def _started(self, proc: Process) -> None:
+        self.events.emit("process_started", ref=proc.ref, name=proc.name, behavior=proc.behavior.__name__)
+
+    @staticmethod
+    def _check_spawn(behavior: Any, max_mailbox: Any, overflow: Any) -> type[GenServer]:
+        """The class to start (`behavior`, or what replaced it); InvalidArgumentError for a bad option."""
+        if not (isinstance(behavior, type) and issubclass(behavior, _genserver_class())):
+            raise InvalidArgumentError(f"a behavior is a GenServer subclass, not {behavior!r}")
+        if max_mailbox is not None or overflow != "drop_newest":
+            check_mailbox_options(max_mailbox, overflow)
+        return latest(behavior)  # after a hot upgrade, new processes run the new code
+
+    def _new_process(
+        self, behavior: type[GenServer], name: str | None, link: Process | ProcessRef | None,
+        parent: ProcessRef | None, max_mailbox: int | None, overflow: str,
+    ) -> Process:
+        """Make the process and enter it in the tables (not started yet) on a ready node."""
         if self._stopping:
             raise NodeStoppedError(f"node {self.display_name} is stopping; it starts no new processes")
         if name is not None:
@@ -466,27 +523,7 @@ class Node:
             elif isinstance(link, ProcessRef) and not self.is_local(link) and self.router is not None:
                 proc.links.add(link)
                 self.router.link(ref, link)
-        loop = self._loop
-        if loop is not None and not behavior._noex_init_async:
-            # asyncio, plain init: run it now and start the task straight in its loop (see
-            # `Process.init_now`). A caller outside any process (a script, a cell) lets it get
-            # there before going on (one loop turn); a process (a supervisor) does not wait for
-            # that: the child runs at the next turn, before any message to it is handled.
-            error = proc.init_now(arg)
-            if error is not None:
-                raise error
-            proc._task = loop.create_task(proc.main(None, None, timeout))
-            if _current_process.get() is None:
-                await asyncio.sleep(0)
-        else:
-            started = self.backend.new_future()
-            if loop is not None:  # asyncio: a bare task (see `Process.main`), ended by `_end_processes`
-                proc._task = loop.create_task(proc.main(arg, started, timeout))
-            else:
-                self._tg.start_soon(proc.main_scoped, arg, started, timeout)
-            await started
-        self.events.emit("process_started", ref=ref, name=name, behavior=behavior.__name__)
-        return ref
+        return proc
 
     def _process_exited(self, proc: Process, reason: ExitReason) -> None:
         """Bookkeeping when a process ends: names, links, monitors, hooks, events."""

@@ -71,6 +71,8 @@ def classes_named(name: str) -> list[type]:
 
 def latest(cls: type[GenServer]) -> type[GenServer]:
     """The class that replaced `cls` by an upgrade (and so on), or `cls` itself."""
+    if not _successor:  # no upgrade yet (every start asks)
+        return cls
     seen = 0
     while seen < 1000:  # a chain, never a cycle (upgrade refuses one): bounded anyway
         nxt = _successor.get(cls)
