@@ -7,7 +7,8 @@
 Each selected workload runs in a child process of its own (a fresh interpreter and event loop,
 killed if it overruns its deadline); the remote ones (W3-W7) start their nodes as `noex-lab node`
 OS processes from there. Then `../shared/bench/limit-asyncio/bench.py` (the shared folder beside
-the repository) runs W1-W5 twice: its default variant and `--coalesce` (variant "coalesced").
+the repository) runs W1-W5 and W8 in its default variant and W3-W5 again with `--coalesce`
+(variant "coalesced").
 That is one round; `--repeat N` (default 3) runs N rounds, alternating ours and the ceiling, and
 reports the median of each. Every result is printed as one JSON line in the format of
 `../shared/bench/WORKLOADS.md` (ours with "peer": "noex_lab"), followed by a summary table:
@@ -47,10 +48,11 @@ REGISTRY: dict[str, str] = {
     "W5": "benchmarks.workloads.w5_remote_cast_throughput",
     "W6": "benchmarks.workloads.w6_cluster_formation",
     "W7": "benchmarks.workloads.w7_failure_detection",
+    "W8": "benchmarks.workloads.w8_process_start",
     "W9": "benchmarks.workloads.w9_failover_at_scale",
 }
-KNOWN_IDS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W9")  # WORKLOADS.md
-CEILING_IDS = ("W1", "W2", "W3", "W4", "W5")  # what limit-asyncio/bench.py measures
+KNOWN_IDS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9")  # WORKLOADS.md
+CEILING_IDS = ("W1", "W2", "W3", "W4", "W5", "W8")  # what limit-asyncio/bench.py measures
 # The ceiling's variants: (variant, extra arguments, the ids it measures). Ratios use the best
 # variant of each line (highest rate, lowest latency), both measured in the same run.
 CEILING_VARIANTS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (

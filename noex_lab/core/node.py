@@ -7,6 +7,7 @@ cell, a test, a script) without an enclosing `async with`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 import itertools
@@ -15,14 +16,13 @@ import random
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
-from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import sniffio
 from anyio.abc import TaskGroup
 
-from ._backend import Backend, Cancellable, current_backend, current_loop_key
+from ._backend import AsyncioBackend, Backend, Cancellable, current_backend, current_loop_key
 from .crash_report import report_crash
 from .errors import (
     CallTimeoutError,
@@ -37,7 +37,7 @@ from .mailbox import BoundedProcess, MailboxBound, check_mailbox_options
 from .messages import Down
 from .named import not_distributed, split_named
 from .node_id import NodeId
-from .process import CALL, CAST, INFO, STOP, Process
+from .process import CALL, CAST, CURRENT_NODE, CURRENT_PROCESS, INFO, STOP, Process
 from .reasons import KILLED, NOCONNECTION, NOPROC, NORMAL, SHUTDOWN, ExitReason
 from .refs import MonitorRef, ProcessRef, TimerRef
 from .registry import NameTable
@@ -51,13 +51,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_current_node: ContextVar[Node | None] = ContextVar("noex_current_node", default=None)
-_current_process: ContextVar[Process | None] = ContextVar("noex_current_process", default=None)
 _nodes_by_loop: weakref.WeakKeyDictionary[object, list[Node]] = weakref.WeakKeyDictionary()
 
 # a ref, a registered name (local, else global), or (name, node_id): the name registered on that node
 Target = ProcessRef | str | tuple[str, NodeId | str]
 NAMED_LOOKUP_S = 5.0  # how long monitor/link wait for another node to resolve a (name, node_id)
+END_PROCESSES_S = 5.0  # how long a stopping node waits for its killed processes' tasks to end
 
 
 def current_node() -> Node:
@@ -66,7 +65,7 @@ def current_node() -> Node:
     The default node is the earliest-started node still running on this event loop;
     if there is none, an implicit local node is created and bound to the loop.
     """
-    node = _current_node.get()
+    node = CURRENT_NODE.get()
     if node is not None and node._running:
         return node
     global _last_loop
@@ -88,14 +87,27 @@ def current_node() -> Node:
 _last_loop: tuple[weakref.ref[object], list[Node]] | None = None
 
 
+def _genserver_class() -> type[GenServer]:
+    """`GenServer` (imported late: genserver imports this module)."""
+    global _GenServer
+    if _GenServer is None:
+        from .genserver import GenServer
+
+        _GenServer = GenServer
+    return _GenServer
+
+
+_GenServer: type[GenServer] | None = None
+
+
 def current_process() -> Process | None:
-    return _current_process.get()
+    return CURRENT_PROCESS.get()
 
 
 def bind_to_process(proc: Process) -> None:
     """Make `proc` and its node current in the calling task (`Process.main` does, once)."""
-    _current_node.set(proc.node)
-    _current_process.set(proc)
+    CURRENT_NODE.set(proc.node)
+    CURRENT_PROCESS.set(proc)
 
 
 def running_nodes() -> list[Node]:
@@ -108,6 +120,9 @@ class Node:
 
     def __init__(self, *, label: str = "local") -> None:
         self.backend: Backend = current_backend()
+        # asyncio: processes run as bare tasks on this loop; trio: in the node's task group
+        self._loop: asyncio.AbstractEventLoop | None = (
+            self.backend.loop if isinstance(self.backend, AsyncioBackend) else None)
         self.label = label
         self.incarnation: int = (time.time_ns() // 1000) * 1000 + random.randrange(1000)
         self._id: NodeId | None = None
@@ -118,6 +133,10 @@ class Node:
         self.events = EventStream(self)
         self.started_at = time.time()
         self._procs: dict[int, Process] = {}
+        # kept as processes start, exit or change code, so a snapshot of 100,000 processes
+        # need not visit each: how many run each behavior, and which have links or monitors
+        self._behavior_counts: dict[type[GenServer], int] = {}
+        self._linked: set[Process] = set()
         self._pids = itertools.count(1)
         self._monitor_ids = itertools.count(1)
         self._timer_ids = itertools.count(1)
@@ -171,6 +190,7 @@ class Node:
                 if not self._ready.done():
                     self._ready.set_result(None)
                 await self._closed
+                await self._end_processes()
                 tg.cancel_scope.cancel()
         except cancelled:
             self._mark_stopped()
@@ -181,6 +201,19 @@ class Node:
             self._mark_stopped()
             if not self._host_done.done():
                 self._host_done.set_result(None)
+
+    async def _end_processes(self) -> None:
+        """Kill the processes still running and wait (bounded) for their tasks to end.
+
+        On trio they are in the task group, which its cancellation ends; on asyncio they are
+        bare tasks: a kill cancels each, and a process killed before it ran ends on its first step."""
+        tasks = []
+        for proc in list(self._procs.values()):
+            proc.kill(KILLED)
+            if proc._task is not None:
+                tasks.append(proc._task)
+        if tasks:
+            await asyncio.wait(tasks, timeout=END_PROCESSES_S)
 
     def _mark_stopped(self) -> None:
         if not self._running:
@@ -221,11 +254,11 @@ class Node:
     @contextlib.contextmanager
     def as_default(self) -> Iterator[Node]:
         """Make facade calls in this block act on this node."""
-        token = _current_node.set(self)
+        token = CURRENT_NODE.set(self)
         try:
             yield self
         finally:
-            _current_node.reset(token)
+            CURRENT_NODE.reset(token)
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Leave gracefully: stop processes (terminate runs), tell peers, end the task group."""
@@ -410,15 +443,72 @@ class Node:
         """Start a process running `behavior`; returns once `init` succeeded (else InitError).
         `max_mailbox` bounds its mailbox, `overflow` says what a message finding it full does
         (see `noex_lab.core.mailbox`)."""
-        from .genserver import GenServer
-
-        if not (isinstance(behavior, type) and issubclass(behavior, GenServer)):
-            raise InvalidArgumentError(f"a behavior is a GenServer subclass, not {behavior!r}")
-        behavior = latest(behavior)  # after a hot upgrade, new processes run the new code
+        behavior = self._check_spawn(behavior, max_mailbox, overflow)
         timeout = check_timeout(timeout)
-        check_mailbox_options(max_mailbox, overflow)
-        await self._ensure_ready()
-        assert self._tg is not None
+        if not self._running or not self._ready.done():
+            await self._ensure_ready()
+        proc = self._new_process(behavior, name, link, parent, max_mailbox, overflow)
+        loop = self._loop
+        if loop is not None and not proc.behavior._noex_init_async:
+            self._start_now(proc, loop, arg)
+            if CURRENT_PROCESS.get() is None:
+                # A caller outside any process (a script, a cell) lets the process reach its loop
+                # before going on (one loop turn); a process (a supervisor) does not wait for that:
+                # the child runs at the next turn, before any message to it is handled.
+                await asyncio.sleep(0)
+            return proc.ref
+        started = self.backend.new_future()
+        if loop is not None:  # asyncio: a bare task (see `Process.main`), ended by `_end_processes`
+            proc._task = loop.create_task(proc.main(arg, started, timeout))
+        else:
+            assert self._tg is not None
+            self._tg.start_soon(proc.main_scoped, arg, started, timeout)
+        await started
+        self._started(proc)
+        return proc.ref
+
+    def spawn_now(
+        self, behavior: type[GenServer], arg: Any = None, *, name: str | None = None,
+        link: Process | ProcessRef | None = None, parent: ProcessRef | None = None,
+        max_mailbox: int | None = None, overflow: str = "drop_newest",
+    ) -> ProcessRef | None:
+        """`spawn` without an await, where it needs none: on asyncio, on a node that is up, for
+        a behavior whose `init` is plain (not async); None otherwise (then `spawn`). For a
+        process that starts many others (a simple_one_for_one supervisor)."""
+        loop = self._loop
+        behavior = self._check_spawn(behavior, max_mailbox, overflow)
+        if loop is None or not self._running or not self._ready.done() or behavior._noex_init_async:
+            return None
+        proc = self._new_process(behavior, name, link, parent, max_mailbox, overflow)
+        self._start_now(proc, loop, arg)
+        return proc.ref
+
+    def _start_now(self, proc: Process, loop: asyncio.AbstractEventLoop, arg: Any) -> None:
+        """asyncio, plain init: run it now and start the task straight in its loop (see
+        `Process.init_now`); raises its InitError."""
+        error = proc.init_now(arg)
+        if error is not None:
+            raise error
+        proc._task = loop.create_task(proc.main(None, None, 0.0))
+        self._started(proc)
+
+    def _started(self, proc: Process) -> None:
+        self.events.emit("process_started", ref=proc.ref, name=proc.name, behavior=proc.behavior.__name__)
+
+    @staticmethod
+    def _check_spawn(behavior: Any, max_mailbox: Any, overflow: Any) -> type[GenServer]:
+        """The class to start (`behavior`, or what replaced it); InvalidArgumentError for a bad option."""
+        if not (isinstance(behavior, type) and issubclass(behavior, _genserver_class())):
+            raise InvalidArgumentError(f"a behavior is a GenServer subclass, not {behavior!r}")
+        if max_mailbox is not None or overflow != "drop_newest":
+            check_mailbox_options(max_mailbox, overflow)
+        return latest(behavior)  # after a hot upgrade, new processes run the new code
+
+    def _new_process(
+        self, behavior: type[GenServer], name: str | None, link: Process | ProcessRef | None,
+        parent: ProcessRef | None, max_mailbox: int | None, overflow: str,
+    ) -> Process:
+        """Make the process and enter it in the tables (not started yet) on a ready node."""
         if self._stopping:
             raise NodeStoppedError(f"node {self.display_name} is stopping; it starts no new processes")
         if name is not None:
@@ -435,6 +525,8 @@ class Node:
             proc = BoundedProcess(self, pid, ref, behavior, MailboxBound(max_mailbox, overflow))
         proc.parent = parent
         self._procs[pid] = proc
+        counts = self._behavior_counts
+        counts[behavior] = counts.get(behavior, 0) + 1
         if name is not None:
             self.names.register(name, ref)
             proc.name = name
@@ -446,25 +538,26 @@ class Node:
             elif isinstance(link, ProcessRef) and not self.is_local(link) and self.router is not None:
                 proc.links.add(link)
                 self.router.link(ref, link)
-        started = self.backend.new_future()
-        self._tg.start_soon(proc.main, arg, started, timeout)
-        result: ProcessRef = await started
-        self.events.emit("process_started", ref=ref, name=name, behavior=behavior.__name__)
-        return result
+        return proc
 
     def _process_exited(self, proc: Process, reason: ExitReason) -> None:
         """Bookkeeping when a process ends: names, links, monitors, hooks, events."""
-        self._procs.pop(proc.pid, None)
+        if self._procs.pop(proc.pid, None) is not None:
+            self._count_behavior(proc.behavior, -1)
+        self._linked.discard(proc)
         self.names.drop_ref(proc.name, proc.ref)
-        for other in proc.links:
-            self.exit_signal(other, proc.ref, reason)
-        proc.links.clear()
-        for mref, watcher in proc.monitors.items():
-            self.deliver_down(watcher, Down(mref, proc.ref, reason))
-        proc.monitors.clear()
-        for mref, target in proc.watching.items():
-            self._drop_monitor(mref, target)
-        proc.watching.clear()
+        links, proc._links = proc._links, None
+        if links:
+            for other in links:
+                self.exit_signal(other, proc.ref, reason)
+        monitors, proc._monitors = proc._monitors, None
+        if monitors:
+            for mref, watcher in monitors.items():
+                self.deliver_down(watcher, Down(mref, proc.ref, reason))
+        watching, proc._watching = proc._watching, None
+        if watching:
+            for mref, target in watching.items():
+                self._drop_monitor(mref, target)
         for hook in self.exit_hooks:
             try:
                 hook(proc, reason)
@@ -478,6 +571,14 @@ class Node:
         if reason != NORMAL and reason != SHUTDOWN:  # only abnormal exits pay for the check
             report_crash(self, proc, reason)
 
+    def _count_behavior(self, behavior: type[GenServer], delta: int) -> None:
+        counts = self._behavior_counts
+        count = counts.get(behavior, 0) + delta
+        if count > 0:
+            counts[behavior] = count
+        else:
+            counts.pop(behavior, None)
+
     # ------------------------------------------------------------------ messaging
     def _resolve_process(self, target: Target) -> ProcessRef:
         """`resolve` for call and stop: an unknown name is no such process (`ServerNotRunningError`)."""
@@ -489,7 +590,7 @@ class Node:
     async def call(self, target: Target, msg: Any, timeout: float = 5.0) -> Any:
         """Request/reply (see `GenServer.call`)."""
         timeout = check_timeout(timeout)
-        me = _current_process.get()
+        me = CURRENT_PROCESS.get()
         sender = me.ref if me is not None else None
         if type(target) is ProcessRef:
             ref = target
@@ -597,7 +698,7 @@ class Node:
         proc = self.local_process(ref)
         if proc is None or not proc._alive:
             raise ServerNotRunningError(ref, NOPROC)
-        if proc is _current_process.get():
+        if proc is CURRENT_PROCESS.get():
             raise InvalidArgumentError("a process cannot stop itself with GenServer.stop; return Stop(...)")
         waiter = self.backend.new_future()
         proc.deliver((STOP, reason, waiter))
@@ -759,7 +860,7 @@ class Node:
         elif watcher is not None:
             sink = watcher
         else:
-            me = _current_process.get()
+            me = CURRENT_PROCESS.get()
             if me is None:
                 raise InvalidArgumentError(
                     "outside a process, monitor needs watcher= (a ProcessRef) or on_down= (a callback)"
@@ -831,15 +932,16 @@ class Node:
             return
         self._drop_monitor(mref, target)
         for proc in self._procs.values():
-            if proc.watching.pop(mref, None) is not None:
+            watching = proc._watching
+            if watching and watching.pop(mref, None) is not None:
                 break
 
     def _drop_monitor(self, mref: MonitorRef, target: ProcessRef) -> None:
         self._monitor_targets.pop(mref, None)
         if self.is_local(target):
             proc = self.local_process(target)
-            if proc is not None:
-                proc.monitors.pop(mref, None)
+            if proc is not None and proc._monitors:
+                proc._monitors.pop(mref, None)
         elif self.router is not None:
             self.router.demonitor(mref, target)
 
@@ -851,7 +953,8 @@ class Node:
             if self.is_local(sink):
                 proc = self.local_process(sink)
                 if proc is not None:
-                    proc.watching.pop(down.monitor, None)
+                    if proc._watching:
+                        proc._watching.pop(down.monitor, None)
                     if proc.alive:
                         proc.deliver((INFO, down))
             elif self.router is not None:
@@ -896,8 +999,10 @@ class Node:
         return self._cluster().on_node_busy(callback)
 
     # ------------------------------------------------------------------ observing
-    def snapshot(self) -> NodeSnapshot:
-        """What runs on this node right now (see `NodeSnapshot`)."""
+    def snapshot(self, *, limit: int | None = None, offset: int = 0, sort: str = "pid") -> NodeSnapshot:
+        """What runs on this node right now (see `NodeSnapshot`): every process, or with `limit`
+        the page of `limit` processes from `offset` in `sort` order ("pid", or the largest first
+        by "queue", "messages" or "high_water"); `summary` counts them all either way."""
         from .snapshot import take_snapshot
 
-        return take_snapshot(self)
+        return take_snapshot(self, limit, offset, sort)

@@ -6,15 +6,17 @@ The runner catches everything a callback raises and turns it into an exit reason
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
 from collections import deque
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ._backend import FutureLike
+from ._backend import Cancellable, FutureLike
 from .errors import CallError, InitError, ServerNotRunningError
 from .messages import Exit, NoReply, Stop
 from .reasons import KILLED, NORMAL, ErrorReason, ExitReason
@@ -27,6 +29,12 @@ if TYPE_CHECKING:
     from .router import Congestion
     from .systools import ProcessSys
 
+# The node and the process the running code belongs to (re-exported by `node`).
+# The node and the process of the running task (set by the runner; read through
+# `node.current_node()` and `node.current_process()`).
+CURRENT_NODE: ContextVar[Node | None] = ContextVar("noex_current_node", default=None)
+CURRENT_PROCESS: ContextVar[Process | None] = ContextVar("noex_current_process", default=None)
+
 # Mailbox item tags. Items: (CALL, msg, reply, sender), (CAST, msg), (INFO, msg), (STOP, reason, waiter)
 CALL, CAST, INFO, STOP = 0, 1, 2, 3
 
@@ -35,6 +43,27 @@ YIELD_EVERY = 128
 
 # Exceptions from user callbacks that crash the process instead of the node.
 CRASHES = (Exception, KeyboardInterrupt, SystemExit)
+
+# The mailbox of a process whose loop ended: nothing is queued there any more (`deliver`
+# refuses), and a deque of maxlen 0 would drop anything appended by mistake. One for all.
+_CLOSED_MAILBOX: deque[tuple[Any, ...]] = deque(maxlen=0)
+
+
+def _idle(*args: Any) -> Any:
+    """Stands for a handler while the process waits (never called)."""
+    raise AssertionError("a handler was called while its process was idle")
+
+
+class _InitDone:
+    """Stands for the start handshake's future once init succeeded (the process no longer holds it)."""
+
+    __slots__ = ()
+
+    def done(self) -> bool:
+        return True
+
+
+_INIT_DONE: Any = _InitDone()
 
 
 class BadReturnError(TypeError):
@@ -64,24 +93,25 @@ class Process:
         "_congestion",
         "_congestion_wake",
         "_crashed_on",
-        "_done",
         "_interrupted",
         "_kill_reason",
+        "_links",
+        "_monitors",
         "_scope",
         "_shutdown_reason",
         "_stop_waiters",
         "_sys",
+        "_task",
         "_unanswered",
         "_wake",
+        "_watching",
         "behavior",
         "bound",
         "caller",
         "exit_reason",
         "fence_gate",
         "handled",
-        "links",
         "mailbox",
-        "monitors",
         "name",
         "node",
         "parent",
@@ -94,10 +124,11 @@ class Process:
         "state",
         "tracers",
         "trap_exit",
-        "watching",
     )
 
     def __init__(self, node: Node, pid: int, ref: ProcessRef, behavior: type[GenServer]) -> None:
+        # Rarely used structures (links, monitors, stop waiters, owed replies) stay None until
+        # first used: a node may hold 100,000 processes, most of which never need them.
         self.node = node
         self.pid = pid
         self.ref = ref
@@ -107,16 +138,14 @@ class Process:
         self.state: Any = None
         self.mailbox: deque[tuple[Any, ...]] = deque()
         self.bound: MailboxBound | None = None  # set by `mailbox.BoundedProcess`
-        self.queue_high_water = 0  # the longest the mailbox has been (see `_note_queue`)
+        self.queue_high_water: int = 0  # the longest the mailbox has been (see `_note_queue`)
         self.name: str | None = None
-        self.trap_exit: bool = bool(getattr(behavior, "trap_exit", False))
-        self.links: set[ProcessRef] = set()
-        # monitors held on this process: mref -> watcher (ProcessRef or callback)
-        self.monitors: dict[MonitorRef, Any] = {}
-        # monitors this process holds on others: mref -> target ref
-        self.watching: dict[MonitorRef, ProcessRef] = {}
+        self.trap_exit: bool = bool(behavior.trap_exit)
+        self._links: set[ProcessRef] | None = None  # see `links`
+        self._monitors: dict[MonitorRef, Any] | None = None  # see `monitors`
+        self._watching: dict[MonitorRef, ProcessRef] | None = None  # see `watching`
         self.started_at = time.monotonic()
-        self.handled = 0
+        self.handled: int = 0
         self.exit_reason: ExitReason = None
         self.parent: ProcessRef | None = None
         # set on supervised and globally named processes of a node with a partition policy:
@@ -125,17 +154,18 @@ class Process:
         self.reply_to: FutureLike | None = None
         self.caller: ProcessRef | None = None
         self._wake: FutureLike | None = None
-        self._done: FutureLike = node.backend.new_future()
         self._kill_reason: ExitReason = None
         self._shutdown_reason: ExitReason = None
         # a busy outgoing connection this process cast into: it waits for it before its next message
         self._congestion: Congestion | None = None
         self._congestion_wake: FutureLike | None = None
         self._interrupted = False  # one of the three above is set: the loop checks this per message
-        self._scope: anyio.CancelScope | None = None
-        self._stop_waiters: list[FutureLike] = []
+        # what `kill` cancels once `main` runs: the task itself (asyncio) or a cancel scope (trio)
+        self._scope: Cancellable | None = None
+        self._task: asyncio.Task[None] | None = None  # asyncio: the task running `main`
+        self._stop_waiters: list[FutureLike] | None = None  # settled with the exit reason
         # replies owed to callers whose handle_call returned NoReply or Stop without reply
-        self._unanswered: list[FutureLike] = []
+        self._unanswered: list[FutureLike] | None = None
         # set once no message will be handled any more (the loop ended): calls fail at once
         self._closed = False
         self._close_reason: ExitReason = None
@@ -144,6 +174,41 @@ class Process:
         self.tracers: list[Callable[[str, Any, Any], None]] | None = None
         # live process tools and code upgrades (`systools`): None until one is used
         self._sys: ProcessSys | None = None
+
+    @property
+    def links(self) -> set[ProcessRef]:
+        """The processes linked to this one (created on first use)."""
+        links = self._links
+        if links is None:
+            links = self._links = set()
+            if self._alive:  # (a snapshot lists the links and monitors of these only)
+                self.node._linked.add(self)
+        return links
+
+    @property
+    def monitors(self) -> dict[MonitorRef, Any]:
+        """Monitors held on this process: mref -> watcher (a ProcessRef or a callback)."""
+        monitors = self._monitors
+        if monitors is None:
+            monitors = self._monitors = {}
+            if self._alive:  # (a snapshot lists the links and monitors of these only)
+                self.node._linked.add(self)
+        return monitors
+
+    @property
+    def watching(self) -> dict[MonitorRef, ProcessRef]:
+        """Monitors this process holds on others: mref -> target ref."""
+        watching = self._watching
+        if watching is None:
+            watching = self._watching = {}
+        return watching
+
+    def add_stop_waiter(self, waiter: FutureLike) -> None:
+        """`waiter` gets the exit reason once the process has exited."""
+        if self._stop_waiters is None:
+            self._stop_waiters = [waiter]
+        else:
+            self._stop_waiters.append(waiter)
 
     # ------------------------------------------------------------------ delivery
     def deliver(self, item: tuple[Any, ...]) -> None:
@@ -207,9 +272,9 @@ class Process:
         """Wait for the exit; False on timeout."""
         if not self._alive:
             return True
-        # A private future: a timeout (or cancellation) settles it, never the shared `_done`.
+        # A private future: a timeout (or cancellation) settles only this waiter.
         waiter = self.node.backend.new_future()
-        self._stop_waiters.append(waiter)
+        self.add_stop_waiter(waiter)
         try:
             await self.node.backend.wait_future(waiter, timeout)
         except TimeoutError:
@@ -218,7 +283,8 @@ class Process:
 
     def exit_signal(self, from_: ProcessRef, reason: ExitReason) -> None:
         """A linked process exited with `reason` (OTP exit-signal rules)."""
-        self.links.discard(from_)
+        if self._links is not None:
+            self._links.discard(from_)
         if not self._alive:
             return
         if self.trap_exit:
@@ -239,11 +305,61 @@ class Process:
         return "running"
 
     # ------------------------------------------------------------------ running
-    async def main(self, arg: Any, started: FutureLike, init_timeout: float) -> None:
-        """Task body: init, then the message loop; always ends in `_finish`."""
-        from .node import bind_to_process
+    async def main(self, arg: Any, started: FutureLike | None, init_timeout: float) -> None:
+        """Task body on asyncio: init (unless `started` is None: `init_now` ran it), then the
+        message loop; always ends in `_finish`.
 
-        bind_to_process(self)
+        The process is a bare asyncio task (no anyio task group or cancel scope, whose
+        bookkeeping cost more than the rest of a start), so `kill` cancels the task itself once
+        it runs (a kill before that is seen here at once). A cancellation with no kill requested
+        comes from the loop shutting down: the process ends "killed" and lets it through."""
+        CURRENT_NODE.set(self.node)
+        CURRENT_PROCESS.set(self)
+        reason: ExitReason = KILLED
+        run_terminate = False
+        task = self._task  # (set by the spawner before this task's first step)
+        assert task is not None
+        if started is None:  # init already ran (`init_now`)
+            started = _INIT_DONE
+        try:
+            if self._kill_reason is None:
+                self._scope = task
+                try:
+                    if started is not _INIT_DONE:
+                        if not await self._init(arg, started, init_timeout):
+                            return
+                        arg = None  # this frame lives as long as the process: keep neither alive
+                        started = _INIT_DONE
+                    reason, run_terminate = await self._loop()
+                    self._close_mailbox(reason)
+                except asyncio.CancelledError:
+                    if self._kill_reason is None:
+                        raise
+                    task.uncancel()
+            if self._kill_reason is not None:
+                reason, run_terminate = self._kill_reason, False
+            if run_terminate:
+                try:
+                    reason = await self._terminate(reason)
+                except asyncio.CancelledError:
+                    if self._kill_reason is None:
+                        raise
+                    task.uncancel()
+                    reason = self._kill_reason
+        except asyncio.CancelledError:
+            self._fail_init(started, KILLED)
+            self._finish(KILLED)
+            raise
+        except BaseException as exc:  # a bug in the runtime itself: report, never swallow
+            self.node.events.report_error(f"process {self.ref} runner failed", exc)
+            reason = ErrorReason.from_exception(exc)
+        self._fail_init(started, reason)
+        self._finish(reason)
+
+    async def main_scoped(self, arg: Any, started: FutureLike, init_timeout: float) -> None:
+        """Task body on trio (in the node's task group): as `main`, with a cancel scope for `kill`."""
+        CURRENT_NODE.set(self.node)
+        CURRENT_PROCESS.set(self)
         cancelled = anyio.get_cancelled_exc_class()
         reason: ExitReason = KILLED
         run_terminate = False
@@ -285,16 +401,54 @@ class Process:
                 InitError(self.behavior.__name__, f"the process exited during init ({reason})", reason)
             )
 
+    def init_now(self, arg: Any) -> InitError | None:
+        """Run a plain (not async) `init` at once, in the spawner's task (asyncio): it cannot
+        await, so nothing can interleave with it or interrupt it, and the process's task then
+        starts straight in its loop (a start costs one turn of the event loop, not two). Runs
+        with this process as the current one; returns the error for the spawner, if any (the
+        process has then exited)."""
+        node_token = CURRENT_NODE.set(self.node)
+        process_token = CURRENT_PROCESS.set(self)
+        try:
+            try:
+                if self.behavior._noex_init_takes_arg:
+                    result = self.server.init(arg)
+                else:
+                    result = self.server.init()  # type: ignore[call-arg]
+            except CRASHES as exc:
+                err, reason = self._init_crashed(exc, arg)
+            else:
+                if not isinstance(result, Stop):
+                    self.state = result
+                    return None
+                err, reason = self._init_stopped(result)
+            self._finish(reason)
+            return err
+        finally:
+            CURRENT_PROCESS.reset(process_token)
+            CURRENT_NODE.reset(node_token)
+
+    def _init_crashed(self, exc: BaseException, arg: Any) -> tuple[InitError, ExitReason]:
+        reason = ErrorReason.from_exception(exc)
+        self._crashed_on = ("init", arg)
+        err = InitError(self.behavior.__name__, f"{type(exc).__name__}: {exc}", reason)
+        err.__cause__ = exc
+        return err, reason
+
+    def _init_stopped(self, result: Stop) -> tuple[InitError, ExitReason]:
+        reason = result.reason
+        return InitError(self.behavior.__name__, f"init returned Stop({reason!r})", reason), reason
+
     async def _init(self, arg: Any, started: FutureLike, timeout: float) -> bool:
         server = self.server
         cls = self.behavior
         try:
-            with anyio.fail_after(timeout):
-                if cls._noex_init_takes_arg:
-                    result = server.init(arg)
-                else:
-                    result = server.init()  # type: ignore[call-arg]
-                if cls._noex_init_async:
+            if cls._noex_init_takes_arg:
+                result = server.init(arg)
+            else:
+                result = server.init()  # type: ignore[call-arg]
+            if cls._noex_init_async:  # only an init that awaits can be interrupted by its deadline
+                with anyio.fail_after(timeout):
                     result = await result
         except TimeoutError as exc:
             reason: ExitReason = ErrorReason("InitTimeout", f"init did not finish within {timeout:g} s")
@@ -303,15 +457,11 @@ class Process:
             self._finish_init_failure(started, err, reason)
             return False
         except CRASHES as exc:
-            reason = ErrorReason.from_exception(exc)
-            self._crashed_on = ("init", arg)
-            err = InitError(cls.__name__, f"{type(exc).__name__}: {exc}", reason)
-            err.__cause__ = exc
+            err, reason = self._init_crashed(exc, arg)
             self._finish_init_failure(started, err, reason)
             return False
         if isinstance(result, Stop):
-            reason = result.reason
-            err = InitError(cls.__name__, f"init returned Stop({reason!r})", reason)
+            err, reason = self._init_stopped(result)
             self._finish_init_failure(started, err, reason)
             return False
         self.state = result
@@ -329,10 +479,10 @@ class Process:
         mailbox = self.mailbox
         server = self.server
         cls = self.behavior
-        new_future = self.node.backend.new_future
-        handle_call = server.handle_call
-        handle_cast = server.handle_cast
-        handle_info = server.handle_info
+        backend = self.node.backend
+        handle_call: Callable[..., Any] = server.handle_call
+        handle_cast: Callable[..., Any] = server.handle_cast
+        handle_info: Callable[..., Any] = server.handle_info
         call_async = cls._noex_call_async
         cast_async = cls._noex_cast_async
         info_async = cls._noex_info_async
@@ -356,10 +506,14 @@ class Process:
                 continue
             if not mailbox:
                 budget = 0
-                wake = new_future()
+                # Idle, it holds no bound handlers: with 100,000 mostly idle processes they would
+                # be 3 of the ~20 objects each keeps (memory, and the collector walks them all).
+                handle_call = handle_cast = handle_info = _idle
+                wake = backend.new_future()
                 self._wake = wake
                 await wake
                 self._note_queue()
+                handle_call, handle_cast, handle_info = server.handle_call, server.handle_cast, server.handle_info
                 continue
             budget += 1
             if budget >= YIELD_EVERY:
@@ -420,7 +574,7 @@ class Process:
                         return result.reason, True
                     self.state = result
                 else:  # STOP
-                    self._stop_waiters.append(item[2])
+                    self.add_stop_waiter(item[2])
                     return item[1], True
                 if self.tracers:
                     self._trace(tag, item[1])
@@ -465,6 +619,8 @@ class Process:
     def _owe_reply(self, reply: FutureLike) -> None:
         """Remember a reply still owed after handle_call, to fail it if the process exits first."""
         owed = self._unanswered
+        if owed is None:
+            owed = self._unanswered = []
         owed.append(reply)
         if len(owed) >= 64 and len(owed) & (len(owed) - 1) == 0:  # prune answered ones now and then
             owed[:] = [f for f in owed if not f.done()]
@@ -475,7 +631,7 @@ class Process:
         Runs when the loop ends, before `terminate`, so callers never wait for it, and on exit."""
         self._closed = True
         self._close_reason = reason
-        pending, self.mailbox = self.mailbox, deque()
+        pending, self.mailbox = self.mailbox, _CLOSED_MAILBOX
         self.queue_high_water = max(self.queue_high_water, len(pending))
         for item in pending:
             self._refuse(item)
@@ -490,7 +646,7 @@ class Process:
         elif tag == STOP:
             waiter = item[2]
             if self._alive:
-                self._stop_waiters.append(waiter)  # settled with the exit reason by _finish
+                self.add_stop_waiter(waiter)  # settled with the exit reason by _finish
             elif not waiter.done():
                 waiter.set_result(self.exit_reason)
 
@@ -505,17 +661,16 @@ class Process:
         if self._sys is not None:
             self._sys.exited(self, reason)
         # replies still owed: the call being handled when the process was killed, NoReply/Stop ones
-        owed = self._unanswered
+        owed = self._unanswered or []
+        self._unanswered = None
         if self.reply_to is not None:
             owed.append(self.reply_to)
             self.reply_to = None
         for reply in owed:
             if not reply.done():
                 reply.set_exception(ServerNotRunningError(self.ref, reason))
-        owed.clear()
-        if not self._done.done():
-            self._done.set_result(reason)
-        for waiter in self._stop_waiters:
-            if not waiter.done():
-                waiter.set_result(reason)
-        self._stop_waiters.clear()
+        waiters, self._stop_waiters = self._stop_waiters, None
+        if waiters is not None:
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(reason)

@@ -299,7 +299,7 @@ def _stop_while_parked(proc: Process, seen: int) -> int:
         item = mailbox[index]
         if item[0] == STOP:
             del mailbox[index]
-            proc._stop_waiters.append(item[2])
+            proc.add_stop_waiter(item[2])
             proc.request_shutdown(item[1])
             break
     return len(mailbox)

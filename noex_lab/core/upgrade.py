@@ -71,6 +71,8 @@ def classes_named(name: str) -> list[type]:
 
 def latest(cls: type[GenServer]) -> type[GenServer]:
     """The class that replaced `cls` by an upgrade (and so on), or `cls` itself."""
+    if not _successor:  # no upgrade yet (every start asks)
+        return cls
     seen = 0
     while seen < 1000:  # a chain, never a cycle (upgrade refuses one): bounded anyway
         nxt = _successor.get(cls)
@@ -131,7 +133,9 @@ class UpgradeResult:
 
 def _swap(proc: Process, new_cls: type[GenServer], state: Any, new_server: GenServer) -> None:
     proc.server = new_server
+    proc.node._count_behavior(proc.behavior, -1)
     proc.behavior = new_cls
+    proc.node._count_behavior(new_cls, 1)
     proc.state = state
     proc.trap_exit = bool(getattr(new_cls, "trap_exit", False))
     wrap_handlers(proc)  # statistics on: time the new handlers too

@@ -22,7 +22,7 @@ from ..core.errors import ClusterError, InvalidArgumentError, WaitTimeoutError
 from ..core.node import Node, current_node
 from ..core.node_id import NodeId, validate_node_name
 from ..core.refs import ProcessRef
-from ..core.snapshot import NodeSnapshot
+from ..core.snapshot import NodeSnapshot, check_page
 from ..core.timeouts import check_timeout
 from .attached import distribution_of, require_distribution
 from .code_loading import install_code_loading
@@ -276,7 +276,8 @@ class Distribution:
         self.router = RemoteRouter(node, self.transport)
         self.router.on_membership = self.membership.on_frame  # type: ignore[method-assign]
         self.transport.dispatch = self.router.dispatch
-        self.router.rpc_handlers["snapshot"] = lambda _peer, _args: node.snapshot()
+        # args None: every process; {"limit", "offset", "sort"}: one page (node.snapshot)
+        self.router.rpc_handlers["snapshot"] = lambda _peer, args: _snapshot_of(node, args)
         self.router.rpc_handlers["ping"] = lambda _peer, _args: None  # round trips (noex_lab.metrics)
         self.router.rpc_handlers["spawn"] = lambda peer, args: handle_spawn(self, peer, args)
         self.router.rpc_handlers["node.leaving"] = self.membership.on_leaving
@@ -453,15 +454,16 @@ class Distribution:
 
     # ------------------------------------------------------------------ queries
 
-    async def cluster_snapshot(self, timeout: float) -> list[NodeSnapshot]:
-        results: list[NodeSnapshot] = [self.node.snapshot()]
+    async def cluster_snapshot(self, timeout: float, page: dict[str, Any] | None = None) -> list[NodeSnapshot]:
+        """Every node's snapshot (`page`: the `limit`, `offset` and `sort` of `node.snapshot`)."""
+        results: list[NodeSnapshot] = [self.node.snapshot(**(page or {}))]
         peers = sorted(self.membership.peers)
         slots: list[NodeSnapshot | None] = [None] * len(peers)
 
         async def one(i: int, peer: NodeId) -> None:
             try:
                 with anyio.fail_after(timeout):
-                    slots[i] = await self.router.rpc(peer, "snapshot", None, timeout)
+                    slots[i] = await self.router.rpc(peer, "snapshot", page, timeout)
             except Exception as exc:
                 slots[i] = NodeSnapshot(node=peer, label=str(peer), taken_at=0.0, processes=[], supervisors=[],
                                         names={}, reachable=False, error=f"{type(exc).__name__}: {exc}")
@@ -471,6 +473,15 @@ class Distribution:
                 tg.start_soon(one, i, peer)
         results.extend(s for s in slots if s is not None)
         return results
+
+
+def _snapshot_of(node: Node, args: Any) -> NodeSnapshot:
+    """The "snapshot" request: None lists every process, {"limit", "offset", "sort"} one page."""
+    if args is None:
+        return node.snapshot()
+    if not isinstance(args, dict):
+        raise InvalidArgumentError(f"a snapshot request carries None or a dict of limit, offset, sort, not {args!r}")
+    return node.snapshot(limit=args.get("limit"), offset=args.get("offset", 0), sort=args.get("sort", "pid"))
 
 
 def _parse_seeds(seeds: Sequence[str | NodeId]) -> tuple[tuple[NodeId, ...], tuple[tuple[str, int], ...]]:
@@ -615,13 +626,20 @@ class Cluster:
         await current_node().drain(peer, timeout)
 
     @staticmethod
-    async def snapshot(*, timeout: float = 2.0) -> list[NodeSnapshot]:
-        """Every node's snapshot; an unreachable node is marked, never blocks past `timeout`."""
+    async def snapshot(
+        *, timeout: float = 2.0, limit: int | None = None, offset: int = 0, sort: str = "pid",
+    ) -> list[NodeSnapshot]:
+        """Every node's snapshot; an unreachable node is marked, never blocks past `timeout`.
+        With `limit`, each lists one page of its processes (see `Node.snapshot`); the summary
+        always counts them all."""
         timeout = check_timeout(timeout)
+        check_page(limit, offset, sort)
+        page: dict[str, Any] | None = None if limit is None and offset == 0 and sort == "pid" else \
+            {"limit": limit, "offset": offset, "sort": sort}
         node = current_node()
         if node.distribution is None:
-            return [node.snapshot()]
-        return await _dist(node).cluster_snapshot(timeout)
+            return [node.snapshot(**(page or {}))]
+        return await _dist(node).cluster_snapshot(timeout, page)
 
 
 

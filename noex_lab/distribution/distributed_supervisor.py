@@ -459,7 +459,7 @@ class DistributedSupervisorServer(SupervisorServer):
         for child in lost:
             if child.spec.restart == "temporary":
                 self._migrating.pop(child.spec.id, None)
-                state.children.remove(child)
+                state.remove(child)
                 continue
             if not graceful and not self.count_restart(state):
                 return await self.give_up(state)
@@ -549,7 +549,7 @@ class DistributedSupervisorServer(SupervisorServer):
         state.restart_times.extend(sorted(now - age for age in replica["ages"]))
         for spec, ref, restarts in replica["children"]:
             child = SupervisedChild(self._to_child_spec(DistributedChildSpec.of(spec)), ref=ref, restarts=restarts)
-            state.children.append(child)
+            state.add(child)
         return state
 
     async def _adopt(self, state: SupervisorState, graceful: bool) -> Any:
@@ -679,7 +679,7 @@ class DistributedSupervisorServer(SupervisorServer):
             raise SupervisorError(f"a child with id {dspec.id!r} already exists")
         child = SupervisedChild(self._to_child_spec(dspec))
         await self._place(child)
-        state.children.append(child)
+        state.add(child)
         assert child.ref is not None
         return child.ref
 

@@ -14,7 +14,9 @@ System requests (handled on every distributed node):
   MAX_TRACES_PER_PEER traces for each requesting node (`TooManyTracesError` beyond), so a peer
   cannot turn one message into an unbounded number of notifications.
 - `noex_trace_stop [trace_id]`
-- `noex_processes None` -> `[[ProcessInfo, ...], {name: ref}]` (a `ProcessListing`'s fields)
+- `noex_processes None` -> `[[ProcessInfo, ...], {name: ref}]` (a `ProcessListing`'s fields);
+  `noex_processes {"limit": N, "offset": O, "sort": S}` -> `[[ProcessInfo, ...], {name: ref}, count]`:
+  one page of them (`node.snapshot(limit=...)`) and how many processes run there in all
 - `noex_events n` -> `[EventInfo, ...]`
 - `noex_peers None` -> `[[node_id, status], ...]`: the peers this node is connected to (a
   notebook's topology view draws a link two peers do not share as cut)
@@ -48,7 +50,7 @@ from ..core.node_id import NodeId
 from ..core.process import Process
 from ..core.reasons import NOPROC
 from ..core.refs import ProcessRef
-from ..core.snapshot import ProcessInfo
+from ..core.snapshot import ProcessInfo, check_page
 from ..core.timeouts import check_timeout
 
 if TYPE_CHECKING:
@@ -146,6 +148,7 @@ class ProcessListing(NamedTuple):
 
     processes: list[ProcessInfo]
     names: dict[str, ProcessRef]
+    total: int | None = None  # with a page (`process_page`): how many processes run there in all
 
 
 def _reply(value: Any, cls: type[Any], where: NodeId, op: str) -> Any:
@@ -337,7 +340,9 @@ class Introspection:
         if trace is not None:
             trace.end("stopped")
 
-    def _processes(self, _peer: NodeId, _args: Any) -> list[Any]:
+    def _processes(self, _peer: NodeId, args: Any) -> list[Any]:
+        if isinstance(args, dict):
+            return list(process_page_rows(self.node, args.get("limit"), args.get("offset", 0), args.get("sort", "pid")))
         return list(process_rows(self.node))
 
     def _events(self, _peer: NodeId, args: Any) -> list[EventInfo]:
@@ -391,6 +396,13 @@ def process_rows(node: Node) -> ProcessListing:
     ]
     names = {n: r for n in node.names.names() if (r := node.names.whereis(n)) is not None}
     return ProcessListing(rows, names)
+
+
+def process_page_rows(node: Node, limit: int | None, offset: int, sort: str) -> ProcessListing:
+    """As `process_rows`, only the page `node.snapshot(limit=...)` lists, with `total`: how many
+    processes run on the node in all."""
+    snap = node.snapshot(limit=limit, offset=offset, sort=sort)
+    return ProcessListing(list(snap.processes), dict(snap.names), snap.process_count)
 
 
 def event_rows(node: Node, n: int) -> list[EventInfo]:
@@ -515,6 +527,27 @@ async def process_list(
         raise ProtocolError(f"node {where} answered noex_processes with a malformed listing")
     rows = [_reply(row, ProcessInfo, where, "noex_processes") for row in answer[0]]
     return ProcessListing(rows, answer[1])
+
+
+async def process_page(
+    where: NodeId | None = None, *, node: Node | None = None, limit: int | None = 100, offset: int = 0,
+    sort: str = "pid", timeout: float = 5.0,
+) -> ProcessListing:
+    """One page of the processes of this node (`where=None`) or of another node (`limit` from
+    `offset` in `sort` order, see `node.snapshot`), its names, and in `total` how many run there."""
+    timeout = check_timeout(timeout)
+    check_page(limit, offset, sort)
+    node = node or current_node()
+    if where is None or where == node.id:
+        return process_page_rows(node, limit, offset, sort)
+    args = {"limit": limit, "offset": offset, "sort": sort}
+    answer = _reply(await _router_of(node, where).rpc(where, "noex_processes", args, timeout), list, where,
+                    "noex_processes")
+    if len(answer) != 3 or not isinstance(answer[0], list) or not isinstance(answer[1], dict) \
+            or not isinstance(answer[2], int):
+        raise ProtocolError(f"node {where} answered noex_processes with a malformed page")
+    rows = [_reply(row, ProcessInfo, where, "noex_processes") for row in answer[0]]
+    return ProcessListing(rows, answer[1], answer[2])
 
 
 async def recent_events(

@@ -32,6 +32,7 @@ from ..core.errors import NoexError
 from ..core.node import Node
 from ..core.node_id import NodeId
 from ..core.refs import ProcessRef
+from ..core.snapshot import SORT_KEYS
 from ..core.timeouts import seconds_argument
 from ..distribution.behaviors import BehaviorRegistry
 from ..frontend.options import add_cluster_arguments, cluster_options
@@ -40,7 +41,7 @@ from .code_shipping import pick_behavior
 from .errors import LabError, MagicUsageError
 from .process_tools import TOOL_SUBCOMMANDS, add_tool_parsers, run_tool
 from .reprs import Message, display, register_reprs, unregister_reprs
-from .session import LabSession
+from .session import PS_LIMIT, LabSession
 
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
@@ -179,6 +180,10 @@ def _build_parsers() -> dict[str, MagicArgumentParser]:
                           "ps [NODE] [--all]")
     s.add_argument("node", nargs="?", help="node name or id (default: this kernel's node)")
     s.add_argument("--all", action="store_true", help="every node of the cluster")
+    s.add_argument("--limit", type=int, default=PS_LIMIT, help="processes listed per node (default %(default)s)")
+    s.add_argument("--offset", type=int, default=0, help="skip this many first (paging)")
+    s.add_argument("--sort", choices=SORT_KEYS, default="pid",
+                   help="pid (start order), or the largest first: queue, messages, high_water")
 
     p["registry"] = _parser("registry", "Registered names on every node, global names, and the behaviors "
                             "this kernel can start.", "registry")
@@ -509,7 +514,8 @@ class NoexMagics(Magics):
         elif subcommand == "faults":
             display(await fault_commands.rules_table(session))
         elif subcommand == "ps":
-            display(*await session.ps(self._node(args.node), all_nodes=args.all))
+            display(*await session.ps(self._node(args.node), all_nodes=args.all, limit=args.limit,
+                                      offset=args.offset, sort=args.sort))
         elif subcommand == "registry":
             display(*await session.registry())
         elif subcommand == "events":

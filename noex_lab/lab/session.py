@@ -25,6 +25,7 @@ from ..core.events import EVENT_KINDS, EventKind, NodeEvent
 from ..core.node import Node, current_node, running_nodes
 from ..core.node_id import NodeId
 from ..core.refs import ProcessRef
+from ..core.snapshot import check_page
 from ..core.supervisor import SupervisorServer
 from ..core.upgrade import set_source
 from ..distribution.behaviors import BehaviorRegistry
@@ -34,7 +35,7 @@ from ..distribution.crash_reports import watch_cluster_crashes
 from ..distribution.introspection import (
     TraceHandle,
     get_state,
-    process_list,
+    process_page,
     recent_events,
     trace,
 )
@@ -56,6 +57,7 @@ JOIN_TIMEOUT_S = 20.0
 CRASH_WAIT_S = 10.0  # how long %noex crashes --wait waits
 FAILOVER_WAIT_S = 10.0  # how long %noex kill / stop wait for the children of a lost node to move
 SEED_WAIT_S = 3.0
+PS_LIMIT = 100  # processes %noex ps lists per node (a node may run 100,000)
 ATTACH_TIMEOUT_S = 10.0
 _View = TypeVar("_View", ClusterView, EventLog)
 _REF = re.compile(r"^<0\.(\d+)(?:@(.+))?>$")
@@ -629,7 +631,11 @@ class LabSession:
         local = self.launcher.by_id(node_id)
         return local.where if local is not None else ""
 
-    async def ps(self, spec: str | None = None, *, all_nodes: bool = False) -> list[Table]:
+    async def ps(self, spec: str | None = None, *, all_nodes: bool = False, limit: int = PS_LIMIT,
+                 offset: int = 0, sort: str = "pid") -> list[Table]:
+        """A table per node of `limit` of its processes from `offset` in `sort` order ("pid", or the
+        largest first by "queue", "messages", "high_water"), and how many run there in all."""
+        check_page(limit, offset, sort)
         node = self.kernel_node()
         targets: list[NodeId | None]
         if all_nodes:
@@ -643,14 +649,18 @@ class LabSession:
         for where in targets:
             title = str(where) if where is not None else f"{node.display_name} (this kernel)"
             try:
-                rows, _names = await process_list(where, node=node)
+                page = await process_page(where, node=node, limit=limit, offset=offset, sort=sort)
             except NoexError as exc:
                 tables.append(Table(["ref"], [], title=title, empty=f"unreachable: {exc}"))
                 continue
+            rows = page.processes
+            total = page.total if page.total is not None else len(rows)
             body = [[r.ref, r.name, r.behavior, Status(r.status), r.queue_len, r.queue_high_water,
                      "-" if r.max_mailbox is None else r.max_mailbox, r.messages, round(r.uptime_s, 1)] for r in rows]
+            note = f"{total} processes" if len(body) == total else \
+                f"{total} processes; listed: {len(body)} from #{offset + 1} by {sort} (--limit, --offset, --sort)"
             tables.append(Table(["ref", "name", "behavior", "status", "queue", "high-water", "bound", "messages",
-                                 "uptime s"], body, title=f"processes on {title}", note=f"{len(body)} processes"))
+                                 "uptime s"], body, title=f"processes on {title}", note=note))
         return tables
 
     async def registry(self) -> list[Table]:
@@ -660,7 +670,7 @@ class LabSession:
         for where in where_list:
             label = where if where is not None else (node.id or node.display_name)
             try:
-                _rows, names = await process_list(where, node=node)
+                names = (await process_page(where, node=node, limit=0)).names
             except NoexError as exc:
                 rows.append(["?", "local", label, f"unreachable: {exc}"])
                 continue

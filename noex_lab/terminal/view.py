@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +32,7 @@ from ..core.errors import ClusterError
 from ..core.events import EventInfo, EventKind, NodeEvent, detail_text, details_text
 from ..core.node import Node
 from ..core.node_id import NodeId
-from ..core.snapshot import NodeSnapshot, ProcessInfo
+from ..core.snapshot import NodeSnapshot, ProcessInfo, ProcessSummary
 from ..core.supervisor import ChildInfo, SupervisorTree
 from ..distribution.cluster import Cluster
 from ..distribution.introspection import recent_events
@@ -47,6 +47,8 @@ CLUSTER_KINDS: frozenset[EventKind] = frozenset({
     "global_conflict",
 })
 REMOTE_EVENT_WINDOW = 200
+# processes listed per node (the longest mailboxes first); the summary counts them all
+TOP_PROCESSES = 20
 STATUS_STYLE = {"up": "green", "busy": "yellow", "down": "red", "self": "cyan"}
 
 
@@ -164,7 +166,8 @@ class ClusterWatch:
 
         async def take_snapshots() -> None:
             with self.node.as_default():
-                snaps.extend(await Cluster.snapshot(timeout=timeout))
+                # a page per node, not every process: 100,000 processes must not slow a refresh
+                snaps.extend(await Cluster.snapshot(timeout=timeout, limit=TOP_PROCESSES, sort="queue"))
 
         async def fetch_events(peer: NodeId) -> None:
             try:
@@ -190,7 +193,7 @@ class ClusterWatch:
             member.reachable = snap.reachable
             if snap.reachable:
                 self.snapshots[snap.node] = snap
-                member.process_count = len(snap.processes)
+                member.process_count = snap.process_count
         self.refreshed_at = time.time()
 
     def _merge_remote(self, peer: NodeId, rows: list[EventInfo]) -> None:
@@ -223,7 +226,8 @@ class ClusterWatch:
         for member in self.sorted_members():
             entry = member.to_json()
             snap = self.snapshots.get(member.id)
-            entry["processes"] = [] if snap is None else [
+            entry["process_count"] = None if snap is None else snap.process_count
+            entry["processes"] = [] if snap is None else [  # the TOP_PROCESSES longest mailboxes
                 {"ref": str(p.ref), "name": p.name, "behavior": p.behavior, "status": p.status,
                  "queue_len": p.queue_len, "queue_high_water": p.queue_high_water, "max_mailbox": p.max_mailbox,
                  "messages": p.messages, "uptime_s": round(p.uptime_s, 3)}
@@ -315,14 +319,17 @@ def processes_table(watch: ClusterWatch) -> Table:
         if snap is None:
             table.add_row(m.id.name, "-", Text(m.status, style=STATUS_STYLE.get(m.status, "")), "-", "-", "-")
             continue
-        counts: dict[str, int] = {}
-        for p in snap.processes:
-            counts[p.behavior] = counts.get(p.behavior, 0) + 1
-        behaviors = ", ".join(f"{b} x{n}" for b, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
-        queue = max((p.queue_len for p in snap.processes), default=0)
-        high = max(snap.processes, key=lambda p: p.queue_high_water, default=None)
-        table.add_row(m.id.name, str(len(snap.processes)), behaviors or "-",
-                      str(sum(p.messages for p in snap.processes)), str(queue), _high_water(high))
+        summary = snap.summary
+        if summary is None:  # a node of an older version: every process is listed
+            summary = ProcessSummary(
+                count=len(snap.processes), behaviors=dict(Counter(p.behavior for p in snap.processes)),
+                messages=sum(p.messages for p in snap.processes), queued=sum(p.queue_len for p in snap.processes),
+                longest_queue=max((p.queue_len for p in snap.processes), default=0),
+                high_water=max(snap.processes, key=lambda p: p.queue_high_water, default=None),
+            )
+        behaviors = ", ".join(f"{b} x{n}" for b, n in sorted(summary.behaviors.items(), key=lambda kv: (-kv[1], kv[0])))
+        table.add_row(m.id.name, str(summary.count), behaviors or "-",
+                      str(summary.messages), str(summary.longest_queue), _high_water(summary.high_water))
     return table
 
 
@@ -437,7 +444,7 @@ def render_view(watch: ClusterWatch, *, title: str = "noex-lab top", events: int
         (title, "bold"), f"   seen from {watch.me}   ",
         (f"{counts['up']} up", "green"), "  ", (f"{counts['busy']} busy", "yellow"), "  ",
         (f"{counts['down']} down", "red"), "   ",
-        f"{sum(len(s.processes) for s in watch.snapshots.values())} processes   ",
+        f"{sum(s.process_count for s in watch.snapshots.values())} processes   ",
         time.strftime("%H:%M:%S", time.localtime(now)),
     )
     if not parts:
