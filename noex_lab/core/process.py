@@ -30,8 +30,6 @@ if TYPE_CHECKING:
     from .systools import ProcessSys
 
 # The node and the process the running code belongs to (re-exported by `node`).
-# The node and the process of the running task (set by the runner; read through
-# `node.current_node()` and `node.current_process()`).
 CURRENT_NODE: ContextVar[Node | None] = ContextVar("noex_current_node", default=None)
 CURRENT_PROCESS: ContextVar[Process | None] = ContextVar("noex_current_process", default=None)
 

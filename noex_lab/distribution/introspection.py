@@ -148,7 +148,14 @@ class ProcessListing(NamedTuple):
 
     processes: list[ProcessInfo]
     names: dict[str, ProcessRef]
-    total: int | None = None  # with a page (`process_page`): how many processes run there in all
+
+
+class ProcessPage(NamedTuple):
+    """One page of the processes of a node (`process_page`), its names, and how many run there."""
+
+    processes: list[ProcessInfo]
+    names: dict[str, ProcessRef]
+    total: int
 
 
 def _reply(value: Any, cls: type[Any], where: NodeId, op: str) -> Any:
@@ -398,11 +405,11 @@ def process_rows(node: Node) -> ProcessListing:
     return ProcessListing(rows, names)
 
 
-def process_page_rows(node: Node, limit: int | None, offset: int, sort: str) -> ProcessListing:
+def process_page_rows(node: Node, limit: int | None, offset: int, sort: str) -> ProcessPage:
     """As `process_rows`, only the page `node.snapshot(limit=...)` lists, with `total`: how many
     processes run on the node in all."""
     snap = node.snapshot(limit=limit, offset=offset, sort=sort)
-    return ProcessListing(list(snap.processes), dict(snap.names), snap.process_count)
+    return ProcessPage(list(snap.processes), dict(snap.names), snap.process_count)
 
 
 def event_rows(node: Node, n: int) -> list[EventInfo]:
@@ -532,7 +539,7 @@ async def process_list(
 async def process_page(
     where: NodeId | None = None, *, node: Node | None = None, limit: int | None = 100, offset: int = 0,
     sort: str = "pid", timeout: float = 5.0,
-) -> ProcessListing:
+) -> ProcessPage:
     """One page of the processes of this node (`where=None`) or of another node (`limit` from
     `offset` in `sort` order, see `node.snapshot`), its names, and in `total` how many run there."""
     timeout = check_timeout(timeout)
@@ -547,7 +554,7 @@ async def process_page(
             or not isinstance(answer[2], int):
         raise ProtocolError(f"node {where} answered noex_processes with a malformed page")
     rows = [_reply(row, ProcessInfo, where, "noex_processes") for row in answer[0]]
-    return ProcessListing(rows, answer[1], answer[2])
+    return ProcessPage(rows, answer[1], answer[2])
 
 
 async def recent_events(

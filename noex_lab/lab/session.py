@@ -654,7 +654,7 @@ class LabSession:
                 tables.append(Table(["ref"], [], title=title, empty=f"unreachable: {exc}"))
                 continue
             rows = page.processes
-            total = page.total if page.total is not None else len(rows)
+            total = page.total
             body = [[r.ref, r.name, r.behavior, Status(r.status), r.queue_len, r.queue_high_water,
                      "-" if r.max_mailbox is None else r.max_mailbox, r.messages, round(r.uptime_s, 1)] for r in rows]
             note = f"{total} processes" if len(body) == total else \

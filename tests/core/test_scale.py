@@ -87,7 +87,7 @@ async def test_introspection_of_100k_processes_is_a_fast_page_and_summary() -> N
         rows, _names, count = page
         assert count == node.process_count and len(rows) == 100
         pids = sorted(node._procs)
-        assert [r[0].id for r in rows] == pids[50_000:50_100]  # pid order, from the 50,001st
+        assert [r.ref.id for r in rows] == pids[50_000:50_100]  # pid order, from the 50,001st
 
         watch = ClusterWatch(node, include_self=True)
         watch.start()
