@@ -21,6 +21,11 @@ the base class's public placement hook (`place_child`). Children are **monitored
   name if it has one (so only one node can win), monitors the running children and restarts the
   lost ones. Two supervisors of one that meet (a healed partition) see each other's replicas:
   the lower-ranked stays, the other stops its instances.
+
+Under a partition policy (`partition_policy.SupervisorFencing`) children fence with their node,
+restarts of children lost with their node wait for the takeover window, a fenced node restarts
+and takes over nothing, and a supervisor suspended by a fence yields to its takeover after the
+heal (docs/concepts/partitions.md).
 """
 
 from __future__ import annotations
