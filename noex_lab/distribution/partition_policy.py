@@ -394,6 +394,9 @@ class SupervisorFencing:
         self.unsubscribe = guard.subscribe(self._fence_changed)
 
     def _fence_changed(self, fenced: bool) -> None:
+        if not self.server._noex_process.alive:  # killed by the fence (a named one): no terminate ran
+            self.unsubscribe()
+            return
         if fenced:
             self.suspended = True
         elif self.suspended:
