@@ -386,3 +386,41 @@ async def test_a_takeover_claim_refused_by_a_fence_stops_its_standby_and_keeps_t
     assert live_supervisors([nodes[0]]) == []
     assert store.replicas["pool"] is replica and "pool" not in store.local
     guard.unfence()
+
+
+@pytest.mark.timeout(30)
+async def test_a_heal_within_the_window_resumes_the_suspended_supervisor_with_no_takeover() -> None:
+    """The supervisor's node fences, the partition heals before the window ends: nobody took
+    it over, so the suspended supervisor resumes: it watches again its children on the other
+    side (not restarted; a later crash of one is restarted) and restarts the fenced ones."""
+    rec.LOG.clear()
+    nodes = await start_cluster(5, partition_policy="keep_majority", stable_after_ms=4000)
+    record_stops(nodes)
+    majority, minority = nodes[:3], nodes[3:]
+    took_over: list[Any] = []
+    for node in nodes:
+        node.events.subscribe(lambda e: took_over.append(e) if e.kind == "supervisor_took_over" else None)
+    sup = await start_supervisor(minority[0], 10)
+    with minority[0].as_default():
+        before = {c.id: c.ref for c in await DistributedSupervisor.which_children(sup)}
+    kept = {c: ref for c, ref in before.items() if ref.node in {n.id for n in majority}}
+    partition(majority, minority)
+    await wait_until(lambda: all(fenced(n) for n in minority), 5.0, "the minority fences")
+    await wait_until(lambda: not any(stop == float("inf") for c, spans in intervals().items() if c not in kept
+                                     for _, stop in spans), 3.0, "the minority's children fenced")
+    healed_at = time.monotonic()
+    heal(*nodes)
+    await wait_until(lambda: not any(fenced(n) for n in nodes) and running_once(before), 5.0,
+                     "every child once after the heal")
+    print(f"every child back {time.monotonic() - healed_at:.3f} s after the heal")
+    assert took_over == []
+    assert live_supervisors(nodes) == [sup]
+    assert not [ref for event, _, ref, _ in rec.LOG if event == "stop" and ref in set(kept.values())]
+    with minority[0].as_default():
+        children = await DistributedSupervisor.wait_stable(sup, timeout=5)
+    assert {c.id: c.ref for c in children if c.id in kept} == kept
+    victim, ref = next(iter(kept.items()))
+    owner = next(n for n in nodes if n.id == ref.node)
+    owner.local_process(ref).kill("boom")
+    await wait_until(lambda: running_once(before) and len(intervals()[victim]) == 2, 5.0, "the crashed child restarted")
+    assert_never_twice()
