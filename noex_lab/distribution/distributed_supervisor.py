@@ -21,6 +21,11 @@ the base class's public placement hook (`place_child`). Children are **monitored
   name if it has one (so only one node can win), monitors the running children and restarts the
   lost ones. Two supervisors of one that meet (a healed partition) see each other's replicas:
   the lower-ranked stays, the other stops its instances.
+
+Under a partition policy (`partition_policy.SupervisorFencing`) children fence with their node,
+restarts of children lost with their node wait for the takeover window, a fenced node restarts
+and takes over nothing, and a supervisor suspended by a fence yields to its takeover after the
+heal (docs/concepts/partitions.md).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from ..core.errors import (
     GlobalNameConflictError,
     InitError,
     InvalidArgumentError,
+    NodeFencedError,
     NodeNotReachableError,
     NodeStoppedError,
     NoexError,
@@ -73,7 +79,6 @@ from ..core.timeouts import check_timeout
 from .attached import distribution_of
 from .behaviors import BehaviorRegistry
 from .partition_policy import supervisor_fencing
-from .spawn import spawn
 
 if TYPE_CHECKING:
     from .cluster import Distribution
@@ -87,6 +92,7 @@ EVENTS: tuple[EventKind, ...] = (
 NodeSelector = str | dict[str, Any] | Callable[..., Any]
 
 _CONFLICT = "$dsup_conflict"  # to the loser of two supervisors with one name (a healed partition)
+_YIELD = "$dsup_yield"  # to a supervisor suspended by a fence whose work the winning side took over
 _PUSH_EVERY_S = 0.05  # while messages keep coming, the replica is pushed at least this often
 _BATCH_TIMEOUT_S = 10.0
 _TAKEOVER_TRIES = 100  # claims of the global name while the dead host's entry is still seen somewhere
@@ -287,17 +293,23 @@ class DistributedSupervisorServer(SupervisorServer):
                 if last_error is not None:
                     raise InitError(dspec.behavior_name, f"could not start child {dspec.id!r}: {last_error}") from None
                 raise
-            try:
-                ref = await spawn(dspec.behavior_name, target, arg=dspec.arg, max_mailbox=dspec.max_mailbox,
-                                  overflow=dspec.overflow, link_to=self.ref if self._linked else None)
+            item = [dspec.behavior_name, dspec.arg, dspec.max_mailbox, dspec.overflow, False, None,
+                    self.ref if self._linked else None]
+            try:  # the batch request with one item: the target guards the child as it starts
+                (ok, value, *more), = await _spawn_many_at(self.node, target, [item])
             except (NodeNotReachableError, NodeStoppedError, TimeoutError) as exc:
                 tried.add(target)
                 last_error = exc
                 continue
-            except InitError:
-                raise
             except NoexError as exc:
                 raise InitError(dspec.behavior_name, str(exc), getattr(exc, "reason", None)) from exc
+            if not ok:
+                if more and more[0]:  # unreachable, stopping or fenced: another node may do
+                    tried.add(target)
+                    last_error = NodeNotReachableError(target, str(value))
+                    continue
+                raise InitError(dspec.behavior_name, str(value), more[1] if len(more) > 1 else None)
+            ref: ProcessRef = value
             self._note_placement(target)
             self._watch(child, ref)
             return ref
@@ -371,7 +383,7 @@ class DistributedSupervisorServer(SupervisorServer):
             except NoexError:
                 failed.extend(group)
                 return
-            for child, (ok, ref) in zip(group, results, strict=True):
+            for child, (ok, ref, *_) in zip(group, results, strict=True):
                 if not ok:
                     failed.append(child)
                     continue
@@ -400,6 +412,11 @@ class DistributedSupervisorServer(SupervisorServer):
         fencing = self._fencing  # the partition policy's hook (None without one)
         if fencing is not None and (handled := await fencing.handle(msg, state)) is not None:
             return handled
+        if isinstance(msg, tuple) and len(msg) == 2 and msg[0] == _YIELD:
+            # its node was fenced and the winning side took it over meanwhile: that supervisor
+            # has every child (adopted or restarted); this one leaves them to it
+            self._handing_over = True
+            return Stop("normal", state)
         if isinstance(msg, tuple) and len(msg) == 2 and msg[0] == _CONFLICT:
             # after a healed partition another supervisor of this name won: it supervises, this one
             # stops the instances it started (one per child remains, the winner's)
@@ -433,6 +450,9 @@ class DistributedSupervisorServer(SupervisorServer):
             return self._stopped_by_leaving(child, reason, state)
         if node is not None and self._departing(node, ref.creation):
             return await self._move(state, child, reason)
+        fencing = self._fencing  # a partition policy: restarts wait for the window, none while fenced
+        if fencing is not None and (handled := await fencing.child_down(state, child, ref, reason)) is not None:
+            return handled
         if node is not None and reason == NOCONNECTION:
             return await self._node_lost(state, node, graceful=False)
         return await super().handle_info(Exit(ref, reason), state)
@@ -568,6 +588,8 @@ class DistributedSupervisorServer(SupervisorServer):
         self._emit("supervisor_took_over", node=self.node.id)
         result: Any = state
         for node in sorted(lost):
+            if self._fencing is not None and self._fencing.park_node(state, node):
+                continue  # lost within the partition policy's window: restarted when it ends
             result = await self._node_lost(state, node, graceful=graceful)
             if isinstance(result, Stop):
                 break
@@ -592,6 +614,8 @@ class DistributedSupervisorServer(SupervisorServer):
         dist = distribution_of(self.node)
         if dist is None or not self._adopted or self._linked:
             return
+        if self._fencing is not None and self._fencing.suspended:
+            return  # fenced: a takeover by the winning side must be the only replica its peers see
         now = anyio.current_time()
         me = self.node.id
         payload = {
@@ -687,12 +711,10 @@ class DistributedSupervisorServer(SupervisorServer):
         child.ref = await self.place_child(child)
         self.child_started(child)
 
-    # ------------------------------------------------------------------ partition fencing
-    # A split-brain policy fences a losing side: the fence/unfence hook goes here. It stops this
-    # supervisor's children that run on this node with reason "partition_fenced" (unwatch each
-    # first, as `_evacuate` does, so that no restart follows) and keeps the supervisor from
-    # taking over or replicating while fenced. `SupervisorReplicas.local` lists the supervisors
-    # a node hosts; `SupervisorReplicas._peer_left` is where a fenced node must not take over.
+
+def _setter(event: anyio.Event) -> Callable[[bool], None]:
+    """A fence listener that sets `event` (the fencing changed, or a lost member is back)."""
+    return lambda _fenced: event.set()
 
 
 def _rank(ref: Any) -> tuple[Any, ...]:
@@ -721,6 +743,7 @@ class SupervisorReplicas:
         self.remote_listeners: dict[str | ProcessRef, set[NodeId]] = {}
         self._outbox: dict[NodeId, list[list[Any]]] = {}
         self._relay_scheduled = False
+        self._taking: set[str] = set()  # names whose takeover by this node is under way (or waits)
         handlers = dist.router.rpc_handlers
         handlers["dsup.replica"] = self._on_replica
         handlers["dsup.forget"] = self._on_forget
@@ -739,6 +762,16 @@ class SupervisorReplicas:
             return
         name, other = payload["name"], payload["sup"]
         mine = self.local.get(name)
+        proc = self.node.local_process(mine) if mine is not None else None
+        if mine is not None and (proc is None or not proc.alive):
+            del self.local[name]  # killed by a fence (no terminate ran)
+            mine = None
+        fencing = getattr(proc.server, "_fencing", None) if proc is not None else None
+        if mine is not None and fencing is not None and fencing.suspended and other != _full(self.dist.node_id, mine):
+            # this node was fenced and the winning side took the supervisor over: it stays
+            self.node.send(mine, (_YIELD, other))
+            self.replicas[name] = payload
+            return
         if mine is not None and isinstance(other, ProcessRef) and _full(self.dist.node_id, mine) != other:
             # two supervisors of one name (both sides of a healed partition took it over): the
             # lower-ranked one stays, as in the global registry; the other stops its instances
@@ -774,31 +807,73 @@ class SupervisorReplicas:
         if not alive or alive[0] != self.node.id:
             return  # the lowest member takes over; the others keep the replicas in case it dies too
         for name, replica in list(self.replicas.items()):
-            if replica["host"] not in alive:
-                del self.replicas[name]
+            if replica["host"] not in alive and name not in self._taking:
+                self._taking.add(name)
                 graceful = reason == "graceful_shutdown" and replica["host"] == peer
                 self.node.spawn_task(self._take_over, name, replica, graceful, what=f"takeover of {name!r}")
 
     async def _take_over(self, name: str, replica: dict[str, Any], graceful: bool) -> None:
-        """Start a standby from the replica, win the supervisor's global name, then supervise."""
+        """Under a partition policy, wait for the window (and, on a fenced node, for the unfence);
+        then, if the supervisor's host is still gone and this node still the lowest member, take
+        it over. A fence during the claim defers it again."""
+        try:
+            while await self._takeover_due(name, replica):
+                try:
+                    await self._claim(name, replica, graceful)
+                    return
+                except NodeFencedError:
+                    continue  # this node fenced while it claimed the name: wait for the unfence
+        finally:
+            self._taking.discard(name)
+
+    async def _takeover_due(self, name: str, replica: dict[str, Any]) -> bool:
+        """Wait until the policy lets this node take the work of the replica's host over; then
+        whether it still should (the host gone, the replica current, this node the lowest)."""
+        guard = self.dist.partition_guard
+        host = replica["host"]
+        was_fenced = False
+        while guard is not None and (wait := guard.takeover_wait(host)) > 0 and not self.dist.stopping:
+            was_fenced = was_fenced or guard.fenced
+            changed = anyio.Event()
+            unsubscribe = guard.subscribe(_setter(changed))
+            try:
+                with anyio.move_on_after(min(wait, 60.0) + 0.01):  # re-checked at least once a minute
+                    await changed.wait()
+            finally:
+                unsubscribe()
+        if guard is not None and was_fenced:
+            await anyio.sleep(guard.settle_s)  # unfenced: let the healed mesh close before re-checking
+        alive = self._alive()
+        return (not self.dist.stopping and self.replicas.get(name) is replica and host not in alive
+                and bool(alive) and alive[0] == self.node.id)
+
+    async def _claim(self, name: str, replica: dict[str, Any], graceful: bool) -> None:
+        """Start a standby from the replica, win the supervisor's global name, then supervise.
+        Whatever interrupts the claim stops the standby (it supervises nothing yet)."""
         registry = self.dist.global_registry
         assert registry is not None
+        del self.replicas[name]
         options = {"global_name": name, "node_selector": replica["selector"], "adopt": replica}
         ref = await self.node.spawn(DistributedSupervisorServer, options)
-        for _ in range(_TAKEOVER_TRIES if not name.startswith("$dsup/") else 0):
-            try:
-                await registry.register(name, ref, timeout=2.0)
-                break
-            except GlobalNameConflictError as exc:
-                owner = exc.owner
-                if isinstance(owner, ProcessRef) and owner != replica["sup"]:
-                    await self.node.stop_process(ref, SHUTDOWN, 5.0)  # another node won
-                    return
-            await anyio.sleep(_TAKEOVER_RETRY_S)  # a member has not yet dropped the dead host's name
-        else:
-            if not name.startswith("$dsup/"):  # (an unnamed one has no global name to claim)
+        try:
+            for _ in range(_TAKEOVER_TRIES if not name.startswith("$dsup/") else 0):
+                try:
+                    await registry.register(name, ref, timeout=2.0)
+                    break
+                except GlobalNameConflictError as exc:
+                    owner = exc.owner
+                    if isinstance(owner, ProcessRef) and owner != replica["sup"]:
+                        await self.node.stop_process(ref, SHUTDOWN, 5.0)  # another node won
+                        return
+                await anyio.sleep(_TAKEOVER_RETRY_S)  # a member has not yet dropped the dead host's name
+            else:
+                if not name.startswith("$dsup/"):  # (an unnamed one has no global name to claim)
+                    raise SupervisorError(f"could not take over supervisor {name!r}: its global name stayed taken")
+        except BaseException:
+            self.replicas.setdefault(name, replica)  # kept for a later takeover
+            with anyio.CancelScope(shield=True):
                 await self.node.stop_process(ref, SHUTDOWN, 5.0)
-                raise SupervisorError(f"could not take over supervisor {name!r}: its global name stayed taken")
+            raise
         if not name.startswith("$dsup/") and self.node.names.whereis(name) is None:
             self.node.register_name(name, ref)  # named on its new node too, as on its first one
         await self.node.call(ref, (SUPERVISOR_REQUEST, "adopt", graceful), _BATCH_TIMEOUT_S)
@@ -930,15 +1005,21 @@ async def _spawn_many_at(node: Node, target: NodeId, items: list[list[Any]]) -> 
 
 async def _spawn_many(node: Node, items: Any, peer: NodeId | None) -> list[list[Any]]:
     """System handler: start each `[behavior_name, arg, max_mailbox, overflow, has_handoff,
-    handoff, link_to]` (all at once); `[True, ref]` or `[False, why]` for each. As with
-    `spawn`, a peer may link a new process only to a process of its own."""
+    handoff, link_to]` (all at once); `[True, ref]` or `[False, why, elsewhere, reason]` for
+    each. As with `spawn`, a peer may link a new process only to a process of its own. Under a
+    partition policy the children fence with this node (guarded as they start, none started
+    while it is fenced)."""
     if not isinstance(items, list):
         raise InvalidArgumentError("dsup.spawn_many needs a list")
     results: list[list[Any]] = [[False, "not started"] for _ in items]
+    dist = distribution_of(node)
+    guard = dist.partition_guard if dist is not None else None  # supervised children fence with their node
 
     async def one(i: int, item: Any) -> None:
         try:
             behavior_name, arg, max_mailbox, overflow, has_handoff, handoff, link_to = item
+            if guard is not None:
+                guard.check("start supervised children")
             if link_to is not None and not (isinstance(link_to, ProcessRef) and (link_to.node or node.id) == peer):
                 raise NotPermittedError(f"{peer} asked to link a new process to {link_to!r}, not a process of its own")
             behavior = BehaviorRegistry.get(behavior_name)
@@ -949,9 +1030,18 @@ async def _spawn_many(node: Node, items: Any, peer: NodeId | None) -> list[list[
             finally:
                 if token is not None:
                     _HANDOFF.reset(token)
+            if guard is not None:
+                guard.guard(ref)
             results[i] = [True, _full(node.id, ref)]
         except Exception as exc:
-            results[i] = [False, f"{type(exc).__name__}: {exc}"]
+            # [False, why, whether another node may do, the init's reason]
+            if isinstance(exc, InitError):
+                reason = exc.reason if peer == node.id or dist is None or _encodable(dist, exc.reason) \
+                    else repr(exc.reason)
+                results[i] = [False, exc.detail, False, reason]
+            else:
+                elsewhere = isinstance(exc, NodeNotReachableError | NodeStoppedError)
+                results[i] = [False, f"{type(exc).__name__}: {exc}", elsewhere, None]
 
     async with anyio.create_task_group() as tg:
         for i, item in enumerate(items):

@@ -34,9 +34,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from ..core.errors import InvalidArgumentError, NodeFencedError
-from ..core.messages import Exit
 from ..core.node_id import NodeId, validate_node_name
-from ..core.reasons import NOCONNECTION, PARTITION_FENCED
+from ..core.reasons import NOCONNECTION, PARTITION_FENCED, ExitReason
 from ..core.refs import ProcessRef
 
 if TYPE_CHECKING:
@@ -377,57 +376,127 @@ class PartitionGuard:
 
 
 class SupervisorFencing:
-    """The DistributedSupervisor side: a child lost with its node is restarted only after the
-    takeover window; a child stopped by a fence moves elsewhere (not counted as a restart);
-    nothing restarts while this node is fenced (parked until it unfences)."""
+    """The DistributedSupervisor side (its children are monitored): a child lost with its node
+    (`noconnection`) is restarted only after the takeover window, in one batch per node; a
+    child stopped by its node's fence (`partition_fenced`) moves elsewhere at once, not counted
+    as a restart; while this node is fenced nothing restarts (parked until it unfences).
+
+    A supervisor on a fenced node is *suspended*: it pushes no replica (so the winning side's
+    takeover of it, if any, is the only one its peers see) until `settle_s` after it unfences;
+    if a replica of a takeover arrives meanwhile it yields to it, else it resumes."""
 
     def __init__(self, server: Any, guard: PartitionGuard) -> None:
         self.server = server
         self.guard = guard
-        self.parked: dict[str, Exit] = {}
+        self.parked: dict[str, tuple[ProcessRef, ExitReason]] = {}  # child id -> (its lost ref, why)
+        self.suspended = guard.fenced
+        self.resume_at = 0.0
         self.unsubscribe = guard.subscribe(self._fence_changed)
 
     def _fence_changed(self, fenced: bool) -> None:
+        if not self.server._noex_process.alive:  # killed by the fence (a named one): no terminate ran
+            self.unsubscribe()
+            return
+        if fenced:
+            self.suspended = True
+        elif self.suspended:
+            self.resume_at = time.monotonic() + self.guard.settle_s
+            self.server.node.send_after(self.server.ref, (RETRY,), self.guard.settle_s + 0.01)
         if not fenced and self.parked:
             self.server.node.send(self.server.ref, (RETRY,))
 
-    def _park(self, child: Any, msg: Exit, wait: float) -> None:
-        self.parked[child.spec.id] = msg
+    def _park(self, child: Any, ref: ProcessRef, reason: ExitReason, wait: float) -> None:
+        self.parked[child.spec.id] = (ref, reason)
         if math.isfinite(wait):
             self.server.node.send_after(self.server.ref, (RETRY,), wait + 0.01)
 
+    def park_node(self, state: Any, node: NodeId) -> bool:
+        """Park the children that ran on the lost `node` while its window runs (a takeover of
+        the supervisor); False when they may be restarted now."""
+        wait = self.guard.takeover_wait(node)
+        if wait <= 0:
+            return False
+        for child in state.children:
+            if child.ref is not None and child.ref.node == node:
+                self.server._unwatch(child.ref)
+                self._park(child, child.ref, NOCONNECTION, wait)
+        return True
+
     async def handle(self, msg: Any, state: Any) -> Any:
-        """The new state when this handled `msg`, None when the supervisor handles it as usual."""
-        server = self.server
+        """The new state when this handled `msg` (a retry), None for any other message."""
         if type(msg) is tuple and msg == (RETRY,):
-            parked, self.parked = self.parked, {}
-            for exit_msg in parked.values():
-                state = await server.handle_info(exit_msg, state)
-                if not hasattr(state, "children"):  # a Stop: the supervisor gave up
-                    return state
+            return await self._retry(state)
+        return None
+
+    async def child_down(self, state: Any, child: Any, ref: ProcessRef, reason: ExitReason) -> Any:
+        """Called first when a child ends: the new state when the policy decides, None when the
+        supervisor handles it as usual."""
+        server = self.server
+        if server.node.stopping:
+            return None
+        if self.guard.fenced:
+            self._park(child, ref, reason, math.inf)  # retried when this node unfences
             return state
-        if not isinstance(msg, Exit) or msg.from_.node is None or server.node.stopping:
-            return None
-        child = next((c for c in state.children if c.ref == msg.from_), None)
-        if child is None:
-            return None
-        if msg.reason == NOCONNECTION or (msg.reason == PARTITION_FENCED and self.guard.fenced):
-            wait = self.guard.takeover_wait(msg.from_.node)
+        node = ref.node or server.node.id
+        if reason == NOCONNECTION and node != server.node.id:
+            wait = self.guard.takeover_wait(node)
             if wait > 0:
-                self._park(child, msg, wait)
+                self._park(child, ref, reason, wait)
                 return state
             return None
-        if msg.reason == PARTITION_FENCED:  # its node fenced, this one did not: start it elsewhere
-            server._migrating[child.spec.id] = (msg.from_.node, PARTITION_FENCED)
-            child.ref, child.last_reason = None, msg.reason
-            try:
-                await server._start_child(child)
-            except Exception as exc:  # nowhere to go now: try again shortly
-                log.warning("could not move child %r off a fenced node yet: %s", child.spec.id, exc)
-                child.ref = msg.from_
-                self._park(child, msg, 0.5)
-            return state
+        if reason == PARTITION_FENCED:  # its node fenced, this one does not: start it elsewhere
+            return await self._move(state, child, ref)
         return None
+
+    async def _move(self, state: Any, child: Any, ref: ProcessRef) -> Any:
+        server = self.server
+        origin = ref.node or server.node.id
+        server._migrating[child.spec.id] = (origin, PARTITION_FENCED)
+        child.ref, child.last_reason = None, PARTITION_FENCED
+        try:
+            await server._place(child)
+        except Exception as exc:  # nowhere to go now: try again shortly
+            log.warning("could not move child %r off a fenced node yet: %s", child.spec.id, exc)
+            server._migrating.pop(child.spec.id, None)
+            child.ref = ref
+            self._park(child, ref, PARTITION_FENCED, 0.5)
+        return state
+
+    async def _retry(self, state: Any) -> Any:
+        """Parked children whose wait is over: re-watched when their node is back (a Down
+        follows if they ended), restarted in one batch per lost node, or decided again."""
+        server = self.server
+        if self.guard.fenced:
+            return state
+        if self.suspended:
+            if time.monotonic() < self.resume_at:
+                return state  # the RETRY sent for resume_at follows
+            self.suspended = False
+            server._dirty = True  # resumed: its replica goes out again
+        parked, self.parked = self.parked, {}
+        lost: set[NodeId] = set()
+        for child in list(state.children):
+            ref, reason = parked.get(child.spec.id, (None, None))
+            if ref is None or child.ref != ref:
+                continue  # restarted or removed meanwhile
+            node = ref.node or server.node.id
+            if reason == NOCONNECTION and node != server.node.id:
+                wait = self.guard.takeover_wait(node)
+                if wait > 0:
+                    self._park(child, ref, reason, wait)
+                elif node in self.guard.reachable:
+                    server._watch(child, ref)  # back before the window: it may still run there
+                else:
+                    lost.add(node)
+                continue
+            result = await server._child_down(state, child, ref, reason)
+            if not hasattr(result, "children"):  # a Stop: the supervisor gave up
+                return result
+        for node in sorted(lost):
+            result = await server._node_lost(state, node, graceful=False)
+            if not hasattr(result, "children"):
+                return result
+        return state
 
 
 def supervisor_fencing(server: Any) -> SupervisorFencing | None:

@@ -9,7 +9,7 @@ import os
 import time
 from typing import Any
 
-from noex_lab import BehaviorRegistry, GenServer
+from noex_lab import BehaviorRegistry, DistributedSupervisor, GenServer
 
 TICK_S = 0.02
 LOG: list[tuple[str, str, Any, float]] = []  # (event, child id, process ref, monotonic) of in-process nodes
@@ -45,4 +45,17 @@ class Recorder(GenServer):
             LOG.append((event, state["id"], self.ref, now))
 
 
+class SupervisorStarter(GenServer):
+    """Starts, on its own node, the DistributedSupervisor "pool" of `arg["n"]` recorders ticking
+    into `arg["file"]`, placed round robin (so a test can put a supervisor on a node process)."""
+
+    async def init(self, arg: Any) -> Any:
+        children = [{"id": f"c{i}", "behavior_name": "partition_recorder", "arg": {"id": f"c{i}", "file": arg["file"]}}
+                    for i in range(arg["n"])]
+        await DistributedSupervisor.start(children=children, node_selector="round_robin", max_restarts=50,
+                                          name="pool")
+        return arg
+
+
 BehaviorRegistry.register("partition_recorder", Recorder)
+BehaviorRegistry.register("partition_sup_starter", SupervisorStarter)

@@ -31,6 +31,7 @@ from noex_lab import (
 )
 from noex_lab.core.errors import GlobalNameConflictError
 from noex_lab.core.node_id import NodeId
+from noex_lab.distribution.distributed_supervisor import DistributedSupervisorServer
 from tests.distribution import behaviors_partitions as rec
 from tests.helpers.cluster import start_cluster, wait_until
 
@@ -296,3 +297,130 @@ async def test_no_policy_both_sides_run_on() -> None:
         lonely = await GenServer.start(rec.Recorder, "x")
         await GlobalRegistry.register("still-mine", lonely)  # no fencing: the minority claims names
     heal(*nodes)
+
+
+def live_supervisors(nodes: Iterable[Node]) -> list[Any]:
+    return [p.ref for n in nodes for p in n.processes() if isinstance(p.server, DistributedSupervisorServer)]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("named", [True, False], ids=["named", "unnamed"])
+async def test_a_supervisor_on_the_minority_is_taken_over_by_the_majority_only_after_the_window(named: bool) -> None:
+    """3|2 with the supervisor on the minority and children on both sides: the minority fences
+    (a named supervisor is killed with its global name), the majority takes the supervisor over
+    only after the window, keeps its own children and restarts the minority's; after the heal
+    one supervisor remains and every child runs once; never two instances of a child at once."""
+    nodes = await policy_cluster(5)
+    majority, minority = nodes[:3], nodes[3:]
+    host = minority[0]
+    exits: list[Any] = []
+    host.exit_hooks.append(lambda proc, reason: exits.append(reason)
+                           if isinstance(proc.server, DistributedSupervisorServer) else None)
+    took_over: list[float] = []
+    for node in majority:
+        node.events.subscribe(lambda e: took_over.append(time.monotonic())
+                              if e.kind == "supervisor_took_over" else None)
+    children = [{"id": f"c{i}", "behavior_name": "partition_recorder", "arg": f"c{i}"} for i in range(10)]
+    with host.as_default():
+        sup = await DistributedSupervisor.start(children=children, node_selector="round_robin", max_restarts=50,
+                                                name="pool" if named else None)
+        before = {c.id: c.ref for c in await DistributedSupervisor.which_children(sup)}
+    gname = next(iter(host.distribution.supervisor_replicas.local))
+    await wait_until(lambda: all(gname in n.distribution.supervisor_replicas.replicas for n in majority), 3.0,
+                     "the replicas on the majority")
+    kept = {c: ref for c, ref in before.items() if ref.node in {n.id for n in majority}}
+    assert kept and len(kept) < len(before), before  # children on both sides
+
+    cut_at = time.monotonic()
+    partition(majority, minority)
+    await wait_until(lambda: all(fenced(n) for n in minority), 5.0, "the minority fences")
+    if named:
+        await wait_until(lambda: "partition_fenced" in exits, 3.0, "the named supervisor killed by the fence")
+    await wait_until(lambda: took_over, 10.0, "the majority takes the supervisor over")
+    window = STABLE_MS / 1000.0
+    assert took_over[0] - cut_at >= window, f"taken over {took_over[0] - cut_at:.3f} s after the cut"
+    await wait_until(lambda: running_once(before), 10.0, "every child runs on the majority")
+    restarted = [t for event, _, _, t in rec.LOG if event == "start" and t > cut_at]
+    assert restarted and min(restarted) - cut_at >= window, "a child restarted before the window"
+    assert not [ref for event, _, ref, _ in rec.LOG if event == "stop" and ref in set(kept.values())], \
+        "a child of the majority side was restarted"
+    assert_never_twice()
+
+    def named_everywhere() -> bool:
+        return not named or all(n.distribution.global_registry.whereis("pool") == live_supervisors(nodes)[0]
+                                for n in nodes)
+
+    healed_at = time.monotonic()
+    heal(*nodes)
+    await wait_until(lambda: all(len(n.get_nodes()) == 4 and not fenced(n) for n in nodes)
+                     and len(live_supervisors(nodes)) == 1 and running_once(before) and named_everywhere(), 5.0,
+                     "one supervisor (its name the same on every node) and every child once after the heal")
+    converged = time.monotonic() - healed_at
+    (survivor,) = live_supervisors(nodes)
+    assert survivor.node in {n.id for n in majority}
+    with nodes[0].as_default():
+        after = await DistributedSupervisor.which_children(survivor)
+    assert {c.id for c in after} == set(before) and all(c.status == "running" for c in after)
+    assert all(after_ref == kept[c] for c, after_ref in ((c.id, c.ref) for c in after) if c in kept)
+    assert running_once(before)
+    assert_never_twice()
+    print(f"taken over {took_over[0] - cut_at:.3f} s after the cut; one supervisor {converged:.3f} s after the heal")
+
+
+@pytest.mark.timeout(20)
+async def test_a_takeover_claim_refused_by_a_fence_stops_its_standby_and_keeps_the_replica() -> None:
+    """A node that fences between the window's end and the claim of the supervisor's name gets
+    `NodeFencedError` from the registry: the standby it started stops (supervising nothing) and
+    the replica stays for a takeover after the unfence."""
+    nodes = await policy_cluster(3)
+    with nodes[2].as_default():
+        await DistributedSupervisor.start(children=[{"id": "c0", "behavior_name": "partition_recorder",
+                                                      "arg": "c0"}], name="pool")
+    store = nodes[0].distribution.supervisor_replicas
+    await wait_until(lambda: "pool" in store.replicas, 3.0, "the replica on n0")
+    replica = store.replicas["pool"]
+    guard = nodes[0].distribution.partition_guard
+    guard.fence("test: fenced during the claim")
+    with pytest.raises(NodeFencedError):
+        await store._claim("pool", replica, False)
+    assert live_supervisors([nodes[0]]) == []
+    assert store.replicas["pool"] is replica and "pool" not in store.local
+    guard.unfence()
+
+
+@pytest.mark.timeout(30)
+async def test_a_heal_within_the_window_resumes_the_suspended_supervisor_with_no_takeover() -> None:
+    """The supervisor's node fences, the partition heals before the window ends: nobody took
+    it over, so the suspended supervisor resumes: it watches again its children on the other
+    side (not restarted; a later crash of one is restarted) and restarts the fenced ones."""
+    rec.LOG.clear()
+    nodes = await start_cluster(5, partition_policy="keep_majority", stable_after_ms=4000)
+    record_stops(nodes)
+    majority, minority = nodes[:3], nodes[3:]
+    took_over: list[Any] = []
+    for node in nodes:
+        node.events.subscribe(lambda e: took_over.append(e) if e.kind == "supervisor_took_over" else None)
+    sup = await start_supervisor(minority[0], 10)
+    with minority[0].as_default():
+        before = {c.id: c.ref for c in await DistributedSupervisor.which_children(sup)}
+    kept = {c: ref for c, ref in before.items() if ref.node in {n.id for n in majority}}
+    partition(majority, minority)
+    await wait_until(lambda: all(fenced(n) for n in minority), 5.0, "the minority fences")
+    await wait_until(lambda: not any(stop == float("inf") for c, spans in intervals().items() if c not in kept
+                                     for _, stop in spans), 3.0, "the minority's children fenced")
+    healed_at = time.monotonic()
+    heal(*nodes)
+    await wait_until(lambda: not any(fenced(n) for n in nodes) and running_once(before), 5.0,
+                     "every child once after the heal")
+    print(f"every child back {time.monotonic() - healed_at:.3f} s after the heal")
+    assert took_over == []
+    assert live_supervisors(nodes) == [sup]
+    assert not [ref for event, _, ref, _ in rec.LOG if event == "stop" and ref in set(kept.values())]
+    with minority[0].as_default():
+        children = await DistributedSupervisor.wait_stable(sup, timeout=5)
+    assert {c.id: c.ref for c in children if c.id in kept} == kept
+    victim, ref = next(iter(kept.items()))
+    owner = next(n for n in nodes if n.id == ref.node)
+    owner.local_process(ref).kill("boom")
+    await wait_until(lambda: running_once(before) and len(intervals()[victim]) == 2, 5.0, "the crashed child restarted")
+    assert_never_twice()

@@ -24,6 +24,7 @@ from noex_lab import (
     GlobalRegistry,
     RemoteSpawn,
 )
+from noex_lab.distribution.distributed_supervisor import DistributedSupervisorServer
 from noex_lab.testing import FaultInjector
 from tests.helpers.cluster import NodeProcess, start_cluster, wait_until
 
@@ -284,3 +285,79 @@ async def test_a_paused_node_fences_before_it_resumes_supervised_work(procs: lis
     assert all(len(pids[f"c{i}"]) == 1 for i in range(4)), f"after the rejoin: {dict(pids)}"
     print(f"taken over {moved_at - stopped_at:.3f} s after SIGSTOP; last tick on the paused node "
           f"{continued_at - max(on_paused):.3f} s before SIGCONT; p2: {fence_line}")
+
+
+@pytest.mark.timeout(60)
+async def test_three_two_split_with_the_supervisor_on_a_node_process_of_the_minority(
+        procs: list[NodeProcess], tmp_path: Path, noex_faults: FaultInjector) -> None:
+    """The supervisor "pool" runs on a node process of the minority, its children on both sides:
+    the minority fences (its children and the named supervisor killed), the majority takes
+    "pool" over only after the window, keeps its own children and restarts the others; after
+    the heal one supervisor, every child ticks once; never two instances of a child at once."""
+    import tests.distribution.behaviors_partitions  # noqa: F401  (the in-process nodes run children too)
+
+    log = tmp_path / "ticks.log"
+    log.touch()
+    majority = await start_cluster(3, partition_policy="keep_majority", stable_after_ms=1200)
+    minority = [NodeProcess(name, *FAST, *POLICY, "--seed", str(majority[0].id)) for name in ("p0", "p1")]
+    procs.extend(minority)
+    for p in minority:
+        await p.started()
+    for p in minority:
+        await p.wait_peers(4)
+    await wait_until(lambda: all(len(n.get_nodes()) == 4 for n in majority), 10.0, "the mesh of 5")
+    took_over: list[float] = []
+    for node in majority:
+        node.events.subscribe(lambda e: took_over.append(time.monotonic())
+                              if e.kind == "supervisor_took_over" else None)
+    with majority[0].as_default():
+        await RemoteSpawn.spawn("partition_sup_starter", minority[0].id, arg={"file": str(log), "n": 10})
+    names = {n.id.name for n in majority}
+
+    def replicated() -> bool:
+        replicas = [n.distribution.supervisor_replicas.replicas.get("pool") for n in majority]
+        return all(r is not None and len(r["children"]) == 10 and all(ref for _, ref, _ in r["children"])
+                   for r in replicas)
+
+    await wait_until(replicated, 5.0, "the replicas of pool on the majority")
+    sup = majority[0].distribution.global_registry.whereis("pool")
+    assert sup is not None and sup.node == minority[0].id
+    await wait_until(lambda: {node for _, _, node, _, _ in read_lines(log)} == names | {"p0", "p1"}, 5.0,
+                     "children tick on every node")
+
+    cut_at = time.monotonic()
+    noex_faults.partition(majority, minority)
+    for p in minority:
+        await anyio.to_thread.run_sync(p.wait_line, "FENCED", 10.0)
+    await wait_until(lambda: took_over, 10.0, "the majority takes pool over")
+    with majority[0].as_default():
+        placed = await DistributedSupervisor.wait_stable("pool", timeout=10)
+    assert took_over[0] - cut_at >= 1.2, f"taken over {took_over[0] - cut_at:.3f} s after the cut"
+    assert {c.node for c in placed} <= {n.id for n in majority}
+    assert all(len(spans) == 1 for spans in instances(log).values() if spans[0][0] in names), \
+        "a child of the majority side was restarted"
+    assert_never_twice(log)
+
+    healed_at = time.monotonic()
+    noex_faults.heal()
+    for p in minority:
+        await anyio.to_thread.run_sync(p.wait_line, "UNFENCED", 10.0)
+    await wait_until(lambda: all(len(n.get_nodes()) == 4 for n in majority), 5.0, "the mesh after the heal")
+    converged = time.monotonic() - healed_at
+    with majority[0].as_default():
+        await DistributedSupervisor.wait_stable("pool", timeout=5)
+    await wait_until(lambda: all(any(c == f"c{i}" and t > healed_at + converged + 0.1
+                                     for c, _, _, _, t in read_lines(log)) for i in range(10)), 5.0,
+                     "every child ticks after the heal")
+    supervisors = [p.ref for n in majority for p in n.processes() if isinstance(p.server, DistributedSupervisorServer)]
+    assert len(supervisors) == 1 and all(n.distribution.global_registry.whereis("pool") == supervisors[0]
+                                         for n in majority)
+    with majority[0].as_default():  # and none left on the node processes
+        snapshots = await Cluster.snapshot(timeout=5.0)
+    assert sum(p.behavior == "DistributedSupervisorServer" for snap in snapshots for p in snap.processes) == 1
+    assert_never_twice(log)
+    live = instances(log)
+    now = read_lines(log)[-1][4]
+    assert all(live[f"c{i}"][-1][2] > now - 0.2 for i in range(10)), live
+    print(f"pool taken over {took_over[0] - cut_at:.3f} s after the cut; converged {converged:.3f} s after the heal")
+    assert converged <= 1.0
