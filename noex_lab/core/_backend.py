@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Generator
 from threading import get_ident
@@ -49,7 +50,10 @@ class DeadlineSlots:
 
     def __init__(self, loop: Any) -> None:
         self.loop = loop
-        self._time: Callable[[], float] = loop.time
+        # asyncio's own loop.time() is time.monotonic() behind a Python call: call it directly
+        self._time: Callable[[], float] = (
+            time.monotonic if getattr(type(loop), "time", None) is asyncio.BaseEventLoop.time else loop.time
+        )
         self.slots: dict[float, set[Any]] = {}
         # the slot of the last add: (timeout, latest time it is still right for, slot). Calls
         # come in runs with the same timeout, so most adds skip the rounding and the dict.

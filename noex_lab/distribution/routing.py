@@ -7,6 +7,8 @@ order, straight into mailboxes: this is what keeps per-sender FIFO across nodes.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import inspect
 import logging
 from collections.abc import Callable, Coroutine
@@ -38,6 +40,7 @@ from . import protocol as p
 from .connection import describe
 
 if TYPE_CHECKING:
+    from ..core._backend import FutureLike
     from ..core.node import Node
     from ..core.process import Process
     from .connection import Connection
@@ -210,6 +213,14 @@ class RemoteRouter:
         # the transport mutates this dict, never replaces it; looked up with a ref's node, maybe None
         self._conns = cast("dict[NodeId | None, Connection]", transport.conns)
         self._last_conn: Connection | None = None  # where the last cast went (casts come in runs)
+        self._last_call: Connection | None = None  # where the last call went (calls come in runs too)
+        # a call's reply future: on asyncio's own loop the Future class itself (no Python frames)
+        loop = getattr(node.backend, "loop", None)
+        self._new_future: Callable[[], FutureLike] = (
+            functools.partial(asyncio.Future, loop=loop)
+            if loop is not None and getattr(type(loop), "create_future", None) is asyncio.BaseEventLoop.create_future
+            else node.backend.new_future
+        )
         # monitors this node's watchers hold on remote processes: mref -> (target, sink)
         self.remote_monitors: dict[MonitorRef, tuple[ProcessRef, Any]] = {}
         self.rpc_handlers: dict[str, RpcHandler] = {"process.shutdown": self._handle_shutdown}
@@ -278,8 +289,13 @@ class RemoteRouter:
 
     def call(self, to: ProcessRef, msg: Any, timeout: float, sender: ProcessRef | None) -> Coroutine[Any, Any, Any]:
         """(The request's coroutine itself, not one awaiting it: one frame less per remote call.)"""
-        conn = self._conn(to)
-        if conn is None or conn.peer_incarnation != to.creation:
+        conn = self._last_call
+        if conn is None or conn.peer is not to.node or conn.closed:  # (as in `send`)
+            conn = self._conn(to)
+            if conn is None:
+                return self._not_ready(to)
+            self._last_call = conn
+        if conn.peer_incarnation != to.creation:
             return self._not_ready(to)
         return self.request(conn, [_CALL, 0, to.id, to.creation, sender, msg], timeout, to)
 
@@ -301,7 +317,7 @@ class RemoteRouter:
         req = next(conn.req_ids)
         message[1] = req
         backend = self.node.backend
-        fut = backend.new_future()
+        fut = self._new_future()
         conn.pending[req] = fut
         deadlines = backend.deadlines
         slot = None
