@@ -428,7 +428,7 @@ class Connection:
         except ProtocolError as exc:
             self.warn("closing connection to %s: %s", self.peer, exc)
             return False
-        if not bodies or self.faults.is_blocked(self.peer):
+        if not bodies or (self.faults.active and self.faults.is_blocked(self.peer)):
             return True
         backlog = self._backlog
         if not backlog and len(bodies) == 1 and len(bodies[0]) <= DECODE_SLICE:  # the common case
