@@ -63,7 +63,7 @@ class DeadlineSlots:
         """Fail `fut` with TimeoutError once `timeout` has passed; discard it from the result when done."""
         now = self._time()
         last_timeout, until, slot = self._last
-        if timeout == last_timeout and now <= until:  # due - timeout >= now: the same slot, not expired yet
+        if timeout == last_timeout and now < until:  # now + timeout < due: that slot, still ahead
             slot.add(fut)
             return slot
         grain = timeout * 0.01
@@ -77,7 +77,8 @@ class DeadlineSlots:
             found = self.slots[due] = set()
             self.loop.call_at(due, self._expire, due)
         slot = found
-        self._last = (timeout, due - timeout, slot)
+        if timeout >= 0.001:  # (a slot is reused only while it is at least 1 ms ahead: never an expired one)
+            self._last = (timeout, due - timeout, slot)
         slot.add(fut)
         return slot
 

@@ -148,3 +148,16 @@ async def test_deadline_slots_reused_by_a_run_of_calls_never_expire_early() -> N
     for i, (at, timeout, _) in enumerate(added):
         assert expired[i] >= at + timeout  # never early
         assert expired[i] <= at + timeout + 0.02 + 1.0  # late by at most a slot (+ a loaded machine)
+
+
+async def test_deadline_slots_never_reuse_an_expired_slot_for_tiny_or_negative_timeouts() -> None:
+    """(A call that waited for a busy link passes what is left of its timeout, maybe <= 0.)"""
+    loop = asyncio.get_running_loop()
+    slots = DeadlineSlots(loop)
+    for timeout in (-0.5, -0.5, 1e-9, 1e-9, 0.0005, 0.0005):
+        fut: asyncio.Future[Any] = loop.create_future()
+        slots.add(fut, timeout)
+        with anyio.fail_after(2):
+            with pytest.raises(TimeoutError):
+                await fut
+
