@@ -175,6 +175,10 @@ class FrameReader:
         The bodies are views into an immutable copy of the input: no per-frame copy."""
         if type(data) is not bytes:
             data = bytes(data)
+        if not self._parts and len(data) > HEADER_SIZE:  # exactly one whole frame: the common case
+            (length,) = HEADER.unpack_from(data)
+            if length + HEADER_SIZE == len(data) and length <= self.max_frame:
+                return [memoryview(data)[HEADER_SIZE:]]
         if self._parts:
             self._parts.append(data)
             self._have += len(data)
