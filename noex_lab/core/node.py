@@ -365,7 +365,10 @@ class Node:
     # ------------------------------------------------------------------ processes
     def is_local(self, ref: ProcessRef) -> bool:
         node = ref.node
-        return node is None or node is self._id or node == self._id
+        if node is None or node is self._id:
+            return True
+        own = self._id  # (another node's id usually differs in its hash: no Python-level __eq__)
+        return own is not None and node._hash == own._hash and node == own
 
     def local_process(self, ref: ProcessRef) -> Process | None:
         """The live local process for `ref`, or None (also for old incarnations)."""

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import importlib
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from ..core.errors import ProtocolError as ProtocolError  # (defined in core.errors, re-exported)
@@ -62,13 +64,32 @@ def frame_keys(session_key: bytes, dialer: bool) -> tuple[bytes, bytes]:
     return (to_acceptor, to_dialer) if dialer else (to_dialer, to_acceptor)
 
 
+def _builtin_sha256() -> Callable[[bytes], Any]:
+    """CPython's own SHA-256 (`_sha256`, `_sha2` from 3.12), else hashlib's (OpenSSL)."""
+    for module in ("_sha2", "_sha256"):
+        try:
+            found: Callable[[bytes], Any] = importlib.import_module(module).sha256
+            return found
+        except (ImportError, AttributeError):
+            pass
+    return hashlib.sha256
+
+
+# Frames up to this size are tagged with CPython's own SHA-256, bigger ones with OpenSSL's: the
+# same function (the same tags), but OpenSSL's is ~5x faster per byte while the small built-in
+# one costs about half as much per frame when the CPU caches are cold, as they are for the lone
+# request or reply a node wakes up for (W3: a remote call's latency).
+SMALL_FRAME = 256
+_small_sha256 = _builtin_sha256()
+
+
 class FrameSealer:
     """Appends to every frame an HMAC-SHA256 tag (truncated to 128 bits, RFC 4868) over the
     frame's sequence number in this direction and its body. With a key that only the two ends of
     this connection hold, a relayed, injected, replayed, dropped or reordered frame fails the
     check on the receiver, which closes the connection (issue 12 §6)."""
 
-    __slots__ = ("_inner", "_outer", "seq")
+    __slots__ = ("_inner", "_outer", "_small_inner", "_small_outer", "seq")
 
     def __init__(self, key: bytes) -> None:
         # HMAC (RFC 2104) with its two padded-key hash states computed once: per frame, two
@@ -78,18 +99,24 @@ class FrameSealer:
         if len(key) > block:
             key = hashlib.sha256(key).digest()
         key = key.ljust(block, b"\0")
-        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
-        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+        inner_key, outer_key = bytes(b ^ 0x36 for b in key), bytes(b ^ 0x5C for b in key)
+        self._inner = hashlib.sha256(inner_key)
+        self._outer = hashlib.sha256(outer_key)
+        self._small_inner = _small_sha256(inner_key)
+        self._small_outer = _small_sha256(outer_key)
         self.seq = 0
 
     def _tag(self, body: bytes | memoryview) -> bytes:
-        inner = self._inner.copy()
+        if len(body) <= SMALL_FRAME:
+            inner, outer = self._small_inner.copy(), self._small_outer.copy()
+        else:
+            inner, outer = self._inner.copy(), self._outer.copy()
         inner.update(self.seq.to_bytes(8, "big"))
         inner.update(body)
-        outer = self._outer.copy()
         outer.update(inner.digest())
         self.seq += 1
-        return outer.digest()[:MAC_BYTES]
+        digest: bytes = outer.digest()
+        return digest[:MAC_BYTES]
 
     def seal(self, body: bytes) -> bytes:
         """One frame: the length (of body and tag), the body, the tag."""
@@ -139,6 +166,10 @@ class FrameReader:
         The bodies are views into an immutable copy of the input: no per-frame copy."""
         if type(data) is not bytes:
             data = bytes(data)
+        if not self._parts and len(data) > HEADER_SIZE:  # exactly one whole frame: the common case
+            (length,) = HEADER.unpack_from(data)
+            if length + HEADER_SIZE == len(data) and length <= self.max_frame:
+                return [memoryview(data)[HEADER_SIZE:]]
         if self._parts:
             self._parts.append(data)
             self._have += len(data)

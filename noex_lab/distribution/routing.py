@@ -7,9 +7,11 @@ order, straight into mailboxes: this is what keeps per-sender FIFO across nodes.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
@@ -39,6 +41,7 @@ from . import protocol as p
 from .connection import describe
 
 if TYPE_CHECKING:
+    from ..core._backend import FutureLike
     from ..core.node import Node
     from ..core.process import Process
     from .connection import Connection
@@ -211,6 +214,14 @@ class RemoteRouter:
         # the transport mutates this dict, never replaces it; looked up with a ref's node, maybe None
         self._conns = cast("dict[NodeId | None, Connection]", transport.conns)
         self._last_conn: Connection | None = None  # where the last cast went (casts come in runs)
+        self._last_call: Connection | None = None  # where the last call went (calls come in runs too)
+        # a call's reply future: on asyncio's own loop the Future class itself (no Python frames)
+        loop = getattr(node.backend, "loop", None)
+        self._new_future: Callable[[], FutureLike] = (
+            functools.partial(asyncio.Future, loop=loop)
+            if loop is not None and getattr(type(loop), "create_future", None) is asyncio.BaseEventLoop.create_future
+            else node.backend.new_future
+        )
         # monitors this node's watchers hold on remote processes: mref -> (target, sink)
         self.remote_monitors: dict[MonitorRef, tuple[ProcessRef, Any]] = {}
         self.rpc_handlers: dict[str, RpcHandler] = {"process.shutdown": self._handle_shutdown}
@@ -274,9 +285,21 @@ class RemoteRouter:
             raise ServerNotRunningError(to, NOPROC)
         return conn
 
-    async def call(self, to: ProcessRef, msg: Any, timeout: float, sender: ProcessRef | None) -> Any:
-        conn = self._ready_conn(to)
-        return await self.request(conn, [p.CALL, 0, to.id, to.creation, sender, msg], timeout, to)
+    def call(self, to: ProcessRef, msg: Any, timeout: float, sender: ProcessRef | None) -> Coroutine[Any, Any, Any]:
+        """(The request's coroutine itself, not one awaiting it: one frame less per remote call.)"""
+        conn = self._last_call
+        if conn is None or conn.peer is not to.node or conn.closed:  # (as in `send`)
+            conn = self._conn(to)
+            if conn is None:
+                return self._not_ready(to)
+            self._last_call = conn
+        if conn.peer_incarnation != to.creation:
+            return self._not_ready(to)
+        return self.request(conn, [_CALL, 0, to.id, to.creation, sender, msg], timeout, to)
+
+    async def _not_ready(self, to: ProcessRef) -> Any:
+        """`call`'s typed error, raised when awaited (as from a coroutine function)."""
+        self._ready_conn(to)
 
     async def request(self, conn: Connection, message: list[Any], timeout: float, target: object) -> Any:
         """Send a request frame (its slot 1 is the request id) and await the REPLY, all within
@@ -292,11 +315,19 @@ class RemoteRouter:
         req = next(conn.req_ids)
         message[1] = req
         backend = self.node.backend
-        fut = backend.new_future()
+        fut = self._new_future()
         conn.pending[req] = fut
+        deadlines = backend.deadlines
+        slot = None
         try:
-            _send_user(conn, message, len(message) - 1)
-            return await backend.wait_future(fut, wait)
+            try:  # (`_send_user` inlined, as in `send`)
+                conn.send(message)
+            except SerializationError as exc:
+                raise SerializationError(_user_path(exc, len(message) - 1)) from None
+            if deadlines is None:
+                return await backend.wait_future(fut, wait)
+            slot = deadlines.add(fut, wait)  # (`wait_future` inlined: one coroutine less per call)
+            return await fut
         except TimeoutError as exc:
             if type(exc) is TimeoutError:
                 raise CallTimeoutError(target, timeout) from None
@@ -307,6 +338,8 @@ class RemoteRouter:
             raise
         finally:
             conn.pending.pop(req, None)
+            if slot is not None:
+                slot.discard(fut)
 
     async def stop(self, to: ProcessRef, reason: ExitReason, timeout: float) -> None:
         conn = self._ready_conn(to)
