@@ -31,7 +31,7 @@ from .global_registry import GlobalNames
 from .groups import install_groups
 from .handshake import derive_key
 from .introspection import install_introspection
-from .liveness import LivenessMonitor, LoopStamp, PeerLiveness, run_loop_stamper
+from .liveness import LivenessMonitor, LoopStamp, PeerLiveness, run_loop_stamper, stamp_period_s
 from .membership import Membership, NodeInfo
 from .multi import install_named
 from .protocol import GOODBYE
@@ -155,7 +155,7 @@ class Distribution:
         self.key: bytes | None = None  # derived from the cluster secret once, in start()
         self.codec = Codec(None, max_bytes=config.max_message_bytes)
         self.liveness: LivenessMonitor | None = None
-        self.stamp = LoopStamp()
+        self.stamp = LoopStamp(stamp_period_s(config.busy_threshold_s))
         self.membership = Membership(self)
         self.transport: Transport
         self.router: RemoteRouter
@@ -303,7 +303,7 @@ class Distribution:
     async def _gossip_loop(self) -> None:
         while not self.stopping:
             await anyio.sleep(GOSSIP_PERIOD_S)
-            self.membership.gossip_all()
+            self.membership.gossip_round()
             for seed in self.membership.seeds:
                 if seed != self.node_id and seed not in self.membership.peers and not self.membership.peers:
                     self.transport.ensure_dialing(seed, self._seed_wanted)

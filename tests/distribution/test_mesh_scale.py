@@ -1,0 +1,37 @@
+"""What keeps a large mesh cheap: anti-entropy gossip to one peer per round, in turn."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from noex_lab.distribution import protocol as p
+from noex_lab.testing.cluster import start_cluster
+
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("cleanup")]
+
+
+async def test_each_gossip_round_tells_one_peer_and_a_rotation_tells_each_peer_once() -> None:
+    nodes = await start_cluster(5)
+    dist = nodes[0].distribution
+    assert dist is not None
+    told: Counter[str] = Counter()
+    for peer, state in dist.membership.peers.items():
+        original = state.conn.send
+
+        def counting(message: Any, *args: Any, _peer: str = str(peer), _send: Any = original, **kw: Any) -> Any:
+            if isinstance(message, list) and message and message[0] == p.GOSSIP:
+                told[_peer] += 1
+                assert {entry[0] for entry in message[1]} == {str(n.id) for n in nodes}  # the whole list
+            return _send(message, *args, **kw)
+
+        state.conn.send = counting  # type: ignore[method-assign]
+    # No await in between: the node's own gossip task cannot take a turn meanwhile.
+    for rounds in (1, 2, 3, 4):
+        dist.membership.gossip_round()
+        assert sum(told.values()) == rounds and max(told.values()) == 1
+    for _ in range(4):
+        dist.membership.gossip_round()
+    assert told == {str(n.id): 2 for n in nodes[1:]}
