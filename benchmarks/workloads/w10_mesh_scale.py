@@ -68,21 +68,21 @@ async def run(ctx: Context) -> list[Measurement]:
             await form_cluster(formation, time.monotonic() + FORMATION_TIMEOUT_S, prefix="m")
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
-            return [Measurement("W10-mesh-formation-n32", None, "s", ctx.params(variant="default", n=N, error=error)),
+            return [Measurement("W10-mesh-formation-n32", None, "s", ctx.params(n=N, error=error)),
                     Measurement("W10-idle-cpu-n32", None, "percent",
-                                ctx.params(variant="default", n=N, error=f"no mesh: {error}"))]
+                                ctx.params(n=N, error=f"no mesh: {error}"))]
         mesh_s = round((formation.converged_at_us - formation.t0_us) / 1e6, 4)
         results = [Measurement("W10-mesh-formation-n32", mesh_s, "s",
-                               ctx.params(variant="default", heartbeat="default 5000 ms x 3", **formation.params()))]
+                               ctx.params(heartbeat="default 5000 ms x 3", **formation.params()))]
         await anyio.sleep(SETTLE_S)
         try:
             value, params = await idle_cpu(formation)
         except Exception as exc:
             results.append(Measurement("W10-idle-cpu-n32", None, "percent",
-                                       ctx.params(variant="default", n=N, error=f"{type(exc).__name__}: {exc}")))
+                                       ctx.params(n=N, error=f"{type(exc).__name__}: {exc}")))
         else:
             results.append(Measurement("W10-idle-cpu-n32", value, "percent",
-                                       ctx.params(variant="default", n=N, heartbeat="default 5000 ms x 3", **params)))
+                                       ctx.params(n=N, heartbeat="default 5000 ms x 3", **params)))
         return results
     finally:
         await stop_all_async(formation.nodes)
@@ -92,9 +92,9 @@ WORKLOAD = Workload(
     id="W10",
     name="mesh-scale",
     lines=(
-        Line("W10-mesh-formation-n32", "s", higher_is_better=False, variant="default", abs_target=5.0,
+        Line("W10-mesh-formation-n32", "s", higher_is_better=False, abs_target=5.0,
              abs_note="issue 19: 32 processes <= 5 s"),
-        Line("W10-idle-cpu-n32", "percent", higher_is_better=False, variant="default", abs_target=0.3,
+        Line("W10-idle-cpu-n32", "percent", higher_is_better=False, abs_target=0.3,
              abs_note="issue 19: <= 0.3 % of a core per node"),
     ),
     run=run,
