@@ -13,6 +13,7 @@ mesh <= 5 s, idle CPU <= 0.3 % of a core per node.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from typing import Any
@@ -22,7 +23,7 @@ import anyio
 from ..cluster_formation import Formation, form_cluster
 from ..common import Context, Line, Measurement, Workload
 from ..nodes import NodeError, stop_all_async
-from ..proc_cpu import cpu_ticks, percent_of_core, thread_ns
+from ..proc_cpu import CLK_TCK, cpu_ticks, percent_of_core, thread_ns
 
 N = 32
 FORMATION_TIMEOUT_S = 60.0
@@ -61,9 +62,25 @@ async def idle_cpu(formation: Formation) -> tuple[float, dict[str, Any]]:
     return round(per_node[MEASURED], 4), params
 
 
+def formation_costs(formation: Formation) -> dict[str, Any]:
+    """What the formation time is made of: the nodes' CPU until the mesh (mostly interpreter and
+    import start-up, on a shared machine at the mercy of its load), and the time from the last
+    node listening (its NODE line read) to the full mesh (the protocol's own part)."""
+    ticks = [cpu_ticks(node.pid) for node in formation.nodes]
+    ready = [hit[0] for node in formation.nodes if (hit := node.find(lambda s: s.startswith("NODE "))) is not None]
+    return {
+        "cpu_s_all_nodes_at_mesh": round(sum(ticks) / CLK_TCK, 2),
+        "cpu_s_per_node_at_mesh": round(statistics.fmean(ticks) / CLK_TCK, 3),
+        "cores": os.cpu_count(),
+        "mesh_after_last_node_ready_s": round((formation.converged_at_us - max(ready)) / 1e6, 4) if ready else None,
+        "loadavg_1m_at_mesh": round(os.getloadavg()[0], 2),
+    }
+
+
 async def run(ctx: Context) -> list[Measurement]:
     formation = Formation(N)
     try:
+        load_before = round(os.getloadavg()[0], 2)
         try:
             await form_cluster(formation, time.monotonic() + FORMATION_TIMEOUT_S, prefix="m")
         except Exception as exc:
@@ -72,8 +89,10 @@ async def run(ctx: Context) -> list[Measurement]:
                     Measurement("W10-idle-cpu-n32", None, "percent",
                                 ctx.params(n=N, error=f"no mesh: {error}"))]
         mesh_s = round((formation.converged_at_us - formation.t0_us) / 1e6, 4)
+        costs = formation_costs(formation)
         results = [Measurement("W10-mesh-formation-n32", mesh_s, "s",
-                               ctx.params(heartbeat="default 5000 ms x 3", **formation.params()))]
+                               ctx.params(heartbeat="default 5000 ms x 3", **formation.params(),
+                                          loadavg_1m_before=load_before, **costs))]
         await anyio.sleep(SETTLE_S)
         try:
             value, params = await idle_cpu(formation)

@@ -42,6 +42,10 @@ GOSSIP_DIAL_BURST = 16  # ... in bursts of at most this many
 GOSSIP_DIALS_AT_ONCE = 8
 GOSSIP_FIRST_RETRY_S = 0.25  # a failed candidate is retried after this, then twice as long each time
 GOSSIP_ATTEMPTS = 3
+# A gossiped member whose id sorts lower than ours is expected to dial us (it learns about us at
+# the same moment, and its dial would win the tie-break anyway): we dial it only if it has not
+# connected after this long. One handshake per pair instead of two while a cluster forms.
+GOSSIP_DEFER_TO_LOWER_S = 1.0
 GOSSIP_FORGET_S = 60.0
 MAX_GIVEN_UP = 4096
 REDIAL_FOR_S = 3600.0  # a lost peer is redialed (slowly after 30 s) for an hour: partitions heal
@@ -230,7 +234,8 @@ class Membership:
             if (peer == self.dist.node_id or peer in self.peers or peer in self.left or peer in self._candidates
                     or peer in transport.conns or peer in transport.dial_loops or self._given_up.get(peer, 0.0) > now):
                 continue
-            self._candidates[peer] = _Candidate(now)
+            lower = peer < self.dist.node_id  # it is the one to dial (see GOSSIP_DEFER_TO_LOWER_S)
+            self._candidates[peer] = _Candidate(now + GOSSIP_DEFER_TO_LOWER_S if lower else now)
             added = True
         if added and self._wake is not None:
             self._wake.set()

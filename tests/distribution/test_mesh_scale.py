@@ -1,13 +1,16 @@
-"""What keeps a large mesh cheap: anti-entropy gossip to one peer per round, in turn."""
+"""What keeps a large mesh cheap: anti-entropy gossip to one peer per round, in turn, and one
+handshake per pair while a cluster forms."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import Any
 
 import pytest
 
 from noex_lab.distribution import protocol as p
+from noex_lab.distribution.membership import GOSSIP_DEFER_TO_LOWER_S
 from noex_lab.testing.cluster import start_cluster
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("cleanup")]
@@ -35,3 +38,17 @@ async def test_each_gossip_round_tells_one_peer_and_a_rotation_tells_each_peer_o
     for _ in range(4):
         dist.membership.gossip_round()
     assert told == {str(n.id): 2 for n in nodes[1:]}
+
+
+async def test_a_gossiped_member_that_sorts_lower_is_left_to_dial_us_for_a_while() -> None:
+    """Both sides of a new pair learn of each other at once; the one whose id sorts lower dials
+    (its dial wins the tie-break anyway), so a forming cluster does one handshake per pair."""
+    (node,) = await start_cluster(1, prefix="m")
+    dist = node.distribution
+    assert dist is not None
+    lower, higher = "a@127.0.0.1:9", "z@127.0.0.1:9"  # nobody listens: candidates stay hearsay
+    before = time.monotonic()
+    dist.membership.on_gossip([[lower, 1], [higher, 1]])
+    candidates = {str(peer): c.next_at for peer, c in dist.membership._candidates.items()}
+    assert candidates[higher] <= time.monotonic()  # due now: we dial it
+    assert candidates[lower] >= before + GOSSIP_DEFER_TO_LOWER_S  # it should dial us first
