@@ -101,9 +101,8 @@ class LoopStamp:
 
     A single float written by one side and read by the other needs no lock under the GIL
     (the assignment is atomic); a blocked loop simply stops updating it. `period_s` is how
-    often the loop stamps: the lag is how late the loop is past its next expected stamp, so a
-    healthy loop reads about 0 whatever the period, and a blocked one its blocked time less at
-    most one period.
+    often the loop stamps: while the loop keeps that pace its lag reads 0, whatever the period;
+    once a stamp is overdue the lag is the whole time since the loop last turned.
     """
 
     def __init__(self, period_s: float = 0.0) -> None:
@@ -115,8 +114,9 @@ class LoopStamp:
         self._last = time.monotonic()
 
     def lag_s(self) -> float:
-        """Seconds the loop is late for its next stamp (0 while it turns normally)."""
-        return max(0.0, time.monotonic() - self._last - self.period_s)
+        """Seconds since the loop last turned, once its next stamp is overdue (0 until then)."""
+        age = time.monotonic() - self._last
+        return age if age > self.period_s else 0.0
 
 
 def stamp_period_s(busy_threshold_s: float) -> float:

@@ -303,13 +303,15 @@ def test_an_idle_thread_sleeps_until_its_next_send_or_deadline_and_stop_wakes_it
     assert time.monotonic() - t0 < 0.5 and not mon.running
 
 
-def test_the_loop_lag_excludes_the_stamp_period() -> None:
-    """A loop that stamps once a second is not 'late' between its stamps."""
+def test_the_loop_lag_is_zero_between_stamps_and_the_whole_silence_once_one_is_overdue() -> None:
+    """A loop that stamps once a second is not lagging between its stamps."""
     stamp = LoopStamp(period_s=1.0)
     stamp.stamp()
     assert stamp.lag_s() == 0.0
-    stamp._last -= 3.0  # as if the loop had not turned for 3 s
-    assert 1.9 < stamp.lag_s() < 2.1
+    stamp._last -= 0.9  # the next stamp is not due yet
+    assert stamp.lag_s() == 0.0
+    stamp._last -= 2.1  # as if the loop had not turned for 3 s
+    assert 2.9 < stamp.lag_s() < 3.1
 
 
 # -- authentication, replay, hostile input --------------------------------------------------------
