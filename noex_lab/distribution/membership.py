@@ -45,6 +45,7 @@ GOSSIP_ATTEMPTS = 3
 # A gossiped member whose id sorts lower than ours is expected to dial us (it learns about us at
 # the same moment, and its dial would win the tie-break anyway): we dial it only if it has not
 # connected after this long. One handshake per pair instead of two while a cluster forms.
+# (Not for a hidden node, e.g. `noex-lab top`: members never learn of it, so it dials them all.)
 GOSSIP_DEFER_TO_LOWER_S = 1.0
 GOSSIP_FORGET_S = 60.0
 MAX_GIVEN_UP = 4096
@@ -234,8 +235,10 @@ class Membership:
             if (peer == self.dist.node_id or peer in self.peers or peer in self.left or peer in self._candidates
                     or peer in transport.conns or peer in transport.dial_loops or self._given_up.get(peer, 0.0) > now):
                 continue
-            lower = peer < self.dist.node_id  # it is the one to dial (see GOSSIP_DEFER_TO_LOWER_S)
-            self._candidates[peer] = _Candidate(now + GOSSIP_DEFER_TO_LOWER_S if lower else now)
+            # it is the one to dial (GOSSIP_DEFER_TO_LOWER_S), unless we are hidden: nobody
+            # learns of a hidden node, so nobody would dial it
+            defer = not self.dist.config.hidden and peer < self.dist.node_id
+            self._candidates[peer] = _Candidate(now + GOSSIP_DEFER_TO_LOWER_S if defer else now)
             added = True
         if added and self._wake is not None:
             self._wake.set()

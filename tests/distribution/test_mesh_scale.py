@@ -52,3 +52,13 @@ async def test_a_gossiped_member_that_sorts_lower_is_left_to_dial_us_for_a_while
     candidates = {str(peer): c.next_at for peer, c in dist.membership._candidates.items()}
     assert candidates[higher] <= time.monotonic()  # due now: we dial it
     assert candidates[lower] >= before + GOSSIP_DEFER_TO_LOWER_S  # it should dial us first
+
+
+async def test_a_hidden_observer_dials_every_gossiped_member_at_once() -> None:
+    """Members never learn of a hidden node (e.g. `noex-lab top`), so it must not wait for them."""
+    (node,) = await start_cluster(1, prefix="z", hidden=True)
+    dist = node.distribution
+    assert dist is not None
+    dist.membership.on_gossip([["a@127.0.0.1:9", 1]])  # sorts lower than z0
+    (candidate,) = dist.membership._candidates.values()
+    assert candidate.next_at <= time.monotonic()
