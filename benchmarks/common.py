@@ -96,9 +96,13 @@ def impl_string() -> str:
     )
 
 
-def base_params(backend: str) -> dict[str, Any]:
-    variant = "default" if backend == "asyncio" else backend
-    return {"variant": variant, "loop": backend, "impl": impl_string()}
+def base_params(backend: str, loop: str = "asyncio") -> dict[str, Any]:
+    """The params every line of a run starts from. Variant: "default" (asyncio's own loop),
+    "uvloop" (asyncio on uvloop: our workload process and its node processes) or "trio"."""
+    if backend != "asyncio":
+        return {"variant": backend, "loop": backend, "impl": impl_string()}
+    variant = "default" if loop == "asyncio" else loop
+    return {"variant": variant, "loop": loop, "impl": impl_string()}
 
 
 def rate(n: int, elapsed_ns: int) -> float:

@@ -42,6 +42,29 @@ def node_command() -> list[str]:
 
 
 SECRET_ENV = "NOEX_BENCH_SECRET"
+# The event loop of the node processes (`noex-lab node --loop`): run.py --loop sets it for every
+# workload that starts nodes; explicit, because the node's own default (auto) picks uvloop
+# whenever it is installed.
+LOOP_ENV = "NOEX_BENCH_NODE_LOOP"
+_compiled = False
+
+
+def node_loop() -> str:
+    return os.environ.get(LOOP_ENV, "asyncio")
+
+
+def ensure_bytecode() -> None:
+    """Compile noex_lab's modules to bytecode once, as `pip install` does for an installed
+    package. In an editable checkout with PYTHONDONTWRITEBYTECODE set, every node process
+    would otherwise compile all of noex_lab from source at start (about 0.3 s of CPU each):
+    a cost no installed node pays, which would dominate formation of many nodes."""
+    global _compiled
+    if _compiled:
+        return
+    import compileall
+
+    compileall.compile_dir(str(REPO / "noex_lab"), quiet=1)
+    _compiled = True
 
 
 class NodeError(RuntimeError):
@@ -55,14 +78,14 @@ class NodeProc(WatchedProcess):
     def __init__(
         self, name: str, *, seeds: Iterable[str] = (), heartbeat_interval_ms: int | None = None,
         heartbeat_miss_threshold: int | None = None, behaviors: Iterable[str] = (),
-        env: dict[str, str] | None = None, secret: str | None = None,
+        env: dict[str, str] | None = None, secret: str | None = None, loop: str | None = None,
     ) -> None:
         self.name = name
         # a secret only through the environment (`secret`); otherwise --no-secret, like the
         # workloads' in-process nodes (and the user's own secret file is left alone)
         auth = ["--secret-env", SECRET_ENV] if secret is not None else ["--no-secret"]
         cmd = [*node_command(), "node", "--name", name, "--host", HOST, "--port", "0", "--report",
-               "--exit-on-stdin-eof", *auth]
+               "--exit-on-stdin-eof", "--loop", loop or node_loop(), *auth]
         for seed in seeds:
             cmd += ["--seed", seed]
         if heartbeat_interval_ms is not None:
@@ -77,6 +100,7 @@ class NodeProc(WatchedProcess):
         if secret is not None:
             full_env[SECRET_ENV] = secret
         self.cmd = cmd
+        ensure_bytecode()
         self.id: str | None = None
         self.launched_us = wall_us()
         # lines: (wall_us when read, line)

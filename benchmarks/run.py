@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Run noex_lab's benchmark workloads next to the pure-Python ceiling, in one invocation.
 
-    python benchmarks/run.py [--workloads W1,...,W7] [--repeat N] [--deadline SECONDS]
-                             [--backend asyncio|trio] [--ceiling PATH | --no-ceiling] [--no-summary]
+    python benchmarks/run.py [--workloads W1,...,W10] [--repeat N] [--deadline SECONDS]
+                             [--backend asyncio|trio] [--loop asyncio|uvloop]
+                             [--ceiling PATH | --no-ceiling] [--no-summary]
 
 Each selected workload runs in a child process of its own (a fresh interpreter and event loop,
 killed if it overruns its deadline); the remote ones (W3-W7) start their nodes as `noex-lab node`
@@ -15,6 +16,12 @@ reports the median of each. Every result is printed as one JSON line in the form
 ours, the ceiling's best variant for that line, ours/ceiling, which direction is better, and the
 target (W6/W7 have no ceiling: their absolute issue targets are checked instead).
 
+`--loop uvloop` runs everything on uvloop: our workload processes (`anyio.run(...,
+backend_options={"use_uvloop": True})`), every node process they start (`noex-lab node --loop
+uvloop`, through NOEX_BENCH_NODE_LOOP) and the ceiling (`bench.py --loop uvloop`, peer
+"limit-uvloop"); our lines then carry variant "uvloop". The option applies to every registered
+workload, so a workload added later needs nothing of its own for it.
+
 Exit status: 0 when every workload of ours produced a number, even if a target is missed
 (misses are marked MISS in the summary); 1 when one of ours failed (its line has "value": null
 and params.error). A missing or failing ceiling is reported but does not change the status.
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import os
 import statistics
@@ -37,6 +45,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.common import PEER, Context, Line, Workload, base_params, emit_line  # noqa: E402
+from benchmarks.nodes import LOOP_ENV  # noqa: E402
 
 # Workload id -> module defining `WORKLOAD` (remote workloads start their nodes as
 # `noex-lab node` OS processes from inside `run`).
@@ -50,8 +59,9 @@ REGISTRY: dict[str, str] = {
     "W7": "benchmarks.workloads.w7_failure_detection",
     "W8": "benchmarks.workloads.w8_process_start",
     "W9": "benchmarks.workloads.w9_failover_at_scale",
+    "W10": "benchmarks.workloads.w10_mesh_scale",
 }
-KNOWN_IDS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9")  # WORKLOADS.md
+KNOWN_IDS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9", "W10")  # WORKLOADS.md
 CEILING_IDS = ("W1", "W2", "W3", "W4", "W5", "W8")  # what limit-asyncio/bench.py measures
 # The ceiling's variants: (variant, extra arguments, the ids it measures). Ratios use the best
 # variant of each line (highest rate, lowest latency), both measured in the same run.
@@ -59,7 +69,8 @@ CEILING_VARIANTS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("default", (), CEILING_IDS),
     ("coalesced", ("--coalesce",), ("W3", "W4", "W5")),
 )
-CEILING_PEER = "limit-asyncio"
+CEILING_PEERS = {"asyncio": "limit-asyncio", "uvloop": "limit-uvloop"}  # bench.py's peer per --loop
+CEILING_PEER = CEILING_PEERS["asyncio"]
 DEFAULT_CEILING = REPO.parent / "shared" / "bench" / "limit-asyncio" / "bench.py"
 DEFAULT_DEADLINE_S = float(os.environ.get("BENCH_WORKLOAD_DEADLINE_S", "120"))
 DEFAULT_REPEAT = 3
@@ -80,19 +91,26 @@ def note(text: str) -> None:
 
 
 # --------------------------------------------------------------------------- child side
-def child_main(workload_id: str, backend: str, deadline_s: float) -> int:
+def backend_options(backend: str, loop: str) -> dict[str, Any] | None:
+    """anyio.run's options for `--loop`: uvloop under the asyncio backend, else none."""
+    return {"use_uvloop": True} if backend == "asyncio" and loop == "uvloop" else None
+
+
+def child_main(workload_id: str, backend: str, deadline_s: float, loop: str = "asyncio") -> int:
     """Run one workload in this process and print its JSON lines."""
     import anyio
 
     workload = load(workload_id)
-    ctx = Context(backend=backend, deadline_s=deadline_s, base_params=base_params(backend))
+    ctx = Context(backend=backend, deadline_s=deadline_s, base_params=base_params(backend, loop))
+    # the node processes this workload starts run the same loop (benchmarks/nodes.py reads it)
+    os.environ[LOOP_ENV] = loop if backend == "asyncio" else "asyncio"
 
     async def guarded() -> list[Any]:
         with anyio.fail_after(deadline_s):
             return await workload.run(ctx)
 
     try:
-        results = anyio.run(guarded, backend=backend)
+        results = anyio.run(guarded, backend=backend, backend_options=backend_options(backend, loop))
     except TimeoutError:
         return _emit_failure(workload, ctx.base_params, f"deadline of {deadline_s:g} s exceeded")
     except Exception as exc:
@@ -152,12 +170,13 @@ def null_records(workload: Workload, params: dict[str, Any], error: str) -> list
     ]
 
 
-def run_ours(workload: Workload, backend: str, deadline_s: float) -> list[dict[str, Any]]:
+def run_ours(workload: Workload, backend: str, deadline_s: float, loop: str = "asyncio") -> list[dict[str, Any]]:
     """Run one workload in a child process with a hard deadline."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", workload.id,
-           "--backend", backend, "--deadline", str(deadline_s)]
-    params = base_params(backend)
-    note(f"running {workload.id} {workload.name} ({workload.description}) on {backend}")
+           "--backend", backend, "--loop", loop, "--deadline", str(deadline_s)]
+    params = base_params(backend, loop)
+    note(f"running {workload.id} {workload.name} ({workload.description}) on {backend}"
+         + (f" ({loop})" if backend == "asyncio" and loop != "asyncio" else ""))
     proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
     try:
         out, _ = proc.communicate(timeout=deadline_s + GRACE_S)
@@ -238,10 +257,10 @@ def fmt(value: float | None) -> str:
     return f"{value:,.1f}" if abs(value) < 100 else f"{value:,.0f}"
 
 
-def best_ceiling(ceiling: list[dict[str, Any]], line: Line) -> dict[str, Any] | None:
+def best_ceiling(ceiling: list[dict[str, Any]], line: Line, peer: str = CEILING_PEER) -> dict[str, Any] | None:
     """The ceiling's best record for `line` over its variants: highest rate / lowest latency."""
     candidates = [r for r in ceiling
-                  if r.get("peer") == CEILING_PEER and r.get("workload") == line.workload
+                  if r.get("peer") == peer and r.get("workload") == line.workload
                   and r.get("value") is not None]
     if not candidates:
         return None
@@ -259,7 +278,7 @@ def find_ours(ours: list[dict[str, Any]], line: Line) -> dict[str, Any]:
 
 
 def summarize(workloads: list[Workload], ours: list[dict[str, Any]], ceiling: list[dict[str, Any]],
-              ceiling_problem: str | None) -> list[str]:
+              ceiling_problem: str | None, ceiling_peer: str = CEILING_PEER) -> list[str]:
     """The summary table, as lines of text; misses and errors are marked.
 
     `ours/ceil` is always ours divided by the ceiling's best variant measured in the same run;
@@ -276,7 +295,7 @@ def summarize(workloads: list[Workload], ours: list[dict[str, Any]], ceiling: li
             rec = find_ours(ours, line)
             value = rec.get("value")
             variant = str(rec.get("params", {}).get("variant", line.variant or "-"))
-            crec = best_ceiling(ceiling, line) if workload.has_ceiling else None
+            crec = best_ceiling(ceiling, line, ceiling_peer) if workload.has_ceiling else None
             cvalue = crec.get("value") if crec is not None else None
             cvariant = str(crec.get("params", {}).get("variant", "?")) if crec is not None else "-"
             ratio = value / cvalue if value is not None and cvalue else None
@@ -315,7 +334,7 @@ def summarize(workloads: list[Workload], ours: list[dict[str, Any]], ceiling: li
                  for i, (c, w) in enumerate(zip(cells[:-1], widths[:-1], strict=True))]
         return "  ".join([*parts, cells[-1]])
 
-    lines = ["", f"Summary: {PEER} vs {CEILING_PEER}, both measured in this run "
+    lines = ["", f"Summary: {PEER} vs {ceiling_peer}, both measured in this run "
                  f"(medians of the rounds). ours/ceil = ours / the ceiling's best variant;",
              "`better` gives the good direction: rates higher (target ours/ceil >= x), latencies and "
              "durations lower (target ours/ceil <= x, or an absolute bound where there is no ceiling).",
@@ -353,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio",
                     help="anyio backend for our workloads (default asyncio; "
                          "trio is reported as variant 'trio')")
+    ap.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio",
+                    help="event loop under the asyncio backend, for our workloads, their node processes "
+                         "and the ceiling alike (default asyncio; uvloop lines carry variant 'uvloop')")
     ap.add_argument("--repeat", type=int, default=DEFAULT_REPEAT,
                     help="rounds of ours + ceiling; each line reports the median (default %(default)s)")
     ap.add_argument("--ceiling", type=Path, default=DEFAULT_CEILING, help="path of limit-asyncio/bench.py")
@@ -364,9 +386,13 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--deadline must be > 0")
     if args.repeat < 1:
         ap.error("--repeat must be >= 1")
+    if args.loop == "uvloop" and args.backend != "asyncio":
+        ap.error("--loop uvloop is an asyncio event loop: use it with --backend asyncio")
+    if args.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        ap.error("--loop uvloop needs uvloop: pip install 'noex-lab[fast]'")
 
     if args.child:
-        return child_main(args.child, args.backend, args.deadline)
+        return child_main(args.child, args.backend, args.deadline, args.loop)
 
     ids = select(args.workloads)
     not_yet = [w for w in ids if w not in REGISTRY]
@@ -381,13 +407,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.repeat > 1:
             note(f"round {run} of {args.repeat}")
         # Ours and the ceiling alternate, so a change in machine load hits both sides.
-        ours_runs.append([rec for w in workloads for rec in run_ours(w, args.backend, args.deadline)])
+        ours_runs.append([rec for w in workloads for rec in run_ours(w, args.backend, args.deadline, args.loop)])
         if not args.no_ceiling:
             round_records: list[dict[str, Any]] = []
             problem = None
             for _variant, extra, measured in CEILING_VARIANTS:
                 ceiling_ids = [w for w in ids if w in measured]
-                records, variant_problem = run_ceiling(args.ceiling.resolve(), ceiling_ids, args.deadline, extra)
+                loop_args = ("--loop", args.loop) if args.loop != "asyncio" else ()
+                records, variant_problem = run_ceiling(args.ceiling.resolve(), ceiling_ids, args.deadline,
+                                                       (*extra, *loop_args))
                 round_records += records
                 if variant_problem:
                     problem = variant_problem
@@ -400,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rec), flush=True)
 
     if not args.no_summary:
-        print("\n".join(summarize(workloads, ours, ceiling, problem)), flush=True)
+        print("\n".join(summarize(workloads, ours, ceiling, problem, CEILING_PEERS[args.loop])), flush=True)
     failed = any(r.get("value") is None for r in ours)
     return 1 if failed else 0
 

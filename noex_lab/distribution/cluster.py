@@ -11,6 +11,7 @@ import ipaddress
 import logging
 import socket
 import ssl
+import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
@@ -35,7 +36,7 @@ from .global_registry import GlobalNames
 from .groups import install_groups
 from .handshake import derive_key
 from .introspection import install_introspection
-from .liveness import LivenessMonitor, LoopStamp, PeerLiveness, run_loop_stamper
+from .liveness import LivenessMonitor, LoopStamp, PeerLiveness, stamp_period_s
 from .membership import Membership, NodeInfo
 from .multi import install_named
 from .partition_policy import STATUS_OP, PartitionGuard, PartitionPolicy
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GOSSIP_PERIOD_S = 1.0
+STAMP_SLACK_S = 0.05  # a stamp this close before the gossip time does the gossip (timers coalesced)
 DNS_REFRESH_S = 5.0
 BIND_ATTEMPTS = 20
 # The liveness defaults, written once: `ClusterConfig`, the command line, `%noex start` and the nodes
@@ -216,7 +218,7 @@ class Distribution:
         self.key: bytes | None = None  # derived from the cluster secret once, in start()
         self.codec = Codec(None, max_bytes=config.max_message_bytes)
         self.liveness: LivenessMonitor | None = None
-        self.stamp = LoopStamp()
+        self.stamp = LoopStamp(stamp_period_s(config.busy_threshold_s))
         self.membership = Membership(self)
         self.transport: Transport
         self.router: RemoteRouter
@@ -319,9 +321,8 @@ class Distribution:
         node.stop_hooks.append(self._on_node_stop)
         node.leaving_hooks.append(self._announce_leaving)
         self.liveness.start()
-        node.spawn_task(run_loop_stamper, self.stamp, what="loop stamper")
         node.spawn_task(self.transport.serve, listener, what="listener")
-        node.spawn_task(self._gossip_loop, what="gossip")
+        node.spawn_task(self._periodic_loop, what="loop stamp and gossip")
         if self.partition_guard is not None:
             node.spawn_task(self.partition_guard.watch_pauses, what="partition policy: pauses")
         node.spawn_task(self.membership.dial_candidates, what="gossip dials")
@@ -378,13 +379,29 @@ class Distribution:
     def _seed_wanted(self, seed: NodeId) -> bool:
         return not self.stopping and seed not in self.membership.peers
 
-    async def _gossip_loop(self) -> None:
+    async def _periodic_loop(self) -> None:
+        """The node's timers in one task, so an idle loop wakes once per stamp period (once a second
+        with the defaults): the loop stamp every `stamp.period_s`, and every GOSSIP_PERIOD_S (on
+        the first stamp at or after it) a gossip round and, with no peer left, the seeds redialed."""
+        next_gossip = time.monotonic() + GOSSIP_PERIOD_S
         while not self.stopping:
-            await anyio.sleep(GOSSIP_PERIOD_S)
-            self.membership.gossip_all()
-            for seed in self.membership.seeds:
-                if seed != self.node_id and seed not in self.membership.peers and not self.membership.peers:
-                    self.transport.ensure_dialing(seed, self._seed_wanted)
+            self.stamp.stamp()
+            now = time.monotonic()
+            if now >= next_gossip - STAMP_SLACK_S:
+                next_gossip += GOSSIP_PERIOD_S
+                if next_gossip <= now:  # fell behind (a blocked loop): no burst of rounds
+                    next_gossip = now + GOSSIP_PERIOD_S
+                try:  # the stamp must go on whatever happens here: a loop without it looks busy
+                    self._gossip_tick()
+                except Exception as exc:
+                    self.node.events.report_error("gossip round failed", exc)
+            await anyio.sleep(self.stamp.period_s)
+
+    def _gossip_tick(self) -> None:
+        self.membership.gossip_round()
+        for seed in self.membership.seeds:
+            if seed != self.node_id and seed not in self.membership.peers and not self.membership.peers:
+                self.transport.ensure_dialing(seed, self._seed_wanted)
 
     def _announce_leaving(self) -> None:
         """Tell every peer, before any process stops, that this node leaves: the exits of its

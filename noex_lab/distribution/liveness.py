@@ -53,6 +53,7 @@ __all__ = [
     "decode_heartbeat",
     "encode_heartbeat",
     "run_loop_stamper",
+    "stamp_period_s",
 ]
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ _TAG_LABEL = b"noex_lab/heartbeat/v1\x00"  # domain separation from the handshak
 _MAX_DRAIN = 256  # datagrams read per turn, so a flood cannot starve sends and deadline checks
 _MAX_COUNT = 2**62
 _FATAL_ERRNOS = {errno.EBADF, errno.ENOTSOCK, errno.EINVAL}
+MAX_STAMP_PERIOD_S = 1.0
 
 UP, BUSY, DOWN = "up", "busy", "down"
 
@@ -98,26 +100,38 @@ class LoopStamp:
     """The loop's last sign of life, shared by the loop-side stamper and the liveness thread.
 
     A single float written by one side and read by the other needs no lock under the GIL
-    (the assignment is atomic); a blocked loop simply stops updating it.
+    (the assignment is atomic); a blocked loop simply stops updating it. `period_s` is how
+    often the loop stamps: while the loop keeps that pace its lag reads 0, whatever the period;
+    once a stamp is overdue the lag is the whole time since the loop last turned.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, period_s: float = 0.0) -> None:
+        self.period_s = period_s
         self._last = time.monotonic()
 
     def stamp(self) -> None:
-        """Record that the loop is turning (called from the loop every ~100 ms)."""
+        """Record that the loop is turning."""
         self._last = time.monotonic()
 
     def lag_s(self) -> float:
-        """Seconds since the loop last stamped (0 while it turns normally)."""
-        return max(0.0, time.monotonic() - self._last)
+        """Seconds since the loop last turned, once its next stamp is overdue (0 until then)."""
+        age = time.monotonic() - self._last
+        return age if age > self.period_s else 0.0
 
 
-async def run_loop_stamper(stamp: LoopStamp, period_s: float = 0.1) -> None:
-    """Stamp `stamp` every `period_s` until cancelled; run it as a task on the node's loop."""
+def stamp_period_s(busy_threshold_s: float) -> float:
+    """How often a node's loop stamps: a tenth of the busy threshold, at most once a second, so
+    an idle loop wakes rarely while busy is still seen within 10 % of the threshold."""
+    return min(MAX_STAMP_PERIOD_S, busy_threshold_s / 10)
+
+
+async def run_loop_stamper(stamp: LoopStamp, period_s: float | None = None) -> None:
+    """Stamp `stamp` every `period_s` (default: the stamp's own period, else 100 ms) until
+    cancelled; run it as a task on the node's loop."""
+    period = period_s if period_s is not None else (stamp.period_s or 0.1)
     while True:
         stamp.stamp()
-        await anyio.sleep(period_s)
+        await anyio.sleep(period)
 
 
 def _tag(secret: bytes, body: bytes) -> bytes:
@@ -230,7 +244,7 @@ class LivenessMonitor:
         self.miss_threshold = miss_threshold
         self.timeout_s = interval_s * miss_threshold
         self.busy_threshold_ms = busy_threshold_s * 1000.0
-        self._check_s = min(interval_s / 4, 0.05)
+        self._check_s = min(interval_s / 4, 0.05)  # the pause after an unexpected error
         self._stamp = stamp
         self._process_count = process_count
         self._report = report
@@ -251,6 +265,14 @@ class LivenessMonitor:
         # longer than the timeout (the process was frozen: SIGSTOP, a VM pause); read by the loop.
         self.last_tick = time.monotonic()
         self.gaps = 0
+        # The thread sleeps until its next send or deadline, or until a datagram arrives; stop()
+        # and watch() wake it through this pair instead of the thread polling on a short period.
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._rescan = True  # set by watch(): a new deadline may come before the one the thread waits for
+        self._next_deadline = math.inf
+        self._wake_fd = -1
 
     @staticmethod
     def bind(host: str, port: int) -> socket.socket:
@@ -284,12 +306,22 @@ class LivenessMonitor:
     def stop(self) -> None:
         """Stop the thread (joined within ~1 s) and close the socket; idempotent."""
         self._stop.set()
+        self._wake()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=1.0)
             if thread.is_alive():
                 log.warning("liveness thread of %s did not stop within 1 s", self._text)
         self._sock.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def _wake(self) -> None:
+        """Wake the thread from its wait (a full pair means it is awake already)."""
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:  # BlockingIOError: wakes are pending; closed: the monitor has stopped
+            pass
 
     @property
     def running(self) -> bool:
@@ -313,6 +345,7 @@ class LivenessMonitor:
             if old is not None and old.incarnation == incarnation:
                 state.last_seq = old.last_seq
             self._peers[text] = state
+            self._rescan = True
 
     def unwatch(self, peer: NodeId) -> None:
         """Stop sending to and expecting heartbeats from `peer`."""
@@ -331,42 +364,77 @@ class LivenessMonitor:
     # -- the thread ------------------------------------------------------------------------
 
     def _run(self) -> None:
-        """Receive, check deadlines, send; every error is logged and the loop goes on."""
+        """Receive, check deadlines, send; every error is logged and the loop goes on.
+
+        Between turns the thread sleeps until the next send or peer deadline, whichever comes
+        first, unless a datagram (or a wake from stop()/watch()) arrives: an idle node's thread
+        wakes about once per heartbeat received or sent, not on a fixed short period.
+        """
         next_send = time.monotonic()
+        poller = self._poller()
         while not self._stop.is_set():
             tick = time.monotonic()
-            if tick - self.last_tick > self.timeout_s:
+            # (the thread sleeps up to one interval between turns: a gap must exceed that too,
+            # or a miss threshold of 1 would read every idle sleep as a freeze)
+            if tick - self.last_tick > max(self.timeout_s, 1.5 * self.interval_s):
                 self.gaps += 1
             self.last_tick = tick
             try:
                 # Read what arrived before judging deadlines: after a stall (a slow DNS lookup,
                 # this process being frozen) the buffered heartbeats still count.
                 self._drain()
-                next_deadline = self._check_deadlines()
+                now = time.monotonic()
+                if self._rescan or now >= self._next_deadline:
+                    self._rescan = False
+                    self._next_deadline = self._check_deadlines()
                 now = time.monotonic()
                 if now >= next_send:
                     self._send_all()
                     next_send += self.interval_s
                     if next_send <= now:  # fell behind (e.g. SIGSTOP): do not burst
                         next_send = now + self.interval_s
-                wake = min(next_send, next_deadline, time.monotonic() + self._check_s)
-                self._wait_readable(max(0.0, wake - time.monotonic()))
+                wake = min(next_send, self._next_deadline)
+                self._wait_readable(poller, max(0.0, wake - time.monotonic()))
             except Exception:
                 log.exception("liveness thread of %s: unexpected error (continuing)", self._text)
                 self._stop.wait(self._check_s)
         log.debug("liveness thread of %s stopped", self._text)
 
-    def _wait_readable(self, timeout: float) -> None:
-        if self._sock_broken:
-            self._stop.wait(timeout)
-            return
-        try:  # poll, not select: a process with over 1024 open descriptors must still hear beats
+    def _poller(self) -> select.poll | None:
+        """One poller for the thread's life (poll, not select: a process with over 1024 open
+        descriptors must still hear beats)."""
+        try:
             poller = select.poll()
+            self._wake_fd = self._wake_r.fileno()
+            poller.register(self._wake_fd, select.POLLIN)
             poller.register(self._sock, select.POLLIN)
-            poller.poll(timeout * 1000.0)
+            return poller
         except (OSError, ValueError) as exc:  # ValueError: the socket was closed (fileno -1)
             self._socket_failed(exc)
+            return None
+
+    def _wait_readable(self, poller: select.poll | None, timeout: float) -> None:
+        if self._sock_broken or poller is None:
             self._stop.wait(timeout)
+            return
+        try:
+            ready = poller.poll(timeout * 1000.0)
+        except (OSError, ValueError) as exc:
+            self._socket_failed(exc)
+            self._stop.wait(timeout)
+            return
+        for fd, events in ready:
+            if events & select.POLLNVAL:  # a descriptor closed under us: poll would return at once forever
+                if not self._stop.is_set():
+                    self._socket_failed(OSError(errno.EBADF, "the liveness socket was closed"))
+                self._stop.wait(timeout)
+                return
+            if fd == self._wake_fd:
+                try:
+                    while self._wake_r.recv(64):
+                        pass
+                except OSError:  # drained (BlockingIOError), or closed by stop()
+                    pass
 
     def _socket_failed(self, exc: BaseException) -> None:
         """Without a socket no heartbeat arrives: keep checking deadlines so peers go down."""

@@ -41,6 +41,11 @@ GOSSIP_DIAL_BURST = 16  # ... in bursts of at most this many
 GOSSIP_DIALS_AT_ONCE = 8
 GOSSIP_FIRST_RETRY_S = 0.25  # a failed candidate is retried after this, then twice as long each time
 GOSSIP_ATTEMPTS = 3
+# A gossiped member whose id sorts lower than ours is expected to dial us (it learns about us at
+# the same moment, and its dial would win the tie-break anyway): we dial it only if it has not
+# connected after this long. One handshake per pair instead of two while a cluster forms.
+# (Not for a hidden node, e.g. `noex-lab top`: members never learn of it, so it dials them all.)
+GOSSIP_DEFER_TO_LOWER_S = 1.0
 GOSSIP_FORGET_S = 60.0
 MAX_GIVEN_UP = 4096
 REDIAL_FOR_S = 3600.0  # a lost peer is redialed (slowly after 30 s) for an hour: partitions heal
@@ -101,7 +106,9 @@ class Membership:
         self._candidates: OrderedDict[NodeId, _Candidate] = OrderedDict()
         self._given_up: OrderedDict[NodeId, float] = OrderedDict()  # candidate -> ignored until (monotonic)
         self._dialing = 0  # candidate dials in flight
+        self._tokens = float(GOSSIP_DIAL_BURST)  # dial_candidates' bucket
         self._wake: anyio.Event | None = None
+        self._gossip_turns: list[NodeId] = []  # peers still to be told in this rotation
 
     # ------------------------------------------------------------------ queries
     def info(self, peer: NodeId) -> NodeInfo | None:
@@ -227,27 +234,33 @@ class Membership:
             if (peer == self.dist.node_id or peer in self.peers or peer in self.left or peer in self._candidates
                     or peer in transport.conns or peer in transport.dial_loops or self._given_up.get(peer, 0.0) > now):
                 continue
-            self._candidates[peer] = _Candidate(now)
+            # it is the one to dial (GOSSIP_DEFER_TO_LOWER_S), unless we are hidden: nobody
+            # learns of a hidden node, so nobody would dial it
+            defer = not self.dist.config.hidden and peer < self.dist.node_id
+            self._candidates[peer] = _Candidate(now + GOSSIP_DEFER_TO_LOWER_S if defer else now)
             added = True
         if added and self._wake is not None:
             self._wake.set()
 
     async def dial_candidates(self) -> None:
         """Dial gossiped members, never a storm: GOSSIP_DIALS_AT_ONCE at a time at most,
-        GOSSIP_DIALS_PER_S on average (bursts of GOSSIP_DIAL_BURST: a small cluster meshes at
-        once), each candidate with exponential back-off, dropped after GOSSIP_ATTEMPTS failed
-        dials and then ignored in gossip for GOSSIP_FORGET_S."""
-        tokens, refilled = float(GOSSIP_DIAL_BURST), time.monotonic()
+        GOSSIP_DIALS_PER_S failed dials on average (bursts of GOSSIP_DIAL_BURST), each candidate
+        with exponential back-off, dropped after GOSSIP_ATTEMPTS failed dials and then ignored in
+        gossip for GOSSIP_FORGET_S. A dial that reaches a member gives its token back: a storm is
+        of dials to nobody (made-up members cost a failed dial each), while a real member ends in
+        a connection (at most MAX_CONNECTIONS of them), so a large cluster meshes at the pace of
+        its handshakes, not of the bucket."""
+        self._tokens, refilled = float(GOSSIP_DIAL_BURST), time.monotonic()
         async with anyio.create_task_group() as tg:
             while not self.dist.stopping:
                 self._wake = anyio.Event()
                 now = time.monotonic()
-                tokens = min(float(GOSSIP_DIAL_BURST), tokens + (now - refilled) * GOSSIP_DIALS_PER_S)
+                self._tokens = min(float(GOSSIP_DIAL_BURST), self._tokens + (now - refilled) * GOSSIP_DIALS_PER_S)
                 refilled = now
                 waiting = [(c.next_at, peer) for peer, c in self._candidates.items() if not c.dialing]
                 due = min(waiting, default=None)
-                if due is not None and due[0] <= now and tokens >= 1 and self._dialing < GOSSIP_DIALS_AT_ONCE:
-                    tokens -= 1
+                if due is not None and due[0] <= now and self._tokens >= 1 and self._dialing < GOSSIP_DIALS_AT_ONCE:
+                    self._tokens -= 1
                     self._dialing += 1
                     self._candidates[due[1]].dialing = True
                     tg.start_soon(self._dial_candidate, due[1])
@@ -255,15 +268,18 @@ class Membership:
                 if due is None or self._dialing >= GOSSIP_DIALS_AT_ONCE:
                     wait = 60.0  # until a gossip or a finished dial wakes it
                 else:
-                    wait = max(due[0] - now, (1 - tokens) / GOSSIP_DIALS_PER_S, 0.001)
+                    wait = max(due[0] - now, (1 - self._tokens) / GOSSIP_DIALS_PER_S, 0.001)
                 with anyio.move_on_after(wait):
                     await self._wake.wait()
 
     async def _dial_candidate(self, peer: NodeId) -> None:
+        connected = False
         try:
             connected = await self.dist.transport.dial(peer)
         finally:
             self._dialing -= 1
+            if connected:  # a real member: not part of a storm (see dial_candidates)
+                self._tokens = min(float(GOSSIP_DIAL_BURST), self._tokens + 1)
             if self._wake is not None:
                 self._wake.set()
         candidate = self._candidates.get(peer)
@@ -285,11 +301,21 @@ class Membership:
         candidate.next_at = now + candidate.delay * random.uniform(0.5, 1.5)
         candidate.delay *= 2
 
-    def gossip_all(self) -> None:
-        """Anti-entropy: tell every peer the whole member list."""
-        members = self._member_list()
-        for state in list(self.peers.values()):
-            state.conn.send([p.GOSSIP, members])
+    def gossip_round(self) -> None:
+        """Anti-entropy: the whole member list to one peer per round, peers taken in turn (a
+        shuffled rotation). Each node so sends and (on average) receives one list per round:
+        its idle cost grows linearly with the cluster, not with its square as when every node
+        told every peer each round. Joins do not wait for it: `on_connected` announces a new
+        member to every peer at once; this only repairs what an announcement missed."""
+        while self._gossip_turns:
+            state = self.peers.get(self._gossip_turns.pop())
+            if state is not None:
+                state.conn.send([p.GOSSIP, self._member_list()])
+                return
+        self._gossip_turns = list(self.peers)
+        random.shuffle(self._gossip_turns)
+        if self._gossip_turns:
+            self.gossip_round()
 
     def _member_list(self) -> list[list[Any]]:
         me: list[list[Any]] = [] if self.dist.config.hidden else [[str(self.dist.node_id), self.dist.node.incarnation]]

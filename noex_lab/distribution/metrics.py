@@ -234,8 +234,9 @@ class NodeMetrics:
         yield info
         yield gauge("noex_metrics_stale", "1 when the event loop did not answer the scrape in time "
                     "(the values are the previous scrape's).", 1 if stale else 0)
-        yield gauge("noex_loop_lag_seconds", "Seconds since this node's event loop last turned "
-                    "(about 0.1 at most while it runs freely).", dist.stamp.lag_s() if dist is not None else 0.0)
+        yield gauge("noex_loop_lag_seconds", "Seconds since this node's event loop last turned, "
+                    "once its periodic stamp is overdue (0 while it runs freely).",
+                    dist.stamp.lag_s() if dist is not None else 0.0)
         yield gauge("noex_processes", "Processes running on this node.", sample.processes)
         yield gauge("noex_mailbox_length_max", "Messages queued in the longest mailbox.", sample.mailbox_max)
         yield gauge("noex_mailbox_length_total", "Messages queued in all mailboxes.", sample.mailbox_total)

@@ -267,6 +267,53 @@ async def test_run_loop_stamper_reports_a_blocked_loop_as_busy(sides: Sides) -> 
     assert b.rec.kinds(a.id) == ["busy", "up"]
 
 
+def _scheduled(thread: threading.Thread) -> int:
+    """How many times the kernel has run `thread` (schedstat's third field: its wake-ups)."""
+    assert thread.native_id is not None
+    with open(f"/proc/self/task/{thread.native_id}/schedstat") as f:
+        return int(f.read().split()[2])
+
+
+def test_an_idle_thread_sleeps_until_its_next_send_or_deadline_and_stop_wakes_it(sides: Sides) -> None:
+    """The thread no longer polls every 50 ms: with nothing arriving it sleeps until the next
+    heartbeat to send or peer deadline (here seconds away), and stop() wakes it at once."""
+    sock = LivenessMonitor.bind("127.0.0.1", 0)
+    me = NodeId("idle", "127.0.0.1", sock.getsockname()[1])
+    peer_sock = LivenessMonitor.bind("127.0.0.1", 0)  # a peer that never answers
+    peer_sock.settimeout(2.0)
+    silent = NodeId("silent", "127.0.0.1", peer_sock.getsockname()[1])
+    mon = LivenessMonitor(
+        node_id=me, incarnation=1, secret=SECRET, interval_s=5.0, miss_threshold=3, busy_threshold_s=10.0,
+        stamp=LoopStamp(), process_count=lambda: 0, report=Recorder(), sock=sock,
+    )
+    sides.made.append(mon)
+    mon.watch(silent, 1)
+    mon.start()
+    assert mon._thread is not None
+    try:
+        assert decode_heartbeat(peer_sock.recv(MAX_DATAGRAM + 1), SECRET) is not None  # its first turn sent
+    finally:
+        peer_sock.close()
+    before = _scheduled(mon._thread)
+    time.sleep(1.0)  # the window in which an idle thread must not wake (it used to 20 times)
+    woke = _scheduled(mon._thread) - before
+    assert woke <= 2, f"the idle liveness thread woke {woke} times in 1 s"
+    t0 = time.monotonic()
+    mon.stop()
+    assert time.monotonic() - t0 < 0.5 and not mon.running
+
+
+def test_the_loop_lag_is_zero_between_stamps_and_the_whole_silence_once_one_is_overdue() -> None:
+    """A loop that stamps once a second is not lagging between its stamps."""
+    stamp = LoopStamp(period_s=1.0)
+    stamp.stamp()
+    assert stamp.lag_s() == 0.0
+    stamp._last -= 0.9  # the next stamp is not due yet
+    assert stamp.lag_s() == 0.0
+    stamp._last -= 2.1  # as if the loop had not turned for 3 s
+    assert 2.9 < stamp.lag_s() < 3.1
+
+
 # -- authentication, replay, hostile input --------------------------------------------------------
 
 

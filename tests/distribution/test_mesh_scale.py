@@ -1,0 +1,64 @@
+"""What keeps a large mesh cheap: anti-entropy gossip to one peer per round, in turn, and one
+handshake per pair while a cluster forms."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from noex_lab.distribution import protocol as p
+from noex_lab.distribution.membership import GOSSIP_DEFER_TO_LOWER_S
+from noex_lab.testing.cluster import start_cluster
+
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("cleanup")]
+
+
+async def test_each_gossip_round_tells_one_peer_and_a_rotation_tells_each_peer_once() -> None:
+    nodes = await start_cluster(5)
+    dist = nodes[0].distribution
+    assert dist is not None
+    told: Counter[str] = Counter()
+    for peer, state in dist.membership.peers.items():
+        original = state.conn.send
+
+        def counting(message: Any, *args: Any, _peer: str = str(peer), _send: Any = original, **kw: Any) -> Any:
+            if isinstance(message, list) and message and message[0] == p.GOSSIP:
+                told[_peer] += 1
+                assert {entry[0] for entry in message[1]} == {str(n.id) for n in nodes}  # the whole list
+            return _send(message, *args, **kw)
+
+        state.conn.send = counting  # type: ignore[method-assign]
+    # No await in between: the node's own gossip task cannot take a turn meanwhile.
+    for rounds in (1, 2, 3, 4):
+        dist.membership.gossip_round()
+        assert sum(told.values()) == rounds and max(told.values()) == 1
+    for _ in range(4):
+        dist.membership.gossip_round()
+    assert told == {str(n.id): 2 for n in nodes[1:]}
+
+
+async def test_a_gossiped_member_that_sorts_lower_is_left_to_dial_us_for_a_while() -> None:
+    """Both sides of a new pair learn of each other at once; the one whose id sorts lower dials
+    (its dial wins the tie-break anyway), so a forming cluster does one handshake per pair."""
+    (node,) = await start_cluster(1, prefix="m")
+    dist = node.distribution
+    assert dist is not None
+    lower, higher = "a@127.0.0.1:9", "z@127.0.0.1:9"  # nobody listens: candidates stay hearsay
+    before = time.monotonic()
+    dist.membership.on_gossip([[lower, 1], [higher, 1]])
+    candidates = {str(peer): c.next_at for peer, c in dist.membership._candidates.items()}
+    assert candidates[higher] <= time.monotonic()  # due now: we dial it
+    assert candidates[lower] >= before + GOSSIP_DEFER_TO_LOWER_S  # it should dial us first
+
+
+async def test_a_hidden_observer_dials_every_gossiped_member_at_once() -> None:
+    """Members never learn of a hidden node (e.g. `noex-lab top`), so it must not wait for them."""
+    (node,) = await start_cluster(1, prefix="z", hidden=True)
+    dist = node.distribution
+    assert dist is not None
+    dist.membership.on_gossip([["a@127.0.0.1:9", 1]])  # sorts lower than z0
+    (candidate,) = dist.membership._candidates.values()
+    assert candidate.next_at <= time.monotonic()
