@@ -78,3 +78,48 @@ def test_bad_fault_commands_raise_typed_errors(k: Kernel) -> None:
     r = k.execute("%noex partition local1 local2 --mode unplug", allow_error=True)
     assert r.ename == "MagicUsageError"
     assert "partition A,B C,D" in k.ok("%noex help partition").stdout
+
+
+COUNTER_CELL = """%%noex behavior handoff_counter
+from noex_lab import DistributedSupervisor, GenServer, current_node
+
+class HandoffCounter(GenServer):
+    def init(self, arg):
+        handed = DistributedSupervisor.handed_off()
+        return {"count": 0 if handed is None else handed["count"], "handed": handed is not None}
+
+    def handle_cast(self, msg, state):
+        state["count"] += 1
+        return state
+
+    def handle_call(self, msg, state):
+        return [state["count"], state["handed"], current_node().id.name], state
+
+    def handle_handoff(self, state):
+        return {"count": state["count"]}
+"""
+
+
+def test_stop_hands_the_nodes_supervised_children_off_before_it_exits(k: Kernel) -> None:
+    """`%noex stop NODE` is a graceful leave of the `noex-lab node` process: its
+    DistributedSupervisor children move to other nodes first, each new instance getting its old
+    one's `handle_handoff` value, so a counter keeps its count (issue 14 point 3)."""
+    assert "shipped to" in k.ok(COUNTER_CELL).text
+    k.ok("from noex_lab import DistributedSupervisor, GenServer\n"
+         "def on_local2(nodes, _child):\n"
+         "    return next((n for n in nodes if n.name == 'local2'), nodes[0])\n"
+         "csup = await DistributedSupervisor.start(children=[{'id': 'counter', 'behavior_name': 'handoff_counter',\n"
+         "                                                    'node_selector': on_local2}])\n"
+         "(child,) = await DistributedSupervisor.which_children(csup)\n"
+         "assert child.node.name == 'local2', child\n"
+         "for _ in range(5):\n"
+         "    GenServer.cast(child.ref, 'inc')\n"
+         "assert await GenServer.call(child.ref, 'get') == [5, False, 'local2']")
+    text = k.ok("%noex stop local2", timeout=30).text
+    assert "stopped local node local2" in text and "exit code 0" in text, text
+    assert "1 of 1 children moved (counter)" in text, text
+    k.ok("(moved,) = await DistributedSupervisor.wait_stable(csup, timeout=5)\n"
+         "assert moved.node.name != 'local2' and moved.ref != child.ref, moved\n"
+         "count, handed, where = await GenServer.call(moved.ref, 'get')\n"
+         "assert (count, handed) == (5, True), (count, handed, where)\n"
+         "assert moved.restarts == child.restarts == 0, moved")
