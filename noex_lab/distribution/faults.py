@@ -20,8 +20,10 @@ The model (docs/concepts/cluster.md, "Fault injection"):
   is delayed by ``latency + uniform(0, jitter)``, never overtaking an earlier one (per-link
   FIFO), and a fraction ``loss`` of the writes waits one retransmission timeout more
   (``max(RETRANSMIT_S, 3 * latency)``), holding up what follows, as TCP does; a fraction ``loss``
-  of the heartbeats (UDP) is lost. Heartbeats are not delayed (a delay far below the heartbeat
-  timeout changes no verdict; use `loss` or a cut to make them late).
+  of the heartbeats (UDP) is lost, and the others are delayed by ``latency + uniform(0, jitter)``
+  too (the liveness thread holds them; jitter may reorder them, and the receiver drops a late
+  older one, as it would a reordered datagram): a link slower than the heartbeat timeout is
+  detected as down, as a real one would be.
 
 Rules are read by the event-loop side and by the liveness thread, so every read and write
 takes a lock; `active` is read without it on the hot path (false: no rule, nothing to check).
@@ -198,6 +200,18 @@ class Faults:
             if rule.loss and rng.random() < rule.loss:
                 delay += max(RETRANSMIT_S, 3 * rule.latency_ms / 1000.0)
             return cut, delay
+
+    def heartbeat_delay(self, peer: NodeId) -> float:
+        """How long the heartbeat this node is about to send `peer` travels: the link's latency
+        plus a jitter drawn uniformly (0 without a rule). Its loss is `loses_heartbeat`."""
+        if not self.active:
+            return 0.0
+        with self._lock:
+            rule = self._links.get(peer)
+            if rule is None:
+                return 0.0
+            jitter = self._rng.uniform(0.0, rule.jitter_ms) if rule.jitter_ms else 0.0
+            return (rule.latency_ms + jitter) / 1000.0
 
     def delay_for(self, peer: NodeId) -> float:
         """The latency of the link to `peer` in seconds (0 without a rule)."""

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import heapq
 import hmac
 import logging
 import math
@@ -273,6 +274,8 @@ class LivenessMonitor:
         self._rescan = True  # set by watch(): a new deadline may come before the one the thread waits for
         self._next_deadline = math.inf
         self._wake_fd = -1
+        # Heartbeats held by a link rule's latency/jitter (thread only): (due, seq, peer, datagram, addr).
+        self._delayed: list[tuple[float, int, NodeId, bytes, Any]] = []
 
     @staticmethod
     def bind(host: str, port: int) -> socket.socket:
@@ -394,6 +397,8 @@ class LivenessMonitor:
                     if next_send <= now:  # fell behind (e.g. SIGSTOP): do not burst
                         next_send = now + self.interval_s
                 wake = min(next_send, self._next_deadline)
+                if self._delayed:  # only with a link rule (fault injection): the idle path is unchanged
+                    wake = min(wake, self._send_delayed())
                 self._wait_readable(poller, max(0.0, wake - time.monotonic()))
             except Exception:
                 log.exception("liveness thread of %s: unexpected error (continuing)", self._text)
@@ -533,8 +538,9 @@ class LivenessMonitor:
             return
         lag_ms = self._stamp.lag_s() * 1000.0
         count = self._current_count()
+        faults = self._faults
         for peer, text in targets:
-            if self._faults is not None and self._faults.loses_heartbeat(peer):  # a cut, or the loss rate
+            if faults is not None and faults.loses_heartbeat(peer):  # a cut, or the loss rate
                 continue
             addr = self._address(peer)
             if addr is None:
@@ -543,15 +549,37 @@ class LivenessMonitor:
             data = encode_heartbeat(
                 Heartbeat(self._text, text, self.incarnation, self._seq, lag_ms, count), self._secret
             )
-            try:
-                self._sock.sendto(data, addr)
-            except (BlockingIOError, InterruptedError):
-                pass  # a full send buffer loses one heartbeat, as the network may
-            except OSError as exc:
-                if exc.errno in _FATAL_ERRNOS:
-                    self._socket_failed(exc)
-                    return
-                log.debug("liveness: heartbeat to %s failed: %s", peer, exc)
+            delay = faults.heartbeat_delay(peer) if faults is not None and faults.active else 0.0
+            if delay > 0:  # the link's latency and jitter apply to heartbeats as to TCP writes
+                heapq.heappush(self._delayed, (time.monotonic() + delay, self._seq, peer, data, addr))
+            elif not self._sendto(peer, data, addr):
+                return
+
+    def _send_delayed(self) -> float:
+        """Send the held heartbeats that are due (unless their link was cut meanwhile: a datagram
+        in flight is lost with the cable); return when the next one is due."""
+        now = time.monotonic()
+        while self._delayed and self._delayed[0][0] <= now:
+            _due, _seq, peer, data, addr = heapq.heappop(self._delayed)
+            if self._faults is not None and self._faults.cuts_out(peer):
+                continue
+            if not self._sendto(peer, data, addr):
+                self._delayed.clear()
+                break
+        return self._delayed[0][0] if self._delayed else math.inf
+
+    def _sendto(self, peer: NodeId, data: bytes, addr: Any) -> bool:
+        """Send one datagram; False when the socket failed for good."""
+        try:
+            self._sock.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            pass  # a full send buffer loses one heartbeat, as the network may
+        except OSError as exc:
+            if exc.errno in _FATAL_ERRNOS:
+                self._socket_failed(exc)
+                return False
+            log.debug("liveness: heartbeat to %s failed: %s", peer, exc)
+        return True
 
     def _address(self, peer: NodeId) -> Any:
         """The peer's UDP address, resolved once in this thread (never on the loop)."""

@@ -200,6 +200,45 @@ async def test_no_false_downs_at_5_percent_loss_and_100_ms_jitter_with_default_h
     heal(a, b)
 
 
+async def test_latency_above_the_heartbeat_timeout_is_detected_as_down() -> None:
+    """A link's latency delays heartbeats too: 1 s each way against a 0.6 s timeout is a
+    failure, found by heartbeats within the bound (nothing else closes the connection), and
+    heals cleanly. Before, only TCP writes were delayed and such a link was never detected."""
+    a, b = await start_cluster(2)
+    downs = record_downs(a, b)
+    t0 = time.monotonic()
+    shape(a, b, latency_ms=1000)
+    await wait_until(lambda: bool(downs[a.id] and downs[b.id]), TIMEOUT_S + 1.0 + MARGIN_S, "both sides down")
+    # the first side to notice does so by heartbeats; the other may learn it from that side's
+    # close of the connection (no partition holds its FIN back) or by heartbeats as well
+    first = min((d[0] for d in downs.values()), key=lambda down: down[2])
+    assert first[1] == "heartbeat_timeout", downs
+    for n, other in ((a, b), (b, a)):
+        peer, reason, at = downs[n.id][0]
+        assert peer == other.id and reason in ("heartbeat_timeout", "connection_closed"), downs
+        assert at - t0 <= TIMEOUT_S + BEAT_MS / 1000 + MARGIN_S
+    print(f"\n1 s latency, 0.6 s timeout: down after {max(d[0][2] for d in downs.values()) - t0:.2f} s")
+    heal(a, b)
+    await healed([a, b])
+
+
+async def test_100_ms_jitter_delays_heartbeats_and_is_no_failure() -> None:
+    """Heartbeats take the link's jitter (0..100 ms, drawn per heartbeat), and that is no
+    failure even with the fast 200 ms heartbeats (the default-settings test above only lasts
+    a fraction of one 5 s heartbeat)."""
+    faults = Faults(seed=3)
+    peer = NodeId("b", "127.0.0.1", 1)
+    assert faults.heartbeat_delay(peer) == 0.0
+    faults.link(peer, latency_ms=20, jitter_ms=100)
+    delays = [faults.heartbeat_delay(peer) for _ in range(1000)]
+    assert 0.02 <= min(delays) < 0.03 and 0.11 < max(delays) <= 0.12
+    a, b = await start_cluster(2)
+    downs = record_downs(a, b)
+    shape(a, b, jitter_ms=100)
+    await stays_false(lambda: bool(downs[a.id] or downs[b.id]), 5 * TIMEOUT_S, "100 ms jitter taken for a failure")
+    heal(a, b)
+
+
 async def test_heartbeat_loss_rate_is_applied() -> None:
     faults = Faults(seed=7)
     b = NodeId("b", "127.0.0.1", 1)
