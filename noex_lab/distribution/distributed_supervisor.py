@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import itertools
+import logging
 import random
 import time
 import uuid
@@ -97,6 +98,9 @@ _PUSH_EVERY_S = 0.05  # while messages keep coming, the replica is pushed at lea
 _BATCH_TIMEOUT_S = 10.0
 _TAKEOVER_TRIES = 100  # claims of the global name while the dead host's entry is still seen somewhere
 _TAKEOVER_RETRY_S = 0.02
+_HOLDER_TIMEOUT_S = 1.0  # a suspended supervisor asking its peers whether it was taken over
+
+log = logging.getLogger(__name__)
 
 # The hand-off value for the process being started in this task: [value, claimed by].
 _HANDOFF: ContextVar[list[Any] | None] = ContextVar("noex_dsup_handoff", default=None)
@@ -413,10 +417,7 @@ class DistributedSupervisorServer(SupervisorServer):
         if fencing is not None and (handled := await fencing.handle(msg, state)) is not None:
             return handled
         if isinstance(msg, tuple) and len(msg) == 2 and msg[0] == _YIELD:
-            # its node was fenced and the winning side took it over meanwhile: that supervisor
-            # has every child (adopted or restarted); this one leaves them to it
-            self._handing_over = True
-            return Stop("normal", state)
+            return self.yield_to_takeover(state)
         if isinstance(msg, tuple) and len(msg) == 2 and msg[0] == _CONFLICT:
             # after a healed partition another supervisor of this name won: it supervises, this one
             # stops the instances it started (one per child remains, the winner's)
@@ -596,6 +597,37 @@ class DistributedSupervisorServer(SupervisorServer):
         self._dirty = True
         return result
 
+    def yield_to_takeover(self, state: SupervisorState) -> Stop:
+        """Its node was fenced and the winning side took it over meanwhile: that supervisor has
+        every child (adopted or restarted); this one stops and leaves them to it."""
+        self._handing_over = True
+        return Stop("normal", state)
+
+    async def taken_over_by(self) -> ProcessRef | None:
+        """Another supervisor of this one's name that a reachable peer knows of (hosts, or holds
+        the replica of), or None. Asked by a supervisor suspended by a fence before it resumes:
+        the takeover's own replica may reach this node only after that (the mesh closes in any
+        order after a heal), and resuming beside a takeover would restart children twice."""
+        dist = distribution_of(self.node)
+        if dist is None:
+            return None
+        me = _full(self.node.id, self.ref)
+        found: list[ProcessRef] = []
+
+        async def ask(peer: NodeId) -> None:
+            try:
+                holder = await dist.router.rpc(peer, "dsup.holder", self._gname, _HOLDER_TIMEOUT_S)
+            except NoexError as exc:  # a peer that cannot answer knows of no takeover it could tell
+                log.debug("supervisor %s: %s did not say who holds it: %s", self._gname, peer, exc)
+                return
+            if isinstance(holder, ProcessRef) and holder != me:
+                found.append(holder)
+
+        async with anyio.create_task_group() as tg:
+            for info in self.node.get_nodes():
+                tg.start_soon(ask, info.id)
+        return min(found, key=_rank) if found else None
+
     # ------------------------------------------------------------------ replication
     def _push_if_due(self, state: SupervisorState) -> None:
         """After a callback: push the replica if it changed and no message is queued (a burst of
@@ -747,6 +779,7 @@ class SupervisorReplicas:
         handlers = dist.router.rpc_handlers
         handlers["dsup.replica"] = self._on_replica
         handlers["dsup.forget"] = self._on_forget
+        handlers["dsup.holder"] = lambda _peer, name: self._holder(name)
         handlers["dsup.spawn_many"] = lambda peer, items: _spawn_many(self.node, items, peer)
         handlers["dsup.handoff"] = lambda _peer, refs: _handoff(self.node, refs)
         handlers["dsup.evacuate"] = self._on_evacuate
@@ -780,6 +813,18 @@ class SupervisorReplicas:
             else:
                 return
         self.replicas[name] = payload
+
+    def _holder(self, name: Any) -> ProcessRef | None:
+        """The supervisor of `name` this node knows of: the one it hosts, else its replica's."""
+        if not isinstance(name, str):
+            raise InvalidArgumentError("dsup.holder needs a supervisor name")
+        mine = self.local.get(name)
+        proc = self.node.local_process(mine) if mine is not None else None
+        if mine is not None and proc is not None and proc.alive:
+            return _full(self.dist.node_id, mine)
+        replica = self.replicas.get(name)
+        holder = replica.get("sup") if replica is not None else None
+        return holder if isinstance(holder, ProcessRef) else None
 
     def forget(self, name: str, sup: ProcessRef) -> None:
         """Supervisor `sup` stopped: drop its replicas (not those of another holder of the name)."""

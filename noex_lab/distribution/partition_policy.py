@@ -471,6 +471,10 @@ class SupervisorFencing:
         if self.suspended:
             if time.monotonic() < self.resume_at:
                 return state  # the RETRY sent for resume_at follows
+            if await server.taken_over_by() is not None:  # the takeover's replica is still on its way
+                return server.yield_to_takeover(state)
+            if self.guard.fenced:
+                return state  # fenced again while it asked: the next unfence decides again
             self.suspended = False
             server._dirty = True  # resumed: its replica goes out again
         parked, self.parked = self.parked, {}

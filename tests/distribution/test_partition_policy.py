@@ -477,3 +477,61 @@ async def test_a_heal_within_the_window_resumes_the_suspended_supervisor_with_no
     owner.local_process(ref).kill("boom")
     await wait_until(lambda: running_once(before) and len(intervals()[victim]) == 2, 5.0, "the crashed child restarted")
     assert_never_twice()
+
+
+@pytest.mark.timeout(30)
+async def test_a_suspended_supervisor_that_resumes_before_the_takeovers_replica_reaches_it_yields() -> None:
+    """The gap the integration named: the winning side takes an unnamed supervisor over just
+    before the heal, and the suspended one resumes (its settle time after the unfence over)
+    before the takeover's replica reaches it. The order is forced: the fenced host holds every
+    replica from the takeover's node until its supervisor's resume point has passed. The
+    suspended supervisor must not restart its parked children (the takeover did) nor start a
+    name conflict: it asks its peers whether the supervisor was taken over and yields."""
+    rec.LOG.clear()
+    nodes = await start_cluster(4, partition_policy=keep_referee("n3"), stable_after_ms=STABLE_MS)
+    record_stops(nodes)
+    host, taker = nodes[0], nodes[2]
+    sup = await start_supervisor(host, 8)
+    before = [f"c{i}" for i in range(8)]
+    gname = next(iter(host.distribution.supervisor_replicas.local))
+    await wait_until(lambda: all(gname in n.distribution.supervisor_replicas.replicas for n in nodes[2:]), 3.0,
+                     "the replicas on the winning side")
+    proc = host.local_process(sup)
+    assert proc is not None
+    fencing = proc.server._fencing
+
+    handlers = host.distribution.router.rpc_handlers
+    deliver = handlers["dsup.replica"]
+    held: list[tuple[Any, Any]] = []
+
+    def hold_the_takers_replicas(peer: Any, payload: Any) -> Any:
+        if peer == taker.id and isinstance(payload, dict) and payload.get("name") == gname:
+            held.append((peer, payload))
+            return None
+        return deliver(peer, payload)
+
+    handlers["dsup.replica"] = hold_the_takers_replicas
+    took_over: list[Any] = []
+    taker.events.subscribe(lambda e: took_over.append(e) if e.kind == "supervisor_took_over" else None)
+    partition(nodes[:2], nodes[2:])
+    await wait_until(lambda: fenced(nodes[0]) and fenced(nodes[1]), 5.0, "n0 and n1 fence")
+    await wait_until(lambda: bool(took_over) and running_once(before), 10.0, "the takeover runs every child")
+    assert fencing.suspended
+    heal(*nodes)
+    # the suspended supervisor's resume point passes while the takeover's replica is held
+    await wait_until(lambda: not fenced(host) and (not proc.alive or not fencing.suspended), 5.0,
+                     "the suspended supervisor decides (resume or yield) without the takeover's replica")
+    assert_never_twice()
+    handlers["dsup.replica"] = deliver
+    for peer, payload in held:
+        deliver(peer, payload)
+    await wait_until(lambda: all(len(n.get_nodes()) == 3 and not fenced(n) for n in nodes)
+                     and len(live_supervisors(nodes)) == 1 and running_once(before), 5.0,
+                     "one supervisor and every child once after the heal")
+    (survivor,) = live_supervisors(nodes)
+    assert survivor.node == taker.id and not proc.alive
+    with host.as_default():
+        after = await DistributedSupervisor.which_children(survivor)
+    assert {c.id for c in after} == set(before) and all(c.status == "running" for c in after)
+    assert running_once(before)
+    assert_never_twice()
