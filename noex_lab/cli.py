@@ -23,7 +23,9 @@ if TYPE_CHECKING:
     pass
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line. `noex-lab node` starts many times over in a cluster (W6, W10), so the
+    `top` and `demo` options (the terminal modules) are declared only when `command` is not `node`."""
     from .frontend.options import add_cluster_arguments, add_secret_arguments, add_tls_arguments
     from .logs import LOG_FORMATS, LOG_LEVELS
     from .version import __version__
@@ -75,11 +77,14 @@ def _parser() -> argparse.ArgumentParser:
     ops.add_argument("--log-level", choices=LOG_LEVELS, default="warning",
                      help="info adds node transitions (up, down, busy, available); warning: refusals, "
                           "overloads and errors only")
-    from .terminal import demo, top
+    top_parser = sub.add_parser("top", help="live terminal view of a cluster's members, processes and events")
+    demo_parser = sub.add_parser(
+        "demo", help="local demonstration: node processes, a distributed supervisor, a node killed, failover")
+    if command != "node":
+        from .terminal import demo, top
 
-    top.add_arguments(sub.add_parser("top", help="live terminal view of a cluster's members, processes and events"))
-    demo.add_arguments(sub.add_parser(
-        "demo", help="local demonstration: node processes, a distributed supervisor, a node killed, failover"))
+        top.add_arguments(top_parser)
+        demo.add_arguments(demo_parser)
     return parser
 
 
@@ -181,12 +186,14 @@ def _loop_options(loop: str) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from .core.errors import NoexError
-    from .terminal import demo, top
 
-    args = _parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    args = _parser(words[0] if words else None).parse_args(words)
     try:
         if args.command == "node":
             return int(anyio.run(_run_node, args, backend_options=_loop_options(args.loop)))
+        from .terminal import demo, top
+
         if args.command == "top":
             return top.main(args)
         if args.command == "demo":
