@@ -259,11 +259,24 @@ ASYNC_SUBCOMMANDS = frozenset({"start", "local", "kill", "stop", "ps", "registry
                                "faults"}) | TOOL_SUBCOMMANDS
 
 
+# Subcommands the summary lists on one shared line (each still has its own `%noex help NAME`).
+SUMMARY_GROUPS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("partition", "heal", "link", "faults"),
+     "Network faults: cut nodes apart, shape a link, heal, list the rules"),
+    (("suspend", "resume"), "Suspend a process (TARGET), or resume it: it handles its queued messages again"),
+)
+
+
 def _summary() -> str:
     """One line per subcommand (its arguments without the options, what it does), to fit a screen."""
     lines = ["%noex: run and inspect a noex_lab cluster from this notebook (no cell needs `await`).", "",
              "Subcommands:"]
     for name, parser in PARSERS.items():
+        group = next((g for g in SUMMARY_GROUPS if name in g[0]), None)
+        if group is not None:  # related subcommands share one line
+            if name == group[0][0]:
+                lines.append(f"  {'|'.join(group[0]):<22} {group[1]}")
+            continue
         usage = (parser.usage or name).removeprefix("noex ").replace("%%", "%")
         usage = re.split(r" \[--| \(| \| ", usage)[0]
         first = re.split(r"\. | \(|; ", parser.description or "")[0].rstrip(".")
