@@ -1,0 +1,231 @@
+"""The invariant checkers of a simulation, and the small workload that gives them something to check.
+
+Every node runs a probe (a GenServer registered locally as `sim_probe`) and a driver task that
+casts numbered messages to every peer's probe, calls one peer at a time with a timeout, monitors
+each peer's probe, and tries to register the global name `sim_leader` for its probe. From what
+they observe the checker verifies, on every run:
+
+* per-pair FIFO and no loss while a connection is up: the messages one connection carried reach
+  the probe numbered consecutively (a connection may lose only its tail, when it breaks);
+* every monitor fires at most once, and exactly once when its target's node died or left while
+  the watcher lived (checked after stabilisation);
+* every call ends within its timeout (plus the runtime's documented slack);
+* after stabilisation: one owner for `sim_leader`, the same on every node, and that process is alive;
+* membership converges within a bound after the last fault (`Simulation.stabilise`).
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from ..core.errors import NoexError
+from ..core.genserver import GenServer
+from ..core.messages import Down
+from ..core.node_id import NodeId
+
+if TYPE_CHECKING:
+    from ..distribution.cluster import Distribution
+    from .network import Host
+    from .simulation import Simulation
+
+__all__ = ["Checker", "Violation"]
+
+PROBE = "sim_probe"
+LEADER = "sim_leader"
+CAST_EVERY_S = 0.05
+CALL_EVERY_S = 0.25
+CALL_TIMEOUT_S = 1.0
+CALL_SLACK_S = 0.05  # a timeout fires up to 1 % (at most 20 ms) late, never early (core/_backend.py)
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One broken invariant, at simulated time `at`."""
+
+    at: float
+    text: str
+
+    def __str__(self) -> str:
+        return f"t={self.at:.6f}: {self.text}"
+
+
+class Probe(GenServer):
+    """Receives the numbered casts and answers pings; reports to the checker directly (one process)."""
+
+    def init(self, arg: Any) -> Any:
+        return arg  # (checker, host)
+
+    def handle_cast(self, msg: Any, state: Any) -> Any:
+        checker, host = state
+        checker.received(host, msg)
+        return state
+
+    def handle_call(self, msg: Any, state: Any) -> Any:
+        return "pong", state
+
+
+@dataclass
+class _Monitor:
+    watcher: tuple[int, int]  # (host index, epoch)
+    target: tuple[int, int]
+    fired: int = 0
+
+
+class Checker:
+    """Collects observations during a run and judges them."""
+
+    def __init__(self, sim: Simulation) -> None:
+        self.sim = sim
+        self.found: list[Violation] = []
+        self._conn_tags: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        self._next_tag = 0
+        self._last_seq: dict[int, int] = {}
+        self.monitors: list[_Monitor] = []
+        self.delivered = 0
+        self.calls = 0
+
+    def violate(self, text: str) -> None:
+        violation = Violation(self.sim.now, text)
+        self.found.append(violation)
+        self.sim.record(f"VIOLATION {text}")
+
+    # ------------------------------------------------------------------ the workload
+    async def start_probe(self, host: Host) -> None:
+        node = host.node
+        assert node is not None
+        with node.as_default():
+            await GenServer.start(Probe, (self, host), name=PROBE)
+        node.spawn_task(self._drive, host, host.epoch, what="simulation probe driver")
+
+    def _tag(self, dist: Distribution, peer: NodeId) -> int:
+        conn = dist.transport.conns.get(peer)
+        if conn is None or conn.closed:
+            return 0
+        tag = self._conn_tags.get(conn)
+        if tag is None:
+            self._next_tag += 1
+            tag = self._conn_tags[conn] = self._next_tag
+        return tag
+
+    async def _drive(self, host: Host, epoch: int) -> None:
+        sim = self.sim
+        node = host.node
+        assert node is not None
+        dist: Distribution = node.distribution
+        seq: dict[int, int] = {}
+        watched: dict[int, _Monitor] = {}
+        ticks = 0
+        with node.as_default():
+            while host.alive and host.epoch == epoch:
+                await anyio.sleep(CAST_EVERY_S)
+                ticks += 1
+                peers = dist.membership.peers
+                for other in sim.hosts:
+                    if other is host or other.node_id not in peers:
+                        continue
+                    n = seq[other.index] = seq.get(other.index, 0) + 1
+                    tag = self._tag(dist, other.node_id)
+                    GenServer.cast((PROBE, other.node_id), ("seq", host.index, tag, n))
+                    mon = watched.get(other.index)
+                    if mon is None or mon.fired or mon.target[1] != other.epoch:
+                        await self._monitor(host, other, watched)
+                if ticks % round(CALL_EVERY_S / CAST_EVERY_S) == 0 and peers:
+                    live = [h for h in sim.hosts if h is not host and h.node_id in peers]
+                    if live:
+                        target = live[(ticks // 5) % len(live)]
+                        node.spawn_task(self._call, target, what="simulation probe call")
+                if ticks % 20 == 1:
+                    await self._claim_leader(dist, node)
+
+    async def _monitor(self, host: Host, other: Host, watched: dict[int, _Monitor]) -> None:
+        mon = _Monitor((host.index, host.epoch), (other.index, other.epoch))
+        watched[other.index] = mon
+        node = host.node
+        assert node is not None
+
+        def on_down(down: Down) -> None:
+            mon.fired += 1
+            if mon.fired > 1:
+                self.violate(f"monitor of n{other.index + 1}'s probe by {host.name} fired {mon.fired} times")
+
+        try:
+            node.monitor((PROBE, other.node_id), None, on_down)
+        except NoexError:
+            watched.pop(other.index, None)
+            return
+        self.monitors.append(mon)
+
+    async def _call(self, target: Host) -> None:
+        start = self.sim.now
+        self.calls += 1
+        try:
+            await GenServer.call((PROBE, target.node_id), "ping", timeout=CALL_TIMEOUT_S)
+        except NoexError:
+            pass
+        took = self.sim.now - start
+        if took > CALL_TIMEOUT_S + CALL_SLACK_S:
+            self.violate(f"a call to {target.name} took {took:.3f} s, past its timeout of {CALL_TIMEOUT_S} s")
+
+    async def _claim_leader(self, dist: Distribution, node: Any) -> None:
+        registry = dist.global_registry
+        if registry is None or registry.whereis(LEADER) is not None:
+            return
+        ref = node.names.whereis(PROBE)
+        if ref is None:
+            return
+        try:
+            await registry.register(LEADER, ref, 2.0)
+        except NoexError:
+            pass  # taken by another node, or not agreed in time: both are allowed
+
+    def received(self, host: Host, msg: Any) -> None:
+        _, sender, tag, n = msg
+        self.delivered += 1
+        self.sim.record(f"recv n{sender + 1}->{host.name} #{n}")
+        if not tag:
+            return
+        last = self._last_seq.get(tag)
+        if last is not None and n != last + 1:
+            what = "out of order" if n <= last else f"{n - last - 1} lost"
+            self.violate(f"n{sender + 1}->{host.name} on one connection: #{n} after #{last} ({what})")
+        self._last_seq[tag] = n
+
+    # ------------------------------------------------------------------ the end of a run
+    def final_check(self) -> list[Violation]:
+        """Invariants that hold once the cluster is stable (call after `Simulation.stabilise`)."""
+        sim = self.sim
+        hosts = sim.hosts
+        for mon in self.monitors:
+            watcher, target = hosts[mon.watcher[0]], hosts[mon.target[0]]
+            watcher_lives = watcher.alive and watcher.epoch == mon.watcher[1]
+            target_gone = not target.alive or target.epoch != mon.target[1]
+            if watcher_lives and target_gone and mon.fired != 1:
+                self.violate(f"the monitor of {target.name}'s probe (epoch {mon.target[1]}) by {watcher.name} "
+                             f"fired {mon.fired} times, not once, though that node is gone")
+        owners: dict[str, list[str]] = {}
+        for host in hosts:
+            if not host.alive or host.node is None:
+                continue
+            dist = host.node.distribution
+            ref = dist.global_registry.whereis(LEADER) if dist.global_registry is not None else None
+            owners.setdefault(str(ref), []).append(host.name)
+        if len(owners) > 1:
+            self.violate(f"nodes disagree on the owner of {LEADER!r}: {owners}")
+        elif owners and "None" not in owners:
+            (owner_text,) = owners
+            if not any(self._is_alive_probe(owner_text, h) for h in hosts if h.alive):
+                self.violate(f"{LEADER!r} names {owner_text}, which is not a live process")
+        return list(self.found)
+
+    @staticmethod
+    def _is_alive_probe(ref_text: str, host: Host) -> bool:
+        node = host.node
+        if node is None:
+            return False
+        dist = node.distribution
+        ref = dist.global_registry.whereis(LEADER) if dist.global_registry is not None else None
+        return ref is not None and str(ref) == ref_text and node.local_process(ref) is not None
