@@ -185,7 +185,7 @@ class Checker:
     def received(self, host: Host, msg: Any) -> None:
         _, sender, tag, n = msg
         self.delivered += 1
-        self.sim.record(f"recv n{sender + 1}->{host.name} #{n}")
+        self.sim.record(f"recv n{sender + 1}->{host.name} #{n}", detail=True)
         if not tag:
             return
         last = self._last_seq.get(tag)

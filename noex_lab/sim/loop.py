@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import os
 import random
 import selectors
@@ -76,13 +78,41 @@ class _VirtualSelector(selectors.BaseSelector):
         return self._real.get_map()
 
 
+class _OrderedTimer(asyncio.TimerHandle):
+    """A timer ordered by (time, creation): asyncio's heap breaks ties between timers due at the
+    same instant by its own layout, which any extra timer changes; this order does not."""
+
+    __slots__ = ("_seq",)
+
+    def __init__(self, when: float, callback: Any, args: Any, loop: Any, context: Any, seq: int) -> None:
+        super().__init__(when, callback, args, loop, context)
+        self._seq = seq
+
+    def __lt__(self, other: object) -> bool:
+        if isinstance(other, _OrderedTimer):
+            return (self.when(), self._seq) < (other.when(), other._seq)
+        return NotImplemented
+
+
 class VirtualTimeLoop(asyncio.SelectorEventLoop):
     """An asyncio loop on virtual time (starts at 0.0); see the module doc."""
 
     def __init__(self) -> None:
         self._now = 0.0
+        self._timers = itertools.count()
         super().__init__(selector=_VirtualSelector(self))
         self._clock_resolution = 1e-9
+
+    def call_at(self, when: float, callback: Any, *args: Any,  # type: ignore[override]
+                context: Any = None) -> asyncio.TimerHandle:
+        """As asyncio's, with timers due at one instant run in the order they were set."""
+        if when is None:
+            raise TypeError("when cannot be None")
+        self._check_closed()  # type: ignore[attr-defined]
+        timer = _OrderedTimer(when, callback, args, self, context, next(self._timers))
+        heapq.heappush(self._scheduled, timer)  # type: ignore[attr-defined]
+        timer._scheduled = True  # type: ignore[attr-defined]
+        return timer
 
     def time(self) -> float:
         return self._now

@@ -59,7 +59,7 @@ class Simulation:
 
     def __init__(self, seed: int = 0, nodes: int = 5, *, latency_s: float = 0.001, jitter_s: float = 0.0005,
                  loss: float = 0.0, probes: bool = True, scenario: str = "custom", trace_lines: int = 60,
-                 stop_at: float | None = None, **cluster_options: Any) -> None:
+                 stop_at: float | None = None, keep_trace: bool = False, **cluster_options: Any) -> None:
         if nodes < 1:
             raise ValueError("a simulation needs at least one node")
         self.seed = seed
@@ -69,6 +69,7 @@ class Simulation:
         self.loop = VirtualTimeLoop()
         self._hash = hashlib.sha256()
         self._tail: deque[str] = deque(maxlen=trace_lines)
+        self.full_trace: list[str] | None = [] if keep_trace else None
         self.events = 0
         self.net = SimNetwork(self.loop, random.Random(f"{seed}:network"), self.record,
                               latency_s=latency_s, jitter_s=jitter_s, loss=loss)
@@ -80,15 +81,20 @@ class Simulation:
         self.last_fault_at = 0.0
         self.stop_at = stop_at
         self._closed = False
+        self._current: asyncio.Task[Any] | None = None
         self.run(self._start_all())
 
     # ------------------------------------------------------------------ the trace
-    def record(self, line: str) -> None:
-        """Add a line to the trace (hashed whole; the last lines are kept for failure reports)."""
+    def record(self, line: str, *, detail: bool = False) -> None:
+        """Add a line to the trace: hashed whole; the last lines (details excepted) are kept for
+        failure reports, and every line in `full_trace` when the simulation keeps it."""
         text = f"{self.loop.time():10.6f} {line}"
         self._hash.update(text.encode())
         self._hash.update(b"\n")
-        self._tail.append(text)
+        if not detail:
+            self._tail.append(text)
+        if self.full_trace is not None:
+            self.full_trace.append(text)
         self.events += 1
 
     @property
@@ -124,11 +130,14 @@ class Simulation:
         loop = self.loop
         with virtual_world(loop, self.rng):
             task = loop.create_task(main())
-            task.add_done_callback(lambda _: loop.stop())
+            self._current = task
+            # (only while this run is current: a run cut short by `stop_at` may finish in a later one)
+            task.add_done_callback(lambda done: loop.stop() if self._current is done else None)
             stopper = loop.call_at(self.stop_at, loop.stop) if self.stop_at is not None else None
             try:
                 loop.run_forever()
             finally:
+                self._current = None
                 if stopper is not None:
                     stopper.cancel()
         if not task.done():
@@ -331,14 +340,22 @@ class Simulation:
                 return False
         return True
 
-    def stabilise(self, bound_s: float = 30.0) -> float:
-        """End every fault (heal, resume) and wait until membership converges; a violation if it
-        takes more than `bound_s` simulated seconds. Returns the time it took."""
+    def stabilise(self, bound_s: float = 30.0, settle_s: float = 2.0) -> float:
+        """End every fault (heal, resume, links back to their defaults) and wait until membership
+        converges; a violation if it takes more than `bound_s` simulated seconds. Then run
+        `settle_s` more seconds (the services' own exchanges after a join: name sync, group sync).
+        Returns the time convergence took."""
         for host in self.hosts:
             if host.paused:
                 self.resume(host.index)
         if any(link.blocked for link in self.net.links.values()):
             self.heal()
+        latency, jitter, loss = self.net.default
+        links = self.net.links.values()
+        if any((link.latency_s, link.jitter_s, link.loss) != (latency, jitter, loss) for link in links):
+            self._fault("links restored")
+            for link in self.net.links.values():
+                link.latency_s, link.jitter_s, link.loss = latency, jitter, loss
         try:
             took = self.run_until(self.converged, bound_s, step=0.05)
         except WaitTimeoutError:
@@ -346,6 +363,7 @@ class Simulation:
                 self.checker.violate(f"membership did not converge within {bound_s:g} s after the last fault "
                                      f"({self.membership_text()})")
             return bound_s
+        self.run_for(settle_s)
         return took
 
     def membership_text(self) -> str:
@@ -415,12 +433,12 @@ class Simulation:
 
     # ------------------------------------------------------------------ replay
     @classmethod
-    def replay(cls, seed: int, scenario: str, *, until: float | None = None) -> Simulation:
+    def replay(cls, seed: int, scenario: str, *, until: float | None = None, nodes: int = 5) -> Simulation:
         """Run `scenario` (a name in `noex_lab.sim.SCENARIOS`) with `seed` again; with `until`, stop
         at that simulated time and return the simulation to inspect (`sim.node(i)`, `sim.dist(i)`)."""
         from .scenarios import SCENARIOS
 
-        sim = cls(seed=seed, scenario=scenario, stop_at=until)
+        sim = cls(seed=seed, nodes=nodes, scenario=scenario, stop_at=until, keep_trace=True)
         try:
             SCENARIOS[scenario](sim)
         except ReplayStopped:
