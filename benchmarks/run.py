@@ -47,8 +47,9 @@ REGISTRY: dict[str, str] = {
     "W5": "benchmarks.workloads.w5_remote_cast_throughput",
     "W6": "benchmarks.workloads.w6_cluster_formation",
     "W7": "benchmarks.workloads.w7_failure_detection",
+    "W8": "benchmarks.workloads.w8_simulation_speed",  # noex_lab's own (issue 15), not in WORKLOADS.md
 }
-KNOWN_IDS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7")  # WORKLOADS.md
+KNOWN_IDS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8")  # WORKLOADS.md, and W8 (the simulator)
 CEILING_IDS = ("W1", "W2", "W3", "W4", "W5")  # what limit-asyncio/bench.py measures
 # The ceiling's variants: (variant, extra arguments, the ids it measures). Ratios use the best
 # variant of each line (highest rate, lowest latency), both measured in the same run.
