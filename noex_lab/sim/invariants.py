@@ -11,6 +11,9 @@ they observe the checker verifies, on every run:
   the watcher lived (checked after stabilisation);
 * every call ends within its timeout (plus the runtime's documented slack);
 * after stabilisation: one owner for `sim_leader`, the same on every node, and that process is alive;
+* after stabilisation: each child of the `DistributedSupervisor` that the first node starts (three
+  workers, round-robin over the cluster) runs exactly once in the cluster while the supervisor
+  lives, and not at all once the supervisor's node is gone;
 * membership converges within a bound after the last fault (`Simulation.stabilise`).
 """
 
@@ -26,6 +29,9 @@ from ..core.errors import NoexError
 from ..core.genserver import GenServer
 from ..core.messages import Down
 from ..core.node_id import NodeId
+from ..core.refs import ProcessRef
+from ..distribution.behaviors import BehaviorRegistry
+from ..distribution.distributed_supervisor import DistributedSupervisor
 
 if TYPE_CHECKING:
     from ..distribution.cluster import Distribution
@@ -40,6 +46,8 @@ CAST_EVERY_S = 0.05
 CALL_EVERY_S = 0.25
 CALL_TIMEOUT_S = 1.0
 CALL_SLACK_S = 0.05  # a timeout fires up to 1 % (at most 20 ms) late, never early (core/_backend.py)
+WORKER = "sim_worker"
+WORKERS = ("w1", "w2", "w3")
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,19 @@ class Probe(GenServer):
         return "pong", state
 
 
+class Worker(GenServer):
+    """A DistributedSupervisor child: notes where it runs in the checker (`arg` = its child id)."""
+
+    def init(self, arg: Any) -> Any:
+        checker = Checker.current
+        if checker is not None:
+            checker.worker_started(arg, self.node, self.ref)
+        return arg
+
+
+BehaviorRegistry.register(WORKER, Worker)
+
+
 @dataclass
 class _Monitor:
     watcher: tuple[int, int]  # (host index, epoch)
@@ -78,8 +99,13 @@ class _Monitor:
 class Checker:
     """Collects observations during a run and judges them."""
 
+    current: Checker | None = None  # the running simulation's (workers started by name find it here)
+
     def __init__(self, sim: Simulation) -> None:
+        Checker.current = self
         self.sim = sim
+        self.workers: list[tuple[str, Any, ProcessRef]] = []  # (child id, node, ref) of every start
+        self.supervisor: tuple[int, int, ProcessRef] | None = None  # (host, epoch, ref)
         self.found: list[Violation] = []
         self._conn_tags: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
         self._next_tag = 0
@@ -100,7 +126,26 @@ class Checker:
         with node.as_default():
             await GenServer.start(Probe, (self, host), name=PROBE)
         node.spawn_task(self._drive, host, host.epoch, what="simulation probe driver")
+        if host.index == 0 and host.epoch == 0:
+            node.spawn_task(self._start_supervisor, host, what="simulation supervisor")
 
+    async def _start_supervisor(self, host: Host) -> None:
+        """Once the first node sees every other, it starts the supervisor of the workers."""
+        node = host.node
+        assert node is not None
+        for _ in range(1000):
+            if len(node.distribution.membership.peers) >= len(self.sim.hosts) - 1:
+                break
+            await anyio.sleep(0.01)
+        children = [{"id": child, "behavior_name": WORKER, "arg": child} for child in WORKERS]
+        with node.as_default():
+            ref = await DistributedSupervisor.start("one_for_one", children, node_selector="round_robin",
+                                                    max_restarts=1000, within_ms=1000)
+        self.supervisor = (host.index, host.epoch, ref)
+
+    def worker_started(self, child: str, node: Any, ref: ProcessRef) -> None:
+        self.workers.append((child, node, ref))
+        self.sim.record(f"worker {child} started on {node.label}")
     def _tag(self, dist: Distribution, peer: NodeId) -> int:
         conn = dist.transport.conns.get(peer)
         if conn is None or conn.closed:
@@ -206,6 +251,7 @@ class Checker:
             if watcher_lives and target_gone and mon.fired != 1:
                 self.violate(f"the monitor of {target.name}'s probe (epoch {mon.target[1]}) by {watcher.name} "
                              f"fired {mon.fired} times, not once, though that node is gone")
+        self._check_workers()
         owners: dict[str, list[str]] = {}
         for host in hosts:
             if not host.alive or host.node is None:
@@ -220,6 +266,21 @@ class Checker:
             if not any(self._is_alive_probe(owner_text, h) for h in hosts if h.alive):
                 self.violate(f"{LEADER!r} names {owner_text}, which is not a live process")
         return list(self.found)
+
+    def _check_workers(self) -> None:
+        if self.supervisor is None:
+            return
+        index, epoch, sup = self.supervisor
+        host = self.sim.hosts[index]
+        sup_alive = host.alive and host.epoch == epoch and host.node is not None and \
+            host.node.local_process(sup) is not None
+        for child in WORKERS:
+            running = [node.label for c, node, ref in self.workers
+                       if c == child and node.running and node.local_process(ref) is not None]
+            want = 1 if sup_alive else 0
+            if len(running) != want:
+                self.violate(f"supervised child {child} runs {len(running)} times ({running}), not {want} "
+                             f"(supervisor {'alive' if sup_alive else 'gone'})")
 
     @staticmethod
     def _is_alive_probe(ref_text: str, host: Host) -> bool:

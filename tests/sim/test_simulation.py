@@ -10,7 +10,7 @@ from noex_lab.sim.network import _Pipe
 
 
 def _short_random_run(seed: int) -> str:
-    sim = Simulation(seed=seed, nodes=5, scenario="short_random")
+    sim = Simulation(seed=seed, nodes=3, scenario="short_random")
     try:
         sim.run_until(sim.converged, 10)
         sim.random_faults(rate=2.0, duration_s=2.0)
