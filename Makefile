@@ -41,17 +41,17 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
 # A long random campaign of the cluster simulator (noex_lab.sim; not part of `make test`, whose
-# tests/sim runs a fixed set of seeds): SEEDS seeds of SCENARIO ("random": seeded random faults;
-# "all": every scenario), every failing seed appended to SIM_OUT with its violations and trace.
+# tests/sim runs a fixed set of seeds): SEEDS seeds of each SCENARIO ("random", "random_leaves":
+# seeded random faults, without and with graceful leaves; "all": every scenario), every failing seed appended to SIM_OUT with its violations and trace.
 # Replay one with Simulation.replay(seed, scenario); PYTHONHASHSEED=0 keeps replays identical.
 SEEDS     ?= 1000
 SEED0     ?= 0
-SCENARIO  ?= random
+SCENARIO  ?= random random_leaves
 SIM_OUT   ?= sim-failures.txt
 
 sim: $(STAMP)
 	PYTHONHASHSEED=0 $(BIN)/python -m noex_lab.sim --seeds $(SEEDS) --start $(SEED0) --out $(SIM_OUT) \
-		$(if $(filter all,$(SCENARIO)),--all,--scenario $(SCENARIO))
+		$(if $(filter all,$(SCENARIO)),--all,$(addprefix --scenario ,$(SCENARIO)))
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -14,7 +14,8 @@ they observe the checker verifies, on every run:
 * after stabilisation: each child of the `DistributedSupervisor` that the first node starts (three
   workers, round-robin over the cluster) runs exactly once in the cluster while the supervisor
   lives, and not at all once the supervisor's node is gone;
-* membership converges within a bound after the last fault (`Simulation.stabilise`).
+* membership converges within a bound after the last fault (`Simulation.stabilise`);
+* no node reports an "error" event (a failure in background work, a broken callback).
 """
 
 from __future__ import annotations

@@ -144,6 +144,14 @@ def random(sim: Simulation) -> None:
     sim.stabilise()
 
 
+def random_leaves(sim: Simulation) -> None:
+    """The nemesis with graceful leaves among its faults."""
+    _formed(sim)
+    sim.random_faults(rate=0.5, duration_s=30.0, leaves=True)
+    sim.restart_crashed()
+    sim.stabilise()
+
+
 SCENARIOS: dict[str, Callable[[Simulation], None]] = {
     "crash": crash,
     "pause": pause,
@@ -158,6 +166,7 @@ SCENARIOS: dict[str, Callable[[Simulation], None]] = {
     "mass_failure": mass_failure,
     "lossy_links": lossy_links,
     "random": random,
+    "random_leaves": random_leaves,
 }
 
 

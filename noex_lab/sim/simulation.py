@@ -110,6 +110,8 @@ class Simulation:
             details = " ".join(f"{k}={_ADDRESS.sub('', str(v))}" for k, v in sorted(event.data.items())
                                if k != "exception")
             self.record(f"{host.name} {event.kind} {details}".rstrip())
+            if event.kind == "error" and self.checker is not None:
+                self.checker.violate(f"{host.name} reported an error: {details}")
 
         return on_event
 
@@ -386,10 +388,11 @@ class Simulation:
             raise SimulationFailure(self.seed, self.scenario, found, self.trace_tail)
 
     # ------------------------------------------------------------------ the nemesis
-    def random_faults(self, rate: float = 0.5, *, duration_s: float = 30.0) -> None:
+    def random_faults(self, rate: float = 0.5, *, duration_s: float = 30.0, leaves: bool = False) -> None:
         """Draw a fault schedule from the seed and run it for `duration_s`: on average `rate` faults
         per simulated second among crash, restart, pause, partitions (two-way, one-way), a lossy
-        or slow link, and heal. At most half the nodes (rounded down) are down at once."""
+        or slow link, heal, and with `leaves` graceful leaves. At most half the nodes (rounded
+        down) are down at once."""
         rng = self.nemesis_rng
         end = self.loop.time() + duration_s
         n = len(self.hosts)
@@ -399,13 +402,16 @@ class Simulation:
                 self.run_for(max(0.0, end - self.loop.time()))
                 return
             self.run_for(gap)
-            kind = rng.choice(["crash", "restart", "pause", "resume", "partition", "one_way", "link", "heal", "heal"])
+            kinds = ["crash", "restart", "pause", "resume", "partition", "one_way", "link", "heal", "heal"]
+            kind = rng.choice([*kinds, "leave"] if leaves else kinds)
             i = rng.randrange(n)
             down = sum(1 for h in self.hosts if not h.alive or h.paused)
             if kind == "crash" and down < n // 2:
                 self.crash(i)
             elif kind == "restart":
                 self.restart(i) if (self.hosts[i].alive or down <= n // 2) else None
+            elif kind == "leave" and down < n // 2:
+                self.leave(i)
             elif kind == "pause" and down < n // 2:
                 self.pause(i)
             elif kind == "resume":
@@ -426,7 +432,7 @@ class Simulation:
                 self.heal()
 
     def restart_crashed(self) -> None:
-        """Bring back every crashed node (new incarnations)."""
+        """Bring back every crashed (or departed) node, as new incarnations."""
         for host in self.hosts:
             if not host.alive:
                 self.restart(host.index)
