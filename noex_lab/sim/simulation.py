@@ -82,7 +82,11 @@ class Simulation:
         self.stop_at = stop_at
         self._closed = False
         self._current: asyncio.Task[Any] | None = None
-        self.run(self._start_all())
+        try:
+            self.run(self._start_all())
+        except BaseException:
+            self.close()
+            raise
 
     # ------------------------------------------------------------------ the trace
     def record(self, line: str, *, detail: bool = False) -> None:
