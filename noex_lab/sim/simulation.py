@@ -9,6 +9,7 @@ bit for bit, and `Simulation.replay` reruns it (stopping at a simulated instant 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import random
 import re
@@ -126,9 +127,20 @@ class Simulation:
         return self.loop.time()
 
     def run(self, awaitable: Awaitable[T]) -> T:
-        """Run `awaitable` on the simulation's loop (virtual time) and return its result."""
+        """Run `awaitable` on the simulation's loop (virtual time) and return its result.
+
+        Called where an event loop already runs (a notebook cell, an async test), the simulation's
+        loop runs in a worker thread meanwhile (one at a time: still deterministic)."""
         if self._closed:
             raise NoexError("this simulation is closed")
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return self._run_here(awaitable)
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="noex-sim") as pool:
+            return pool.submit(self._run_here, awaitable).result()
+
+    def _run_here(self, awaitable: Awaitable[T]) -> T:
 
         async def main() -> T:
             return await awaitable
@@ -180,14 +192,17 @@ class Simulation:
                     host.alive = False
                     await host.node.kill()
 
+        async def cancel_rest() -> None:
+            me = asyncio.current_task()
+            pending = [t for t in asyncio.all_tasks(self.loop) if not t.done() and t is not me]
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+
         try:
             self.run(stop_all())
-            with virtual_world(self.loop, self.rng):
-                pending = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
-                for task in pending:
-                    task.cancel()
-                if pending:
-                    self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            self.run(cancel_rest())
         finally:
             self._closed = True
             self.loop.close()

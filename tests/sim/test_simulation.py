@@ -133,3 +133,15 @@ def test_run_until_raises_after_its_simulated_timeout() -> None:
         with pytest.raises(WaitTimeoutError):
             sim.run_until(lambda: False, 1.5)
         assert sim.now >= 1.5
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_runs_from_inside_a_running_event_loop() -> None:
+    """A notebook cell or an async test already runs a loop: the simulation runs beside it."""
+    with Simulation(seed=8, nodes=3) as sim:
+        sim.run_until(sim.converged, 10)
+        sim.crash(1)
+        sim.run_for(1.0)
+        sim.stabilise()
+        sim.check()
