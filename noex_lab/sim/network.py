@@ -78,6 +78,7 @@ class _Pipe:
         self.in_flight: deque[tuple[float, bytes]] = deque()
         self.last_due = 0.0
         self.scheduled = False
+        self.held = False
         self.reader: SimStream | None = None
 
     def push(self, data: bytes) -> None:
@@ -104,7 +105,9 @@ class _Pipe:
         now = self.net.loop.time()
         while self.in_flight and self.in_flight[0][0] <= now + 1e-12:
             if not self.deliverable():
-                self.net.held.append(self)
+                if not self.held:  # (once: pushes during a partition do not pile up entries)
+                    self.held = True
+                    self.net.held.append(self)
                 return
             _, data = self.in_flight.popleft()
             reader = self.reader
@@ -122,6 +125,7 @@ class _Pipe:
 
     def release(self) -> None:
         """Called when a partition heals or a host resumes."""
+        self.held = False
         if not self.scheduled:
             self.scheduled = True
             self.net.loop.call_soon(self.arrive)
@@ -285,7 +289,8 @@ class SimNetwork:
             await anyio.sleep(self.default[0])
             raise ConnectionRefusedError(errno.ECONNREFUSED, f"no host at {address[0]}:{address[1]}")
         there, back = self.link(src, dst), self.link(dst, src)
-        if there.blocked or back.blocked or src.paused or dst.paused:
+        # (a paused host's kernel still answers a SYN: the handshake then waits for it to resume)
+        if there.blocked or back.blocked or src.paused:
             await anyio.sleep(CONNECT_TIMEOUT_S)
             raise TimeoutError(errno.ETIMEDOUT, f"connect to {dst.name} timed out")
         await anyio.sleep(there.latency_s)
