@@ -41,12 +41,12 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
 # A long random campaign of the cluster simulator (noex_lab.sim; not part of `make test`, whose
-# tests/sim runs a fixed set of seeds): SEEDS seeds of each SCENARIO ("random", "random_leaves":
-# seeded random faults, without and with graceful leaves; "all": every scenario), every failing seed appended to SIM_OUT with its violations and trace.
+# tests/sim runs a fixed set of seeds): SEEDS seeds of each SCENARIO ("random", "random_leaves",
+# "random_storm": seeded random faults, with graceful leaves, four times as often; "all": every scenario), every failing seed appended to SIM_OUT with its violations and trace.
 # Replay one with Simulation.replay(seed, scenario); PYTHONHASHSEED=0 keeps replays identical.
 SEEDS     ?= 1000
 SEED0     ?= 0
-SCENARIO  ?= random random_leaves
+SCENARIO  ?= random random_leaves random_storm
 SIM_OUT   ?= sim-failures.txt
 
 sim: $(STAMP)

@@ -1,8 +1,8 @@
 """`python -m noex_lab.sim --seeds 10000 --out sim-failures.txt`: a random campaign (`make sim`).
 
-Runs every chosen scenario (default: "random" and "random_leaves", seeded random faults) for seeds start..start+seeds-1
-and appends each failing `scenario seed` to the output file with its violations, so
-`Simulation.replay(seed, scenario)` reproduces it. Exits 1 when any seed failed."""
+Runs every chosen scenario (default: "random", "random_leaves", "random_storm": seeded random
+faults) for seeds start..start+seeds-1 and appends each failing `scenario seed` to the output
+file with its violations, so `Simulation.replay(seed, scenario)` reproduces it. Exits 1 when any seed failed."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=100, help="how many seeds per scenario")
     parser.add_argument("--start", type=int, default=0, help="the first seed")
     parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS),
-                        help="a scenario to run (repeatable; default: random and random_leaves)")
+                        help="a scenario to run (repeatable; default: the three random ones)")
     parser.add_argument("--all", action="store_true", help="run every scenario")
     parser.add_argument("--nodes", type=int, default=5)
     parser.add_argument("--out", default="sim-failures.txt", help="failing seeds are appended here")
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.environ.get("PYTHONHASHSEED") is None:
         print("note: set PYTHONHASHSEED=0 so a failing seed replays identically in another process",
               file=sys.stderr)
-    scenarios = sorted(SCENARIOS) if args.all else (args.scenario or ["random", "random_leaves"])
+    scenarios = sorted(SCENARIOS) if args.all else (args.scenario or ["random", "random_leaves", "random_storm"])
     failed = runs = 0
     simulated = 0.0
     started = time.perf_counter()

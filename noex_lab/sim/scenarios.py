@@ -152,6 +152,14 @@ def random_leaves(sim: Simulation) -> None:
     sim.stabilise()
 
 
+def random_storm(sim: Simulation) -> None:
+    """The nemesis four times as often (2 faults a simulated second), leaves included."""
+    _formed(sim)
+    sim.random_faults(rate=2.0, duration_s=20.0, leaves=True)
+    sim.restart_crashed()
+    sim.stabilise()
+
+
 SCENARIOS: dict[str, Callable[[Simulation], None]] = {
     "crash": crash,
     "pause": pause,
@@ -167,6 +175,7 @@ SCENARIOS: dict[str, Callable[[Simulation], None]] = {
     "lossy_links": lossy_links,
     "random": random,
     "random_leaves": random_leaves,
+    "random_storm": random_storm,
 }
 
 
