@@ -9,7 +9,7 @@ import pytest
 from noex_lab.sim import SCENARIOS, run_scenario
 
 SEEDS = (1, 2)
-FIXED = [name for name in SCENARIOS if name != "random"]
+FIXED = [name for name in SCENARIOS if not name.startswith("random")]
 
 
 @pytest.mark.timeout(60)
@@ -20,6 +20,7 @@ def test_scenario(scenario: str, seed: int) -> None:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("seed", (3, 4, 5))
-def test_random_faults(seed: int) -> None:
-    run_scenario("random", seed)
+@pytest.mark.parametrize(("scenario", "seed"), [("random", 3), ("random", 4), ("random_leaves", 3),
+                                                ("random_storm", 3)])
+def test_random_faults(scenario: str, seed: int) -> None:
+    run_scenario(scenario, seed)
