@@ -15,6 +15,7 @@ they observe the checker verifies, on every run:
   workers, round-robin over the cluster) runs exactly once in the cluster while the supervisor
   lives, and not at all once the supervisor's node is gone;
 * membership converges within a bound after the last fault (`Simulation.stabilise`);
+* after stabilisation: every node sees the process group of the probes as exactly the live probes;
 * no node reports an "error" event (a failure in background work, a broken callback).
 """
 
@@ -33,6 +34,7 @@ from ..core.node_id import NodeId
 from ..core.refs import ProcessRef
 from ..distribution.behaviors import BehaviorRegistry
 from ..distribution.distributed_supervisor import DistributedSupervisor
+from ..distribution.groups import Group
 
 if TYPE_CHECKING:
     from ..distribution.cluster import Distribution
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = ["Checker", "Violation"]
 
 PROBE = "sim_probe"
+GROUP = "sim_group"
 LEADER = "sim_leader"
 CAST_EVERY_S = 0.05
 CALL_EVERY_S = 0.25
@@ -107,6 +110,7 @@ class Checker:
         self.sim = sim
         self.workers: list[tuple[str, Any, ProcessRef]] = []  # (child id, node, ref) of every start
         self.supervisor: tuple[int, int, ProcessRef] | None = None  # (host, epoch, ref)
+        self.probes: dict[int, ProcessRef] = {}  # host index -> its current probe
         self.found: list[Violation] = []
         self._conn_tags: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
         self._next_tag = 0
@@ -125,7 +129,9 @@ class Checker:
         node = host.node
         assert node is not None
         with node.as_default():
-            await GenServer.start(Probe, (self, host), name=PROBE)
+            ref = await GenServer.start(Probe, (self, host), name=PROBE)
+            Group.join(GROUP, ref)
+        self.probes[host.index] = ref
         node.spawn_task(self._drive, host, host.epoch, what="simulation probe driver")
         if host.index == 0 and host.epoch == 0:
             node.spawn_task(self._start_supervisor, host, what="simulation supervisor")
@@ -253,6 +259,7 @@ class Checker:
                 self.violate(f"the monitor of {target.name}'s probe (epoch {mon.target[1]}) by {watcher.name} "
                              f"fired {mon.fired} times, not once, though that node is gone")
         self._check_workers()
+        self._check_group()
         owners: dict[str, list[str]] = {}
         for host in hosts:
             if not host.alive or host.node is None:
@@ -267,6 +274,18 @@ class Checker:
             if not any(self._is_alive_probe(owner_text, h) for h in hosts if h.alive):
                 self.violate(f"{LEADER!r} names {owner_text}, which is not a live process")
         return list(self.found)
+
+    def _check_group(self) -> None:
+        """Every live node's view of the probes' group is the set of live probes (each joined once)."""
+        live = [h for h in self.sim.hosts if h.alive and h.node is not None]
+        want = sorted(str(ref) for i, ref in self.probes.items()
+                      if any(h.index == i and h.node.local_process(ref) is not None for h in live if h.node))
+        for host in live:
+            assert host.node is not None
+            with host.node.as_default():
+                have = sorted(str(ref) for ref in Group.members(GROUP))
+            if have != want:
+                self.violate(f"{host.name} sees the group {GROUP!r} as {have}, not {want}")
 
     def _check_workers(self) -> None:
         if self.supervisor is None:
