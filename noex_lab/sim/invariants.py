@@ -103,7 +103,9 @@ class _Monitor:
 class Checker:
     """Collects observations during a run and judges them."""
 
-    current: Checker | None = None  # the running simulation's (workers started by name find it here)
+    # the newest simulation's checker: workers, started by behavior name, report here (so run one
+    # simulation with probes at a time)
+    current: Checker | None = None
 
     def __init__(self, sim: Simulation) -> None:
         Checker.current = self

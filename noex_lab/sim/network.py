@@ -25,7 +25,8 @@ from anyio.abc import SocketAttribute
 from ..core.node_id import NodeId
 from ..distribution.environment import Heartbeats, Report
 from ..distribution.handshake import derive_key
-from ..distribution.liveness import PeerLiveness, decode_heartbeat, encode_heartbeat
+from ..distribution.liveness import Heartbeat, PeerLiveness, decode_heartbeat, encode_heartbeat
+from .loop import EPOCH
 
 if TYPE_CHECKING:
     from ..core.node import Node
@@ -430,8 +431,6 @@ class SimHeartbeats:
         self._peers.pop(str(peer), None)
 
     def _snapshot(self, s: _Watched) -> PeerLiveness:
-        from .loop import EPOCH
-
         return PeerLiveness(s.node_id, s.status, EPOCH + s.heard_at, s.loop_lag_ms, s.process_count,
                             s.incarnation, s.heartbeats, s.heard_at)
 
@@ -506,8 +505,6 @@ class SimHeartbeats:
             if state.status == "down":
                 continue
             self._seq += 1
-            from ..distribution.liveness import Heartbeat
-
             data = encode_heartbeat(Heartbeat(self._text, str(state.node_id), self.incarnation, self._seq, 0.0, count),
                                     self._secret)
             self.net.datagram(self.host, state.node_id, data)
