@@ -289,19 +289,33 @@ class Checker:
             if have != want:
                 self.violate(f"{host.name} sees the group {GROUP!r} as {have}, not {want}")
 
-    def _check_workers(self) -> None:
-        if self.supervisor is None:
-            return
+    def _worker_counts(self) -> tuple[bool, dict[str, list[str]]]:
+        """Whether the supervisor lives, and where each child runs."""
+        assert self.supervisor is not None
         index, epoch, sup = self.supervisor
         host = self.sim.hosts[index]
         sup_alive = host.alive and host.epoch == epoch and host.node is not None and \
             host.node.local_process(sup) is not None
-        for child in WORKERS:
-            running = [node.label for c, node, ref in self.workers
-                       if c == child and node.running and node.local_process(ref) is not None]
-            want = 1 if sup_alive else 0
-            if len(running) != want:
-                self.violate(f"supervised child {child} runs {len(running)} times ({running}), not {want} "
+        running = {child: [node.label for c, node, ref in self.workers
+                           if c == child and node.running and node.local_process(ref) is not None]
+                   for child in WORKERS}
+        return sup_alive, running
+
+    def workers_settled(self) -> bool:
+        """Each child runs once while the supervisor lives, none once it is gone (a wait condition)."""
+        if self.supervisor is None:
+            return True
+        sup_alive, running = self._worker_counts()
+        return all(len(where) == (1 if sup_alive else 0) for where in running.values())
+
+    def _check_workers(self) -> None:
+        if self.supervisor is None:
+            return
+        sup_alive, running = self._worker_counts()
+        want = 1 if sup_alive else 0
+        for child, where in running.items():
+            if len(where) != want:
+                self.violate(f"supervised child {child} runs {len(where)} times ({where}), not {want} "
                              f"(supervisor {'alive' if sup_alive else 'gone'})")
 
     @staticmethod

@@ -92,6 +92,8 @@ class _Pipe:
             due += RETRANSMIT_S * 2 ** (lost - 1)
         due = max(due, self.last_due)  # in order, whatever the jitter
         self.last_due = due
+        if due > self.net.latest_due:
+            self.net.latest_due = due
         self.in_flight.append((due, data))
         if not self.scheduled:
             self.scheduled = True
@@ -263,6 +265,7 @@ class SimNetwork:
         self.links: dict[tuple[int, int], Link] = {}
         self.held: list[_Pipe] = []
         self.delivered = 0  # bytes sent on streams (a progress figure)
+        self.latest_due = 0.0  # when the last segment sent so far arrives (retransmissions included)
         self._ports = 40000
 
     def add_host(self, host: Host) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import hashlib
 import random
 import re
@@ -30,6 +31,7 @@ __all__ = ["ReplayStopped", "Simulation", "SimulationFailure"]
 T = TypeVar("T")
 _ADDRESS = re.compile(r" at 0x[0-9a-f]+")
 BASE_PORT = 7001
+SUPERVISOR_SETTLE_S = 15.0  # more than a remote spawn's timeout (10 s)
 
 
 class SimulationFailure(NoexError, AssertionError):
@@ -363,9 +365,10 @@ class Simulation:
 
     def stabilise(self, bound_s: float = 30.0, settle_s: float = 2.0) -> float:
         """End every fault (heal, resume, links back to their defaults) and wait until membership
-        converges; a violation if it takes more than `bound_s` simulated seconds. Then run
-        `settle_s` more seconds (the services' own exchanges after a join: name sync, group sync).
-        Returns the time convergence took."""
+        converges; a violation if it takes more than `bound_s` simulated seconds. Then let every
+        segment already sent arrive (TCP's retransmissions) and run `settle_s` more seconds (the
+        services' own exchanges after a join: name sync, group sync), and give a supervisor's
+        restart in flight its time. Returns the time convergence took."""
         for host in self.hosts:
             if host.paused:
                 self.resume(host.index)
@@ -384,7 +387,13 @@ class Simulation:
                 self.checker.violate(f"membership did not converge within {bound_s:g} s after the last fault "
                                      f"({self.membership_text()})")
             return bound_s
-        self.run_for(settle_s)
+        # segments still in flight (a lost one waits for its retransmission, up to 12.6 s) arrive first
+        self.run_for(max(0.0, self.net.latest_due - self.loop.time()) + settle_s)
+        if self.checker is not None:
+            # a supervisor's restart may still be in flight (a spawn held up behind a retransmission
+            # on a lossy link waits up to its 10 s timeout): give the supervised children as long
+            with contextlib.suppress(WaitTimeoutError):
+                self.run_until(self.checker.workers_settled, SUPERVISOR_SETTLE_S, step=0.05)
         return took
 
     def membership_text(self) -> str:
