@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # JupyterLab refuses to run as root unless told; containers and CI often are root.
 LAB_FLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: lab test lint typecheck unit notebooks bench docs docs-serve clean test-browser test-wheel test-ssh
+.PHONY: lab test lint typecheck unit notebooks bench sim docs docs-serve clean test-browser test-wheel test-ssh
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "noex_lab needs Python >= 3.11 (set PYTHON=python3.11)")'
@@ -39,6 +39,19 @@ test: lint typecheck unit notebooks test-ssh
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+
+# A long random campaign of the cluster simulator (noex_lab.sim; not part of `make test`, whose
+# tests/sim runs a fixed set of seeds): SEEDS seeds of each SCENARIO ("random", "random_leaves",
+# "random_storm": seeded random faults, with graceful leaves, four times as often; "all": every scenario), every failing seed appended to SIM_OUT with its violations and trace.
+# Replay one with Simulation.replay(seed, scenario); PYTHONHASHSEED=0 keeps replays identical.
+SEEDS     ?= 1000
+SEED0     ?= 0
+SCENARIO  ?= random random_leaves random_storm
+SIM_OUT   ?= sim-failures.txt
+
+sim: $(STAMP)
+	PYTHONHASHSEED=0 $(BIN)/python -m noex_lab.sim --seeds $(SEEDS) --start $(SEED0) --out $(SIM_OUT) \
+		$(if $(filter all,$(SCENARIO)),--all,$(addprefix --scenario ,$(SCENARIO)))
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

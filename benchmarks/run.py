@@ -60,8 +60,9 @@ REGISTRY: dict[str, str] = {
     "W8": "benchmarks.workloads.w8_process_start",
     "W9": "benchmarks.workloads.w9_failover_at_scale",
     "W10": "benchmarks.workloads.w10_mesh_scale",
+    "SIM": "benchmarks.workloads.sim_speed",  # noex_lab's own (issue 15), not in WORKLOADS.md
 }
-KNOWN_IDS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9", "W10")  # WORKLOADS.md
+KNOWN_IDS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9", "W10", "SIM")  # WORKLOADS.md, and SIM
 CEILING_IDS = ("W1", "W2", "W3", "W4", "W5", "W8")  # what limit-asyncio/bench.py measures
 # The ceiling's variants: (variant, extra arguments, the ids it measures). Ratios use the best
 # variant of each line (highest rate, lowest latency), both measured in the same run.

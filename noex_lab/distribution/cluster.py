@@ -30,6 +30,7 @@ from .code_loading import install_code_loading
 from .codec import Codec
 from .connection import BUSY_LIMIT_BYTES, MAX_SEND_BUFFER_BYTES, Connection
 from .crash_reports import install_crash_reports
+from .environment import Environment, Heartbeats
 from .faults import OP as FAULTS_OP
 from .faults import Faults, handle_request
 from .global_registry import GlobalNames
@@ -209,15 +210,16 @@ _attaching: weakref.WeakKeyDictionary[Node, Distribution] = weakref.WeakKeyDicti
 class Distribution:
     """Everything that makes one node part of a cluster."""
 
-    def __init__(self, node: Node, config: ClusterConfig) -> None:
+    def __init__(self, node: Node, config: ClusterConfig, environment: Environment | None = None) -> None:
         self.node = node
         self.config = config
+        self.environment = environment  # None: real sockets and the liveness thread (environment.py)
         self.faults = Faults()
         self.stopping = False
         self.node_id: NodeId = NodeId("pending", "127.0.0.1", 1)
         self.key: bytes | None = None  # derived from the cluster secret once, in start()
         self.codec = Codec(None, max_bytes=config.max_message_bytes)
-        self.liveness: LivenessMonitor | None = None
+        self.liveness: Heartbeats | None = None
         self.stamp = LoopStamp(stamp_period_s(config.busy_threshold_s))
         self.membership = Membership(self)
         self.transport: Transport
@@ -255,14 +257,22 @@ class Distribution:
                             "`noex-lab node`, or python -c 'import secrets; print(secrets.token_urlsafe(32))'",
                             config.node_name, weak)
             # scrypt, once per node (not per connection); in a thread so other nodes' loops keep running
-            self.key = await anyio.to_thread.run_sync(derive_key, secret)
-        listener, udp = await self._bind()
-        port = udp.getsockname()[1]
+            if self.environment is not None:
+                self.key = await self.environment.derive_key(secret)
+            else:
+                self.key = await anyio.to_thread.run_sync(derive_key, secret)
+        udp: socket.socket | None = None
+        if self.environment is not None:
+            listener, port = await self.environment.listen(config.host, config.port)
+        else:
+            listener, udp = await self._bind()
+            port = udp.getsockname()[1]
         host = config.advertise_host or config.host
         if host in ("0.0.0.0", "::", ""):
             listener_close = listener.aclose()
             await listener_close
-            udp.close()
+            if udp is not None:
+                udp.close()
             raise ClusterError("binding a wildcard address needs advertise_host= (the address peers dial)")
         self.node_id = NodeId(config.node_name, host, port).interned()
         self.codec = Codec(self.node_id, max_bytes=config.max_message_bytes)
@@ -274,6 +284,7 @@ class Distribution:
             tls=config.tls, on_connected=self.membership.on_connected,
             on_disconnected=self.membership.on_disconnected, hidden=config.hidden,
             heartbeat_ms=config.heartbeat_interval_ms,
+            connect=self.environment.connect if self.environment is not None else None,
         )
         self.router = RemoteRouter(node, self.transport)
         self.router.on_membership = self.membership.on_frame  # type: ignore[method-assign]
@@ -308,12 +319,20 @@ class Distribution:
         def report(kind: str, peer: NodeId, live: PeerLiveness) -> None:
             backend.call_soon_threadsafe(lambda: self.membership.on_liveness(kind, peer, live))
 
-        self.liveness = LivenessMonitor(
-            node_id=self.node_id, incarnation=node.incarnation, secret=self.key,
-            interval_s=config.heartbeat_interval_ms / 1000.0, miss_threshold=config.heartbeat_miss_threshold,
-            busy_threshold_s=config.busy_threshold_s, stamp=self.stamp,
-            process_count=lambda: node.process_count, report=report, faults=self.faults, sock=udp,
-        )
+        if self.environment is not None:
+            self.liveness = self.environment.heartbeats(
+                node_id=self.node_id, incarnation=node.incarnation, secret=self.key,
+                interval_s=config.heartbeat_interval_ms / 1000.0, miss_threshold=config.heartbeat_miss_threshold,
+                busy_threshold_s=config.busy_threshold_s, process_count=lambda: node.process_count,
+                report=lambda kind, peer, live: self.membership.on_liveness(kind, peer, live),
+            )
+        else:
+            self.liveness = LivenessMonitor(
+                node_id=self.node_id, incarnation=node.incarnation, secret=self.key,
+                interval_s=config.heartbeat_interval_ms / 1000.0, miss_threshold=config.heartbeat_miss_threshold,
+                busy_threshold_s=config.busy_threshold_s, stamp=self.stamp,
+                process_count=lambda: node.process_count, report=report, faults=self.faults, sock=udp,
+            )
         node.set_id(self.node_id)
         node.router = self.router
         node.distribution = self
@@ -426,7 +445,9 @@ class Distribution:
 
         await self.transport.close(graceful, goodbye)
         self.faults.shutdown()  # parked sockets of cut links close now
-        if self.liveness is not None:
+        if self.environment is not None and self.liveness is not None:
+            await self.environment.stop_heartbeats(self.liveness)
+        elif isinstance(self.liveness, LivenessMonitor):
             await anyio.to_thread.run_sync(self.liveness.stop)
         self.status = "stopped"
 

@@ -127,6 +127,7 @@ class GlobalNames:
         handlers["global.unregister"] = self._on_unregister
         handlers["global.sync"] = self._on_sync
         handlers["global.conflict"] = self._on_conflict
+        handlers["global.resync"] = self._on_resync
         dist.router.name_resolvers.append(self.names.get)
         dist.join_hooks.append(self._peer_joined)
         dist.leave_hooks.append(self._peer_left)
@@ -408,6 +409,10 @@ class GlobalNames:
             elif current != ref and joining:
                 self._resolve(name, current, ref)
 
+    def _on_resync(self, peer: NodeId, _args: Any) -> None:
+        """A peer asks for this node's names again (it dropped a conflict whose winner left)."""
+        self.dist.router.rpc_cast(peer, "global.sync", self._sync_payload())
+
     def _on_conflict(self, peer: NodeId, args: Any) -> None:
         """A concession: the loser's node says its process lost `name`. Nothing else is taken
         from a peer: this node drops the loser from its replica, never exits anything for it,
@@ -486,7 +491,14 @@ class GlobalNames:
                 self._release(name, waiter.claim)
             if lock.holder == peer:
                 self._release(name, lock.claim)
+        # A loser kept out of this replica only because of a winner on the departed node: the name
+        # is free here now, but the loser's node may never have met that winner and still holds
+        # the name. Ask it for its names again (found by the simulator: noex_lab.sim, issue 15).
+        orphaned = sorted({loser.node for (_, loser), w in self._conflicts.items()
+                           if w.node == peer and loser.node != peer and loser.node in self.dist.membership.peers})
         self._conflicts = {k: w for k, w in self._conflicts.items() if k[1].node != peer and w.node != peer}
+        for owner in orphaned:
+            self.dist.router.rpc_cast(owner, "global.resync", None)
 
     async def _release_held(self, peer: NodeId) -> None:
         """Drop the held names of `peer` once the policy lets this node take its work over."""

@@ -37,6 +37,7 @@ from ..core.errors import InvalidArgumentError, NodeFencedError
 from ..core.node_id import NodeId, validate_node_name
 from ..core.reasons import NOCONNECTION, PARTITION_FENCED, ExitReason
 from ..core.refs import ProcessRef
+from .liveness import LivenessMonitor
 
 if TYPE_CHECKING:
     from .cluster import Distribution
@@ -342,7 +343,7 @@ class PartitionGuard:
         """Checked before a guarded process handles a message: True when this node has just
         woken from a freeze longer than the heartbeat timeout (it then fenced)."""
         live = self.dist.liveness
-        if live is None:
+        if not isinstance(live, LivenessMonitor):  # (none yet, or a simulation's heartbeats: no thread to freeze)
             return False
         if live.gaps != self._seen_gaps:
             self._seen_gaps = live.gaps

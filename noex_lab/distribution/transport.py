@@ -188,8 +188,11 @@ class Transport:
         busy_limit_bytes: int = BUSY_LIMIT_BYTES, max_send_buffer_bytes: int = MAX_SEND_BUFFER_BYTES,
         on_connected: Callable[[Connection], None], on_disconnected: Callable[[Connection], None],
         hidden: bool = False, heartbeat_ms: int = 0,
+        connect: Callable[[str, int], Awaitable[anyio.abc.ByteStream]] | None = None,
     ) -> None:
         self.hidden = hidden
+        # how dials open a byte stream: TCP, or a simulated network (environment.py)
+        self._connect: Callable[[str, int], Awaitable[anyio.abc.ByteStream]] = connect or anyio.connect_tcp
         self.heartbeat_ms = heartbeat_ms
         self.node = node
         self.node_id = node_id
@@ -398,7 +401,7 @@ class Transport:
         learned: list[NodeId] = []
         try:
             with anyio.fail_after(CONNECT_TIMEOUT_S + HANDSHAKE_TIMEOUT_S):
-                raw = await anyio.connect_tcp(host, port)
+                raw = await self._connect(host, port)
                 stream = raw
                 if self.tls is not None:
                     stream = await TLSStream.wrap(raw, ssl_context=self.tls.client, server_side=False,

@@ -1,0 +1,331 @@
+"""The invariant checkers of a simulation, and the small workload that gives them something to check.
+
+Every node runs a probe (a GenServer registered locally as `sim_probe`) and a driver task that
+casts numbered messages to every peer's probe, calls one peer at a time with a timeout, monitors
+each peer's probe, and tries to register the global name `sim_leader` for its probe. From what
+they observe the checker verifies, on every run:
+
+* per-pair FIFO and no loss while a connection is up: the messages one connection carried reach
+  the probe numbered consecutively (a connection may lose only its tail, when it breaks);
+* every monitor fires at most once, and exactly once when its target's node died or left while
+  the watcher lived (checked after stabilisation);
+* every call ends within its timeout (plus the runtime's documented slack);
+* after stabilisation: one owner for `sim_leader`, the same on every node, and that process is alive;
+* after stabilisation: each child of the `DistributedSupervisor` that the first node starts (three
+  workers, round-robin over the cluster) runs exactly once in the cluster while the supervisor
+  lives, and not at all once the supervisor's node is gone;
+* membership converges within a bound after the last fault (`Simulation.stabilise`);
+* after stabilisation: every node sees the process group of the probes as exactly the live probes;
+* no node reports an "error" event (a failure in background work, a broken callback).
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from ..core.errors import NoexError
+from ..core.genserver import GenServer
+from ..core.messages import Down
+from ..core.node_id import NodeId
+from ..core.refs import ProcessRef
+from ..distribution.attached import distribution_of, require_distribution
+from ..distribution.behaviors import BehaviorRegistry
+from ..distribution.distributed_supervisor import DistributedSupervisor
+from ..distribution.groups import Group
+
+if TYPE_CHECKING:
+    from ..distribution.cluster import Distribution
+    from .network import Host
+    from .simulation import Simulation
+
+__all__ = ["Checker", "Violation"]
+
+PROBE = "sim_probe"
+GROUP = "sim_group"
+LEADER = "sim_leader"
+CAST_EVERY_S = 0.05
+CALL_EVERY_S = 0.25
+CALL_TIMEOUT_S = 1.0
+CALL_SLACK_S = 0.05  # a timeout fires up to 1 % (at most 20 ms) late, never early (core/_backend.py)
+WORKER = "sim_worker"
+WORKERS = ("w1", "w2", "w3")
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One broken invariant, at simulated time `at`."""
+
+    at: float
+    text: str
+
+    def __str__(self) -> str:
+        return f"t={self.at:.6f}: {self.text}"
+
+
+class Probe(GenServer):
+    """Receives the numbered casts and answers pings; reports to the checker directly (one process)."""
+
+    def init(self, arg: Any) -> Any:
+        return arg  # (checker, host)
+
+    def handle_cast(self, msg: Any, state: Any) -> Any:
+        checker, host = state
+        checker.received(host, msg)
+        return state
+
+    def handle_call(self, msg: Any, state: Any) -> Any:
+        return "pong", state
+
+
+class Worker(GenServer):
+    """A DistributedSupervisor child: notes where it runs in the checker (`arg` = its child id)."""
+
+    def init(self, arg: Any) -> Any:
+        checker = Checker.current
+        if checker is not None:
+            checker.worker_started(arg, self.node, self.ref)
+        return arg
+
+
+BehaviorRegistry.register(WORKER, Worker)
+
+
+@dataclass
+class _Monitor:
+    watcher: tuple[int, int]  # (host index, epoch)
+    target: tuple[int, int]
+    fired: int = 0
+
+
+class Checker:
+    """Collects observations during a run and judges them."""
+
+    # the newest simulation's checker: workers, started by behavior name, report here (so run one
+    # simulation with probes at a time)
+    current: Checker | None = None
+
+    def __init__(self, sim: Simulation) -> None:
+        Checker.current = self
+        self.sim = sim
+        self.workers: list[tuple[str, Any, ProcessRef]] = []  # (child id, node, ref) of every start
+        self.supervisor: tuple[int, int, ProcessRef] | None = None  # (host, epoch, ref)
+        self.probes: dict[int, ProcessRef] = {}  # host index -> its current probe
+        self.found: list[Violation] = []
+        self._conn_tags: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        self._next_tag = 0
+        self._last_seq: dict[int, int] = {}
+        self.monitors: list[_Monitor] = []
+        self.delivered = 0
+        self.calls = 0
+
+    def violate(self, text: str) -> None:
+        violation = Violation(self.sim.now, text)
+        self.found.append(violation)
+        self.sim.record(f"VIOLATION {text}")
+
+    # ------------------------------------------------------------------ the workload
+    async def start_probe(self, host: Host) -> None:
+        node = host.node
+        assert node is not None
+        with node.as_default():
+            ref = await GenServer.start(Probe, (self, host), name=PROBE)
+            Group.join(GROUP, ref)
+        self.probes[host.index] = ref
+        node.spawn_task(self._drive, host, host.epoch, what="simulation probe driver")
+        if host.index == 0 and host.epoch == 0:
+            node.spawn_task(self._start_supervisor, host, what="simulation supervisor")
+
+    async def _start_supervisor(self, host: Host) -> None:
+        """Once the first node sees every other, it starts the supervisor of the workers."""
+        node = host.node
+        assert node is not None
+        for _ in range(1000):
+            if len(require_distribution(node).membership.peers) >= len(self.sim.hosts) - 1:
+                break
+            await anyio.sleep(0.01)
+        children = [{"id": child, "behavior_name": WORKER, "arg": child} for child in WORKERS]
+        with node.as_default():
+            ref = await DistributedSupervisor.start("one_for_one", children, node_selector="round_robin",
+                                                    max_restarts=1000, within_ms=1000)
+        self.supervisor = (host.index, host.epoch, ref)
+
+    def worker_started(self, child: str, node: Any, ref: ProcessRef) -> None:
+        self.workers.append((child, node, ref))
+        self.sim.record(f"worker {child} started on {node.label}")
+    def _tag(self, dist: Distribution, peer: NodeId) -> int:
+        conn = dist.transport.conns.get(peer)
+        if conn is None or conn.closed:
+            return 0
+        tag = self._conn_tags.get(conn)
+        if tag is None:
+            self._next_tag += 1
+            tag = self._conn_tags[conn] = self._next_tag
+        return tag
+
+    async def _drive(self, host: Host, epoch: int) -> None:
+        sim = self.sim
+        node = host.node
+        assert node is not None
+        dist: Distribution = require_distribution(node)
+        seq: dict[int, int] = {}
+        watched: dict[int, _Monitor] = {}
+        ticks = 0
+        with node.as_default():
+            while host.alive and host.epoch == epoch:
+                await anyio.sleep(CAST_EVERY_S)
+                ticks += 1
+                peers = dist.membership.peers
+                for other in sim.hosts:
+                    if other is host or other.node_id not in peers:
+                        continue
+                    n = seq[other.index] = seq.get(other.index, 0) + 1
+                    tag = self._tag(dist, other.node_id)
+                    GenServer.cast((PROBE, other.node_id), ("seq", host.index, tag, n))
+                    mon = watched.get(other.index)
+                    if mon is None or mon.fired or mon.target[1] != other.epoch:
+                        await self._monitor(host, other, watched)
+                if ticks % round(CALL_EVERY_S / CAST_EVERY_S) == 0 and peers:
+                    live = [h for h in sim.hosts if h is not host and h.node_id in peers]
+                    if live:
+                        target = live[(ticks // 5) % len(live)]
+                        node.spawn_task(self._call, target, what="simulation probe call")
+                if ticks % 20 == 1:
+                    await self._claim_leader(dist, node)
+
+    async def _monitor(self, host: Host, other: Host, watched: dict[int, _Monitor]) -> None:
+        mon = _Monitor((host.index, host.epoch), (other.index, other.epoch))
+        watched[other.index] = mon
+        node = host.node
+        assert node is not None
+
+        def on_down(down: Down) -> None:
+            mon.fired += 1
+            if mon.fired > 1:
+                self.violate(f"monitor of n{other.index + 1}'s probe by {host.name} fired {mon.fired} times")
+
+        try:
+            node.monitor((PROBE, other.node_id), None, on_down)
+        except NoexError:
+            watched.pop(other.index, None)
+            return
+        self.monitors.append(mon)
+
+    async def _call(self, target: Host) -> None:
+        start = self.sim.now
+        self.calls += 1
+        try:
+            await GenServer.call((PROBE, target.node_id), "ping", timeout=CALL_TIMEOUT_S)
+        except NoexError:
+            pass
+        took = self.sim.now - start
+        if took > CALL_TIMEOUT_S + CALL_SLACK_S:
+            self.violate(f"a call to {target.name} took {took:.3f} s, past its timeout of {CALL_TIMEOUT_S} s")
+
+    async def _claim_leader(self, dist: Distribution, node: Any) -> None:
+        registry = dist.global_registry
+        if registry is None or registry.whereis(LEADER) is not None:
+            return
+        ref = node.names.whereis(PROBE)
+        if ref is None:
+            return
+        try:
+            await registry.register(LEADER, ref, 2.0)
+        except NoexError:
+            pass  # taken by another node, or not agreed in time: both are allowed
+
+    def received(self, host: Host, msg: Any) -> None:
+        _, sender, tag, n = msg
+        self.delivered += 1
+        self.sim.record(f"recv n{sender + 1}->{host.name} #{n}", detail=True)
+        if not tag:
+            return
+        last = self._last_seq.get(tag)
+        if last is not None and n != last + 1:
+            what = "out of order" if n <= last else f"{n - last - 1} lost"
+            self.violate(f"n{sender + 1}->{host.name} on one connection: #{n} after #{last} ({what})")
+        self._last_seq[tag] = n
+
+    # ------------------------------------------------------------------ the end of a run
+    def final_check(self) -> list[Violation]:
+        """Invariants that hold once the cluster is stable (call after `Simulation.stabilise`)."""
+        sim = self.sim
+        hosts = sim.hosts
+        for mon in self.monitors:
+            watcher, target = hosts[mon.watcher[0]], hosts[mon.target[0]]
+            watcher_lives = watcher.alive and watcher.epoch == mon.watcher[1]
+            target_gone = not target.alive or target.epoch != mon.target[1]
+            if watcher_lives and target_gone and mon.fired != 1:
+                self.violate(f"the monitor of {target.name}'s probe (epoch {mon.target[1]}) by {watcher.name} "
+                             f"fired {mon.fired} times, not once, though that node is gone")
+        self._check_workers()
+        self._check_group()
+        owners: dict[str, list[str]] = {}
+        for host in hosts:
+            if not host.alive or host.node is None:
+                continue
+            dist = distribution_of(host.node)
+            registry = dist.global_registry if dist is not None else None
+            ref = registry.whereis(LEADER) if registry is not None else None
+            owners.setdefault(str(ref), []).append(host.name)
+        if len(owners) > 1:
+            self.violate(f"nodes disagree on the owner of {LEADER!r}: {owners}")
+        elif owners and "None" not in owners:
+            (owner_text,) = owners
+            if not any(self._is_alive_probe(owner_text, h) for h in hosts if h.alive):
+                self.violate(f"{LEADER!r} names {owner_text}, which is not a live process")
+        return list(self.found)
+
+    def _check_group(self) -> None:
+        """Every live node's view of the probes' group is the set of live probes (each joined once)."""
+        live = [h for h in self.sim.hosts if h.alive and h.node is not None]
+        want = sorted(str(ref) for i, ref in self.probes.items()
+                      if any(h.index == i and h.node.local_process(ref) is not None for h in live if h.node))
+        for host in live:
+            assert host.node is not None
+            with host.node.as_default():
+                have = sorted(str(ref) for ref in Group.members(GROUP))
+            if have != want:
+                self.violate(f"{host.name} sees the group {GROUP!r} as {have}, not {want}")
+
+    def _worker_counts(self) -> tuple[bool, dict[str, list[str]]]:
+        """Whether the supervisor lives, and where each child runs."""
+        assert self.supervisor is not None
+        index, epoch, sup = self.supervisor
+        host = self.sim.hosts[index]
+        sup_alive = host.alive and host.epoch == epoch and host.node is not None and \
+            host.node.local_process(sup) is not None
+        running = {child: [node.label for c, node, ref in self.workers
+                           if c == child and node.running and node.local_process(ref) is not None]
+                   for child in WORKERS}
+        return sup_alive, running
+
+    def workers_settled(self) -> bool:
+        """Each child runs once while the supervisor lives, none once it is gone (a wait condition)."""
+        if self.supervisor is None:
+            return True
+        sup_alive, running = self._worker_counts()
+        return all(len(where) == (1 if sup_alive else 0) for where in running.values())
+
+    def _check_workers(self) -> None:
+        if self.supervisor is None:
+            return
+        sup_alive, running = self._worker_counts()
+        want = 1 if sup_alive else 0
+        for child, where in running.items():
+            if len(where) != want:
+                self.violate(f"supervised child {child} runs {len(where)} times ({where}), not {want} "
+                             f"(supervisor {'alive' if sup_alive else 'gone'})")
+
+    @staticmethod
+    def _is_alive_probe(ref_text: str, host: Host) -> bool:
+        node = host.node
+        if node is None:
+            return False
+        dist = distribution_of(node)
+        registry = dist.global_registry if dist is not None else None
+        ref = registry.whereis(LEADER) if registry is not None else None
+        return ref is not None and str(ref) == ref_text and node.local_process(ref) is not None
