@@ -84,6 +84,8 @@ class EventStream:
     def emit(self, kind: EventKind, **data: Any) -> NodeEvent:
         event = NodeEvent(kind, time.time(), self._node.id, data)
         self._recent.append(event)
+        if not self._subscribers:  # (the common case: nobody listens, no copy to make)
+            return event
         for callback in tuple(self._subscribers):
             try:
                 result = callback(event)

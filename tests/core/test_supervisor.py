@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from typing import Any
 
@@ -139,6 +140,23 @@ async def test_simple_one_for_one(node: Node) -> None:
         await Supervisor.start_child(other, ("y", log))
     await Supervisor.stop(sup)
     assert log.items[-3:] == stopped("x", "w2", "w1")
+
+
+async def test_simple_one_for_one_child_specs_are_the_template_with_their_own_id_and_arg(node: Node) -> None:
+    # a child made from the template keeps no spec until one is read: read, it is the template's
+    template = ChildSpec(id="w", behavior=Pawn, restart="transient", shutdown=1.0, max_mailbox=10)
+    sup = await Supervisor.start("simple_one_for_one", [template])
+    refs = [await Supervisor.start_child(sup, arg) for arg in ("a", "b")]
+    assert [(c.id, c.ref) for c in await Supervisor.which_children(sup)] == [("w-1", refs[0]), ("w-2", refs[1])]
+    proc = node.local_process(sup)
+    assert proc is not None
+    children = proc.state.children
+    assert [c.spec for c in children] == [dataclasses.replace(template, id="w-1", arg="a"),
+                                          dataclasses.replace(template, id="w-2", arg="b")]
+    assert children[0].spec is children[0].spec
+    await Supervisor.terminate_child(sup, "w-2")
+    assert [c.id for c in await Supervisor.which_children(sup)] == ["w-1"]
+    await Supervisor.stop(sup)
 
 
 async def test_simple_one_for_one_transient_children_are_removed_after_a_normal_exit(node: Node) -> None:
