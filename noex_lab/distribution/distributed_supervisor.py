@@ -34,9 +34,9 @@ import dataclasses
 import inspect
 import itertools
 import logging
+import os
 import random
 import time
-import uuid
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -161,6 +161,12 @@ def _check_selector(selector: Any) -> None:
     raise InvalidArgumentError(
         f"node_selector must be one of {SELECTORS}, {{'node': id}} or a callable, not {selector!r}"
     )
+
+
+def _unique_hex(nbytes: int) -> str:
+    """A random suffix for an unnamed supervisor's internal name. Drawn through this module's `os`
+    (not `uuid.uuid4`, which reads the real `os.urandom`) so a simulation's seed decides it."""
+    return os.urandom(nbytes).hex()
 
 
 class DistributedSupervisorServer(SupervisorServer):
@@ -1189,9 +1195,9 @@ class DistributedSupervisor:
         node = current_node()
         dist = distribution_of(node)
         if dist is None or dist.config.hidden:  # no member can take it over
-            options["global_name"] = name or f"$dsup/{uuid.uuid4().hex}"
+            options["global_name"] = name or f"$dsup/{_unique_hex(16)}"
             return await node.spawn(DistributedSupervisorServer, options, name=name, timeout=timeout)
-        options["global_name"] = name or f"$dsup/{node.id}/{uuid.uuid4().hex[:12]}"
+        options["global_name"] = name or f"$dsup/{node.id}/{_unique_hex(6)}"
         registry = dist.global_registry
         assert registry is not None
         if name is not None and registry.whereis(name) is not None:
