@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from noex_lab.sim import SimulationFailure, run_scenario
+from noex_lab.sim import run_scenario
 
 
 @pytest.mark.timeout(60)
@@ -25,10 +25,6 @@ def test_global_name_after_its_conflict_winner_left(seed: int) -> None:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(strict=True, raises=SimulationFailure, reason=(
-    "core/node.py (not this branch's to change): Node.spawn(link=remote_ref) asks local_process(link), "
-    "which matches pid and creation but not the node; n1 and n3 share an incarnation in this run, so "
-    "the remote child w3 links to itself (same pid) instead of its supervisor and is never restarted"))
 def test_a_remote_child_links_to_its_supervisor_when_incarnations_collide() -> None:
     """DistributedSupervisor: a child spawned on a node whose incarnation equals the supervisor
     node's (incarnation = clock in us x 1000 + randrange(1000): nodes started in the same
@@ -36,5 +32,5 @@ def test_a_remote_child_links_to_its_supervisor_when_incarnations_collide() -> N
     instead of the supervisor; when its node later left, nothing restarted it ("supervised child
     w3 runs 0 times, not 1"), or, linked to itself, outlived its supervisor's node. The campaign
     also hit it with seeds 40197, 40235 and 40258 (every random scenario: their nodes' incarnations
-    collide at start). Remove the xfail once `Node.spawn` checks `is_local(link)`."""
+    collide at start). Fixed in `Node.local_process`, which now also matches the ref's node."""
     run_scenario("random_leaves", 20088)
