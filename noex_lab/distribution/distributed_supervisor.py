@@ -54,6 +54,7 @@ from ..core.errors import (
     NodeStoppedError,
     NoexError,
     NotPermittedError,
+    ServerNotRunningError,
     SupervisorError,
     WaitTimeoutError,
 )
@@ -99,6 +100,7 @@ _BATCH_TIMEOUT_S = 10.0
 _TAKEOVER_TRIES = 100  # claims of the global name while the dead host's entry is still seen somewhere
 _TAKEOVER_RETRY_S = 0.02
 _HOLDER_TIMEOUT_S = 1.0  # a suspended supervisor asking its peers whether it was taken over
+_REPLACED_STOP_S = 5.0  # a replaced instance's terminate, once its node is back
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +183,14 @@ class DistributedSupervisorServer(SupervisorServer):
         self._round_robin = itertools.count()
         self._migrating: dict[str, tuple[NodeId, str]] = {}  # child id -> (from node, why)
         self._failed_nodes: set[NodeId] = set()
+        # Instances a failover replaced: their node was lost to us, not necessarily dead (a partition,
+        # a paused process), so they may still run there. Children are monitored, not linked, so
+        # nothing else ends them: they are stopped when their node (same incarnation) is seen again.
+        self._replaced: dict[ProcessRef, None] = {}
+        # Nodes a start request failed to (a lost connection, a timeout): it may have started the
+        # children there all the same, its answer lost. Such a node is asked to stop the instances
+        # it started for this supervisor that are not its children now (`dsup.reap`), once reachable.
+        self._unsure: set[NodeId] = set()
         self._dspecs: dict[str, DistributedChildSpec] = {}
         self._wires: dict[str, dict[str, Any]] = {}
         self._mrefs: dict[ProcessRef, MonitorRef] = {}
@@ -228,10 +238,63 @@ class DistributedSupervisorServer(SupervisorServer):
 
     def _node_up(self, info: Any) -> None:
         self._failed_nodes.discard(info.id)
+        self._stop_replaced(info.id, info.incarnation)
+        if info.id in self._unsure:
+            self._reap(info.id)
         self._dirty = True  # the new member gets the replica too: now if idle, else after the callback
         state = self._noex_process.state
         if not self._busy and isinstance(state, SupervisorState):
             self._push_if_due(state)
+
+    def _stop_replaced(self, node: NodeId, incarnation: int) -> None:
+        """`node` is back: stop the instances on it that a failover replaced (of an older
+        incarnation they died with it). In the background: the supervisor keeps serving."""
+        back = [ref for ref in self._replaced if ref.node == node]
+        for ref in back:
+            del self._replaced[ref]
+            if ref.creation == incarnation:
+                self.node.spawn_task(self._stop_instance, ref, what=f"stopping a replaced instance {ref}")
+        if back:
+            self._dirty = True
+
+    async def _stop_instance(self, ref: ProcessRef) -> None:
+        """Stop a replaced instance unless its node knows another supervisor of this name (the other
+        side of a healed partition took it over and adopted the instance: the conflict between the
+        two supervisors decides which instances stay, see `SupervisorReplicas._on_replica`)."""
+        dist = distribution_of(self.node)
+        assert ref.node is not None and dist is not None
+        me = _full(self.node.id, self.ref)
+        try:
+            holder = await dist.router.rpc(ref.node, "dsup.holder", self._gname, _HOLDER_TIMEOUT_S)
+            if isinstance(holder, ProcessRef) and holder != me:
+                return
+            await self.node.stop_process(ref, SHUTDOWN, _REPLACED_STOP_S)
+        except ServerNotRunningError:
+            pass  # it ended meanwhile
+        except NoexError as exc:  # its node was lost again: it is replaced again when it comes back
+            log.warning("supervisor %s could not stop %s, replaced after its node was lost: %s",
+                        self._gname, ref, exc)
+            if self.node.local_process(self.ref) is not None:
+                self._replaced[ref] = None
+                self._dirty = True
+
+    def _unsure_about(self, target: NodeId) -> None:
+        """A start request to `target` failed: it may have started children whose answer was lost."""
+        if target == self.node.id:
+            return
+        self._unsure.add(target)
+        if any(info.id == target for info in self.node.get_nodes()):
+            self._reap(target)  # still connected (a timeout): ask at once (after the request, same connection)
+
+    def _reap(self, target: NodeId) -> None:
+        """Ask `target` to stop what it started for this supervisor and is not a child of it now."""
+        dist = distribution_of(self.node)
+        state = self._noex_process.state
+        if dist is None or not isinstance(state, SupervisorState):
+            return
+        self._unsure.discard(target)
+        current = {c.spec.id: _full(self.node.id, c.ref) for c in state.children if c.ref is not None}
+        dist.router.rpc_cast(target, "dsup.reap", [_full(self.node.id, self.ref), current])
 
     # ------------------------------------------------------------------ events
     def _emit(self, kind: EventKind, **data: Any) -> None:
@@ -304,12 +367,13 @@ class DistributedSupervisorServer(SupervisorServer):
                     raise InitError(dspec.behavior_name, f"could not start child {dspec.id!r}: {last_error}") from None
                 raise
             item = [dspec.behavior_name, dspec.arg, dspec.max_mailbox, dspec.overflow, False, None,
-                    self.ref if self._linked else None]
+                    self.ref if self._linked else None, [self.ref, child.spec.id]]
             try:  # the batch request with one item: the target guards the child as it starts
                 (ok, value, *more), = await _spawn_many_at(self.node, target, [item])
             except (NodeNotReachableError, NodeStoppedError, TimeoutError) as exc:
                 tried.add(target)
                 last_error = exc
+                self._unsure_about(target)
                 continue
             except NoexError as exc:
                 raise InitError(dspec.behavior_name, str(exc), getattr(exc, "reason", None)) from exc
@@ -387,11 +451,12 @@ class DistributedSupervisorServer(SupervisorServer):
                 dspec = self._dspecs[child.spec.id]
                 handoff = (handoffs or {}).get(child.spec.id, [False, None])
                 items.append([dspec.behavior_name, dspec.arg, dspec.max_mailbox, dspec.overflow, *handoff,
-                              self.ref if self._linked else None])
+                              self.ref if self._linked else None, [self.ref, child.spec.id]])
             try:
                 results = await _spawn_many_at(self.node, target, items)
             except NoexError:
                 failed.extend(group)
+                self._unsure_about(target)
                 return
             for child, (ok, ref, *_) in zip(group, results, strict=True):
                 if not ok:
@@ -474,6 +539,8 @@ class DistributedSupervisorServer(SupervisorServer):
         why = "node_leaving" if graceful else "noconnection"
         for child in lost:
             self._unwatch(child.ref)
+            if not graceful and child.ref is not None:
+                self._replaced[_full(self.node.id, child.ref) or child.ref] = None
             child.ref = None
             child.last_reason = NOCONNECTION
             self._migrating[child.spec.id] = (node, why)
@@ -577,6 +644,7 @@ class DistributedSupervisorServer(SupervisorServer):
         for spec, ref, restarts in replica["children"]:
             child = SupervisedChild(self._to_child_spec(DistributedChildSpec.of(spec)), ref=ref, restarts=restarts)
             state.add(child)
+        self._replaced = dict.fromkeys(r for r in replica.get("replaced", []) if isinstance(r, ProcessRef))
         return state
 
     async def _adopt(self, state: SupervisorState, graceful: bool) -> Any:
@@ -593,6 +661,8 @@ class DistributedSupervisorServer(SupervisorServer):
             elif child.ref.node is not None:
                 lost.add(child.ref.node)
         self._emit("supervisor_took_over", node=self.node.id)
+        for info in self.node.get_nodes():  # replaced instances whose node came back before this takeover
+            self._stop_replaced(info.id, info.incarnation)
         result: Any = state
         for node in sorted(lost):
             if self._fencing is not None and self._fencing.park_node(state, node):
@@ -664,6 +734,7 @@ class DistributedSupervisorServer(SupervisorServer):
             "next_dynamic": state.next_dynamic, "total_restarts": state.total_restarts,
             "ages": [now - t for t in state.restart_times],
             "children": [[self._wire(c.spec.id), _full(me, c.ref), c.restarts] for c in state.children],
+            "replaced": list(self._replaced),
         }
         for info in self.node.get_nodes():
             try:
@@ -782,6 +853,8 @@ class SupervisorReplicas:
         self._outbox: dict[NodeId, list[list[Any]]] = {}
         self._relay_scheduled = False
         self._taking: set[str] = set()  # names whose takeover by this node is under way (or waits)
+        # the last instance of each child this node started for each supervisor (for dsup.reap)
+        self.started_for: dict[ProcessRef, dict[str, ProcessRef]] = {}
         handlers = dist.router.rpc_handlers
         handlers["dsup.replica"] = self._on_replica
         handlers["dsup.forget"] = self._on_forget
@@ -789,6 +862,7 @@ class SupervisorReplicas:
         handlers["dsup.spawn_many"] = lambda peer, items: _spawn_many(self.node, items, peer)
         handlers["dsup.handoff"] = lambda _peer, refs: _handoff(self.node, refs)
         handlers["dsup.evacuate"] = self._on_evacuate
+        handlers["dsup.reap"] = self._on_reap
         handlers["dsup.listen"] = self._on_listen
         handlers["dsup.events"] = self._on_events
         dist.join_hooks.append(self._peer_joined)
@@ -820,6 +894,19 @@ class SupervisorReplicas:
                 return
         self.replicas[name] = payload
 
+    def _on_reap(self, _peer: NodeId, args: Any) -> None:
+        """A supervisor's start request here failed on its side (its answer lost): stop the
+        instances started here for it that it does not know as its children (orphans no one
+        supervises: children are monitored, not linked, so nothing else would end them)."""
+        sup, current = args
+        if not isinstance(sup, ProcessRef) or not isinstance(current, dict):
+            raise InvalidArgumentError("dsup.reap needs [supervisor, {child id: ref}]")
+        for child_id, ref in self.started_for.pop(sup, {}).items():
+            proc = self.node.local_process(ref)
+            if current.get(child_id) != ref and proc is not None and proc.alive:
+                log.warning("stopping %s (child %r of %s): its start was answered too late", ref, child_id, sup)
+                self.node.spawn_task(_stop_quietly, self.node, ref, what=f"stopping an orphaned child {ref}")
+
     def _holder(self, name: Any) -> ProcessRef | None:
         """The supervisor of `name` this node knows of: the one it hosts, else its replica's."""
         if not isinstance(name, str):
@@ -841,6 +928,7 @@ class SupervisorReplicas:
 
     def _on_forget(self, _peer: NodeId | None, args: Any) -> None:
         name, sup = args
+        self.started_for.pop(sup, None)
         replica = self.replicas.get(name)
         if replica is not None and replica["sup"] == sup:
             del self.replicas[name]
@@ -1039,6 +1127,14 @@ def install_supervisor_replicas(dist: Distribution) -> SupervisorReplicas:
     return store
 
 
+async def _stop_quietly(node: Node, ref: ProcessRef) -> None:
+    """Stop an orphaned child; one that ended meanwhile is no error."""
+    try:
+        await node.stop_process(ref, SHUTDOWN, _REPLACED_STOP_S)
+    except ServerNotRunningError:
+        pass
+
+
 def _store(node: Node) -> SupervisorReplicas | None:
     dist = distribution_of(node)
     return getattr(dist, "supervisor_replicas", None) if dist is not None else None
@@ -1068,7 +1164,7 @@ async def _spawn_many(node: Node, items: Any, peer: NodeId | None) -> list[list[
 
     async def one(i: int, item: Any) -> None:
         try:
-            behavior_name, arg, max_mailbox, overflow, has_handoff, handoff, link_to = item
+            behavior_name, arg, max_mailbox, overflow, has_handoff, handoff, link_to, *owner = item
             if guard is not None:
                 guard.check("start supervised children")
             if link_to is not None and not (isinstance(link_to, ProcessRef) and (link_to.node or node.id) == peer):
@@ -1083,7 +1179,13 @@ async def _spawn_many(node: Node, items: Any, peer: NodeId | None) -> list[list[
                     _HANDOFF.reset(token)
             if guard is not None:
                 guard.guard(ref)
-            results[i] = [True, _full(node.id, ref)]
+            full = _full(node.id, ref)
+            results[i] = [True, full]
+            store = _store(node)
+            if store is not None and owner and isinstance(owner[0], list) and len(owner[0]) == 2:
+                sup, child_id = owner[0]
+                if isinstance(sup, ProcessRef) and isinstance(child_id, str):
+                    store.started_for.setdefault(sup, {})[child_id] = ref if full is None else full  # dsup.reap
         except Exception as exc:
             # [False, why, whether another node may do, the init's reason]
             if isinstance(exc, InitError):

@@ -34,3 +34,24 @@ def test_a_remote_child_links_to_its_supervisor_when_incarnations_collide() -> N
     also hit it with seeds 40197, 40235 and 40258 (every random scenario: their nodes' incarnations
     collide at start). Fixed in `Node.local_process`, which now also matches the ref's node."""
     run_scenario("random_leaves", 20088)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("scenario", "seed"), [("overlapping_partition", 1), ("random", 4)])
+def test_a_child_replaced_after_its_node_was_lost_stops_when_the_node_is_back(scenario: str, seed: int) -> None:
+    """DistributedSupervisor (children monitored, not linked): the supervisor lost a node to a
+    partition or a pause (no takeover on the other side, or one that lost the conflict) and
+    restarted its child elsewhere; the old instance ran on where it was, unsupervised, after the
+    heal ("supervised child w3 runs 2 times"). Now the supervisor (or its takeover, through the
+    replica) stops the instances it replaced once their node, same incarnation, is back."""
+    run_scenario(scenario, seed)
+
+
+@pytest.mark.timeout(60)
+def test_a_child_whose_start_answer_was_lost_is_stopped() -> None:
+    """DistributedSupervisor: a restart's `dsup.spawn_many` reached n3 and started w2, but n3's
+    answer was cut (a partition, a closed connection); the supervisor took the start as failed and
+    started w2 on n4, and w2 on n3 ran on, unsupervised ("w2 runs 2 times"; also seed 11 of the
+    determinism test's short runs). Now a node that started children for a supervisor whose
+    request failed is asked (`dsup.reap`) to stop those the supervisor does not know."""
+    run_scenario("random_storm", 3)
