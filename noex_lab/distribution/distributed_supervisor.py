@@ -1032,6 +1032,10 @@ class SupervisorReplicas:
         async def ask(peer: NodeId) -> None:
             try:
                 await self.dist.router.rpc(peer, "dsup.evacuate", me, _BATCH_TIMEOUT_S)
+            except NodeNotReachableError as exc:
+                # the peer was lost meanwhile (crash, partition): a fault, not a failure here. Its
+                # supervisors, if it lives, see this node's children lost and restart them elsewhere.
+                log.warning("hand-off to %s skipped: %s", peer, exc)
             except NoexError as exc:
                 self.node.events.report_error(f"hand-off to {peer}", exc)
 
