@@ -94,12 +94,15 @@ EVENTS: tuple[EventKind, ...] = (
 NodeSelector = str | dict[str, Any] | Callable[..., Any]
 
 _CONFLICT = "$dsup_conflict"  # to the loser of two supervisors with one name (a healed partition)
+_INHERIT = "$dsup_inherit"  # from the loser of a conflict to the winner: the orphans only it knew of
 _YIELD = "$dsup_yield"  # to a supervisor suspended by a fence whose work the winning side took over
 _PUSH_EVERY_S = 0.05  # while messages keep coming, the replica is pushed at least this often
 _BATCH_TIMEOUT_S = 10.0
 _TAKEOVER_TRIES = 100  # claims of the global name while the dead host's entry is still seen somewhere
 _TAKEOVER_RETRY_S = 0.02
 _HOLDER_TIMEOUT_S = 1.0  # a suspended supervisor asking its peers whether it was taken over
+_UNSURE_MAX = 64  # supervisors whose starts on one node are in doubt, kept by one supervisor
+_STARTED_FOR_PRUNE = 64  # supervisors remembered in SupervisorReplicas.started_for before a prune
 _REPLACED_STOP_S = 5.0  # a replaced instance's terminate, once its node is back
 
 log = logging.getLogger(__name__)
@@ -190,7 +193,8 @@ class DistributedSupervisorServer(SupervisorServer):
         # Nodes a start request failed to (a lost connection, a timeout): it may have started the
         # children there all the same, its answer lost. Such a node is asked to stop the instances
         # it started for this supervisor that are not its children now (`dsup.reap`), once reachable.
-        self._unsure: set[NodeId] = set()
+        # (Also those of the supervisors that lost a name conflict to this one: node -> supervisors.)
+        self._unsure: dict[NodeId, set[ProcessRef]] = {}
         self._dspecs: dict[str, DistributedChildSpec] = {}
         self._wires: dict[str, dict[str, Any]] = {}
         self._mrefs: dict[ProcessRef, MonitorRef] = {}
@@ -241,6 +245,8 @@ class DistributedSupervisorServer(SupervisorServer):
         self._stop_replaced(info.id, info.incarnation)
         if info.id in self._unsure:
             self._reap(info.id)
+            if len(self._unsure[info.id]) > _UNSURE_MAX:  # (a bound: past it, the doubts about that node are dropped)
+                del self._unsure[info.id]
         self._dirty = True  # the new member gets the replica too: now if idle, else after the callback
         state = self._noex_process.state
         if not self._busy and isinstance(state, SupervisorState):
@@ -278,23 +284,60 @@ class DistributedSupervisorServer(SupervisorServer):
                 self._replaced[ref] = None
                 self._dirty = True
 
+    def _lose_conflict(self, winner: Any, state: SupervisorState) -> Stop:
+        """Another supervisor of this name won: pass it the orphans only this one knows of (the
+        instances it replaced, the nodes whose start answer it lost), then stop."""
+        if isinstance(winner, ProcessRef) and (self._replaced or self._unsure):
+            me = _full(self.node.id, self.ref)
+            try:
+                unsure = [[node, sorted(sups, key=str)] for node, sups in sorted(self._unsure.items())]
+                self.node.send(winner, (_INHERIT, me, list(self._replaced), unsure))
+            except NoexError as exc:  # the winner unreachable again: its own checks remain
+                log.warning("supervisor %s could not pass its orphans to %s: %s", self._gname, winner, exc)
+        return Stop(("name_conflict", self._gname), state)
+
+    def _inherit(self, loser: Any, replaced: Any, unsure: Any, state: SupervisorState) -> SupervisorState:
+        """The loser of a conflict passed its orphans: stop those that are not this one's children."""
+        mine = {_full(self.node.id, c.ref) for c in state.children if c.ref is not None}
+        for ref in replaced if isinstance(replaced, list) else []:
+            if isinstance(ref, ProcessRef) and ref not in mine:
+                self._replaced[ref] = None
+        for info in self.node.get_nodes():  # those whose node is here already
+            self._stop_replaced(info.id, info.incarnation)
+        if not isinstance(loser, ProcessRef):
+            return state
+        unsure_here = {loser.node} if loser.node is not None else set()  # the loser's own node too
+        for item in unsure if isinstance(unsure, list) else []:
+            if isinstance(item, list) and len(item) == 2 and isinstance(item[0], NodeId):
+                unsure_here.add(item[0])
+                self._unsure.setdefault(item[0], set()).update(r for r in item[1] if isinstance(r, ProcessRef))
+        for node in unsure_here:  # what the loser started there that this one does not supervise
+            self._unsure.setdefault(node, set()).add(loser)
+        connected = {info.id for info in self.node.get_nodes()}
+        for node in sorted(unsure_here & connected):
+            self._reap(node)
+        return state
+
     def _unsure_about(self, target: NodeId) -> None:
         """A start request to `target` failed: it may have started children whose answer was lost."""
         if target == self.node.id:
             return
-        self._unsure.add(target)
+        self._unsure.setdefault(target, set()).add(_full(self.node.id, self.ref) or self.ref)
         if any(info.id == target for info in self.node.get_nodes()):
             self._reap(target)  # still connected (a timeout): ask at once (after the request, same connection)
 
     def _reap(self, target: NodeId) -> None:
-        """Ask `target` to stop what it started for this supervisor and is not a child of it now."""
+        """Ask `target` to stop what it started for these supervisors (this one, or losers of a
+        conflict with it) and is not a child of this one now."""
         dist = distribution_of(self.node)
         state = self._noex_process.state
         if dist is None or not isinstance(state, SupervisorState):
             return
-        self._unsure.discard(target)
         current = {c.spec.id: _full(self.node.id, c.ref) for c in state.children if c.ref is not None}
-        dist.router.rpc_cast(target, "dsup.reap", [_full(self.node.id, self.ref), current])
+        # Kept, and asked again each time the node is back: a cast on a connection that is being
+        # cut is lost, and a reap that finds nothing is cheap (the node forgets what it reaped).
+        for sup in sorted(self._unsure.get(target, set()), key=str):
+            dist.router.rpc_cast(target, "dsup.reap", [sup, current])
 
     # ------------------------------------------------------------------ events
     def _emit(self, kind: EventKind, **data: Any) -> None:
@@ -492,14 +535,16 @@ class DistributedSupervisorServer(SupervisorServer):
         if isinstance(msg, tuple) and len(msg) == 2 and msg[0] == _CONFLICT:
             # after a healed partition another supervisor of this name won: it supervises, this one
             # stops the instances it started (one per child remains, the winner's)
-            return Stop(("name_conflict", self._gname), state)
+            return self._lose_conflict(msg[1], state)
+        if isinstance(msg, tuple) and len(msg) == 4 and msg[0] == _INHERIT:
+            return self._inherit(msg[1], msg[2], msg[3], state)
         if self._handing_over:
             return state  # the node that takes over sees these children's ends itself
         if isinstance(msg, Exit) and msg.from_ in self._by_ref:
             return state  # a linked child (hidden host): its Down says the same
         if isinstance(msg, Exit) and isinstance(msg.reason, tuple | list) and len(msg.reason) == 2 \
                 and msg.reason[0] == "name_conflict" and msg.reason[1] == self._gname:
-            return Stop(("name_conflict", self._gname), state)  # the global registry says the same
+            return self._lose_conflict(msg.from_, state)  # the global registry says the same
         if isinstance(msg, Down):
             self._mrefs.pop(msg.ref, None)
             child = self._by_ref.pop(msg.ref, None)
@@ -894,6 +939,15 @@ class SupervisorReplicas:
                 return
         self.replicas[name] = payload
 
+    def note_started(self, sup: ProcessRef, child_id: str, ref: ProcessRef) -> None:
+        """Remember the instance started here for `sup` (kept after `sup` stops: the winner of a
+        conflict may reap for it); supervisors whose instances all ended are pruned now and then."""
+        self.started_for.setdefault(sup, {})[child_id] = ref
+        if len(self.started_for) > _STARTED_FOR_PRUNE:
+            for old in [s for s, refs in self.started_for.items()
+                        if not any(self.node.local_process(r) is not None for r in refs.values())]:
+                del self.started_for[old]
+
     def _on_reap(self, _peer: NodeId, args: Any) -> None:
         """A supervisor's start request here failed on its side (its answer lost): stop the
         instances started here for it that it does not know as its children (orphans no one
@@ -928,7 +982,6 @@ class SupervisorReplicas:
 
     def _on_forget(self, _peer: NodeId | None, args: Any) -> None:
         name, sup = args
-        self.started_for.pop(sup, None)
         replica = self.replicas.get(name)
         if replica is not None and replica["sup"] == sup:
             del self.replicas[name]
@@ -942,14 +995,29 @@ class SupervisorReplicas:
 
     def _peer_left(self, peer: NodeId, reason: str) -> None:
         self.remote_listeners = {n: s - {peer} for n, s in self.remote_listeners.items()}
+        self._take_over_due(peer, reason)
+
+    def _take_over_due(self, peer: NodeId, reason: str) -> None:
+        """Take over every replica whose host is gone, where this node is the lowest other member
+        (the others keep the replicas in case it dies too)."""
         alive = self._alive()
-        if not alive or alive[0] != self.node.id:
-            return  # the lowest member takes over; the others keep the replicas in case it dies too
         for name, replica in list(self.replicas.items()):
-            if replica["host"] not in alive and name not in self._taking:
+            if self._should_take_over(replica, alive) and name not in self._taking:
                 self._taking.add(name)
                 graceful = reason == "graceful_shutdown" and replica["host"] == peer
                 self.node.spawn_task(self._take_over, name, replica, graceful, what=f"takeover of {name!r}")
+
+    def _should_take_over(self, replica: dict[str, Any], alive: list[NodeId]) -> bool:
+        """The replica's host is gone, or back as a new incarnation (a node restarted under the same
+        id within the failure detection: it holds no replica, so it does not count as the lowest
+        member, or nobody would take over), and this node is the lowest of the other members."""
+        host, sup = replica["host"], replica["sup"]
+        if host in alive:
+            incarnation = next((i.incarnation for i in self.node.get_nodes() if i.id == host), None)
+            if not isinstance(sup, ProcessRef) or incarnation is None or incarnation == sup.creation:
+                return False
+        others = [n for n in alive if n != host]
+        return bool(others) and others[0] == self.node.id
 
     async def _take_over(self, name: str, replica: dict[str, Any], graceful: bool) -> None:
         """Under a partition policy, wait for the window (and, on a fenced node, for the unfence);
@@ -982,9 +1050,8 @@ class SupervisorReplicas:
                 unsubscribe()
         if guard is not None and was_fenced:
             await anyio.sleep(guard.settle_s)  # unfenced: let the healed mesh close before re-checking
-        alive = self._alive()
-        return (not self.dist.stopping and self.replicas.get(name) is replica and host not in alive
-                and bool(alive) and alive[0] == self.node.id)
+        return (not self.dist.stopping and self.replicas.get(name) is replica
+                and self._should_take_over(replica, self._alive()))
 
     async def _claim(self, name: str, replica: dict[str, Any], graceful: bool) -> None:
         """Start a standby from the replica, win the supervisor's global name, then supervise.
@@ -1021,6 +1088,7 @@ class SupervisorReplicas:
         for key, callbacks in self.listeners.items():
             if callbacks:
                 self.dist.router.rpc_cast(peer, "dsup.listen", key)
+        self._take_over_due(peer, "restarted")  # a supervisor's host back as a new incarnation
 
     # graceful leave
     async def _leave(self) -> None:
@@ -1189,7 +1257,7 @@ async def _spawn_many(node: Node, items: Any, peer: NodeId | None) -> list[list[
             if store is not None and owner and isinstance(owner[0], list) and len(owner[0]) == 2:
                 sup, child_id = owner[0]
                 if isinstance(sup, ProcessRef) and isinstance(child_id, str):
-                    store.started_for.setdefault(sup, {})[child_id] = ref if full is None else full  # dsup.reap
+                    store.note_started(sup, child_id, ref if full is None else full)
         except Exception as exc:
             # [False, why, whether another node may do, the init's reason]
             if isinstance(exc, InitError):
