@@ -371,9 +371,14 @@ class Node:
         return own is not None and node._hash == own._hash and node == own
 
     def local_process(self, ref: ProcessRef) -> Process | None:
-        """The live local process for `ref`, or None (also for old incarnations)."""
+        """The live local process for `ref`, or None (also for old incarnations and for a ref of
+        another node: two nodes started in the same microsecond may share an incarnation, and a
+        pid alone would then name a process here for a process there)."""
         proc = self._procs.get(ref.id)
-        if proc is not None and ref.creation == self.incarnation:
+        if proc is None or ref.creation != self.incarnation:
+            return None
+        node = ref.node
+        if node is None or node is self._id or self.is_local(ref):  # (the identity test first: cheap)
             return proc
         return None
 

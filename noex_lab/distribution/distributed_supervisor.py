@@ -34,9 +34,9 @@ import dataclasses
 import inspect
 import itertools
 import logging
+import os
 import random
 import time
-import uuid
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -54,6 +54,7 @@ from ..core.errors import (
     NodeStoppedError,
     NoexError,
     NotPermittedError,
+    ServerNotRunningError,
     SupervisorError,
     WaitTimeoutError,
 )
@@ -93,12 +94,16 @@ EVENTS: tuple[EventKind, ...] = (
 NodeSelector = str | dict[str, Any] | Callable[..., Any]
 
 _CONFLICT = "$dsup_conflict"  # to the loser of two supervisors with one name (a healed partition)
+_INHERIT = "$dsup_inherit"  # from the loser of a conflict to the winner: the orphans only it knew of
 _YIELD = "$dsup_yield"  # to a supervisor suspended by a fence whose work the winning side took over
 _PUSH_EVERY_S = 0.05  # while messages keep coming, the replica is pushed at least this often
 _BATCH_TIMEOUT_S = 10.0
 _TAKEOVER_TRIES = 100  # claims of the global name while the dead host's entry is still seen somewhere
 _TAKEOVER_RETRY_S = 0.02
 _HOLDER_TIMEOUT_S = 1.0  # a suspended supervisor asking its peers whether it was taken over
+_UNSURE_MAX = 64  # supervisors whose starts on one node are in doubt, kept by one supervisor
+_STARTED_FOR_PRUNE = 64  # supervisors remembered in SupervisorReplicas.started_for before a prune
+_REPLACED_STOP_S = 5.0  # a replaced instance's terminate, once its node is back
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +168,12 @@ def _check_selector(selector: Any) -> None:
     )
 
 
+def _unique_hex(nbytes: int) -> str:
+    """A random suffix for an unnamed supervisor's internal name. Drawn through this module's `os`
+    (not `uuid.uuid4`, which reads the real `os.urandom`) so a simulation's seed decides it."""
+    return os.urandom(nbytes).hex()
+
+
 class DistributedSupervisorServer(SupervisorServer):
     """The supervisor process: children placed through `spawn` and monitored; its state
     replicated to every member (`SupervisorReplicas`)."""
@@ -175,6 +186,15 @@ class DistributedSupervisorServer(SupervisorServer):
         self._round_robin = itertools.count()
         self._migrating: dict[str, tuple[NodeId, str]] = {}  # child id -> (from node, why)
         self._failed_nodes: set[NodeId] = set()
+        # Instances a failover replaced: their node was lost to us, not necessarily dead (a partition,
+        # a paused process), so they may still run there. Children are monitored, not linked, so
+        # nothing else ends them: they are stopped when their node (same incarnation) is seen again.
+        self._replaced: dict[ProcessRef, None] = {}
+        # Nodes a start request failed to (a lost connection, a timeout): it may have started the
+        # children there all the same, its answer lost. Such a node is asked to stop the instances
+        # it started for this supervisor that are not its children now (`dsup.reap`), once reachable.
+        # (Also those of the supervisors that lost a name conflict to this one: node -> supervisors.)
+        self._unsure: dict[NodeId, set[ProcessRef]] = {}
         self._dspecs: dict[str, DistributedChildSpec] = {}
         self._wires: dict[str, dict[str, Any]] = {}
         self._mrefs: dict[ProcessRef, MonitorRef] = {}
@@ -222,10 +242,102 @@ class DistributedSupervisorServer(SupervisorServer):
 
     def _node_up(self, info: Any) -> None:
         self._failed_nodes.discard(info.id)
+        self._stop_replaced(info.id, info.incarnation)
+        if info.id in self._unsure:
+            self._reap(info.id)
+            if len(self._unsure[info.id]) > _UNSURE_MAX:  # (a bound: past it, the doubts about that node are dropped)
+                del self._unsure[info.id]
         self._dirty = True  # the new member gets the replica too: now if idle, else after the callback
         state = self._noex_process.state
         if not self._busy and isinstance(state, SupervisorState):
             self._push_if_due(state)
+
+    def _stop_replaced(self, node: NodeId, incarnation: int) -> None:
+        """`node` is back: stop the instances on it that a failover replaced (of an older
+        incarnation they died with it). In the background: the supervisor keeps serving."""
+        back = [ref for ref in self._replaced if ref.node == node]
+        for ref in back:
+            del self._replaced[ref]
+            if ref.creation == incarnation:
+                self.node.spawn_task(self._stop_instance, ref, what=f"stopping a replaced instance {ref}")
+        if back:
+            self._dirty = True
+
+    async def _stop_instance(self, ref: ProcessRef) -> None:
+        """Stop a replaced instance unless its node knows another supervisor of this name (the other
+        side of a healed partition took it over and adopted the instance: the conflict between the
+        two supervisors decides which instances stay, see `SupervisorReplicas._on_replica`)."""
+        dist = distribution_of(self.node)
+        assert ref.node is not None and dist is not None
+        me = _full(self.node.id, self.ref)
+        try:
+            holder = await dist.router.rpc(ref.node, "dsup.holder", self._gname, _HOLDER_TIMEOUT_S)
+            if isinstance(holder, ProcessRef) and holder != me:
+                return
+            await self.node.stop_process(ref, SHUTDOWN, _REPLACED_STOP_S)
+        except ServerNotRunningError:
+            pass  # it ended meanwhile
+        except NoexError as exc:  # its node was lost again: it is replaced again when it comes back
+            log.warning("supervisor %s could not stop %s, replaced after its node was lost: %s",
+                        self._gname, ref, exc)
+            if self.node.local_process(self.ref) is not None:
+                self._replaced[ref] = None
+                self._dirty = True
+
+    def _lose_conflict(self, winner: Any, state: SupervisorState) -> Stop:
+        """Another supervisor of this name won: pass it the orphans only this one knows of (the
+        instances it replaced, the nodes whose start answer it lost), then stop."""
+        if isinstance(winner, ProcessRef) and (self._replaced or self._unsure):
+            me = _full(self.node.id, self.ref)
+            try:
+                unsure = [[node, sorted(sups, key=str)] for node, sups in sorted(self._unsure.items())]
+                self.node.send(winner, (_INHERIT, me, list(self._replaced), unsure))
+            except NoexError as exc:  # the winner unreachable again: its own checks remain
+                log.warning("supervisor %s could not pass its orphans to %s: %s", self._gname, winner, exc)
+        return Stop(("name_conflict", self._gname), state)
+
+    def _inherit(self, loser: Any, replaced: Any, unsure: Any, state: SupervisorState) -> SupervisorState:
+        """The loser of a conflict passed its orphans: stop those that are not this one's children."""
+        mine = {_full(self.node.id, c.ref) for c in state.children if c.ref is not None}
+        for ref in replaced if isinstance(replaced, list) else []:
+            if isinstance(ref, ProcessRef) and ref not in mine:
+                self._replaced[ref] = None
+        for info in self.node.get_nodes():  # those whose node is here already
+            self._stop_replaced(info.id, info.incarnation)
+        if not isinstance(loser, ProcessRef):
+            return state
+        unsure_here = {loser.node} if loser.node is not None else set()  # the loser's own node too
+        for item in unsure if isinstance(unsure, list) else []:
+            if isinstance(item, list) and len(item) == 2 and isinstance(item[0], NodeId):
+                unsure_here.add(item[0])
+                self._unsure.setdefault(item[0], set()).update(r for r in item[1] if isinstance(r, ProcessRef))
+        for node in unsure_here:  # what the loser started there that this one does not supervise
+            self._unsure.setdefault(node, set()).add(loser)
+        connected = {info.id for info in self.node.get_nodes()}
+        for node in sorted(unsure_here & connected):
+            self._reap(node)
+        return state
+
+    def _unsure_about(self, target: NodeId) -> None:
+        """A start request to `target` failed: it may have started children whose answer was lost."""
+        if target == self.node.id:
+            return
+        self._unsure.setdefault(target, set()).add(_full(self.node.id, self.ref) or self.ref)
+        if any(info.id == target for info in self.node.get_nodes()):
+            self._reap(target)  # still connected (a timeout): ask at once (after the request, same connection)
+
+    def _reap(self, target: NodeId) -> None:
+        """Ask `target` to stop what it started for these supervisors (this one, or losers of a
+        conflict with it) and is not a child of this one now."""
+        dist = distribution_of(self.node)
+        state = self._noex_process.state
+        if dist is None or not isinstance(state, SupervisorState):
+            return
+        current = {c.spec.id: _full(self.node.id, c.ref) for c in state.children if c.ref is not None}
+        # Kept, and asked again each time the node is back: a cast on a connection that is being
+        # cut is lost, and a reap that finds nothing is cheap (the node forgets what it reaped).
+        for sup in sorted(self._unsure.get(target, set()), key=str):
+            dist.router.rpc_cast(target, "dsup.reap", [sup, current])
 
     # ------------------------------------------------------------------ events
     def _emit(self, kind: EventKind, **data: Any) -> None:
@@ -298,12 +410,13 @@ class DistributedSupervisorServer(SupervisorServer):
                     raise InitError(dspec.behavior_name, f"could not start child {dspec.id!r}: {last_error}") from None
                 raise
             item = [dspec.behavior_name, dspec.arg, dspec.max_mailbox, dspec.overflow, False, None,
-                    self.ref if self._linked else None]
+                    self.ref if self._linked else None, [self.ref, child.spec.id]]
             try:  # the batch request with one item: the target guards the child as it starts
                 (ok, value, *more), = await _spawn_many_at(self.node, target, [item])
             except (NodeNotReachableError, NodeStoppedError, TimeoutError) as exc:
                 tried.add(target)
                 last_error = exc
+                self._unsure_about(target)
                 continue
             except NoexError as exc:
                 raise InitError(dspec.behavior_name, str(exc), getattr(exc, "reason", None)) from exc
@@ -381,11 +494,12 @@ class DistributedSupervisorServer(SupervisorServer):
                 dspec = self._dspecs[child.spec.id]
                 handoff = (handoffs or {}).get(child.spec.id, [False, None])
                 items.append([dspec.behavior_name, dspec.arg, dspec.max_mailbox, dspec.overflow, *handoff,
-                              self.ref if self._linked else None])
+                              self.ref if self._linked else None, [self.ref, child.spec.id]])
             try:
                 results = await _spawn_many_at(self.node, target, items)
             except NoexError:
                 failed.extend(group)
+                self._unsure_about(target)
                 return
             for child, (ok, ref, *_) in zip(group, results, strict=True):
                 if not ok:
@@ -421,14 +535,16 @@ class DistributedSupervisorServer(SupervisorServer):
         if isinstance(msg, tuple) and len(msg) == 2 and msg[0] == _CONFLICT:
             # after a healed partition another supervisor of this name won: it supervises, this one
             # stops the instances it started (one per child remains, the winner's)
-            return Stop(("name_conflict", self._gname), state)
+            return self._lose_conflict(msg[1], state)
+        if isinstance(msg, tuple) and len(msg) == 4 and msg[0] == _INHERIT:
+            return self._inherit(msg[1], msg[2], msg[3], state)
         if self._handing_over:
             return state  # the node that takes over sees these children's ends itself
         if isinstance(msg, Exit) and msg.from_ in self._by_ref:
             return state  # a linked child (hidden host): its Down says the same
         if isinstance(msg, Exit) and isinstance(msg.reason, tuple | list) and len(msg.reason) == 2 \
                 and msg.reason[0] == "name_conflict" and msg.reason[1] == self._gname:
-            return Stop(("name_conflict", self._gname), state)  # the global registry says the same
+            return self._lose_conflict(msg.from_, state)  # the global registry says the same
         if isinstance(msg, Down):
             self._mrefs.pop(msg.ref, None)
             child = self._by_ref.pop(msg.ref, None)
@@ -468,6 +584,8 @@ class DistributedSupervisorServer(SupervisorServer):
         why = "node_leaving" if graceful else "noconnection"
         for child in lost:
             self._unwatch(child.ref)
+            if not graceful and child.ref is not None:
+                self._replaced[_full(self.node.id, child.ref) or child.ref] = None
             child.ref = None
             child.last_reason = NOCONNECTION
             self._migrating[child.spec.id] = (node, why)
@@ -571,6 +689,7 @@ class DistributedSupervisorServer(SupervisorServer):
         for spec, ref, restarts in replica["children"]:
             child = SupervisedChild(self._to_child_spec(DistributedChildSpec.of(spec)), ref=ref, restarts=restarts)
             state.add(child)
+        self._replaced = dict.fromkeys(r for r in replica.get("replaced", []) if isinstance(r, ProcessRef))
         return state
 
     async def _adopt(self, state: SupervisorState, graceful: bool) -> Any:
@@ -587,6 +706,8 @@ class DistributedSupervisorServer(SupervisorServer):
             elif child.ref.node is not None:
                 lost.add(child.ref.node)
         self._emit("supervisor_took_over", node=self.node.id)
+        for info in self.node.get_nodes():  # replaced instances whose node came back before this takeover
+            self._stop_replaced(info.id, info.incarnation)
         result: Any = state
         for node in sorted(lost):
             if self._fencing is not None and self._fencing.park_node(state, node):
@@ -658,6 +779,7 @@ class DistributedSupervisorServer(SupervisorServer):
             "next_dynamic": state.next_dynamic, "total_restarts": state.total_restarts,
             "ages": [now - t for t in state.restart_times],
             "children": [[self._wire(c.spec.id), _full(me, c.ref), c.restarts] for c in state.children],
+            "replaced": list(self._replaced),
         }
         for info in self.node.get_nodes():
             try:
@@ -776,6 +898,8 @@ class SupervisorReplicas:
         self._outbox: dict[NodeId, list[list[Any]]] = {}
         self._relay_scheduled = False
         self._taking: set[str] = set()  # names whose takeover by this node is under way (or waits)
+        # the last instance of each child this node started for each supervisor (for dsup.reap)
+        self.started_for: dict[ProcessRef, dict[str, ProcessRef]] = {}
         handlers = dist.router.rpc_handlers
         handlers["dsup.replica"] = self._on_replica
         handlers["dsup.forget"] = self._on_forget
@@ -783,6 +907,7 @@ class SupervisorReplicas:
         handlers["dsup.spawn_many"] = lambda peer, items: _spawn_many(self.node, items, peer)
         handlers["dsup.handoff"] = lambda _peer, refs: _handoff(self.node, refs)
         handlers["dsup.evacuate"] = self._on_evacuate
+        handlers["dsup.reap"] = self._on_reap
         handlers["dsup.listen"] = self._on_listen
         handlers["dsup.events"] = self._on_events
         dist.join_hooks.append(self._peer_joined)
@@ -813,6 +938,28 @@ class SupervisorReplicas:
             else:
                 return
         self.replicas[name] = payload
+
+    def note_started(self, sup: ProcessRef, child_id: str, ref: ProcessRef) -> None:
+        """Remember the instance started here for `sup` (kept after `sup` stops: the winner of a
+        conflict may reap for it); supervisors whose instances all ended are pruned now and then."""
+        self.started_for.setdefault(sup, {})[child_id] = ref
+        if len(self.started_for) > _STARTED_FOR_PRUNE:
+            for old in [s for s, refs in self.started_for.items()
+                        if not any(self.node.local_process(r) is not None for r in refs.values())]:
+                del self.started_for[old]
+
+    def _on_reap(self, _peer: NodeId, args: Any) -> None:
+        """A supervisor's start request here failed on its side (its answer lost): stop the
+        instances started here for it that it does not know as its children (orphans no one
+        supervises: children are monitored, not linked, so nothing else would end them)."""
+        sup, current = args
+        if not isinstance(sup, ProcessRef) or not isinstance(current, dict):
+            raise InvalidArgumentError("dsup.reap needs [supervisor, {child id: ref}]")
+        for child_id, ref in self.started_for.pop(sup, {}).items():
+            proc = self.node.local_process(ref)
+            if current.get(child_id) != ref and proc is not None and proc.alive:
+                log.warning("stopping %s (child %r of %s): its start was answered too late", ref, child_id, sup)
+                self.node.spawn_task(_stop_quietly, self.node, ref, what=f"stopping an orphaned child {ref}")
 
     def _holder(self, name: Any) -> ProcessRef | None:
         """The supervisor of `name` this node knows of: the one it hosts, else its replica's."""
@@ -848,14 +995,29 @@ class SupervisorReplicas:
 
     def _peer_left(self, peer: NodeId, reason: str) -> None:
         self.remote_listeners = {n: s - {peer} for n, s in self.remote_listeners.items()}
+        self._take_over_due(peer, reason)
+
+    def _take_over_due(self, peer: NodeId, reason: str) -> None:
+        """Take over every replica whose host is gone, where this node is the lowest other member
+        (the others keep the replicas in case it dies too)."""
         alive = self._alive()
-        if not alive or alive[0] != self.node.id:
-            return  # the lowest member takes over; the others keep the replicas in case it dies too
         for name, replica in list(self.replicas.items()):
-            if replica["host"] not in alive and name not in self._taking:
+            if self._should_take_over(replica, alive) and name not in self._taking:
                 self._taking.add(name)
                 graceful = reason == "graceful_shutdown" and replica["host"] == peer
                 self.node.spawn_task(self._take_over, name, replica, graceful, what=f"takeover of {name!r}")
+
+    def _should_take_over(self, replica: dict[str, Any], alive: list[NodeId]) -> bool:
+        """The replica's host is gone, or back as a new incarnation (a node restarted under the same
+        id within the failure detection: it holds no replica, so it does not count as the lowest
+        member, or nobody would take over), and this node is the lowest of the other members."""
+        host, sup = replica["host"], replica["sup"]
+        if host in alive:
+            incarnation = next((i.incarnation for i in self.node.get_nodes() if i.id == host), None)
+            if not isinstance(sup, ProcessRef) or incarnation is None or incarnation == sup.creation:
+                return False
+        others = [n for n in alive if n != host]
+        return bool(others) and others[0] == self.node.id
 
     async def _take_over(self, name: str, replica: dict[str, Any], graceful: bool) -> None:
         """Under a partition policy, wait for the window (and, on a fenced node, for the unfence);
@@ -888,9 +1050,8 @@ class SupervisorReplicas:
                 unsubscribe()
         if guard is not None and was_fenced:
             await anyio.sleep(guard.settle_s)  # unfenced: let the healed mesh close before re-checking
-        alive = self._alive()
-        return (not self.dist.stopping and self.replicas.get(name) is replica and host not in alive
-                and bool(alive) and alive[0] == self.node.id)
+        return (not self.dist.stopping and self.replicas.get(name) is replica
+                and self._should_take_over(replica, self._alive()))
 
     async def _claim(self, name: str, replica: dict[str, Any], graceful: bool) -> None:
         """Start a standby from the replica, win the supervisor's global name, then supervise.
@@ -927,6 +1088,7 @@ class SupervisorReplicas:
         for key, callbacks in self.listeners.items():
             if callbacks:
                 self.dist.router.rpc_cast(peer, "dsup.listen", key)
+        self._take_over_due(peer, "restarted")  # a supervisor's host back as a new incarnation
 
     # graceful leave
     async def _leave(self) -> None:
@@ -938,6 +1100,10 @@ class SupervisorReplicas:
         async def ask(peer: NodeId) -> None:
             try:
                 await self.dist.router.rpc(peer, "dsup.evacuate", me, _BATCH_TIMEOUT_S)
+            except NodeNotReachableError as exc:
+                # the peer was lost meanwhile (crash, partition): a fault, not a failure here. Its
+                # supervisors, if it lives, see this node's children lost and restart them elsewhere.
+                log.warning("hand-off to %s skipped: %s", peer, exc)
             except NoexError as exc:
                 self.node.events.report_error(f"hand-off to {peer}", exc)
 
@@ -1033,6 +1199,14 @@ def install_supervisor_replicas(dist: Distribution) -> SupervisorReplicas:
     return store
 
 
+async def _stop_quietly(node: Node, ref: ProcessRef) -> None:
+    """Stop an orphaned child; one that ended meanwhile is no error."""
+    try:
+        await node.stop_process(ref, SHUTDOWN, _REPLACED_STOP_S)
+    except ServerNotRunningError:
+        pass
+
+
 def _store(node: Node) -> SupervisorReplicas | None:
     dist = distribution_of(node)
     return getattr(dist, "supervisor_replicas", None) if dist is not None else None
@@ -1062,7 +1236,7 @@ async def _spawn_many(node: Node, items: Any, peer: NodeId | None) -> list[list[
 
     async def one(i: int, item: Any) -> None:
         try:
-            behavior_name, arg, max_mailbox, overflow, has_handoff, handoff, link_to = item
+            behavior_name, arg, max_mailbox, overflow, has_handoff, handoff, link_to, *owner = item
             if guard is not None:
                 guard.check("start supervised children")
             if link_to is not None and not (isinstance(link_to, ProcessRef) and (link_to.node or node.id) == peer):
@@ -1077,7 +1251,13 @@ async def _spawn_many(node: Node, items: Any, peer: NodeId | None) -> list[list[
                     _HANDOFF.reset(token)
             if guard is not None:
                 guard.guard(ref)
-            results[i] = [True, _full(node.id, ref)]
+            full = _full(node.id, ref)
+            results[i] = [True, full]
+            store = _store(node)
+            if store is not None and owner and isinstance(owner[0], list) and len(owner[0]) == 2:
+                sup, child_id = owner[0]
+                if isinstance(sup, ProcessRef) and isinstance(child_id, str):
+                    store.note_started(sup, child_id, ref if full is None else full)
         except Exception as exc:
             # [False, why, whether another node may do, the init's reason]
             if isinstance(exc, InitError):
@@ -1189,9 +1369,9 @@ class DistributedSupervisor:
         node = current_node()
         dist = distribution_of(node)
         if dist is None or dist.config.hidden:  # no member can take it over
-            options["global_name"] = name or f"$dsup/{uuid.uuid4().hex}"
+            options["global_name"] = name or f"$dsup/{_unique_hex(16)}"
             return await node.spawn(DistributedSupervisorServer, options, name=name, timeout=timeout)
-        options["global_name"] = name or f"$dsup/{node.id}/{uuid.uuid4().hex[:12]}"
+        options["global_name"] = name or f"$dsup/{node.id}/{_unique_hex(6)}"
         registry = dist.global_registry
         assert registry is not None
         if name is not None and registry.whereis(name) is not None:

@@ -12,8 +12,9 @@ they observe the checker verifies, on every run:
 * every call ends within its timeout (plus the runtime's documented slack);
 * after stabilisation: one owner for `sim_leader`, the same on every node, and that process is alive;
 * after stabilisation: each child of the `DistributedSupervisor` that the first node starts (three
-  workers, round-robin over the cluster) runs exactly once in the cluster while the supervisor
-  lives, and not at all once the supervisor's node is gone;
+  workers, round-robin over the cluster) runs exactly once in the cluster while a supervisor of
+  its name lives on any live node (the original or a takeover), and not at all once none does
+  (it stopped or gave up, stopping its children; a lost node's supervisor is taken over);
 * membership converges within a bound after the last fault (`Simulation.stabilise`);
 * after stabilisation: every node sees the process group of the probes as exactly the live probes;
 * no node reports an "error" event (a failure in background work, a broken callback).
@@ -112,7 +113,8 @@ class Checker:
         Checker.current = self
         self.sim = sim
         self.workers: list[tuple[str, Any, ProcessRef]] = []  # (child id, node, ref) of every start
-        self.supervisor: tuple[int, int, ProcessRef] | None = None  # (host, epoch, ref)
+        self.supervisor: tuple[int, int, ProcessRef] | None = None  # (host, epoch, ref) of the original
+        self.supervisor_name = ""  # its global name: a takeover keeps it (an unnamed one's "$dsup/...")
         self.probes: dict[int, ProcessRef] = {}  # host index -> its current probe
         self.found: list[Violation] = []
         self._conn_tags: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
@@ -152,6 +154,9 @@ class Checker:
             ref = await DistributedSupervisor.start("one_for_one", children, node_selector="round_robin",
                                                     max_restarts=1000, within_ms=1000)
         self.supervisor = (host.index, host.epoch, ref)
+        store = require_distribution(node).supervisor_replicas
+        assert store is not None
+        self.supervisor_name = next(name for name, sup in store.local.items() if sup == ref)
 
     def worker_started(self, child: str, node: Any, ref: ProcessRef) -> None:
         self.workers.append((child, node, ref))
@@ -291,34 +296,45 @@ class Checker:
             if have != want:
                 self.violate(f"{host.name} sees the group {GROUP!r} as {have}, not {want}")
 
-    def _worker_counts(self) -> tuple[bool, dict[str, list[str]]]:
-        """Whether the supervisor lives, and where each child runs."""
-        assert self.supervisor is not None
-        index, epoch, sup = self.supervisor
-        host = self.sim.hosts[index]
-        sup_alive = host.alive and host.epoch == epoch and host.node is not None and \
-            host.node.local_process(sup) is not None
+    def supervisors(self) -> list[str]:
+        """The hosts where a supervisor of the workers' name runs now (the original or a takeover)."""
+        where = []
+        for host in self.sim.hosts:
+            node = host.node
+            dist = distribution_of(node) if host.alive and node is not None and node.running else None
+            store = dist.supervisor_replicas if dist is not None else None
+            ref = store.local.get(self.supervisor_name) if store is not None else None
+            proc = node.local_process(ref) if node is not None and ref is not None else None
+            if proc is not None and proc.alive:
+                where.append(host.name)
+        return where
+
+    def _worker_counts(self) -> tuple[list[str], dict[str, list[str]]]:
+        """Where a supervisor of the workers runs, and where each child runs."""
         running = {child: [node.label for c, node, ref in self.workers
                            if c == child and node.running and node.local_process(ref) is not None]
                    for child in WORKERS}
-        return sup_alive, running
+        return self.supervisors(), running
 
     def workers_settled(self) -> bool:
-        """Each child runs once while the supervisor lives, none once it is gone (a wait condition)."""
+        """Each child runs once while a supervisor lives, none once none does (a wait condition)."""
         if self.supervisor is None:
             return True
-        sup_alive, running = self._worker_counts()
-        return all(len(where) == (1 if sup_alive else 0) for where in running.values())
+        sups, running = self._worker_counts()
+        return all(len(where) == (1 if sups else 0) for where in running.values())
 
     def _check_workers(self) -> None:
+        """While a supervisor of the name lives anywhere (the original, or the lowest survivor's
+        takeover, with a new ref), each child runs exactly once cluster-wide; when none lives (it
+        stopped or gave up, which stops its children; a lost node's is taken over), none runs."""
         if self.supervisor is None:
             return
-        sup_alive, running = self._worker_counts()
-        want = 1 if sup_alive else 0
+        sups, running = self._worker_counts()
+        want = 1 if sups else 0
         for child, where in running.items():
             if len(where) != want:
-                self.violate(f"supervised child {child} runs {len(where)} times ({where}), not {want} "
-                             f"(supervisor {'alive' if sup_alive else 'gone'})")
+                state = f"supervisor alive on {sups}" if sups else "supervisor gone"
+                self.violate(f"supervised child {child} runs {len(where)} times ({where}), not {want} ({state})")
 
     @staticmethod
     def _is_alive_probe(ref_text: str, host: Host) -> bool:

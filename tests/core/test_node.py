@@ -278,3 +278,18 @@ async def test_a_stopping_node_starts_no_new_processes(node: Node) -> None:
     await node.stop()
     assert len(attempts) == 1
     assert node.process_count == 0
+
+
+async def test_local_process_ignores_a_ref_of_another_node_with_the_same_incarnation(node: Node) -> None:
+    """Two nodes started in the same microsecond may share an incarnation: a ref of the other node
+    with a pid and creation of a process here is not that process (spawn(link=...) relied on it)."""
+    from noex_lab.core.node_id import NodeId
+    from noex_lab.core.refs import ProcessRef
+
+    node.set_id(NodeId.parse("a@127.0.0.1:7001"))
+    ref = await GenServer.start(GenServer)
+    assert node.local_process(ref) is not None
+    assert node.local_process(ProcessRef(None, ref.id, ref.creation)) is not None
+    assert node.local_process(ProcessRef(NodeId.parse("a@127.0.0.1:7001"), ref.id, ref.creation)) is not None
+    other = ProcessRef(NodeId.parse("b@127.0.0.1:7002"), ref.id, ref.creation)
+    assert node.local_process(other) is None
