@@ -37,7 +37,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -81,6 +81,7 @@ from ..core.timeouts import check_timeout
 from .attached import distribution_of
 from .behaviors import BehaviorRegistry
 from .partition_policy import supervisor_fencing
+from .service import Operation, Service
 
 if TYPE_CHECKING:
     from .cluster import Distribution
@@ -883,9 +884,12 @@ def _full(me: NodeId | None, ref: ProcessRef | None) -> ProcessRef | None:
 
 
 # ---------------------------------------------------------------------------------- per node
-class SupervisorReplicas:
+class SupervisorReplicas(Service):
     """One node's part: replicas of the supervisors hosted elsewhere (taken over when their
-    host is gone), batch starts and hand-offs for supervisors anywhere, and event relays."""
+    host is gone), batch starts and hand-offs for supervisors anywhere, and event relays
+    (the `dsup` operations)."""
+
+    namespace = "dsup"
 
     def __init__(self, dist: Distribution) -> None:
         self.dist = dist
@@ -900,19 +904,30 @@ class SupervisorReplicas:
         self._taking: set[str] = set()  # names whose takeover by this node is under way (or waits)
         # the last instance of each child this node started for each supervisor (for dsup.reap)
         self.started_for: dict[ProcessRef, dict[str, ProcessRef]] = {}
-        handlers = dist.router.rpc_handlers
-        handlers["dsup.replica"] = self._on_replica
-        handlers["dsup.forget"] = self._on_forget
-        handlers["dsup.holder"] = lambda _peer, name: self._holder(name)
-        handlers["dsup.spawn_many"] = lambda peer, items: _spawn_many(self.node, items, peer)
-        handlers["dsup.handoff"] = lambda _peer, refs: _handoff(self.node, refs)
-        handlers["dsup.evacuate"] = self._on_evacuate
-        handlers["dsup.reap"] = self._on_reap
-        handlers["dsup.listen"] = self._on_listen
-        handlers["dsup.events"] = self._on_events
-        dist.join_hooks.append(self._peer_joined)
-        dist.leave_hooks.append(self._peer_left)
-        self.node.handoff_hooks.append(self._leave)
+
+    # the Service shape (service.py)
+    def operations(self) -> Mapping[str, Operation]:
+        return {"replica": self._on_replica, "forget": self._on_forget, "holder": self._on_holder,
+                "spawn_many": self._on_spawn_many, "handoff": self._on_handoff, "evacuate": self._on_evacuate,
+                "reap": self._on_reap, "listen": self._on_listen, "events": self._on_events}
+
+    def peer_joined(self, peer: NodeId) -> None:
+        self._peer_joined(peer)
+
+    def peer_left(self, peer: NodeId, reason: str) -> None:
+        self._peer_left(peer, reason)
+
+    async def hand_off(self) -> None:
+        await self._leave()
+
+    def _on_holder(self, _peer: NodeId, name: Any) -> Any:
+        return self._holder(name)
+
+    async def _on_spawn_many(self, peer: NodeId, items: Any) -> list[list[Any]]:
+        return await _spawn_many(self.node, items, peer)
+
+    async def _on_handoff(self, _peer: NodeId, refs: Any) -> Any:
+        return await _handoff(self.node, refs)
 
     # replicas and takeover
     def _on_replica(self, peer: NodeId, payload: Any) -> None:
@@ -1191,12 +1206,6 @@ class SupervisorReplicas:
                     await result
             except Exception as exc:
                 self.node.events.report_error("DistributedSupervisor.on_event callback", exc)
-
-
-def install_supervisor_replicas(dist: Distribution) -> SupervisorReplicas:
-    store = SupervisorReplicas(dist)
-    dist.supervisor_replicas = store
-    return store
 
 
 async def _stop_quietly(node: Node, ref: ProcessRef) -> None:

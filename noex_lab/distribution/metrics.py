@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SCRAPE_WAIT_S = 1.0  # how long a scrape waits for the loop before answering with the last sample
-PING_OP = "ping"     # the system request every node answers (registered by the cluster)
+PING_OP = "node.ping"  # the remote operation every node answers (node_ops.NodeService)
 
 # node events counted, by metric
 RESTART_EVENTS: tuple[EventKind, ...] = ("supervisor_restart",)

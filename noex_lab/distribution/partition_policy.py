@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -38,14 +38,16 @@ from ..core.node_id import NodeId, validate_node_name
 from ..core.reasons import NOCONNECTION, PARTITION_FENCED, ExitReason
 from ..core.refs import ProcessRef
 from .liveness import LivenessMonitor
+from .service import Operation, Service
 
 if TYPE_CHECKING:
+    from ..core.process import Process
     from .cluster import Distribution
 
 log = logging.getLogger(__name__)
 
 KINDS = ("none", "keep_majority", "static_quorum", "keep_referee")
-STATUS_OP = "policy.status"
+STATUS_OP = "policy.status"  # (PartitionGuard's `status` operation)
 RETRY = "$partition_policy_retry"
 
 
@@ -140,8 +142,20 @@ def no_policy() -> PartitionPolicy:
     return PartitionPolicy("none")
 
 
-class PartitionGuard:
-    """The policy at work on one node: its view, its decision, fencing and the takeover window."""
+class NoPolicy(Service):
+    """The `policy` service of a node without a policy: the status its peers with one send is ignored."""
+
+    namespace = "policy"
+
+    def operations(self) -> Mapping[str, Operation]:
+        return {"status": lambda _peer, _args: None}
+
+
+class PartitionGuard(Service):
+    """The policy at work on one node: its view, its decision, fencing and the takeover window.
+    Its `policy.status` notifications tell the peers which members it reaches."""
+
+    namespace = "policy"
 
     def __init__(self, dist: Distribution, policy: PartitionPolicy, stable_after_s: float) -> None:
         self.dist = dist
@@ -161,10 +175,15 @@ class PartitionGuard:
         self._overlap_since: float | None = None
         self._nudged: set[NodeId] = set()  # lost members a peer reaches, being dialed at once
         self._seen_gaps = 0
-        dist.join_hooks.append(self._joined)
-        dist.leave_hooks.append(self._left)
-        dist.router.rpc_handlers[STATUS_OP] = self._on_status
-        self.node.exit_hooks.append(lambda proc, _reason: self.guarded.discard(proc.ref))
+
+    def operations(self) -> Mapping[str, Operation]:
+        return {"status": self._on_status}
+
+    def start(self) -> None:
+        self.node.spawn_task(self.watch_pauses, what="partition policy: pauses")
+
+    def process_exited(self, proc: Process, reason: ExitReason) -> None:
+        self.guarded.discard(proc.ref)
 
     # ------------------------------------------------------------------ queries
     def takeover_wait(self, peer: NodeId | None) -> float:
@@ -208,7 +227,7 @@ class PartitionGuard:
         conn = self.dist.transport.conns.get(peer)
         return conn is None or not conn.peer_hidden
 
-    def _joined(self, peer: NodeId) -> None:
+    def peer_joined(self, peer: NodeId) -> None:
         if not self._is_member(peer):
             return
         self.view.add(peer)
@@ -220,7 +239,7 @@ class PartitionGuard:
         if was_lost and was_fenced == self.fenced:  # (a change of fencing told the listeners already)
             self._tell(self.fenced)
 
-    def _left(self, peer: NodeId, reason: str) -> None:
+    def peer_left(self, peer: NodeId, reason: str) -> None:
         if peer not in self.reachable or self.dist.stopping:
             return
         self.reachable.discard(peer)

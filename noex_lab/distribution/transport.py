@@ -184,7 +184,8 @@ class Transport:
 
     def __init__(
         self, node: Node, *, node_id: NodeId, incarnation: int, key: bytes | None, codec: Codec,
-        faults: Faults, dispatch: Dispatch, max_message_bytes: int, tls: TLSConfig | None,
+        faults: Faults, conns: dict[NodeId, Connection], dispatch: Dispatch, max_message_bytes: int,
+        tls: TLSConfig | None,
         busy_limit_bytes: int = BUSY_LIMIT_BYTES, max_send_buffer_bytes: int = MAX_SEND_BUFFER_BYTES,
         on_connected: Callable[[Connection], None], on_disconnected: Callable[[Connection], None],
         hidden: bool = False, heartbeat_ms: int = 0,
@@ -207,7 +208,7 @@ class Transport:
         self.tls = tls
         self.on_connected = on_connected
         self.on_disconnected = on_disconnected
-        self.conns: dict[NodeId, Connection] = {}
+        self.conns = conns  # shared with the router, which reads it (filled here, never replaced)
         self.dialing: set[NodeId] = set()
         self.dial_loops: set[NodeId] = set()
         self.pending = _PendingHandshakes()
