@@ -11,7 +11,6 @@ import ipaddress
 import logging
 import socket
 import ssl
-import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
@@ -215,13 +214,16 @@ class Distribution:
         self.node = node
         self.config = config
         self.environment = environment  # None: real sockets and the liveness thread (environment.py)
-        self.faults = Faults()
+        if environment is not None and (node.clock is not environment.clock or node.entropy is not environment.entropy):
+            raise InvalidArgumentError("a node distributed over an Environment reads its time and randomness: build "
+                                       "it with Node(clock=environment.clock, entropy=environment.entropy)")
+        self.faults = Faults(rng=node.entropy.new_random())
         self.stopping = False
         self.node_id: NodeId = NodeId("pending", "127.0.0.1", 1)
         self.key: bytes | None = None  # derived from the cluster secret once, in start()
         self.codec = Codec(None, max_bytes=config.max_message_bytes)
         self.liveness: Heartbeats | None = None
-        self.stamp = LoopStamp(stamp_period_s(config.busy_threshold_s))
+        self.stamp = LoopStamp(stamp_period_s(config.busy_threshold_s), node.clock.monotonic)
         self.membership = Membership(self)
         self.transport: Transport
         self.router: RemoteRouter
@@ -411,10 +413,11 @@ class Distribution:
         """The node's timers in one task, so an idle loop wakes once per stamp period (once a second
         with the defaults): the loop stamp every `stamp.period_s`, and every GOSSIP_PERIOD_S (on
         the first stamp at or after it) a gossip round and, with no peer left, the seeds redialed."""
-        next_gossip = time.monotonic() + GOSSIP_PERIOD_S
+        monotonic = self.node.clock.monotonic
+        next_gossip = monotonic() + GOSSIP_PERIOD_S
         while not self.stopping:
             self.stamp.stamp()
-            now = time.monotonic()
+            now = monotonic()
             if now >= next_gossip - STAMP_SLACK_S:
                 next_gossip += GOSSIP_PERIOD_S
                 if next_gossip <= now:  # fell behind (a blocked loop): no burst of rounds

@@ -15,7 +15,6 @@ Remote operations (the `crashes` service, on every distributed node):
 from __future__ import annotations
 
 import contextlib
-import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -74,7 +73,7 @@ class CrashReports(Service):
         self.recent.append(report)
         if not self.subscribers:
             return
-        now = time.monotonic()
+        now = self.node.clock.monotonic()
         if now - self._window_start >= 1.0:
             self._window_start, self._sent = now, 0
         if self._sent < MAX_PER_SECOND:
@@ -93,7 +92,7 @@ class CrashReports(Service):
         held, count = self._held, self._held_count
         self._held, self._held_count = None, 0
         if held is not None:
-            self._window_start, self._sent = time.monotonic(), 1
+            self._window_start, self._sent = self.node.clock.monotonic(), 1
             self._send(held.with_count(count))
 
     def _send(self, report: CrashReport) -> None:

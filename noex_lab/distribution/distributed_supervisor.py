@@ -34,9 +34,6 @@ import dataclasses
 import inspect
 import itertools
 import logging
-import os
-import random
-import time
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -169,10 +166,10 @@ def _check_selector(selector: Any) -> None:
     )
 
 
-def _unique_hex(nbytes: int) -> str:
-    """A random suffix for an unnamed supervisor's internal name. Drawn through this module's `os`
+def _unique_hex(node: Node, nbytes: int) -> str:
+    """A random suffix for an unnamed supervisor's internal name. Drawn from the node's entropy
     (not `uuid.uuid4`, which reads the real `os.urandom`) so a simulation's seed decides it."""
-    return os.urandom(nbytes).hex()
+    return node.entropy.token_bytes(nbytes).hex()
 
 
 class DistributedSupervisorServer(SupervisorServer):
@@ -373,7 +370,7 @@ class DistributedSupervisorServer(SupervisorServer):
         if selector == "round_robin":
             return nodes[next(self._round_robin) % len(nodes)]
         if selector == "random":
-            return random.choice(nodes)
+            return self.node.entropy.random.choice(nodes)
         if selector == "least_loaded":
             counts = {info.id: info.process_count + self._placed_since_heartbeat(info.id)
                       for info in self.node.get_nodes()}
@@ -469,7 +466,7 @@ class DistributedSupervisorServer(SupervisorServer):
         return sum(1 for t in self._placed_at.get(peer, ()) if t >= heard_at)
 
     def _note_placement(self, target: NodeId) -> None:
-        now = time.monotonic()
+        now = self.node.clock.monotonic()
         recent = [t for t in self._placed_at.get(target, ()) if now - t < 30.0]
         recent.append(now)
         self._placed_at[target] = recent
@@ -756,7 +753,7 @@ class DistributedSupervisorServer(SupervisorServer):
         changes is pushed once, when it ends), or if the last push is `_PUSH_EVERY_S` old."""
         if not self._dirty or self._handing_over:
             return
-        now = time.monotonic()
+        now = self.node.clock.monotonic()
         if self._noex_process.mailbox and now - self._pushed_at < _PUSH_EVERY_S:
             return
         self._dirty = False
@@ -1193,7 +1190,7 @@ class SupervisorReplicas(Service):
     def _on_events(self, peer: NodeId, batch: Any) -> None:
         calls: list[tuple[Callable[[NodeEvent], Any], NodeEvent]] = []
         for key, kind, data in batch:
-            event = NodeEvent(kind, time.time(), peer, dict(data))
+            event = NodeEvent(kind, self.node.clock.time(), peer, dict(data))
             calls.extend((callback, event) for callback in list(self.listeners.get(key, ())))
         if calls:
             self.node.spawn_task(self._deliver, calls, what="DistributedSupervisor.on_event callbacks")
@@ -1378,9 +1375,9 @@ class DistributedSupervisor:
         node = current_node()
         dist = distribution_of(node)
         if dist is None or dist.config.hidden:  # no member can take it over
-            options["global_name"] = name or f"$dsup/{_unique_hex(16)}"
+            options["global_name"] = name or f"$dsup/{_unique_hex(node, 16)}"
             return await node.spawn(DistributedSupervisorServer, options, name=name, timeout=timeout)
-        options["global_name"] = name or f"$dsup/{node.id}/{_unique_hex(6)}"
+        options["global_name"] = name or f"$dsup/{node.id}/{_unique_hex(node, 6)}"
         registry = dist.global_registry
         assert registry is not None
         if name is not None and registry.whereis(name) is not None:

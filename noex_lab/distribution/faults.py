@@ -70,14 +70,16 @@ class LinkRule:
 class Faults:
     """Per-node fault rules towards chosen peers (all off by default)."""
 
-    def __init__(self, seed: int | None = None) -> None:
+    def __init__(self, seed: int | None = None, *, rng: random.Random | None = None) -> None:
+        """The dice of loss and jitter: `rng` (the node's, `Entropy.new_random()`), else a
+        generator seeded with `seed` (None: by the OS)."""
         self._lock = threading.Lock()
         self._out: dict[NodeId, str] = {}  # peer -> mode: what this node sends it is cut
         self._in: dict[NodeId, str] = {}  # peer -> mode: what it sends this node is cut
         self._links: dict[NodeId, LinkRule] = {}
         self._parked: dict[NodeId, list[int]] = {}  # duplicated descriptors of closed, cut connections
         self._lines = 0  # connections with frames in their delay line (see Connection)
-        self._rng = random.Random(seed)
+        self._rng = rng if rng is not None else random.Random(seed)
         self._shut = False
         self.on_reset: Callable[[list[NodeId]], None] | None = None  # closes connections (the cluster sets it)
         self.on_heal: Callable[[], None] | None = None  # redials at once (the cluster sets it)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import inspect
 import itertools
 import logging
-import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -97,10 +96,10 @@ class _Lock:
 
     __slots__ = ("claim", "expires", "holder", "waiters")
 
-    def __init__(self, claim: str, holder: NodeId, lease_s: float) -> None:
+    def __init__(self, claim: str, holder: NodeId, expires: float) -> None:
         self.claim = claim
         self.holder = holder
-        self.expires = time.monotonic() + lease_s
+        self.expires = expires
         self.waiters: deque[_Waiter] = deque()
 
 
@@ -113,6 +112,7 @@ class GlobalNames(Service):
     def __init__(self, dist: Distribution, guard: PartitionGuard | None) -> None:
         self.dist = dist
         self.guard = guard
+        self._monotonic = dist.node.clock.monotonic  # lock leases and waits
         self.node = dist.node
         self.names: dict[str, ProcessRef] = {}
         self.conflict_callbacks: list[ConflictCallback] = []
@@ -265,20 +265,20 @@ class GlobalNames(Service):
         if (peer, claim) in self._withdrawn:  # its unlock overtook this request
             raise CallTimeoutError(f"the lock on global name {name!r}", 0.0, "the registration had given up")
         lock = self._locks.get(name)
-        if lock is not None and lock.claim != claim and lock.expires <= time.monotonic():
+        if lock is not None and lock.claim != claim and lock.expires <= self._monotonic():
             self._release(name, lock.claim)  # the holder's lease ended
             lock = self._locks.get(name)
         if lock is None:
             self._check_lock_quota(peer)
-            self._locks[name] = _Lock(claim, peer, lease_s)
+            self._locks[name] = _Lock(claim, peer, self._monotonic() + lease_s)
         elif lock.claim != claim:
             self._check_lock_quota(peer)
             waiter = _Waiter(claim, peer, lease_s)
             lock.waiters.append(waiter)
-            deadline = time.monotonic() + LOCK_WAIT_S
+            deadline = self._monotonic() + LOCK_WAIT_S
             try:
                 while waiter.queued:
-                    now = time.monotonic()
+                    now = self._monotonic()
                     if now >= deadline:
                         break
                     if lock.expires <= now:
@@ -318,7 +318,7 @@ class GlobalNames(Service):
             if lock.waiters:
                 waiter = lock.waiters.popleft()  # (a waiter that gave up has left the queue already)
                 lock.claim, lock.holder = waiter.claim, waiter.peer
-                lock.expires = time.monotonic() + waiter.lease_s
+                lock.expires = self._monotonic() + waiter.lease_s
                 waiter.queued = False
                 waiter.event.set()
             else:

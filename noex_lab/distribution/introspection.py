@@ -227,6 +227,7 @@ class _Trace:
         seconds: float, max_events: int,
     ) -> None:
         self.node = node
+        self._clock = node.clock
         self.proc = proc
         self._emit = emit
         self._finish = finish
@@ -245,7 +246,7 @@ class _Trace:
         if self.ended:
             return
         self.count += 1
-        self._emit(TraceEvent(time.time(), kind, short_repr(msg), short_repr(state)))
+        self._emit(TraceEvent(self._clock.time(), kind, short_repr(msg), short_repr(state)))
         if self.count >= self.max_events:
             self.end(f"stopped after {self.max_events} messages")
 
@@ -381,7 +382,7 @@ class Introspection(Service):
 
 def process_rows(node: Node) -> ProcessListing:
     """The processes of `node` by pid (max_mailbox None when unbounded) and its names."""
-    now = time.monotonic()
+    now = node.clock.monotonic()
     rows = [
         ProcessInfo(ref=p.ref, name=p.name, behavior=p.behavior.__name__, status=p.status,
                     queue_len=len(p.mailbox), messages=p.handled, uptime_s=round(now - p.started_at, 3),

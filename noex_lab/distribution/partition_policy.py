@@ -196,7 +196,7 @@ class PartitionGuard(Service):
         lost = self.lost_at.get(peer)
         if lost is None:
             return 0.0
-        return max(0.0, lost + self.stable_after_s - time.monotonic())
+        return max(0.0, lost + self.stable_after_s - self.node.clock.monotonic())
 
     def check(self, what: str) -> None:
         """Raise `NodeFencedError` while fenced."""
@@ -247,7 +247,7 @@ class PartitionGuard(Service):
         if reason == "graceful_shutdown":
             self.view.discard(peer)  # a graceful leave shrinks the view
         else:
-            lost = self.lost_at[peer] = time.monotonic()
+            lost = self.lost_at[peer] = self.node.clock.monotonic()
             self.node.spawn_task(self._down_later, peer, lost, what="partition policy: down a lost member")
         self._broadcast()
         self.evaluate()
@@ -316,7 +316,7 @@ class PartitionGuard(Service):
             if self.fenced:
                 self.unfence()
             return
-        now = time.monotonic()
+        now = self.node.clock.monotonic()
         if self._overlap_since is None:
             self._overlap_since = now
             self.node.spawn_task(self._evaluate_later, self.settle_s, what="partition policy: overlap")
@@ -366,7 +366,7 @@ class PartitionGuard(Service):
             return False
         if live.gaps != self._seen_gaps:
             self._seen_gaps = live.gaps
-        elif time.monotonic() - live.last_tick > live.timeout_s:
+        elif time.monotonic() - live.last_tick > live.timeout_s:  # (the thread's clock: real time, as here)
             self._seen_gaps = live.gaps + 1  # the thread counts this gap when it turns again
         else:
             return False
@@ -384,7 +384,7 @@ class PartitionGuard(Service):
         """Peers have declared this node down while it was frozen: fence, drop the stale
         connections (the redials that follow bring it back) and forget what peers said."""
         self.fence("frozen for longer than the heartbeat timeout")
-        now = time.monotonic()
+        now = self.node.clock.monotonic()
         for peer in self.reachable - {self.me}:
             self.lost_at[peer] = now
         self.reachable = {self.me}
@@ -420,7 +420,7 @@ class SupervisorFencing:
         if fenced:
             self.suspended = True
         elif self.suspended:
-            self.resume_at = time.monotonic() + self.guard.settle_s
+            self.resume_at = self.server.node.clock.monotonic() + self.guard.settle_s
             self.server.node.send_after(self.server.ref, (RETRY,), self.guard.settle_s + 0.01)
         if not fenced and self.parked:
             self.server.node.send(self.server.ref, (RETRY,))
@@ -489,7 +489,7 @@ class SupervisorFencing:
         if self.guard.fenced:
             return state
         if self.suspended:
-            if time.monotonic() < self.resume_at:
+            if server.node.clock.monotonic() < self.resume_at:
                 return state  # the RETRY sent for resume_at follows
             if await server.taken_over_by() is not None:  # the takeover's replica is still on its way
                 return server.yield_to_takeover(state)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import time
 import weakref
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -269,12 +268,13 @@ class Sys:
             proc = find_process(node, pid, creation, name)
             await systools.replace_state(proc, fn, timeout)
             return local_state(proc)
-        deadline = time.monotonic() + timeout  # the whole exchange ends within `timeout`
+        monotonic = node.clock.monotonic
+        deadline = monotonic() + timeout  # the whole exchange ends within `timeout`
         hold_id, state, has_state, state_repr = await _rpc(
             node, where, "hold", [pid, creation, name, timeout, _inner(timeout)], timeout)
 
         async def release(replace: bool, new: Any = None) -> Any:
-            remaining = max(deadline - time.monotonic(), 0.001)
+            remaining = max(deadline - monotonic(), 0.001)
             return await _rpc(node, where, "release", [hold_id, replace, new], remaining)
 
         async def give_up() -> None:  # (if this fails too, the hold's lease ends it)
@@ -295,7 +295,7 @@ class Sys:
             await give_up()
             err = ReplaceStateError(f"the state function raised {type(exc).__name__}: {exc}; the state is unchanged")
             raise err from exc
-        if time.monotonic() >= deadline:
+        if monotonic() >= deadline:
             await give_up()
             raise ReplaceStateError(f"the state function took longer than the timeout ({timeout:g} s), so the "
                                     "process went on; its state is unchanged")
