@@ -342,15 +342,15 @@ class Distribution:
         leave hooks run in (the partition guard before the global names: their leave hook asks it)."""
         config = self.config
         node = self.node
-        self.introspection = Introspection(self)  # %noex state/trace/ps/events
-        self.crash_reports = CrashReports(self)  # crash reports pushed to subscribers (a notebook, top)
+        self.introspection = Introspection(node, self.router, self.codec)  # %noex state/trace/ps/events
+        self.crash_reports = CrashReports(node, self.router)  # crash reports pushed to subscribers (a notebook, top)
         services: list[Service] = [
             NodeService(self, self.membership),  # snapshot, ping, spawn, shutdown, leaving
             FaultService(self.faults, self.node_id, config.allow_fault_injection),
             self.introspection,
             self.crash_reports,
             CodeLoading(self),  # shipped behavior source; refused unless allow_code and a cluster_secret
-            SysHandlers(self),  # Sys.suspend/resume/replace_state/statistics/get_status, %noex upgrade
+            SysHandlers(node, self.codec),  # Sys.suspend/resume/replace_state/statistics/get_status, %noex upgrade
         ]
         if config.partition_policy.kind != "none" and not config.hidden:
             self.partition_guard = PartitionGuard(self, config.partition_policy, config.stable_after_s)

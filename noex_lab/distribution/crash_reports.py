@@ -28,7 +28,7 @@ from .service import Operation, Service
 
 if TYPE_CHECKING:
     from ..core._backend import Cancellable
-    from .cluster import Distribution
+    from .routing import RemoteRouter
 
 RECENT = 20  # reports a new subscriber gets at once
 MAX_PER_SECOND = 20  # reports forwarded one by one each second (to all subscribers together)
@@ -43,9 +43,9 @@ class CrashReports(Service):
 
     namespace = "crashes"
 
-    def __init__(self, dist: Distribution) -> None:
-        self.dist = dist
-        self.node = dist.node
+    def __init__(self, node: Node, router: RemoteRouter) -> None:
+        self.node = node
+        self.router = router
         self.recent: deque[CrashReport] = deque(maxlen=RECENT)
         self.subscribers: set[NodeId] = set()
         self.sinks: list[CrashSink] = []  # local consumers of the peers' reports
@@ -99,7 +99,7 @@ class CrashReports(Service):
         wire = report.to_wire()
         for peer in list(self.subscribers):
             try:
-                if not self.dist.router.rpc_cast(peer, "crashes.report", wire):
+                if not self.router.rpc_cast(peer, "crashes.report", wire):
                     self.subscribers.discard(peer)
             except NoexError as exc:  # (a report that cannot travel: say so once, locally)
                 self.node.events.report_error(f"forwarding a crash report to {peer} failed", exc)
@@ -120,7 +120,7 @@ class CrashReports(Service):
             if not self.sinks and self.node.running:
                 for info in self.node.get_nodes():
                     with contextlib.suppress(NoexError):
-                        self.dist.router.rpc_cast(info.id, "crashes.unsubscribe", None)
+                        self.router.rpc_cast(info.id, "crashes.unsubscribe", None)
 
         return stop
 
@@ -130,7 +130,7 @@ class CrashReports(Service):
 
     async def _subscribe_to(self, peer: NodeId) -> None:
         try:
-            backlog = await self.dist.router.rpc(peer, "crashes.subscribe", None, SUBSCRIBE_TIMEOUT_S)
+            backlog = await self.router.rpc(peer, "crashes.subscribe", None, SUBSCRIBE_TIMEOUT_S)
         except NoexError:
             return  # gone again, or a node without crash reports: nothing to collect
         for wire in backlog if isinstance(backlog, list) else []:

@@ -56,7 +56,8 @@ from .service import Operation, Service
 
 if TYPE_CHECKING:
     from ..core._backend import Cancellable
-    from .cluster import Distribution
+    from .codec import Codec
+    from .routing import RemoteRouter
 
 REPR_LIMIT = 2000
 SETTLE_S = 1.0
@@ -288,9 +289,10 @@ class Introspection(Service):
 
     namespace = "inspect"
 
-    def __init__(self, dist: Distribution) -> None:
-        self.dist = dist
-        self.node = dist.node
+    def __init__(self, node: Node, router: RemoteRouter, codec: Codec) -> None:
+        self.node = node
+        self.router = router
+        self.codec = codec
         self._ids = itertools.count(1)
         # traces running on this node for a peer: (peer, trace_id) -> _Trace
         self.serving: dict[tuple[NodeId, int], _Trace] = {}
@@ -307,7 +309,7 @@ class Introspection(Service):
 
     def _encodable(self, value: Any) -> bool:
         try:
-            self.dist.codec.encode(value)
+            self.codec.encode(value)
         except SerializationError:
             return False
         except Exception:
@@ -330,7 +332,7 @@ class Introspection(Service):
         if sum(1 for p, _ in self.serving if p == peer) >= MAX_TRACES_PER_PEER:
             raise TooManyTracesError(self.node.id, MAX_TRACES_PER_PEER)
         proc = find_process(self.node, pid, creation, name)
-        router = self.dist.router
+        router = self.router
 
         def emit(ev: TraceEvent) -> None:
             router.rpc_cast(peer, "inspect.trace_event", [trace_id, ev.at, ev.kind, ev.message, ev.state])

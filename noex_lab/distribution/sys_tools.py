@@ -66,7 +66,7 @@ from .introspection import (
 from .service import Operation, Service
 
 if TYPE_CHECKING:
-    from .cluster import Distribution
+    from .codec import Codec
 
 for _cls in (SuspendResult, ProcessStatistics, ProcessStatus, UpgradeResult, MachineState):
     wire_type(_cls, name=f"noex_lab.{_cls.__name__}")
@@ -129,9 +129,9 @@ class SysHandlers(Service):
 
     namespace = "sys"
 
-    def __init__(self, dist: Distribution) -> None:
-        self.dist = dist
-        self.node = dist.node
+    def __init__(self, node: Node, codec: Codec) -> None:
+        self.node = node
+        self.codec = codec
         self.holds: dict[int, tuple[NodeId, weakref.ref[Process]]] = {}
 
     def operations(self) -> Mapping[str, Operation]:
@@ -139,7 +139,7 @@ class SysHandlers(Service):
 
     def _encodable(self, value: Any) -> bool:
         try:
-            self.dist.codec.encode(value)
+            self.codec.encode(value)
         except Exception:
             return False
         return True
