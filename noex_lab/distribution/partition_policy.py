@@ -148,7 +148,10 @@ class NoPolicy(Service):
     namespace = "policy"
 
     def operations(self) -> Mapping[str, Operation]:
-        return {"status": lambda _peer, _args: None}
+        return {"status": self.status}
+
+    def status(self, _peer: NodeId, _args: Any) -> None:
+        return None
 
 
 class PartitionGuard(Service):
