@@ -165,7 +165,7 @@ def report_crash(node: Node, proc: Process, reason: ExitReason) -> CrashReport |
         last = f"init({short_repr(crashed_on[1])})"
     else:
         last = f"{crashed_on[0]} {short_repr(crashed_on[1])}"
-    report = CrashReport(time.time(), node.id, proc.ref, proc.name, proc.behavior.__name__, reason, last,
+    report = CrashReport(node.clock.time(), node.id, proc.ref, proc.name, proc.behavior.__name__, reason, last,
                          proc.parent, len(proc.mailbox))
     try:
         log.error("%s", report.text(), extra={"noex_crash_report": report})

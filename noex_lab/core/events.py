@@ -82,7 +82,7 @@ class EventStream:
         return items[-n:]
 
     def emit(self, kind: EventKind, **data: Any) -> NodeEvent:
-        event = NodeEvent(kind, time.time(), self._node.id, data)
+        event = NodeEvent(kind, self._node.clock.time(), self._node.id, data)
         self._recent.append(event)
         if not self._subscribers:  # (the common case: nobody listens, no copy to make)
             return event

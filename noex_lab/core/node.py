@@ -12,8 +12,6 @@ import contextlib
 import inspect
 import itertools
 import logging
-import random
-import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -23,6 +21,7 @@ import sniffio
 from anyio.abc import TaskGroup
 
 from ._backend import AsyncioBackend, Backend, Cancellable, current_backend, current_loop_key
+from .clock import SYSTEM_CLOCK, SYSTEM_ENTROPY, Clock, Entropy
 from .crash_report import report_crash
 from .errors import (
     CallTimeoutError,
@@ -118,20 +117,24 @@ def running_nodes() -> list[Node]:
 class Node:
     """A node: hosts processes, names, links, monitors, timers and the event stream."""
 
-    def __init__(self, *, label: str = "local") -> None:
+    def __init__(self, *, label: str = "local", clock: Clock | None = None, entropy: Entropy | None = None) -> None:
+        """`clock` and `entropy`: where this node reads the time and draws random numbers
+        (`core/clock.py`; the system's by default, a simulation's virtual ones in `noex_lab.sim`)."""
+        self.clock: Clock = clock or SYSTEM_CLOCK
+        self.entropy: Entropy = entropy or SYSTEM_ENTROPY
         self.backend: Backend = current_backend()
         # asyncio: processes run as bare tasks on this loop; trio: in the node's task group
         self._loop: asyncio.AbstractEventLoop | None = (
             self.backend.loop if isinstance(self.backend, AsyncioBackend) else None)
         self.label = label
-        self.incarnation: int = (time.time_ns() // 1000) * 1000 + random.randrange(1000)
+        self.incarnation: int = (self.clock.time_ns() // 1000) * 1000 + self.entropy.random.randrange(1000)
         self._id: NodeId | None = None
         self.router: Router | None = None  # the two seams to the cluster (core/router.py), set by Cluster.start
         self.distribution: ClusterPort | None = None
         self.faults: FaultRules | None = None
         self.names = NameTable()
         self.events = EventStream(self)
-        self.started_at = time.time()
+        self.started_at = self.clock.time()
         self._procs: dict[int, Process] = {}
         # kept as processes start, exit or change code, so a snapshot of 100,000 processes
         # need not visit each: how many run each behavior, and which have links or monitors

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import time
 from collections import deque
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -142,7 +141,7 @@ class Process:
         self._links: set[ProcessRef] | None = None  # see `links`
         self._monitors: dict[MonitorRef, Any] | None = None  # see `monitors`
         self._watching: dict[MonitorRef, ProcessRef] | None = None  # see `watching`
-        self.started_at = time.monotonic()
+        self.started_at = node.clock.monotonic()
         self.handled: int = 0
         self.exit_reason: ExitReason = None
         self.parent: ProcessRef | None = None

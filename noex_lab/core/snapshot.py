@@ -7,7 +7,6 @@ them (a `ProcessInfo` each) and summarises all of them (`ProcessSummary`), so a 
 from __future__ import annotations
 
 import heapq
-import time
 from dataclasses import dataclass, field
 from itertools import compress, islice
 from operator import attrgetter, not_
@@ -152,7 +151,7 @@ def take_snapshot(node: Node, limit: int | None = None, offset: int = 0, sort: s
     from .supervisor import SupervisorServer
 
     check_page(limit, offset, sort)
-    now = time.monotonic()
+    now = node.clock.monotonic()
     procs = list(node._procs.values())  # pid order (pids only grow)
     queue_lens = list(map(len, map(_MAILBOX, procs)))
     handled = list(map(_HANDLED, procs))
@@ -203,7 +202,7 @@ def take_snapshot(node: Node, limit: int | None = None, offset: int = 0, sort: s
     roots = [t for t in supervisors if t.ref not in supervised]
     global_names = node.distribution.global_names() if node.distribution is not None else {}
     return NodeSnapshot(
-        node=node.id, label=node.label, taken_at=time.time(), processes=[_info(p, now) for p in page],
+        node=node.id, label=node.label, taken_at=node.clock.time(), processes=[_info(p, now) for p in page],
         supervisors=roots, names={n: r for n in node.names.names() if (r := node.names.whereis(n)) is not None},
         global_names=global_names, links=sorted(links, key=str), monitors=monitors, summary=summary,
         offset=offset, sort=sort,

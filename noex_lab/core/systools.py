@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import itertools
-import time
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -217,8 +216,9 @@ class Stats:
     __slots__ = ("enabled_at", "enabled_mono", "handled_at_start", "handler_time", "out")
 
     def __init__(self, proc: Process) -> None:
-        self.enabled_at = time.time()
-        self.enabled_mono = time.monotonic()
+        clock = proc.node.clock
+        self.enabled_at = clock.time()
+        self.enabled_mono = clock.monotonic()
         self.handled_at_start = proc.handled
         self.handler_time = 0.0
         self.out = 0
@@ -518,8 +518,7 @@ def _count_out(node: Node, delta: int) -> None:
     node.__dict__["call"] = counted_call
 
 
-def _timed(fn: Callable[..., Any], stats: Stats, is_async: bool) -> Callable[..., Any]:
-    clock = time.perf_counter
+def _timed(fn: Callable[..., Any], stats: Stats, is_async: bool, clock: Callable[[], float]) -> Callable[..., Any]:
     if is_async:
         async def timed_async(msg: Any, state: Any) -> Any:
             t0 = clock()
@@ -549,7 +548,7 @@ def wrap_handlers(proc: Process) -> None:
     flags = (cls._noex_call_async, cls._noex_cast_async, cls._noex_info_async)
     for attr, is_async in zip(HANDLERS, flags, strict=True):
         method = getattr(cls, attr).__get__(server)
-        server.__dict__[attr] = _timed(method, stats, is_async)
+        server.__dict__[attr] = _timed(method, stats, is_async, proc.node.clock.perf_counter)
 
 
 def unwrap_handlers(server: Any) -> None:
@@ -593,7 +592,7 @@ def statistics(proc: Process) -> ProcessStatistics:
     stats = proc._sys.stats if proc._sys is not None else None
     queued = len(proc.mailbox)
     common: dict[str, Any] = dict(
-        ref=proc.ref, behavior=proc.behavior.__name__, uptime_s=time.monotonic() - proc.started_at,
+        ref=proc.ref, behavior=proc.behavior.__name__, uptime_s=proc.node.clock.monotonic() - proc.started_at,
         messages_in=proc.handled + queued, messages=proc.handled, queue_len=queued,
         queue_high_water=max(proc.queue_high_water, queued), restarts=restarts_of(proc.node, proc.ref),
     )
@@ -626,7 +625,7 @@ def get_status(proc: Process, state_repr: Callable[[Any], str], encodable: Calla
         ref=proc.ref, node=proc.node.id, name=proc.name, behavior=proc.behavior.__name__,
         vsn=version_of(proc.behavior), status=proc.status, suspended=sys_ is not None and sys_.parked,
         queue_len=queued, queue_high_water=max(proc.queue_high_water, queued), messages=proc.handled,
-        uptime_s=time.monotonic() - proc.started_at, trap_exit=proc.trap_exit,
+        uptime_s=proc.node.clock.monotonic() - proc.started_at, trap_exit=proc.trap_exit,
         links=sorted(proc.links, key=str), monitored_by=len(proc.monitors), parent=proc.parent,
         statistics=sys_ is not None and sys_.stats is not None, state_repr=state_repr(state),
         state=state if ok else None, has_state=ok,

@@ -21,7 +21,6 @@ import hashlib
 import inspect
 import logging
 import threading
-import time
 import weakref
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
@@ -225,9 +224,12 @@ class Upgrade:
                 waiter.set_result(None)
 
     async def wait(self, timeout: float = 5.0) -> list[UpgradeResult]:
-        deadline = time.monotonic() + timeout
+        if not self.requested:
+            return self.snapshot()
+        monotonic = self.requested[0].node.clock.monotonic
+        deadline = monotonic() + timeout
         while len(self.results) < len(self.requested):
-            remaining = deadline - time.monotonic()
+            remaining = deadline - monotonic()
             if remaining <= 0:
                 break
             waiter = self.requested[0].node.backend.new_future()

@@ -11,7 +11,6 @@ import ipaddress
 import logging
 import socket
 import ssl
-import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
@@ -26,31 +25,32 @@ from ..core.refs import ProcessRef
 from ..core.snapshot import NodeSnapshot, check_page
 from ..core.timeouts import check_timeout
 from .attached import distribution_of, require_distribution
-from .code_loading import install_code_loading
+from .code_loading import CodeLoading
 from .codec import Codec
 from .connection import BUSY_LIMIT_BYTES, MAX_SEND_BUFFER_BYTES, Connection
-from .crash_reports import install_crash_reports
+from .crash_reports import CrashReports
+from .distributed_supervisor import SupervisorReplicas
 from .environment import Environment, Heartbeats
-from .faults import OP as FAULTS_OP
-from .faults import Faults, handle_request
+from .faults import Faults, FaultService
 from .global_registry import GlobalNames
-from .groups import install_groups
+from .groups import groups_of
 from .handshake import derive_key
-from .introspection import install_introspection
+from .introspection import Introspection
 from .liveness import LivenessMonitor, LoopStamp, PeerLiveness, stamp_period_s
 from .membership import Membership, NodeInfo
-from .multi import install_named
-from .partition_policy import STATUS_OP, PartitionGuard, PartitionPolicy
+from .multi import NamedService
+from .node_ops import NodeService
+from .partition_policy import NoPolicy, PartitionGuard, PartitionPolicy
 from .protocol import GOODBYE
 from .routing import RemoteRouter
-from .rpc import install_rpc
-from .spawn import handle_spawn, spawn
-from .sys_tools import install_sys_tools
+from .rpc import RpcService
+from .service import Service, Services, install_services
+from .spawn import spawn
+from .sys_tools import SysHandlers
 from .transport import TLSConfig, Transport
 from .user_secret import weak_secret_reason
 
 if TYPE_CHECKING:
-    from .distributed_supervisor import SupervisorReplicas
     from .metrics import MetricsServer
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ class ClusterConfig:
     busy_limit_bytes: int = BUSY_LIMIT_BYTES
     max_send_buffer_bytes: int | None = None
     allow_code: bool = False
-    allow_fault_injection: bool = False  # peers may set this node's fault rules (system request noex_faults)
+    allow_fault_injection: bool = False  # peers may set this node's fault rules (remote operation faults.set)
     allow_code_from: tuple[NodeId, ...] = ()
     insecure: bool = False
     hidden: bool = False
@@ -214,19 +214,24 @@ class Distribution:
         self.node = node
         self.config = config
         self.environment = environment  # None: real sockets and the liveness thread (environment.py)
-        self.faults = Faults()
+        if environment is not None and (node.clock is not environment.clock or node.entropy is not environment.entropy):
+            raise InvalidArgumentError("a node distributed over an Environment reads its time and randomness: build "
+                                       "it with Node(clock=environment.clock, entropy=environment.entropy)")
+        self.faults = Faults(rng=node.entropy.new_random())
         self.stopping = False
         self.node_id: NodeId = NodeId("pending", "127.0.0.1", 1)
         self.key: bytes | None = None  # derived from the cluster secret once, in start()
         self.codec = Codec(None, max_bytes=config.max_message_bytes)
         self.liveness: Heartbeats | None = None
-        self.stamp = LoopStamp(stamp_period_s(config.busy_threshold_s))
+        self.stamp = LoopStamp(stamp_period_s(config.busy_threshold_s), node.clock.monotonic)
         self.membership = Membership(self)
         self.transport: Transport
         self.router: RemoteRouter
-        self.join_hooks: list[Callable[[NodeId], None]] = []
-        self.leave_hooks: list[Callable[[NodeId, str], None]] = []
+        self.services = Services(node)  # built in _start, dependencies first (service.py)
         self.status = "starting"
+        # the services other layers and services reach by name (None until _start built them)
+        self.introspection: Introspection | None = None
+        self.crash_reports: CrashReports | None = None
         self.global_registry: GlobalNames | None = None
         self.partition_guard: PartitionGuard | None = None  # with a partition policy other than "none"
         self.metrics: MetricsServer | None = None  # when metrics_port was given (noex_lab.metrics)
@@ -277,43 +282,22 @@ class Distribution:
         self.node_id = NodeId(config.node_name, host, port).interned()
         self.codec = Codec(self.node_id, max_bytes=config.max_message_bytes)
         node = self.node
+        # the router first: the transport's connections hand it every frame (no trampoline)
+        conns: dict[NodeId, Connection] = {}
+        self.router = RemoteRouter(node, conns, self.membership.on_frame)
         self.transport = Transport(
             node, node_id=self.node_id, incarnation=node.incarnation, key=self.key, codec=self.codec,
-            faults=self.faults, dispatch=self._dispatch, max_message_bytes=config.max_message_bytes,
+            faults=self.faults, conns=conns, dispatch=self.router.dispatch, max_message_bytes=config.max_message_bytes,
             busy_limit_bytes=config.busy_limit_bytes, max_send_buffer_bytes=config.send_buffer_bound,
             tls=config.tls, on_connected=self.membership.on_connected,
             on_disconnected=self.membership.on_disconnected, hidden=config.hidden,
             heartbeat_ms=config.heartbeat_interval_ms,
             connect=self.environment.connect if self.environment is not None else None,
         )
-        self.router = RemoteRouter(node, self.transport)
-        self.router.on_membership = self.membership.on_frame  # type: ignore[method-assign]
-        self.transport.dispatch = self.router.dispatch
-        # args None: every process; {"limit", "offset", "sort"}: one page (node.snapshot)
-        self.router.rpc_handlers["snapshot"] = lambda _peer, args: _snapshot_of(node, args)
-        self.router.rpc_handlers["ping"] = lambda _peer, _args: None  # round trips (noex_lab.metrics)
-        self.router.rpc_handlers["spawn"] = lambda peer, args: handle_spawn(self, peer, args)
-        self.router.rpc_handlers["node.leaving"] = self.membership.on_leaving
-        self.router.rpc_handlers[FAULTS_OP] = lambda peer, args: handle_request(
-            config.allow_fault_injection, self.node_id, self.faults, peer, args)
         self.faults.on_reset = self._reset_links
         # a long cut has slowed the redials down; (through the loop: a test may heal from outside it)
         self.faults.on_heal = lambda: node.backend.call_soon_threadsafe(self.transport.redial_now)
-        self.introspection = install_introspection(self)  # %noex state/trace/ps/events
-        install_crash_reports(self)  # crash reports pushed to subscribers (a notebook, top)
-        install_code_loading(self)  # shipped behavior source; refused unless allow_code and a cluster_secret
-        install_sys_tools(self)  # Sys.suspend/resume/replace_state/statistics/get_status, %noex upgrade
-        policy = config.partition_policy
-        self.router.rpc_handlers[STATUS_OP] = lambda _peer, _args: None  # a peer's reports, unused without a policy
-        if policy.kind != "none" and not config.hidden:  # (before GlobalNames: its leave hook asks it)
-            self.partition_guard = PartitionGuard(self, policy, config.stable_after_s)
-        self.global_registry = GlobalNames(self)
-        install_groups(self)  # process groups (pg): local views, broadcast changes
-        install_named(self)  # (name, node) targets, multi_call, abcast
-        install_rpc(self)  # functions registered with @remote_function
-        from .distributed_supervisor import install_supervisor_replicas
-
-        install_supervisor_replicas(self)  # DistributedSupervisor: replicas, takeover, hand-off
+        install_services(self.services, self.router.rpc_handlers, self._build_services())
         backend = node.backend
 
         def report(kind: str, peer: NodeId, live: PeerLiveness) -> None:
@@ -342,8 +326,7 @@ class Distribution:
         self.liveness.start()
         node.spawn_task(self.transport.serve, listener, what="listener")
         node.spawn_task(self._periodic_loop, what="loop stamp and gossip")
-        if self.partition_guard is not None:
-            node.spawn_task(self.partition_guard.watch_pauses, what="partition policy: pauses")
+        self.services.start()
         node.spawn_task(self.membership.dial_candidates, what="gossip dials")
         self.membership.seeds = list(config.seeds)
         for seed in config.seeds:
@@ -353,6 +336,34 @@ class Distribution:
             node.spawn_task(self._dns_seed_loop, what="DNS seeds")
         self.status = "running"
         node.events.emit("cluster_started", node_id=self.node_id, seeds=[str(s) for s in config.seeds])
+
+    def _build_services(self) -> list[Service]:
+        """Every service of this node, dependencies first: that is also the order their join and
+        leave hooks run in (the partition guard before the global names: their leave hook asks it)."""
+        config = self.config
+        node = self.node
+        self.introspection = Introspection(node, self.router, self.codec)  # %noex state/trace/ps/events
+        self.crash_reports = CrashReports(node, self.router)  # crash reports pushed to subscribers (a notebook, top)
+        services: list[Service] = [
+            NodeService(self, self.membership),  # snapshot, ping, spawn, shutdown, leaving
+            FaultService(self.faults, self.node_id, config.allow_fault_injection),
+            self.introspection,
+            self.crash_reports,
+            CodeLoading(self),  # shipped behavior source; refused unless allow_code and a cluster_secret
+            SysHandlers(node, self.codec),  # Sys.suspend/resume/replace_state/statistics/get_status, %noex upgrade
+        ]
+        if config.partition_policy.kind != "none" and not config.hidden:
+            self.partition_guard = PartitionGuard(self, config.partition_policy, config.stable_after_s)
+            services.append(self.partition_guard)
+        else:
+            services.append(NoPolicy())  # a peer's reports, unused without a policy
+        self.global_registry = GlobalNames(self, self.partition_guard)
+        self.router.name_resolvers.append(self.global_registry.names.get)
+        groups = groups_of(node)  # (local groups exist before the cluster: attached now)
+        groups.attach(self)
+        self.supervisor_replicas = SupervisorReplicas(self)  # DistributedSupervisor: replicas, takeover, hand-off
+        services += [self.global_registry, groups, NamedService(node), RpcService(node), self.supervisor_replicas]
+        return services
 
     async def _bind(self) -> tuple[Any, socket.socket]:
         """Bind the TCP listener and the liveness UDP socket on the same port number."""
@@ -402,10 +413,11 @@ class Distribution:
         """The node's timers in one task, so an idle loop wakes once per stamp period (once a second
         with the defaults): the loop stamp every `stamp.period_s`, and every GOSSIP_PERIOD_S (on
         the first stamp at or after it) a gossip round and, with no peer left, the seeds redialed."""
-        next_gossip = time.monotonic() + GOSSIP_PERIOD_S
+        monotonic = self.node.clock.monotonic
+        next_gossip = monotonic() + GOSSIP_PERIOD_S
         while not self.stopping:
             self.stamp.stamp()
-            now = time.monotonic()
+            now = monotonic()
             if now >= next_gossip - STAMP_SLACK_S:
                 next_gossip += GOSSIP_PERIOD_S
                 if next_gossip <= now:  # fell behind (a blocked loop): no burst of rounds
@@ -451,23 +463,12 @@ class Distribution:
             await anyio.to_thread.run_sync(self.liveness.stop)
         self.status = "stopped"
 
-    # ------------------------------------------------------------------ frames and hooks
-    def _dispatch(self, conn: Connection, m: list[Any]) -> None:
-        self.router.dispatch(conn, m)  # replaced by the router's own method once it exists
-
+    # ------------------------------------------------------------------ membership hooks
     def peer_joined(self, peer: NodeId) -> None:
-        for hook in list(self.join_hooks):
-            try:
-                hook(peer)
-            except Exception as exc:
-                self.node.events.report_error("join hook failed", exc)
+        self.services.peer_joined(peer)
 
     def peer_left(self, peer: NodeId, reason: str) -> None:
-        for hook in list(self.leave_hooks):
-            try:
-                hook(peer, reason)
-            except Exception as exc:
-                self.node.events.report_error("leave hook failed", exc)
+        self.services.peer_left(peer, reason)
 
     # ------------------------------------------------------------------ core.router.ClusterPort
     async def spawn(self, behavior_name: str, node_id: NodeId | str, **options: Any) -> ProcessRef:
@@ -501,7 +502,7 @@ class Distribution:
         async def one(i: int, peer: NodeId) -> None:
             try:
                 with anyio.fail_after(timeout):
-                    slots[i] = await self.router.rpc(peer, "snapshot", page, timeout)
+                    slots[i] = await self.router.rpc(peer, "node.snapshot", page, timeout)
             except Exception as exc:
                 slots[i] = NodeSnapshot(node=peer, label=str(peer), taken_at=0.0, processes=[], supervisors=[],
                                         names={}, reachable=False, error=f"{type(exc).__name__}: {exc}")
@@ -511,15 +512,6 @@ class Distribution:
                 tg.start_soon(one, i, peer)
         results.extend(s for s in slots if s is not None)
         return results
-
-
-def _snapshot_of(node: Node, args: Any) -> NodeSnapshot:
-    """The "snapshot" request: None lists every process, {"limit", "offset", "sort"} one page."""
-    if args is None:
-        return node.snapshot()
-    if not isinstance(args, dict):
-        raise InvalidArgumentError(f"a snapshot request carries None or a dict of limit, offset, sort, not {args!r}")
-    return node.snapshot(limit=args.get("limit"), offset=args.get("offset", 0), sort=args.get("sort", "pid"))
 
 
 def _parse_seeds(seeds: Sequence[str | NodeId]) -> tuple[tuple[NodeId, ...], tuple[tuple[str, int], ...]]:

@@ -14,7 +14,7 @@ process of this node running shipped code of that behavior switches to the new c
 next message, keeping its state (`code_change` migrates it; see `core/upgrade.py`). Processes
 running the node's own code are never swapped: after `replace`, only new ones run shipped code.
 
-System request: `noex_load_behavior [name, source, class_name, replace]` -> `[class name,
+Remote operation: `code.load_behavior [name, source, class_name, replace]` -> `[class name,
 upgraded, failed, pending, [error, ...]]`: the processes switched, those that kept their old
 code because `code_change` raised, and those still busy in a callback after
 UPGRADE_REPORT_WAIT_S (they switch when it returns). `replace` may be left out: False.
@@ -26,6 +26,7 @@ import linecache
 import re
 import sys
 import types
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import BehaviorNotFoundError
@@ -34,6 +35,7 @@ from ..core.genserver import GenServer
 from ..core.node_id import NodeId
 from ..core.upgrade import set_source, upgrade_processes
 from .behaviors import BehaviorRegistry
+from .service import Operation, Service
 
 if TYPE_CHECKING:
     from .cluster import Distribution
@@ -82,7 +84,7 @@ def is_shipped(cls: type) -> bool:
 
 
 async def handle_load_behavior(dist: Distribution, peer: NodeId, args: Any) -> list[Any]:
-    """System handler: refuse unless this node accepts code over authenticated links from `peer`."""
+    """`code.load_behavior`: refuse unless this node accepts code over authenticated links from `peer`."""
     config = dist.config
     if not config.allow_code:
         raise CodeLoadingError(
@@ -123,6 +125,16 @@ async def handle_load_behavior(dist: Distribution, peer: NodeId, args: Any) -> l
     return [class_name, count["upgraded"], count["failed"], count["pending"], errors]
 
 
-def install_code_loading(dist: Distribution) -> None:
-    """Register the `noex_load_behavior` system request (it refuses unless `allow_code`)."""
-    dist.router.rpc_handlers["noex_load_behavior"] = lambda peer, args: handle_load_behavior(dist, peer, args)
+class CodeLoading(Service):
+    """The `code` service: `code.load_behavior` (it refuses unless `allow_code`)."""
+
+    namespace = "code"
+
+    def __init__(self, dist: Distribution) -> None:
+        self.dist = dist
+
+    def operations(self) -> Mapping[str, Operation]:
+        return {"load_behavior": self.load_behavior}
+
+    async def load_behavior(self, peer: NodeId, args: Any) -> list[Any]:
+        return await handle_load_behavior(self.dist, peer, args)

@@ -28,7 +28,6 @@ import functools
 import itertools
 import logging
 import reprlib
-import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Hashable
@@ -98,6 +97,7 @@ class Connection:
         max_send_buffer_bytes: int = MAX_SEND_BUFFER_BYTES, frame_keys: tuple[bytes, bytes] | None = None,
     ) -> None:
         self.node = node
+        self._monotonic = node.clock.monotonic  # (the node's clock: a simulation's is virtual)
         self.stream = stream
         self.peer = peer
         self.peer_incarnation = peer_incarnation
@@ -498,7 +498,8 @@ class Connection:
         """Decode backlog items in order until none is left or this turn's budget is spent;
         False when the connection must close."""
         backlog = self._backlog
-        deadline = time.monotonic() + TURN_BUDGET_S
+        monotonic = self._monotonic
+        deadline = monotonic() + TURN_BUDGET_S
         for _ in range(1_000_000):  # each pass finishes an item, or a slice of one
             if not backlog:
                 return True
@@ -521,7 +522,7 @@ class Connection:
                     return False
                 if finished:
                     backlog.remove(item)
-            if time.monotonic() > deadline:
+            if monotonic() > deadline:
                 return True
         return True
 
@@ -652,7 +653,7 @@ class Connection:
                 if status == _FIRST:
                     job.ready = messages[index + 1:]
                     return False
-            if time.monotonic() > deadline:
+            if self._monotonic() > deadline:
                 return False
         return False
 
@@ -706,7 +707,7 @@ class Connection:
         self._log(logging.WARNING, text, args)
 
     def _log(self, level: int, text: str, args: tuple[Any, ...], tb: str = "") -> None:
-        now = time.monotonic()
+        now = self._monotonic()
         if now - self._warned_at >= 1.0:
             if self._suppressed:
                 log.warning("%d more warnings about %s were suppressed", self._suppressed, self.peer)
@@ -800,7 +801,7 @@ class Connection:
             self.sent_messages += frames
             self.sent_bytes += len(data)
             return
-        due = max(time.monotonic() + delay, self._line_due)  # per-link FIFO: jitter never reorders
+        due = max(self._monotonic() + delay, self._line_due)  # per-link FIFO: jitter never reorders
         self._line_due = due
         self._line.append((due, data, frames))
         self._line_bytes += len(data)
@@ -822,7 +823,7 @@ class Connection:
                     if self.faults.cuts_out(self.peer):
                         await anyio.sleep(HOLD_POLL_S)
                         continue
-                    wait = due - time.monotonic()
+                    wait = due - self._monotonic()
                     if wait <= 0:
                         break
                     await anyio.sleep(wait)

@@ -1,34 +1,34 @@
 """Crash reports across the cluster: a node pushes each of its crash reports to the peers that
 subscribed (a notebook's kernel, `noex-lab top`), so a crash on any node reaches them.
 
-System requests (handled on every distributed node):
+Remote operations (the `crashes` service, on every distributed node):
 
-- `noex_crash_subscribe None` -> the last RECENT crash reports of this node (wire form, see
+- `crashes.subscribe None` -> the last RECENT crash reports of this node (wire form, see
   `CrashReport.to_wire`); from then on this node sends the subscriber
-- `noex_crash_report report` notifications, one per crash, at most MAX_PER_SECOND a second.
+- `crashes.report report` notifications, one per crash, at most MAX_PER_SECOND a second.
   Beyond that, crashes are counted, and when the second is over the last of them is sent with
   `count` = how many it stands for: a crash loop costs a subscriber a few messages a second,
   never one per crash.
-- `noex_crash_unsubscribe None`. A subscriber that leaves the cluster is dropped.
+- `crashes.unsubscribe None`. A subscriber that leaves the cluster is dropped.
 """
 
 from __future__ import annotations
 
 import contextlib
-import time
-import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..core.crash_report import CrashReport, on_crash
 from ..core.errors import NoexError
 from ..core.node import Node
 from ..core.node_id import NodeId
+from .attached import distribution_of
+from .service import Operation, Service
 
 if TYPE_CHECKING:
     from ..core._backend import Cancellable
-    from .cluster import Distribution
+    from .routing import RemoteRouter
 
 RECENT = 20  # reports a new subscriber gets at once
 MAX_PER_SECOND = 20  # reports forwarded one by one each second (to all subscribers together)
@@ -37,13 +37,15 @@ SUBSCRIBE_TIMEOUT_S = 5.0
 CrashSink = Callable[[CrashReport], None]
 
 
-class CrashReports:
+class CrashReports(Service):
     """The crash-report service of one distributed node (both sides: it serves its own reports
     to subscribers, and collects the reports of the peers it subscribed to)."""
 
-    def __init__(self, dist: Distribution) -> None:
-        self.dist = dist
-        self.node = dist.node
+    namespace = "crashes"
+
+    def __init__(self, node: Node, router: RemoteRouter) -> None:
+        self.node = node
+        self.router = router
         self.recent: deque[CrashReport] = deque(maxlen=RECENT)
         self.subscribers: set[NodeId] = set()
         self.sinks: list[CrashSink] = []  # local consumers of the peers' reports
@@ -53,13 +55,10 @@ class CrashReports:
         self._held_count = 0
         self._flush: Cancellable | None = None
 
-    def install(self) -> None:
-        handlers = self.dist.router.rpc_handlers
-        handlers["noex_crash_subscribe"] = self._subscribe
-        handlers["noex_crash_unsubscribe"] = self._unsubscribe
-        handlers["noex_crash_report"] = self._incoming
-        self.dist.join_hooks.append(self._peer_joined)
-        self.dist.leave_hooks.append(self._peer_left)
+    def operations(self) -> Mapping[str, Operation]:
+        return {"subscribe": self._subscribe, "unsubscribe": self._unsubscribe, "report": self._incoming}
+
+    def start(self) -> None:
         on_crash(self.node, self._local_crash)
 
     # --------------------------------------------------------------- serving this node's reports
@@ -74,7 +73,7 @@ class CrashReports:
         self.recent.append(report)
         if not self.subscribers:
             return
-        now = time.monotonic()
+        now = self.node.clock.monotonic()
         if now - self._window_start >= 1.0:
             self._window_start, self._sent = now, 0
         if self._sent < MAX_PER_SECOND:
@@ -93,14 +92,14 @@ class CrashReports:
         held, count = self._held, self._held_count
         self._held, self._held_count = None, 0
         if held is not None:
-            self._window_start, self._sent = time.monotonic(), 1
+            self._window_start, self._sent = self.node.clock.monotonic(), 1
             self._send(held.with_count(count))
 
     def _send(self, report: CrashReport) -> None:
         wire = report.to_wire()
         for peer in list(self.subscribers):
             try:
-                if not self.dist.router.rpc_cast(peer, "noex_crash_report", wire):
+                if not self.router.rpc_cast(peer, "crashes.report", wire):
                     self.subscribers.discard(peer)
             except NoexError as exc:  # (a report that cannot travel: say so once, locally)
                 self.node.events.report_error(f"forwarding a crash report to {peer} failed", exc)
@@ -113,7 +112,7 @@ class CrashReports:
         self.sinks.append(sink)
         if first:
             for info in self.node.get_nodes():
-                self._peer_joined(info.id)
+                self.peer_joined(info.id)
 
         def stop() -> None:
             if sink in self.sinks:
@@ -121,17 +120,17 @@ class CrashReports:
             if not self.sinks and self.node.running:
                 for info in self.node.get_nodes():
                     with contextlib.suppress(NoexError):
-                        self.dist.router.rpc_cast(info.id, "noex_crash_unsubscribe", None)
+                        self.router.rpc_cast(info.id, "crashes.unsubscribe", None)
 
         return stop
 
-    def _peer_joined(self, peer: NodeId) -> None:
+    def peer_joined(self, peer: NodeId) -> None:
         if self.sinks and self.node.running:
             self.node.spawn_task(self._subscribe_to, peer, what=f"subscribing to the crash reports of {peer}")
 
     async def _subscribe_to(self, peer: NodeId) -> None:
         try:
-            backlog = await self.dist.router.rpc(peer, "noex_crash_subscribe", None, SUBSCRIBE_TIMEOUT_S)
+            backlog = await self.router.rpc(peer, "crashes.subscribe", None, SUBSCRIBE_TIMEOUT_S)
         except NoexError:
             return  # gone again, or a node without crash reports: nothing to collect
         for wire in backlog if isinstance(backlog, list) else []:
@@ -149,25 +148,15 @@ class CrashReports:
             except Exception as exc:
                 self.node.events.report_error("a crash report sink failed", exc)
 
-    def _peer_left(self, peer: NodeId, _reason: str) -> None:
+    def peer_left(self, peer: NodeId, reason: str) -> None:
         self.subscribers.discard(peer)
-
-
-_installed: weakref.WeakKeyDictionary[Node, CrashReports] = weakref.WeakKeyDictionary()
-
-
-def install_crash_reports(dist: Distribution) -> CrashReports:
-    """Register the crash-report system requests on a node (called by `Distribution.start`)."""
-    service = CrashReports(dist)
-    service.install()
-    _installed[dist.node] = service
-    return service
 
 
 def watch_cluster_crashes(node: Node, sink: CrashSink) -> Callable[[], None]:
     """`sink(report)` for every crash on any peer of `node` (see `CrashReports.watch`); `node`'s
     own crashes come from its `crash_report` events (or `noex_lab.core.crash_report.on_crash`)."""
-    service = _installed.get(node)
+    dist = distribution_of(node)
+    service = dist.crash_reports if dist is not None else None
     if service is None:
         raise NoexError(f"node {node.display_name} is not distributed: start it with Cluster.start first")
     return service.watch(sink)

@@ -34,10 +34,7 @@ import dataclasses
 import inspect
 import itertools
 import logging
-import os
-import random
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -81,6 +78,7 @@ from ..core.timeouts import check_timeout
 from .attached import distribution_of
 from .behaviors import BehaviorRegistry
 from .partition_policy import supervisor_fencing
+from .service import Operation, Service
 
 if TYPE_CHECKING:
     from .cluster import Distribution
@@ -168,10 +166,10 @@ def _check_selector(selector: Any) -> None:
     )
 
 
-def _unique_hex(nbytes: int) -> str:
-    """A random suffix for an unnamed supervisor's internal name. Drawn through this module's `os`
+def _unique_hex(node: Node, nbytes: int) -> str:
+    """A random suffix for an unnamed supervisor's internal name. Drawn from the node's entropy
     (not `uuid.uuid4`, which reads the real `os.urandom`) so a simulation's seed decides it."""
-    return os.urandom(nbytes).hex()
+    return node.entropy.token_bytes(nbytes).hex()
 
 
 class DistributedSupervisorServer(SupervisorServer):
@@ -372,7 +370,7 @@ class DistributedSupervisorServer(SupervisorServer):
         if selector == "round_robin":
             return nodes[next(self._round_robin) % len(nodes)]
         if selector == "random":
-            return random.choice(nodes)
+            return self.node.entropy.random.choice(nodes)
         if selector == "least_loaded":
             counts = {info.id: info.process_count + self._placed_since_heartbeat(info.id)
                       for info in self.node.get_nodes()}
@@ -468,7 +466,7 @@ class DistributedSupervisorServer(SupervisorServer):
         return sum(1 for t in self._placed_at.get(peer, ()) if t >= heard_at)
 
     def _note_placement(self, target: NodeId) -> None:
-        now = time.monotonic()
+        now = self.node.clock.monotonic()
         recent = [t for t in self._placed_at.get(target, ()) if now - t < 30.0]
         recent.append(now)
         self._placed_at[target] = recent
@@ -755,7 +753,7 @@ class DistributedSupervisorServer(SupervisorServer):
         changes is pushed once, when it ends), or if the last push is `_PUSH_EVERY_S` old."""
         if not self._dirty or self._handing_over:
             return
-        now = time.monotonic()
+        now = self.node.clock.monotonic()
         if self._noex_process.mailbox and now - self._pushed_at < _PUSH_EVERY_S:
             return
         self._dirty = False
@@ -883,9 +881,12 @@ def _full(me: NodeId | None, ref: ProcessRef | None) -> ProcessRef | None:
 
 
 # ---------------------------------------------------------------------------------- per node
-class SupervisorReplicas:
+class SupervisorReplicas(Service):
     """One node's part: replicas of the supervisors hosted elsewhere (taken over when their
-    host is gone), batch starts and hand-offs for supervisors anywhere, and event relays."""
+    host is gone), batch starts and hand-offs for supervisors anywhere, and event relays
+    (the `dsup` operations)."""
+
+    namespace = "dsup"
 
     def __init__(self, dist: Distribution) -> None:
         self.dist = dist
@@ -900,19 +901,30 @@ class SupervisorReplicas:
         self._taking: set[str] = set()  # names whose takeover by this node is under way (or waits)
         # the last instance of each child this node started for each supervisor (for dsup.reap)
         self.started_for: dict[ProcessRef, dict[str, ProcessRef]] = {}
-        handlers = dist.router.rpc_handlers
-        handlers["dsup.replica"] = self._on_replica
-        handlers["dsup.forget"] = self._on_forget
-        handlers["dsup.holder"] = lambda _peer, name: self._holder(name)
-        handlers["dsup.spawn_many"] = lambda peer, items: _spawn_many(self.node, items, peer)
-        handlers["dsup.handoff"] = lambda _peer, refs: _handoff(self.node, refs)
-        handlers["dsup.evacuate"] = self._on_evacuate
-        handlers["dsup.reap"] = self._on_reap
-        handlers["dsup.listen"] = self._on_listen
-        handlers["dsup.events"] = self._on_events
-        dist.join_hooks.append(self._peer_joined)
-        dist.leave_hooks.append(self._peer_left)
-        self.node.handoff_hooks.append(self._leave)
+
+    # the Service shape (service.py)
+    def operations(self) -> Mapping[str, Operation]:
+        return {"replica": self._on_replica, "forget": self._on_forget, "holder": self._on_holder,
+                "spawn_many": self._on_spawn_many, "handoff": self._on_handoff, "evacuate": self._on_evacuate,
+                "reap": self._on_reap, "listen": self._on_listen, "events": self._on_events}
+
+    def peer_joined(self, peer: NodeId) -> None:
+        self._peer_joined(peer)
+
+    def peer_left(self, peer: NodeId, reason: str) -> None:
+        self._peer_left(peer, reason)
+
+    async def hand_off(self) -> None:
+        await self._leave()
+
+    def _on_holder(self, _peer: NodeId, name: Any) -> Any:
+        return self._holder(name)
+
+    async def _on_spawn_many(self, peer: NodeId, items: Any) -> list[list[Any]]:
+        return await _spawn_many(self.node, items, peer)
+
+    async def _on_handoff(self, _peer: NodeId, refs: Any) -> Any:
+        return await _handoff(self.node, refs)
 
     # replicas and takeover
     def _on_replica(self, peer: NodeId, payload: Any) -> None:
@@ -1178,7 +1190,7 @@ class SupervisorReplicas:
     def _on_events(self, peer: NodeId, batch: Any) -> None:
         calls: list[tuple[Callable[[NodeEvent], Any], NodeEvent]] = []
         for key, kind, data in batch:
-            event = NodeEvent(kind, time.time(), peer, dict(data))
+            event = NodeEvent(kind, self.node.clock.time(), peer, dict(data))
             calls.extend((callback, event) for callback in list(self.listeners.get(key, ())))
         if calls:
             self.node.spawn_task(self._deliver, calls, what="DistributedSupervisor.on_event callbacks")
@@ -1191,12 +1203,6 @@ class SupervisorReplicas:
                     await result
             except Exception as exc:
                 self.node.events.report_error("DistributedSupervisor.on_event callback", exc)
-
-
-def install_supervisor_replicas(dist: Distribution) -> SupervisorReplicas:
-    store = SupervisorReplicas(dist)
-    dist.supervisor_replicas = store
-    return store
 
 
 async def _stop_quietly(node: Node, ref: ProcessRef) -> None:
@@ -1369,9 +1375,9 @@ class DistributedSupervisor:
         node = current_node()
         dist = distribution_of(node)
         if dist is None or dist.config.hidden:  # no member can take it over
-            options["global_name"] = name or f"$dsup/{_unique_hex(16)}"
+            options["global_name"] = name or f"$dsup/{_unique_hex(node, 16)}"
             return await node.spawn(DistributedSupervisorServer, options, name=name, timeout=timeout)
-        options["global_name"] = name or f"$dsup/{node.id}/{_unique_hex(6)}"
+        options["global_name"] = name or f"$dsup/{node.id}/{_unique_hex(node, 6)}"
         registry = dist.global_registry
         assert registry is not None
         if name is not None and registry.whereis(name) is not None:

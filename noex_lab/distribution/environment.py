@@ -5,6 +5,10 @@ sockets, detects failures with the liveness thread on its own UDP socket, and de
 with scrypt in a worker thread. A simulator (`noex_lab.sim`) passes an `Environment` instead:
 in-memory byte streams between simulated hosts, heartbeats driven by the event loop, no thread.
 The real handshake, framing, codec, `Connection`, membership and services run unchanged over it.
+An environment also has a `clock` and an `entropy` (`core/clock.py`): the node it distributes is
+built with them (`Node(clock=env.clock, entropy=env.entropy)`), so every time the runtime reads
+and every random number it draws come from the environment (a simulation's virtual clock and
+seed); `Distribution` refuses a node built with others.
 
 The seam is crossed only when a node starts, when a connection is set up and when a node
 stops: frames and messages never pass through it, so production pays nothing per message.
@@ -17,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio.abc
 
+from ..core.clock import Clock, Entropy
 from ..core.node_id import NodeId
 
 if TYPE_CHECKING:
@@ -38,7 +43,10 @@ class Heartbeats(Protocol):
 
 
 class Environment(Protocol):
-    """The network, the failure detector and the key derivation of one node."""
+    """The network, the failure detector, the key derivation, the clock and the randomness of one node."""
+
+    clock: Clock
+    entropy: Entropy
 
     async def listen(self, host: str, port: int) -> tuple[anyio.abc.Listener[Any], int]:
         """A listener on `host:port` (port 0: any free one) and the port it got."""

@@ -35,7 +35,7 @@ import contextlib
 import os
 import random
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +44,7 @@ import anyio.abc
 
 from ..core.errors import InvalidArgumentError, NotPermittedError
 from ..core.node_id import NodeId
+from .service import Operation, Service
 
 if TYPE_CHECKING:
     from ..core.node import Node
@@ -54,7 +55,7 @@ RETRANSMIT_S = 0.2  # Linux's minimum TCP retransmission timeout
 HOLD_POLL_S = 0.02  # how often held traffic checks whether its cut healed
 MAX_LATENCY_MS = 60_000
 MAX_PARKED = 16  # parked sockets per peer (a peer redialing through a long cut parks one per attempt)
-OP = "noex_faults"  # the system request that sets a node's rules from a peer
+OP = "faults.set"  # the remote operation that sets a node's rules from a peer (FaultService)
 
 
 @dataclass(frozen=True)
@@ -69,14 +70,16 @@ class LinkRule:
 class Faults:
     """Per-node fault rules towards chosen peers (all off by default)."""
 
-    def __init__(self, seed: int | None = None) -> None:
+    def __init__(self, seed: int | None = None, *, rng: random.Random | None = None) -> None:
+        """The dice of loss and jitter: `rng` (the node's, `Entropy.new_random()`), else a
+        generator seeded with `seed` (None: by the OS)."""
         self._lock = threading.Lock()
         self._out: dict[NodeId, str] = {}  # peer -> mode: what this node sends it is cut
         self._in: dict[NodeId, str] = {}  # peer -> mode: what it sends this node is cut
         self._links: dict[NodeId, LinkRule] = {}
         self._parked: dict[NodeId, list[int]] = {}  # duplicated descriptors of closed, cut connections
         self._lines = 0  # connections with frames in their delay line (see Connection)
-        self._rng = random.Random(seed)
+        self._rng = rng if rng is not None else random.Random(seed)
         self._shut = False
         self.on_reset: Callable[[list[NodeId]], None] | None = None  # closes connections (the cluster sets it)
         self.on_heal: Callable[[], None] | None = None  # redials at once (the cluster sets it)
@@ -340,9 +343,26 @@ def heal(*nodes: Any) -> None:
         _faults_of(node).heal()
 
 
-# ---------------------------------------------------------------------- the system request
+# ---------------------------------------------------------------------- the remote operation
+class FaultService(Service):
+    """`faults.set`: a peer sets this node's rules, refused unless `allow_fault_injection`."""
+
+    namespace = "faults"
+
+    def __init__(self, faults: Faults, me: NodeId, allowed: bool) -> None:
+        self.faults = faults
+        self.me = me
+        self.allowed = allowed
+
+    def operations(self) -> Mapping[str, Operation]:
+        return {"set": self.set}
+
+    def set(self, peer: NodeId, args: Any) -> Any:
+        return handle_request(self.allowed, self.me, self.faults, peer, args)
+
+
 def handle_request(allowed: bool, me: NodeId, faults: Faults, peer: NodeId, args: Any) -> Any:
-    """`noex_faults [op, ...]` from an authenticated peer, refused unless this node allows it.
+    """`faults.set [op, ...]` from an authenticated peer, refused unless this node allows it.
 
     ops: ``["drop", [ids], direction, mode]``, ``["link", id, latency_ms, jitter_ms, loss]``,
     ``["heal", [ids]]`` (no ids: every rule), ``["rules"]`` -> `Faults.rules()`."""
@@ -376,8 +396,8 @@ def _strings(values: list[Any]) -> list[str]:
 class FaultControl:
     """The fault rules of one node, in this process or another one, behind one async interface.
 
-    A `Node` of this process is changed directly; a node id is asked through the system request
-    `noex_faults` from `via` (the current node by default), which that node refuses with
+    A `Node` of this process is changed directly; a node id is asked through the remote operation
+    `faults.set` from `via` (the current node by default), which that node refuses with
     `NotPermittedError` unless it was started with `allow_fault_injection=True`
     (`noex-lab node --allow-fault-injection`)."""
 
@@ -397,12 +417,12 @@ class FaultControl:
 
     async def _ask(self, args: list[Any]) -> Any:
         router = getattr(self.via, "router", None)
-        transport = getattr(router, "transport", None)
-        if router is None or transport is None:
+        conns = getattr(router, "conns", None)
+        if router is None or conns is None:
             raise InvalidArgumentError(f"node {self.via.display_name} is not distributed; it cannot reach {self.id}")
         # right after a heal the link may still be redialing: wait for it within the timeout
         with anyio.move_on_after(self.timeout):
-            while self.id not in transport.conns:
+            while self.id not in conns:
                 await anyio.sleep(HOLD_POLL_S)
         return await router.rpc(self.id, OP, args, self.timeout)
 

@@ -26,9 +26,8 @@ from __future__ import annotations
 import inspect
 import itertools
 import logging
-import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +49,8 @@ from ..core.process import Process
 from ..core.reasons import ExitReason
 from ..core.refs import ProcessRef
 from ..core.timeouts import check_timeout
+from .partition_policy import PartitionGuard
+from .service import Operation, Service
 
 if TYPE_CHECKING:
     from .cluster import Distribution
@@ -95,18 +96,23 @@ class _Lock:
 
     __slots__ = ("claim", "expires", "holder", "waiters")
 
-    def __init__(self, claim: str, holder: NodeId, lease_s: float) -> None:
+    def __init__(self, claim: str, holder: NodeId, expires: float) -> None:
         self.claim = claim
         self.holder = holder
-        self.expires = time.monotonic() + lease_s
+        self.expires = expires
         self.waiters: deque[_Waiter] = deque()
 
 
-class GlobalNames:
-    """The global-name replica and protocol of one node."""
+class GlobalNames(Service):
+    """The global-name replica and protocol of one node (the `global` operations); `guard` is
+    the node's partition policy at work, if it has one."""
 
-    def __init__(self, dist: Distribution) -> None:
+    namespace = "global"
+
+    def __init__(self, dist: Distribution, guard: PartitionGuard | None) -> None:
         self.dist = dist
+        self.guard = guard
+        self._monotonic = dist.node.clock.monotonic  # lock leases and waits
         self.node = dist.node
         self.names: dict[str, ProcessRef] = {}
         self.conflict_callbacks: list[ConflictCallback] = []
@@ -119,19 +125,11 @@ class GlobalNames:
         self._synced: set[NodeId] = set()  # peers whose join sync arrived on their current connection
         # names of lost peers kept (taken) until the partition policy's takeover window ends
         self._held: dict[NodeId, dict[str, ProcessRef]] = {}
-        handlers = dist.router.rpc_handlers
-        handlers["global.lock"] = self._on_lock
-        handlers["global.unlock"] = self._on_unlock
-        handlers["global.commit"] = self._on_commit
-        handlers["global.drop"] = self._on_drop
-        handlers["global.unregister"] = self._on_unregister
-        handlers["global.sync"] = self._on_sync
-        handlers["global.conflict"] = self._on_conflict
-        handlers["global.resync"] = self._on_resync
-        dist.router.name_resolvers.append(self.names.get)
-        dist.join_hooks.append(self._peer_joined)
-        dist.leave_hooks.append(self._peer_left)
-        self.node.exit_hooks.append(self._process_exited)
+
+    def operations(self) -> Mapping[str, Operation]:
+        return {"lock": self._on_lock, "unlock": self._on_unlock, "commit": self._on_commit, "drop": self._on_drop,
+                "unregister": self._on_unregister, "sync": self._on_sync, "conflict": self._on_conflict,
+                "resync": self._on_resync}
 
     # ------------------------------------------------------------------ API
     def full_ref(self, ref: ProcessRef) -> ProcessRef:
@@ -149,7 +147,7 @@ class GlobalNames:
             raise NotPermittedError(
                 f"{self.dist.node_id} is a hidden observer: it registers no global names (members never list "
                 "it, so nobody would see it leave); start it as a member (%noex attach --member) to register one")
-        guard = self.dist.partition_guard
+        guard = self.guard
         if guard is not None:
             guard.check(f"claim global names ({name!r})")
         ref = self.full_ref(ref)
@@ -261,26 +259,26 @@ class GlobalNames:
         LOCK_WAIT_S). Answers None when granted, or the current owner when the name is taken.
         The grant is a lease of the asked length (bounded); an expired holder is passed over."""
         name, claim, ref, lease_s = _lock_args(args)
-        guard = self.dist.partition_guard
+        guard = self.guard
         if guard is not None and ref.node == self.dist.node_id:
             guard.check(f"let its processes take global names ({name!r})")
         if (peer, claim) in self._withdrawn:  # its unlock overtook this request
             raise CallTimeoutError(f"the lock on global name {name!r}", 0.0, "the registration had given up")
         lock = self._locks.get(name)
-        if lock is not None and lock.claim != claim and lock.expires <= time.monotonic():
+        if lock is not None and lock.claim != claim and lock.expires <= self._monotonic():
             self._release(name, lock.claim)  # the holder's lease ended
             lock = self._locks.get(name)
         if lock is None:
             self._check_lock_quota(peer)
-            self._locks[name] = _Lock(claim, peer, lease_s)
+            self._locks[name] = _Lock(claim, peer, self._monotonic() + lease_s)
         elif lock.claim != claim:
             self._check_lock_quota(peer)
             waiter = _Waiter(claim, peer, lease_s)
             lock.waiters.append(waiter)
-            deadline = time.monotonic() + LOCK_WAIT_S
+            deadline = self._monotonic() + LOCK_WAIT_S
             try:
                 while waiter.queued:
-                    now = time.monotonic()
+                    now = self._monotonic()
                     if now >= deadline:
                         break
                     if lock.expires <= now:
@@ -320,7 +318,7 @@ class GlobalNames:
             if lock.waiters:
                 waiter = lock.waiters.popleft()  # (a waiter that gave up has left the queue already)
                 lock.claim, lock.holder = waiter.claim, waiter.peer
-                lock.expires = time.monotonic() + waiter.lease_s
+                lock.expires = self._monotonic() + waiter.lease_s
                 waiter.queued = False
                 waiter.event.set()
             else:
@@ -364,8 +362,8 @@ class GlobalNames:
             if proc is None or not proc.alive:
                 self.node.spawn_task(self._broadcast_drop, name, ref, what="global name of a dead process")
             else:
-                if self.dist.partition_guard is not None:
-                    self.dist.partition_guard.guard(ref)  # fenced with this node
+                if self.guard is not None:
+                    self.guard.guard(ref)  # fenced with this node
                 # the owner tells every peer: one that joined while the claim ran missed the locks
                 for other in list(self.dist.membership.peers):
                     if other != peer:
@@ -469,13 +467,13 @@ class GlobalNames:
                           if loser.node == me],  # (peers take concessions only from the loser's node)
         }
 
-    def _peer_joined(self, peer: NodeId) -> None:
+    def peer_joined(self, peer: NodeId) -> None:
         self._drop_held(peer)  # what it still owns comes back in its join sync
         self.dist.router.rpc_cast(peer, "global.sync", self._sync_payload())
 
-    def _peer_left(self, peer: NodeId, reason: str) -> None:
+    def peer_left(self, peer: NodeId, reason: str) -> None:
         self._synced.discard(peer)
-        guard = self.dist.partition_guard
+        guard = self.guard
         if guard is not None and reason != "graceful_shutdown" and guard.takeover_wait(peer) > 0:
             # Its names stay taken until the other side has surely fenced (the takeover window)
             held = {name: ref for name, ref in self.names.items() if ref.node == peer}
@@ -502,7 +500,7 @@ class GlobalNames:
 
     async def _release_held(self, peer: NodeId) -> None:
         """Drop the held names of `peer` once the policy lets this node take its work over."""
-        guard = self.dist.partition_guard
+        guard = self.guard
         assert guard is not None
         while peer in self._held and (wait := guard.takeover_wait(peer)) > 0:
             await anyio.sleep(min(wait + 0.01, 1.0))
@@ -514,7 +512,7 @@ class GlobalNames:
                 del self.names[name]
                 self.node.events.emit("global_unregistered", name=name, ref=ref, reason="nodedown")
 
-    def _process_exited(self, proc: Process, reason: ExitReason) -> None:
+    def process_exited(self, proc: Process, reason: ExitReason) -> None:
         ref = self.full_ref(proc.ref)
         names = [n for n, r in self.names.items() if r == ref]
         for name in names:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import inspect
 import weakref
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import chain, repeat, starmap
 from typing import TYPE_CHECKING, Any
@@ -37,6 +37,7 @@ from ..core.node_id import NodeId
 from ..core.process import Process
 from ..core.reasons import NOPROC, ExitReason
 from ..core.refs import ProcessRef
+from .service import Operation, Service
 
 if TYPE_CHECKING:
     from .cluster import Distribution
@@ -152,8 +153,12 @@ def check_scope(scope: Any) -> None:
         raise InvalidArgumentError(f"a scope is a non-empty string, not {scope!r}")
 
 
-class Groups:
-    """The groups of one node: its view of every scope, its local memberships, the protocol."""
+class Groups(Service):
+    """The groups of one node: its view of every scope, its local memberships, the protocol (the
+    `groups` operations). It exists before the node is distributed (local groups work without a
+    cluster); `attach` connects it when the node joins one."""
+
+    namespace = "groups"
 
     def __init__(self, node: Node) -> None:
         self.node = node
@@ -176,11 +181,9 @@ class Groups:
                 counts = members.by_node.pop(None, {})
                 for ref, n in counts.items():
                     members.set(None, full(ref), n)
-        handlers = dist.router.rpc_handlers
-        handlers[OP_UPDATE] = self._on_update
-        handlers[OP_SYNC] = self._on_sync
-        dist.join_hooks.append(self._peer_joined)
-        dist.leave_hooks.append(self._peer_left)
+
+    def operations(self) -> Mapping[str, Operation]:
+        return {"update": self._on_update, "sync": self._on_sync}
 
     def _full(self, ref: ProcessRef) -> ProcessRef:
         node_id = self.dist.node_id if self.dist is not None else None  # (set before node.id is)
@@ -358,7 +361,7 @@ class Groups:
                 view.setdefault(scope, []).append([group, ref, count])
         return [[scope, entries] for scope, entries in view.items()]
 
-    def _peer_joined(self, peer: NodeId) -> None:
+    def peer_joined(self, peer: NodeId) -> None:
         assert self.dist is not None
         try:
             self.dist.router.rpc_cast(peer, OP_SYNC, self._local_view())
@@ -368,7 +371,7 @@ class Groups:
                 "raise max_message_bytes or use fewer memberships per node"
             ) from None
 
-    def _peer_left(self, peer: NodeId, reason: str) -> None:
+    def peer_left(self, peer: NodeId, reason: str) -> None:
         for scope, group in self.peer_keys.pop(peer, ()):
             groups = self.scopes.get(scope, {})
             members = groups.get(group)
@@ -470,13 +473,6 @@ def groups_of(node: Node) -> Groups:
     service = _services.get(node)
     if service is None:
         service = _services[node] = Groups(node)
-    return service
-
-
-def install_groups(dist: Distribution) -> Groups:
-    """Make `dist`'s node share its groups with its peers."""
-    service = groups_of(dist.node)
-    service.attach(dist)
     return service
 
 

@@ -28,6 +28,7 @@ import functools
 import hashlib
 import hmac
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,8 +67,9 @@ class PeerHello:
     heartbeat_ms: int = 0
 
 
-def new_nonce() -> bytes:
-    return os.urandom(NONCE_BYTES)
+def new_nonce(token_bytes: Callable[[int], bytes] = os.urandom) -> bytes:
+    """A handshake nonce; `token_bytes` is the node's (`node.entropy.token_bytes`)."""
+    return token_bytes(NONCE_BYTES)
 
 
 @functools.lru_cache(maxsize=16)

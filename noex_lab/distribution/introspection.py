@@ -4,21 +4,21 @@
 Every value that crosses the wire here is plain data (refs, strings, numbers); a process's
 state is sent as its `repr` and, when it is a wire value, also as itself.
 
-System requests (handled on every distributed node):
+Remote operations (the `inspect` service, on every distributed node):
 
-- `noex_get_state [pid, creation, name]` -> a `ProcessState` (a wire type)
-- `noex_trace_start [trace_id, pid, creation, name, seconds, max_events]` -> `[ref, behavior, state_repr]`;
-  afterwards the target sends `noex_trace_event [trace_id, at, kind, msg_repr, state_repr]`
-  notifications and one `noex_trace_end [trace_id, why]`. A trace lasts a finite `seconds`
+- `inspect.state [pid, creation, name]` -> a `ProcessState` (a wire type)
+- `inspect.trace_start [trace_id, pid, creation, name, seconds, max_events]` -> `[ref, behavior, state_repr]`;
+  afterwards the target sends `inspect.trace_event [trace_id, at, kind, msg_repr, state_repr]`
+  notifications and one `inspect.trace_end [trace_id, why]`. A trace lasts a finite `seconds`
   (at most MAX_TRACE_SECONDS) and `max_events` (at most MAX_TRACE_EVENTS); a node runs at most
   MAX_TRACES_PER_PEER traces for each requesting node (`TooManyTracesError` beyond), so a peer
   cannot turn one message into an unbounded number of notifications.
-- `noex_trace_stop [trace_id]`
-- `noex_processes None` -> `[[ProcessInfo, ...], {name: ref}]` (a `ProcessListing`'s fields);
-  `noex_processes {"limit": N, "offset": O, "sort": S}` -> `[[ProcessInfo, ...], {name: ref}, count]`:
+- `inspect.trace_stop [trace_id]`
+- `inspect.processes None` -> `[[ProcessInfo, ...], {name: ref}]` (a `ProcessListing`'s fields);
+  `inspect.processes {"limit": N, "offset": O, "sort": S}` -> `[[ProcessInfo, ...], {name: ref}, count]`:
   one page of them (`node.snapshot(limit=...)`) and how many processes run there in all
-- `noex_events n` -> `[EventInfo, ...]`
-- `noex_peers None` -> `[[node_id, status], ...]`: the peers this node is connected to (a
+- `inspect.events n` -> `[EventInfo, ...]`
+- `inspect.peers None` -> `[[node_id, status], ...]`: the peers this node is connected to (a
   notebook's topology view draws a link two peers do not share as cut)
 """
 
@@ -27,8 +27,7 @@ from __future__ import annotations
 import itertools
 import reprlib
 import time
-import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -52,10 +51,13 @@ from ..core.reasons import NOPROC
 from ..core.refs import ProcessRef
 from ..core.snapshot import ProcessInfo, check_page
 from ..core.timeouts import check_timeout
+from .attached import distribution_of
+from .service import Operation, Service
 
 if TYPE_CHECKING:
     from ..core._backend import Cancellable
-    from .cluster import Distribution
+    from .codec import Codec
+    from .routing import RemoteRouter
 
 REPR_LIMIT = 2000
 SETTLE_S = 1.0
@@ -226,6 +228,7 @@ class _Trace:
         seconds: float, max_events: int,
     ) -> None:
         self.node = node
+        self._clock = node.clock
         self.proc = proc
         self._emit = emit
         self._finish = finish
@@ -244,7 +247,7 @@ class _Trace:
         if self.ended:
             return
         self.count += 1
-        self._emit(TraceEvent(time.time(), kind, short_repr(msg), short_repr(state)))
+        self._emit(TraceEvent(self._clock.time(), kind, short_repr(msg), short_repr(state)))
         if self.count >= self.max_events:
             self.end(f"stopped after {self.max_events} messages")
 
@@ -281,33 +284,32 @@ class TraceHandle:
             self._stop()
 
 
-class Introspection:
-    """The system-request handlers of one distributed node, and its running traces."""
+class Introspection(Service):
+    """The `inspect` operations of one distributed node, and its running traces."""
 
-    def __init__(self, dist: Distribution) -> None:
-        self.dist = dist
-        self.node = dist.node
+    namespace = "inspect"
+
+    def __init__(self, node: Node, router: RemoteRouter, codec: Codec) -> None:
+        self.node = node
+        self.router = router
+        self.codec = codec
         self._ids = itertools.count(1)
         # traces running on this node for a peer: (peer, trace_id) -> _Trace
         self.serving: dict[tuple[NodeId, int], _Trace] = {}
         # traces this node asked a peer for: trace_id -> (peer, on_event, on_end, handle)
         self.watching: dict[int, tuple[NodeId, Callable[[TraceEvent], None], Callable[[str], None]]] = {}
 
-    def install(self) -> None:
-        handlers = self.dist.router.rpc_handlers
-        handlers["noex_get_state"] = self._get_state
-        handlers["noex_trace_start"] = self._trace_start
-        handlers["noex_trace_stop"] = self._trace_stop
-        handlers["noex_trace_event"] = self._trace_event
-        handlers["noex_trace_end"] = self._trace_end
-        handlers["noex_processes"] = self._processes
-        handlers["noex_events"] = self._events
-        handlers["noex_peers"] = lambda _peer, _args: [[i.id, i.status] for i in self.node.get_nodes()]
-        self.dist.leave_hooks.append(self._peer_left)
+    def operations(self) -> Mapping[str, Operation]:
+        return {"state": self._get_state, "trace_start": self._trace_start, "trace_stop": self._trace_stop,
+                "trace_event": self._trace_event, "trace_end": self._trace_end, "processes": self._processes,
+                "events": self._events, "peers": self._peers}
+
+    def _peers(self, _peer: NodeId, _args: Any) -> list[list[Any]]:
+        return [[i.id, i.status] for i in self.node.get_nodes()]
 
     def _encodable(self, value: Any) -> bool:
         try:
-            self.dist.codec.encode(value)
+            self.codec.encode(value)
         except SerializationError:
             return False
         except Exception:
@@ -330,14 +332,14 @@ class Introspection:
         if sum(1 for p, _ in self.serving if p == peer) >= MAX_TRACES_PER_PEER:
             raise TooManyTracesError(self.node.id, MAX_TRACES_PER_PEER)
         proc = find_process(self.node, pid, creation, name)
-        router = self.dist.router
+        router = self.router
 
         def emit(ev: TraceEvent) -> None:
-            router.rpc_cast(peer, "noex_trace_event", [trace_id, ev.at, ev.kind, ev.message, ev.state])
+            router.rpc_cast(peer, "inspect.trace_event", [trace_id, ev.at, ev.kind, ev.message, ev.state])
 
         def finish(why: str) -> None:
             self.serving.pop(key, None)
-            router.rpc_cast(peer, "noex_trace_end", [trace_id, why])
+            router.rpc_cast(peer, "inspect.trace_end", [trace_id, why])
 
         self.serving[key] = _Trace(self.node, proc, emit, finish, seconds, max_events)
         return [proc.ref, proc.behavior.__name__, short_repr(proc.state)]
@@ -367,7 +369,7 @@ class Introspection:
         if entry is not None:
             entry[2](str(args[1]))
 
-    def _peer_left(self, peer: NodeId, reason: str) -> None:
+    def peer_left(self, peer: NodeId, reason: str) -> None:
         for key, trace in list(self.serving.items()):
             if key[0] == peer:
                 trace.end(f"the tracing node left ({reason})")
@@ -380,20 +382,9 @@ class Introspection:
         return next(self._ids)
 
 
-_installed: weakref.WeakKeyDictionary[Node, Introspection] = weakref.WeakKeyDictionary()
-
-
-def install_introspection(dist: Distribution) -> Introspection:
-    """Register the introspection system requests on a node (called by `Distribution.start`)."""
-    intro = Introspection(dist)
-    intro.install()
-    _installed[dist.node] = intro
-    return intro
-
-
 def process_rows(node: Node) -> ProcessListing:
     """The processes of `node` by pid (max_mailbox None when unbounded) and its names."""
-    now = time.monotonic()
+    now = node.clock.monotonic()
     rows = [
         ProcessInfo(ref=p.ref, name=p.name, behavior=p.behavior.__name__, status=p.status,
                     queue_len=len(p.mailbox), messages=p.handled, uptime_s=round(now - p.started_at, 3),
@@ -461,8 +452,8 @@ async def get_state(
         await settle(proc)
         return local_state(proc)
     router = _router_of(node, where)
-    state: ProcessState = _reply(await router.rpc(where, "noex_get_state", [pid, creation, name], timeout),
-                                 ProcessState, where, "noex_get_state")
+    state: ProcessState = _reply(await router.rpc(where, "inspect.state", [pid, creation, name], timeout),
+                                 ProcessState, where, "inspect.state")
     return state
 
 
@@ -498,19 +489,21 @@ async def trace(
         handle_box.append(handle)
         return handle
     router = _router_of(node, where)
-    intro = _installed.get(node)
+    dist = distribution_of(node)
+    intro = dist.introspection if dist is not None else None
     if intro is None:
         raise NodeNotReachableError(where, "this node has no introspection handlers")
     trace_id = intro.next_trace_id()
     intro.watching[trace_id] = (where, on_event, ended)
     try:
-        r = await router.rpc(where, "noex_trace_start", [trace_id, pid, creation, name, seconds, max_events], timeout)
+        r = await router.rpc(where, "inspect.trace_start", [trace_id, pid, creation, name, seconds, max_events],
+                             timeout)
     except BaseException:
         intro.watching.pop(trace_id, None)
         raise
 
     def stop() -> None:
-        if router.rpc_cast(where, "noex_trace_stop", [trace_id]) is False:
+        if router.rpc_cast(where, "inspect.trace_stop", [trace_id]) is False:
             entry = intro.watching.pop(trace_id, None)
             if entry is not None:
                 entry[2]("stopped")
@@ -528,11 +521,11 @@ async def process_list(
     node = node or current_node()
     if where is None or where == node.id:
         return process_rows(node)
-    answer = _reply(await _router_of(node, where).rpc(where, "noex_processes", None, timeout), list, where,
-                    "noex_processes")
+    answer = _reply(await _router_of(node, where).rpc(where, "inspect.processes", None, timeout), list, where,
+                    "inspect.processes")
     if len(answer) != 2 or not isinstance(answer[0], list) or not isinstance(answer[1], dict):
-        raise ProtocolError(f"node {where} answered noex_processes with a malformed listing")
-    rows = [_reply(row, ProcessInfo, where, "noex_processes") for row in answer[0]]
+        raise ProtocolError(f"node {where} answered inspect.processes with a malformed listing")
+    rows = [_reply(row, ProcessInfo, where, "inspect.processes") for row in answer[0]]
     return ProcessListing(rows, answer[1])
 
 
@@ -548,12 +541,12 @@ async def process_page(
     if where is None or where == node.id:
         return process_page_rows(node, limit, offset, sort)
     args = {"limit": limit, "offset": offset, "sort": sort}
-    answer = _reply(await _router_of(node, where).rpc(where, "noex_processes", args, timeout), list, where,
-                    "noex_processes")
+    answer = _reply(await _router_of(node, where).rpc(where, "inspect.processes", args, timeout), list, where,
+                    "inspect.processes")
     if len(answer) != 3 or not isinstance(answer[0], list) or not isinstance(answer[1], dict) \
             or not isinstance(answer[2], int):
-        raise ProtocolError(f"node {where} answered noex_processes with a malformed page")
-    rows = [_reply(row, ProcessInfo, where, "noex_processes") for row in answer[0]]
+        raise ProtocolError(f"node {where} answered inspect.processes with a malformed page")
+    rows = [_reply(row, ProcessInfo, where, "inspect.processes") for row in answer[0]]
     return ProcessPage(rows, answer[1], answer[2])
 
 
@@ -565,5 +558,6 @@ async def recent_events(
     node = node or current_node()
     if where is None or where == node.id:
         return event_rows(node, n)
-    answer = _reply(await _router_of(node, where).rpc(where, "noex_events", n, timeout), list, where, "noex_events")
-    return [_reply(row, EventInfo, where, "noex_events") for row in answer]
+    answer = _reply(await _router_of(node, where).rpc(where, "inspect.events", n, timeout), list, where,
+                    "inspect.events")
+    return [_reply(row, EventInfo, where, "inspect.events") for row in answer]

@@ -106,17 +106,18 @@ class LoopStamp:
     once a stamp is overdue the lag is the whole time since the loop last turned.
     """
 
-    def __init__(self, period_s: float = 0.0) -> None:
+    def __init__(self, period_s: float = 0.0, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.period_s = period_s
-        self._last = time.monotonic()
+        self._monotonic = monotonic  # the node's clock (`core/clock.py`): real time in production
+        self._last = monotonic()
 
     def stamp(self) -> None:
         """Record that the loop is turning."""
-        self._last = time.monotonic()
+        self._last = self._monotonic()
 
     def lag_s(self) -> float:
         """Seconds since the loop last turned, once its next stamp is overdue (0 until then)."""
-        age = time.monotonic() - self._last
+        age = self._monotonic() - self._last
         return age if age > self.period_s else 0.0
 
 

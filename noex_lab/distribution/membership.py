@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import random
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -94,6 +92,8 @@ class Membership:
 
     def __init__(self, dist: Distribution) -> None:
         self.dist = dist
+        self.clock = dist.node.clock
+        self.rng = dist.node.entropy.random  # retry jitter, the gossip rotation
         self.peers: dict[NodeId, _Peer] = {}
         self.up_callbacks: list[Callable[[NodeInfo], Any]] = []
         self.down_callbacks: list[Callable[[NodeId, str], Any]] = []
@@ -140,7 +140,7 @@ class Membership:
         candidate = self._candidates.get(peer)
         if candidate is not None and not candidate.dialing:
             del self._candidates[peer]
-        self.peers[peer] = _Peer(conn, "up", time.time())
+        self.peers[peer] = _Peer(conn, "up", self.clock.time())
         if self.dist.liveness is not None:
             self.dist.liveness.watch(peer, conn.peer_incarnation, conn.peer_heartbeat_ms / 1000.0)
         members = self._member_list()
@@ -186,7 +186,7 @@ class Membership:
         if reason == "graceful_shutdown":
             self.left.add(peer)
         elif not self.dist.stopping:
-            self._lost_at[peer] = time.monotonic()
+            self._lost_at[peer] = self.clock.monotonic()
             self.dist.transport.ensure_dialing(peer, self._wanted, give_up_after_s=REDIAL_FOR_S)
 
     def on_leaving(self, peer: NodeId, _args: Any) -> None:
@@ -222,7 +222,7 @@ class Membership:
         if not isinstance(entries, list):
             return
         transport = self.dist.transport
-        now = time.monotonic()
+        now = self.clock.monotonic()
         added = False
         for entry in entries[:MAX_MEMBERS]:
             if len(self.peers) + len(self._candidates) >= MAX_MEMBERS:
@@ -250,11 +250,11 @@ class Membership:
         of dials to nobody (made-up members cost a failed dial each), while a real member ends in
         a connection (at most MAX_CONNECTIONS of them), so a large cluster meshes at the pace of
         its handshakes, not of the bucket."""
-        self._tokens, refilled = float(GOSSIP_DIAL_BURST), time.monotonic()
+        self._tokens, refilled = float(GOSSIP_DIAL_BURST), self.clock.monotonic()
         async with anyio.create_task_group() as tg:
             while not self.dist.stopping:
                 self._wake = anyio.Event()
-                now = time.monotonic()
+                now = self.clock.monotonic()
                 self._tokens = min(float(GOSSIP_DIAL_BURST), self._tokens + (now - refilled) * GOSSIP_DIALS_PER_S)
                 refilled = now
                 waiting = [(c.next_at, peer) for peer, c in self._candidates.items() if not c.dialing]
@@ -290,7 +290,7 @@ class Membership:
             del self._candidates[peer]
             return
         candidate.attempts += 1
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if candidate.attempts >= GOSSIP_ATTEMPTS:
             del self._candidates[peer]
             self._given_up[peer] = now + GOSSIP_FORGET_S
@@ -298,7 +298,7 @@ class Membership:
                 self._given_up.popitem(last=False)
             log.debug("gave up dialing gossiped member %s after %d attempts", peer, candidate.attempts)
             return
-        candidate.next_at = now + candidate.delay * random.uniform(0.5, 1.5)
+        candidate.next_at = now + candidate.delay * self.rng.uniform(0.5, 1.5)
         candidate.delay *= 2
 
     def gossip_round(self) -> None:
@@ -313,7 +313,7 @@ class Membership:
                 state.conn.send([p.GOSSIP, self._member_list()])
                 return
         self._gossip_turns = list(self.peers)
-        random.shuffle(self._gossip_turns)
+        self.rng.shuffle(self._gossip_turns)
         if self._gossip_turns:
             self.gossip_round()
 

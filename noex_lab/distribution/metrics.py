@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SCRAPE_WAIT_S = 1.0  # how long a scrape waits for the loop before answering with the last sample
-PING_OP = "ping"     # the system request every node answers (registered by the cluster)
+PING_OP = "node.ping"  # the remote operation every node answers (node_ops.NodeService)
 
 # node events counted, by metric
 RESTART_EVENTS: tuple[EventKind, ...] = ("supervisor_restart",)
@@ -138,7 +138,7 @@ class NodeMetrics:
     async def ping_loop(self, dist: Distribution, period_s: float) -> None:
         """Measure the round trip to every member over its link, once per `period_s`."""
         async def ping(peer: NodeId) -> None:
-            start = time.perf_counter()
+            start = dist.node.clock.perf_counter()
             try:
                 await dist.router.rpc(peer, PING_OP, None, period_s)
             except (NodeNotReachableError, CallTimeoutError):
@@ -146,7 +146,7 @@ class NodeMetrics:
                 return
             except NoexError:
                 pass  # a node without the ping handler still answered: that is a round trip
-            self.round_trips[peer] = time.perf_counter() - start
+            self.round_trips[peer] = dist.node.clock.perf_counter() - start
 
         while not dist.stopping:
             peers = set(dist.membership.peers)
@@ -172,7 +172,7 @@ class NodeMetrics:
         sample.rejected = dict(dist.transport.rejected)
         live = {p.peer: p for p in dist.liveness.peers()} if dist.liveness is not None else {}
         members = dist.membership.peers
-        now = time.time()
+        now = time.time()  # (as the liveness thread stamps its heartbeats: real time)
         for peer, conn in list(dist.transport.conns.items()):
             info = live.get(peer)
             heard = info is not None and info.heartbeats > 0

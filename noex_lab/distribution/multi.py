@@ -1,7 +1,7 @@
 """The target side of `(name, node_id)` addressing (OTP `{Name, Node}`), which also carries
 `GenServer.multi_call` and `GenServer.abcast` (see `noex_lab.core.named`).
 
-System requests (every distributed node handles them):
+Remote operations (the `named` service; every distributed node serves them):
 
 - `named.call [name, timeout, sender, msg]` -> the reply of the process registered as `name`
   in this node's local `Registry` (`ServerNotRunningError` if none);
@@ -15,6 +15,7 @@ so casts from one sender keep their order whichever way they address the process
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import CallTimeoutError, InvalidArgumentError, ServerNotRunningError
@@ -23,28 +24,38 @@ from ..core.process import CALL, CAST, INFO
 from ..core.reasons import NOPROC
 from ..core.refs import ProcessRef
 from ..core.timeouts import check_timeout
-from . import protocol as p
+from .service import Operation, Service
 
 if TYPE_CHECKING:
-    from .cluster import Distribution
+    from ..core.node import Node
 
 
-def install_named(dist: Distribution) -> None:
-    """Answer `(name, node_id)` requests from peers on `dist`'s node."""
-    node = dist.node
+class NamedService(Service):
+    """The `named` operations: `(name, node_id)` requests from peers, answered by this node's
+    local `Registry`."""
 
-    def local_ref(name: Any) -> ProcessRef | None:
+    namespace = "named"
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def operations(self) -> Mapping[str, Operation]:
+        return {"call": self.call, "send": self.send, "whereis": self.whereis}
+
+    def _local_ref(self, name: Any) -> ProcessRef | None:
         if not isinstance(name, str):
             raise InvalidArgumentError(f"a registered name is a string, not {type(name).__name__}")
+        node = self.node
         ref = node.names.whereis(name)
         if ref is None or ref.node is not None:
             return ref
         return ProcessRef(node.id, ref.id, ref.creation)  # registered before Cluster.start
 
-    async def call(peer: NodeId, args: Any) -> Any:
+    async def call(self, peer: NodeId, args: Any) -> Any:
         name, timeout, sender, msg = args
+        node = self.node
         timeout = check_timeout(timeout)  # from a peer: refused (a typed error reply) if bad
-        ref = local_ref(name)
+        ref = self._local_ref(name)
         proc = node.local_process(ref) if ref is not None else None
         if proc is None or not proc.alive:
             raise ServerNotRunningError((name, node.id), NOPROC)
@@ -59,18 +70,13 @@ def install_named(dist: Distribution) -> None:
                 raise CallTimeoutError((name, node.id), timeout) from None
             raise
 
-    def send(peer: NodeId, args: Any) -> None:
+    def send(self, peer: NodeId, args: Any) -> None:
         name, tag, msg = args
         if tag not in (CAST, INFO):
             raise InvalidArgumentError(f"named.send takes a cast or a send, not tag {tag!r}")
-        ref = local_ref(name)
+        ref = self._local_ref(name)
         if ref is not None:
-            node.deliver_local(ref, (tag, msg))
+            self.node.deliver_local(ref, (tag, msg))
 
-    def whereis(peer: NodeId, name: Any) -> ProcessRef | None:
-        return local_ref(name)
-
-    handlers = dist.router.rpc_handlers
-    handlers[p.OP_NAMED_CALL] = call
-    handlers[p.OP_NAMED_SEND] = send
-    handlers[p.OP_NAMED_WHEREIS] = whereis
+    def whereis(self, peer: NodeId, name: Any) -> ProcessRef | None:
+        return self._local_ref(name)

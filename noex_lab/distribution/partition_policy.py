@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -38,14 +38,16 @@ from ..core.node_id import NodeId, validate_node_name
 from ..core.reasons import NOCONNECTION, PARTITION_FENCED, ExitReason
 from ..core.refs import ProcessRef
 from .liveness import LivenessMonitor
+from .service import Operation, Service
 
 if TYPE_CHECKING:
+    from ..core.process import Process
     from .cluster import Distribution
 
 log = logging.getLogger(__name__)
 
 KINDS = ("none", "keep_majority", "static_quorum", "keep_referee")
-STATUS_OP = "policy.status"
+STATUS_OP = "policy.status"  # (PartitionGuard's `status` operation)
 RETRY = "$partition_policy_retry"
 
 
@@ -140,8 +142,23 @@ def no_policy() -> PartitionPolicy:
     return PartitionPolicy("none")
 
 
-class PartitionGuard:
-    """The policy at work on one node: its view, its decision, fencing and the takeover window."""
+class NoPolicy(Service):
+    """The `policy` service of a node without a policy: the status its peers with one send is ignored."""
+
+    namespace = "policy"
+
+    def operations(self) -> Mapping[str, Operation]:
+        return {"status": self.status}
+
+    def status(self, _peer: NodeId, _args: Any) -> None:
+        return None
+
+
+class PartitionGuard(Service):
+    """The policy at work on one node: its view, its decision, fencing and the takeover window.
+    Its `policy.status` notifications tell the peers which members it reaches."""
+
+    namespace = "policy"
 
     def __init__(self, dist: Distribution, policy: PartitionPolicy, stable_after_s: float) -> None:
         self.dist = dist
@@ -161,10 +178,15 @@ class PartitionGuard:
         self._overlap_since: float | None = None
         self._nudged: set[NodeId] = set()  # lost members a peer reaches, being dialed at once
         self._seen_gaps = 0
-        dist.join_hooks.append(self._joined)
-        dist.leave_hooks.append(self._left)
-        dist.router.rpc_handlers[STATUS_OP] = self._on_status
-        self.node.exit_hooks.append(lambda proc, _reason: self.guarded.discard(proc.ref))
+
+    def operations(self) -> Mapping[str, Operation]:
+        return {"status": self._on_status}
+
+    def start(self) -> None:
+        self.node.spawn_task(self.watch_pauses, what="partition policy: pauses")
+
+    def process_exited(self, proc: Process, reason: ExitReason) -> None:
+        self.guarded.discard(proc.ref)
 
     # ------------------------------------------------------------------ queries
     def takeover_wait(self, peer: NodeId | None) -> float:
@@ -177,7 +199,7 @@ class PartitionGuard:
         lost = self.lost_at.get(peer)
         if lost is None:
             return 0.0
-        return max(0.0, lost + self.stable_after_s - time.monotonic())
+        return max(0.0, lost + self.stable_after_s - self.node.clock.monotonic())
 
     def check(self, what: str) -> None:
         """Raise `NodeFencedError` while fenced."""
@@ -208,7 +230,7 @@ class PartitionGuard:
         conn = self.dist.transport.conns.get(peer)
         return conn is None or not conn.peer_hidden
 
-    def _joined(self, peer: NodeId) -> None:
+    def peer_joined(self, peer: NodeId) -> None:
         if not self._is_member(peer):
             return
         self.view.add(peer)
@@ -220,7 +242,7 @@ class PartitionGuard:
         if was_lost and was_fenced == self.fenced:  # (a change of fencing told the listeners already)
             self._tell(self.fenced)
 
-    def _left(self, peer: NodeId, reason: str) -> None:
+    def peer_left(self, peer: NodeId, reason: str) -> None:
         if peer not in self.reachable or self.dist.stopping:
             return
         self.reachable.discard(peer)
@@ -228,7 +250,7 @@ class PartitionGuard:
         if reason == "graceful_shutdown":
             self.view.discard(peer)  # a graceful leave shrinks the view
         else:
-            lost = self.lost_at[peer] = time.monotonic()
+            lost = self.lost_at[peer] = self.node.clock.monotonic()
             self.node.spawn_task(self._down_later, peer, lost, what="partition policy: down a lost member")
         self._broadcast()
         self.evaluate()
@@ -297,7 +319,7 @@ class PartitionGuard:
             if self.fenced:
                 self.unfence()
             return
-        now = time.monotonic()
+        now = self.node.clock.monotonic()
         if self._overlap_since is None:
             self._overlap_since = now
             self.node.spawn_task(self._evaluate_later, self.settle_s, what="partition policy: overlap")
@@ -347,7 +369,7 @@ class PartitionGuard:
             return False
         if live.gaps != self._seen_gaps:
             self._seen_gaps = live.gaps
-        elif time.monotonic() - live.last_tick > live.timeout_s:
+        elif time.monotonic() - live.last_tick > live.timeout_s:  # (the thread's clock: real time, as here)
             self._seen_gaps = live.gaps + 1  # the thread counts this gap when it turns again
         else:
             return False
@@ -365,7 +387,7 @@ class PartitionGuard:
         """Peers have declared this node down while it was frozen: fence, drop the stale
         connections (the redials that follow bring it back) and forget what peers said."""
         self.fence("frozen for longer than the heartbeat timeout")
-        now = time.monotonic()
+        now = self.node.clock.monotonic()
         for peer in self.reachable - {self.me}:
             self.lost_at[peer] = now
         self.reachable = {self.me}
@@ -401,7 +423,7 @@ class SupervisorFencing:
         if fenced:
             self.suspended = True
         elif self.suspended:
-            self.resume_at = time.monotonic() + self.guard.settle_s
+            self.resume_at = self.server.node.clock.monotonic() + self.guard.settle_s
             self.server.node.send_after(self.server.ref, (RETRY,), self.guard.settle_s + 0.01)
         if not fenced and self.parked:
             self.server.node.send(self.server.ref, (RETRY,))
@@ -470,7 +492,7 @@ class SupervisorFencing:
         if self.guard.fenced:
             return state
         if self.suspended:
-            if time.monotonic() < self.resume_at:
+            if server.node.clock.monotonic() < self.resume_at:
                 return state  # the RETRY sent for resume_at follows
             if await server.taken_over_by() is not None:  # the takeover's replica is still on its way
                 return server.yield_to_takeover(state)

@@ -6,7 +6,8 @@ array whose first element is one of these types.
 
 from __future__ import annotations
 
-PROTOCOL_VERSION = 3  # 2: a frame holds one or more messages; 3: the dialer proves first, scrypt key
+PROTOCOL_VERSION = 4  # 2: a frame holds one or more messages; 3: the dialer proves first, scrypt key;
+#                       4: every remote operation is named `namespace.op` (docs/reference/distribution.md)
 
 CALL = 1        # [CALL, req, pid, creation, sender, msg]
 REPLY = 2       # [REPLY, req, ok, value]  (value: result, or an error tuple when not ok)
@@ -33,7 +34,9 @@ ERR_CRASH = "crash"            # [kind, exc_type, message, traceback, [behavior,
 ERR_TIMEOUT = "timeout"        # [kind, seconds]
 ERR_EXCEPTION = "exception"    # [kind, error_class_name, args]   a typed NoexError raised by a handler
 
-# System requests (RPC / RPC_CAST ops) for (name, node) targets, handled in multi.py
+# Remote operations (RPC / RPC_CAST ops) the router itself sends; each is served by a service
+# (service.py): (name, node) targets by multi.NamedService, a process's shutdown by node_ops.NodeService.
+OP_NODE_SHUTDOWN = "node.shutdown"  # RPC [pid, creation, reason, timeout] -> the exit reason
 OP_NAMED_CALL = "named.call"        # RPC [name, timeout, sender, msg] -> the reply
 OP_NAMED_SEND = "named.send"        # RPC_CAST [name, tag, msg]         (tag: cast or info)
 OP_NAMED_WHEREIS = "named.whereis"  # RPC name -> ProcessRef | None

@@ -36,7 +36,7 @@ from ..core.process import CAST as CAST_TAG
 from ..core.process import INFO as INFO_TAG
 from ..core.reasons import NOCONNECTION, NOPROC, ErrorReason, ExitReason
 from ..core.refs import MonitorRef, ProcessRef
-from ..core.timeouts import check_limit, check_timeout
+from ..core.timeouts import check_timeout
 from . import protocol as p
 from .connection import describe
 
@@ -45,11 +45,11 @@ if TYPE_CHECKING:
     from ..core.node import Node
     from ..core.process import Process
     from .connection import Connection
-    from .transport import Transport
 
 log = logging.getLogger(__name__)
 
 RpcHandler = Callable[[NodeId, Any], Any]
+FrameHandler = Callable[["Connection", list[Any]], None]
 
 # The hot frame types as module globals (one lookup instead of `p.` + attribute per test).
 _CAST, _SEND, _CALL, _REPLY = p.CAST, p.SEND, p.CALL, p.REPLY
@@ -197,7 +197,7 @@ class RemoteWatcher:
         self.node_id = node_id
 
     def deliver_down(self, down: Down) -> None:
-        conn = self.router.transport.conns.get(self.node_id)
+        conn = self.router.conns.get(self.node_id)
         if conn is not None:
             self.router.send_frame(conn, [p.DOWN, down.monitor, down.ref, down.reason])
 
@@ -206,13 +206,19 @@ class RemoteWatcher:
 
 
 class RemoteRouter:
-    """Implements `noex_lab.core.router.Router` over the transport."""
+    """Implements `noex_lab.core.router.Router` over the transport's connections.
 
-    def __init__(self, node: Node, transport: Transport) -> None:
+    Built before the transport (whose connections hand it every frame, `dispatch`): it reads the
+    transport's `conns` dict, which the transport fills and never replaces. `on_membership` takes
+    the membership frames (GOSSIP, GOODBYE); `rpc_handlers` is the table of remote operations,
+    filled by `service.install_services`."""
+
+    def __init__(self, node: Node, conns: dict[NodeId, Connection], on_membership: FrameHandler) -> None:
         self.node = node
-        self.transport = transport
-        # the transport mutates this dict, never replaces it; looked up with a ref's node, maybe None
-        self._conns = cast("dict[NodeId | None, Connection]", transport.conns)
+        self.conns = conns
+        self.on_membership = on_membership
+        # looked up with a ref's node, maybe None
+        self._conns = cast("dict[NodeId | None, Connection]", conns)
         self._last_conn: Connection | None = None  # where the last cast went (casts come in runs)
         self._last_call: Connection | None = None  # where the last call went (calls come in runs too)
         # a call's reply future: on asyncio's own loop the Future class itself (no Python frames)
@@ -224,14 +230,14 @@ class RemoteRouter:
         )
         # monitors this node's watchers hold on remote processes: mref -> (target, sink)
         self.remote_monitors: dict[MonitorRef, tuple[ProcessRef, Any]] = {}
-        self.rpc_handlers: dict[str, RpcHandler] = {"process.shutdown": self._handle_shutdown}
+        self.rpc_handlers: dict[str, RpcHandler] = {}
         self.name_resolvers: list[Callable[[str], ProcessRef | None]] = []
 
     # ------------------------------------------------------------------ helpers
     def _conn(self, ref: ProcessRef) -> Connection | None:
         if ref.node is None:
             return None
-        return self.transport.conns.get(ref.node)
+        return self.conns.get(ref.node)
 
     def send_frame(self, conn: Connection, message: list[Any]) -> None:
         """A system frame (DOWN, EXIT): never dropped, and its sender never waits."""
@@ -267,7 +273,7 @@ class RemoteRouter:
 
     async def drain(self, node: NodeId | None, timeout: float | None) -> None:
         """Wait until the connection to `node` (every connection when None) is not busy."""
-        conns = list(self.transport.conns.values()) if node is None else [self.transport.conns.get(node)]
+        conns = list(self.conns.values()) if node is None else [self.conns.get(node)]
         start = anyio.current_time()
         for conn in conns:
             if conn is None or not conn.congested:
@@ -351,16 +357,10 @@ class RemoteRouter:
             return None
         wait = (timeout if timeout is not None else 3600.0) + 5.0
         try:
-            return await self.request(conn, [p.RPC, 0, "process.shutdown", [to.id, to.creation, reason, timeout]],
+            return await self.request(conn, [p.RPC, 0, p.OP_NODE_SHUTDOWN, [to.id, to.creation, reason, timeout]],
                                       wait, to)
         except (NodeNotReachableError, CallTimeoutError):
             return None
-
-    async def _handle_shutdown(self, _peer: NodeId, args: Any) -> ExitReason:
-        pid, creation, reason, timeout = args
-        node = self.node
-        timeout = check_limit(timeout)  # from a peer: refused here (a typed error reply) if bad
-        return await node.shutdown_process(ProcessRef(node.id, pid, creation), reason, timeout)
 
     def exit_signal(self, to: ProcessRef, from_: ProcessRef, reason: ExitReason) -> None:
         conn = self._conn(to)
@@ -406,7 +406,7 @@ class RemoteRouter:
     # ------------------------------------------------------------------ (name, node) targets
     async def call_named(self, name: str, node: NodeId, msg: Any, timeout: float, sender: ProcessRef | None) -> Any:
         """One system request: the target node resolves `name` and calls it (see multi.py)."""
-        conn = self.transport.conns.get(node)
+        conn = self.conns.get(node)
         if conn is None:
             raise NodeNotReachableError(node, "not connected")
         try:
@@ -418,7 +418,7 @@ class RemoteRouter:
             raise ServerNotRunningError((name, node), exc.reason) from None
 
     def send_named(self, name: str, node: NodeId, tag: int, msg: Any) -> bool:
-        conn = self.transport.conns.get(node)
+        conn = self.conns.get(node)
         if conn is None:
             return False
         try:
@@ -435,15 +435,15 @@ class RemoteRouter:
 
     # ------------------------------------------------------------------ system requests
     async def rpc(self, node_id: NodeId, op: str, args: Any, timeout: float = 5.0) -> Any:
-        """Ask node `node_id` to run its system handler `op` (spawn, registry, snapshot ...)."""
+        """Ask node `node_id` to run its remote operation `op` (`node.spawn`, `global.lock`...)."""
         timeout = check_timeout(timeout)
-        conn = self.transport.conns.get(node_id)
+        conn = self.conns.get(node_id)
         if conn is None:
             raise NodeNotReachableError(node_id, "not connected")
         return await self.request(conn, [p.RPC, 0, op, args], timeout, node_id)
 
     def rpc_cast(self, node_id: NodeId, op: str, args: Any) -> bool:
-        conn = self.transport.conns.get(node_id)
+        conn = self.conns.get(node_id)
         if conn is None:
             return False
         conn.send([p.RPC_CAST, op, args])
@@ -570,9 +570,6 @@ class RemoteRouter:
         replaces this to continue the trace here; otherwise the context is ignored."""
         return RemoteReply(conn, req)
 
-    def on_membership(self, conn: Connection, m: list[Any]) -> None:
-        """Replaced by the cluster with its membership's frame handler."""
-
     async def _remote_stop(self, conn: Connection, m: list[Any]) -> None:
         _, req, pid, creation, reason, timeout = m
         try:  # the timeout came from a peer: stop_process refuses a bad one (a typed error reply)
@@ -586,7 +583,7 @@ class RemoteRouter:
         _, req, op, args = m
         handler = self.rpc_handlers.get(op)
         if handler is None:  # (never echo a peer's value at length: it could be megabytes)
-            err = UnknownOperationError(f"node {self.node.id} has no system handler {_describe(op)}")
+            err = UnknownOperationError(f"node {self.node.id} has no remote operation {_describe(op)}")
             conn.send([p.REPLY, req, False, encode_error(err)])
             return
         try:

@@ -6,7 +6,7 @@ and returns its result. A peer can only run what the target registered: a name i
 in the allow-list, never imported or evaluated. Like `BehaviorRegistry`, the allow-list is
 shared by every node of one OS process (the same code runs on all of them).
 
-System request: `rpc.call [name, args, timeout]` -> the result, or a typed error:
+Remote operation: `rpc.call [name, args, timeout]` -> the result, or a typed error:
 `RemoteFunctionNotFoundError`, `RemoteFunctionError` (the function raised: type, message,
 traceback text), `CallTimeoutError` (it ran past `timeout`: it is cancelled on the target).
 """
@@ -16,8 +16,8 @@ from __future__ import annotations
 import inspect
 import threading
 import traceback
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar, overload
 
 import anyio
 
@@ -32,9 +32,8 @@ from ..core.named import MultiCallResult, gather, target_nodes
 from ..core.node import Node, current_node
 from ..core.node_id import NodeId
 from ..core.timeouts import check_timeout
-
-if TYPE_CHECKING:
-    from .cluster import Distribution
+from .attached import require_distribution
+from .service import Operation, Service
 
 OP_RPC_CALL = "rpc.call"
 
@@ -113,15 +112,20 @@ def _function_error(name: str, node: Node, exc: BaseException) -> RemoteFunction
     return RemoteFunctionError(name, node.id, type(exc).__name__, str(exc), text)
 
 
-def install_rpc(dist: Distribution) -> None:
-    """Run registered functions for peers on `dist`'s node."""
-    node = dist.node
+class RpcService(Service):
+    """The `rpc` service: `rpc.call` runs a registered function for a peer."""
 
-    async def handle(_peer: NodeId, args: Any) -> Any:
+    namespace = "rpc"
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def operations(self) -> Mapping[str, Operation]:
+        return {"call": self.call}
+
+    async def call(self, _peer: NodeId, args: Any) -> Any:
         name, fn_args, timeout = args
-        return await run_function(node, name, fn_args, check_timeout(timeout))  # the timeout came from a peer
-
-    dist.router.rpc_handlers[OP_RPC_CALL] = handle
+        return await run_function(self.node, name, fn_args, check_timeout(timeout))  # the timeout came from a peer
 
 
 async def _call(node: Node, node_id: NodeId | None, name: str, args: tuple[Any, ...], timeout: float) -> Any:
@@ -129,8 +133,6 @@ async def _call(node: Node, node_id: NodeId | None, name: str, args: tuple[Any, 
         return await run_function(node, name, list(args), timeout)
     if node.distribution is None:
         raise NodeNotReachableError(node_id, "this node is not distributed (call Cluster.start first)")
-    from .attached import require_distribution
-
     return await require_distribution(node).router.rpc(node_id, OP_RPC_CALL, [name, list(args), timeout], timeout)
 
 

@@ -87,7 +87,7 @@ async def spawn(
     # for the round trip, so an init that times out still comes back as InitError in time.
     init_timeout = timeout - min(INIT_MARGIN_S, timeout * 0.2)
     args = [behavior_name, arg, name, registration, init_timeout, link_to, max_mailbox, overflow]
-    result: ProcessRef = await dist.router.rpc(target, "spawn", args, timeout)
+    result: ProcessRef = await dist.router.rpc(target, "node.spawn", args, timeout)
     return result
 
 

@@ -2,7 +2,7 @@
 
 `Sys.suspend`, `Sys.resume`, `Sys.replace_state`, `Sys.statistics`, `Sys.get_status` and
 `Sys.get_state` act on a process wherever it runs: a local one directly (`core/systools.py`),
-a remote one through the system request `noex_sys` on its node. Each returns a typed result.
+a remote one through the remote operation `sys.request` on its node. Each returns a typed result.
 `versions` answers `%noex upgrade NAME`: which process runs which version of a behavior.
 
 `replace_state` on a remote process never ships code: the target node *holds* the process
@@ -10,7 +10,7 @@ between two messages and sends its state here, the function runs here, and the n
 back (`release`). The hold lasts at most the call's timeout; without a release (the caller
 went away, the function was too slow) the process goes on with its state unchanged.
 
-System request `noex_sys [op, args]`, ops:
+Remote operation `sys.request [op, args]` (the `sys` service), ops:
 - `suspend [pid, creation, name, timeout]`, `resume [pid, creation, name]` -> `SuspendResult`
 - `status [pid, creation, name]` -> `ProcessStatus` (the state itself only when it is a wire value)
 - `statistics [pid, creation, name, enable (None | bool), timeout]` -> `[ProcessStatistics, [node, ...]]`
@@ -25,9 +25,8 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..core import systools
@@ -64,9 +63,10 @@ from .introspection import (
     short_repr,
     trace,
 )
+from .service import Operation, Service
 
 if TYPE_CHECKING:
-    from .cluster import Distribution
+    from .codec import Codec
 
 for _cls in (SuspendResult, ProcessStatistics, ProcessStatus, UpgradeResult, MachineState):
     wire_type(_cls, name=f"noex_lab.{_cls.__name__}")
@@ -124,28 +124,29 @@ def version_rows(node: Node, name: str | None = None) -> list[list[Any]]:
     return rows
 
 
-class SysHandlers:
-    """The `noex_sys` system request of one distributed node, and the holds it serves."""
+class SysHandlers(Service):
+    """The `sys.request` operation of one distributed node, and the holds it serves."""
 
-    def __init__(self, dist: Distribution) -> None:
-        self.dist = dist
-        self.node = dist.node
+    namespace = "sys"
+
+    def __init__(self, node: Node, codec: Codec) -> None:
+        self.node = node
+        self.codec = codec
         self.holds: dict[int, tuple[NodeId, weakref.ref[Process]]] = {}
 
-    def install(self) -> None:
-        self.dist.router.rpc_handlers["noex_sys"] = self.handle
-        self.dist.leave_hooks.append(self._peer_left)
+    def operations(self) -> Mapping[str, Operation]:
+        return {"request": self.handle}
 
     def _encodable(self, value: Any) -> bool:
         try:
-            self.dist.codec.encode(value)
+            self.codec.encode(value)
         except Exception:
             return False
         return True
 
     async def handle(self, peer: NodeId, request: Any) -> Any:
         if not (isinstance(request, list) and len(request) == 2 and isinstance(request[0], str)):
-            raise InvalidArgumentError("malformed noex_sys request")
+            raise InvalidArgumentError("malformed sys.request")
         op, args = request
         node = self.node
         if op == "suspend":
@@ -187,25 +188,18 @@ class SysHandlers:
             if name is not None and not isinstance(name, str):
                 raise InvalidArgumentError("a behavior name is a str")
             return version_rows(node, name)
-        raise InvalidArgumentError(f"unknown noex_sys operation {op[:40]!r}")
+        raise InvalidArgumentError(f"unknown sys.request operation {op[:40]!r}")
 
     def status(self, proc: Process) -> ProcessStatus:
         return systools.get_status(proc, short_repr, self._encodable)
 
-    def _peer_left(self, peer: NodeId, _reason: str) -> None:
+    def peer_left(self, peer: NodeId, reason: str) -> None:
         for hold_id, (owner, ref) in list(self.holds.items()):
             if owner == peer:
                 del self.holds[hold_id]
                 proc = ref()
                 if proc is not None:
                     systools.release(proc, hold_id, replace=False)
-
-
-def install_sys_tools(dist: Distribution) -> SysHandlers:
-    """Register the `noex_sys` system request on a node (called by `Distribution.start`)."""
-    handlers = SysHandlers(dist)
-    handlers.install()
-    return handlers
 
 
 # ----------------------------------------------------------------------------------- caller side
@@ -229,7 +223,7 @@ async def _rpc(node: Node, where: NodeId, op: str, args: list[Any], timeout: flo
     router: Any = node.router
     if router is None or node.distribution is None:
         raise NodeNotReachableError(where, "this node is not distributed")
-    return await router.rpc(where, "noex_sys", [op, args], timeout)
+    return await router.rpc(where, "sys.request", [op, args], timeout)
 
 
 class Sys:
@@ -274,12 +268,13 @@ class Sys:
             proc = find_process(node, pid, creation, name)
             await systools.replace_state(proc, fn, timeout)
             return local_state(proc)
-        deadline = time.monotonic() + timeout  # the whole exchange ends within `timeout`
+        monotonic = node.clock.monotonic
+        deadline = monotonic() + timeout  # the whole exchange ends within `timeout`
         hold_id, state, has_state, state_repr = await _rpc(
             node, where, "hold", [pid, creation, name, timeout, _inner(timeout)], timeout)
 
         async def release(replace: bool, new: Any = None) -> Any:
-            remaining = max(deadline - time.monotonic(), 0.001)
+            remaining = max(deadline - monotonic(), 0.001)
             return await _rpc(node, where, "release", [hold_id, replace, new], remaining)
 
         async def give_up() -> None:  # (if this fails too, the hold's lease ends it)
@@ -300,7 +295,7 @@ class Sys:
             await give_up()
             err = ReplaceStateError(f"the state function raised {type(exc).__name__}: {exc}; the state is unchanged")
             raise err from exc
-        if time.monotonic() >= deadline:
+        if monotonic() >= deadline:
             await give_up()
             raise ReplaceStateError(f"the state function took longer than the timeout ({timeout:g} s), so the "
                                     "process went on; its state is unchanged")
@@ -398,4 +393,4 @@ async def versions(name: str | None, where: NodeId | None = None, *, node: Node 
     return result
 
 
-__all__ = ["Sys", "install_sys_tools", "version_rows", "versions"]
+__all__ = ["Sys", "SysHandlers", "version_rows", "versions"]

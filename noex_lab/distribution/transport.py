@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import errno
 import logging
-import random
 import ssl
-import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -29,6 +27,7 @@ import anyio
 import anyio.abc
 from anyio.streams.tls import TLSStream
 
+from ..core.clock import SYSTEM_CLOCK
 from ..core.errors import AuthenticationError
 from ..core.node_id import NodeId
 from . import handshake as hs
@@ -76,8 +75,10 @@ class _RateLimitedLog:
     line "N more refused from HOST (suppressed)" follows once the period is over."""
 
     def __init__(self, period_s: float = 1.0,
-                 spawn: Callable[[Callable[[], Awaitable[None]]], None] | None = None) -> None:
+                 spawn: Callable[[Callable[[], Awaitable[None]]], None] | None = None,
+                 monotonic: Callable[[], float] = SYSTEM_CLOCK.monotonic) -> None:
         self.period_s = period_s
+        self._monotonic = monotonic
         self._spawn = spawn
         self._last: dict[str, float] = {}
         self._suppressed: dict[str, tuple[int, str]] = {}  # host -> (count, the last suppressed text)
@@ -85,7 +86,7 @@ class _RateLimitedLog:
 
     def warning(self, address: str, text: str, *args: Any) -> None:
         host = address.rsplit(":", 1)[0]  # per host: a retrying peer uses a new port each time
-        now = time.monotonic()
+        now = self._monotonic()
         if now - self._last.get(host, -1e9) < self.period_s:
             count, _ = self._suppressed.get(host, (0, ""))
             self._suppressed[host] = (count + 1, text % args)
@@ -100,7 +101,7 @@ class _RateLimitedLog:
 
     def flush(self, *, force: bool = False) -> None:
         """Log the summary line of every host whose period is over (of all of them with `force`)."""
-        now = time.monotonic()
+        now = self._monotonic()
         for host, (count, last_text) in list(self._suppressed.items()):
             if force or now - self._last.get(host, -1e9) >= self.period_s:
                 del self._suppressed[host]
@@ -184,7 +185,8 @@ class Transport:
 
     def __init__(
         self, node: Node, *, node_id: NodeId, incarnation: int, key: bytes | None, codec: Codec,
-        faults: Faults, dispatch: Dispatch, max_message_bytes: int, tls: TLSConfig | None,
+        faults: Faults, conns: dict[NodeId, Connection], dispatch: Dispatch, max_message_bytes: int,
+        tls: TLSConfig | None,
         busy_limit_bytes: int = BUSY_LIMIT_BYTES, max_send_buffer_bytes: int = MAX_SEND_BUFFER_BYTES,
         on_connected: Callable[[Connection], None], on_disconnected: Callable[[Connection], None],
         hidden: bool = False, heartbeat_ms: int = 0,
@@ -207,7 +209,7 @@ class Transport:
         self.tls = tls
         self.on_connected = on_connected
         self.on_disconnected = on_disconnected
-        self.conns: dict[NodeId, Connection] = {}
+        self.conns = conns  # shared with the router, which reads it (filled here, never replaced)
         self.dialing: set[NodeId] = set()
         self.dial_loops: set[NodeId] = set()
         self.pending = _PendingHandshakes()
@@ -216,7 +218,8 @@ class Transport:
         self.refusals: deque[str] = deque(maxlen=32)  # why our latest dials were refused or failed the handshake
         # handshakes that did not end in a connection, by kind (read by noex_lab.metrics)
         self.rejected: Counter[str] = Counter()
-        self._log = _RateLimitedLog(spawn=lambda fn: node.spawn_task(fn, what="handshake log summary"))
+        self._log = _RateLimitedLog(spawn=lambda fn: node.spawn_task(fn, what="handshake log summary"),
+                                    monotonic=node.clock.monotonic)
         self.listener: anyio.abc.Listener[anyio.abc.SocketStream] | None = None
         self.stopping = False
         self._redial = anyio.Event()  # set (and replaced) to end every dial loop's back-off at once
@@ -332,7 +335,8 @@ class Transport:
         if key is None and hello.secured:
             await _refuse(stream, "this node has no cluster_secret; the dialing node expects one")
             raise AuthenticationError(f"{hello.node_id} at {address} expects a cluster secret; we have none")
-        me = hs.PeerHello(hs.PROTOCOL_VERSION, self.node_id, self.incarnation, hs.new_nonce(), key is not None,
+        nonce = hs.new_nonce(self.node.entropy.token_bytes)
+        me = hs.PeerHello(hs.PROTOCOL_VERSION, self.node_id, self.incarnation, nonce, key is not None,
                           self.hidden, self.heartbeat_ms)
         await _send(stream, hs.encode_hello(hs.WELCOME, me))
         fields = await reader.read(stream)
@@ -433,7 +437,8 @@ class Transport:
     ) -> Connection | None:
         reader = _HandshakeReader()
         key = self.key
-        me = hs.PeerHello(hs.PROTOCOL_VERSION, self.node_id, self.incarnation, hs.new_nonce(), key is not None,
+        nonce = hs.new_nonce(self.node.entropy.token_bytes)
+        me = hs.PeerHello(hs.PROTOCOL_VERSION, self.node_id, self.incarnation, nonce, key is not None,
                           self.hidden, self.heartbeat_ms)
         await _send(stream, hs.encode_hello(hs.HELLO, me))
         fields = await reader.read(stream)
@@ -472,20 +477,22 @@ class Transport:
             return
         self.dial_loops.add(peer)
 
+        monotonic, rng = self.node.clock.monotonic, self.node.entropy.random
+
         async def loop() -> None:
             delay = first_backoff_s
-            started = time.monotonic()
+            started = monotonic()
             deadline = None if give_up_after_s is None else started + give_up_after_s
             try:
                 while not self.stopping and wanted(peer) and peer not in self.conns:
-                    if deadline is not None and time.monotonic() > deadline:
+                    if deadline is not None and monotonic() > deadline:
                         log.info("giving up dialing %s after %.0f s", peer, give_up_after_s)
                         return
                     if await self.dial(peer):
                         return
-                    with anyio.move_on_after(delay * random.uniform(0.5, 1.5)):
+                    with anyio.move_on_after(delay * rng.uniform(0.5, 1.5)):
                         await self._redial.wait()
-                    cap = max_backoff_s if time.monotonic() - started < slow_after_s else slow_backoff_s
+                    cap = max_backoff_s if monotonic() - started < slow_after_s else slow_backoff_s
                     delay = min(delay * 2, cap)
             finally:
                 self.dial_loops.discard(peer)

@@ -1,7 +1,7 @@
 """Shipping behaviors defined in notebook cells to the cluster (`%%noex behavior NAME`).
 
 The kernel keeps the latest source of every behavior defined with the cell magic and sends it
-(system request `noex_load_behavior`) to every connected node, and to every node that joins
+(remote operation `code.load_behavior`) to every connected node, and to every node that joins
 later. A node loads it only if it accepts code (`allow_code` plus an authenticated link; the
 nodes `%noex local` starts do); a node that refuses says why, and the cell shows it.
 Re-running the cell ships the new source, which replaces the old behavior everywhere and
@@ -155,7 +155,7 @@ class CodeShipper:
             if dist is None:
                 raise NoexError("this kernel's node is not distributed")
             loaded = await dist.router.rpc(
-                peer, "noex_load_behavior", [behavior.name, behavior.source, behavior.class_name, behavior.replace],
+                peer, "code.load_behavior", [behavior.name, behavior.source, behavior.class_name, behavior.replace],
                 SHIP_TIMEOUT_S,
             )
             result = ShipResult(peer, behavior.name, behavior.version, True, loaded_text(loaded))

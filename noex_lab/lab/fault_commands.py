@@ -1,7 +1,7 @@
 """`%noex partition`, `%noex heal`, `%noex link`: network faults between the notebook's nodes.
 
-This kernel's node changes its own rules directly; every other node gets them through the system
-request `noex_faults`, which `%noex local` / `%noex remote` nodes accept (they run with
+This kernel's node changes its own rules directly; every other node gets them through the remote
+operation `faults.set`, which `%noex local` / `%noex remote` nodes accept (they run with
 `--allow-fault-injection`) and other nodes refuse unless started with it. A pair that includes
 this kernel's node is cut by this node's rules alone, so it can always heal the others
 (docs/reference/lab.md)."""

@@ -277,7 +277,7 @@ class ClusterView(LiveWidget):
 
         async def one(peer: NodeId) -> None:
             try:
-                rows = await rpc(peer, "noex_peers", None, max(0.5, self.refresh_s))
+                rows = await rpc(peer, "inspect.peers", None, max(0.5, self.refresh_s))
                 self.peer_views[peer] = {row[0] for row in rows if isinstance(row, list) and row
                                          and isinstance(row[0], NodeId)}
             except (NoexError, TypeError):

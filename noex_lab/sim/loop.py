@@ -1,5 +1,5 @@
-"""A virtual clock: an asyncio loop whose time jumps to the next timer, and the time and
-randomness the runtime reads, redirected to the simulation while it runs.
+"""A virtual clock: an asyncio loop whose time jumps to the next timer, and the `Clock` the
+simulation's nodes read.
 
 `VirtualTimeLoop.time()` is a number the loop advances itself: when no callback is ready, the
 loop's selector is asked to wait `timeout` seconds for the earliest timer, and instead of waiting
@@ -7,31 +7,26 @@ it adds `timeout` to the clock (the idea of `looptime` and of madsim's and turmo
 Sleeps, heartbeats and timeouts then cost no wall time, and a run is a pure function of its
 inputs: one thread, no sockets, callbacks in the loop's FIFO order.
 
-The runtime also reads `time.monotonic()`, `time.time()`, the `random` module and `os.urandom`
-directly in a few places (dial back-off, a node's incarnation, event timestamps, handshake
-nonces). `virtual_world` points the names `time`, `random` and `os` of the `noex_lab` modules at
-the simulation's clock and its seeded `random.Random` for the duration of a run, and puts the
-real modules back afterwards: production code keeps calling the real functions directly.
+Everything the runtime reads beyond the loop (deadlines, uptimes, timestamps, a node's
+incarnation) it reads from its node's `Clock`, and every random number (back-off jitter, gossip
+order, handshake nonces) comes from its node's `Entropy` (`noex_lab/core/clock.py`). A simulation
+builds its nodes with `virtual_clock(loop)` and an `Entropy` on its seeded generator, through
+its `SimEnvironment`: no module global is swapped, production code is untouched. What stays
+outside the seam is anyio's and asyncio's own clock, which is this loop's `time()` anyway.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import itertools
-import os
-import random
 import selectors
-import sys
-import time
-import types
-from collections.abc import Iterator
 from typing import Any
 
+from ..core.clock import Clock
 from ..core.errors import NoexError
 
-__all__ = ["SimulationStuckError", "VirtualTimeLoop", "virtual_world"]
+__all__ = ["SimulationStuckError", "VirtualTimeLoop", "virtual_clock"]
 
 EPOCH = 1_800_000_000.0  # the simulated wall clock at virtual time 0 (a fixed date in 2027)
 
@@ -120,76 +115,14 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
             self._now += seconds
 
 
-class _Clock(types.SimpleNamespace):
-    """Stands in for the `time` module inside noex_lab while a simulation runs."""
+def virtual_clock(loop: VirtualTimeLoop) -> Clock:
+    """The `Clock` of a simulation's nodes (`core/clock.py`): monotonic time is the loop's
+    virtual time, wall time that plus EPOCH."""
 
-    def __init__(self, loop: VirtualTimeLoop) -> None:
-        super().__init__()
-        self._loop = loop
+    def wall() -> float:
+        return EPOCH + loop.time()
 
-    def monotonic(self) -> float:
-        return self._loop.time()
+    def wall_ns() -> int:
+        return int((EPOCH + loop.time()) * 1e9)
 
-    perf_counter = monotonic
-
-    def monotonic_ns(self) -> int:
-        return int(self._loop.time() * 1e9)
-
-    def time(self) -> float:
-        return EPOCH + self._loop.time()
-
-    def time_ns(self) -> int:
-        return int((EPOCH + self._loop.time()) * 1e9)
-
-    def __getattr__(self, name: str) -> Any:  # strftime, localtime, sleep, ... the real ones
-        return getattr(time, name)
-
-
-class _Os(types.SimpleNamespace):
-    """Stands in for `os` inside noex_lab: `urandom` (handshake nonces) comes from the seed."""
-
-    def __init__(self, rng: random.Random) -> None:
-        super().__init__()
-        self._rng = rng
-
-    def urandom(self, n: int) -> bytes:
-        return self._rng.randbytes(n)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(os, name)
-
-
-class _RandomModule:
-    """The `random` module as a simulation sees it: the module's functions draw from the seeded
-    generator, and `Random()` makes a generator seeded from it (the fault layer keeps its own)."""
-
-    def __init__(self, rng: random.Random) -> None:
-        self._rng = rng
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._rng, name)
-
-    def Random(self, seed: int | None = None) -> random.Random:
-        return random.Random(self._rng.getrandbits(64) if seed is None else seed)
-
-
-@contextlib.contextmanager
-def virtual_world(loop: VirtualTimeLoop, rng: random.Random) -> Iterator[None]:
-    """Inside: the `time`, `random` and `os` names of every loaded noex_lab module (the simulator's
-    own excepted) are the simulation's clock, its seeded generator and a seeded `urandom`."""
-    shims = {time: _Clock(loop), random: _RandomModule(rng), os: _Os(rng)}
-    swapped: list[tuple[dict[str, Any], str, Any]] = []
-    for name, module in sorted(sys.modules.items()):
-        if not name.startswith("noex_lab.") or name.startswith("noex_lab.sim") or module is None:
-            continue
-        namespace = vars(module)
-        for attr in ("time", "random", "os"):
-            real = namespace.get(attr)
-            if real is not None and isinstance(real, types.ModuleType) and real in shims:
-                swapped.append((namespace, attr, real))
-                namespace[attr] = shims[real]
-    try:
-        yield
-    finally:
-        for namespace, attr, real in swapped:
-            namespace[attr] = real
+    return Clock(monotonic=loop.time, wall=wall, wall_ns=wall_ns, perf_counter=loop.time)

@@ -22,6 +22,7 @@ import anyio
 import anyio.abc
 from anyio.abc import SocketAttribute
 
+from ..core.clock import Clock, Entropy
 from ..core.node_id import NodeId
 from ..distribution.environment import Heartbeats, Report
 from ..distribution.handshake import derive_key
@@ -339,9 +340,11 @@ class SimNetwork:
 class SimEnvironment:
     """The `Environment` of one simulated host (see noex_lab.distribution.environment)."""
 
-    def __init__(self, net: SimNetwork, host: Host) -> None:
+    def __init__(self, net: SimNetwork, host: Host, clock: Clock, entropy: Entropy) -> None:
         self.net = net
         self.host = host
+        self.clock = clock  # the simulation's virtual clock and seeded randomness, shared by its nodes
+        self.entropy = entropy
 
     async def listen(self, host: str, port: int) -> tuple[anyio.abc.Listener[Any], int]:
         listener = SimListener(self.host)

@@ -18,12 +18,13 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
+from ..core.clock import Entropy
 from ..core.errors import NoexError, WaitTimeoutError
 from ..core.events import NodeEvent
 from ..core.node import Node
 from ..distribution.cluster import ClusterConfig, Distribution
 from .invariants import Checker, Violation
-from .loop import VirtualTimeLoop, virtual_world
+from .loop import VirtualTimeLoop, virtual_clock
 from .network import Host, SimEnvironment, SimNetwork
 
 __all__ = ["ReplayStopped", "Simulation", "SimulationFailure"]
@@ -70,6 +71,8 @@ class Simulation:
         self.rng = random.Random(f"{seed}:runtime")  # what the runtime draws (back-off, nonces, incarnations)
         self.nemesis_rng = random.Random(f"{seed}:nemesis")  # the fault schedule, independent of the runtime
         self.loop = VirtualTimeLoop()
+        self.clock = virtual_clock(self.loop)  # every node's Clock and Entropy (core/clock.py)
+        self.entropy = Entropy(self.rng)
         self._hash = hashlib.sha256()
         self._tail: deque[str] = deque(maxlen=trace_lines)
         self.full_trace: list[str] | None = [] if keep_trace else None
@@ -148,18 +151,17 @@ class Simulation:
             return await awaitable
 
         loop = self.loop
-        with virtual_world(loop, self.rng):
-            task = loop.create_task(main())
-            self._current = task
-            # (only while this run is current: a run cut short by `stop_at` may finish in a later one)
-            task.add_done_callback(lambda done: loop.stop() if self._current is done else None)
-            stopper = loop.call_at(self.stop_at, loop.stop) if self.stop_at is not None else None
-            try:
-                loop.run_forever()
-            finally:
-                self._current = None
-                if stopper is not None:
-                    stopper.cancel()
+        task = loop.create_task(main())
+        self._current = task
+        # (only while this run is current: a run cut short by `stop_at` may finish in a later one)
+        task.add_done_callback(lambda done: loop.stop() if self._current is done else None)
+        stopper = loop.call_at(self.stop_at, loop.stop) if self.stop_at is not None else None
+        try:
+            loop.run_forever()
+        finally:
+            self._current = None
+            if stopper is not None:
+                stopper.cancel()
         if not task.done():
             raise ReplayStopped(f"stopped at simulated t={loop.time():.6f}")
         return task.result()
@@ -236,7 +238,8 @@ class Simulation:
             await self._start_node(host)
 
     async def _start_node(self, host: Host) -> None:
-        node = Node(label=host.name)
+        environment = SimEnvironment(self.net, host, self.clock, self.entropy)
+        node = Node(label=host.name, clock=environment.clock, entropy=environment.entropy)
         await node.start()
         host.node = node
         host.alive = True
@@ -245,7 +248,7 @@ class Simulation:
         seeds = tuple(h.node_id for h in self.hosts if h is not host)
         config = ClusterConfig(node_name=host.name, host=host.host, port=host.port, seeds=seeds, **self.options)
         config.validate()
-        dist = Distribution(node, config, environment=SimEnvironment(self.net, host))
+        dist = Distribution(node, config, environment=environment)
         await dist.start()
         self.record(f"{host.name} started incarnation={node.incarnation}")
         if self.checker is not None:

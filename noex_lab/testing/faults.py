@@ -74,8 +74,8 @@ class FaultInjector:
 
     async def apartition(self, side_a: Iterable[Target], side_b: Iterable[Target], *, mode: str = "blackhole",
                          one_way: bool = False, via: Node | None = None) -> None:
-        """`partition` for any nodes: node processes get their rules through the system request
-        `noex_faults` from `via` (an in-process node; default the current one), which they refuse
+        """`partition` for any nodes: node processes get their rules through the remote operation
+        `faults.set` from `via` (an in-process node; default the current one), which they refuse
         (`NotPermittedError`) unless started with --allow-fault-injection."""
         from ..core.node import current_node
 

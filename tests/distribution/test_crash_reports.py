@@ -20,6 +20,7 @@ from noex_lab import CallError, GenServer, RemoteLink, RemoteSpawn, Stop
 from noex_lab.core import tracebacks
 from noex_lab.core.crash_report import CrashReport
 from noex_lab.distribution import crash_reports
+from noex_lab.distribution.attached import require_distribution
 from noex_lab.distribution.crash_reports import watch_cluster_crashes
 from tests.helpers.cluster import NodeProcess, start_cluster, wait_until
 
@@ -98,7 +99,7 @@ async def test_a_crash_loop_reaches_a_subscriber_as_a_few_reports_with_a_count()
     a, b = await start_cluster(2)
     got: list[CrashReport] = []
     watch_cluster_crashes(a, got.append)
-    await wait_until(lambda: a.id in crash_reports._installed[b].subscribers, 5, "the subscription")
+    await wait_until(lambda: a.id in require_distribution(b).crash_reports.subscribers, 5, "the subscription")
     burst = 200
     with b.as_default():
         for _ in range(burst):

@@ -208,7 +208,7 @@ async def test_every_blocking_api_keeps_its_deadline_on_a_busy_link(
 
 
 async def _snapshot_of(me: Node, peer: Any, timeout: float) -> Any:
-    return await me.distribution.router.rpc(peer, "snapshot", None, timeout)
+    return await me.distribution.router.rpc(peer, "node.snapshot", None, timeout)
 
 
 @pytest.mark.timeout(90)

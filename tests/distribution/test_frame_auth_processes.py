@@ -115,7 +115,7 @@ async def test_an_injected_or_replayed_frame_closes_that_connection_only(
     relayed_conn = a.distribution.transport.conns[b_id]
     if attack == "inject":
         # a system request in the clear, as an attacker without the session key would write it
-        forged = msgpack.packb([p.RPC, 424242, "snapshot", None])
+        forged = msgpack.packb([p.RPC, 424242, "node.snapshot", None])
         await relay.inject(_frame(forged))
     else:
         await relay.inject(_last_frame(bytes(relay.from_dialer)))  # A's call, once more

@@ -59,7 +59,7 @@ async def _recorder_on_second_of_two() -> tuple[Node, Node, ProcessRef]:
 
 def _connection(node: Node, peer: Node) -> Connection:
     assert node.router is not None and peer.id is not None
-    conn: Connection = node.router.transport.conns[peer.id]  # type: ignore[attr-defined]
+    conn: Connection = node.router.conns[peer.id]  # type: ignore[attr-defined]
     return conn
 
 

@@ -143,9 +143,9 @@ async def test_a_departed_peer_gives_up_its_lock_and_its_queued_claims() -> None
         run = LockScript(registry, "gone", tg)
         for action, claim in [("now", 0), ("request", 1), ("request", 2), ("settle", 0)]:
             await run.step(action, claim)
-        registry._peer_left(PEERS[0], "connection_closed")  # the holder: c1 is next
+        registry.peer_left(PEERS[0], "connection_closed")  # the holder: c1 is next
         run.state[0] = "ended"
-        registry._peer_left(PEERS[2], "connection_closed")  # a waiter: it leaves the queue
+        registry.peer_left(PEERS[2], "connection_closed")  # a waiter: it leaves the queue
         await run.step("settle", 0)
         assert run.state == ["ended", "held", "refused"]
         await run.step("end", 1)

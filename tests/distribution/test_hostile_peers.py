@@ -60,7 +60,7 @@ async def _peers(victim: NodeProcess) -> tuple[Node, Node, NodeId]:
 
 
 async def _victim_names(good: Node, victim: NodeId) -> dict[str, Any]:
-    snap = await good.distribution.router.rpc(victim, "snapshot", None, 3.0)
+    snap = await good.distribution.router.rpc(victim, "node.snapshot", None, 3.0)
     return dict(snap.global_names)
 
 
@@ -97,7 +97,7 @@ async def test_registry_changes_are_taken_only_from_who_may_make_them(victim: No
     # a fake conflict telling the victim its own process lost, directly and inside a sync
     cast(vid, "global.conflict", ["victim-svc", evil_ref, theirs])
     cast(vid, "global.sync", {"names": [], "conflicts": [["victim-svc", evil_ref, theirs]]})
-    await rpc(vid, "snapshot", None, 3.0)  # answered after the casts above (one connection, in order)
+    await rpc(vid, "node.snapshot", None, 3.0)  # answered after the casts above (one connection, in order)
     await _still_works(good, vid, "after-attack")
 
     names = await _victim_names(good, vid)
@@ -133,7 +133,7 @@ async def test_links_and_call_senders_must_be_processes_of_the_asking_node(victi
         echo = await RemoteSpawn.spawn("echo", vid)
     rpc = evil.distribution.router.rpc
     with pytest.raises(NotPermittedError):  # a spawn linked to a third node's process
-        await rpc(vid, "spawn", ["echo", None, None, "none", 5.0, watcher], 3.0)
+        await rpc(vid, "node.spawn", ["echo", None, None, "none", 5.0, watcher], 3.0)
     conn = evil.distribution.transport.conns[vid]
 
     async def call_as(sender: ProcessRef | None) -> Any:

@@ -115,7 +115,7 @@ async def test_uninstrumented_calls_send_plain_frames_and_ignore_contexts() -> N
     with b.as_default():
         relay_b = await GenServer.start(Relay)
     sent: list[list[Any]] = []
-    conn = a.router.transport.conns[b.id]  # type: ignore[attr-defined]
+    conn = a.router.conns[b.id]  # type: ignore[attr-defined]
     plain_send = conn.send
     conn.send = lambda message: (sent.append(message), plain_send(message))[1]
     with a.as_default():

@@ -60,17 +60,17 @@ async def test_a_hostile_timeout_from_a_peer_is_refused_by_the_receiving_node(ba
     with a.as_default():
         ref = await RemoteSpawn.spawn("echo", b.id)
         router: Any = a.router
-        conn = router.transport.conns[b.id]
+        conn = router.conns[b.id]
         # a STOP frame carries the stop timeout (what GenServer.stop would never send)
         with pytest.raises(InvalidArgumentError, match="timeout must be"):
             await router.request(conn, [p.STOP, 0, ref.id, ref.creation, "normal", bad], 5.0, ref)
         # a supervisor-style shutdown request (None and infinity are a valid "no limit" there)
         if bad is not None and bad != math.inf:
             with pytest.raises(InvalidArgumentError, match="timeout must be"):
-                await router.rpc(b.id, "process.shutdown", [ref.id, ref.creation, "shutdown", bad])
+                await router.rpc(b.id, "node.shutdown", [ref.id, ref.creation, "shutdown", bad])
         # a spawn request
         with pytest.raises(InvalidArgumentError, match="timeout must be"):
-            await router.rpc(b.id, "spawn", ["echo", None, None, "none", bad, None])
+            await router.rpc(b.id, "node.spawn", ["echo", None, None, "none", bad, None])
         # b refused them all and runs on: the process is untouched, no error was reported
         assert await GenServer.call(ref, "still there") == "still there"
         assert [proc.ref for proc in b.processes()] == [ref]

@@ -1,5 +1,5 @@
 """Sys tools and StateMachines across nodes: the target runs in a `noex-lab node` OS process,
-the tools are called from this test's node (system request `noex_sys`)."""
+the tools are called from this test's node (remote operation `sys.request`)."""
 
 from __future__ import annotations
 

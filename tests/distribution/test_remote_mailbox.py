@@ -160,5 +160,6 @@ async def test_bad_mailbox_options_are_refused_before_and_after_the_wire() -> No
         router: Any = a.router
         for max_mailbox, overflow in ((-1, "drop_newest"), (2.5, "drop_newest"), (5, "spill")):
             with pytest.raises(InvalidArgumentError):
-                await router.rpc(b.id, "spawn", ["remote_gated", "x", None, "none", 5.0, None, max_mailbox, overflow])
+                await router.rpc(b.id, "node.spawn",
+                                 ["remote_gated", "x", None, "none", 5.0, None, max_mailbox, overflow])
         assert b.processes() == []

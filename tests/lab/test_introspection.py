@@ -210,21 +210,21 @@ async def test_code_loading_needs_allow_code_and_replaces() -> None:
     assert router is not None
     args = ["shipped_counter", COUNTER_SOURCE, "ShippedCounter"]
     with pytest.raises(NoexError, match="does not accept code"):
-        await router.rpc(b.id, "noex_load_behavior", args, 5.0)  # type: ignore[attr-defined]
+        await router.rpc(b.id, "code.load_behavior", args, 5.0)  # type: ignore[attr-defined]
     # the class name, then how many running processes were upgraded, failed to, or are busy (none yet)
-    assert await router.rpc(c.id, "noex_load_behavior", args, 5.0) == ["ShippedCounter", 0, 0, 0, []]  # type: ignore[attr-defined]
+    assert await router.rpc(c.id, "code.load_behavior", args, 5.0) == ["ShippedCounter", 0, 0, 0, []]  # type: ignore[attr-defined]
     with a.as_default():
         ref = await RemoteSpawn.spawn("shipped_counter", c.id, arg=5)
         assert await GenServer.call(ref, "version") == 1
         v2 = ["shipped_counter", COUNTER_SOURCE.replace("VERSION = 1", "VERSION = 2"), "ShippedCounter"]
-        loaded = await router.rpc(c.id, "noex_load_behavior", v2, 5.0)  # type: ignore[attr-defined]
+        loaded = await router.rpc(c.id, "code.load_behavior", v2, 5.0)  # type: ignore[attr-defined]
         assert loaded == ["ShippedCounter", 1, 0, 0, []]
         ref2 = await RemoteSpawn.spawn("shipped_counter", c.id)
         assert await GenServer.call(ref2, "version") == 2
         assert await GenServer.call(ref, "version") == 2  # a running process is upgraded (issue 17: hot upgrade)
         bad = ["shipped_counter", "raise ValueError('nope')", "ShippedCounter"]
         with pytest.raises(NoexError, match="failed here: ValueError: nope"):
-            await router.rpc(c.id, "noex_load_behavior", bad, 5.0)  # type: ignore[attr-defined]
+            await router.rpc(c.id, "code.load_behavior", bad, 5.0)  # type: ignore[attr-defined]
         ref3 = await RemoteSpawn.spawn("shipped_counter", c.id)  # the failed load replaced nothing
         assert await GenServer.call(ref3, "version") == 2
     assert any(e.kind == "behavior_loaded" for e in c.events.recent(50))
@@ -255,7 +255,7 @@ async def test_a_trace_needs_a_finite_bounded_duration(seconds: Any) -> None:
         # a peer that skips the caller's checks is refused by the target node
         router: Any = a.router
         with pytest.raises(InvalidArgumentError, match="seconds must be"):
-            await router.rpc(b.id, "noex_trace_start", [1, remote.id, remote.creation, None, seconds, 10])
+            await router.rpc(b.id, "inspect.trace_start", [1, remote.id, remote.creation, None, seconds, 10])
         assert b.distribution.introspection.serving == {}
 
 
@@ -274,7 +274,7 @@ async def test_traces_per_peer_are_bounded() -> None:
         router: Any = a.router
         trace_id = max(a.distribution.introspection.watching)
         with pytest.raises(InvalidArgumentError, match="already running"):
-            await router.rpc(b.id, "noex_trace_start", [trace_id, ref.id, ref.creation, None, 30, 10])
+            await router.rpc(b.id, "inspect.trace_start", [trace_id, ref.id, ref.creation, None, 30, 10])
         GenServer.cast(ref, ("set", 1))
         assert await GenServer.call(ref, "get") == 1
         await wait_until(lambda: len(events) == 2 * MAX_TRACES_PER_PEER, 5, "one event per message per trace")
