@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from noex_lab import EVENT_KINDS, Cluster, EventInfo, GenServer, ProcessInfo, Sys
+from noex_lab import Cluster, GenServer, ProcessInfo, Sys
 from noex_lab.core.node import Node
+from noex_lab.introspection import EVENT_KINDS, EventInfo
 
 pytestmark = pytest.mark.anyio
 

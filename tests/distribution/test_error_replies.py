@@ -14,17 +14,19 @@ import noex_lab
 from noex_lab import (
     CallError,
     CallTimeoutError,
-    InvalidArgumentError,
     NodeId,
     NodeNotReachableError,
     NoexError,
     ServerNotRunningError,
-    UnknownOperationError,
-    UnsupportedEventLoopError,
 )
 from noex_lab.core._backend import current_loop_key
 from noex_lab.distribution import protocol as p
 from noex_lab.distribution.routing import decode_error, encode_error
+from noex_lab.errors import (
+    InvalidArgumentError,
+    UnknownOperationError,
+    UnsupportedEventLoopError,
+)
 
 
 @pytest.mark.parametrize("details", [
