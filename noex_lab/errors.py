@@ -7,6 +7,8 @@ all, for `except` clauses that need a rarer one. A remote error arrives as its o
 from .core.errors import (
     AlreadyRegisteredError,
     AuthenticationError,
+    BadReturnError,
+    BehaviorDefinitionError,
     BehaviorNotFoundError,
     CallError,
     CallTimeoutError,
@@ -47,6 +49,8 @@ from .core.errors import (
 __all__ = [
     "AlreadyRegisteredError",
     "AuthenticationError",
+    "BadReturnError",
+    "BehaviorDefinitionError",
     "BehaviorNotFoundError",
     "CallError",
     "CallTimeoutError",

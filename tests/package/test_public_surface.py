@@ -40,7 +40,8 @@ SURFACE: dict[str, set[str]] = {
         "__version__", "load_ipython_extension", "unload_ipython_extension",
     },
     "noex_lab.errors": {
-        "AlreadyRegisteredError", "AuthenticationError", "BehaviorNotFoundError", "CallError", "CallTimeoutError",
+        "AlreadyRegisteredError", "AuthenticationError", "BadReturnError", "BehaviorDefinitionError",
+        "BehaviorNotFoundError", "CallError", "CallTimeoutError",
         "ClusterError", "CodeLoadingError", "DecodeError", "GlobalNameConflictError", "GlobalNameNotFoundError",
         "HandshakeRefusedError", "InitError", "InvalidArgumentError", "MailboxFullError",
         "MaxRestartsExceededError", "MissingExtraError", "NodeFencedError", "NodeNotReachableError",
