@@ -190,6 +190,22 @@ class WatchedProcess:
             out, self._cursor = self.lines[self._cursor:], len(self.lines)
             return out
 
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        """Send `sig` by PID while the process runs (a no-op once it exited)."""
+        with contextlib.suppress(ProcessLookupError):
+            if self.proc.poll() is None:
+                os.kill(self.proc.pid, sig)
+
+    def close_stdin(self) -> None:
+        """Close its stdin: a `noex-lab node --exit-on-stdin-eof` leaves gracefully on EOF."""
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+
     def type_line(self, text: str) -> None:
         assert self.proc.stdin is not None
         self.proc.stdin.write(text + "\n")

@@ -6,6 +6,7 @@ logged and never fatal to the reader. Real OS processes."""
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import threading
 
@@ -66,3 +67,16 @@ def test_a_failing_line_callback_is_logged_and_reading_goes_on(caplog: pytest.Lo
             proc.stop()
     failures = [r for r in caplog.records if "callback failed" in r.getMessage()]
     assert len(failures) == 52 and all(r.exc_info and r.exc_info[0] is ZeroDivisionError for r in failures)
+
+
+@pytest.mark.timeout(30)
+def test_close_stdin_ends_a_child_that_waits_for_eof_and_a_late_signal_is_a_no_op() -> None:
+    proc = WatchedProcess([sys.executable, "-c", "import sys; sys.stdin.read(); sys.exit(5)"], label="eof child")
+    try:
+        assert proc.alive
+        proc.close_stdin()
+        assert proc.proc.wait(timeout=20) == 5 and not proc.alive
+        proc.signal(signal.SIGKILL)  # exited: nothing to signal, nothing raised
+        proc.close_stdin()  # twice: harmless
+    finally:
+        proc.stop()
