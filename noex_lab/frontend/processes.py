@@ -82,26 +82,27 @@ class WatchedProcess:
         if not merge_stderr:
             threading.Thread(target=self._read_err, name=f"{label} stderr", daemon=True).start()
 
-    def _call(self, callback: Callable[..., None], *args: object) -> None:
+    def _call(self, what: str, callback: Callable[..., None], *args: object) -> None:
         """Run a caller's callback on a reader thread: what it raises is logged, never lost."""
         try:
             callback(*args)
         except Exception:
-            log.exception("%s: a %s callback failed", self.label, getattr(callback, "__name__", "output"))
+            log.exception("%s: the %s callback failed", self.label, what)
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            line = raw.rstrip("\n")
-            with self._changed:
-                self.lines.append((self.clock(), line))
-                if self.keep is not None and len(self.lines) > self.keep:
-                    dropped = len(self.lines) - self.keep
-                    del self.lines[:dropped]
-                    self._cursor = max(self._cursor - dropped, 0)
-                self._changed.notify_all()
-            if self.on_line is not None:
-                self._call(self.on_line, "stdout", line)
+        with contextlib.suppress(OSError, ValueError):  # the pipe closed under the reader (stop()): the end
+            for raw in self.proc.stdout:
+                line = raw.rstrip("\n")
+                with self._changed:
+                    self.lines.append((self.clock(), line))
+                    if self.keep is not None and len(self.lines) > self.keep:
+                        dropped = len(self.lines) - self.keep
+                        del self.lines[:dropped]
+                        self._cursor = max(self._cursor - dropped, 0)
+                    self._changed.notify_all()
+                if self.on_line is not None:
+                    self._call("on_line", self.on_line, "stdout", line)
         with contextlib.suppress(OSError):
             self.proc.stdout.close()  # nothing more to read: the descriptor goes now, not at stop()
         with self._changed:
@@ -109,7 +110,7 @@ class WatchedProcess:
             self._changed.notify_all()
         if self.on_end is not None:
             self._stderr_done.wait(STDERR_WAIT_S)  # the whole stderr, for whoever reports the end
-            self._call(self.on_end, self.proc.wait())
+            self._call("on_end", self.on_end, self.proc.wait())
 
     def _read_err(self) -> None:
         assert self.proc.stderr is not None
@@ -120,7 +121,9 @@ class WatchedProcess:
                 if self.keep is not None and len(self.stderr) > self.keep:
                     del self.stderr[: len(self.stderr) - self.keep]
                 if self.on_line is not None:
-                    self._call(self.on_line, "stderr", line)
+                    self._call("on_line", self.on_line, "stderr", line)
+        except (OSError, ValueError):  # the pipe closed under the reader (stop()): the end
+            pass
         finally:
             with contextlib.suppress(OSError):
                 self.proc.stderr.close()
