@@ -65,7 +65,10 @@ def test_every_runtime_error_is_defined_in_the_errors_module_and_exported() -> N
     errors = _library_errors()
     assert len(errors) > 30
     assert [cls.__qualname__ for cls in errors if cls.__module__ != "noex_lab.core.errors"] == []
-    assert [cls.__name__ for cls in errors if getattr(noex_lab, cls.__name__, None) is not cls] == []
+    # exported from the public errors module (the everyday ones from `noex_lab` too:
+    # tests/package/test_public_surface.py)
+    assert [cls.__name__ for cls in errors if getattr(noex_lab.errors, cls.__name__, None) is not cls] == []
+    assert [cls.__name__ for cls in errors if cls.__name__ not in noex_lab.errors.__all__] == []
 
 
 @pytest.mark.parametrize("cls", _library_errors(), ids=lambda cls: cls.__name__)
