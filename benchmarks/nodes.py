@@ -153,10 +153,6 @@ class NodeProc(WatchedProcess):
         return record if isinstance(record, Peers) else None
 
     # ------------------------------------------------------------------ signals and stopping
-    def signal(self, sig: int) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, sig)  # by PID: a process this harness started
-
     def stop_begin(self) -> None:
         """Ask the node to leave: SIGCONT (in case it was frozen), SIGTERM, and close its stdin.
 

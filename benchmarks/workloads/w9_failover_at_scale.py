@@ -19,7 +19,8 @@ from typing import Any
 
 import anyio
 
-from noex_lab import BehaviorRegistry, Cluster, DistributedSupervisor, GenServer, NodeEvent, RemoteSpawn
+from noex_lab import BehaviorRegistry, Cluster, DistributedSupervisor, GenServer, RemoteSpawn
+from noex_lab.introspection import NodeEvent
 
 from ..common import CheckFailed, Context, Line, Measurement, Workload
 from ..nodes import NodeError, NodeProc, stop_all_async

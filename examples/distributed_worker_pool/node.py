@@ -16,7 +16,8 @@ import anyio
 
 from examples.common import node_parser, run_node, say, wait_for
 from examples.distributed_worker_pool.behaviors import QUEUE, JobQueue, work
-from noex_lab import DistributedSupervisor, GenServer, GlobalRegistry, Node, NodeEvent
+from noex_lab import DistributedSupervisor, GenServer, GlobalRegistry, Node
+from noex_lab.introspection import NodeEvent
 
 
 def report(event: NodeEvent) -> None:

@@ -4,6 +4,8 @@ from .crash_report import CrashReport
 from .errors import (
     AlreadyRegisteredError,
     AuthenticationError,
+    BadReturnError,
+    BehaviorDefinitionError,
     BehaviorNotFoundError,
     CallError,
     CallTimeoutError,
@@ -72,6 +74,8 @@ __all__ = [
     "EVENT_KINDS",
     "AlreadyRegisteredError",
     "AuthenticationError",
+    "BadReturnError",
+    "BehaviorDefinitionError",
     "BehaviorNotFoundError",
     "CallError",
     "CallTimeoutError",

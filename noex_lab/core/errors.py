@@ -210,6 +210,17 @@ class SupervisorError(NoexError):
     """A supervisor operation was refused (unknown child id, duplicate id, wrong strategy)."""
 
 
+class BehaviorDefinitionError(NoexError, TypeError):
+    """A class is defined in a way the runtime cannot run: a `StateMachine` that defines
+    `handle_call`/`handle_cast`/`handle_info`, a subclass of `NoReply` or `Stop`. Raised where the
+    class statement is; also a `TypeError`, as Python's own class-definition errors are."""
+
+
+class BadReturnError(NoexError, TypeError):
+    """A callback returned something the runtime cannot interpret (the process crashes with this
+    reason, as with any exception in a callback; the message says what was expected)."""
+
+
 class SerializationError(NoexError):
     """A value cannot travel over the wire (or is larger than max_message_bytes)."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import BehaviorDefinitionError
 from .reasons import ExitReason
 from .refs import MonitorRef, ProcessRef
 
@@ -35,7 +36,7 @@ class NoReply:
     state: Any
 
     def __init_subclass__(cls, **kwargs: Any) -> None:  # the process loop tests `type(result) is NoReply`
-        raise TypeError("NoReply cannot be subclassed: return NoReply(state) itself")
+        raise BehaviorDefinitionError("NoReply cannot be subclassed: return NoReply(state) itself")
 
 
 @dataclass(slots=True)
@@ -51,4 +52,4 @@ class Stop:
         return self.reply is not _NO_REPLY
 
     def __init_subclass__(cls, **kwargs: Any) -> None:  # the process loop tests `type(result) is Stop`
-        raise TypeError("Stop cannot be subclassed: return Stop(reason, state) itself")
+        raise BehaviorDefinitionError("Stop cannot be subclassed: return Stop(reason, state) itself")

@@ -103,12 +103,6 @@ def current_process() -> Process | None:
     return CURRENT_PROCESS.get()
 
 
-def bind_to_process(proc: Process) -> None:
-    """Make `proc` and its node current in the calling task (`Process.main` does, once)."""
-    CURRENT_NODE.set(proc.node)
-    CURRENT_PROCESS.set(proc)
-
-
 def running_nodes() -> list[Node]:
     """Nodes running on this loop, earliest first."""
     return list(_nodes_by_loop.get(current_loop_key(), ()))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from ._backend import Cancellable, FutureLike
-from .errors import CallError, InitError, ServerNotRunningError
+from .errors import BadReturnError, CallError, InitError, ServerNotRunningError
 from .messages import Exit, NoReply, Stop
 from .reasons import KILLED, NORMAL, ErrorReason, ExitReason
 from .refs import MonitorRef, ProcessRef
@@ -61,10 +61,6 @@ class _InitDone:
 
 
 _INIT_DONE: Any = _InitDone()
-
-
-class BadReturnError(TypeError):
-    """A callback returned something the runtime cannot interpret."""
 
 
 def crash_error(exc: BaseException, proc: Process | None = None) -> CallError:

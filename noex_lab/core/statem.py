@@ -20,10 +20,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
 
-from .errors import InvalidArgumentError
+from .errors import BadReturnError, BehaviorDefinitionError, InvalidArgumentError
 from .genserver import From, GenServer, init_takes_arg
 from .messages import NoReply, Stop
-from .process import BadReturnError
 from .refs import TimerRef
 from .timeouts import check_timeout
 
@@ -176,7 +175,7 @@ class StateMachine(GenServer):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         for name in ("handle_call", "handle_cast", "handle_info"):
             if name in cls.__dict__:
-                raise TypeError(
+                raise BehaviorDefinitionError(
                     f"{cls.__name__} is a StateMachine: calls, casts and messages arrive in handle_event "
                     f"(event types 'call', 'cast', 'info'); do not define {name}"
                 )

@@ -62,11 +62,6 @@ def names_of(cls: type) -> set[str]:
         return set(_names.get(cls, ()))
 
 
-def classes_named(name: str) -> list[type]:
-    """Every class (still alive) ever registered as `name`."""
-    with _lock:
-        return [cls for cls, names in _names.items() if name in names]
-
 
 def latest(cls: type[GenServer]) -> type[GenServer]:
     """The class that replaced `cls` by an upgrade (and so on), or `cls` itself."""

@@ -216,14 +216,6 @@ class Faults:
             jitter = self._rng.uniform(0.0, rule.jitter_ms) if rule.jitter_ms else 0.0
             return (rule.latency_ms + jitter) / 1000.0
 
-    def delay_for(self, peer: NodeId) -> float:
-        """The latency of the link to `peer` in seconds (0 without a rule)."""
-        if not self.active:
-            return 0.0
-        with self._lock:
-            rule = self._links.get(peer)
-            return rule.latency_ms / 1000.0 if rule is not None else 0.0
-
     def blocked(self) -> set[NodeId]:
         """Peers cut in some direction."""
         with self._lock:

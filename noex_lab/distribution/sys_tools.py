@@ -63,6 +63,7 @@ from .introspection import (
     short_repr,
     trace,
 )
+from .routing import RemoteRouter
 from .service import Operation, Service
 
 if TYPE_CHECKING:
@@ -220,8 +221,8 @@ def _inner(timeout: float) -> float:
 
 
 async def _rpc(node: Node, where: NodeId, op: str, args: list[Any], timeout: float) -> Any:
-    router: Any = node.router
-    if router is None or node.distribution is None:
+    router = node.router
+    if not isinstance(router, RemoteRouter) or node.distribution is None:
         raise NodeNotReachableError(where, "this node is not distributed")
     return await router.rpc(where, "sys.request", [op, args], timeout)
 

@@ -1,10 +1,13 @@
-"""Child OS processes of the front ends and of the tests (`noex-lab demo`'s nodes, the test
-suite's and the plugin's `NodeProcess`, the benchmarks' nodes): their output read by threads and
-waited for with deadlines, and their end: always by PID, always reaped, pipes closed."""
+"""Child OS processes of the front ends and of the tests (the notebook's `%noex local/remote`
+nodes, `noex-lab demo`'s nodes, the test suite's and the plugin's `NodeProcess`, the benchmarks'
+nodes): one launcher. Their output is read by threads, kept (bounded when asked) and waited for
+with deadlines, or handed line by line to a callback; their end: always by PID, always reaped,
+pipes closed."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -15,6 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import ProcessOutputError
+
+log = logging.getLogger(__name__)
+
+LineCallback = Callable[[str, str], None]  # ("stdout" | "stderr", line), on a reader thread
+EndCallback = Callable[[int], None]  # the exit code, once both outputs ended, on a reader thread
+STDERR_WAIT_S = 5.0  # how long the end waits for the rest of stderr once stdout ended
 
 
 def kill_and_reap(proc: subprocess.Popen[Any]) -> None:
@@ -34,23 +43,31 @@ def kill_and_reap(proc: subprocess.Popen[Any]) -> None:
 
 class WatchedProcess:
     """An OS process whose stdout lines are kept with their arrival time (`clock()`) by a
-    reader thread, stderr by another (or merged into stdout).
+    reader thread, stderr by another (or merged into stdout), decoded as UTF-8 (a bad byte
+    becomes U+FFFD, it never stops the reader).
 
     `wait_for` looks at everything printed so far (the `count`-th match arrived at or after
-    `since`); `next_line` reads on from the line it returned last, like a queue."""
+    `since`); `next_line` reads on from the line it returned last, like a queue. A long-lived
+    process (a notebook's node) passes `keep` to hold only its last lines, `on_line` to get each
+    line as it comes and `on_end` to learn its exit code; both run on the reader threads, so
+    they hand the work to their own loop, and an exception they raise is logged, never lost."""
 
     def __init__(
         self, cmd: Sequence[str], *, label: str, env: dict[str, str] | None = None, cwd: str | Path | None = None,
         merge_stderr: bool = False, new_session: bool = False, clock: Callable[[], float] = time.monotonic,
         stdin: int | None = subprocess.PIPE, preexec_fn: Callable[[], None] | None = None,
+        keep: int | None = None, on_line: LineCallback | None = None, on_end: EndCallback | None = None,
     ) -> None:
         self.label = label
         self.clock = clock
+        self.keep = keep  # lines of stdout (and of stderr) kept; None: all
+        self.on_line = on_line
+        self.on_end = on_end
         self.proc = subprocess.Popen(
             list(cmd), stdin=stdin, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
-            env=env, cwd=None if cwd is None else str(cwd), text=True, bufsize=1,
-            start_new_session=new_session, preexec_fn=preexec_fn,
+            env=env, cwd=None if cwd is None else str(cwd), text=True, encoding="utf-8", errors="replace",
+            bufsize=1, start_new_session=new_session, preexec_fn=preexec_fn,
         )
         self.pid = self.proc.pid
         self.lines: list[tuple[float, str]] = []  # (clock() on arrival, line)
@@ -58,24 +75,59 @@ class WatchedProcess:
         self._changed = threading.Condition()
         self._eof = False
         self._cursor = 0  # where next_line reads on
-        threading.Thread(target=self._read, daemon=True).start()
+        self._stderr_done = threading.Event()
+        if merge_stderr:
+            self._stderr_done.set()
+        threading.Thread(target=self._read, name=f"{label} stdout", daemon=True).start()
         if not merge_stderr:
-            threading.Thread(target=self._read_err, daemon=True).start()
+            threading.Thread(target=self._read_err, name=f"{label} stderr", daemon=True).start()
+
+    def _call(self, what: str, callback: Callable[..., None], *args: object) -> None:
+        """Run a caller's callback on a reader thread: what it raises is logged, never lost."""
+        try:
+            callback(*args)
+        except Exception:
+            log.exception("%s: the %s callback failed", self.label, what)
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with self._changed:
-                self.lines.append((self.clock(), line.rstrip("\n")))
-                self._changed.notify_all()
+        with contextlib.suppress(OSError, ValueError):  # the pipe closed under the reader (stop()): the end
+            for raw in self.proc.stdout:
+                line = raw.rstrip("\n")
+                with self._changed:
+                    self.lines.append((self.clock(), line))
+                    if self.keep is not None and len(self.lines) > self.keep:
+                        dropped = len(self.lines) - self.keep
+                        del self.lines[:dropped]
+                        self._cursor = max(self._cursor - dropped, 0)
+                    self._changed.notify_all()
+                if self.on_line is not None:
+                    self._call("on_line", self.on_line, "stdout", line)
+        with contextlib.suppress(OSError):
+            self.proc.stdout.close()  # nothing more to read: the descriptor goes now, not at stop()
         with self._changed:
             self._eof = True
             self._changed.notify_all()
+        if self.on_end is not None:
+            self._stderr_done.wait(STDERR_WAIT_S)  # the whole stderr, for whoever reports the end
+            self._call("on_end", self.on_end, self.proc.wait())
 
     def _read_err(self) -> None:
         assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.stderr.append(line.rstrip("\n"))
+        try:
+            for raw in self.proc.stderr:
+                line = raw.rstrip("\n")
+                self.stderr.append(line)
+                if self.keep is not None and len(self.stderr) > self.keep:
+                    del self.stderr[: len(self.stderr) - self.keep]
+                if self.on_line is not None:
+                    self._call("on_line", self.on_line, "stderr", line)
+        except (OSError, ValueError):  # the pipe closed under the reader (stop()): the end
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                self.proc.stderr.close()
+            self._stderr_done.set()
 
     @property
     def output_ended(self) -> bool:
@@ -140,6 +192,22 @@ class WatchedProcess:
         with self._changed:
             out, self._cursor = self.lines[self._cursor:], len(self.lines)
             return out
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        """Send `sig` by PID while the process runs (a no-op once it exited)."""
+        with contextlib.suppress(ProcessLookupError):
+            if self.proc.poll() is None:
+                os.kill(self.proc.pid, sig)
+
+    def close_stdin(self) -> None:
+        """Close its stdin: a `noex-lab node --exit-on-stdin-eof` leaves gracefully on EOF."""
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
 
     def type_line(self, text: str) -> None:
         assert self.proc.stdin is not None

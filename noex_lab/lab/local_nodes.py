@@ -1,7 +1,8 @@
 """The node processes of a notebook (`%noex local N`, `%noex remote HOST N`).
 
 `ProcessLauncher` starts each one through a transport (`launchers.py`: on this machine, or over
-SSH on another), joined to the kernel's node, such that:
+SSH on another) with the front ends' one launcher (`frontend.processes.WatchedProcess`), joined
+to the kernel's node, such that:
 
 - the command runs in a new session (`start_new_session=True`): the notebook's stop button sends
   SIGINT to the kernel's whole process group, and must not reach the nodes (nor their ssh);
@@ -10,10 +11,15 @@ SSH on another), joined to the kernel's node, such that:
 - it leaves when that standard input reaches EOF (`--exit-on-stdin-eof`): the kernel holds the
   write end of the pipe, so however the kernel ends (shutdown, restart, SIGKILL) the OS closes
   it and the node exits (over SSH: the channel's stdin ends): no orphans;
-- its stdout and stderr are drained by reader threads into a callback (the kernel node's event
-  stream), never into whatever cell happens to be running;
+- its stdout and stderr are drained by the launcher's reader threads into a callback run on the
+  kernel's loop (the kernel node's event stream), never into whatever cell happens to be
+  running; the child protocol's `NODE <id>` line (`frontend.child_protocol`) says it is ready;
 - it accepts behavior source from the kernel's node only (`--allow-code --allow-code-from KERNEL`,
   unless `code_from_any`).
+
+Everything the launcher reports reaches the kernel's asyncio loop through
+`call_soon_threadsafe`: the magics run on that loop, and a cell blocked in `time.sleep` must not
+hold up the readers (they only queue).
 """
 
 from __future__ import annotations
@@ -23,7 +29,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,11 +36,13 @@ from dataclasses import dataclass, field
 from ..core.node_id import NodeId
 from ..distribution.cluster import HEARTBEAT_INTERVAL_MS, HEARTBEAT_MISS_THRESHOLD
 from ..frontend.child_protocol import Listening, parse_line
+from ..frontend.processes import WatchedProcess
 from .launchers import PID_LINE, LaunchError, LocalNodeError, LocalTransport, NodeSpec, Transport
 
-__all__ = ["LaunchedNode", "LocalNode", "LocalNodeError", "LocalNodeLauncher", "ProcessLauncher"]
+__all__ = ["LaunchedNode", "LocalNodeError", "ProcessLauncher"]
 
 READY_TIMEOUT_S = 30.0
+KEEP_LINES = 200  # of each node's output, for errors (the rest went to the event stream)
 
 
 @dataclass(eq=False)
@@ -43,7 +50,6 @@ class LaunchedNode:
     """One node process started by `%noex local` or `%noex remote`."""
 
     name: str
-    proc: subprocess.Popen[bytes]  # the command run here: the node itself, or its ssh client
     started_at: float
     ready: asyncio.Future[NodeId]
     exited: asyncio.Future[int]
@@ -51,8 +57,16 @@ class LaunchedNode:
     node_id: NodeId | None = None
     remote_pid: int | None = None  # the node's pid where it runs (a `NOEX_PID` line), if not here
     expected_exit: bool = False  # we killed or stopped it: its exit is no error
-    stderr_tail: list[str] = field(default_factory=list)
-    stderr_done: threading.Event = field(default_factory=threading.Event)
+    process: WatchedProcess = field(init=False)  # the command run here: the node itself, or its ssh client
+    listening: bool = False  # its NODE line came (read on the stdout thread)
+
+    @property
+    def proc(self) -> subprocess.Popen[str]:
+        return self.process.proc
+
+    @property
+    def stderr_tail(self) -> list[str]:
+        return self.process.stderr[-20:]
 
     @property
     def pid(self) -> int:
@@ -79,7 +93,6 @@ class LaunchedNode:
         return self.proc.poll()
 
 
-LocalNode = LaunchedNode  # the name before remote nodes existed
 OutputCallback = Callable[[LaunchedNode, str, str], None]  # (node, "stdout" | "stderr", line)
 ExitCallback = Callable[[LaunchedNode, int], None]
 
@@ -137,23 +150,18 @@ class ProcessLauncher:
         spec = NodeSpec(name, seed, heartbeat_interval_ms, heartbeat_miss_threshold, code_from_any)
         loop = asyncio.get_running_loop()
         cmd = transport.command(spec.node_args(transport.bind_host, transport.advertise_host))
+        node = LaunchedNode(name, time.time(), loop.create_future(), loop.create_future(), transport)
         try:
-            proc = subprocess.Popen(
-                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                env=transport.environment(), start_new_session=True, close_fds=True,
+            node.process = WatchedProcess(
+                cmd, label=f"{transport.kind} node {name}", env=transport.environment(), new_session=True,
+                keep=KEEP_LINES, on_line=lambda stream, line: self._line(node, loop, stream, line),
+                on_end=lambda code: self._soon(loop, lambda: self._ended(node, code)),
             )
         except OSError as exc:
             raise transport.error(f"cannot start {transport.kind} node {name} ({cmd[0]}): {exc}") from exc
-        node = LaunchedNode(name, proc, time.time(), loop.create_future(), loop.create_future(), transport)
         self.nodes[name] = node
-        assert proc.stdin is not None
         with contextlib.suppress(OSError):  # it died at once: the readers report why
-            proc.stdin.write(secret.encode() + b"\n")
-            proc.stdin.flush()
-        threading.Thread(target=self._read_stderr, args=(node, loop), name=f"noex-{name}-stderr",
-                         daemon=True).start()
-        threading.Thread(target=self._read_stdout, args=(node, loop), name=f"noex-{name}-stdout",
-                         daemon=True).start()
+            node.process.type_line(secret)
         try:
             node.node_id = await asyncio.wait_for(asyncio.shield(node.ready), timeout)
         except TimeoutError:
@@ -167,54 +175,34 @@ class ProcessLauncher:
             ) from None
         return node
 
-    # --------------------------------------------------------------- reader threads
+    # --------------------------------------------------------------- what the readers report
     @staticmethod
     def _soon(loop: asyncio.AbstractEventLoop, fn: Callable[[], None]) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is left to tell
             loop.call_soon_threadsafe(fn)
 
-    def _read_stdout(self, node: LaunchedNode, loop: asyncio.AbstractEventLoop) -> None:
-        stream = node.proc.stdout
-        assert stream is not None
-        ready = False
-        for raw in stream:
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            if not ready and node.remote_pid is None and line.startswith(PID_LINE):
+    def _line(self, node: LaunchedNode, loop: asyncio.AbstractEventLoop, stream: str, line: str) -> None:
+        """One line of the node's output (on a reader thread): its pid or readiness, else output."""
+        if stream == "stdout" and not node.listening:
+            if node.remote_pid is None and line.startswith(PID_LINE):
                 with contextlib.suppress(ValueError, IndexError):
                     node.remote_pid = int(line.split()[1])
-                    continue
-            record = None if ready else parse_line(line)
+                    return
+            record = parse_line(line)
             if isinstance(record, Listening):
-                ready = True
-                self._soon(loop, lambda nid=record.node: _settle(node.ready, nid))  # type: ignore[misc]
-                continue
-            self._soon(loop, lambda text=line: self.on_output(node, "stdout", text))  # type: ignore[misc]
-        code = node.proc.wait()
-        with contextlib.suppress(OSError):
-            stream.close()
-        node.stderr_done.wait(5.0)  # the whole stderr, for the error below
+                node.listening = True
+                node_id = record.node
+                self._soon(loop, lambda: _settle(node.ready, node_id))
+                return
+        self._soon(loop, lambda: self.on_output(node, stream, line))
 
-        def finished() -> None:
-            if not node.ready.done():
-                node.ready.set_exception(node.transport.error(node.transport.failure(node.name, code,
-                                                                                      node.stderr_tail)))
-                node.ready.exception()  # retrieved: launch() reports it
-            _settle(node.exited, code)
-            self.on_exit(node, code)
-
-        self._soon(loop, finished)
-
-    def _read_stderr(self, node: LaunchedNode, loop: asyncio.AbstractEventLoop) -> None:
-        stream = node.proc.stderr
-        assert stream is not None
-        for raw in stream:
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            node.stderr_tail.append(line)
-            del node.stderr_tail[:-20]
-            self._soon(loop, lambda text=line: self.on_output(node, "stderr", text))  # type: ignore[misc]
-        with contextlib.suppress(OSError):
-            stream.close()
-        node.stderr_done.set()
+    def _ended(self, node: LaunchedNode, code: int) -> None:
+        """The node process exited and its output ended (on the loop)."""
+        if not node.ready.done():
+            node.ready.set_exception(node.transport.error(node.transport.failure(node.name, code, node.stderr_tail)))
+            node.ready.exception()  # retrieved: launch() reports it
+        _settle(node.exited, code)
+        self.on_exit(node, code)
 
     # --------------------------------------------------------------- ending nodes
     @staticmethod
@@ -259,9 +247,6 @@ class ProcessLauncher:
             if node.proc.poll() is None:
                 node.expected_exit = True
                 self._close_stdin(node)
-
-
-LocalNodeLauncher = ProcessLauncher  # the name before remote nodes existed
 
 
 def _settle(fut: asyncio.Future[NodeId] | asyncio.Future[int], value: object) -> None:

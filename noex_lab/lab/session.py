@@ -46,7 +46,7 @@ from .crashes import CrashList
 from .dashboard import DASHBOARD_KINDS, Dashboard, sidecar_class
 from .errors import LabError, MagicUsageError
 from .launchers import SshTransport, Transport
-from .local_nodes import LaunchedNode, LocalNode, LocalNodeLauncher
+from .local_nodes import LaunchedNode, ProcessLauncher
 from .reprs import Message, Status, Table, clock, display
 from .widgets import ClusterTable, ClusterView, EventLog, SupervisorView, TraceView
 
@@ -93,7 +93,7 @@ class LabSession:
         self.heartbeat_interval_ms = HEARTBEAT_INTERVAL_MS
         self.advertised: Path | None = None  # where `noex-lab top` finds this node (notebook_nodes)
         self.heartbeat_miss_threshold = HEARTBEAT_MISS_THRESHOLD
-        self.launcher = LocalNodeLauncher(self._on_local_output, self._on_local_exit)
+        self.launcher = ProcessLauncher(self._on_local_output, self._on_local_exit)
         self.shipper = CodeShipper(self._report)
         self.reporter = BackgroundReporter(ip, self.event_node)
         self.views: list[Any] = []
@@ -182,7 +182,7 @@ class LabSession:
         number = getattr(getattr(self.ip, "compile", None), "_filename_map", {}).get(filename)
         return f"Cell In[{number}]" if isinstance(number, int) else None
 
-    def _on_local_output(self, local: LocalNode, stream: str, line: str) -> None:
+    def _on_local_output(self, local: LaunchedNode, stream: str, line: str) -> None:
         # a crash report a local node logs reaches this kernel as a report already (see
         # _watch_crashes): its lines on the node's stderr would only repeat it
         key = (local.name, stream)
@@ -217,7 +217,7 @@ class LabSession:
             await wait_for(self.kernel_node(), lambda: log.total >= target, timeout, f"{wait} more crash(es)")
         return log.listing(count, node_id)
 
-    def _on_local_exit(self, local: LocalNode, code: int) -> None:
+    def _on_local_exit(self, local: LaunchedNode, code: int) -> None:
         self._report("local_node_exited", {"node": local.name, "pid": local.pid, "returncode": code,
                                            "expected": local.expected_exit, "where": local.transport.label})
         if not local.expected_exit:
@@ -343,7 +343,7 @@ class LabSession:
         self._watch_crashes(node)
 
     # --------------------------------------------------------------- %noex local / kill / stop
-    async def local(self, count: int, *, prefix: str = "local", code_from_any: bool = False) -> list[LocalNode]:
+    async def local(self, count: int, *, prefix: str = "local", code_from_any: bool = False) -> list[LaunchedNode]:
         return await self.launch(count, prefix=prefix, code_from_any=code_from_any)
 
     async def remote(

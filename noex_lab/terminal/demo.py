@@ -87,10 +87,6 @@ class NodeProcess(WatchedProcess):
         super().__init__(cmd, label=f"node process {name}", env=env, new_session=True)
         self.node_id: NodeId | None = None
 
-    @property
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
     async def wait_ready(self, timeout: float) -> NodeId:
         """Its node id, once it listens (its `NODE` line); `DemoError` if it exits or is late."""
         def listening(line: str) -> bool:
@@ -107,16 +103,6 @@ class NodeProcess(WatchedProcess):
         assert isinstance(record, Listening)
         self.node_id = record.node
         return self.node_id
-
-    def signal(self, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            if self.proc.poll() is None:
-                os.kill(self.proc.pid, sig)
-
-    def close_stdin(self) -> None:
-        if self.proc.stdin is not None:
-            with contextlib.suppress(OSError):
-                self.proc.stdin.close()
 
 
 async def stop_processes(procs: list[NodeProcess], grace: float = STOP_GRACE_S) -> None:

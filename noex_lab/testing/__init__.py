@@ -4,12 +4,13 @@
 from .cluster import kill_all_nodes, start_cluster
 from .faults import FaultInjector
 from .processes import NodeProcess, WatchedProcess, kill_and_reap, start_node_processes
-from .waiting import wait_until, wait_until_blocking
+from .waiting import eventually, wait_until, wait_until_blocking
 
 __all__ = [
     "FaultInjector",
     "NodeProcess",
     "WatchedProcess",
+    "eventually",
     "kill_all_nodes",
     "kill_and_reap",
     "start_cluster",

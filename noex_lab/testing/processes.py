@@ -74,10 +74,6 @@ class NodeProcess(WatchedProcess):
 
         await anyio.to_thread.run_sync(self.wait_for, enough, timeout, f"PEERS >= {count}")
 
-    def signal(self, sig: int) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, sig)
-
     def kill(self) -> None:
         """SIGKILL: a crash (its peers see the connection close at once)."""
         self.signal(signal.SIGKILL)
@@ -92,10 +88,6 @@ class NodeProcess(WatchedProcess):
     def terminate(self) -> None:
         """SIGTERM: the node leaves gracefully (peers see `graceful_shutdown`)."""
         self.signal(signal.SIGTERM)
-
-    @property
-    def alive(self) -> bool:
-        return self.proc.poll() is None
 
 
 FAST_HEARTBEATS = ("--heartbeat-interval-ms", "200", "--heartbeat-miss-threshold", "3")

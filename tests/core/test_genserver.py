@@ -16,7 +16,6 @@ from noex_lab import (
     From,
     GenServer,
     InitError,
-    InvalidArgumentError,
     NoexError,
     NoReply,
     ProcessRef,
@@ -27,6 +26,7 @@ from noex_lab import (
     is_normal_exit,
 )
 from noex_lab.core.node import Node
+from noex_lab.errors import InvalidArgumentError
 
 from ._helpers import Collector, Pawn, Sink, exit_reason, watch
 

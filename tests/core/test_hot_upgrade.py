@@ -17,9 +17,9 @@ from noex_lab import (
     RemoteMonitor,
     Supervisor,
     Sys,
-    UpgradeResult,
 )
 from noex_lab.core.node import Node
+from noex_lab.introspection import UpgradeResult
 from tests.helpers.waiting import wait_until
 
 from ._helpers import Sink

@@ -12,12 +12,12 @@ from noex_lab import (
     ErrorReason,
     Exit,
     GenServer,
-    InvalidArgumentError,
     MonitorRef,
     RemoteLink,
     RemoteMonitor,
 )
 from noex_lab.core.node import Node
+from noex_lab.errors import InvalidArgumentError
 
 from ._helpers import Collector, Pawn, Sink, Trapper, exit_reason, watch
 

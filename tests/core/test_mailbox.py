@@ -17,9 +17,6 @@ from noex_lab import (
     Down,
     Exit,
     GenServer,
-    InvalidArgumentError,
-    MailboxFullError,
-    NodeEvent,
     NoexError,
     ProcessRef,
     RemoteLink,
@@ -28,6 +25,8 @@ from noex_lab import (
 )
 from noex_lab.core.node import Node
 from noex_lab.distribution.distributed_supervisor import DistributedChildSpec
+from noex_lab.errors import InvalidArgumentError, MailboxFullError
+from noex_lab.introspection import NodeEvent
 from noex_lab.lab.reprs import process_info_html
 from tests.helpers.waiting import wait_until
 

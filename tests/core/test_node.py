@@ -11,17 +11,16 @@ from noex_lab import (
     ChildSpec,
     ErrorReason,
     GenServer,
-    NodeEvent,
     NodeSnapshot,
-    NodeStoppedError,
     ProcessInfo,
     RemoteLink,
     RemoteMonitor,
     Supervisor,
-    SupervisorTree,
     current_node,
 )
 from noex_lab.core.node import Node
+from noex_lab.errors import NodeStoppedError
+from noex_lab.introspection import NodeEvent, SupervisorTree
 
 from ._helpers import Pawn, Sink, exit_reason, watch
 
@@ -263,7 +262,7 @@ async def test_facade_calls_use_the_default_node(node: Node) -> None:
 
 
 async def test_a_stopping_node_starts_no_new_processes(node: Node) -> None:
-    from noex_lab import NodeStoppedError
+    from noex_lab.errors import NodeStoppedError
 
     attempts: list[BaseException] = []
 

@@ -7,12 +7,12 @@ import pytest
 from noex_lab import (
     AlreadyRegisteredError,
     GenServer,
-    InvalidArgumentError,
     NotRegisteredError,
     Registry,
     ServerNotRunningError,
 )
 from noex_lab.core.node import Node
+from noex_lab.errors import InvalidArgumentError
 
 from ._helpers import Collector, Pawn, Sink, exit_reason, watch
 

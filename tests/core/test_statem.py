@@ -12,25 +12,27 @@ import pytest
 from noex_lab import (
     CallError,
     ChildSpec,
-    EventTimeout,
     From,
-    GenericTimeout,
     GenServer,
-    KeepState,
-    MachineState,
-    NextEvent,
-    Postpone,
     Registry,
-    RepeatState,
-    Reply,
     StateMachine,
-    StateTimeout,
     Stop,
     Supervisor,
     Sys,
 )
 from noex_lab.core.node import Node
 from noex_lab.distribution.introspection import get_state
+from noex_lab.statem import (
+    EventTimeout,
+    GenericTimeout,
+    KeepState,
+    MachineState,
+    NextEvent,
+    Postpone,
+    RepeatState,
+    Reply,
+    StateTimeout,
+)
 from tests.helpers.waiting import wait_until
 
 from ._helpers import exit_reason, watch

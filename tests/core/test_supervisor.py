@@ -15,14 +15,13 @@ from noex_lab import (
     ErrorReason,
     GenServer,
     InitError,
-    InvalidArgumentError,
-    NodeEvent,
     ProcessRef,
     Stop,
     Supervisor,
-    SupervisorError,
 )
 from noex_lab.core.node import Node
+from noex_lab.errors import InvalidArgumentError, SupervisorError
+from noex_lab.introspection import NodeEvent
 
 from ._helpers import Pawn, Sink, exit_reason, watch
 

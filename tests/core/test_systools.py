@@ -13,16 +13,14 @@ from noex_lab import (
     CallTimeoutError,
     ChildSpec,
     GenServer,
-    InvalidArgumentError,
-    ProcessStatistics,
     Registry,
-    ReplaceStateError,
     ServerNotRunningError,
     Supervisor,
-    SuspendResult,
     Sys,
 )
 from noex_lab.core.node import Node
+from noex_lab.errors import InvalidArgumentError, ReplaceStateError
+from noex_lab.introspection import ProcessStatistics, SuspendResult
 from tests.helpers.waiting import wait_until
 
 from ._helpers import exit_reason, watch

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from noex_lab import ChildSpec, GenServer, InvalidArgumentError, Supervisor
+from noex_lab import ChildSpec, GenServer, Supervisor
 from noex_lab.core.node import Node
 from noex_lab.core.timeouts import MAX_TIMEOUT_S, check_limit, check_timeout, seconds_argument
+from noex_lab.errors import InvalidArgumentError
 
 from ._helpers import Pawn
 

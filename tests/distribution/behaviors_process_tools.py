@@ -7,7 +7,8 @@ from typing import Any
 
 import anyio
 
-from noex_lab import BehaviorRegistry, GenServer, KeepState, Postpone, Reply, StateMachine, StateTimeout
+from noex_lab import BehaviorRegistry, GenServer, StateMachine
+from noex_lab.statem import KeepState, Postpone, Reply, StateTimeout
 
 
 class Chatty(GenServer):

@@ -12,9 +12,7 @@ from noex_lab import (
     CallError,
     CallTimeoutError,
     Cluster,
-    ClusterError,
     GenServer,
-    InvalidArgumentError,
     NodeNotReachableError,
     RemoteCall,
     RemoteSpawn,
@@ -22,6 +20,7 @@ from noex_lab import (
     ServerNotRunningError,
 )
 from noex_lab.distribution.membership import NodeInfo
+from noex_lab.errors import ClusterError, InvalidArgumentError
 from tests.distribution.behaviors_for_tests import Echo
 from tests.helpers.cluster import start_cluster, wait_until
 

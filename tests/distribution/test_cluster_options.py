@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from noex_lab import Cluster, ClusterConfig, InvalidArgumentError, NodeId
+from noex_lab import Cluster, ClusterConfig, NodeId
 from noex_lab.distribution.cluster import HEARTBEAT_INTERVAL_MS, HEARTBEAT_MISS_THRESHOLD
+from noex_lab.errors import InvalidArgumentError
 from noex_lab.frontend.options import add_cluster_arguments, cluster_options
 
 PACKAGE = Path(__file__).resolve().parents[2] / "noex_lab"

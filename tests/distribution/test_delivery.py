@@ -21,12 +21,12 @@ from noex_lab import (
     Node,
     NodeNotReachableError,
     RemoteSpawn,
-    SendTimeoutError,
     Supervisor,
 )
 from noex_lab.core.messages import Down
 from noex_lab.core.node import current_node
 from noex_lab.distribution.connection import Connection
+from noex_lab.errors import SendTimeoutError
 from tests.distribution.behaviors_for_tests import SeqSink, Watcher
 from tests.helpers.cluster import NodeProcess, start_cluster, wait_until
 

@@ -15,9 +15,9 @@ from noex_lab import (
     GenServer,
     MaxRestartsExceededError,
     Node,
-    NodeEvent,
     RemoteMonitor,
 )
+from noex_lab.introspection import NodeEvent
 from tests.helpers.cluster import start_cluster, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("cleanup")]
@@ -274,7 +274,8 @@ async def test_the_node_that_takes_over_continues_the_restart_history() -> None:
 
 
 async def test_an_unnamed_supervisor_is_taken_over_and_after_a_healed_partition_one_instance_stays() -> None:
-    from noex_lab import GlobalRegistry, heal, partition
+    from noex_lab import GlobalRegistry
+    from noex_lab.faults import heal, partition
 
     a, b, c = await start_cluster(3)
     with a.as_default():

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from noex_lab import Cluster, InvalidArgumentError
+from noex_lab import Cluster
+from noex_lab.errors import InvalidArgumentError
 from tests.helpers.cluster import wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("cleanup")]

@@ -14,17 +14,19 @@ import noex_lab
 from noex_lab import (
     CallError,
     CallTimeoutError,
-    InvalidArgumentError,
     NodeId,
     NodeNotReachableError,
     NoexError,
     ServerNotRunningError,
-    UnknownOperationError,
-    UnsupportedEventLoopError,
 )
 from noex_lab.core._backend import current_loop_key
 from noex_lab.distribution import protocol as p
 from noex_lab.distribution.routing import decode_error, encode_error
+from noex_lab.errors import (
+    InvalidArgumentError,
+    UnknownOperationError,
+    UnsupportedEventLoopError,
+)
 
 
 @pytest.mark.parametrize("details", [
@@ -63,7 +65,10 @@ def test_every_runtime_error_is_defined_in_the_errors_module_and_exported() -> N
     errors = _library_errors()
     assert len(errors) > 30
     assert [cls.__qualname__ for cls in errors if cls.__module__ != "noex_lab.core.errors"] == []
-    assert [cls.__name__ for cls in errors if getattr(noex_lab, cls.__name__, None) is not cls] == []
+    # exported from the public errors module (the everyday ones from `noex_lab` too:
+    # tests/package/test_public_surface.py)
+    assert [cls.__name__ for cls in errors if getattr(noex_lab.errors, cls.__name__, None) is not cls] == []
+    assert [cls.__name__ for cls in errors if cls.__name__ not in noex_lab.errors.__all__] == []
 
 
 @pytest.mark.parametrize("cls", _library_errors(), ids=lambda cls: cls.__name__)

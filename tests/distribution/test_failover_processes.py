@@ -10,7 +10,8 @@ from typing import Any
 import anyio
 import pytest
 
-from noex_lab import Cluster, DistributedSupervisor, GenServer, NodeEvent, RemoteSpawn
+from noex_lab import Cluster, DistributedSupervisor, GenServer, RemoteSpawn
+from noex_lab.introspection import NodeEvent
 from tests.helpers.cluster import NodeProcess, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("cleanup")]

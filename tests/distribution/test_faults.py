@@ -14,10 +14,12 @@ from typing import Any
 import anyio
 import pytest
 
-from noex_lab import Cluster, GenServer, InvalidArgumentError, NotPermittedError, heal, partition
+from noex_lab import Cluster, GenServer
 from noex_lab.core.node import Node
 from noex_lab.core.node_id import NodeId
 from noex_lab.distribution.faults import FaultControl, Faults, heal_nodes, partition_nodes, shape
+from noex_lab.errors import InvalidArgumentError, NotPermittedError
+from noex_lab.faults import heal, partition
 from tests.distribution.behaviors_for_tests import Echo
 from tests.helpers.cluster import NodeProcess, start_cluster, wait_until
 

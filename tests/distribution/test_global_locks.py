@@ -18,11 +18,11 @@ from noex_lab import (
     GlobalNameConflictError,
     GlobalRegistry,
     NodeId,
-    NotPermittedError,
     RemoteSpawn,
 )
 from noex_lab.core.refs import ProcessRef
 from noex_lab.distribution import global_registry
+from noex_lab.errors import NotPermittedError
 from tests.helpers.cluster import NodeProcess, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("cleanup")]

@@ -18,9 +18,8 @@ from noex_lab import (
     GlobalRegistry,
     Node,
     RemoteSpawn,
-    heal,
-    partition,
 )
+from noex_lab.faults import heal, partition
 from tests.distribution.behaviors_for_tests import Echo, Watcher
 from tests.helpers.cluster import start_cluster, wait_until
 

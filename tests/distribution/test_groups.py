@@ -13,15 +13,14 @@ from noex_lab import (
     GenServer,
     Group,
     GroupEvent,
-    InvalidArgumentError,
     Node,
     NodeId,
     ProcessRef,
     ServerNotRunningError,
-    heal,
-    partition,
 )
 from noex_lab.distribution.groups import groups_of
+from noex_lab.errors import InvalidArgumentError
+from noex_lab.faults import heal, partition
 from tests.distribution.behaviors_for_tests import Echo, Grouped, Watcher
 from tests.helpers.cluster import start_cluster, wait_until
 

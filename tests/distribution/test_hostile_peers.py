@@ -20,11 +20,11 @@ from noex_lab import (
     GlobalRegistry,
     Node,
     NodeId,
-    NotPermittedError,
     ProcessRef,
     RemoteSpawn,
 )
 from noex_lab.distribution import protocol as p
+from noex_lab.errors import NotPermittedError
 from tests.distribution.behaviors_for_tests import Echo, Watcher
 from tests.helpers.cluster import NodeProcess, wait_until
 

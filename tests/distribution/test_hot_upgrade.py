@@ -15,9 +15,9 @@ from noex_lab import (
     DistributedSupervisor,
     GenServer,
     RemoteSpawn,
-    ReplaceStateError,
     Sys,
 )
+from noex_lab.errors import ReplaceStateError
 from tests.helpers.cluster import start_cluster, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("cleanup")]

@@ -20,10 +20,10 @@ from noex_lab import (
     GenServer,
     GlobalRegistry,
     Node,
-    NodeEvent,
     RemoteSpawn,
 )
 from noex_lab.core.reasons import NOCONNECTION
+from noex_lab.introspection import NodeEvent
 from tests.distribution.behaviors_for_tests import Echo, Watcher
 from tests.helpers.cluster import NodeProcess, wait_until
 

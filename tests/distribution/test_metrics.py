@@ -19,10 +19,10 @@ from noex_lab import (
     Cluster,
     DistributedSupervisor,
     GenServer,
-    MissingExtraError,
     Node,
     ServerNotRunningError,
 )
+from noex_lab.errors import MissingExtraError
 from noex_lab.metrics import MetricsServer, serve
 from tests.helpers.cluster import NodeProcess, start_cluster, wait_until
 

@@ -15,16 +15,18 @@ from noex_lab import (
     Down,
     Exit,
     GenServer,
-    InvalidArgumentError,
     NodeId,
     NodeNotReachableError,
-    RemoteFunctionError,
-    RemoteFunctionNotFoundError,
     RemoteLink,
     RemoteMonitor,
     Rpc,
     ServerNotRunningError,
     remote_function,
+)
+from noex_lab.errors import (
+    InvalidArgumentError,
+    RemoteFunctionError,
+    RemoteFunctionNotFoundError,
 )
 from tests.distribution.behaviors_for_tests import Echo, SeqSink, Watcher
 from tests.helpers.cluster import start_cluster, wait_until

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from noex_lab import Down, GenServer, RemoteLink, RemoteMonitor, heal, partition
+from noex_lab import Down, GenServer, RemoteLink, RemoteMonitor
+from noex_lab.faults import heal, partition
 from tests.distribution.behaviors_for_tests import Echo, Watcher
 from tests.helpers.cluster import start_cluster, wait_until
 

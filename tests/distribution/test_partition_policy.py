@@ -18,19 +18,17 @@ from noex_lab import (
     DistributedSupervisor,
     GenServer,
     GlobalRegistry,
-    InvalidArgumentError,
     Node,
-    NodeFencedError,
-    PartitionPolicy,
-    heal,
     keep_majority,
     keep_referee,
-    partition,
     static_quorum,
 )
 from noex_lab.core.errors import GlobalNameConflictError
 from noex_lab.core.node_id import NodeId
 from noex_lab.distribution.distributed_supervisor import DistributedSupervisorServer
+from noex_lab.errors import InvalidArgumentError, NodeFencedError
+from noex_lab.faults import heal, partition
+from noex_lab.policies import PartitionPolicy
 from noex_lab.testing.waiting import eventually
 from tests.distribution import behaviors_partitions as rec
 from tests.helpers.cluster import start_cluster, wait_until

@@ -16,11 +16,11 @@ from noex_lab import (
     Cluster,
     GenServer,
     GlobalRegistry,
-    InvalidArgumentError,
     RemoteSpawn,
 )
 from noex_lab.distribution import protocol as p
 from noex_lab.distribution.introspection import get_state, process_list, recent_events
+from noex_lab.errors import InvalidArgumentError
 from tests.distribution.behaviors_for_tests import Echo
 from tests.helpers.cluster import start_cluster
 

@@ -12,15 +12,17 @@ from noex_lab import (
     Cluster,
     DistributedSupervisor,
     GenServer,
-    MachineState,
-    ProcessStatistics,
-    ProcessStatus,
     RemoteSpawn,
-    ReplaceStateError,
-    SuspendResult,
     Sys,
 )
 from noex_lab.distribution.sys_tools import versions
+from noex_lab.errors import ReplaceStateError
+from noex_lab.introspection import (
+    ProcessStatistics,
+    ProcessStatus,
+    SuspendResult,
+)
+from noex_lab.statem import MachineState
 from tests.helpers.cluster import NodeProcess, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("cleanup"), pytest.mark.timeout(60)]

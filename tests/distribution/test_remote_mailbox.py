@@ -16,14 +16,13 @@ from noex_lab import (
     Cluster,
     DistributedSupervisor,
     GenServer,
-    InvalidArgumentError,
-    MailboxFullError,
     NoexError,
     ProcessRef,
     RemoteSpawn,
     Sys,
 )
 from noex_lab.core.node import Node
+from noex_lab.errors import InvalidArgumentError, MailboxFullError
 from noex_lab.lab.session import LabSession
 from noex_lab.terminal.view import ClusterWatch, processes_table
 from tests.helpers.cluster import start_cluster, wait_until

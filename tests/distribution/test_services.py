@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from noex_lab import Cluster, InvalidArgumentError, UnknownOperationError
+from noex_lab import Cluster
+from noex_lab.errors import InvalidArgumentError, UnknownOperationError
 from noex_lab.core.events import NodeEvent
 from noex_lab.distribution.attached import require_distribution
 from noex_lab.distribution.node_ops import NodeService

@@ -10,10 +10,9 @@ from noex_lab import (
     Cluster,
     DistributedSupervisor,
     GenServer,
-    InvalidArgumentError,
     NoexError,
-    WaitTimeoutError,
 )
+from noex_lab.errors import InvalidArgumentError, WaitTimeoutError
 from tests.helpers.cluster import start_cluster
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("cleanup")]

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from noex_lab import Cluster, DistributedSupervisor, GenServer, GlobalRegistry, NodeId, NotPermittedError
+from noex_lab import Cluster, DistributedSupervisor, GenServer, GlobalRegistry, NodeId
+from noex_lab.errors import NotPermittedError
 from tests.helpers.cluster import NodeProcess, wait_until
 from tests.lab.conftest import shutdown_and_reap
 from tests.lab.kernel_harness import Kernel
@@ -48,7 +49,8 @@ def members() -> Iterator[list[NodeProcess]]:
 
 
 SUPERVISE = """from noex_lab import DistributedSupervisor, GenServer, RemoteSpawn, current_node
-from noex_lab import GlobalRegistry, NotPermittedError
+from noex_lab import GlobalRegistry
+from noex_lab.errors import NotPermittedError
 
 member = sorted(info.id for info in current_node().get_nodes())[0]
 host = await RemoteSpawn.spawn("supervisor_host", member)

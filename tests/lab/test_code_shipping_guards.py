@@ -10,7 +10,7 @@ import pytest
 
 from noex_lab import Cluster, GenServer, Node, NodeId, RemoteSpawn
 from noex_lab.lab.code_shipping import CodeShipper, ShipResult
-from noex_lab.lab.local_nodes import LocalNodeLauncher
+from noex_lab.lab.local_nodes import ProcessLauncher
 from tests.helpers.cluster import NodeProcess, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("cleanup")]
@@ -63,7 +63,7 @@ async def test_shipped_code_replaces_an_operator_behavior_only_when_asked(procs:
 @pytest.mark.timeout(60)
 async def test_local_nodes_take_code_only_from_the_kernels_node() -> None:
     kernel = await Cluster.start("kern", port=0, cluster_secret=SECRET)
-    launcher = LocalNodeLauncher(lambda node, stream, line: None, lambda node, code: None)
+    launcher = ProcessLauncher(lambda node, stream, line: None, lambda node, code: None)
     assert kernel.id is not None
     local = await launcher.launch("local1", kernel.id, SECRET)
     assert local.node_id is not None

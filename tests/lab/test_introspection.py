@@ -14,13 +14,11 @@ import pytest
 from noex_lab import (
     BehaviorRegistry,
     GenServer,
-    InvalidArgumentError,
     NoexError,
     NotRegisteredError,
     RemoteSpawn,
     ServerNotRunningError,
     Sys,
-    TooManyTracesError,
 )
 from noex_lab.distribution.code_loading import CodeLoadingError, load_behavior_source
 from noex_lab.distribution.introspection import (
@@ -30,6 +28,7 @@ from noex_lab.distribution.introspection import (
     get_state,
     trace,
 )
+from noex_lab.errors import InvalidArgumentError, TooManyTracesError
 from tests.helpers.cluster import start_cluster, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from noex_lab import BehaviorRegistry, ChildSpec, GenServer, InvalidArgumentError, Supervisor
+from noex_lab import BehaviorRegistry, ChildSpec, GenServer, Supervisor
 from noex_lab.distribution import DistributedSupervisor
+from noex_lab.errors import InvalidArgumentError
 from noex_lab.lab.widgets import SupervisorView
 from tests.helpers.cluster import start_cluster, wait_until
 

@@ -14,7 +14,7 @@ from typing import Any, cast
 
 import pytest
 
-from noex_lab import InvalidArgumentError
+from noex_lab.errors import InvalidArgumentError
 from noex_lab.core.clock import SYSTEM_CLOCK, SYSTEM_ENTROPY, Clock, Entropy
 from noex_lab.core.genserver import GenServer
 from noex_lab.core.node import Node

@@ -3,8 +3,9 @@ from membership events, bounded in the members it remembers as down."""
 
 from __future__ import annotations
 
-from noex_lab import NodeEvent, NodeId
+from noex_lab import NodeId
 from noex_lab.frontend.cluster_model import MembershipModel
+from noex_lab.introspection import NodeEvent
 
 ME = NodeId.parse("me@127.0.0.1:1")
 

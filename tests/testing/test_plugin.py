@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from noex_lab import GenServer, InvalidArgumentError, Node
+from noex_lab import GenServer, Node
 from noex_lab.core.node import current_node
+from noex_lab.errors import InvalidArgumentError
 from noex_lab.testing import FaultInjector, wait_until
 
 pytestmark = pytest.mark.anyio
