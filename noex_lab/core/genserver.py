@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -178,12 +178,15 @@ class GenServer:
         return result
 
     @staticmethod
-    async def call(target: Target, msg: Any, *, timeout: float = 5.0) -> Any:
-        """Send `msg` to `handle_call` and wait for the reply (local or remote target).
+    def call(target: Target, msg: Any, *, timeout: float = 5.0) -> Coroutine[Any, Any, Any]:
+        """Send `msg` to `handle_call` and wait for the reply (local or remote target):
+        `reply = await GenServer.call(target, msg)`.
 
         A target is a `ProcessRef`, a registered name, or `(name, node_id)`: the process
-        registered as `name` in the local `Registry` of that node (OTP `{Name, Node}`)."""
-        return await current_node().call(target, msg, timeout)
+        registered as `name` in the local `Registry` of that node (OTP `{Name, Node}`).
+        (It returns the call's coroutine itself rather than being one that awaits it: one
+        coroutine less per call; nothing is sent until it is awaited.)"""
+        return current_node().call(target, msg, timeout)
 
     @staticmethod
     async def multi_call(
