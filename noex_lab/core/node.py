@@ -12,10 +12,12 @@ import contextlib
 import inspect
 import itertools
 import logging
+import os
 import random
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from threading import get_ident
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -69,8 +71,12 @@ def current_node() -> Node:
     if node is not None and node._running:
         return node
     global _last_loop
-    key = current_loop_key()
     cached = _last_loop
+    if cached is not None:  # the last asyncio loop's nodes, if that loop is running in this thread
+        loop: Any = cached[0]()
+        if loop is not None and getattr(loop, "_thread_id", None) == get_ident() and cached[1]:
+            return cached[1][0]
+    key = current_loop_key()
     nodes: list[Node] | None
     if cached is not None and cached[0]() is key:
         nodes = cached[1]
@@ -85,6 +91,14 @@ def current_node() -> Node:
 
 # one-entry cache of the last loop's node list (facade calls outside processes are hot)
 _last_loop: tuple[weakref.ref[object], list[Node]] | None = None
+
+
+def _forget_last_loop() -> None:
+    global _last_loop
+    _last_loop = None
+
+
+os.register_at_fork(after_in_child=_forget_last_loop)  # (a forked child runs none of its parent's loops)
 
 
 def _genserver_class() -> type[GenServer]:

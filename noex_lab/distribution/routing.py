@@ -475,8 +475,9 @@ class RemoteRouter:
         kind = m[0]
         node = self.node
         if kind == _CAST or kind == _SEND:
-            proc = node.inbound_process(m[1], m[2])
-            if proc is not None:
+            # (`node.inbound_process` inlined on the two hot branches: one call less per message)
+            proc = node._procs.get(m[1]) if m[2] == node.incarnation else None
+            if proc is not None and proc._alive:
                 proc.deliver((CAST_TAG if kind == _CAST else INFO_TAG, m[3]))
         elif kind == _REPLY:
             fut = conn.pending.get(m[1])
@@ -491,8 +492,8 @@ class RemoteRouter:
                 trace = None
             else:  # the caller's trace context rides before the message (see call_with_context)
                 _, req, pid, creation, sender, trace, msg = m
-            proc = node.inbound_process(pid, creation)
-            if proc is None:
+            proc = node._procs.get(pid) if creation == node.incarnation else None
+            if proc is None or not proc._alive:
                 conn.send([p.REPLY, req, False, [p.ERR_NOPROC, NOPROC]])
             elif sender is None or _from(sender, conn):  # a connection speaks only for its own node
                 reply = RemoteReply(conn, req) if trace is None else self.traced_reply(conn, req, proc, trace)
