@@ -617,13 +617,13 @@ class Node:
         Nothing is sent and nothing raised until it is awaited."""
         if type(target) is ProcessRef and type(timeout) is float and 0.0 < timeout <= MAX_TIMEOUT_S:
             me = CURRENT_PROCESS.get()
-            if not self.is_local(target):
-                if self.router is not None:
-                    return self.router.call(target, msg, timeout, me.ref if me is not None else None)
-            else:
-                proc = self.local_process(target)
+            node, own = target.node, self._id
+            if node is None or node is own or (own is not None and node._hash == own._hash and node == own):
+                proc = self.local_process(target)  # (`is_local` inlined: one call less per call)
                 if proc is not None and proc is not me:
                     return self._call_local(proc, target, msg, timeout, me.ref if me is not None else None)
+            elif self.router is not None:
+                return self.router.call(target, msg, timeout, me.ref if me is not None else None)
         return self._call(target, msg, timeout)
 
     async def _call(self, target: Target, msg: Any, timeout: float) -> Any:

@@ -535,8 +535,10 @@ class Process:
                     self.reply_to = None
                     if type(result) is tuple and len(result) == 2:
                         self.state = result[1]
-                        if not reply.done():
+                        try:  # (cheaper than asking `reply.done()` first: the caller nearly always waits)
                             reply.set_result(result[0])
+                        except asyncio.InvalidStateError:  # the caller stopped waiting (timed out, cancelled)
+                            pass
                     elif isinstance(result, NoReply):
                         self.state = result.state
                         self._owe_reply(reply)

@@ -169,6 +169,8 @@ class RemoteReply:
         return False
 
     def set_result(self, value: Any) -> None:
+        if self._done:  # (as a future: the process loop relies on it instead of asking `done()`)
+            raise asyncio.InvalidStateError(f"request {self.req} was already answered")
         self._done = True
         try:
             self.conn.send([p.REPLY, self.req, True, value])
