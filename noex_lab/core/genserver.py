@@ -12,6 +12,7 @@ from .errors import InvalidArgumentError
 from .named import MultiCallResult, abcast, multi_call
 from .node import Target, current_node
 from .node_id import NodeId
+from .process import CAST, INFO
 from .reasons import NORMAL, ExitReason
 from .refs import ProcessRef, TimerRef
 
@@ -210,12 +211,12 @@ class GenServer:
     @staticmethod
     def cast(target: Target, msg: Any) -> None:
         """Send `msg` to `handle_cast`; fire and forget."""
-        current_node().cast(target, msg)
+        current_node()._send(target, CAST, msg)  # (`Node.cast`'s body: one call less per cast)
 
     @staticmethod
     def send(target: Target, msg: Any) -> None:
         """Send `msg` to `handle_info`; fire and forget."""
-        current_node().send(target, msg)
+        current_node()._send(target, INFO, msg)
 
     @staticmethod
     async def stop(target: Target, reason: ExitReason = NORMAL, *, timeout: float = 5.0) -> None:
