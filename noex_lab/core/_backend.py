@@ -8,6 +8,7 @@ of the running loop, so each backend provides them here.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import os
 import time
@@ -127,6 +128,10 @@ class AsyncioBackend(Backend):
         self.key = self.loop
         self._tasks: set[asyncio.Task[Any]] = set()
         self._deadlines = self.deadlines = DeadlineSlots(self.loop)
+        if getattr(type(self.loop), "create_future", None) is asyncio.BaseEventLoop.create_future:
+            # asyncio's own loop: the Future class itself, no Python frame per future (every
+            # call makes one or two: the reply, and the server's wake-up when it was idle)
+            self.new_future = functools.partial(asyncio.Future, loop=self.loop)  # type: ignore[method-assign]
 
     def new_future(self) -> FutureLike:
         return self.loop.create_future()

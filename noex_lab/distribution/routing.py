@@ -8,7 +8,6 @@ order, straight into mailboxes: this is what keeps per-sender FIFO across nodes.
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 import logging
 from collections.abc import Callable, Coroutine
@@ -217,13 +216,8 @@ class RemoteRouter:
         self._conns = cast("dict[NodeId | None, Connection]", transport.conns)
         self._last_conn: Connection | None = None  # where the last cast went (casts come in runs)
         self._last_call: Connection | None = None  # where the last call went (calls come in runs too)
-        # a call's reply future: on asyncio's own loop the Future class itself (no Python frames)
-        loop = getattr(node.backend, "loop", None)
-        self._new_future: Callable[[], FutureLike] = (
-            functools.partial(asyncio.Future, loop=loop)
-            if loop is not None and getattr(type(loop), "create_future", None) is asyncio.BaseEventLoop.create_future
-            else node.backend.new_future
-        )
+        # a call's reply future (on asyncio's own loop the Future class itself: see AsyncioBackend)
+        self._new_future: Callable[[], FutureLike] = node.backend.new_future
         # monitors this node's watchers hold on remote processes: mref -> (target, sink)
         self.remote_monitors: dict[MonitorRef, tuple[ProcessRef, Any]] = {}
         self.rpc_handlers: dict[str, RpcHandler] = {"process.shutdown": self._handle_shutdown}
