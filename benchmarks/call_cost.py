@@ -4,7 +4,7 @@ Sets up W3/W4's two nodes (node B a `noex-lab node` process, node A this process
 secret so every frame carries its MAC) and reports CPU microseconds per call on A (this
 process's CPU time) and on B (its utime + stime from /proc), with no profiler attached:
 
-    .venv/bin/python -m benchmarks.call_cost [--calls 20000] [--rounds 3]
+    .venv/bin/python -m benchmarks.call_cost [--calls 20000] [--rounds 3] [--shapes W3,W4]
 
 CPU time per call is far less noisy on a loaded machine than wall time, and it splits the
 cost between caller and server. For where the time goes inside one side, combine it with the
@@ -65,10 +65,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--shapes", default="W3,W4", help="which shapes to measure (W3: 1 call in flight, W4: 64)")
     args = parser.parse_args()
+    shapes = args.shapes.split(",")
     for _ in range(args.rounds):
-        anyio.run(measure, args.calls, 1, "W3")
-        anyio.run(measure, args.calls * 2, 64, "W4")
+        if "W3" in shapes:
+            anyio.run(measure, args.calls, 1, "W3")
+        if "W4" in shapes:
+            anyio.run(measure, args.calls * 2, 64, "W4")
 
 
 if __name__ == "__main__":

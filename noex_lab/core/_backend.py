@@ -8,6 +8,7 @@ of the running loop, so each backend provides them here.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import os
 import time
@@ -127,6 +128,14 @@ class AsyncioBackend(Backend):
         self.key = self.loop
         self._tasks: set[asyncio.Task[Any]] = set()
         self._deadlines = self.deadlines = DeadlineSlots(self.loop)
+        # No Python frame of ours per future (every call makes one or two: the reply, and the
+        # server's wake-up when it was idle): on asyncio's own loop the Future class itself
+        # (its create_future is a Python method doing just that), else the loop's create_future
+        # (uvloop's is C).
+        if getattr(type(self.loop), "create_future", None) is asyncio.BaseEventLoop.create_future:
+            self.new_future = functools.partial(asyncio.Future, loop=self.loop)  # type: ignore[method-assign]
+        else:
+            self.new_future = self.loop.create_future  # type: ignore[method-assign]
 
     def new_future(self) -> FutureLike:
         return self.loop.create_future()

@@ -190,32 +190,32 @@ class Connection:
         message while the connection lives: past the hard bound the connection closes instead.
         Senders that can wait check `congested` afterwards (back-pressure)."""
         body = self.codec.encode(message)
+        size = len(body)
         if (
             self._direct_ok  # the asyncio fast path is on and the transport takes writes
-            and not self._small
-            and not self._large
-            and not self._writing  # (the writer's frame goes first: order, and the MAC sequence)
-            and len(body) <= CHUNK_SIZE
-            and not self.faults.active
+            and size <= CHUNK_SIZE
+            and not (self._small or self._large or self._writing or self.faults.active)
+            # (_writing: the writer's frame goes first: order, and the MAC sequence)
         ):
-            size = len(body)
-            if self._lone and not self._direct:
+            direct = self._direct
+            if direct:  # (a flush is scheduled since the first frame of this loop iteration)
+                if self._direct_bytes + size > BATCH_BYTES:
+                    # a long burst in one iteration (100,000 casts in a loop): stream it in batches,
+                    # so the peer starts working while the sender is still producing
+                    self._write_direct()
+                direct.append(body)
+                self._direct_bytes += size
+                return
+            direct.append(body)
+            self._direct_bytes = size
+            if self._lone:
                 # The last frame received held one message (a lone request or reply): the first
                 # frame sent after it, most likely the answer, is written at once instead of at
                 # the end of the loop iteration (one iteration less per round trip); the frames
                 # that follow are coalesced as usual. W4's batches of calls keep one write each.
                 self._lone = False
-                self._direct.append(body)
-                self._direct_bytes = size
                 self._write_direct()
-                return
-            if self._direct_bytes + size > BATCH_BYTES and self._direct:
-                # a long burst in one iteration (100,000 casts in a loop): stream it in batches,
-                # so the peer starts working while the sender is still producing
-                self._write_direct()
-            self._direct.append(body)
-            self._direct_bytes += size
-            if not self._flush_scheduled:
+            elif not self._flush_scheduled:
                 self._flush_scheduled = True
                 self._loop.call_soon(self._flush_direct)
             return

@@ -8,7 +8,6 @@ order, straight into mailboxes: this is what keeps per-sender FIFO across nodes.
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 import logging
 from collections.abc import Callable, Coroutine
@@ -169,6 +168,8 @@ class RemoteReply:
         return False
 
     def set_result(self, value: Any) -> None:
+        if self._done:  # (as a future: the process loop relies on it instead of asking `done()`)
+            raise asyncio.InvalidStateError(f"request {self.req} was already answered")
         self._done = True
         try:
             self.conn.send([p.REPLY, self.req, True, value])
@@ -221,13 +222,8 @@ class RemoteRouter:
         self._conns = cast("dict[NodeId | None, Connection]", conns)
         self._last_conn: Connection | None = None  # where the last cast went (casts come in runs)
         self._last_call: Connection | None = None  # where the last call went (calls come in runs too)
-        # a call's reply future: on asyncio's own loop the Future class itself (no Python frames)
-        loop = getattr(node.backend, "loop", None)
-        self._new_future: Callable[[], FutureLike] = (
-            functools.partial(asyncio.Future, loop=loop)
-            if loop is not None and getattr(type(loop), "create_future", None) is asyncio.BaseEventLoop.create_future
-            else node.backend.new_future
-        )
+        # a call's reply future (on asyncio's own loop the Future class itself: see AsyncioBackend)
+        self._new_future: Callable[[], FutureLike] = node.backend.new_future
         # monitors this node's watchers hold on remote processes: mref -> (target, sink)
         self.remote_monitors: dict[MonitorRef, tuple[ProcessRef, Any]] = {}
         self.rpc_handlers: dict[str, RpcHandler] = {}
@@ -475,8 +471,9 @@ class RemoteRouter:
         kind = m[0]
         node = self.node
         if kind == _CAST or kind == _SEND:
-            proc = node.inbound_process(m[1], m[2])
-            if proc is not None:
+            # (`node.inbound_process` inlined on the two hot branches: one call less per message)
+            proc = node._procs.get(m[1]) if m[2] == node.incarnation else None
+            if proc is not None and proc._alive:
                 proc.deliver((CAST_TAG if kind == _CAST else INFO_TAG, m[3]))
         elif kind == _REPLY:
             fut = conn.pending.get(m[1])
@@ -491,8 +488,8 @@ class RemoteRouter:
                 trace = None
             else:  # the caller's trace context rides before the message (see call_with_context)
                 _, req, pid, creation, sender, trace, msg = m
-            proc = node.inbound_process(pid, creation)
-            if proc is None:
+            proc = node._procs.get(pid) if creation == node.incarnation else None
+            if proc is None or not proc._alive:
                 conn.send([p.REPLY, req, False, [p.ERR_NOPROC, NOPROC]])
             elif sender is None or _from(sender, conn):  # a connection speaks only for its own node
                 reply = RemoteReply(conn, req) if trace is None else self.traced_reply(conn, req, proc, trace)

@@ -95,3 +95,62 @@ def test_a_forked_child_forgets_the_parents_loop() -> None:
         return os.waitstatus_to_exitcode(status)
 
     assert asyncio.run(main()) == 0
+
+
+def test_the_default_node_outside_processes_is_the_earliest_running_one_on_this_loop() -> None:
+    """`current_node` answers from the last loop's node list (no loop-key call): that list must
+    follow nodes that stop and start, and never answer for another thread's loop."""
+
+    async def main() -> None:
+        first = await Node().start()
+        assert current_node() is first and current_node() is first  # (the second from the cache)
+        second = await Node().start()
+        assert current_node() is first
+        await first.stop()
+        assert current_node() is second
+        await second.stop()
+        implicit = current_node()  # none left: an implicit node, bound to this loop
+        assert implicit is not first and implicit is not second
+        assert current_node() is implicit
+        await implicit.stop()
+
+    asyncio.run(main())
+
+
+def test_another_threads_loop_never_gets_this_loops_default_node() -> None:
+    results: dict[str, Node] = {}
+
+    async def in_thread() -> None:
+        results["thread"] = current_node()
+        await results["thread"].stop()
+
+    async def in_main() -> None:
+        results["main"] = current_node()  # cached for this loop
+        thread = threading.Thread(target=asyncio.run, args=(in_thread(),))
+        thread.start()
+        await asyncio.get_running_loop().run_in_executor(None, thread.join, 10)
+        assert current_node() is results["main"]
+        await results["main"].stop()
+
+    asyncio.run(in_main())
+    assert results["thread"] is not results["main"]
+
+
+def test_a_forked_child_gets_no_default_node_of_its_parent() -> None:
+    async def main() -> int:
+        node = current_node()
+        assert current_node() is node  # (now cached in the parent)
+        pid = os.fork()
+        if pid == 0:  # no loop runs in the child: no node either (the parent's is not its own)
+            code = 0
+            try:
+                current_node()
+                code = 1
+            except Exception:
+                code = 0
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        await current_node().stop()
+        return os.waitstatus_to_exitcode(status)
+
+    assert asyncio.run(main()) == 0

@@ -16,11 +16,12 @@ from typing import Any
 import anyio
 import pytest
 
-from noex_lab import BehaviorRegistry, Cluster, GenServer, Node, RemoteSpawn
+from noex_lab import BehaviorRegistry, CallTimeoutError, Cluster, GenServer, Node, RemoteSpawn
 from noex_lab.core._backend import DeadlineSlots
 from noex_lab.distribution import framing
 from noex_lab.distribution import protocol as p
 from noex_lab.distribution.connection import Connection
+from noex_lab.distribution.routing import RemoteReply
 from tests.helpers.cluster import wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("cleanup")]
@@ -53,6 +54,17 @@ class Recorder(GenServer):
 
     def handle_call(self, msg: Any, state: list[Any]) -> tuple[Any, list[Any]]:
         return list(state), state
+
+
+class Counter(GenServer):
+    def init(self, arg: Any) -> int:
+        return 0
+
+    def handle_cast(self, msg: Any, state: int) -> int:
+        return state + 1
+
+    def handle_call(self, msg: Any, state: int) -> tuple[int, int]:
+        return state, state
 
 
 @pytest.fixture
@@ -161,3 +173,41 @@ async def test_deadline_slots_never_reuse_an_expired_slot_for_tiny_or_negative_t
             with pytest.raises(TimeoutError):
                 await fut
 
+
+
+async def test_a_remote_call_sends_nothing_until_awaited_and_a_late_answer_is_harmless(
+    pair: tuple[Node, Node, Any],
+) -> None:
+    """`GenServer.call` hands back the request's coroutine: dropped unawaited, no frame leaves;
+    a reply whose caller timed out is sent and ignored, and the server keeps answering."""
+    a, b, ref = pair
+    conn = _conn(a, b.id)
+    sent = conn.sent_messages
+    pending = GenServer.call(ref, ("never",))
+    pending.close()
+    assert conn.sent_messages == sent and not conn._direct and not conn._small
+    counter = await GenServer.start(Counter)
+    with pytest.raises(CallTimeoutError):  # B casts 20,000 times before it answers: too late
+        await GenServer.call(ref, ("casts", counter, 20_000), timeout=0.01)
+    assert await GenServer.call(ref, ("after",)) == ("after",)  # B answered the late one before
+    assert await GenServer.call(counter, "count") == 20_000  # (its casts came before that answer)
+
+
+async def test_a_remote_reply_answered_twice_raises_like_a_future_and_sends_once(
+    pair: tuple[Node, Node, Any],
+) -> None:
+    a, b, _ref = pair
+    conn = _conn(b, a.id)
+    sent: list[Any] = []
+    real_send = conn.send
+    conn.send = sent.append  # type: ignore[method-assign]
+    try:
+        reply = RemoteReply(conn, 7)
+        assert not reply.done()
+        reply.set_result("first")
+        assert reply.done()
+        with pytest.raises(asyncio.InvalidStateError):
+            reply.set_result("second")
+    finally:
+        conn.send = real_send  # type: ignore[method-assign]
+    assert sent == [[p.REPLY, 7, True, "first"]]

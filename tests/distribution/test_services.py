@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from noex_lab import Cluster
-from noex_lab.errors import InvalidArgumentError, UnknownOperationError
 from noex_lab.core.events import NodeEvent
 from noex_lab.distribution.attached import require_distribution
 from noex_lab.distribution.node_ops import NodeService
 from noex_lab.distribution.service import Operation, Service, Services, install_services
+from noex_lab.errors import InvalidArgumentError, UnknownOperationError
 from tests.helpers.cluster import start_cluster, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("cleanup"), pytest.mark.timeout(30)]

@@ -14,12 +14,12 @@ from typing import Any, cast
 
 import pytest
 
-from noex_lab.errors import InvalidArgumentError
 from noex_lab.core.clock import SYSTEM_CLOCK, SYSTEM_ENTROPY, Clock, Entropy
 from noex_lab.core.genserver import GenServer
 from noex_lab.core.node import Node
 from noex_lab.distribution.cluster import ClusterConfig, Distribution
 from noex_lab.distribution.environment import Environment
+from noex_lab.errors import InvalidArgumentError
 from noex_lab.sim import Simulation
 
 PACKAGE = Path(__file__).resolve().parents[2] / "noex_lab"

@@ -1,0 +1,73 @@
+"""`GenServer.call` returns the call's coroutine (no coroutine of its own around it): the call
+still does nothing and raises nothing until it is awaited, every error is the one a coroutine
+function would raise, and a server whose caller gave up keeps running."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import anyio
+import pytest
+
+from noex_lab import CallTimeoutError, GenServer, InvalidArgumentError, ServerNotRunningError
+from noex_lab.core.node import Node
+
+pytestmark = pytest.mark.anyio
+
+
+class Log(GenServer):
+    """Records the calls it handles; ("sleep", s) sleeps s seconds first; "me" calls itself."""
+
+    def init(self, arg: Any) -> list[Any]:
+        return []
+
+    async def handle_call(self, msg: Any, state: list[Any]) -> tuple[Any, list[Any]]:
+        if msg == "log":
+            return list(state), state
+        if msg == "me":
+            try:
+                await GenServer.call(self.ref, "log")
+            except InvalidArgumentError as exc:
+                return str(exc), state
+        if isinstance(msg, tuple) and msg[0] == "sleep":
+            await anyio.sleep(msg[1])
+        return msg, [*state, msg]
+
+
+async def test_nothing_is_sent_until_the_call_is_awaited(node: Node) -> None:
+    ref = await GenServer.start(Log)
+    pending = GenServer.call(ref, "never")
+    pending.close()  # dropped without an await: the server must never see it
+    assert await GenServer.call(ref, "once") == "once"
+    assert await GenServer.call(ref, "log") == ["once"]
+
+
+async def test_errors_are_raised_when_the_call_is_awaited_not_when_it_is_made(node: Node) -> None:
+    ref = await GenServer.start(Log)
+    await GenServer.stop(ref)
+    dead = GenServer.call(ref, "x")  # no exception here ...
+    unknown = GenServer.call("no such name", "x")
+    bad_timeout = GenServer.call(ref, "x", timeout=math.nan)
+    with pytest.raises(ServerNotRunningError):  # ... but here, as from a coroutine function
+        await dead
+    with pytest.raises(ServerNotRunningError):
+        await unknown
+    with pytest.raises(InvalidArgumentError, match="NaN"):
+        await bad_timeout
+
+
+async def test_off_the_fast_path_calls_work_as_before(node: Node) -> None:
+    ref = await GenServer.start(Log, name="log_server")
+    assert await GenServer.call(ref, "a", timeout=5) == "a"  # an int timeout
+    assert await GenServer.call("log_server", "b") == "b"  # a name
+    assert "called itself" in await GenServer.call(ref, "me")  # raised in the process, on its await
+
+
+async def test_a_server_whose_caller_gave_up_keeps_serving(node: Node) -> None:
+    ref = await GenServer.start(Log)
+    for _ in range(3):  # each late answer finds its caller gone (InvalidStateError, handled)
+        with pytest.raises(CallTimeoutError):
+            await GenServer.call(ref, ("sleep", 0.2), timeout=0.05)
+    assert await GenServer.call(ref, "still here") == "still here"
+    assert len(await GenServer.call(ref, "log")) == 4
