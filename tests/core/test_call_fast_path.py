@@ -10,8 +10,9 @@ from typing import Any
 import anyio
 import pytest
 
-from noex_lab import CallTimeoutError, GenServer, InvalidArgumentError, ServerNotRunningError
+from noex_lab import CallTimeoutError, GenServer, ServerNotRunningError
 from noex_lab.core.node import Node
+from noex_lab.errors import InvalidArgumentError
 
 pytestmark = pytest.mark.anyio
 
