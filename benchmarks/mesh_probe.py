@@ -27,21 +27,22 @@ counts: Counter[str] = Counter()
 _done: list[Callable[[], None]] = []
 
 
-def _probe(write: Callable[[str], None], mesh_n: int | None) -> Callable[[str], None]:
+def _probe(write: Callable[..., None], mesh_n: int | None) -> Callable[..., None]:
     mesh_line = f"PEERS {mesh_n - 1} " if mesh_n is not None else "PEERS "
 
-    def print_line(line: str) -> None:
-        if line.startswith(("NODE ", mesh_line)):
-            cpu_ns = time.process_time_ns()
-            times = os.times()
-            split = {"user": times.user, "system": times.system, **_threads()}
-            sys.stderr.write(f"CPU {cpu_ns} {line}\nSPLIT {json.dumps(split, separators=(',', ':'))} {line}\n")
-            if mesh_n is not None and line.startswith(mesh_line):
-                for done in _done:
-                    done()
-                _done.clear()
-            sys.stderr.flush()
-        write(line)
+    def print_line(*lines: str) -> None:
+        for line in lines:
+            if line.startswith(("NODE ", mesh_line)):
+                cpu_ns = time.process_time_ns()
+                times = os.times()
+                split = {"user": times.user, "system": times.system, **_threads()}
+                sys.stderr.write(f"CPU {cpu_ns} {line}\nSPLIT {json.dumps(split, separators=(',', ':'))} {line}\n")
+                if mesh_n is not None and line.startswith(mesh_line):
+                    for done in _done:
+                        done()
+                    _done.clear()
+                sys.stderr.flush()
+        write(*lines)
 
     return print_line
 
