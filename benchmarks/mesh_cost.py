@@ -39,16 +39,17 @@ def _cpu_at(node: NodeProc, prefix: str) -> float | None:
     return None
 
 
-async def measure(n: int, timeout_s: float, profile: str | None) -> dict[str, Any]:
+async def measure(n: int, timeout_s: float, profile: str | None, counts: bool) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     nodes: list[NodeProc] = []
+    probe_env = {"NOEX_BENCH_MESH_N": str(n), **({"NOEX_BENCH_MESH_COUNTS": "1"} if counts else {})}
     try:
         t0 = wall_us()
-        nodes.append(NodeProc("c0", behaviors=[PROBE], env={"NOEX_BENCH_MESH_N": str(n)}))
+        nodes.append(NodeProc("c0", behaviors=[PROBE], env=probe_env))
         seed = await nodes[0].started(deadline)
         for i in range(1, n):
             env = {"NOEX_BENCH_PROFILE": profile} if profile and i == PROFILED else {}
-            nodes.append(NodeProc(f"c{i}", seeds=[seed], behaviors=[PROBE], env={**env, "NOEX_BENCH_MESH_N": str(n)}))
+            nodes.append(NodeProc(f"c{i}", seeds=[seed], behaviors=[PROBE], env={**env, **probe_env}))
         converged: dict[str, int] = {}
         while len(converged) < n:
             for node in nodes:
@@ -111,9 +112,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--profile", metavar="PATH", help="cProfile node n1, stats to PATH")
+    parser.add_argument("--counts", action="store_true",
+                        help="also count dials, frames and the CPU of membership methods (adds overhead)")
     args = parser.parse_args()
     for _ in range(args.repeat):
-        result = anyio.run(measure, args.nodes, args.timeout, args.profile)
+        result = anyio.run(measure, args.nodes, args.timeout, args.profile, args.counts)
         print(json.dumps(result), flush=True)
         sys.stderr.flush()
 

@@ -4,9 +4,10 @@ noex_lab): `noex-lab node --report --behaviors benchmarks.mesh_probe`.
 It registers no behavior. When its node prints `NODE <id>` or `PEERS <n> ...`, it also prints
 `CPU <process CPU ns> <that line>` on stderr (`time.process_time_ns`: every thread of the
 process), so `benchmarks/mesh_cost.py` can split a node's CPU into its start (exec to NODE) and
-its share of the mesh (NODE to PEERS N-1). With `NOEX_BENCH_MESH_N=N` it also counts, until the
-node sees N-1 peers, the dials, accepted handshakes and frames sent by kind (printed as
-`COUNTS {json}` then); with `NOEX_BENCH_PROFILE=PATH` as well, the node runs under cProfile
+its share of the mesh (NODE to PEERS N-1); with `NOEX_BENCH_MESH_N=N` only at NODE and at
+PEERS N-1. With `NOEX_BENCH_MESH_COUNTS=1` as well it counts, until the node sees N-1 peers,
+the dials, accepted handshakes, frames sent by kind and the CPU of a few membership methods
+(printed as `COUNTS {json}` then); with `NOEX_BENCH_PROFILE=PATH` the node runs under cProfile
 (CPU time of the loop's thread) from this import until then, stats written to PATH.
 """
 
@@ -22,6 +23,7 @@ from typing import Any
 
 PROFILE_ENV = "NOEX_BENCH_PROFILE"
 MESH_N_ENV = "NOEX_BENCH_MESH_N"
+COUNTS_ENV = "NOEX_BENCH_MESH_COUNTS"
 
 counts: Counter[str] = Counter()
 _done: list[Callable[[], None]] = []
@@ -131,10 +133,10 @@ def _install() -> None:
         module = sys.modules.get(name)
         if module is not None and hasattr(module, "_run_node"):
             module._print = _probe(module._print, mesh_n)
-    if mesh_n is not None:
+    if mesh_n is not None and os.environ.get(COUNTS_ENV):
         _count_calls()
-        if os.environ.get(PROFILE_ENV):
-            _start_profiler(os.environ[PROFILE_ENV])
+    if mesh_n is not None and os.environ.get(PROFILE_ENV):
+        _start_profiler(os.environ[PROFILE_ENV])
 
 
 _install()
