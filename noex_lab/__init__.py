@@ -65,6 +65,13 @@ try:
     from .version import __version__
 finally:
     if _gc_was_enabled:
+        # What the import built goes to the oldest generation without being traversed (freeze,
+        # then unfreeze): else the first collection after the import walks all of it. A lone
+        # node's CPU at NODE, 20 starts each, interleaved: 159 ms median without, 152 ms with.
+        # (Not when the application froze objects itself: unfreeze would thaw them too.)
+        if gc.get_freeze_count() == 0:
+            gc.freeze()
+            gc.unfreeze()
         gc.enable()
 
 # A library logs; the application decides where logs go (`noex-lab node` and the notebook

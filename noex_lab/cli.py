@@ -92,8 +92,9 @@ def _wall_us() -> int:
     return time.time_ns() // 1000
 
 
-def _print(line: str) -> None:
-    sys.stdout.write(line + "\n")
+def _print(*lines: str) -> None:
+    """Write `lines` with one flush (one write to the pipe)."""
+    sys.stdout.write("".join(line + "\n" for line in lines))
     sys.stdout.flush()
 
 
@@ -119,13 +120,15 @@ async def _run_node(args: argparse.Namespace) -> int:
            if (value := getattr(args, key)) is not None},
     )
     if args.report:
+        membership = require_distribution(node).membership  # (counting members: no records built per join)
+
         def up(info: Any) -> None:
-            _print(format_line(PeerUp(info.id, _wall_us())))
-            _print(format_line(Peers(len(node.get_nodes()), _wall_us())))
+            now = _wall_us()
+            _print(format_line(PeerUp(info.id, now)), format_line(Peers(membership.member_count(), now)))
 
         def down(peer: Any, reason: str) -> None:
-            _print(format_line(PeerDown(peer, _wall_us(), reason)))
-            _print(format_line(Peers(len(node.get_nodes()), _wall_us())))
+            now = _wall_us()
+            _print(format_line(PeerDown(peer, now, reason)), format_line(Peers(membership.member_count(), now)))
 
         def fencing(event: Any) -> None:
             if event.kind == "node_fenced":

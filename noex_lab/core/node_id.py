@@ -68,6 +68,9 @@ class NodeId:
         """Parse `name@host:port` (IPv6 hosts in brackets: `n@[::1]:4369`)."""
         if isinstance(text, NodeId):
             return text
+        known = _PARSED.get(text) if type(text) is str and cls is NodeId else None
+        if known is not None:  # ids arrive again and again (every member list lists them all)
+            return known
         if not isinstance(text, str) or "@" not in text:
             raise InvalidArgumentError(f"invalid node id {text!r}: expected name@host:port")
         name, _, rest = text.partition("@")
@@ -83,7 +86,12 @@ class NodeId:
                 raise InvalidArgumentError(f"invalid node id {text!r}: write IPv6 hosts in brackets")
         if not port_text.isdigit():
             raise InvalidArgumentError(f"invalid node id {text!r}: port {port_text!r} is not a number")
-        return cls(name, host, int(port_text)).interned()
+        node = cls(name, host, int(port_text)).interned()
+        if cls is NodeId:
+            if len(_PARSED) >= 65536:
+                _PARSED.clear()
+            _PARSED[text] = node
+        return node
 
     @property
     def address(self) -> tuple[str, int]:
@@ -98,3 +106,4 @@ class NodeId:
 
 
 _INTERNED: dict[tuple[str, str, int], NodeId] = {}
+_PARSED: dict[str, NodeId] = {}  # text -> NodeId.parse's result
