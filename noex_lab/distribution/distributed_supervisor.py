@@ -323,6 +323,7 @@ class DistributedSupervisorServer(SupervisorServer):
         if target == self.node.id:
             return
         self._unsure.setdefault(target, set()).add(_full(self.node.id, self.ref) or self.ref)
+        self._dirty = True  # in the replica: a takeover asks that node to reap if this one is lost
         if any(info.id == target for info in self.node.get_nodes()):
             self._reap(target)  # still connected (a timeout): ask at once (after the request, same connection)
 
@@ -690,6 +691,11 @@ class DistributedSupervisorServer(SupervisorServer):
             child = SupervisedChild(self._to_child_spec(DistributedChildSpec.of(spec)), ref=ref, restarts=restarts)
             state.add(child)
         self._replaced = dict.fromkeys(r for r in replica.get("replaced", []) if isinstance(r, ProcessRef))
+        for item in replica.get("unsure", []):
+            if isinstance(item, list) and len(item) == 2 and isinstance(item[0], NodeId):
+                sups = {r for r in item[1] if isinstance(r, ProcessRef)}
+                if sups:
+                    self._unsure.setdefault(item[0], set()).update(sups)
         return state
 
     async def _adopt(self, state: SupervisorState, graceful: bool) -> Any:
@@ -708,6 +714,8 @@ class DistributedSupervisorServer(SupervisorServer):
         self._emit("supervisor_took_over", node=self.node.id)
         for info in self.node.get_nodes():  # replaced instances whose node came back before this takeover
             self._stop_replaced(info.id, info.incarnation)
+            if info.id in self._unsure:  # and starts whose answer the lost supervisor never got
+                self._reap(info.id)
         result: Any = state
         for node in sorted(lost):
             if self._fencing is not None and self._fencing.park_node(state, node):
@@ -780,6 +788,7 @@ class DistributedSupervisorServer(SupervisorServer):
             "ages": [now - t for t in state.restart_times],
             "children": [[self._wire(c.spec.id), _full(me, c.ref), c.restarts] for c in state.children],
             "replaced": list(self._replaced),
+            "unsure": [[node, sorted(sups, key=str)] for node, sups in sorted(self._unsure.items())],
         }
         for info in self.node.get_nodes():
             try:
