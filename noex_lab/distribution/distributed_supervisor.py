@@ -17,7 +17,7 @@ the base class's public placement hook (`place_child`). Children are **monitored
   towards the intensity;
 * the supervisor's state (child specs, refs, restart history) is replicated to every member
   after each change; when the supervisor's own node dies (or leaves), its children elsewhere
-  keep running and the lowest surviving member takes over: it claims the supervisor's global
+  keep running and the lowest surviving member holding the replica takes over: it claims the supervisor's global
   name if it has one (so only one node can win), monitors the running children and restarts the
   lost ones. Two supervisors of one that meet (a healed partition) see each other's replicas:
   the lower-ranked stays, the other stops its instances.
@@ -907,6 +907,9 @@ class SupervisorReplicas:
         self._outbox: dict[NodeId, list[list[Any]]] = {}
         self._relay_scheduled = False
         self._taking: set[str] = set()  # names whose takeover by this node is under way (or waits)
+        # the supervisor each claim under way replaces: this node still answers `dsup.holder` with it
+        # while its replica is gone and its standby not yet started (no higher holder claims too)
+        self._claiming: dict[str, ProcessRef] = {}
         # the last instance of each child this node started for each supervisor (for dsup.reap)
         self.started_for: dict[ProcessRef, dict[str, ProcessRef]] = {}
         handlers = dist.router.rpc_handlers
@@ -979,7 +982,7 @@ class SupervisorReplicas:
         if mine is not None and proc is not None and proc.alive:
             return _full(self.dist.node_id, mine)
         replica = self.replicas.get(name)
-        holder = replica.get("sup") if replica is not None else None
+        holder = replica.get("sup") if replica is not None else self._claiming.get(name)
         return holder if isinstance(holder, ProcessRef) else None
 
     def forget(self, name: str, sup: ProcessRef) -> None:
@@ -1008,7 +1011,7 @@ class SupervisorReplicas:
 
     def _take_over_due(self, peer: NodeId, reason: str) -> None:
         """Take over every replica whose host is gone, where this node is the lowest other member
-        (the others keep the replicas in case it dies too)."""
+        holding one (the others keep the replicas in case it dies too)."""
         alive = self._alive()
         for name, replica in list(self.replicas.items()):
             if self._should_take_over(replica, alive) and name not in self._taking:
@@ -1018,22 +1021,46 @@ class SupervisorReplicas:
 
     def _should_take_over(self, replica: dict[str, Any], alive: list[NodeId]) -> bool:
         """The replica's host is gone, or back as a new incarnation (a node restarted under the same
-        id within the failure detection: it holds no replica, so it does not count as the lowest
-        member, or nobody would take over), and this node is the lowest of the other members."""
+        id within the failure detection: it holds no replica, so it does not count), and this node
+        is one of the other members: which one takes over is `_lower_holder`'s question."""
         host, sup = replica["host"], replica["sup"]
         if host in alive:
             incarnation = next((i.incarnation for i in self.node.get_nodes() if i.id == host), None)
             if not isinstance(sup, ProcessRef) or incarnation is None or incarnation == sup.creation:
                 return False
-        others = [n for n in alive if n != host]
-        return bool(others) and others[0] == self.node.id
+        return self.node.id is not None and self.node.id in alive and self.node.id != host
+
+    async def _lower_holder(self, name: str, replica: dict[str, Any]) -> bool:
+        """Whether a member below this one holds a replica of `name` (or hosts a supervisor of it):
+        the lowest holder takes over, not the lowest member, since a restarted node holds none.
+        A member that cannot answer counts as a holder (two takeovers are worse than a late one:
+        if it is lost, its leave re-runs this check)."""
+        me = self.node.id
+        lower = [n for n in self._alive() if me is not None and n < me and n != replica["host"]]
+        holds: list[bool] = []
+
+        async def ask(peer: NodeId) -> None:
+            try:
+                holder = await self.dist.router.rpc(peer, "dsup.holder", name, _HOLDER_TIMEOUT_S)
+            except NoexError as exc:
+                log.debug("supervisor %s: %s did not say whether it holds a replica: %s", name, peer, exc)
+                holds.append(True)
+                return
+            holds.append(holder is not None)
+
+        async with anyio.create_task_group() as tg:
+            for peer in lower:
+                tg.start_soon(ask, peer)
+        return any(holds)
 
     async def _take_over(self, name: str, replica: dict[str, Any], graceful: bool) -> None:
         """Under a partition policy, wait for the window (and, on a fenced node, for the unfence);
-        then, if the supervisor's host is still gone and this node still the lowest member, take
+        then, if the supervisor's host is still gone and this node the lowest holder, take
         it over. A fence during the claim defers it again."""
         try:
             while await self._takeover_due(name, replica):
+                if await self._lower_holder(name, replica) or self.replicas.get(name) is not replica:
+                    return  # a lower holder takes over (or the replica changed meanwhile)
                 try:
                     await self._claim(name, replica, graceful)
                     return
@@ -1065,6 +1092,17 @@ class SupervisorReplicas:
     async def _claim(self, name: str, replica: dict[str, Any], graceful: bool) -> None:
         """Start a standby from the replica, win the supervisor's global name, then supervise.
         Whatever interrupts the claim stops the standby (it supervises nothing yet)."""
+        registry = self.dist.global_registry
+        assert registry is not None
+        if isinstance(replica["sup"], ProcessRef):
+            self._claiming[name] = replica["sup"]
+        try:
+            await self._claim_held(name, replica, graceful)
+        finally:
+            self._claiming.pop(name, None)
+
+    async def _claim_held(self, name: str, replica: dict[str, Any], graceful: bool) -> None:
+        """`_claim`, while this node says it holds the supervisor."""
         registry = self.dist.global_registry
         assert registry is not None
         del self.replicas[name]
