@@ -1167,6 +1167,8 @@ class SupervisorReplicas:
         async def ask(sup: ProcessRef) -> None:
             try:
                 await self.node.call(sup, (SUPERVISOR_REQUEST, "evacuate", leaving), _BATCH_TIMEOUT_S)
+            except ServerNotRunningError as exc:  # it stopped meanwhile (a lost name conflict): nothing to move
+                log.info("hand-off by supervisor %s skipped: %s", sup, exc)
             except NoexError as exc:
                 self.node.events.report_error(f"hand-off by supervisor {sup}", exc)
 
