@@ -18,14 +18,12 @@ from ..core.errors import MissingExtraError
 from ..core.node import current_process
 from .routing import RemoteReply, RemoteRouter
 
-try:  # the [otel] extra; without it this module only says so (`instrument()` raises)
-    from opentelemetry import propagate, trace
-    from opentelemetry.context import Context
-    from opentelemetry.trace import Span, Status, StatusCode, Tracer
-except ImportError:
-    propagate = trace = Context = Span = Status = StatusCode = Tracer = None  # type: ignore[assignment,misc]
-
 if TYPE_CHECKING:
+    from types import ModuleType
+
+    from opentelemetry.context import Context
+    from opentelemetry.trace import Span, Tracer
+
     from ..core.process import Process
     from ..core.refs import ProcessRef
     from .connection import Connection
@@ -36,6 +34,10 @@ MAX_CONTEXT_CHARS = 512  # ... of at most this many characters each
 _plain_call = RemoteRouter.call
 _plain_traced_reply = RemoteRouter.traced_reply
 _tracer: Tracer | None = None
+# `opentelemetry.propagate` and `opentelemetry.trace`, imported by `instrument()` only: the [otel]
+# extra is needed once tracing is asked for, never by a node that does not trace
+propagate: ModuleType
+trace: ModuleType
 
 
 class TracedReply(RemoteReply):
@@ -56,7 +58,7 @@ class TracedReply(RemoteReply):
     def set_exception(self, exc: BaseException) -> None:
         try:
             self.span.record_exception(exc)
-            self.span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            self.span.set_status(trace.Status(trace.StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
             super().set_exception(exc)
         finally:
             self.span.end()
@@ -68,7 +70,8 @@ def call_context() -> Context | None:
     proc = current_process()
     reply = proc.reply_to if proc is not None else None
     if isinstance(reply, TracedReply):
-        return trace.set_span_in_context(reply.span)
+        context: Context = trace.set_span_in_context(reply.span)
+        return context
     return None
 
 
@@ -111,10 +114,15 @@ def _traced_reply(self: RemoteRouter, conn: Connection, req: int, proc: Process,
 def instrument(tracer_provider: Any = None) -> None:
     """Trace remote calls in this OS process (every node in it), with `tracer_provider` or the
     global one. Calling it again replaces the provider; `uninstrument()` turns it off."""
-    global _tracer
-    if trace is None:
-        raise MissingExtraError("OpenTelemetry tracing", "opentelemetry-api", "otel")
+    global _tracer, propagate, trace
+    try:
+        import opentelemetry.propagate
+        import opentelemetry.trace
+    except ImportError:
+        raise MissingExtraError("OpenTelemetry tracing", "opentelemetry-api", "otel") from None
     from ..version import __version__
+
+    propagate, trace = opentelemetry.propagate, opentelemetry.trace
 
     _tracer = trace.get_tracer("noex_lab", __version__, tracer_provider=tracer_provider)
     RemoteRouter.call = _traced_call  # type: ignore[method-assign]

@@ -41,10 +41,9 @@ def record_downs(*nodes: Node) -> Downs:
 
 async def stays_false(predicate: Callable[[], bool], window: float, what: str) -> None:
     """Observe for `window` seconds that `predicate` never holds (an observation, not a wait)."""
-    deadline = time.monotonic() + window
-    while time.monotonic() < deadline:
-        assert not predicate(), what
-        await anyio.sleep(0.02)
+    with anyio.move_on_after(window):
+        await wait_until(predicate, window + 5.0, what)
+        raise AssertionError(what)
 
 
 async def healed(nodes: list[Node], deadline: float = 8.0) -> None:

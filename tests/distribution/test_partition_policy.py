@@ -11,7 +11,6 @@ from collections.abc import Iterable
 from itertools import pairwise
 from typing import Any
 
-import anyio
 import pytest
 
 from noex_lab import (
@@ -32,6 +31,7 @@ from noex_lab import (
 from noex_lab.core.errors import GlobalNameConflictError
 from noex_lab.core.node_id import NodeId
 from noex_lab.distribution.distributed_supervisor import DistributedSupervisorServer
+from noex_lab.testing.waiting import eventually
 from tests.distribution import behaviors_partitions as rec
 from tests.helpers.cluster import start_cluster, wait_until
 
@@ -158,14 +158,15 @@ async def test_three_two_split_minority_fences_majority_takes_over_after_the_win
     # the majority claims the name as soon as the window lets it
     with majority[0].as_default():
         claimer = await GenServer.start(rec.Recorder, "owner-new")
-        claimed_at = None
-        with anyio.fail_after(10):
-            while claimed_at is None:
-                try:
-                    await GlobalRegistry.register("svc", claimer)
-                    claimed_at = time.monotonic()
-                except GlobalNameConflictError:
-                    await anyio.sleep(0.02)  # the old owner's name is held for the window
+
+        async def claim() -> float | None:  # the old owner's name is held for the window
+            try:
+                await GlobalRegistry.register("svc", claimer)
+            except GlobalNameConflictError:
+                return None
+            return time.monotonic()
+
+        claimed_at = await eventually(claim, 10, "the majority's claim of 'svc'")
     owner_stops = [t for event, _, ref, t in rec.LOG if event == "stop" and ref == owner]
     assert owner_stops and owner_stops[0] < claimed_at, "two owners of 'svc' answered at once"
     assert claimed_at - cut_at >= STABLE_MS / 1000.0

@@ -26,6 +26,7 @@ from noex_lab import (
 )
 from noex_lab.distribution.distributed_supervisor import DistributedSupervisorServer
 from noex_lab.testing import FaultInjector
+from noex_lab.testing.waiting import eventually
 from tests.helpers.cluster import NodeProcess, start_cluster, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("cleanup")]
@@ -111,13 +112,15 @@ async def test_three_two_split_the_node_process_minority_fences(procs: list[Node
     with majority[0].as_default():
         claimer = await GenServer.start(tests.distribution.behaviors_partitions.Recorder,
                                         {"id": "svc", "file": str(log)})
-        with anyio.fail_after(10):
-            while True:
-                try:
-                    await GlobalRegistry.register("svc", claimer)
-                    break
-                except GlobalNameConflictError:
-                    await anyio.sleep(0.02)  # held for the window
+
+        async def claim() -> bool:  # the old owner's name is held for the window
+            try:
+                await GlobalRegistry.register("svc", claimer)
+            except GlobalNameConflictError:
+                return False
+            return True
+
+        await eventually(claim, 10, "the majority's claim of 'svc'")
         claimed_at = time.monotonic()
         placed = await DistributedSupervisor.wait_stable(sup, timeout=10)
     assert {c.node for c in placed} <= {n.id for n in majority}
@@ -258,9 +261,11 @@ async def test_a_paused_node_fences_before_it_resumes_supervised_work(procs: lis
 
     stopped_at = time.monotonic()
     paused.pause()
-    with anyio.fail_after(10):  # the majority restarts it elsewhere once the window is over
-        while (await children_nodes(sup)).get(victim) in (None, paused.id):
-            await anyio.sleep(0.05)
+
+    async def moved() -> bool:
+        return (await children_nodes(sup)).get(victim) not in (None, paused.id)
+
+    await eventually(moved, 10, "the majority restarting it elsewhere once the window is over")
     moved_at = time.monotonic()
     continued_at = time.monotonic()
     paused.resume()
