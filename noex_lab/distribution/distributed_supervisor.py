@@ -101,6 +101,8 @@ _BATCH_TIMEOUT_S = 10.0
 _TAKEOVER_TRIES = 100  # claims of the global name while the dead host's entry is still seen somewhere
 _TAKEOVER_RETRY_S = 0.02
 _HOLDER_TIMEOUT_S = 1.0  # a suspended supervisor asking its peers whether it was taken over
+_HOLDER_RETRY_S = 0.5  # a takeover asks a silent lower member again after this (or a membership change)
+_HOLDER_ASKS = 120  # ... this many times at most (a minute or more): then it claims (a conflict settles two)
 _UNSURE_MAX = 64  # supervisors whose starts on one node are in doubt, kept by one supervisor
 _STARTED_FOR_PRUNE = 64  # supervisors remembered in SupervisorReplicas.started_for before a prune
 _REPLACED_STOP_S = 5.0  # a replaced instance's terminate, once its node is back
@@ -910,6 +912,8 @@ class SupervisorReplicas:
         # the supervisor each claim under way replaces: this node still answers `dsup.holder` with it
         # while its replica is gone and its standby not yet started (no higher holder claims too)
         self._claiming: dict[str, ProcessRef] = {}
+        # set on each membership change: a takeover waiting for a silent lower member asks again
+        self._recheck: dict[str, anyio.Event] = {}
         # the last instance of each child this node started for each supervisor (for dsup.reap)
         self.started_for: dict[ProcessRef, dict[str, ProcessRef]] = {}
         handlers = dist.router.rpc_handlers
@@ -1012,6 +1016,8 @@ class SupervisorReplicas:
     def _take_over_due(self, peer: NodeId, reason: str) -> None:
         """Take over every replica whose host is gone, where this node is the lowest other member
         holding one (the others keep the replicas in case it dies too)."""
+        for changed in self._recheck.values():  # takeovers under way see the new membership
+            changed.set()
         alive = self._alive()
         for name, replica in list(self.replicas.items()):
             if self._should_take_over(replica, alive) and name not in self._taking:
@@ -1030,37 +1036,52 @@ class SupervisorReplicas:
                 return False
         return self.node.id is not None and self.node.id in alive and self.node.id != host
 
-    async def _lower_holder(self, name: str, replica: dict[str, Any]) -> bool:
+    async def _lower_holder(self, name: str, replica: dict[str, Any]) -> bool | None:
         """Whether a member below this one holds a replica of `name` (or hosts a supervisor of it):
         the lowest holder takes over, not the lowest member, since a restarted node holds none.
-        A member that cannot answer counts as a holder (two takeovers are worse than a late one:
-        if it is lost, its leave re-runs this check)."""
+        None when none said so but some did not answer: such a member is on the other side of a
+        cut not yet detected, or paused; it neither blocks the takeover for good nor is ignored
+        (the caller asks again, and a member declared down meanwhile is no longer asked)."""
         me = self.node.id
         lower = [n for n in self._alive() if me is not None and n < me and n != replica["host"]]
-        holds: list[bool] = []
+        holds: list[bool | None] = []
 
         async def ask(peer: NodeId) -> None:
             try:
                 holder = await self.dist.router.rpc(peer, "dsup.holder", name, _HOLDER_TIMEOUT_S)
             except NoexError as exc:
                 log.debug("supervisor %s: %s did not say whether it holds a replica: %s", name, peer, exc)
-                holds.append(True)
+                holds.append(None)
                 return
             holds.append(holder is not None)
 
         async with anyio.create_task_group() as tg:
             for peer in lower:
                 tg.start_soon(ask, peer)
-        return any(holds)
+        return True if True in holds else None if None in holds else False
 
     async def _take_over(self, name: str, replica: dict[str, Any], graceful: bool) -> None:
         """Under a partition policy, wait for the window (and, on a fenced node, for the unfence);
-        then, if the supervisor's host is still gone and this node the lowest holder, take
-        it over. A fence during the claim defers it again."""
+        then, if the supervisor's host is still gone and this node the lowest holder it can
+        reach, take it over. A lower member that does not answer is asked again when membership
+        changes (it is declared down: it no longer counts) or after a while; a lower holder that
+        answers takes over itself (if it is lost, its leave runs this again). A fence during the
+        claim defers it again."""
+        asks = 0
         try:
             while await self._takeover_due(name, replica):
-                if await self._lower_holder(name, replica) or self.replicas.get(name) is not replica:
+                changed = self._recheck[name] = anyio.Event()
+                lower = await self._lower_holder(name, replica)
+                if lower or self.replicas.get(name) is not replica:
                     return  # a lower holder takes over (or the replica changed meanwhile)
+                if lower is None and asks < _HOLDER_ASKS:
+                    asks += 1
+                    with anyio.move_on_after(_HOLDER_RETRY_S):
+                        await changed.wait()
+                    continue
+                if lower is None:  # silent all along yet not declared down: two takeovers (their
+                    # conflict keeps one) are better than none
+                    log.warning("supervisor %s: a lower member stayed silent for %d asks; taking over", name, asks)
                 try:
                     await self._claim(name, replica, graceful)
                     return
@@ -1068,6 +1089,7 @@ class SupervisorReplicas:
                     continue  # this node fenced while it claimed the name: wait for the unfence
         finally:
             self._taking.discard(name)
+            self._recheck.pop(name, None)
 
     async def _takeover_due(self, name: str, replica: dict[str, Any]) -> bool:
         """Wait until the policy lets this node take the work of the replica's host over; then
