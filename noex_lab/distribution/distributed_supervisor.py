@@ -63,7 +63,7 @@ from ..core.mailbox import check_mailbox_options
 from ..core.messages import Down, Exit, Stop
 from ..core.node import Node, Target, current_node, current_process
 from ..core.node_id import NodeId
-from ..core.reasons import NOCONNECTION, SHUTDOWN, ExitReason
+from ..core.reasons import KILLED, NOCONNECTION, SHUTDOWN, ExitReason
 from ..core.refs import MonitorRef, ProcessRef
 from ..core.supervisor import (
     RESTART_TYPES,
@@ -413,7 +413,7 @@ class DistributedSupervisorServer(SupervisorServer):
                     raise InitError(dspec.behavior_name, f"could not start child {dspec.id!r}: {last_error}") from None
                 raise
             item = [dspec.behavior_name, dspec.arg, dspec.max_mailbox, dspec.overflow, False, None,
-                    self.ref if self._linked else None, [self.ref, child.spec.id]]
+                    self.ref if self._linked else None, [self.ref, child.spec.id, self._gname]]
             try:  # the batch request with one item: the target guards the child as it starts
                 (ok, value, *more), = await _spawn_many_at(self.node, target, [item])
             except (NodeNotReachableError, NodeStoppedError, TimeoutError) as exc:
@@ -497,7 +497,7 @@ class DistributedSupervisorServer(SupervisorServer):
                 dspec = self._dspecs[child.spec.id]
                 handoff = (handoffs or {}).get(child.spec.id, [False, None])
                 items.append([dspec.behavior_name, dspec.arg, dspec.max_mailbox, dspec.overflow, *handoff,
-                              self.ref if self._linked else None, [self.ref, child.spec.id]])
+                              self.ref if self._linked else None, [self.ref, child.spec.id, self._gname]])
             try:
                 results = await _spawn_many_at(self.node, target, items)
             except NoexError:
@@ -781,6 +781,7 @@ class DistributedSupervisorServer(SupervisorServer):
             return  # fenced: a takeover by the winning side must be the only replica its peers see
         now = anyio.current_time()
         me = self.node.id
+        refs = [_full(me, c.ref) for c in state.children]
         payload = {
             "name": self._gname, "host": me, "sup": self.ref,
             "strategy": state.strategy, "max_restarts": state.max_restarts, "within_ms": state.within_ms,
@@ -788,10 +789,13 @@ class DistributedSupervisorServer(SupervisorServer):
             "template": self._dspecs[state.template.id].wire() if state.template is not None else None,
             "next_dynamic": state.next_dynamic, "total_restarts": state.total_restarts,
             "ages": [now - t for t in state.restart_times],
-            "children": [[self._wire(c.spec.id), _full(me, c.ref), c.restarts] for c in state.children],
+            "children": [[self._wire(c.spec.id), ref, c.restarts] for c, ref in zip(state.children, refs, strict=True)],
             "replaced": list(self._replaced),
             "unsure": [[node, sorted(sups, key=str)] for node, sups in sorted(self._unsure.items())],
         }
+        store = _store(self.node)
+        if store is not None and store.started_names:  # instances here of a lost rival of this name
+            store.sweep(self._gname, _full(me, self.ref) or self.ref, refs)
         for info in self.node.get_nodes():
             try:
                 dist.router.rpc_cast(info.id, "dsup.replica", payload)
@@ -916,6 +920,7 @@ class SupervisorReplicas:
         self._recheck: dict[str, anyio.Event] = {}
         # the last instance of each child this node started for each supervisor (for dsup.reap)
         self.started_for: dict[ProcessRef, dict[str, ProcessRef]] = {}
+        self.started_names: dict[ProcessRef, str] = {}  # the name of each supervisor in started_for
         handlers = dist.router.rpc_handlers
         handlers["dsup.replica"] = self._on_replica
         handlers["dsup.forget"] = self._on_forget
@@ -954,15 +959,63 @@ class SupervisorReplicas:
             else:
                 return
         self.replicas[name] = payload
+        if isinstance(other, ProcessRef) and self.started_names:
+            self.sweep(name, other, [c[1] for c in payload.get("children", []) if isinstance(c, list) and len(c) > 1])
 
-    def note_started(self, sup: ProcessRef, child_id: str, ref: ProcessRef) -> None:
+    def note_started(self, sup: ProcessRef, child_id: str, ref: ProcessRef, name: str | None = None) -> None:
         """Remember the instance started here for `sup` (kept after `sup` stops: the winner of a
-        conflict may reap for it); supervisors whose instances all ended are pruned now and then."""
+        conflict may reap for it, `sweep` may find it orphaned); supervisors whose instances all
+        ended are pruned now and then."""
+        sup = _full(self.dist.node_id, sup) or sup
         self.started_for.setdefault(sup, {})[child_id] = ref
+        if name is not None:
+            self.started_names[sup] = name
         if len(self.started_for) > _STARTED_FOR_PRUNE:
             for old in [s for s, refs in self.started_for.items()
                         if not any(self.node.local_process(r) is not None for r in refs.values())]:
                 del self.started_for[old]
+                self.started_names.pop(old, None)
+
+    def sweep(self, name: str, sup: ProcessRef, children: list[Any]) -> None:
+        """Supervisor `sup` of `name` lives and supervises `children`: stop the instances started
+        here for another supervisor of that name that is gone from this node's view (its node down
+        or back as another incarnation, or here and ended) and that `sup` does not supervise.
+        Nobody else would stop them (children are monitored, not linked): a supervisor taken over
+        in a partition on both sides can die before the two meet, its replica superseded at every
+        holder by its rival's, so nobody takes it over and nobody learns of its instances."""
+        lost = [s for s, n in self.started_names.items() if n == name and s != sup and not self._lives(s)]
+        if not lost:
+            return
+        keep = {ref for ref in children if isinstance(ref, ProcessRef)}
+        for other in lost:
+            del self.started_names[other]
+            for child_id, ref in self.started_for.pop(other, {}).items():
+                proc = self.node.local_process(ref)
+                if ref not in keep and proc is not None and proc.alive:
+                    log.warning("stopping %s (child %r of %s, which is gone): %s supervises %s without it",
+                                ref, child_id, other, sup, name)
+                    self.node.spawn_task(_stop_quietly, self.node, ref, what=f"stopping an orphaned child {ref}")
+
+    def _lives(self, sup: ProcessRef) -> bool:
+        """Whether supervisor `sup` may still run: here and alive, or on a peer of its incarnation."""
+        if sup.node is None or sup.node == self.dist.node_id:
+            proc = self.node.local_process(sup)
+            return proc is not None and proc.alive
+        return any(info.id == sup.node and info.incarnation == sup.creation for info in self.node.get_nodes())
+
+    def _sweep_after(self, peer: NodeId) -> None:
+        """`peer` is gone (or back as another incarnation): the instances started here for the
+        supervisors it hosted are swept against a live supervisor of their name known here."""
+        for name in sorted({n for s, n in self.started_names.items() if s.node == peer}):
+            mine = self.local.get(name)
+            proc = self.node.local_process(mine) if mine is not None else None
+            if mine is not None and proc is not None and proc.alive and isinstance(proc.state, SupervisorState):
+                me = self.dist.node_id
+                self.sweep(name, _full(me, mine) or mine, [_full(me, c.ref) for c in proc.state.children])
+                continue
+            replica = self.replicas.get(name)
+            if replica is not None and isinstance(replica["sup"], ProcessRef) and self._lives(replica["sup"]):
+                self.sweep(name, replica["sup"], [c[1] for c in replica.get("children", [])])
 
     def _on_reap(self, _peer: NodeId, args: Any) -> None:
         """A supervisor's start request here failed on its side (its answer lost): stop the
@@ -971,6 +1024,7 @@ class SupervisorReplicas:
         sup, current = args
         if not isinstance(sup, ProcessRef) or not isinstance(current, dict):
             raise InvalidArgumentError("dsup.reap needs [supervisor, {child id: ref}]")
+        self.started_names.pop(sup, None)
         for child_id, ref in self.started_for.pop(sup, {}).items():
             proc = self.node.local_process(ref)
             if current.get(child_id) != ref and proc is not None and proc.alive:
@@ -1012,6 +1066,7 @@ class SupervisorReplicas:
     def _peer_left(self, peer: NodeId, reason: str) -> None:
         self.remote_listeners = {n: s - {peer} for n, s in self.remote_listeners.items()}
         self._take_over_due(peer, reason)
+        self._sweep_after(peer)
 
     def _take_over_due(self, peer: NodeId, reason: str) -> None:
         """Take over every replica whose host is gone, where this node is the lowest other member
@@ -1151,13 +1206,22 @@ class SupervisorReplicas:
             raise
         if not name.startswith("$dsup/") and self.node.names.whereis(name) is None:
             self.node.register_name(name, ref)  # named on its new node too, as on its first one
-        await self.node.call(ref, (SUPERVISOR_REQUEST, "adopt", graceful), _BATCH_TIMEOUT_S)
+        try:
+            await self.node.call(ref, (SUPERVISOR_REQUEST, "adopt", graceful), _BATCH_TIMEOUT_S)
+        except ServerNotRunningError as exc:
+            if exc.reason != KILLED:
+                raise
+            # killed before it adopted: this node crashes (a SIGKILL reports nothing either), or
+            # someone killed it; the replica stays for a later takeover
+            self.replicas.setdefault(name, replica)
+            log.warning("takeover of supervisor %s: its standby %s was killed before it adopted", name, ref)
 
     def _peer_joined(self, peer: NodeId) -> None:
         for key, callbacks in self.listeners.items():
             if callbacks:
                 self.dist.router.rpc_cast(peer, "dsup.listen", key)
         self._take_over_due(peer, "restarted")  # a supervisor's host back as a new incarnation
+        self._sweep_after(peer)
 
     # graceful leave
     async def _leave(self) -> None:
@@ -1325,10 +1389,11 @@ async def _spawn_many(node: Node, items: Any, peer: NodeId | None) -> list[list[
             full = _full(node.id, ref)
             results[i] = [True, full]
             store = _store(node)
-            if store is not None and owner and isinstance(owner[0], list) and len(owner[0]) == 2:
-                sup, child_id = owner[0]
+            if store is not None and owner and isinstance(owner[0], list) and len(owner[0]) in (2, 3):
+                sup, child_id, *name = owner[0]  # (a node of an older version sends no name)
                 if isinstance(sup, ProcessRef) and isinstance(child_id, str):
-                    store.note_started(sup, child_id, ref if full is None else full)
+                    store.note_started(sup, child_id, ref if full is None else full,
+                                       name[0] if name and isinstance(name[0], str) else None)
         except Exception as exc:
             # [False, why, whether another node may do, the init's reason]
             if isinstance(exc, InitError):
