@@ -566,6 +566,10 @@ class DistributedSupervisorServer(SupervisorServer):
         if dist is not None and dist.stopping and not self.node.stopping:
             return state  # this node is being killed: its connections closed first, nothing failed elsewhere
         if self.node.stopping:
+            if not self._linked and [n for n in self._alive_nodes() if n != self.node.id]:
+                # this node leaves and its supervision moves: the child stays as it is in the replica,
+                # and the takeover restarts it (its node lost) or sees its Down (it ended)
+                return state
             # this node leaves without a hand-over (no other node): nothing is restarted anywhere
             return self._stopped_by_leaving(child, reason, state)
         if node is not None and self._departing(node, ref.creation):
@@ -1085,10 +1089,11 @@ class SupervisorReplicas:
         id within the failure detection: it holds no replica, so it does not count), and this node
         is one of the other members: which one takes over is `_lower_holder`'s question."""
         host, sup = replica["host"], replica["sup"]
-        if host in alive:
-            incarnation = next((i.incarnation for i in self.node.get_nodes() if i.id == host), None)
-            if not isinstance(sup, ProcessRef) or incarnation is None or incarnation == sup.creation:
-                return False
+        # (a host that leaves is still connected: it hands its children off, then its goodbye
+        # starts the takeover; taken over before, its last replica would start a second one)
+        incarnation = next((i.incarnation for i in self.node.get_nodes() if i.id == host), None)
+        if incarnation is not None and (not isinstance(sup, ProcessRef) or incarnation == sup.creation):
+            return False
         return self.node.id is not None and self.node.id in alive and self.node.id != host
 
     async def _lower_holder(self, name: str, replica: dict[str, Any]) -> bool | None:

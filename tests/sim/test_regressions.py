@@ -129,3 +129,16 @@ def test_a_takeover_killed_with_its_node_reports_no_error() -> None:
     started by then ran on with nobody supervising them. Now a standby killed before it adopted
     ends the takeover quietly (the replica kept), and its instances are swept as orphans."""
     run_scenario("random_storm", 11)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("scenario", ("random_storm", "random_leaves"))
+def test_a_child_lost_while_its_supervisor_leaves_is_restarted_by_the_takeover(scenario: str) -> None:
+    """Seed 75 (`make sim SEEDS=300`, both scenarios): n1 left gracefully while n3, which ran w3,
+    had crashed; the Down for w3 reached n1's supervisor during the hand-off, which marked w3
+    stopped ("nowhere to go", meant for a cluster shutting down), so its last replica listed w3 as
+    stopped and the takeover never restarted it ("w3 runs 0 times"). Meanwhile n3's loss made n2
+    take n1's supervisor over before n1 had left (a departing host counted as gone), and n1's last
+    replica then made it take over a second time. Now a leaving node's supervisor leaves such a
+    child to its takeover, and a host that is leaving is not taken over before its goodbye."""
+    run_scenario(scenario, 75)
