@@ -621,6 +621,9 @@ class DistributedSupervisorServer(SupervisorServer):
                 result = await self.restart(state, child, exc.reason)
                 if isinstance(result, Stop):
                     return result
+        back = next((info.incarnation for info in self.node.get_nodes() if info.id == node), None)
+        if back is not None:  # the Down came after the node was back (a busy or resumed supervisor):
+            self._stop_replaced(node, back)  # no later node-up will stop what it replaced there
         return state
 
     async def _move(self, state: SupervisorState, child: SupervisedChild, reason: ExitReason) -> Any:

@@ -142,3 +142,13 @@ def test_a_child_lost_while_its_supervisor_leaves_is_restarted_by_the_takeover(s
     replica then made it take over a second time. Now a leaving node's supervisor leaves such a
     child to its takeover, and a host that is leaving is not taken over before its goodbye."""
     run_scenario(scenario, 75)
+
+
+@pytest.mark.timeout(60)
+def test_a_node_loss_handled_after_the_node_is_back_stops_what_it_replaced() -> None:
+    """random_leaves 266 (`make sim SEEDS=300`): n1, paused for 18 s, resumed to a burst of node
+    losses and returns; its supervisor restarted w2 on n3 (back by then), then handled n3's loss
+    from before the return, which took the new w2 as lost too and restarted it on n5. A replaced
+    instance is stopped when its node comes back, but n3 was back already: w2 ran twice for good.
+    Now a node loss handled while the node is up again stops the instances it replaced at once."""
+    run_scenario("random_leaves", 266)
