@@ -11,9 +11,9 @@ they observe the checker verifies, on every run:
   the watcher lived (checked after stabilisation);
 * every call ends within its timeout (plus the runtime's documented slack);
 * after stabilisation: one owner for `sim_leader`, the same on every node, and that process is alive;
-* under a fencing partition policy, at every instant (after each node event, and every 10 simulated
-  ms): at most one live process answers for `sim_leader` (named by a node that is up, unpaused and
-  unfenced, and running on such a node);
+* under a fencing partition policy, at every instant (at the end of each simulated instant with a
+  node event, and every 10 simulated ms): at most one live process answers for `sim_leader` (named
+  by a node that is up, unpaused and unfenced, and running on such a node);
 * after stabilisation: each child of the `DistributedSupervisor` that the first node starts (three
   workers, round-robin over the cluster) runs exactly once in the cluster while a supervisor of
   its name lives on any live node (the original or a takeover), and not at all once none does
@@ -59,6 +59,9 @@ CALL_SLACK_S = 0.05  # a timeout fires up to 1 % (at most 20 ms) late, never ear
 WORKER = "sim_worker"
 WORKERS = ("w1", "w2", "w3")
 OWNER_EVERY_S = 0.01  # the single-owner check under a fencing policy also samples this often
+# ... and runs this long after a node event: once the instant's other callbacks ran (those of one
+# simulated instant happen at once; their order within it is the single thread's, not the cluster's)
+OWNER_AFTER_S = 1e-6
 # node events after which the owners of `sim_leader` may have changed (checked once the event's callback ends)
 OWNER_EVENTS = frozenset({"global_registered", "global_unregistered", "global_conflict", "process_exited",
                           "node_fenced", "node_unfenced", "node_up", "node_down"})
@@ -135,6 +138,7 @@ class Checker:
         self.fencing = str(getattr(policy, "kind", policy)).split(":")[0] != "none"
         self.owner_checks = 0
         self._sampler: asyncio.Task[None] | None = None
+        self._owner_check_at = -1.0
         self._owner_conflicts: set[frozenset[str]] = set()
 
     def violate(self, text: str) -> None:
@@ -154,13 +158,21 @@ class Checker:
         if host.index == 0 and host.epoch == 0:
             node.spawn_task(self._start_supervisor, host, what="simulation supervisor")
         if self.fencing:
-            loop = asyncio.get_running_loop()
-            node.events.subscribe(lambda event: loop.call_soon(self.check_owners)
-                                  if event.kind in OWNER_EVENTS else None)
+            node.events.subscribe(self._owner_event)
             if host.index == 0 and host.epoch == 0:  # (a task of the loop, not of a node: it outlives crashes)
-                self._sampler = loop.create_task(self._sample_owners())
+                self._sampler = asyncio.get_running_loop().create_task(self._sample_owners())
 
     # ------------------------------------------------------------------ one owner at every instant
+    def _owner_event(self, event: Any) -> None:
+        """A node event that may change an owner: check at the end of this simulated instant."""
+        if event.kind not in OWNER_EVENTS:
+            return
+        loop = asyncio.get_running_loop()
+        at = loop.time() + OWNER_AFTER_S
+        if self._owner_check_at != at:
+            self._owner_check_at = at
+            loop.call_at(at, self.check_owners)
+
     async def _sample_owners(self) -> None:
         try:
             while True:
