@@ -106,6 +106,7 @@ _HOLDER_ASKS = 120  # ... this many times at most (a minute or more): then it cl
 _UNSURE_MAX = 64  # supervisors whose starts on one node are in doubt, kept by one supervisor
 _STARTED_FOR_PRUNE = 64  # supervisors remembered in SupervisorReplicas.started_for before a prune
 _REPLACED_STOP_S = 5.0  # a replaced instance's terminate, once its node is back
+_LINEAGE_MAX = 16  # predecessors a supervisor remembers (see DistributedSupervisorServer._lineage)
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +207,12 @@ class DistributedSupervisorServer(SupervisorServer):
         self._pushed_at = 0.0
         self._handing_over = False  # this node leaves: the supervision moves, the children stay
         self._adopted = replica is None  # a standby that lost the claim on the name stops nothing
+        # the supervisors this one took over, newest first (through takeovers of takeovers): a
+        # supervisor suspended by a fence yields to a takeover of it, never to one of these
+        self._lineage: list[ProcessRef] = []
+        if replica is not None:
+            older = [r for r in replica.get("lineage", []) if isinstance(r, ProcessRef)]
+            self._lineage = [r for r in [replica["sup"], *older] if isinstance(r, ProcessRef)][:_LINEAGE_MAX]
         dist = distribution_of(self.node)
         # A hidden observer is no member: nobody takes its supervisor over, so its children are
         # also linked to it and end with it (the OTP rule), as before replication existed.
@@ -758,8 +765,8 @@ class DistributedSupervisorServer(SupervisorServer):
             except NoexError as exc:  # a peer that cannot answer knows of no takeover it could tell
                 log.debug("supervisor %s: %s did not say who holds it: %s", self._gname, peer, exc)
                 return
-            if isinstance(holder, ProcessRef) and holder != me:
-                found.append(holder)
+            if isinstance(holder, ProcessRef) and holder != me and holder not in self._lineage:
+                found.append(holder)  # (not one this supervisor took over: that one yields to this one)
 
         async with anyio.create_task_group() as tg:
             for info in self.node.get_nodes():
@@ -799,6 +806,7 @@ class DistributedSupervisorServer(SupervisorServer):
             "children": [[self._wire(c.spec.id), ref, c.restarts] for c, ref in zip(state.children, refs, strict=True)],
             "replaced": list(self._replaced),
             "unsure": [[node, sorted(sups, key=str)] for node, sups in sorted(self._unsure.items())],
+            "lineage": self._lineage,
         }
         store = _store(self.node)
         if store is not None and store.started_names:  # instances here of a lost rival of this name
@@ -953,7 +961,9 @@ class SupervisorReplicas:
             del self.local[name]  # killed by a fence (no terminate ran)
             mine = None
         fencing = getattr(proc.server, "_fencing", None) if proc is not None else None
-        if mine is not None and fencing is not None and fencing.suspended and other != _full(self.dist.node_id, mine):
+        lineage = getattr(proc.server, "_lineage", ()) if proc is not None else ()
+        if mine is not None and fencing is not None and fencing.suspended and other != _full(self.dist.node_id, mine) \
+                and other not in lineage:
             # this node was fenced and the winning side took the supervisor over: it stays
             self.node.send(mine, (_YIELD, other))
             self.replicas[name] = payload

@@ -152,3 +152,15 @@ def test_a_node_loss_handled_after_the_node_is_back_stops_what_it_replaced() -> 
     instance is stopped when its node comes back, but n3 was back already: w2 ran twice for good.
     Now a node loss handled while the node is up again stops the instances it replaced at once."""
     run_scenario("random_leaves", 266)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("seed", (20, 25))
+def test_a_fenced_takeover_does_not_yield_to_the_supervisor_it_took_over(seed: int) -> None:
+    """fenced_faults (keep_majority) 25: n2 took over n1's supervisor after the window, then fenced
+    itself (an overlapping partition); after the heal each of the two, suspended by its fence,
+    asked its peers for another supervisor of the name, found the other, and yielded to it: both
+    stopped, and w2 ran on unsupervised. Seed 20: a takeover (n3) yielded to the supervisor it had
+    taken over, which never knew the children it had restarted. Now a supervisor knows the ones it
+    took over (its lineage, in its replica) and never yields to them; they yield to it."""
+    run_scenario("fenced_faults", seed)
