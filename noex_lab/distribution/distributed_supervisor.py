@@ -46,6 +46,7 @@ import anyio
 
 from ..core import systools
 from ..core.errors import (
+    CallTimeoutError,
     GlobalNameConflictError,
     InitError,
     InvalidArgumentError,
@@ -1233,6 +1234,11 @@ class SupervisorReplicas:
             # someone killed it; the replica stays for a later takeover
             self.replicas.setdefault(name, replica)
             log.warning("takeover of supervisor %s: its standby %s was killed before it adopted", name, ref)
+        except CallTimeoutError:
+            # the standby still adopts: its restarts wait on nodes lost or cut off meanwhile (one
+            # batch per lost node, each bounded); it supervises when they end, nothing failed here
+            log.warning("takeover of supervisor %s: its standby %s is still adopting after %g s", name, ref,
+                        _BATCH_TIMEOUT_S)
 
     def _peer_joined(self, peer: NodeId) -> None:
         for key, callbacks in self.listeners.items():
