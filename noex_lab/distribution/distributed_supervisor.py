@@ -1009,7 +1009,10 @@ class SupervisorReplicas:
             del self.started_names[other]
             for child_id, ref in self.started_for.pop(other, {}).items():
                 proc = self.node.local_process(ref)
-                if ref not in keep and proc is not None and proc.alive:
+                if ref in keep:  # adopted by `sup`: now its instance here (swept if `sup` is lost in turn)
+                    self.started_for.setdefault(sup, {})[child_id] = ref
+                    self.started_names[sup] = name
+                elif proc is not None and proc.alive:
                     log.warning("stopping %s (child %r of %s, which is gone): %s supervises %s without it",
                                 ref, child_id, other, sup, name)
                     self.node.spawn_task(_stop_quietly, self.node, ref, what=f"stopping an orphaned child {ref}")

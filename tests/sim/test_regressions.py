@@ -174,3 +174,13 @@ def test_a_takeover_whose_node_pauses_while_it_adopts_reports_no_error(scenario:
     call asking it to adopt timed out after 10 s: an "error" event, though the standby went on and
     supervised. Now a standby still adopting after that call's timeout is logged, not an error."""
     run_scenario(scenario, 537)
+
+
+@pytest.mark.timeout(60)
+def test_an_adopted_instance_is_swept_when_its_adopter_is_lost_too() -> None:
+    """random_storm 523 (`make sim SEEDS=100 SEED0=500`): n1 left and handed w1 off to n4 (an
+    instance started for n1's supervisor); n3's takeover adopted it, and n4's sweep, seeing the
+    takeover list it, forgot it; the takeover was then lost with nobody to take it over, and the
+    final supervisor never knew the instance: w1 ran twice. Now an instance a live supervisor
+    adopts is remembered as that supervisor's, so it is swept if that one is lost in turn."""
+    run_scenario("random_storm", 523)
