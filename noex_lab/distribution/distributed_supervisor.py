@@ -17,7 +17,7 @@ the base class's public placement hook (`place_child`). Children are **monitored
   towards the intensity;
 * the supervisor's state (child specs, refs, restart history) is replicated to every member
   after each change; when the supervisor's own node dies (or leaves), its children elsewhere
-  keep running and the lowest surviving member takes over: it claims the supervisor's global
+  keep running and the lowest surviving member holding the replica takes over: it claims the supervisor's global
   name if it has one (so only one node can win), monitors the running children and restarts the
   lost ones. Two supervisors of one that meet (a healed partition) see each other's replicas:
   the lower-ranked stays, the other stops its instances.
@@ -43,6 +43,7 @@ import anyio
 
 from ..core import systools
 from ..core.errors import (
+    CallTimeoutError,
     GlobalNameConflictError,
     InitError,
     InvalidArgumentError,
@@ -60,7 +61,7 @@ from ..core.mailbox import check_mailbox_options
 from ..core.messages import Down, Exit, Stop
 from ..core.node import Node, Target, current_node, current_process
 from ..core.node_id import NodeId
-from ..core.reasons import NOCONNECTION, SHUTDOWN, ExitReason
+from ..core.reasons import KILLED, NOCONNECTION, SHUTDOWN, ExitReason
 from ..core.refs import MonitorRef, ProcessRef
 from ..core.supervisor import (
     RESTART_TYPES,
@@ -99,9 +100,12 @@ _BATCH_TIMEOUT_S = 10.0
 _TAKEOVER_TRIES = 100  # claims of the global name while the dead host's entry is still seen somewhere
 _TAKEOVER_RETRY_S = 0.02
 _HOLDER_TIMEOUT_S = 1.0  # a suspended supervisor asking its peers whether it was taken over
+_HOLDER_RETRY_S = 0.5  # a takeover asks a silent lower member again after this (or a membership change)
+_HOLDER_ASKS = 120  # ... this many times at most (a minute or more): then it claims (a conflict settles two)
 _UNSURE_MAX = 64  # supervisors whose starts on one node are in doubt, kept by one supervisor
 _STARTED_FOR_PRUNE = 64  # supervisors remembered in SupervisorReplicas.started_for before a prune
 _REPLACED_STOP_S = 5.0  # a replaced instance's terminate, once its node is back
+_LINEAGE_MAX = 16  # predecessors a supervisor remembers (see DistributedSupervisorServer._lineage)
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +206,12 @@ class DistributedSupervisorServer(SupervisorServer):
         self._pushed_at = 0.0
         self._handing_over = False  # this node leaves: the supervision moves, the children stay
         self._adopted = replica is None  # a standby that lost the claim on the name stops nothing
+        # the supervisors this one took over, newest first (through takeovers of takeovers): a
+        # supervisor suspended by a fence yields to a takeover of it, never to one of these
+        self._lineage: list[ProcessRef] = []
+        if replica is not None:
+            older = [r for r in replica.get("lineage", []) if isinstance(r, ProcessRef)]
+            self._lineage = [r for r in [replica["sup"], *older] if isinstance(r, ProcessRef)][:_LINEAGE_MAX]
         dist = distribution_of(self.node)
         # A hidden observer is no member: nobody takes its supervisor over, so its children are
         # also linked to it and end with it (the OTP rule), as before replication existed.
@@ -321,6 +331,7 @@ class DistributedSupervisorServer(SupervisorServer):
         if target == self.node.id:
             return
         self._unsure.setdefault(target, set()).add(_full(self.node.id, self.ref) or self.ref)
+        self._dirty = True  # in the replica: a takeover asks that node to reap if this one is lost
         if any(info.id == target for info in self.node.get_nodes()):
             self._reap(target)  # still connected (a timeout): ask at once (after the request, same connection)
 
@@ -408,7 +419,7 @@ class DistributedSupervisorServer(SupervisorServer):
                     raise InitError(dspec.behavior_name, f"could not start child {dspec.id!r}: {last_error}") from None
                 raise
             item = [dspec.behavior_name, dspec.arg, dspec.max_mailbox, dspec.overflow, False, None,
-                    self.ref if self._linked else None, [self.ref, child.spec.id]]
+                    self.ref if self._linked else None, [self.ref, child.spec.id, self._gname]]
             try:  # the batch request with one item: the target guards the child as it starts
                 (ok, value, *more), = await _spawn_many_at(self.node, target, [item])
             except (NodeNotReachableError, NodeStoppedError, TimeoutError) as exc:
@@ -492,7 +503,7 @@ class DistributedSupervisorServer(SupervisorServer):
                 dspec = self._dspecs[child.spec.id]
                 handoff = (handoffs or {}).get(child.spec.id, [False, None])
                 items.append([dspec.behavior_name, dspec.arg, dspec.max_mailbox, dspec.overflow, *handoff,
-                              self.ref if self._linked else None, [self.ref, child.spec.id]])
+                              self.ref if self._linked else None, [self.ref, child.spec.id, self._gname]])
             try:
                 results = await _spawn_many_at(self.node, target, items)
             except NoexError:
@@ -561,6 +572,10 @@ class DistributedSupervisorServer(SupervisorServer):
         if dist is not None and dist.stopping and not self.node.stopping:
             return state  # this node is being killed: its connections closed first, nothing failed elsewhere
         if self.node.stopping:
+            if not self._linked and [n for n in self._alive_nodes() if n != self.node.id]:
+                # this node leaves and its supervision moves: the child stays as it is in the replica,
+                # and the takeover restarts it (its node lost) or sees its Down (it ended)
+                return state
             # this node leaves without a hand-over (no other node): nothing is restarted anywhere
             return self._stopped_by_leaving(child, reason, state)
         if node is not None and self._departing(node, ref.creation):
@@ -612,6 +627,9 @@ class DistributedSupervisorServer(SupervisorServer):
                 result = await self.restart(state, child, exc.reason)
                 if isinstance(result, Stop):
                     return result
+        back = next((info.incarnation for info in self.node.get_nodes() if info.id == node), None)
+        if back is not None:  # the Down came after the node was back (a busy or resumed supervisor):
+            self._stop_replaced(node, back)  # no later node-up will stop what it replaced there
         return state
 
     async def _move(self, state: SupervisorState, child: SupervisedChild, reason: ExitReason) -> Any:
@@ -688,6 +706,11 @@ class DistributedSupervisorServer(SupervisorServer):
             child = SupervisedChild(self._to_child_spec(DistributedChildSpec.of(spec)), ref=ref, restarts=restarts)
             state.add(child)
         self._replaced = dict.fromkeys(r for r in replica.get("replaced", []) if isinstance(r, ProcessRef))
+        for item in replica.get("unsure", []):
+            if isinstance(item, list) and len(item) == 2 and isinstance(item[0], NodeId):
+                sups = {r for r in item[1] if isinstance(r, ProcessRef)}
+                if sups:
+                    self._unsure.setdefault(item[0], set()).update(sups)
         return state
 
     async def _adopt(self, state: SupervisorState, graceful: bool) -> Any:
@@ -706,6 +729,8 @@ class DistributedSupervisorServer(SupervisorServer):
         self._emit("supervisor_took_over", node=self.node.id)
         for info in self.node.get_nodes():  # replaced instances whose node came back before this takeover
             self._stop_replaced(info.id, info.incarnation)
+            if info.id in self._unsure:  # and starts whose answer the lost supervisor never got
+                self._reap(info.id)
         result: Any = state
         for node in sorted(lost):
             if self._fencing is not None and self._fencing.park_node(state, node):
@@ -739,8 +764,8 @@ class DistributedSupervisorServer(SupervisorServer):
             except NoexError as exc:  # a peer that cannot answer knows of no takeover it could tell
                 log.debug("supervisor %s: %s did not say who holds it: %s", self._gname, peer, exc)
                 return
-            if isinstance(holder, ProcessRef) and holder != me:
-                found.append(holder)
+            if isinstance(holder, ProcessRef) and holder != me and holder not in self._lineage:
+                found.append(holder)  # (not one this supervisor took over: that one yields to this one)
 
         async with anyio.create_task_group() as tg:
             for info in self.node.get_nodes():
@@ -769,6 +794,7 @@ class DistributedSupervisorServer(SupervisorServer):
             return  # fenced: a takeover by the winning side must be the only replica its peers see
         now = anyio.current_time()
         me = self.node.id
+        refs = [_full(me, c.ref) for c in state.children]
         payload = {
             "name": self._gname, "host": me, "sup": self.ref,
             "strategy": state.strategy, "max_restarts": state.max_restarts, "within_ms": state.within_ms,
@@ -776,9 +802,14 @@ class DistributedSupervisorServer(SupervisorServer):
             "template": self._dspecs[state.template.id].wire() if state.template is not None else None,
             "next_dynamic": state.next_dynamic, "total_restarts": state.total_restarts,
             "ages": [now - t for t in state.restart_times],
-            "children": [[self._wire(c.spec.id), _full(me, c.ref), c.restarts] for c in state.children],
+            "children": [[self._wire(c.spec.id), ref, c.restarts] for c, ref in zip(state.children, refs, strict=True)],
             "replaced": list(self._replaced),
+            "unsure": [[node, sorted(sups, key=str)] for node, sups in sorted(self._unsure.items())],
+            "lineage": self._lineage,
         }
+        store = _store(self.node)
+        if store is not None and store.started_names:  # instances here of a lost rival of this name
+            store.sweep(self._gname, _full(me, self.ref) or self.ref, refs)
         for info in self.node.get_nodes():
             try:
                 dist.router.rpc_cast(info.id, "dsup.replica", payload)
@@ -899,8 +930,14 @@ class SupervisorReplicas(Service):
         self._outbox: dict[NodeId, list[list[Any]]] = {}
         self._relay_scheduled = False
         self._taking: set[str] = set()  # names whose takeover by this node is under way (or waits)
+        # the supervisor each claim under way replaces: this node still answers `dsup.holder` with it
+        # while its replica is gone and its standby not yet started (no higher holder claims too)
+        self._claiming: dict[str, ProcessRef] = {}
+        # set on each membership change: a takeover waiting for a silent lower member asks again
+        self._recheck: dict[str, anyio.Event] = {}
         # the last instance of each child this node started for each supervisor (for dsup.reap)
         self.started_for: dict[ProcessRef, dict[str, ProcessRef]] = {}
+        self.started_names: dict[ProcessRef, str] = {}  # the name of each supervisor in started_for
 
     # the Service shape (service.py)
     def operations(self) -> Mapping[str, Operation]:
@@ -937,7 +974,9 @@ class SupervisorReplicas(Service):
             del self.local[name]  # killed by a fence (no terminate ran)
             mine = None
         fencing = getattr(proc.server, "_fencing", None) if proc is not None else None
-        if mine is not None and fencing is not None and fencing.suspended and other != _full(self.dist.node_id, mine):
+        lineage = getattr(proc.server, "_lineage", ()) if proc is not None else ()
+        if mine is not None and fencing is not None and fencing.suspended and other != _full(self.dist.node_id, mine) \
+                and other not in lineage:
             # this node was fenced and the winning side took the supervisor over: it stays
             self.node.send(mine, (_YIELD, other))
             self.replicas[name] = payload
@@ -950,15 +989,66 @@ class SupervisorReplicas(Service):
             else:
                 return
         self.replicas[name] = payload
+        if isinstance(other, ProcessRef) and self.started_names:
+            self.sweep(name, other, [c[1] for c in payload.get("children", []) if isinstance(c, list) and len(c) > 1])
 
-    def note_started(self, sup: ProcessRef, child_id: str, ref: ProcessRef) -> None:
+    def note_started(self, sup: ProcessRef, child_id: str, ref: ProcessRef, name: str | None = None) -> None:
         """Remember the instance started here for `sup` (kept after `sup` stops: the winner of a
-        conflict may reap for it); supervisors whose instances all ended are pruned now and then."""
+        conflict may reap for it, `sweep` may find it orphaned); supervisors whose instances all
+        ended are pruned now and then."""
+        sup = _full(self.dist.node_id, sup) or sup
         self.started_for.setdefault(sup, {})[child_id] = ref
+        if name is not None:
+            self.started_names[sup] = name
         if len(self.started_for) > _STARTED_FOR_PRUNE:
             for old in [s for s, refs in self.started_for.items()
                         if not any(self.node.local_process(r) is not None for r in refs.values())]:
                 del self.started_for[old]
+                self.started_names.pop(old, None)
+
+    def sweep(self, name: str, sup: ProcessRef, children: list[Any]) -> None:
+        """Supervisor `sup` of `name` lives and supervises `children`: stop the instances started
+        here for another supervisor of that name that is gone from this node's view (its node down
+        or back as another incarnation, or here and ended) and that `sup` does not supervise.
+        Nobody else would stop them (children are monitored, not linked): a supervisor taken over
+        in a partition on both sides can die before the two meet, its replica superseded at every
+        holder by its rival's, so nobody takes it over and nobody learns of its instances."""
+        lost = [s for s, n in self.started_names.items() if n == name and s != sup and not self._lives(s)]
+        if not lost:
+            return
+        keep = {ref for ref in children if isinstance(ref, ProcessRef)}
+        for other in lost:
+            del self.started_names[other]
+            for child_id, ref in self.started_for.pop(other, {}).items():
+                proc = self.node.local_process(ref)
+                if ref in keep:  # adopted by `sup`: now its instance here (swept if `sup` is lost in turn)
+                    self.started_for.setdefault(sup, {})[child_id] = ref
+                    self.started_names[sup] = name
+                elif proc is not None and proc.alive:
+                    log.warning("stopping %s (child %r of %s, which is gone): %s supervises %s without it",
+                                ref, child_id, other, sup, name)
+                    self.node.spawn_task(_stop_quietly, self.node, ref, what=f"stopping an orphaned child {ref}")
+
+    def _lives(self, sup: ProcessRef) -> bool:
+        """Whether supervisor `sup` may still run: here and alive, or on a peer of its incarnation."""
+        if sup.node is None or sup.node == self.dist.node_id:
+            proc = self.node.local_process(sup)
+            return proc is not None and proc.alive
+        return any(info.id == sup.node and info.incarnation == sup.creation for info in self.node.get_nodes())
+
+    def _sweep_after(self, peer: NodeId) -> None:
+        """`peer` is gone (or back as another incarnation): the instances started here for the
+        supervisors it hosted are swept against a live supervisor of their name known here."""
+        for name in sorted({n for s, n in self.started_names.items() if s.node == peer}):
+            mine = self.local.get(name)
+            proc = self.node.local_process(mine) if mine is not None else None
+            if mine is not None and proc is not None and proc.alive and isinstance(proc.state, SupervisorState):
+                me = self.dist.node_id
+                self.sweep(name, _full(me, mine) or mine, [_full(me, c.ref) for c in proc.state.children])
+                continue
+            replica = self.replicas.get(name)
+            if replica is not None and isinstance(replica["sup"], ProcessRef) and self._lives(replica["sup"]):
+                self.sweep(name, replica["sup"], [c[1] for c in replica.get("children", [])])
 
     def _on_reap(self, _peer: NodeId, args: Any) -> None:
         """A supervisor's start request here failed on its side (its answer lost): stop the
@@ -967,6 +1057,7 @@ class SupervisorReplicas(Service):
         sup, current = args
         if not isinstance(sup, ProcessRef) or not isinstance(current, dict):
             raise InvalidArgumentError("dsup.reap needs [supervisor, {child id: ref}]")
+        self.started_names.pop(sup, None)
         for child_id, ref in self.started_for.pop(sup, {}).items():
             proc = self.node.local_process(ref)
             if current.get(child_id) != ref and proc is not None and proc.alive:
@@ -982,7 +1073,7 @@ class SupervisorReplicas(Service):
         if mine is not None and proc is not None and proc.alive:
             return _full(self.dist.node_id, mine)
         replica = self.replicas.get(name)
-        holder = replica.get("sup") if replica is not None else None
+        holder = replica.get("sup") if replica is not None else self._claiming.get(name)
         return holder if isinstance(holder, ProcessRef) else None
 
     def forget(self, name: str, sup: ProcessRef) -> None:
@@ -1008,10 +1099,13 @@ class SupervisorReplicas(Service):
     def _peer_left(self, peer: NodeId, reason: str) -> None:
         self.remote_listeners = {n: s - {peer} for n, s in self.remote_listeners.items()}
         self._take_over_due(peer, reason)
+        self._sweep_after(peer)
 
     def _take_over_due(self, peer: NodeId, reason: str) -> None:
         """Take over every replica whose host is gone, where this node is the lowest other member
-        (the others keep the replicas in case it dies too)."""
+        holding one (the others keep the replicas in case it dies too)."""
+        for changed in self._recheck.values():  # takeovers under way see the new membership
+            changed.set()
         alive = self._alive()
         for name, replica in list(self.replicas.items()):
             if self._should_take_over(replica, alive) and name not in self._taking:
@@ -1021,22 +1115,62 @@ class SupervisorReplicas(Service):
 
     def _should_take_over(self, replica: dict[str, Any], alive: list[NodeId]) -> bool:
         """The replica's host is gone, or back as a new incarnation (a node restarted under the same
-        id within the failure detection: it holds no replica, so it does not count as the lowest
-        member, or nobody would take over), and this node is the lowest of the other members."""
+        id within the failure detection: it holds no replica, so it does not count), and this node
+        is one of the other members: which one takes over is `_lower_holder`'s question."""
         host, sup = replica["host"], replica["sup"]
-        if host in alive:
-            incarnation = next((i.incarnation for i in self.node.get_nodes() if i.id == host), None)
-            if not isinstance(sup, ProcessRef) or incarnation is None or incarnation == sup.creation:
-                return False
-        others = [n for n in alive if n != host]
-        return bool(others) and others[0] == self.node.id
+        # (a host that leaves is still connected: it hands its children off, then its goodbye
+        # starts the takeover; taken over before, its last replica would start a second one)
+        incarnation = next((i.incarnation for i in self.node.get_nodes() if i.id == host), None)
+        if incarnation is not None and (not isinstance(sup, ProcessRef) or incarnation == sup.creation):
+            return False
+        return self.node.id is not None and self.node.id in alive and self.node.id != host
+
+    async def _lower_holder(self, name: str, replica: dict[str, Any]) -> bool | None:
+        """Whether a member below this one holds a replica of `name` (or hosts a supervisor of it):
+        the lowest holder takes over, not the lowest member, since a restarted node holds none.
+        None when none said so but some did not answer: such a member is on the other side of a
+        cut not yet detected, or paused; it neither blocks the takeover for good nor is ignored
+        (the caller asks again, and a member declared down meanwhile is no longer asked)."""
+        me = self.node.id
+        lower = [n for n in self._alive() if me is not None and n < me and n != replica["host"]]
+        holds: list[bool | None] = []
+
+        async def ask(peer: NodeId) -> None:
+            try:
+                holder = await self.dist.router.rpc(peer, "dsup.holder", name, _HOLDER_TIMEOUT_S)
+            except NoexError as exc:
+                log.debug("supervisor %s: %s did not say whether it holds a replica: %s", name, peer, exc)
+                holds.append(None)
+                return
+            holds.append(holder is not None)
+
+        async with anyio.create_task_group() as tg:
+            for peer in lower:
+                tg.start_soon(ask, peer)
+        return True if True in holds else None if None in holds else False
 
     async def _take_over(self, name: str, replica: dict[str, Any], graceful: bool) -> None:
         """Under a partition policy, wait for the window (and, on a fenced node, for the unfence);
-        then, if the supervisor's host is still gone and this node still the lowest member, take
-        it over. A fence during the claim defers it again."""
+        then, if the supervisor's host is still gone and this node the lowest holder it can
+        reach, take it over. A lower member that does not answer is asked again when membership
+        changes (it is declared down: it no longer counts) or after a while; a lower holder that
+        answers takes over itself (if it is lost, its leave runs this again). A fence during the
+        claim defers it again."""
+        asks = 0
         try:
             while await self._takeover_due(name, replica):
+                changed = self._recheck[name] = anyio.Event()
+                lower = await self._lower_holder(name, replica)
+                if lower or self.replicas.get(name) is not replica:
+                    return  # a lower holder takes over (or the replica changed meanwhile)
+                if lower is None and asks < _HOLDER_ASKS:
+                    asks += 1
+                    with anyio.move_on_after(_HOLDER_RETRY_S):
+                        await changed.wait()
+                    continue
+                if lower is None:  # silent all along yet not declared down: two takeovers (their
+                    # conflict keeps one) are better than none
+                    log.warning("supervisor %s: a lower member stayed silent for %d asks; taking over", name, asks)
                 try:
                     await self._claim(name, replica, graceful)
                     return
@@ -1044,6 +1178,7 @@ class SupervisorReplicas(Service):
                     continue  # this node fenced while it claimed the name: wait for the unfence
         finally:
             self._taking.discard(name)
+            self._recheck.pop(name, None)
 
     async def _takeover_due(self, name: str, replica: dict[str, Any]) -> bool:
         """Wait until the policy lets this node take the work of the replica's host over; then
@@ -1070,6 +1205,17 @@ class SupervisorReplicas(Service):
         Whatever interrupts the claim stops the standby (it supervises nothing yet)."""
         registry = self.dist.global_registry
         assert registry is not None
+        if isinstance(replica["sup"], ProcessRef):
+            self._claiming[name] = replica["sup"]
+        try:
+            await self._claim_held(name, replica, graceful)
+        finally:
+            self._claiming.pop(name, None)
+
+    async def _claim_held(self, name: str, replica: dict[str, Any], graceful: bool) -> None:
+        """`_claim`, while this node says it holds the supervisor."""
+        registry = self.dist.global_registry
+        assert registry is not None
         del self.replicas[name]
         options = {"global_name": name, "node_selector": replica["selector"], "adopt": replica}
         ref = await self.node.spawn(DistributedSupervisorServer, options)
@@ -1094,13 +1240,27 @@ class SupervisorReplicas(Service):
             raise
         if not name.startswith("$dsup/") and self.node.names.whereis(name) is None:
             self.node.register_name(name, ref)  # named on its new node too, as on its first one
-        await self.node.call(ref, (SUPERVISOR_REQUEST, "adopt", graceful), _BATCH_TIMEOUT_S)
+        try:
+            await self.node.call(ref, (SUPERVISOR_REQUEST, "adopt", graceful), _BATCH_TIMEOUT_S)
+        except ServerNotRunningError as exc:
+            if exc.reason != KILLED:
+                raise
+            # killed before it adopted: this node crashes (a SIGKILL reports nothing either), or
+            # someone killed it; the replica stays for a later takeover
+            self.replicas.setdefault(name, replica)
+            log.warning("takeover of supervisor %s: its standby %s was killed before it adopted", name, ref)
+        except CallTimeoutError:
+            # the standby still adopts: its restarts wait on nodes lost or cut off meanwhile (one
+            # batch per lost node, each bounded); it supervises when they end, nothing failed here
+            log.warning("takeover of supervisor %s: its standby %s is still adopting after %g s", name, ref,
+                        _BATCH_TIMEOUT_S)
 
     def _peer_joined(self, peer: NodeId) -> None:
         for key, callbacks in self.listeners.items():
             if callbacks:
                 self.dist.router.rpc_cast(peer, "dsup.listen", key)
         self._take_over_due(peer, "restarted")  # a supervisor's host back as a new incarnation
+        self._sweep_after(peer)
 
     # graceful leave
     async def _leave(self) -> None:
@@ -1132,6 +1292,8 @@ class SupervisorReplicas(Service):
         async def ask(sup: ProcessRef) -> None:
             try:
                 await self.node.call(sup, (SUPERVISOR_REQUEST, "evacuate", leaving), _BATCH_TIMEOUT_S)
+            except ServerNotRunningError as exc:  # it stopped meanwhile (a lost name conflict): nothing to move
+                log.info("hand-off by supervisor %s skipped: %s", sup, exc)
             except NoexError as exc:
                 self.node.events.report_error(f"hand-off by supervisor {sup}", exc)
 
@@ -1260,10 +1422,11 @@ async def _spawn_many(node: Node, items: Any, peer: NodeId | None) -> list[list[
             full = _full(node.id, ref)
             results[i] = [True, full]
             store = _store(node)
-            if store is not None and owner and isinstance(owner[0], list) and len(owner[0]) == 2:
-                sup, child_id = owner[0]
+            if store is not None and owner and isinstance(owner[0], list) and len(owner[0]) in (2, 3):
+                sup, child_id, *name = owner[0]  # (a node of an older version sends no name)
                 if isinstance(sup, ProcessRef) and isinstance(child_id, str):
-                    store.note_started(sup, child_id, ref if full is None else full)
+                    store.note_started(sup, child_id, ref if full is None else full,
+                                       name[0] if name and isinstance(name[0], str) else None)
         except Exception as exc:
             # [False, why, whether another node may do, the init's reason]
             if isinstance(exc, InitError):

@@ -14,11 +14,12 @@ See docs/concepts/simulation.md.
 
 from .invariants import Checker, Violation
 from .loop import SimulationStuckError, VirtualTimeLoop
-from .scenarios import SCENARIOS, run_scenario
+from .scenarios import SCENARIO_OPTIONS, SCENARIOS, run_scenario
 from .simulation import ReplayStopped, Simulation, SimulationFailure
 
 __all__ = [
     "SCENARIOS",
+    "SCENARIO_OPTIONS",
     "Checker",
     "ReplayStopped",
     "Simulation",

@@ -11,6 +11,9 @@ they observe the checker verifies, on every run:
   the watcher lived (checked after stabilisation);
 * every call ends within its timeout (plus the runtime's documented slack);
 * after stabilisation: one owner for `sim_leader`, the same on every node, and that process is alive;
+* under a fencing partition policy, at every instant (at the end of each simulated instant with a
+  node event, and every 10 simulated ms): at most one live process answers for `sim_leader` (named
+  by a node that is up, unpaused and unfenced, and running on such a node);
 * after stabilisation: each child of the `DistributedSupervisor` that the first node starts (three
   workers, round-robin over the cluster) runs exactly once in the cluster while a supervisor of
   its name lives on any live node (the original or a takeover), and not at all once none does
@@ -22,6 +25,7 @@ they observe the checker verifies, on every run:
 
 from __future__ import annotations
 
+import asyncio
 import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -54,6 +58,13 @@ CALL_TIMEOUT_S = 1.0
 CALL_SLACK_S = 0.05  # a timeout fires up to 1 % (at most 20 ms) late, never early (core/_backend.py)
 WORKER = "sim_worker"
 WORKERS = ("w1", "w2", "w3")
+OWNER_EVERY_S = 0.01  # the single-owner check under a fencing policy also samples this often
+# ... and runs this long after a node event: once the instant's other callbacks ran (those of one
+# simulated instant happen at once; their order within it is the single thread's, not the cluster's)
+OWNER_AFTER_S = 1e-6
+# node events after which the owners of `sim_leader` may have changed (checked once the event's callback ends)
+OWNER_EVENTS = frozenset({"global_registered", "global_unregistered", "global_conflict", "process_exited",
+                          "node_fenced", "node_unfenced", "node_up", "node_down"})
 
 
 @dataclass(frozen=True)
@@ -123,6 +134,12 @@ class Checker:
         self.monitors: list[_Monitor] = []
         self.delivered = 0
         self.calls = 0
+        policy = sim.options.get("partition_policy", "none")
+        self.fencing = str(getattr(policy, "kind", policy)).split(":")[0] != "none"
+        self.owner_checks = 0
+        self._sampler: asyncio.Task[None] | None = None
+        self._owner_check_at = -1.0
+        self._owner_conflicts: set[frozenset[str]] = set()
 
     def violate(self, text: str) -> None:
         violation = Violation(self.sim.now, text)
@@ -140,6 +157,63 @@ class Checker:
         node.spawn_task(self._drive, host, host.epoch, what="simulation probe driver")
         if host.index == 0 and host.epoch == 0:
             node.spawn_task(self._start_supervisor, host, what="simulation supervisor")
+        if self.fencing:
+            node.events.subscribe(self._owner_event)
+            if host.index == 0 and host.epoch == 0:  # (a task of the loop, not of a node: it outlives crashes)
+                self._sampler = asyncio.get_running_loop().create_task(self._sample_owners())
+
+    # ------------------------------------------------------------------ one owner at every instant
+    def _owner_event(self, event: Any) -> None:
+        """A node event that may change an owner: check at the end of this simulated instant."""
+        if event.kind not in OWNER_EVENTS:
+            return
+        loop = asyncio.get_running_loop()
+        at = loop.time() + OWNER_AFTER_S
+        if self._owner_check_at != at:
+            self._owner_check_at = at
+            loop.call_at(at, self.check_owners)
+
+    async def _sample_owners(self) -> None:
+        try:
+            while True:
+                await asyncio.sleep(OWNER_EVERY_S)
+                self.check_owners()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # (nothing vanishes: a broken check is a violation)
+            self.violate(f"the single-owner check failed: {type(exc).__name__}: {exc}")
+
+    def _answers(self, host: Host) -> bool:
+        """A node that can answer for a name now: up, not paused, not fenced."""
+        node = host.node
+        if not host.alive or host.paused or node is None or not node.running:
+            return False
+        dist = distribution_of(node)
+        guard = dist.partition_guard if dist is not None else None
+        return dist is not None and not (guard is not None and guard.fenced)
+
+    def check_owners(self) -> None:
+        """Under a fencing policy: the live processes that nodes able to answer name as the owner
+        of `sim_leader` are at most one (the losing side fences before the winning side frees the
+        name; a paused node answers nobody, and must fence before it answers again)."""
+        self.owner_checks += 1
+        answering = [h for h in self.sim.hosts if self._answers(h)]
+        by_id = {h.node_id: h for h in answering}
+        owners: dict[str, list[str]] = {}
+        for host in answering:
+            assert host.node is not None
+            dist = distribution_of(host.node)
+            registry = dist.global_registry if dist is not None else None
+            ref = registry.whereis(LEADER) if registry is not None else None
+            owner = by_id.get(ref.node) if ref is not None and ref.node is not None else None
+            if ref is None or owner is None or owner.node is None or owner.node.local_process(ref) is None:
+                continue
+            owners.setdefault(str(ref), []).append(host.name)
+        key = frozenset(owners)
+        if len(owners) > 1 and key not in self._owner_conflicts:
+            self._owner_conflicts.add(key)
+            self.violate(f"{len(owners)} live processes answer for {LEADER!r} at once under a fencing "
+                         f"partition policy (owner: the nodes naming it): {owners}")
 
     async def _start_supervisor(self, host: Host) -> None:
         """Once the first node sees every other, it starts the supervisor of the workers."""

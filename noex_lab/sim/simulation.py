@@ -419,11 +419,13 @@ class Simulation:
             raise SimulationFailure(self.seed, self.scenario, found, self.trace_tail)
 
     # ------------------------------------------------------------------ the nemesis
-    def random_faults(self, rate: float = 0.5, *, duration_s: float = 30.0, leaves: bool = False) -> None:
+    def random_faults(self, rate: float = 0.5, *, duration_s: float = 30.0, leaves: bool = False,
+                      without: Iterable[str] = ()) -> None:
         """Draw a fault schedule from the seed and run it for `duration_s`: on average `rate` faults
         per simulated second among crash, restart, pause, partitions (two-way, one-way), a lossy
-        or slow link, heal, and with `leaves` graceful leaves. At most half the nodes (rounded
-        down) are down at once."""
+        or slow link, heal, and with `leaves` graceful leaves; minus the kinds named in `without`
+        (skipped when drawn). At most
+        half the nodes (rounded down) are down at once."""
         rng = self.nemesis_rng
         end = self.loop.time() + duration_s
         n = len(self.hosts)
@@ -436,6 +438,8 @@ class Simulation:
             kinds = ["crash", "restart", "pause", "resume", "partition", "one_way", "link", "heal", "heal"]
             kind = rng.choice([*kinds, "leave"] if leaves else kinds)
             i = rng.randrange(n)
+            if kind in without:
+                continue
             down = sum(1 for h in self.hosts if not h.alive or h.paused)
             if kind == "crash" and down < n // 2:
                 self.crash(i)
@@ -473,9 +477,10 @@ class Simulation:
     def replay(cls, seed: int, scenario: str, *, until: float | None = None, nodes: int = 5) -> Simulation:
         """Run `scenario` (a name in `noex_lab.sim.SCENARIOS`) with `seed` again; with `until`, stop
         at that simulated time and return the simulation to inspect (`sim.node(i)`, `sim.dist(i)`)."""
-        from .scenarios import SCENARIOS
+        from .scenarios import SCENARIO_OPTIONS, SCENARIOS
 
-        sim = cls(seed=seed, nodes=nodes, scenario=scenario, stop_at=until, keep_trace=True)
+        sim = cls(seed=seed, nodes=nodes, scenario=scenario, stop_at=until, keep_trace=True,
+                  **SCENARIO_OPTIONS.get(scenario, {}))
         try:
             SCENARIOS[scenario](sim)
         except ReplayStopped:
