@@ -1106,6 +1106,8 @@ class SupervisorReplicas(Service):
         holding one (the others keep the replicas in case it dies too)."""
         for changed in self._recheck.values():  # takeovers under way see the new membership
             changed.set()
+        if not self.replicas:  # (most joins while a mesh forms: no member list to build)
+            return
         alive = self._alive()
         for name, replica in list(self.replicas.items()):
             if self._should_take_over(replica, alive) and name not in self._taking:
