@@ -13,7 +13,10 @@
   the registration on the node whose id sorts lower wins, the loser process gets the exit
   signal ("name_conflict", name), and `on_conflict` callbacks fire once per node.
 * With a partition policy (partition_policy.py) a fenced node's processes take no name, and
-  the names of a lost node stay taken until the policy's takeover window ends.
+  the names of a lost node stay taken until the policy's takeover window ends (such a held
+  name wins no conflict: its process may be dead).
+* A peer's registration this replica kept out (the name had another owner) is asked for
+  again when that owner goes, so replicas converge on what the owners' nodes assert.
 * Authority: a peer's word changes this replica only where that peer may make
   the change: a commit only from the holder of the name's lock, a registration or a drop only
   from the node that owns the process, a conflict only as a concession of the loser's node.
