@@ -13,7 +13,10 @@
   the registration on the node whose id sorts lower wins, the loser process gets the exit
   signal ("name_conflict", name), and `on_conflict` callbacks fire once per node.
 * With a partition policy (partition_policy.py) a fenced node's processes take no name, and
-  the names of a lost node stay taken until the policy's takeover window ends.
+  the names of a lost node stay taken until the policy's takeover window ends (such a held
+  name wins no conflict: its process may be dead).
+* A peer's registration this replica kept out (the name had another owner) is asked for
+  again when that owner goes, so replicas converge on what the owners' nodes assert.
 * Authority: a peer's word changes this replica only where that peer may make
   the change: a commit only from the holder of the name's lock, a registration or a drop only
   from the node that owns the process, a conflict only as a concession of the loser's node.
@@ -125,6 +128,9 @@ class GlobalNames(Service):
         self._synced: set[NodeId] = set()  # peers whose join sync arrived on their current connection
         # names of lost peers kept (taken) until the partition policy's takeover window ends
         self._held: dict[NodeId, dict[str, ProcessRef]] = {}
+        # peers whose registration of a name this replica did not take (another owner had it):
+        # asked for their names again when that owner goes (`_unset`)
+        self._contenders: dict[str, set[NodeId]] = {}
 
     def operations(self) -> Mapping[str, Operation]:
         return {"lock": self._on_lock, "unlock": self._on_unlock, "commit": self._on_commit, "drop": self._on_drop,
@@ -376,8 +382,7 @@ class GlobalNames(Service):
             log.warning("ignored a drop of global name %r (a process of %s) from %s", name, ref.node, peer)
             return
         if self.names.get(name) == ref:
-            del self.names[name]
-            self.node.events.emit("global_unregistered", name=name, ref=ref)
+            self._unset(name, ref)
 
     async def _on_unregister(self, peer: NodeId, args: Any) -> None:
         """A peer's `unregister` of a name owned here: this node drops it everywhere."""
@@ -404,11 +409,17 @@ class GlobalNames(Service):
             current = self.names.get(name)
             if current is None:
                 self._set(name, ref)
-            elif current != ref and joining:
+            elif current != ref and joining and not self._is_held(name, current):
                 self._resolve(name, current, ref)
+            elif current != ref:
+                # Kept out: a later sync only fills free names, and a held name's process may be
+                # dead (its node is lost), so it wins no conflict. The peer is asked again once
+                # the owner goes from this replica.
+                self._contenders.setdefault(name, set()).add(peer)
 
     def _on_resync(self, peer: NodeId, _args: Any) -> None:
-        """A peer asks for this node's names again (it dropped a conflict whose winner left)."""
+        """A peer asks for this node's names again (an owner that kept ours out of its replica
+        is gone there)."""
         self.dist.router.rpc_cast(peer, "global.sync", self._sync_payload())
 
     def _on_conflict(self, peer: NodeId, args: Any) -> None:
@@ -423,8 +434,10 @@ class GlobalNames(Service):
         if loser.node != peer or (name, loser) in self._conflicts or self.names.get(name) not in (winner, loser):
             return
         if self.names.get(name) == loser:
-            del self.names[name]
-            self.node.events.emit("global_unregistered", name=name, ref=loser, reason=("name_conflict", name))
+            # the winner's table may have come already and been kept out by the loser: ask again
+            if winner.node is not None:
+                self._contenders.setdefault(name, set()).add(winner.node)
+            self._unset(name, loser, reason=("name_conflict", name))
         self._record_conflict(name, winner, loser)
 
     # ------------------------------------------------------------------ replica upkeep
@@ -432,6 +445,28 @@ class GlobalNames(Service):
         if self.names.get(name) != ref:
             self.names[name] = ref
             self.node.events.emit("global_registered", name=name, ref=ref)
+
+    def _unset(self, name: str, ref: ProcessRef, **reason: Any) -> None:
+        """Drop `name` (owned by `ref`) from this replica. The losers of the conflicts recorded
+        for it were kept out only by an owner now gone, and their nodes may still hold the name
+        (their node never met the winner, or the winner was a stale entry: a resumed node's held
+        name of a dead process): the conflicts are forgotten and those nodes asked for their
+        names again, so this replica ends up agreeing with theirs (found by the simulator:
+        noex_lab.sim, issue 15)."""
+        del self.names[name]
+        self.node.events.emit("global_unregistered", name=name, ref=ref, **reason)
+        losers = [loser for (n, loser) in self._conflicts if n == name]
+        for loser in losers:
+            del self._conflicts[(name, loser)]
+        ask = {loser.node for loser in losers} | self._contenders.pop(name, set())
+        me, peers = self.dist.node_id, self.dist.membership.peers
+        for owner in sorted(node for node in ask if node is not None and node != me and node in peers):
+            self.dist.router.rpc_cast(owner, "global.resync", None)
+
+    def _is_held(self, name: str, ref: ProcessRef) -> bool:
+        """`ref` owns `name` here only because its lost node's names are held (partition policy)."""
+        assert ref.node is not None
+        return self._held.get(ref.node, {}).get(name) == ref
 
     def _resolve(self, name: str, a: ProcessRef, b: ProcessRef) -> None:
         """This node's own resolution of two registrations of `name`, each asserted by the node
@@ -473,6 +508,10 @@ class GlobalNames(Service):
 
     def peer_left(self, peer: NodeId, reason: str) -> None:
         self._synced.discard(peer)
+        for name in [n for n, peers in self._contenders.items() if peer in peers]:
+            self._contenders[name].discard(peer)  # its names come again in its join sync
+            if not self._contenders[name]:
+                del self._contenders[name]
         guard = self.guard
         if guard is not None and reason != "graceful_shutdown" and guard.takeover_wait(peer) > 0:
             # Its names stay taken until the other side has surely fenced (the takeover window)
@@ -480,21 +519,25 @@ class GlobalNames(Service):
             if held:
                 self._held[peer] = held
                 self.node.spawn_task(self._release_held, peer, what="global names of a lost node")
+        held = self._held.get(peer, {})
         for name, ref in list(self.names.items()):
-            if ref.node == peer and name not in self._held.get(peer, {}):
-                del self.names[name]
-                self.node.events.emit("global_unregistered", name=name, ref=ref, reason="nodedown")
+            if ref.node == peer and name not in held:
+                self._unset(name, ref, reason="nodedown")
         for name, lock in list(self._locks.items()):
             for waiter in [w for w in lock.waiters if w.peer == peer]:
                 self._release(name, waiter.claim)
             if lock.holder == peer:
                 self._release(name, lock.claim)
-        # A loser kept out of this replica only because of a winner on the departed node: the name
-        # is free here now, but the loser's node may never have met that winner and still holds
-        # the name. Ask it for its names again (found by the simulator: noex_lab.sim, issue 15).
-        orphaned = sorted({loser.node for (_, loser), w in self._conflicts.items()
-                           if w.node == peer and loser.node != peer and loser.node in self.dist.membership.peers})
-        self._conflicts = {k: w for k, w in self._conflicts.items() if k[1].node != peer and w.node != peer}
+        # A loser kept out of this replica only because of a winner on the departed node that this
+        # replica does not name (a concession awaiting the winner's own word): the name is free
+        # here, but the loser's node may never have met that winner and still holds the name. Ask
+        # it for its names again (found by the simulator: noex_lab.sim, issue 15). A held winner's
+        # conflicts go when its name does (`_unset`).
+        orphaned = sorted({loser.node for (name, loser), w in self._conflicts.items()
+                           if w.node == peer and name not in held and loser.node != peer
+                           and loser.node in self.dist.membership.peers})
+        self._conflicts = {k: w for k, w in self._conflicts.items()
+                           if k[1].node != peer and (w.node != peer or k[0] in held)}
         for owner in orphaned:
             self.dist.router.rpc_cast(owner, "global.resync", None)
 
@@ -509,15 +552,13 @@ class GlobalNames(Service):
     def _drop_held(self, peer: NodeId) -> None:
         for name, ref in self._held.pop(peer, {}).items():
             if self.names.get(name) == ref:
-                del self.names[name]
-                self.node.events.emit("global_unregistered", name=name, ref=ref, reason="nodedown")
+                self._unset(name, ref, reason="nodedown")
 
     def process_exited(self, proc: Process, reason: ExitReason) -> None:
         ref = self.full_ref(proc.ref)
         names = [n for n, r in self.names.items() if r == ref]
         for name in names:
-            del self.names[name]
-            self.node.events.emit("global_unregistered", name=name, ref=ref, reason=reason)
+            self._unset(name, ref, reason=reason)
             for peer in list(self.dist.membership.peers):
                 self.dist.router.rpc_cast(peer, "global.drop", [name, ref])
 
