@@ -12,7 +12,7 @@ application's tracer provider sends them (the API alone records nothing).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ..core.errors import MissingExtraError
 from ..core.node import current_process
@@ -21,12 +21,15 @@ from .routing import RemoteReply, RemoteRouter
 if TYPE_CHECKING:
     from types import ModuleType
 
-    from opentelemetry.context import Context
-    from opentelemetry.trace import Span, Tracer
-
     from ..core.process import Process
     from ..core.refs import ProcessRef
     from .connection import Connection
+
+# OpenTelemetry's `trace.Span`, `trace.Tracer` and `context.Context`, named without importing the
+# package: it is the [otel] extra's, imported by `instrument()` alone
+Span: TypeAlias = Any
+Tracer: TypeAlias = Any
+Context: TypeAlias = Any
 
 MAX_CONTEXT_FIELDS = 8   # a peer's trace context: at most this many headers ...
 MAX_CONTEXT_CHARS = 512  # ... of at most this many characters each
