@@ -44,6 +44,32 @@ def check_installed(repo: Path) -> None:
     ok(f"import noex_lab {noex_lab.__version__} from {where.parent}")
 
 
+def check_extras_not_needed() -> None:
+    """Without the extras (pytest, OpenTelemetry, prometheus-client, uvloop absent), every module
+    of the wheel imports, and what needs an extra says which when it is used."""
+    import importlib
+    import importlib.util
+    import pkgutil
+
+    import noex_lab
+    from noex_lab.errors import MissingExtraError
+
+    for extra_module in ("pytest", "opentelemetry", "prometheus_client", "uvloop"):
+        assert importlib.util.find_spec(extra_module) is None, f"{extra_module} is installed without its extra"
+    names = [m.name for m in pkgutil.walk_packages(noex_lab.__path__, "noex_lab.")]
+    for name in names:
+        importlib.import_module(name)
+    from noex_lab.otel import instrument
+
+    try:
+        instrument()
+    except MissingExtraError as exc:
+        assert "noex-lab[otel]" in str(exc), exc
+    else:
+        raise AssertionError("instrument() ran without the [otel] extra")
+    ok(f"{len(names)} modules import without the extras")
+
+
 def run_readme(code: str) -> None:
     """The README's first example, as `python -m asyncio` would run it (top-level await)."""
     compiled = compile(code, "README.md", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
@@ -147,6 +173,8 @@ def main() -> int:
     assert "PYTHONPATH" not in os.environ and not Path.cwd().resolve().is_relative_to(repo)
     code = readme_example(readme)
     check_installed(repo)
+    if mode == "base":
+        check_extras_not_needed()
     run_readme(code)
     if mode == "lab":
         check_kernel(code, Path.cwd())
