@@ -835,6 +835,16 @@ class Codec:
             max_map_len=_SMALL_MAP,
         )
 
+    def decode_one(self, data: bytes | bytearray | memoryview) -> Any:
+        """The one message `data` holds, decoded as `stream_unpacker` does, in one `unpackb` call
+        (a connection's small frame holding a lone request or reply). It raises ExtraData when
+        more follows it, and whatever msgpack or a failing type decode raises: callers decode the
+        data again with a stream unpacker then, which tells these cases apart."""
+        return _unpackb(
+            data, ext_hook=self._ext_message, strict_map_key=False, unicode_errors="surrogatepass", timestamp=3,
+            max_map_len=_SMALL_MAP,
+        )
+
     def incremental(self, data: bytes | bytearray | memoryview, slice_bytes: int = 64 * 1024) -> IncrementalDecoder:
         """A decoder for the messages in `data` that takes at most `slice_bytes` of it per step."""
         return IncrementalDecoder(self, data, slice_bytes)
