@@ -750,6 +750,14 @@ class Codec:
             raise SerializationError(f"msg: cannot encode: {exc}") from exc
         except Exception as exc:
             raise SerializationError(f"msg: cannot encode: {type(exc).__name__}: {exc}") from exc
+        if self._marked or len(data) > self._max_bytes:
+            return self.finish(data)
+        return data
+
+    def finish(self, data: bytes) -> bytes:
+        """`encode`'s last step, for what its packer produced when it marked a container (the
+        message is wrapped) or went past `max_bytes` (SerializationError). (`Connection.send`
+        runs the packer itself when `marked` is False, then this when needed.)"""
         if self._marked and len(data) <= self._max_bytes:  # (ext32 holds < 4 GiB, as max_bytes)
             data = _wrap_header(len(data)) + data
         if len(data) > self._max_bytes:

@@ -192,7 +192,15 @@ class Connection:
         """Encode and queue (raises SerializationError for unsendable values). Never drops a
         message while the connection lives: past the hard bound the connection closes instead.
         Senders that can wait check `congested` afterwards (back-pressure)."""
-        body = self.codec.encode(message)
+        codec = self.codec  # (`Codec.encode` inlined: its packer, then `finish` when needed)
+        codec._marked = False
+        try:
+            body = codec._pack(message)
+        except Exception:  # unsendable, or a str with lone surrogates: the full encode decides
+            body = codec.encode(message)
+        else:
+            if codec._marked or len(body) > codec._max_bytes:  # (a tuple inside, or too big)
+                body = codec.finish(body)
         size = len(body)
         direct = self._direct
         if direct and size <= CHUNK_SIZE and not self.faults.active:
