@@ -198,15 +198,18 @@ class Connection:
             body = codec._pack(message)
         except Exception:  # unsendable, or a str with lone surrogates: the full encode decides
             body = codec.encode(message)
+            size = len(body)
         else:
-            if codec._marked or len(body) > codec._max_bytes:  # (a tuple inside, or too big)
+            size = len(body)
+            if codec._marked or size > codec._max_bytes:  # (a tuple inside, or too big)
                 body = codec.finish(body)
-        size = len(body)
+                size = len(body)
         direct = self._direct
-        if direct and size <= CHUNK_SIZE and not self.faults.active:
+        if direct and not self.faults.active:
             # A batch of this loop iteration is open (a flush is scheduled): its first frame found
             # the lanes empty, the writer idle and the transport taking writes, and `_queue` writes
-            # the batch before it fills a lane, so only the batch's size is left to check.
+            # the batch before it fills a lane, so only the batch's size is left to check (a body
+            # too big for it, or for the fast path, gets the checks of a first frame below).
             if self._direct_bytes + size <= BATCH_BYTES:
                 direct.append(body)
                 self._direct_bytes += size
