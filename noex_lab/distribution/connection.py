@@ -566,6 +566,12 @@ class Connection:
             else:
                 self.received_messages += 1
                 self._lone = True
+                if type(message) is list and message and message[0] in _WHOLE_TYPES:  # (`_deliver`'s common case)
+                    try:
+                        self.dispatch(self, message)
+                    except Exception as exc:
+                        self._report(f"handling a message from {self.peer}", exc)
+                    return True
                 return self._deliver(message, whole=False) != _CLOSE
         dispatch = self.dispatch
         plain = _PLAIN_TYPES
@@ -903,7 +909,8 @@ DECODE_SLICE = 64 * 1024         # frames up to this size are decoded at once, b
 TURN_BUDGET_S = 0.005            # decoding per connection per event-loop turn before the rest waits
 WARNINGS_PER_S = 5               # warnings about one peer per second; then one "suppressed" line
 _CLOSE, _DONE, _FIRST = 0, 1, 2  # delivering a message: close / done / a completed chunked one goes first
-_PLAIN_TYPES = KNOWN_TYPES - {REPLY, CHUNK}  # handled by `dispatch` alone
+_WHOLE_TYPES = KNOWN_TYPES - {CHUNK}  # a message of its own: `dispatch` handles it
+_PLAIN_TYPES = _WHOLE_TYPES - {REPLY}  # (the frame loop completes successful replies itself)
 
 
 class _Sliced:
