@@ -211,6 +211,63 @@ async def test_a_frame_that_ends_inside_a_message_closes_the_connection_whatever
         assert await GenServer.call(ref, "log") == [("cast", "before")]
 
 
+@pytest.mark.parametrize(
+    ("tail", "delivered", "kept"),
+    [
+        (b"", ["first", "second"], True),  # two messages: both, in order
+        (b"\x94\x03\x01", ["first", "second"], False),  # then a message cut short: closed after them
+        (b"\xc1", ["first", "second"], False),  # then malformed bytes
+    ],
+    ids=["two", "two-then-cut", "two-then-malformed"],
+)
+@pytest.mark.anyio
+@pytest.mark.usefixtures("cleanup")
+async def test_a_frame_after_a_lone_one_is_decoded_as_any_other(tail: bytes, delivered: list[str], kept: bool) -> None:
+    # after a frame holding one message, the next is tried as exactly one message first
+    # (one unpackb): whatever else it holds must come out as from the streaming decoder
+    a, b, ref = await _recorder_on_second_of_two()
+    conn = _connection(b, a)
+    lone = msgpack.packb([3, ref.id, ref.creation, "lone"])
+    assert conn._received(HEADER.pack(len(lone)) + lone) is True
+    assert conn._single
+    body = b"".join(msgpack.packb([3, ref.id, ref.creation, text]) for text in delivered) + tail
+    assert conn._received(HEADER.pack(len(body)) + body) is kept
+    with b.as_default():
+        assert await GenServer.call(ref, "log") == [("cast", text) for text in ["lone", *delivered]]
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("cleanup")
+async def test_an_undecodable_lone_request_after_a_lone_frame_is_answered_with_the_error() -> None:
+    class Fragile:
+        pass
+
+    wire_type(Fragile, name="tests.framing.Fragile", encode=lambda obj: 1, decode=lambda state: 1 / 0)
+    a, b, ref = await _recorder_on_second_of_two()
+    conn = _connection(b, a)
+    lone = msgpack.packb([3, ref.id, ref.creation, "lone"])
+    assert conn._received(HEADER.pack(len(lone)) + lone) is True
+    assert conn._single
+    with a.as_default():
+        with pytest.raises(SerializationError, match="cannot decode"):
+            await GenServer.call(ref, Fragile())
+        assert await GenServer.call(ref, "x") == 2
+    assert len(a.get_nodes()) == 1
+
+
+@pytest.mark.parametrize("body", [b"\x94\x03\x01", b"\xc1", b"\x93\x0f\x01\xc3"], ids=["cut", "malformed", "chunk"])
+@pytest.mark.anyio
+@pytest.mark.usefixtures("cleanup")
+async def test_a_bad_lone_frame_after_a_lone_one_closes_the_connection(body: bytes) -> None:
+    a, b, ref = await _recorder_on_second_of_two()
+    conn = _connection(b, a)
+    lone = msgpack.packb([3, ref.id, ref.creation, "lone"])
+    assert conn._received(HEADER.pack(len(lone)) + lone) is True
+    assert conn._received(HEADER.pack(len(body)) + body) is False
+    with b.as_default():
+        assert await GenServer.call(ref, "log") == [("cast", "lone")]
+
+
 @pytest.mark.anyio
 @pytest.mark.usefixtures("cleanup")
 async def test_big_frames_and_chunked_messages_are_decoded_a_slice_at_a_time_in_order() -> None:
