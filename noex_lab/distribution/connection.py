@@ -580,10 +580,9 @@ class Connection:
             piece = body[offset:] if offset else body
             unpacker = self._unpacker
             unpacker.feed(piece)
-            count = 0
+            count = 0  # messages decoded from `piece` (counted in C by enumerate)
             try:
-                for message in unpacker:
-                    count += 1
+                for count, message in enumerate(unpacker, 1):
                     if type(message) is not list or not message:
                         self.warn("closing connection to %s: unknown message %s", self.peer, describe(message))
                         return False
