@@ -224,16 +224,18 @@ class Connection:
             and not (self._small or self._large or self._writing or self.faults.active)
             # (_writing: the writer's frame goes first: order, and the MAC sequence)
         ):
-            direct.append(body)
-            self._direct_bytes = size
             if self._lone:
                 # The last frame received held one message (a lone request or reply): the first
                 # frame sent after it, most likely the answer, is written at once instead of at
                 # the end of the loop iteration (one iteration less per round trip); the frames
                 # that follow are coalesced as usual. W4's batches of calls keep one write each.
                 self._lone = False
-                self._write_direct()
-            elif not self._flush_scheduled:
+                sealer = self._sealer
+                self._write_now(sealer.seal(body) if sealer is not None else HEADER.pack(size) + body, 1)
+                return
+            direct.append(body)
+            self._direct_bytes = size
+            if not self._flush_scheduled:
                 self._flush_scheduled = True
                 self._loop.call_soon(self._flush_direct)
             return
@@ -301,14 +303,20 @@ class Connection:
             self._write_direct()
 
     def _write_direct(self) -> None:
+        """The fast path's open batch, as one frame, to the transport now."""
         direct = self._direct
         if self._sealer is None:
             data = HEADER.pack(self._direct_bytes) + b"".join(direct)
         else:
             data = self._sealer.seal(b"".join(direct))
-        self.sent_messages += len(direct)
+        count = len(direct)
         direct.clear()
         self._direct_bytes = 0
+        self._write_now(data, count)
+
+    def _write_now(self, data: bytes, messages: int) -> None:
+        """A sealed frame of `messages` messages to the transport (the fast path; the batch is empty)."""
+        self.sent_messages += messages
         if self.closed:
             return
         self.sent_bytes += len(data)
@@ -497,10 +505,11 @@ class Connection:
         False when the connection must close."""
         self.received_bytes += len(data)
         try:
-            bodies = self._frames.feed(data)
+            bodies = self._frames.feed(data)  # (a new list: its bodies are replaced by what they hold)
             opener = self._opener
-            if opener is not None and bodies:
-                bodies = [opener.open(bodies[0])] if len(bodies) == 1 else [opener.open(body) for body in bodies]
+            if opener is not None:
+                for index, body in enumerate(bodies):
+                    bodies[index] = opener.open(body)
         except ProtocolError as exc:
             self.warn("closing connection to %s: %s", self.peer, exc)
             return False
