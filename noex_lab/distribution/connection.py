@@ -577,7 +577,18 @@ class Connection:
                 self._lone = True
                 if type(message) is list and message and message[0] in _WHOLE_TYPES:  # (`_deliver`'s common case)
                     try:
-                        self.dispatch(self, message)
+                        if message[0] != REPLY:
+                            self.dispatch(self, message)
+                        else:  # (as in the loop below)
+                            fut = self.pending.get(message[1])
+                            if fut is not None:
+                                if message[2] is True:
+                                    try:
+                                        fut.set_result(message[3])
+                                    except InvalidStateError:  # the request timed out or was cancelled
+                                        pass
+                                else:
+                                    self.dispatch(self, message)
                     except Exception as exc:
                         self._report(f"handling a message from {self.peer}", exc)
                     return True
@@ -608,11 +619,12 @@ class Connection:
                             fut = self.pending.get(message[1])
                             if fut is not None:
                                 if message[2] is True:
-                                    fut.set_result(message[3])
+                                    try:
+                                        fut.set_result(message[3])
+                                    except InvalidStateError:  # the request timed out or was cancelled
+                                        pass
                                 else:
                                     dispatch(self, message)
-                        except InvalidStateError:  # the request timed out or was cancelled
-                            pass
                         except Exception as exc:
                             self._report(f"handling a message from {self.peer}", exc)
                     elif kind == CHUNK:

@@ -9,7 +9,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from noex_lab import Cluster, GenServer, ProcessRef, SerializationError, wire_type
+from noex_lab import Cluster, GenServer, ProcessRef, SerializationError, ServerNotRunningError, wire_type
 from noex_lab.core.node import Node
 from noex_lab.distribution.connection import Connection, describe
 from noex_lab.distribution.framing import (
@@ -266,6 +266,36 @@ async def test_a_bad_lone_frame_after_a_lone_one_closes_the_connection(body: byt
     assert conn._received(HEADER.pack(len(body)) + body) is False
     with b.as_default():
         assert await GenServer.call(ref, "log") == [("cast", "lone")]
+
+
+@pytest.mark.parametrize("lone", [False, True], ids=["batch", "after-a-lone-frame"])
+@pytest.mark.anyio
+@pytest.mark.usefixtures("cleanup")
+async def test_replies_complete_their_requests_fail_them_typed_or_are_dropped_when_too_late(lone: bool) -> None:
+    # successful replies complete their future in the frame loop itself; a failed one goes
+    # through dispatch (its typed error); one for a request that timed out, or an unknown
+    # request, is dropped without an error
+    a, b = await start_cluster(2)
+    conn = _connection(b, a)
+    errors: list[str] = []
+    b.events.subscribe(lambda event: errors.append(str(event)) if event.kind == "error" else None)
+    first = 10**9
+    ok, failed, late = (b.backend.new_future() for _ in range(3))
+    late.set_exception(TimeoutError())  # (what the deadline does)
+    conn.pending.update({first: ok, first + 1: failed, first + 2: late})
+    messages = [[2, first, True, "value"], [2, first + 1, False, ["noproc", "noproc"]], [2, first + 2, True, 1],
+                [2, first + 3, True, 1]]
+    frames = [[m] for m in messages] if lone else [messages]
+    conn._single = lone
+    for frame in frames:
+        body = b"".join(msgpack.packb(m) for m in frame)
+        assert conn._received(HEADER.pack(len(body)) + body) is True
+    assert ok.result() == "value"
+    with pytest.raises(ServerNotRunningError):
+        failed.result()
+    with pytest.raises(TimeoutError):
+        late.result()
+    assert errors == []
 
 
 @pytest.mark.anyio
