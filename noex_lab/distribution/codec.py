@@ -757,7 +757,7 @@ class Codec:
     def finish(self, data: bytes) -> bytes:
         """`encode`'s last step, for what its packer produced when it marked a container (the
         message is wrapped) or went past `max_bytes` (SerializationError). (`Connection.send`
-        runs the packer itself when `marked` is False, then this when needed.)"""
+        runs the packer itself, then this only in those two cases.)"""
         if self._marked and len(data) <= self._max_bytes:  # (ext32 holds < 4 GiB, as max_bytes)
             data = _wrap_header(len(data)) + data
         if len(data) > self._max_bytes:
