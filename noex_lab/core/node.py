@@ -71,9 +71,9 @@ def current_node() -> Node:
         return node
     global _last_loop
     cached = _last_loop
-    if cached is not None:  # the last asyncio loop's nodes, if that loop is running in this thread
+    if cached is not None and cached[2]:  # the last asyncio loop's nodes, if it runs in this thread
         loop: Any = cached[0]()
-        if loop is not None and getattr(loop, "_thread_id", None) == get_ident() and cached[1]:
+        if loop is not None and loop._thread_id == get_ident() and cached[1]:
             return cached[1][0]
     key = current_loop_key()
     nodes: list[Node] | None
@@ -81,15 +81,16 @@ def current_node() -> Node:
         nodes = cached[1]
     else:
         nodes = _nodes_by_loop.get(key)
-        if nodes is not None:
-            _last_loop = (weakref.ref(key), nodes)
+        if nodes is not None:  # (an asyncio loop's `_thread_id` is its running thread's, else None)
+            _last_loop = (weakref.ref(key), nodes, hasattr(key, "_thread_id"))
     if nodes:
         return nodes[0]
     return Node()
 
 
-# one-entry cache of the last loop's node list (facade calls outside processes are hot)
-_last_loop: tuple[weakref.ref[object], list[Node]] | None = None
+# one-entry cache of the last loop's node list (facade calls outside processes are hot), and
+# whether that loop tells its running thread (`_thread_id`: asyncio's own loops)
+_last_loop: tuple[weakref.ref[object], list[Node], bool] | None = None
 
 
 def _forget_last_loop() -> None:

@@ -750,6 +750,14 @@ class Codec:
             raise SerializationError(f"msg: cannot encode: {exc}") from exc
         except Exception as exc:
             raise SerializationError(f"msg: cannot encode: {type(exc).__name__}: {exc}") from exc
+        if self._marked or len(data) > self._max_bytes:
+            return self.finish(data)
+        return data
+
+    def finish(self, data: bytes) -> bytes:
+        """`encode`'s last step, for what its packer produced when it marked a container (the
+        message is wrapped) or went past `max_bytes` (SerializationError). (`Connection.send`
+        runs the packer itself, then this only in those two cases.)"""
         if self._marked and len(data) <= self._max_bytes:  # (ext32 holds < 4 GiB, as max_bytes)
             data = _wrap_header(len(data)) + data
         if len(data) > self._max_bytes:
@@ -832,6 +840,16 @@ class Codec:
         return msgpack.Unpacker(
             ext_hook=self._ext_message, strict_map_key=False, unicode_errors="surrogatepass", timestamp=3,
             max_buffer_size=max_buffer_size, read_size=min(max_buffer_size, 64 * 1024),
+            max_map_len=_SMALL_MAP,
+        )
+
+    def decode_one(self, data: bytes | bytearray | memoryview) -> Any:
+        """The one message `data` holds, decoded as `stream_unpacker` does, in one `unpackb` call
+        (a connection's small frame holding a lone request or reply). It raises ExtraData when
+        more follows it, and whatever msgpack or a failing type decode raises: callers decode the
+        data again with a stream unpacker then, which tells these cases apart."""
+        return _unpackb(
+            data, ext_hook=self._ext_message, strict_map_key=False, unicode_errors="surrogatepass", timestamp=3,
             max_map_len=_SMALL_MAP,
         )
 

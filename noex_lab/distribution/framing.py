@@ -107,14 +107,18 @@ class FrameSealer:
         self.seq = 0
 
     def _tag(self, body: bytes | memoryview) -> bytes:
-        if len(body) <= SMALL_FRAME:
-            inner, outer = self._small_inner.copy(), self._small_outer.copy()
+        seq = self.seq
+        self.seq = seq + 1
+        if len(body) <= SMALL_FRAME:  # (one update of a small copy: a C call less than two updates)
+            inner = self._small_inner.copy()
+            inner.update(seq.to_bytes(8, "big") + body)
+            outer = self._small_outer.copy()
         else:
-            inner, outer = self._inner.copy(), self._outer.copy()
-        inner.update(self.seq.to_bytes(8, "big"))
-        inner.update(body)
+            inner = self._inner.copy()
+            inner.update(seq.to_bytes(8, "big"))
+            inner.update(body)
+            outer = self._outer.copy()
         outer.update(inner.digest())
-        self.seq += 1
         digest: bytes = outer.digest()
         return digest[:MAC_BYTES]
 

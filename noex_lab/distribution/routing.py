@@ -224,6 +224,7 @@ class RemoteRouter:
         self._last_call: Connection | None = None  # where the last call went (calls come in runs too)
         # a call's reply future (on asyncio's own loop the Future class itself: see AsyncioBackend)
         self._new_future: Callable[[], FutureLike] = node.backend.new_future
+        self._deadlines = node.backend.deadlines  # request timeouts (asyncio), else None: `wait_future`
         # monitors this node's watchers hold on remote processes: mref -> (target, sink)
         self.remote_monitors: dict[MonitorRef, tuple[ProcessRef, Any]] = {}
         self.rpc_handlers: dict[str, RpcHandler] = {}
@@ -316,10 +317,9 @@ class RemoteRouter:
                 raise NodeNotReachableError(conn.peer, "the connection was lost while waiting")
         req = next(conn.req_ids)
         message[1] = req
-        backend = self.node.backend
         fut = self._new_future()
         conn.pending[req] = fut
-        deadlines = backend.deadlines
+        deadlines = self._deadlines
         slot = None
         try:
             try:  # (`_send_user` inlined, as in `send`)
@@ -327,8 +327,14 @@ class RemoteRouter:
             except SerializationError as exc:
                 raise SerializationError(_user_path(exc, len(message) - 1)) from None
             if deadlines is None:
-                return await backend.wait_future(fut, wait)
-            slot = deadlines.add(fut, wait)  # (`wait_future` inlined: one coroutine less per call)
+                return await self.node.backend.wait_future(fut, wait)
+            # (`wait_future` inlined: one coroutine less per call; and `DeadlineSlots.add`'s
+            # common case, the slot of the last request with this timeout, still ahead)
+            last_timeout, until, slot = deadlines._last
+            if wait == last_timeout and deadlines._time() < until:
+                slot.add(fut)
+            else:
+                slot = deadlines.add(fut, wait)
             return await fut
         except TimeoutError as exc:
             if type(exc) is TimeoutError:

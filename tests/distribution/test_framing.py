@@ -9,7 +9,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from noex_lab import Cluster, GenServer, ProcessRef, SerializationError, wire_type
+from noex_lab import Cluster, GenServer, ProcessRef, SerializationError, ServerNotRunningError, wire_type
 from noex_lab.core.node import Node
 from noex_lab.distribution.connection import Connection, describe
 from noex_lab.distribution.framing import (
@@ -209,6 +209,93 @@ async def test_a_frame_that_ends_inside_a_message_closes_the_connection_whatever
     assert conn._received(HEADER.pack(len(good + tail)) + good + tail) is False
     with b.as_default():
         assert await GenServer.call(ref, "log") == [("cast", "before")]
+
+
+@pytest.mark.parametrize(
+    ("tail", "delivered", "kept"),
+    [
+        (b"", ["first", "second"], True),  # two messages: both, in order
+        (b"\x94\x03\x01", ["first", "second"], False),  # then a message cut short: closed after them
+        (b"\xc1", ["first", "second"], False),  # then malformed bytes
+    ],
+    ids=["two", "two-then-cut", "two-then-malformed"],
+)
+@pytest.mark.anyio
+@pytest.mark.usefixtures("cleanup")
+async def test_a_frame_after_a_lone_one_is_decoded_as_any_other(tail: bytes, delivered: list[str], kept: bool) -> None:
+    # after a frame holding one message, the next is tried as exactly one message first
+    # (one unpackb): whatever else it holds must come out as from the streaming decoder
+    a, b, ref = await _recorder_on_second_of_two()
+    conn = _connection(b, a)
+    lone = msgpack.packb([3, ref.id, ref.creation, "lone"])
+    assert conn._received(HEADER.pack(len(lone)) + lone) is True
+    assert conn._single
+    body = b"".join(msgpack.packb([3, ref.id, ref.creation, text]) for text in delivered) + tail
+    assert conn._received(HEADER.pack(len(body)) + body) is kept
+    with b.as_default():
+        assert await GenServer.call(ref, "log") == [("cast", text) for text in ["lone", *delivered]]
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("cleanup")
+async def test_an_undecodable_lone_request_after_a_lone_frame_is_answered_with_the_error() -> None:
+    class Fragile:
+        pass
+
+    wire_type(Fragile, name="tests.framing.Fragile", encode=lambda obj: 1, decode=lambda state: 1 / 0)
+    a, b, ref = await _recorder_on_second_of_two()
+    conn = _connection(b, a)
+    lone = msgpack.packb([3, ref.id, ref.creation, "lone"])
+    assert conn._received(HEADER.pack(len(lone)) + lone) is True
+    assert conn._single
+    with a.as_default():
+        with pytest.raises(SerializationError, match="cannot decode"):
+            await GenServer.call(ref, Fragile())
+        assert await GenServer.call(ref, "x") == 2
+    assert len(a.get_nodes()) == 1
+
+
+@pytest.mark.parametrize("body", [b"\x94\x03\x01", b"\xc1", b"\x93\x0f\x01\xc3"], ids=["cut", "malformed", "chunk"])
+@pytest.mark.anyio
+@pytest.mark.usefixtures("cleanup")
+async def test_a_bad_lone_frame_after_a_lone_one_closes_the_connection(body: bytes) -> None:
+    a, b, ref = await _recorder_on_second_of_two()
+    conn = _connection(b, a)
+    lone = msgpack.packb([3, ref.id, ref.creation, "lone"])
+    assert conn._received(HEADER.pack(len(lone)) + lone) is True
+    assert conn._received(HEADER.pack(len(body)) + body) is False
+    with b.as_default():
+        assert await GenServer.call(ref, "log") == [("cast", "lone")]
+
+
+@pytest.mark.parametrize("lone", [False, True], ids=["batch", "after-a-lone-frame"])
+@pytest.mark.anyio
+@pytest.mark.usefixtures("cleanup")
+async def test_replies_complete_their_requests_fail_them_typed_or_are_dropped_when_too_late(lone: bool) -> None:
+    # successful replies complete their future in the frame loop itself; a failed one goes
+    # through dispatch (its typed error); one for a request that timed out, or an unknown
+    # request, is dropped without an error
+    a, b = await start_cluster(2)
+    conn = _connection(b, a)
+    errors: list[str] = []
+    b.events.subscribe(lambda event: errors.append(str(event)) if event.kind == "error" else None)
+    first = 10**9
+    ok, failed, late = (b.backend.new_future() for _ in range(3))
+    late.set_exception(TimeoutError())  # (what the deadline does)
+    conn.pending.update({first: ok, first + 1: failed, first + 2: late})
+    messages = [[2, first, True, "value"], [2, first + 1, False, ["noproc", "noproc"]], [2, first + 2, True, 1],
+                [2, first + 3, True, 1]]
+    frames = [[m] for m in messages] if lone else [messages]
+    conn._single = lone
+    for frame in frames:
+        body = b"".join(msgpack.packb(m) for m in frame)
+        assert conn._received(HEADER.pack(len(body)) + body) is True
+    assert ok.result() == "value"
+    with pytest.raises(ServerNotRunningError):
+        failed.result()
+    with pytest.raises(TimeoutError):
+        late.result()
+    assert errors == []
 
 
 @pytest.mark.anyio
