@@ -72,7 +72,11 @@ class TLSConfig:
 
 class _RateLimitedLog:
     """At most one warning per peer host per `period_s`. What it suppresses is not hidden: a
-    line "N more refused from HOST (suppressed)" follows once the period is over."""
+    line "N more refused from HOST (suppressed); the last: ..." follows once the period is over,
+    naming the last refusal of every other kind as well ("; also 2 x ..."), so a decoy of one
+    kind cannot hide attempts of another (up to KINDS_PER_HOST kinds per host)."""
+
+    KINDS_PER_HOST = 8
 
     def __init__(self, period_s: float = 1.0,
                  spawn: Callable[[Callable[[], Awaitable[None]]], None] | None = None,
@@ -81,32 +85,38 @@ class _RateLimitedLog:
         self._monotonic = monotonic
         self._spawn = spawn
         self._last: dict[str, float] = {}
-        self._suppressed: dict[str, tuple[int, str]] = {}  # host -> (count, the last suppressed text)
+        # host -> (count, {kind (the message's template): (count, its last text)})
+        self._suppressed: dict[str, tuple[int, dict[str, tuple[int, str]]]] = {}
         self._flushing = False
 
     def warning(self, address: str, text: str, *args: Any) -> None:
         host = address.rsplit(":", 1)[0]  # per host: a retrying peer uses a new port each time
         now = self._monotonic()
         if now - self._last.get(host, -1e9) < self.period_s:
-            count, _ = self._suppressed.get(host, (0, ""))
-            self._suppressed[host] = (count + 1, text % args)
+            count, kinds = self._suppressed.get(host, (0, {}))
+            if text in kinds or len(kinds) < self.KINDS_PER_HOST:
+                kinds[text] = (kinds.get(text, (0, ""))[0] + 1, text % args)
+                kinds[text] = kinds.pop(text)  # (the most recent kind last)
+            self._suppressed[host] = (count + 1, kinds)
             self._flush_later()
             return
         if len(self._last) > 4096:
             self._last = {h: t for h, t in self._last.items() if h in self._suppressed}
         self._last[host] = now
-        more, _ = self._suppressed.pop(host, (0, ""))
+        more, _ = self._suppressed.pop(host, (0, {}))
         suffix = f" ({more} similar suppressed)" if more else ""
         log.warning(text + suffix, *args)
 
     def flush(self, *, force: bool = False) -> None:
         """Log the summary line of every host whose period is over (of all of them with `force`)."""
         now = self._monotonic()
-        for host, (count, last_text) in list(self._suppressed.items()):
+        for host, (count, kinds) in list(self._suppressed.items()):
             if force or now - self._last.get(host, -1e9) >= self.period_s:
                 del self._suppressed[host]
                 self._last[host] = now
-                log.warning("%d more refused from %s (suppressed); the last: %s", count, host, last_text)
+                *others, (_, last_text) = kinds.values()
+                also = "".join(f"; also {n} x {other}" for n, other in others)
+                log.warning("%d more refused from %s (suppressed); the last: %s%s", count, host, last_text, also)
 
     def _flush_later(self) -> None:
         if self._flushing or self._spawn is None:

@@ -278,3 +278,24 @@ async def test_pending_handshakes_are_bounded_per_source_address() -> None:
         close_all(flood)
         await slow.aclose()
     await wait_until(lambda: transport.pending_handshakes == 0, 8.0, "pending handshakes released")
+
+
+@pytest.mark.timeout(10)
+async def test_the_limiter_summary_names_every_kind_it_held_back(caplog: pytest.LogCaptureFixture) -> None:
+    """Wrong-secret attempts held back between two refusals of another kind are named in the
+    summary line, not only the last refusal (a decoy must not hide them)."""
+    from noex_lab.distribution.transport import _RateLimitedLog
+
+    now = [100.0]
+    limiter = _RateLimitedLog(period_s=1.0, monotonic=lambda: now[0])
+    caplog.set_level(logging.WARNING, logger="noex_lab")
+    limiter.warning("127.0.0.1:5000", "refused %s: requires a cluster_secret", "open1")
+    for i in range(3):
+        limiter.warning(f"127.0.0.1:{5001 + i}", "%s failed authentication", f"guesser{i}")
+    limiter.warning("127.0.0.1:5009", "refused %s: requires a cluster_secret", "open2")
+    assert len(caplog.records) == 1  # held back within the second
+    now[0] += 1.0
+    limiter.flush()
+    summary = caplog.records[-1].getMessage()
+    assert summary == ("4 more refused from 127.0.0.1 (suppressed); the last: refused open2: requires a "
+                       "cluster_secret; also 3 x guesser2 failed authentication"), summary
