@@ -538,11 +538,17 @@ class Connection:
         for _ in range(len(body) + 1):  # each pass ends the frame or passes over at least one message
             piece = body[offset:] if offset else body
             unpacker = self._unpacker
+            start = unpacker.tell()
             unpacker.feed(piece)
             count = 0
             try:
                 for message in unpacker:
                     count += 1
+                    if count == 1 and not offset:
+                        # whether the frame holds this message alone, known before it is dispatched:
+                        # an answer sent while dispatching it (a request handed to an idle process,
+                        # `routing`) is then written at once (see `send`)
+                        self._lone = unpacker.tell() - start == len(piece)
                     if type(message) is not list or not message or message[0] not in known:
                         self.warn("closing connection to %s: unknown message %s", self.peer, describe(message))
                         return False
@@ -584,7 +590,8 @@ class Connection:
             if not ends:
                 self.warn("closing connection to %s: a frame ends inside a message", self.peer)
                 return False
-            self._lone = count == 1 and not offset
+            if count != 1 or offset:  # (a lone frame's flag was set above, maybe used already)
+                self._lone = False
             return True
         return False  # (not reached: the loop always consumes the frame)
 
