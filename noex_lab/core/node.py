@@ -657,7 +657,8 @@ class Node:
 
     async def _call_local(self, proc: Process, target: Target, msg: Any, timeout: float,
                           sender: ProcessRef | None) -> Any:
-        """Deliver a call to a local process and await its reply within `timeout`."""
+        """Deliver a call to a local process and await its reply within `timeout`; to an idle
+        one with a plain handle_call, handle it in this task instead (`Process.run_now`)."""
         if not proc._alive:
             raise ServerNotRunningError(proc.ref, proc.exit_reason)
         backend = self.backend
