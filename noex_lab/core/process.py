@@ -624,6 +624,11 @@ class Process:
         process_token = CURRENT_PROCESS.set(self)
         try:
             self._handle_now(tag, item)
+        except BaseException as exc:  # (not a crash: a cancellation raised by the handler itself)
+            # In its own task this would end the process "killed": so here, without the error
+            # reaching the deliverer, whose task it does not concern.
+            self.node.events.report_error(f"process {self.ref} handler raised {type(exc).__name__}", exc)
+            self.kill(KILLED)
         finally:
             CURRENT_PROCESS.reset(process_token)
             CURRENT_NODE.reset(node_token)

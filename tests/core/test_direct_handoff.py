@@ -51,6 +51,8 @@ class Plain(GenServer):
             return Stop("done", [*state, self.caller])
         if msg == "bad":
             return "not a tuple"
+        if msg == "base_exception":  # not a crash (not an Exception): the process is killed
+            raise GeneratorExit("raised by the handler")
         if isinstance(msg, tuple) and msg[0] == "spin":  # a handler that never awaits
             end = time.monotonic() + msg[1]
             while time.monotonic() < end:
@@ -131,6 +133,17 @@ async def test_a_bad_return_crashes_with_bad_return_error(node: Node) -> None:
     with pytest.raises(CallError, match="BadReturnError"):
         await GenServer.call(ref, "bad")
     assert (await exit_reason(down)).exc_type == "BadReturnError"
+
+
+async def test_a_base_exception_from_a_handed_off_handler_kills_the_process_not_the_caller(node: Node) -> None:
+    errors: list[Any] = []
+    node.events.subscribe(lambda e: errors.append(e) if e.kind == "error" else None)
+    ref = await GenServer.start(Plain)
+    down = await watch(ref)
+    with pytest.raises(ServerNotRunningError):
+        await GenServer.call(ref, "base_exception")
+    assert await exit_reason(down) == "killed"
+    assert any("GeneratorExit" in str(e.data.get("error", "")) for e in errors)
 
 
 async def test_noreply_answered_later_or_during_the_handler(node: Node) -> None:
