@@ -194,6 +194,16 @@ async def test_a_suspended_process_is_not_run_by_its_caller(node: Node) -> None:
     assert answers[0][0] != task_id()  # handled by the process's own loop after the resume
 
 
+async def test_a_fenced_process_checks_its_gate_in_its_own_loop(node: Node) -> None:
+    ref = await GenServer.start(Plain)
+    proc = node.local_process(ref)
+    assert proc is not None
+    checks: list[int] = []
+    proc.fence_gate = lambda: checks.append(1) is not None  # (never fences: returns False)
+    assert (await GenServer.call(ref, "where"))[0] != task_id()  # the loop ran it, after the gate
+    assert checks == [1]
+
+
 async def test_statistics_count_handed_off_calls(node: Node) -> None:
     ref = await GenServer.start(Plain)
     for _ in range(3):
