@@ -558,17 +558,20 @@ class Process:
                             f"{cls.__name__}.handle_call returned {result!r}; return "
                             "(reply, new_state), NoReply(new_state) or Stop(reason, new_state)"
                         )
-                elif tag == CAST or tag == INFO:
+                else:  # (one test per tag: a cast, the most frequent, costs two)
                     if tag == CAST:
                         result = handle_cast(item[1], self.state)
                         if cast_async:
                             result = await result
                             self._note_queue()
-                    else:
+                    elif tag == INFO:
                         result = handle_info(item[1], self.state)
                         if info_async:
                             result = await result
                             self._note_queue()
+                    else:  # STOP
+                        self.add_stop_waiter(item[2])
+                        return item[1], True
                     kind = type(result)
                     if kind is Stop or kind is NoReply:  # (neither can be subclassed)
                         if kind is NoReply:
@@ -576,9 +579,6 @@ class Process:
                         self.state = result.state
                         return result.reason, True
                     self.state = result
-                else:  # STOP
-                    self.add_stop_waiter(item[2])
-                    return item[1], True
                 if self.tracers:
                     self._trace(tag, item[1])
             except CRASHES as exc:
