@@ -10,7 +10,8 @@ versions of the hot path needs.
 
     .venv/bin/python -m benchmarks.path_cost [--shapes W3,W4,W5] [--rounds 5] [--count]
 
-W3: sequential calls; W4: 64 callers; W5: casts then one confirming call. `--count` reports,
+W1: sequential local calls (one node; the ceiling's queue actor); W3: sequential calls; W4: 64
+callers; W5: casts then one confirming call. `--count` reports,
 instead of times, the Python bytecodes and function calls per operation and where they run (a
 count that does not depend on the machine's load; tracing makes it slow, so fewer operations).
 """
@@ -34,11 +35,14 @@ from .run import DEFAULT_CEILING
 from .workloads.servers import BenchCounter
 
 SECRET = "noex-lab path cost secret, not for production"
-SHAPES = {"W3": (1, 5_000), "W4": (64, 64 * 800), "W5": (0, 100_000)}  # (callers, operations); 0: casts
+# (callers, operations); 0: casts
+SHAPES = {"W1": (1, 20_000), "W3": (1, 5_000), "W4": (64, 64 * 800), "W5": (0, 100_000)}
 
 
 async def _ours(shape: str, ops: int, traced: Callable[[bool], None] | None = None) -> float:
     """CPU seconds of `ops` operations of `shape` between two nodes of this process."""
+    if shape == "W1":
+        return await _ours_local(ops, traced)
     a = await Cluster.start("path_a", port=0, cluster_secret=SECRET)
     b = await Cluster.start("path_b", port=0, seeds=[a.id], cluster_secret=SECRET)
     try:
@@ -76,8 +80,42 @@ async def _ours(shape: str, ops: int, traced: Callable[[bool], None] | None = No
         await a.stop()
 
 
+async def _ours_local(ops: int, traced: Callable[[bool], None] | None) -> float:
+    """W1: CPU seconds of `ops` sequential local calls (one node, no cluster)."""
+    ref = await GenServer.start(BenchCounter)
+    for _ in range(200):  # warm up
+        await GenServer.call(ref, "get")
+    if traced is not None:
+        traced(True)
+    t0 = time.process_time()
+    for _ in range(ops):
+        await GenServer.call(ref, "get")
+    spent = time.process_time() - t0
+    if traced is not None:
+        traced(False)
+    await GenServer.stop(ref)
+    return spent
+
+
+async def _ceiling_local(bench: ModuleType, ops: int) -> float:
+    """W1 with the ceiling's queue actor."""
+    actor = bench.QueueActor()
+    task = asyncio.get_running_loop().create_task(actor.run())
+    for _ in range(200):
+        await actor.call("get")
+    t0 = time.process_time()
+    for _ in range(ops):
+        await actor.call("get")
+    spent = time.process_time() - t0
+    await actor.call("stop")
+    await task
+    return spent
+
+
 async def _ceiling(bench: ModuleType, shape: str, ops: int) -> float:
     """The same with the ceiling's client (coalesced writes) and its node B's handler."""
+    if shape == "W1":
+        return await _ceiling_local(bench, ops)
     state = {"count": 0}
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -116,6 +116,10 @@ class Backend:
         """Run `fn` in the background, outside any task group, until the loop ends."""
         raise NotImplementedError
 
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Run `fn` on the loop's next turn (from the loop's own thread)."""
+        raise NotImplementedError
+
     def call_soon_threadsafe(self, fn: Callable[[], None]) -> None:
         raise NotImplementedError
 
@@ -161,6 +165,9 @@ class AsyncioBackend(Backend):
         task = self.loop.create_task(run())
         self._tasks.add(task)  # strong reference until done
         task.add_done_callback(self._tasks.discard)
+
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        self.loop.call_soon(fn)
 
     def call_soon_threadsafe(self, fn: Callable[[], None]) -> None:
         try:
@@ -268,6 +275,9 @@ class TrioBackend(Backend):
 
     def spawn_system_task(self, fn: Callable[[], Awaitable[None]]) -> None:
         self._trio.lowlevel.spawn_system_task(fn)
+
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        self.token.run_sync_soon(fn)
 
     def call_soon_threadsafe(self, fn: Callable[[], None]) -> None:
         try:

@@ -38,7 +38,7 @@ from .mailbox import BoundedProcess, MailboxBound, check_mailbox_options
 from .messages import Down
 from .named import not_distributed, split_named
 from .node_id import NodeId
-from .process import CALL, CAST, CURRENT_NODE, CURRENT_PROCESS, INFO, STOP, Process
+from .process import CALL, CAST, CURRENT_NODE, CURRENT_PROCESS, INFO, STOP, YIELD_EVERY, Process
 from .reasons import KILLED, NOCONNECTION, NOPROC, NORMAL, SHUTDOWN, ExitReason
 from .refs import MonitorRef, ProcessRef, TimerRef
 from .registry import NameTable
@@ -145,6 +145,10 @@ class Node:
         self.events = EventStream(self)
         self.started_at = self.clock.time()
         self._procs: dict[int, Process] = {}
+        # how many more messages may be handled at once by their deliverer (`Process.run_now`)
+        # before the event loop's next turn, when `refill_inline` restores it: a caller or a
+        # reader that hands messages to idle processes yields at least every YIELD_EVERY
+        self.inline_left = YIELD_EVERY
         # kept as processes start, exit or change code, so a snapshot of 100,000 processes
         # need not visit each: how many run each behavior, and which have links or monitors
         self._behavior_counts: dict[type[GenServer], int] = {}
@@ -560,6 +564,10 @@ class Node:
                 self.router.link(ref, link)
         return proc
 
+    def refill_inline(self) -> None:
+        """A new turn of the event loop: messages may be handed to idle processes again."""
+        self.inline_left = YIELD_EVERY
+
     def _process_exited(self, proc: Process, reason: ExitReason) -> None:
         """Bookkeeping when a process ends: names, links, monitors, hooks, events."""
         if self._procs.pop(proc.pid, None) is not None:
@@ -650,12 +658,17 @@ class Node:
 
     async def _call_local(self, proc: Process, target: Target, msg: Any, timeout: float,
                           sender: ProcessRef | None) -> Any:
-        """Deliver a call to a local process and await its reply within `timeout`."""
+        """Deliver a call to a local process and await its reply within `timeout`; to an idle
+        one with a plain handle_call, handle it in this task instead (`Process.run_now`)."""
         if not proc._alive:
             raise ServerNotRunningError(proc.ref, proc.exit_reason)
         backend = self.backend
         reply = backend.new_future()
-        proc.deliver((CALL, msg, reply, sender))
+        item = (CALL, msg, reply, sender)
+        if proc._wake is None or not proc.run_now(item):  # idle: this task runs handle_call itself
+            proc.deliver(item)
+        elif reply.done():  # (not answered yet: NoReply, or a Stop or crash the loop answers)
+            return reply.result()
         deadlines = backend.deadlines
         try:
             if deadlines is None:

@@ -86,6 +86,7 @@ class Process:
         "_congestion",
         "_congestion_wake",
         "_crashed_on",
+        "_ending",
         "_interrupted",
         "_kill_reason",
         "_links",
@@ -163,6 +164,9 @@ class Process:
         self._closed = False
         self._close_reason: ExitReason = None
         self._crashed_on: tuple[str, Any] | None = None  # (kind, message) a callback crashed on, for the report
+        # how a message handled at once (`run_now`) ended the process, for the loop to finish:
+        # (reason, the call's reply or None, its Stop reply, the crash error for the caller)
+        self._ending: tuple[ExitReason, FutureLike | None, Any, BaseException | None] | None = None
         self._alive = True
         self.tracers: list[Callable[[str, Any, Any], None]] | None = None
         # live process tools and code upgrades (`systools`): None until one is used
@@ -485,6 +489,8 @@ class Process:
             if self._interrupted:  # kill(), request_shutdown(), wait_for() or a system request
                 if self._kill_reason is not None:
                     return self._kill_reason, False
+                if self._ending is not None:  # a message handled at once (`run_now`) ended it
+                    return self._end_now_handled()
                 if self._shutdown_reason is not None:
                     return self._shutdown_reason, True
                 if self._sys is not None and self._sys.wants_loop:  # between two messages: may swap the code
@@ -552,17 +558,20 @@ class Process:
                             f"{cls.__name__}.handle_call returned {result!r}; return "
                             "(reply, new_state), NoReply(new_state) or Stop(reason, new_state)"
                         )
-                elif tag == CAST or tag == INFO:
+                else:  # (one test per tag: a cast, the most frequent, costs two)
                     if tag == CAST:
                         result = handle_cast(item[1], self.state)
                         if cast_async:
                             result = await result
                             self._note_queue()
-                    else:
+                    elif tag == INFO:
                         result = handle_info(item[1], self.state)
                         if info_async:
                             result = await result
                             self._note_queue()
+                    else:  # STOP
+                        self.add_stop_waiter(item[2])
+                        return item[1], True
                     kind = type(result)
                     if kind is Stop or kind is NoReply:  # (neither can be subclassed)
                         if kind is NoReply:
@@ -570,9 +579,6 @@ class Process:
                         self.state = result.state
                         return result.reason, True
                     self.state = result
-                else:  # STOP
-                    self.add_stop_waiter(item[2])
-                    return item[1], True
                 if self.tracers:
                     self._trace(tag, item[1])
             except CRASHES as exc:
@@ -581,6 +587,132 @@ class Process:
                 if tag == CALL and not item[2].done():
                     item[2].set_exception(crash_error(exc, self))
                 return ErrorReason.from_exception(exc), True
+
+    # ------------------------------------------------------------------ direct hand-off
+    def run_now(self, item: tuple[Any, ...]) -> bool:
+        """Handle `item` (CALL, CAST or INFO) at once in the deliverer's task, if this process is
+        parked idle and the handler is plain; False, with nothing done, otherwise (deliver it).
+
+        Idle means the loop awaits its wake-up with an empty mailbox and nothing pending (kill,
+        shutdown, congestion, system request, fencing gate, statistics): running the handler
+        here is what the loop would do next, minus a task switch, and the process still handles
+        one message at a time (its wake-up is taken while the handler runs, so a message sent
+        meanwhile queues and wakes the loop). A Stop or a crash is handed to the loop, which
+        answers the call and exits exactly as if it had handled the message itself. Bounded per
+        turn of the event loop (`Node.inline_left`): whoever runs handlers here yields regularly."""
+        wake = self._wake
+        if wake is None or self._interrupted or self._closed or self.fence_gate is not None:
+            return False
+        tag = item[0]
+        cls = self.behavior
+        if cls._noex_call_async if tag == CALL else cls._noex_cast_async if tag == CAST else cls._noex_info_async:
+            return False
+        sys_ = self._sys
+        if sys_ is not None and (sys_.wants_loop or sys_.stats is not None):
+            return False
+        node = self.node
+        left = node.inline_left
+        if left <= 0:
+            return False
+        if left == YIELD_EVERY:  # the first of this turn: the budget comes back on the next one
+            node.backend.call_soon(node.refill_inline)
+        node.inline_left = left - 1
+        self._wake = None  # running: a message sent to it meanwhile queues
+        if not self.queue_high_water:  # (as if it had been in the mailbox)
+            self.queue_high_water = 1
+        node_token = CURRENT_NODE.set(node)
+        process_token = CURRENT_PROCESS.set(self)
+        try:
+            self._handle_now(tag, item)
+        except BaseException as exc:  # (not a crash: a cancellation raised by the handler itself)
+            # In its own task this would end the process "killed": so here, without the error
+            # reaching the deliverer, whose task it does not concern.
+            self.node.events.report_error(f"process {self.ref} handler raised {type(exc).__name__}", exc)
+            self.kill(KILLED)
+        finally:
+            CURRENT_PROCESS.reset(process_token)
+            CURRENT_NODE.reset(node_token)
+        if self._interrupted or self.mailbox:
+            if not wake.done():  # (a kill cancelled it)
+                wake.set_result(None)
+        else:
+            self._wake = wake
+        return True
+
+    def _handle_now(self, tag: int, item: tuple[Any, ...]) -> None:
+        """One message, as `_loop` handles it with a plain handler (keep the two in step)."""
+        server = self.server
+        self.handled += 1
+        try:
+            if tag == CALL:
+                reply = item[2]
+                self.reply_to = reply
+                self.caller = item[3]
+                result = server.handle_call(item[1], self.state)
+                self.reply_to = None
+                if type(result) is tuple and len(result) == 2:
+                    self.state = result[1]
+                    try:
+                        reply.set_result(result[0])
+                    except asyncio.InvalidStateError:  # answered already (GenServer.reply) or gave up
+                        pass
+                elif isinstance(result, NoReply):
+                    self.state = result.state
+                    self._owe_reply(reply)
+                elif isinstance(result, Stop):
+                    self.state = result.state
+                    if not result.has_reply:  # terminate may still answer it with GenServer.reply
+                        self._owe_reply(reply)
+                    self._end_later(result.reason, reply if result.has_reply else None, result.reply)
+                    return
+                else:
+                    raise BadReturnError(
+                        f"{self.behavior.__name__}.handle_call returned {result!r}; return "
+                        "(reply, new_state), NoReply(new_state) or Stop(reason, new_state)"
+                    )
+            else:
+                if tag == CAST:
+                    result = server.handle_cast(item[1], self.state)
+                else:
+                    result = server.handle_info(item[1], self.state)
+                kind = type(result)
+                if kind is Stop or kind is NoReply:
+                    if kind is NoReply:
+                        raise BadReturnError(f"{self.behavior.__name__}: NoReply is only valid from handle_call")
+                    self.state = result.state
+                    self._end_later(result.reason)
+                    return
+                self.state = result
+            if self.tracers:
+                self._trace(tag, item[1])
+        except CRASHES as exc:
+            self.reply_to = None
+            self._crashed_on = (("call", "cast", "info")[tag], item[1])
+            if tag == CALL:
+                self._end_later(ErrorReason.from_exception(exc), item[2], None, crash_error(exc, self))
+            else:
+                self._end_later(ErrorReason.from_exception(exc))
+
+    def _end_later(self, reason: ExitReason, reply: FutureLike | None = None, value: Any = None,
+                   error: BaseException | None = None) -> None:
+        """A message handled at once ended the process: the loop answers `reply` (with `error`,
+        else `value`) and exits, in the process's own task, as after a message it handled."""
+        self._ending = (reason, reply, value, error)
+        self.reply_to = reply  # (a kill before the loop runs fails it, as a call being handled)
+        self._interrupted = True
+
+    def _end_now_handled(self) -> tuple[ExitReason, bool]:
+        """The loop's side of `_end_later`: answer the call, then exit running terminate."""
+        assert self._ending is not None
+        reason, reply, value, error = self._ending
+        self._ending = None
+        self.reply_to = None
+        if reply is not None and not reply.done():
+            if error is not None:
+                reply.set_exception(error)
+            else:
+                reply.set_result(value)
+        return reason, True
 
     def _note_queue(self) -> None:
         """Update `queue_high_water` (called where the loop resumes after an await).

@@ -599,10 +599,16 @@ class Connection:
         for _ in range(len(body) + 1):  # each pass ends the frame or passes over at least one message
             piece = body[offset:] if offset else body
             unpacker = self._unpacker
+            start = unpacker.tell()
             unpacker.feed(piece)
             count = 0  # messages decoded from `piece` (counted in C by enumerate)
             try:
                 for count, message in enumerate(unpacker, 1):
+                    if count == 1 and not offset:
+                        # whether the frame holds this message alone, known before it is dispatched:
+                        # an answer sent while dispatching it (a request handed to an idle process,
+                        # `routing`) is then written at once (see `send`)
+                        self._lone = unpacker.tell() - start == len(piece)
                     if type(message) is not list or not message:
                         self.warn("closing connection to %s: unknown message %s", self.peer, describe(message))
                         return False
