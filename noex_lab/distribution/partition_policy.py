@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -37,7 +36,6 @@ from ..core.errors import InvalidArgumentError, NodeFencedError
 from ..core.node_id import NodeId, validate_node_name
 from ..core.reasons import NOCONNECTION, PARTITION_FENCED, ExitReason
 from ..core.refs import ProcessRef
-from .liveness import LivenessMonitor
 from .service import Operation, Service
 
 if TYPE_CHECKING:
@@ -365,12 +363,13 @@ class PartitionGuard(Service):
         """Checked before a guarded process handles a message: True when this node has just
         woken from a freeze longer than the heartbeat timeout (it then fenced)."""
         live = self.dist.liveness
-        if not isinstance(live, LivenessMonitor):  # (none yet, or a simulation's heartbeats: no thread to freeze)
+        if live is None:
             return False
-        if live.gaps != self._seen_gaps:
-            self._seen_gaps = live.gaps
-        elif time.monotonic() - live.last_tick > live.timeout_s:  # (the thread's clock: real time, as here)
-            self._seen_gaps = live.gaps + 1  # the thread counts this gap when it turns again
+        gaps = live.gaps
+        if gaps != self._seen_gaps:
+            self._seen_gaps = gaps
+        elif live.monotonic() - live.last_tick > live.timeout_s:  # (on the source's clock)
+            self._seen_gaps = gaps + 1  # the source counts this gap when it turns again
         else:
             return False
         self._woke()

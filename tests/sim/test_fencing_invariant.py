@@ -117,3 +117,30 @@ def test_two_sides_do_not_both_win_after_a_downed_member_rejoins_one() -> None:
         if "2 live processes answer for 'sim_leader' at once" not in str(exc):
             pytest.fail(f"another violation than the known one: {exc}")
         raise
+
+
+@pytest.mark.timeout(60)
+def test_a_simulated_pause_longer_than_the_timeout_fences_on_resume() -> None:
+    """Seed 43: the partition guard's gate read only the real liveness thread, so a simulated
+    pause never fenced the node; resumed, it answered for `sim_leader` beside the owner the
+    majority named meanwhile. Now a simulated node's heartbeats report their pause gaps on the
+    virtual clock and the gate fences it in the instant it resumes (as on SIGCONT)."""
+    with Simulation(seed=3, nodes=5, scenario="pause_gate", **SCENARIO_OPTIONS["fenced_faults"]) as sim:
+        sim.run_until(sim.converged, 10)
+        sim.run_until(lambda: _owner_index(sim) is not None, 10)
+        guard = sim.dist(2).partition_guard
+        assert guard is not None
+        sim.pause(2)
+        sim.run_for(0.3)  # shorter than the timeout (0.6 s): no fence
+        sim.resume(2)
+        sim.run_for(0.0)
+        assert not guard.fenced
+        sim.pause(2)
+        sim.run_for(3.0)
+        assert not guard.fenced  # (a frozen node notices nothing)
+        sim.resume(2)
+        sim.run_for(0.0)
+        assert guard.fenced and "frozen" in guard.fenced_why
+        sim.stabilise()
+        sim.check()
+    run_scenario("fenced_faults", 43)
