@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 
 KINDS = ("none", "keep_majority", "static_quorum", "keep_referee")
 STATUS_OP = "policy.status"  # (PartitionGuard's `status` operation)
+NOT_JOINED = "it has not joined its cluster yet: no member has admitted it"
 RETRY = "$partition_policy_retry"
 
 
@@ -88,7 +90,7 @@ class PartitionPolicy:
             f"bad partition_policy {value!r}: expected none, keep_majority, static_quorum:N or keep_referee:NODE "
             "(a node id or name)")
 
-    def wins(self, view: set[NodeId], reachable: set[NodeId]) -> bool:
+    def wins(self, view: AbstractSet[NodeId], reachable: AbstractSet[NodeId]) -> bool:
         """Whether the side `reachable` (this node included) keeps running, over `view`."""
         if self.kind == "none":
             return True
@@ -168,6 +170,14 @@ class PartitionGuard(Service):
         self.view: set[NodeId] = {self.me}
         self.reachable: set[NodeId] = {self.me}
         self.reports: dict[NodeId, set[NodeId]] = {}  # what each reachable peer says it reaches
+        self.views: dict[NodeId, frozenset[NodeId]] = {}  # the view each member last reported (kept while lost)
+        self.pending: set[NodeId] = set()  # reachable peers whose status has not come since they (re)joined
+        self.by_view = policy.kind == "keep_majority"  # (the other policies do not count over the view)
+        config = dist.config
+        self.seed_count = len(set(config.seeds) - {self.me}) + len(config.dns_seeds)
+        # A node started with seeds has not joined its cluster yet: a member admits it (see _on_status),
+        # or it founds one with a majority of itself and its seeds (_found).
+        self.joined = not (self.seed_count and policy.kind in ("keep_majority", "static_quorum"))
         self.lost_at: dict[NodeId, float] = {}  # monotonic time each unreachable member was lost
         self.fenced = False
         self.fenced_why = ""
@@ -182,6 +192,8 @@ class PartitionGuard(Service):
 
     def start(self) -> None:
         self.node.spawn_task(self.watch_pauses, what="partition policy: pauses")
+        if not self.joined:
+            self.fence(NOT_JOINED)
 
     def process_exited(self, proc: Process, reason: ExitReason) -> None:
         self.guarded.discard(proc.ref)
@@ -198,6 +210,12 @@ class PartitionGuard(Service):
         if lost is None:
             return 0.0
         return max(0.0, lost + self.stable_after_s - self.node.clock.monotonic())
+
+    @property
+    def admitted(self) -> bool:
+        """Whether this node has joined its cluster and every member it reaches counts it (a
+        joining node is fenced until then)."""
+        return self.joined and not any(self.me not in self.views.get(p, (self.me,)) for p in self.reachable)
 
     def check(self, what: str) -> None:
         """Raise `NodeFencedError` while fenced."""
@@ -231,8 +249,10 @@ class PartitionGuard(Service):
     def peer_joined(self, peer: NodeId) -> None:
         if not self._is_member(peer):
             return
-        self.view.add(peer)
+        if not self.by_view:
+            self.view.add(peer)  # (keep_majority admits it once every member it reaches sees it: _admit)
         self.reachable.add(peer)
+        self.pending.add(peer)
         was_lost = self.lost_at.pop(peer, None) is not None
         self._broadcast()
         was_fenced = self.fenced
@@ -245,8 +265,10 @@ class PartitionGuard(Service):
             return
         self.reachable.discard(peer)
         self.reports.pop(peer, None)
+        self.pending.discard(peer)
         if reason == "graceful_shutdown":
             self.view.discard(peer)  # a graceful leave shrinks the view
+            self.views.pop(peer, None)
         else:
             lost = self.lost_at[peer] = self.node.clock.monotonic()
             self.node.spawn_task(self._down_later, peer, lost, what="partition policy: down a lost member")
@@ -258,24 +280,38 @@ class PartitionGuard(Service):
         view (downed)."""
         await anyio.sleep(self.stable_after_s)
         if peer not in self.reachable and not self.fenced and self.lost_at.get(peer) == lost:
-            if self.policy.wins(self.view, self.reachable):
+            if not self._losing():
                 self.view.discard(peer)
+                self.views.pop(peer, None)
                 del self.lost_at[peer]  # its work may be taken over from now on
                 self.node.events.emit("node_downed", peer=peer, policy=str(self.policy))
+                self._broadcast()
 
     def _broadcast(self) -> None:
-        status = [[str(p) for p in sorted(self.reachable)], self.fenced]
+        view = [str(p) for p in sorted(self.view)] if self.joined else None  # (no view to decide on yet)
+        status = [[str(p) for p in sorted(self.reachable)], self.fenced, view]
         for peer in sorted(self.reachable - {self.me}):
             self.dist.router.rpc_cast(peer, STATUS_OP, status)
 
     def _on_status(self, peer: NodeId, args: Any) -> None:
-        if peer not in self.reachable or not (isinstance(args, list) and len(args) == 2
+        if peer not in self.reachable or not (isinstance(args, list) and len(args) in (2, 3)
                                               and isinstance(args[0], list)):
             return
         try:
-            self.reports[peer] = {NodeId.parse(str(x)) for x in args[0][:4096]}
+            reaches = {NodeId.parse(str(x)) for x in args[0][:4096]}
+            listed = args[2] if len(args) == 3 else None
+            view = frozenset(NodeId.parse(str(x)) for x in listed[:4096]) if isinstance(listed, list) else None
         except (ValueError, TypeError):
             return
+        self.reports[peer] = reaches
+        self.pending.discard(peer)
+        if view is None:
+            self.views.pop(peer, None)  # (it has not joined: a new incarnation's old view is gone)
+        else:
+            self.views[peer] = view
+            if not self.joined:
+                self.view |= view  # a joining node decides over the cluster's view, not over itself
+                self.joined = self.me in view  # a member admitted it
         for other in self.reports[peer] & set(self.lost_at):
             self._nudge(other)
         self.evaluate()
@@ -305,11 +341,68 @@ class PartitionGuard(Service):
                     return other
         return None
 
+    def _found(self) -> None:
+        """A node with seeds that reaches a majority of itself and its seeds, none of them a
+        member of a cluster (none reported a view), founds one with them: the first start of a
+        cluster whose nodes all list each other as seeds."""
+        if self.pending or any(p in self.views for p in self.reachable):
+            return
+        if 2 * len(self.reachable) > self.seed_count + 1:
+            self.joined = True
+            self.view |= self.reachable
+
+    def _admit(self) -> bool:
+        """keep_majority: a member that joins or rejoins (it was downed, or is new) enters the
+        view only once every other member this node reaches reports reaching it too; True when
+        the view grew."""
+        grew = False
+        for peer in sorted(self.reachable - self.view):
+            if all(peer in self.reports.get(other, ()) for other in self.reachable - {self.me, peer}):
+                self.view.add(peer)
+                grew = True
+        return grew
+
+    def _losing(self) -> str:
+        """Why this node's side does not win now ("" when it wins).
+
+        keep_majority decides over this node's view and over every view its members last
+        reported (kept while they are lost): during a change of the views (a member admitted
+        on one node, not yet on another) a side must win under the old and the new, so two
+        sides that split in the middle of it cannot both win. A node some reachable member
+        has not admitted yet does not win, nor does a fenced one before every member it
+        reaches again has told it its view."""
+        if not self.joined:
+            return NOT_JOINED
+        reach, view, policy = self.reachable, self.view, self.policy
+        if not self.by_view:
+            return "" if policy.wins(view, reach) else f"{policy!s} lost: reaches {len(reach)} members"
+        if self.fenced and self.pending:
+            return f"waits for the views of {len(self.pending)} members it reaches again"
+        for peer in sorted(reach - self.pending - {self.me}):
+            other = self.views.get(peer)
+            if other is not None and self.me not in other:
+                return f"not admitted by {peer} yet"
+        if not policy.wins(view, reach):
+            return f"{policy!s} lost: reaches {len(reach & view)} of {len(view)} members"
+        seen = {frozenset(view)}
+        for peer in sorted(self.views):
+            other = self.views[peer]
+            if peer in view and other not in seen:
+                seen.add(other)
+                if not policy.wins(other, reach):
+                    return f"{policy!s} lost under the view of {peer}: reaches {len(reach & other)} of {len(other)}"
+        return ""
+
     def evaluate(self) -> None:
         if self.dist.stopping:
             return
-        if not self.policy.wins(self.view, self.reachable):
-            self.fence(f"{self.policy!s} lost: reaches {len(self.reachable)} of {len(self.view)} members")
+        if not self.joined:
+            self._found()
+        if self.by_view and self.joined and self._admit():
+            self._broadcast()
+        why = self._losing()
+        if why:
+            self.fence(why)
             return
         overlap = self._overlap()
         if overlap is None:
@@ -331,6 +424,7 @@ class PartitionGuard(Service):
     def fence(self, why: str) -> None:
         """Stop every guarded process now (no terminate: the other side takes over soon)."""
         if self.fenced:
+            self.fenced_why = why  # (still fenced: the reason NodeFencedError gives is the current one)
             return
         self.fenced, self.fenced_why = True, why
         log.warning("%s: fenced (%s): its supervised children and global names stop until it rejoins",
@@ -391,6 +485,7 @@ class PartitionGuard(Service):
             self.lost_at[peer] = now
         self.reachable = {self.me}
         self.reports.clear()
+        self.pending.clear()
         for conn in list(self.dist.transport.conns.values()):
             if not conn.peer_hidden:
                 conn.close("heartbeat_timeout")
@@ -413,6 +508,7 @@ class SupervisorFencing:
         self.parked: dict[str, tuple[ProcessRef, ExitReason]] = {}  # child id -> (its lost ref, why)
         self.suspended = guard.fenced
         self.resume_at = 0.0
+        self.retry_at: float | None = None  # when the timer of the parked children fires
         self.unsubscribe = guard.subscribe(self._fence_changed)
 
     def _fence_changed(self, fenced: bool) -> None:
@@ -429,8 +525,17 @@ class SupervisorFencing:
 
     def _park(self, child: Any, ref: ProcessRef, reason: ExitReason, wait: float) -> None:
         self.parked[child.spec.id] = (ref, reason)
-        if math.isfinite(wait):
-            self.server.node.send_after(self.server.ref, (RETRY,), wait + 0.01)
+        if not math.isfinite(wait):
+            return
+        # One timer for every parked child: a retry handles them all, so a timer per child let
+        # the retries double each round while several children could not be placed (a node
+        # alone after a pause retried 6000 times a second; fenced_faults 18).
+        now = self.server.node.clock.monotonic()
+        at = now + wait
+        if self.retry_at is not None and now < self.retry_at <= at:
+            return  # a retry comes sooner
+        self.retry_at = at
+        self.server.node.send_after(self.server.ref, (RETRY,), wait + 0.01)
 
     def park_node(self, state: Any, node: NodeId) -> bool:
         """Park the children that ran on the lost `node` while its window runs (a takeover of
