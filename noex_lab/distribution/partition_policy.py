@@ -311,7 +311,9 @@ class PartitionGuard(Service):
             self.views[peer] = view
             if not self.joined:
                 self.view |= view  # a joining node decides over the cluster's view, not over itself
-                self.joined = self.me in view  # a member admitted it
+                # a member admitted it; not a fenced one, whose view may be stale (a fenced
+                # node downs nobody, and its side may have been downed: fenced_faults 32)
+                self.joined = self.me in view and args[1] is False
         for other in self.reports[peer] & set(self.lost_at):
             self._nudge(other)
         self.evaluate()

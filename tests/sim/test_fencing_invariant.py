@@ -154,3 +154,21 @@ def test_a_simulated_pause_longer_than_the_timeout_fences_on_resume() -> None:
         sim.stabilise()
         sim.check()
     run_scenario("fenced_faults", 43)
+
+
+@pytest.mark.timeout(60)
+def test_a_restarted_node_joins_only_through_an_unfenced_member() -> None:
+    """fenced_faults 32 (crashes and restarts back in the scenario): n3, restarted, took the view of
+    the one member it reached, n2, which was fenced and had been downed by the others (a fenced node
+    downs nobody: its view was stale); n3 counted itself admitted and won 2 of 4 with n2's tie while
+    n1 n4 n5 won 3 of 4: two owners. Now only an unfenced member's view admits a joining node."""
+    run_scenario("fenced_faults", 32)
+
+
+@pytest.mark.timeout(60)
+def test_parked_children_share_one_retry_timer() -> None:
+    """fenced_faults 18: n1, alone after a pause (the lowest id of a view of two), could place its
+    two fenced children nowhere; each retry re-parked both and armed a timer per child, so the
+    retries doubled every half second and the run never ended (thousands per simulated second).
+    Now the parked children share one timer."""
+    run_scenario("fenced_faults", 18)
