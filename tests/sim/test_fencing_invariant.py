@@ -172,3 +172,14 @@ def test_parked_children_share_one_retry_timer() -> None:
     retries doubled every half second and the run never ended (thousands per simulated second).
     Now the parked children share one timer."""
     run_scenario("fenced_faults", 18)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("seed", (67,))
+def test_a_name_whose_process_was_fenced_mid_registration_is_dropped_everywhere(seed: int) -> None:
+    """Global registry, fenced_faults 67: n2 fenced while its registration of sim_leader was under
+    way; its own commit killed the process (the fence) and sent the drop, which reached n4 before
+    n2's commit to n4 did, so n4 named a dead process for good ('nodes disagree on the owner').
+    Now a registration whose process of this node is gone after the commits drops the name again
+    behind them, and raises NodeFencedError when the fence was the cause."""
+    run_scenario("fenced_faults", seed)
