@@ -587,6 +587,14 @@ class DistributedSupervisorServer(SupervisorServer):
             return await self._node_lost(state, node, graceful=False)
         return await super().handle_info(Exit(ref, reason), state)
 
+    async def restart(self, state: SupervisorState, failed: SupervisedChild, reason: ExitReason) -> Any:
+        """The base class's restart, unless this node is fenced: then the child waits for the
+        unfence (the base class retries a failing start at once, and every start fails while
+        fenced: 2,000 restarts in 6 simulated seconds, fenced_faults 194)."""
+        if self._fencing is not None and self._fencing.park_restart(failed, reason):
+            return state
+        return await super().restart(state, failed, reason)
+
     async def _node_lost(self, state: SupervisorState, node: NodeId, *, graceful: bool) -> Any:
         """Every child that ran on `node` is restarted elsewhere in one batch; each restart
         counts towards the intensity unless the node left gracefully."""

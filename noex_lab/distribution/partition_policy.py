@@ -507,7 +507,8 @@ class SupervisorFencing:
     def __init__(self, server: Any, guard: PartitionGuard) -> None:
         self.server = server
         self.guard = guard
-        self.parked: dict[str, tuple[ProcessRef, ExitReason]] = {}  # child id -> (its lost ref, why)
+        # child id -> (its lost ref, or None for a restart that failed while fenced; why)
+        self.parked: dict[str, tuple[ProcessRef | None, ExitReason]] = {}
         self.suspended = guard.fenced
         self.resume_at = 0.0
         self.retry_at: float | None = None  # when the timer of the parked children fires
@@ -525,7 +526,7 @@ class SupervisorFencing:
         if not fenced and self.parked:
             self.server.node.send(self.server.ref, (RETRY,))
 
-    def _park(self, child: Any, ref: ProcessRef, reason: ExitReason, wait: float) -> None:
+    def _park(self, child: Any, ref: ProcessRef | None, reason: ExitReason, wait: float) -> None:
         self.parked[child.spec.id] = (ref, reason)
         if not math.isfinite(wait):
             return
@@ -538,6 +539,13 @@ class SupervisorFencing:
             return  # a retry comes sooner
         self.retry_at = at
         self.server.node.send_after(self.server.ref, (RETRY,), wait + 0.01)
+
+    def park_restart(self, child: Any, reason: ExitReason) -> bool:
+        """While this node is fenced, a child whose restart failed waits for the unfence (True)."""
+        if not self.guard.fenced or child.ref is not None:
+            return False
+        self._park(child, None, reason, math.inf)
+        return True
 
     def park_node(self, state: Any, node: NodeId) -> bool:
         """Park the children that ran on the lost `node` while its window runs (a takeover of
@@ -609,9 +617,16 @@ class SupervisorFencing:
         parked, self.parked = self.parked, {}
         lost: set[NodeId] = set()
         for child in list(state.children):
-            ref, reason = parked.get(child.spec.id, (None, None))
-            if ref is None or child.ref != ref:
+            if child.spec.id not in parked:
+                continue
+            ref, reason = parked[child.spec.id]
+            if child.ref != ref:
                 continue  # restarted or removed meanwhile
+            if ref is None:  # its restart failed while this node was fenced: again now
+                result = await server.restart(state, child, reason)
+                if not hasattr(result, "children"):
+                    return result
+                continue
             node = ref.node or server.node.id
             if reason == NOCONNECTION and node != server.node.id:
                 wait = self.guard.takeover_wait(node)

@@ -175,7 +175,7 @@ def test_parked_children_share_one_retry_timer() -> None:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("seed", (67,))
+@pytest.mark.parametrize("seed", (67, 162))
 def test_a_name_whose_process_was_fenced_mid_registration_is_dropped_everywhere(seed: int) -> None:
     """Global registry, fenced_faults 67: n2 fenced while its registration of sim_leader was under
     way; its own commit killed the process (the fence) and sent the drop, which reached n4 before
@@ -183,3 +183,12 @@ def test_a_name_whose_process_was_fenced_mid_registration_is_dropped_everywhere(
     Now a registration whose process of this node is gone after the commits drops the name again
     behind them, and raises NodeFencedError when the fence was the cause."""
     run_scenario("fenced_faults", seed)
+
+
+@pytest.mark.timeout(60)
+def test_a_fenced_supervisor_does_not_retry_a_failing_restart_at_once() -> None:
+    """DistributedSupervisor, fenced_faults 194: n4's supervisor was restarting w3 when n4 fenced;
+    the start failed, and the base class's restart retried it at once, again and again (every start
+    fails while fenced): 2,000 restarts in 6 simulated seconds, and w3 ended up running twice. Now a
+    restart that fails while the node is fenced is parked until the unfence."""
+    run_scenario("fenced_faults", 194)
