@@ -1,7 +1,7 @@
 """Split-brain policy: which side of a partition keeps running, and fencing on the other.
 
 `Cluster.start(partition_policy=...)` picks a `PartitionPolicy`. Each node keeps a *view*:
-itself and every member it has seen up, minus members that left gracefully and members its
+itself and every member it has admitted, minus members that left gracefully and members its
 side downed (unreachable for `stable_after_ms` while this side won). On every membership
 change it decides, over the view, whether its reachable side wins:
 
@@ -10,6 +10,14 @@ change it decides, over the view, whether its reachable side wins:
 * ``static_quorum(n)`` - at least `n` members (this one included) are reachable;
 * ``keep_referee(node)`` - the referee node is reachable (or is this node);
 * ``none`` - always wins: every side runs on (the behaviour without a policy).
+
+Under ``keep_majority`` views change at different moments on different nodes, so a member
+that joins or rejoins is admitted to a node's view only once every member that node reaches
+reports reaching it, and a side wins only under its own view *and* every view its members last
+reported (a partition in the middle of a change finds both sides deciding over a common view).
+A node started with seeds has joined no cluster: it stays fenced until an unfenced member that
+admitted it tells it its view, or it founds a cluster with a majority of itself and its seeds
+(keep_majority and static_quorum; see docs/concepts/partitions.md).
 
 A losing node *fences*: it kills its DistributedSupervisor children and its globally named
 processes (reason ``partition_fenced``), refuses new ones (`NodeFencedError`), and unfences

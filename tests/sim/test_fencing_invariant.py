@@ -192,3 +192,24 @@ def test_a_fenced_supervisor_does_not_retry_a_failing_restart_at_once() -> None:
     fails while fenced): 2,000 restarts in 6 simulated seconds, and w3 ended up running twice. Now a
     restart that fails while the node is fenced is parked until the unfence."""
     run_scenario("fenced_faults", 194)
+
+
+@pytest.mark.timeout(60)
+def test_a_downed_member_that_rejoins_one_side_of_a_split_does_not_make_it_win() -> None:
+    """The schedule of seeds 38, 39 and 47, step by step: n2 is downed by everyone; then n1 n4 | n2
+    n3 n5 with n2 back on the second side. n3 and n5 admit n2 (every member they reach reaches it)
+    and reach 3 of their view of 5, but they last heard n1 decide over 4 without n2, and reach 2 of
+    those 4 without the lowest id: they lose. n1 n4 win the tie over 4, and only they run."""
+    with Simulation(seed=5, nodes=5, scenario="rejoin_split", **SCENARIO_OPTIONS["fenced_faults"]) as sim:
+        sim.run_until(sim.converged, 10)
+        sim.partition([1], [0, 2, 3, 4])
+        sim.run_for(3.0)  # detection 0.6 s + the window 1.2 s: n2 downed
+        n2 = sim.hosts[1].node_id
+        assert all(n2 not in sim.dist(i).partition_guard.view for i in (0, 2, 3, 4))  # type: ignore[union-attr]
+        sim.heal()
+        sim.partition([0, 3], [1, 2, 4])
+        sim.run_for(4.0)
+        fenced = [sim.dist(i).partition_guard.fenced for i in range(5)]  # type: ignore[union-attr]
+        assert fenced == [False, True, True, False, True]
+        sim.stabilise()
+        sim.check()
