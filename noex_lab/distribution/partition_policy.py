@@ -200,8 +200,8 @@ class PartitionGuard(Service):
 
     def start(self) -> None:
         self.node.spawn_task(self.watch_pauses, what="partition policy: pauses")
-        if not self.joined:
-            self.fence(NOT_JOINED)
+        if not self.joined:  # (a state it starts in, not an event: nothing ran yet to stop)
+            self.fenced, self.fenced_why = True, NOT_JOINED
 
     def process_exited(self, proc: Process, reason: ExitReason) -> None:
         self.guarded.discard(proc.ref)
