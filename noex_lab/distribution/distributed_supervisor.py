@@ -100,6 +100,7 @@ _BATCH_TIMEOUT_S = 10.0
 _TAKEOVER_TRIES = 100  # claims of the global name while the dead host's entry is still seen somewhere
 _TAKEOVER_RETRY_S = 0.02
 _HOLDER_TIMEOUT_S = 1.0  # a suspended supervisor asking its peers whether it was taken over
+_RESTART_RETRY_S = 0.5  # under a partition policy, a child that could not be placed is tried again after this
 _HOLDER_RETRY_S = 0.5  # a takeover asks a silent lower member again after this (or a membership change)
 _HOLDER_ASKS = 120  # ... this many times at most (a minute or more): then it claims (a conflict settles two)
 _UNSURE_MAX = 64  # supervisors whose starts on one node are in doubt, kept by one supervisor
@@ -587,13 +588,29 @@ class DistributedSupervisorServer(SupervisorServer):
             return await self._node_lost(state, node, graceful=False)
         return await super().handle_info(Exit(ref, reason), state)
 
-    async def restart(self, state: SupervisorState, failed: SupervisedChild, reason: ExitReason) -> Any:
-        """The base class's restart, unless this node is fenced: then the child waits for the
-        unfence (the base class retries a failing start at once, and every start fails while
-        fenced: 2,000 restarts in 6 simulated seconds, fenced_faults 194)."""
-        if self._fencing is not None and self._fencing.park_restart(failed, reason):
+    async def _restart(self, state: SupervisorState, failed: SupervisedChild, reason: ExitReason) -> Any:
+        """The base class's restart (`restart` and an exit both come here), unless a partition
+        policy applies: then a child waits for the unfence while this node is fenced, and one
+        that fails to start is tried again shortly. The base class retries a failing start at
+        once, and every start fails while fenced: 2,000 restarts in 6 simulated seconds and a
+        child running twice, fenced_faults 194."""
+        fencing = self._fencing
+        if fencing is None or state.strategy not in ("one_for_one", "simple_one_for_one"):
+            return await super()._restart(state, failed, reason)
+        if fencing.park_restart(failed, reason):
             return state
-        return await super().restart(state, failed, reason)
+        # One attempt, then shortly again (not at once: while the other nodes are fenced every
+        # start fails, fenced_faults 194 again)
+        if not self.count_restart(state):
+            return await self.give_up(state)
+        failed.restarts += 1
+        self.node.events.emit("supervisor_restart", supervisor=self.ref, child=failed.spec.id, reason=reason,
+                              strategy=state.strategy, restarts=failed.restarts)
+        try:
+            await self._place(failed)
+        except InitError as exc:
+            fencing.park_restart(failed, exc.reason, retry_s=_RESTART_RETRY_S)
+        return state
 
     async def _node_lost(self, state: SupervisorState, node: NodeId, *, graceful: bool) -> Any:
         """Every child that ran on `node` is restarted elsewhere in one batch; each restart

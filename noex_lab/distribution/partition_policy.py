@@ -363,8 +363,12 @@ class PartitionGuard(Service):
 
     def _admit(self) -> bool:
         """keep_majority: a member that joins or rejoins (it was downed, or is new) enters the
-        view only once every other member this node reaches reports reaching it too; True when
-        the view grew."""
+        view only once every other member this node reaches reports reaching it too, and only
+        on a node whose side wins without it under every view it knows (a losing node's
+        knowledge of the others' views may be stale: a downed member it admitted won with its
+        own stale views, fenced_faults 499, 576). A node fenced only because a member has not
+        admitted it yet still admits (two groups that downed each other admit each other,
+        fenced_faults 8); True when the view grew."""
         grew = False
         for peer in sorted(self.reachable - self.view):
             if all(peer in self.reports.get(other, ()) for other in self.reachable - {self.me, peer}):
@@ -392,6 +396,12 @@ class PartitionGuard(Service):
             other = self.views.get(peer)
             if other is not None and self.me not in other:
                 return f"not admitted by {peer} yet"
+        return self._policy_losing()
+
+    def _policy_losing(self) -> str:
+        """keep_majority's count alone: over this node's view and every view its members last
+        reported ("" when this side wins)."""
+        reach, view, policy = self.reachable, self.view, self.policy
         if not policy.wins(view, reach):
             return f"{policy!s} lost: reaches {len(reach & view)} of {len(view)} members"
         seen = {frozenset(view)}
@@ -408,7 +418,8 @@ class PartitionGuard(Service):
             return
         if not self.joined:
             self._found()
-        if self.by_view and self.joined and self._admit():
+        if (self.by_view and self.joined and not (self.fenced and self.pending) and not self._policy_losing()
+                and self._admit()):
             self._broadcast()
         why = self._losing()
         if why:
@@ -548,9 +559,15 @@ class SupervisorFencing:
         self.retry_at = at
         self.server.node.send_after(self.server.ref, (RETRY,), wait + 0.01)
 
-    def park_restart(self, child: Any, reason: ExitReason) -> bool:
-        """While this node is fenced, a child whose restart failed waits for the unfence (True)."""
-        if not self.guard.fenced or child.ref is not None:
+    def park_restart(self, child: Any, reason: ExitReason, *, retry_s: float | None = None) -> bool:
+        """A child to restart waits: for the unfence while this node is fenced, or `retry_s`
+        when its start just failed (True when parked)."""
+        if child.ref is not None:
+            return False
+        if retry_s is not None:
+            self._park(child, None, reason, retry_s)
+            return True
+        if not self.guard.fenced:
             return False
         self._park(child, None, reason, math.inf)
         return True
