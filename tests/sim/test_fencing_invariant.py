@@ -213,3 +213,23 @@ def test_a_downed_member_that_rejoins_one_side_of_a_split_does_not_make_it_win()
         assert fenced == [False, True, True, False, True]
         sim.stabilise()
         sim.check()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("seed", (499, 576))
+def test_a_losing_node_admits_nobody(seed: int) -> None:
+    """keep_majority, fenced_faults 576 (499 alike): n2, downed by the others, reached only n1, which
+    had just lost the others and admitted n2 alone; n2 then won a tie over its own stale views of
+    n3 and n4 (they had downed it meanwhile) while n3 n4 won over their own view: two owners. Now
+    a node admits a rejoining member only while its side wins under every view it knows."""
+    run_scenario("fenced_faults", seed)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("seed", (8, 15, 31, 128))
+def test_two_groups_that_downed_each_other_admit_each_other(seed: int) -> None:
+    """keep_majority, fenced_faults 8 (15, 31, 128 alike, after the rule above): n2 n3 had downed n4
+    n5 and n4 n5 had downed n2 n3 at other times; after the heal each was fenced because the other
+    group had not admitted it, and a fenced node admitted nobody: fenced for good, no supervised
+    child running. Now a node fenced only for not being admitted yet still admits."""
+    run_scenario("fenced_faults", seed)
