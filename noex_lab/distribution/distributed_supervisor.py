@@ -770,6 +770,9 @@ class DistributedSupervisorServer(SupervisorServer):
         """Its node was fenced and the winning side took it over meanwhile: that supervisor has
         every child (adopted or restarted); this one stops and leaves them to it."""
         self._handing_over = True
+        store = _store(self.node)
+        if store is not None:
+            store.yielded(self._gname, _full(self.node.id, self.ref) or self.ref)
         return Stop("normal", state)
 
     async def taken_over_by(self) -> ProcessRef | None:
@@ -963,12 +966,15 @@ class SupervisorReplicas(Service):
         # the last instance of each child this node started for each supervisor (for dsup.reap)
         self.started_for: dict[ProcessRef, dict[str, ProcessRef]] = {}
         self.started_names: dict[ProcessRef, str] = {}  # the name of each supervisor in started_for
+        # supervisors that yielded to a takeover (their node lives on, they do not): see yielded()
+        self.yielded_sups: dict[ProcessRef, None] = {}
 
     # the Service shape (service.py)
     def operations(self) -> Mapping[str, Operation]:
         return {"replica": self._on_replica, "forget": self._on_forget, "holder": self._on_holder,
                 "spawn_many": self._on_spawn_many, "handoff": self._on_handoff, "evacuate": self._on_evacuate,
-                "reap": self._on_reap, "listen": self._on_listen, "events": self._on_events}
+                "reap": self._on_reap, "listen": self._on_listen, "events": self._on_events,
+                "yielded": self._on_yielded}
 
     def peer_joined(self, peer: NodeId) -> None:
         self._peer_joined(peer)
@@ -1056,24 +1062,51 @@ class SupervisorReplicas(Service):
 
     def _lives(self, sup: ProcessRef) -> bool:
         """Whether supervisor `sup` may still run: here and alive, or on a peer of its incarnation."""
+        if sup in self.yielded_sups:
+            return False
         if sup.node is None or sup.node == self.dist.node_id:
             proc = self.node.local_process(sup)
             return proc is not None and proc.alive
         return any(info.id == sup.node and info.incarnation == sup.creation for info in self.node.get_nodes())
 
+    def yielded(self, name: str, sup: ProcessRef) -> None:
+        """Supervisor `sup` of `name` (here) yields to a takeover: every node sweeps the instances
+        it started for `sup` that the takeover does not supervise. Its node lives on, so without
+        this they counted as a live rival's and ran beside the takeover's restarts (a takeover
+        fenced 8 ms after restarting a child on another node, then yielding to the next
+        takeover, which had not heard of it: fenced_faults 328, 333)."""
+        self._on_yielded(self.dist.node_id, [name, sup])
+        for info in self.node.get_nodes():
+            self.dist.router.rpc_cast(info.id, "dsup.yielded", [name, sup])
+
+    def _on_yielded(self, _peer: NodeId, args: Any) -> None:
+        if not (isinstance(args, list) and len(args) == 2 and isinstance(args[0], str)
+                and isinstance(args[1], ProcessRef)):
+            raise InvalidArgumentError("dsup.yielded needs [supervisor name, supervisor]")
+        name, sup = args
+        self.yielded_sups[sup] = None
+        if len(self.yielded_sups) > 1024:
+            del self.yielded_sups[next(iter(self.yielded_sups))]
+        if sup in self.started_names:
+            self._sweep_name(name)
+
     def _sweep_after(self, peer: NodeId) -> None:
         """`peer` is gone (or back as another incarnation): the instances started here for the
         supervisors it hosted are swept against a live supervisor of their name known here."""
         for name in sorted({n for s, n in self.started_names.items() if s.node == peer}):
-            mine = self.local.get(name)
-            proc = self.node.local_process(mine) if mine is not None else None
-            if mine is not None and proc is not None and proc.alive and isinstance(proc.state, SupervisorState):
-                me = self.dist.node_id
-                self.sweep(name, _full(me, mine) or mine, [_full(me, c.ref) for c in proc.state.children])
-                continue
-            replica = self.replicas.get(name)
-            if replica is not None and isinstance(replica["sup"], ProcessRef) and self._lives(replica["sup"]):
-                self.sweep(name, replica["sup"], [c[1] for c in replica.get("children", [])])
+            self._sweep_name(name)
+
+    def _sweep_name(self, name: str) -> None:
+        """Sweep the instances of supervisors of `name` that are gone against the live one known here."""
+        mine = self.local.get(name)
+        proc = self.node.local_process(mine) if mine is not None else None
+        if mine is not None and proc is not None and proc.alive and isinstance(proc.state, SupervisorState):
+            me = self.dist.node_id
+            self.sweep(name, _full(me, mine) or mine, [_full(me, c.ref) for c in proc.state.children])
+            return
+        replica = self.replicas.get(name)
+        if replica is not None and isinstance(replica["sup"], ProcessRef) and self._lives(replica["sup"]):
+            self.sweep(name, replica["sup"], [c[1] for c in replica.get("children", [])])
 
     def _on_reap(self, _peer: NodeId, args: Any) -> None:
         """A supervisor's start request here failed on its side (its answer lost): stop the

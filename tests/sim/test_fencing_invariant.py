@@ -233,3 +233,15 @@ def test_two_groups_that_downed_each_other_admit_each_other(seed: int) -> None:
     group had not admitted it, and a fenced node admitted nobody: fenced for good, no supervised
     child running. Now a node fenced only for not being admitted yet still admits."""
     run_scenario("fenced_faults", seed)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("seed", (328, 333))
+def test_a_yielding_supervisors_children_unknown_to_the_takeover_are_stopped(seed: int) -> None:
+    """DistributedSupervisor, fenced_faults 328 (333 alike): n3 took the supervisor over and
+    restarted w1 on n1, then fenced 8 ms later (an overlap); n2 took it over in turn without having
+    heard of that instance and restarted w1 on n2; n3 yielded to n2 after the heal. n1 still
+    counted n3's supervisor as a live rival (its node was up), so w1 ran twice. Now a yielding
+    supervisor tells every node, which sweep the instances started for it that the takeover does
+    not supervise."""
+    run_scenario("fenced_faults", seed)
