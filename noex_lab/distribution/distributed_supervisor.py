@@ -986,7 +986,14 @@ class SupervisorReplicas(Service):
         await self._leave()
 
     def _on_holder(self, _peer: NodeId, name: Any) -> Any:
-        return self._holder(name)
+        """The supervisor of `name` this node knows of, for a suspended one deciding whether to
+        yield: not a dead one that no takeover here replaces (its node crashed or came back as
+        another incarnation). A supervisor yielded to a crashed takeover nobody took over, and
+        the supervisor was gone (fenced_faults 432)."""
+        holder = self._holder(name)
+        if holder is not None and name not in self._taking and not self._lives(holder):
+            return None
+        return holder
 
     async def _on_spawn_many(self, peer: NodeId, items: Any) -> list[list[Any]]:
         return await _spawn_many(self.node, items, peer)

@@ -245,3 +245,13 @@ def test_a_yielding_supervisors_children_unknown_to_the_takeover_are_stopped(see
     supervisor tells every node, which sweep the instances started for it that the takeover does
     not supervise."""
     run_scenario("fenced_faults", seed)
+
+
+@pytest.mark.timeout(60)
+def test_a_suspended_supervisor_does_not_yield_to_a_crashed_takeover() -> None:
+    """DistributedSupervisor, fenced_faults 432: n2 took the supervisor over while n1 was fenced,
+    then crashed; unfenced, n1's suspended supervisor asked its peers whether it had been taken
+    over, a peer still holding n2's replica named n2's dead takeover, n1's supervisor yielded to
+    it and nobody took that one over: the supervisor was gone. Now a peer names only a holder it
+    believes alive (or one it is taking over itself)."""
+    run_scenario("fenced_faults", 432)
