@@ -788,7 +788,7 @@ class DistributedSupervisorServer(SupervisorServer):
 
         async def ask(peer: NodeId) -> None:
             try:
-                holder = await dist.router.rpc(peer, "dsup.holder", self._gname, _HOLDER_TIMEOUT_S)
+                holder = await dist.router.rpc(peer, "dsup.live_holder", self._gname, _HOLDER_TIMEOUT_S)
             except NoexError as exc:  # a peer that cannot answer knows of no takeover it could tell
                 log.debug("supervisor %s: %s did not say who holds it: %s", self._gname, peer, exc)
                 return
@@ -974,7 +974,7 @@ class SupervisorReplicas(Service):
         return {"replica": self._on_replica, "forget": self._on_forget, "holder": self._on_holder,
                 "spawn_many": self._on_spawn_many, "handoff": self._on_handoff, "evacuate": self._on_evacuate,
                 "reap": self._on_reap, "listen": self._on_listen, "events": self._on_events,
-                "yielded": self._on_yielded}
+                "yielded": self._on_yielded, "live_holder": self._on_live_holder}
 
     def peer_joined(self, peer: NodeId) -> None:
         self._peer_joined(peer)
@@ -986,10 +986,14 @@ class SupervisorReplicas(Service):
         await self._leave()
 
     def _on_holder(self, _peer: NodeId, name: Any) -> Any:
-        """The supervisor of `name` this node knows of, for a suspended one deciding whether to
-        yield: not a dead one that no takeover here replaces (its node crashed or came back as
-        another incarnation). A supervisor yielded to a crashed takeover nobody took over, and
-        the supervisor was gone (fenced_faults 432)."""
+        return self._holder(name)
+
+    def _on_live_holder(self, _peer: NodeId, name: Any) -> Any:
+        """`holder`, for a suspended supervisor deciding whether to yield: not a dead one that no
+        takeover here replaces (its node crashed, or came back as another incarnation). A
+        supervisor yielded to a crashed takeover nobody took over, and the supervisor was gone
+        (fenced_faults 432). (`holder` itself still names it: a takeover asks its lower members
+        whether they hold the lost host's replica.)"""
         holder = self._holder(name)
         if holder is not None and name not in self._taking and not self._lives(holder):
             return None
