@@ -42,7 +42,8 @@ bench: $(STAMP)
 
 # A long random campaign of the cluster simulator (noex_lab.sim; not part of `make test`, whose
 # tests/sim runs a fixed set of seeds): SEEDS seeds of each SCENARIO ("random", "random_leaves",
-# "random_storm": seeded random faults, with graceful leaves, four times as often; "all": every scenario), every failing seed appended to SIM_OUT with its violations and trace.
+# "random_storm": seeded random faults, with graceful leaves, four times as often; "fenced_faults": the
+# nemesis under keep_majority, one owner checked at every instant; "all": every scenario), every failing seed appended to SIM_OUT with its violations and trace.
 # Replay one with Simulation.replay(seed, scenario); PYTHONHASHSEED=0 keeps replays identical.
 SEEDS     ?= 1000
 SEED0     ?= 0

@@ -100,6 +100,7 @@ _BATCH_TIMEOUT_S = 10.0
 _TAKEOVER_TRIES = 100  # claims of the global name while the dead host's entry is still seen somewhere
 _TAKEOVER_RETRY_S = 0.02
 _HOLDER_TIMEOUT_S = 1.0  # a suspended supervisor asking its peers whether it was taken over
+_RESTART_RETRY_S = 0.5  # under a partition policy, a child that could not be placed is tried again after this
 _HOLDER_RETRY_S = 0.5  # a takeover asks a silent lower member again after this (or a membership change)
 _HOLDER_ASKS = 120  # ... this many times at most (a minute or more): then it claims (a conflict settles two)
 _UNSURE_MAX = 64  # supervisors whose starts on one node are in doubt, kept by one supervisor
@@ -587,6 +588,30 @@ class DistributedSupervisorServer(SupervisorServer):
             return await self._node_lost(state, node, graceful=False)
         return await super().handle_info(Exit(ref, reason), state)
 
+    async def _restart(self, state: SupervisorState, failed: SupervisedChild, reason: ExitReason) -> Any:
+        """The base class's restart (`restart` and an exit both come here), unless a partition
+        policy applies: then a child waits for the unfence while this node is fenced, and one
+        that fails to start is tried again shortly. The base class retries a failing start at
+        once, and every start fails while fenced: 2,000 restarts in 6 simulated seconds and a
+        child running twice, fenced_faults 194."""
+        fencing = self._fencing
+        if fencing is None or state.strategy not in ("one_for_one", "simple_one_for_one"):
+            return await super()._restart(state, failed, reason)
+        if fencing.park_restart(failed, reason):
+            return state
+        # One attempt, then shortly again (not at once: while the other nodes are fenced every
+        # start fails, fenced_faults 194 again)
+        if not self.count_restart(state):
+            return await self.give_up(state)
+        failed.restarts += 1
+        self.node.events.emit("supervisor_restart", supervisor=self.ref, child=failed.spec.id, reason=reason,
+                              strategy=state.strategy, restarts=failed.restarts)
+        try:
+            await self._place(failed)
+        except InitError as exc:
+            fencing.park_restart(failed, exc.reason, retry_s=_RESTART_RETRY_S)
+        return state
+
     async def _node_lost(self, state: SupervisorState, node: NodeId, *, graceful: bool) -> Any:
         """Every child that ran on `node` is restarted elsewhere in one batch; each restart
         counts towards the intensity unless the node left gracefully."""
@@ -745,6 +770,9 @@ class DistributedSupervisorServer(SupervisorServer):
         """Its node was fenced and the winning side took it over meanwhile: that supervisor has
         every child (adopted or restarted); this one stops and leaves them to it."""
         self._handing_over = True
+        store = _store(self.node)
+        if store is not None:
+            store.yielded(self._gname, _full(self.node.id, self.ref) or self.ref)
         return Stop("normal", state)
 
     async def taken_over_by(self) -> ProcessRef | None:
@@ -760,7 +788,7 @@ class DistributedSupervisorServer(SupervisorServer):
 
         async def ask(peer: NodeId) -> None:
             try:
-                holder = await dist.router.rpc(peer, "dsup.holder", self._gname, _HOLDER_TIMEOUT_S)
+                holder = await dist.router.rpc(peer, "dsup.live_holder", self._gname, _HOLDER_TIMEOUT_S)
             except NoexError as exc:  # a peer that cannot answer knows of no takeover it could tell
                 log.debug("supervisor %s: %s did not say who holds it: %s", self._gname, peer, exc)
                 return
@@ -938,12 +966,15 @@ class SupervisorReplicas(Service):
         # the last instance of each child this node started for each supervisor (for dsup.reap)
         self.started_for: dict[ProcessRef, dict[str, ProcessRef]] = {}
         self.started_names: dict[ProcessRef, str] = {}  # the name of each supervisor in started_for
+        # supervisors that yielded to a takeover (their node lives on, they do not): see yielded()
+        self.yielded_sups: dict[ProcessRef, None] = {}
 
     # the Service shape (service.py)
     def operations(self) -> Mapping[str, Operation]:
         return {"replica": self._on_replica, "forget": self._on_forget, "holder": self._on_holder,
                 "spawn_many": self._on_spawn_many, "handoff": self._on_handoff, "evacuate": self._on_evacuate,
-                "reap": self._on_reap, "listen": self._on_listen, "events": self._on_events}
+                "reap": self._on_reap, "listen": self._on_listen, "events": self._on_events,
+                "yielded": self._on_yielded, "live_holder": self._on_live_holder}
 
     def peer_joined(self, peer: NodeId) -> None:
         self._peer_joined(peer)
@@ -956,6 +987,17 @@ class SupervisorReplicas(Service):
 
     def _on_holder(self, _peer: NodeId, name: Any) -> Any:
         return self._holder(name)
+
+    def _on_live_holder(self, _peer: NodeId, name: Any) -> Any:
+        """`holder`, for a suspended supervisor deciding whether to yield: not a dead one that no
+        takeover here replaces (its node crashed, or came back as another incarnation). A
+        supervisor yielded to a crashed takeover nobody took over, and the supervisor was gone
+        (fenced_faults 432). (`holder` itself still names it: a takeover asks its lower members
+        whether they hold the lost host's replica.)"""
+        holder = self._holder(name)
+        if holder is not None and name not in self._taking and not self._lives(holder):
+            return None
+        return holder
 
     async def _on_spawn_many(self, peer: NodeId, items: Any) -> list[list[Any]]:
         return await _spawn_many(self.node, items, peer)
@@ -1031,24 +1073,51 @@ class SupervisorReplicas(Service):
 
     def _lives(self, sup: ProcessRef) -> bool:
         """Whether supervisor `sup` may still run: here and alive, or on a peer of its incarnation."""
+        if sup in self.yielded_sups:
+            return False
         if sup.node is None or sup.node == self.dist.node_id:
             proc = self.node.local_process(sup)
             return proc is not None and proc.alive
         return any(info.id == sup.node and info.incarnation == sup.creation for info in self.node.get_nodes())
 
+    def yielded(self, name: str, sup: ProcessRef) -> None:
+        """Supervisor `sup` of `name` (here) yields to a takeover: every node sweeps the instances
+        it started for `sup` that the takeover does not supervise. Its node lives on, so without
+        this they counted as a live rival's and ran beside the takeover's restarts (a takeover
+        fenced 8 ms after restarting a child on another node, then yielding to the next
+        takeover, which had not heard of it: fenced_faults 328, 333)."""
+        self._on_yielded(self.dist.node_id, [name, sup])
+        for info in self.node.get_nodes():
+            self.dist.router.rpc_cast(info.id, "dsup.yielded", [name, sup])
+
+    def _on_yielded(self, _peer: NodeId, args: Any) -> None:
+        if not (isinstance(args, list) and len(args) == 2 and isinstance(args[0], str)
+                and isinstance(args[1], ProcessRef)):
+            raise InvalidArgumentError("dsup.yielded needs [supervisor name, supervisor]")
+        name, sup = args
+        self.yielded_sups[sup] = None
+        if len(self.yielded_sups) > 1024:
+            del self.yielded_sups[next(iter(self.yielded_sups))]
+        if sup in self.started_names:
+            self._sweep_name(name)
+
     def _sweep_after(self, peer: NodeId) -> None:
         """`peer` is gone (or back as another incarnation): the instances started here for the
         supervisors it hosted are swept against a live supervisor of their name known here."""
         for name in sorted({n for s, n in self.started_names.items() if s.node == peer}):
-            mine = self.local.get(name)
-            proc = self.node.local_process(mine) if mine is not None else None
-            if mine is not None and proc is not None and proc.alive and isinstance(proc.state, SupervisorState):
-                me = self.dist.node_id
-                self.sweep(name, _full(me, mine) or mine, [_full(me, c.ref) for c in proc.state.children])
-                continue
-            replica = self.replicas.get(name)
-            if replica is not None and isinstance(replica["sup"], ProcessRef) and self._lives(replica["sup"]):
-                self.sweep(name, replica["sup"], [c[1] for c in replica.get("children", [])])
+            self._sweep_name(name)
+
+    def _sweep_name(self, name: str) -> None:
+        """Sweep the instances of supervisors of `name` that are gone against the live one known here."""
+        mine = self.local.get(name)
+        proc = self.node.local_process(mine) if mine is not None else None
+        if mine is not None and proc is not None and proc.alive and isinstance(proc.state, SupervisorState):
+            me = self.dist.node_id
+            self.sweep(name, _full(me, mine) or mine, [_full(me, c.ref) for c in proc.state.children])
+            return
+        replica = self.replicas.get(name)
+        if replica is not None and isinstance(replica["sup"], ProcessRef) and self._lives(replica["sup"]):
+            self.sweep(name, replica["sup"], [c[1] for c in replica.get("children", [])])
 
     def _on_reap(self, _peer: NodeId, args: Any) -> None:
         """A supervisor's start request here failed on its side (its answer lost): stop the

@@ -33,8 +33,19 @@ Report = Callable[[str, NodeId, "PeerLiveness"], None]
 
 
 class Heartbeats(Protocol):
-    """The failure detector a distribution uses (`liveness.LivenessMonitor` in production)."""
+    """The failure detector a distribution uses (`liveness.LivenessMonitor` in production).
 
+    It also reports its own freezes (SIGSTOP, a VM pause; in a simulation, `sim.pause`): the
+    partition guard fences a node that did not turn for longer than `timeout_s`. `last_tick` is
+    the source's last turn on its `monotonic` clock (real time for the liveness thread, virtual
+    time in a simulation), `gaps` how many times it found it had not turned for that long."""
+
+    timeout_s: float
+    gaps: int
+
+    @property
+    def last_tick(self) -> float: ...
+    def monotonic(self) -> float: ...
     def start(self) -> None: ...
     def watch(self, peer: NodeId, incarnation: int, peer_interval_s: float | None = None) -> None: ...
     def unwatch(self, peer: NodeId) -> None: ...

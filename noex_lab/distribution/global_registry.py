@@ -179,7 +179,11 @@ class GlobalNames(Service):
                         raise GlobalNameConflictError(name, answer)
                 for member in asked:
                     await self._ask(member, "global.commit", [name, claim, ref], 5.0)
+                if ref.node == self.dist.node_id and self.names.get(name) != ref:
+                    self._drop_late(name, ref, asked)
                 asked.clear()
+                if guard is not None:
+                    guard.check(f"claim global names ({name!r})")  # (fenced meanwhile: the name went with it)
         except CallTimeoutError:
             raise
         except TimeoutError:
@@ -200,6 +204,15 @@ class GlobalNames(Service):
                         await self._ask(member, "global.unlock", [name, claim], 2.0)
                     except NoexError as exc:  # best effort: the lock's lease ends it anyway
                         log.warning("could not unlock global name %r at %s: %s", name, member, exc)
+
+    def _drop_late(self, name: str, ref: ProcessRef, committed: list[NodeId]) -> None:
+        """The process of this node exited (or its fence killed it) after its own commit and
+        before the others': its drop reached the members committed later before their commit,
+        and they would name a dead process for good (fenced_faults 67). Drop it again after
+        the commit, on the same connections."""
+        for member in committed:
+            if member != self.dist.node_id:
+                self.dist.router.rpc_cast(member, "global.drop", [name, ref])
 
     async def _lock_at(self, member: NodeId, name: str, claim: str, ref: ProcessRef, lease_s: float) -> Any:
         """The lock on `name` at `member`: None when granted, the owner when the name is taken."""

@@ -267,6 +267,7 @@ class LivenessMonitor:
         # longer than the timeout (the process was frozen: SIGSTOP, a VM pause); read by the loop.
         self.last_tick = time.monotonic()
         self.gaps = 0
+        self.monotonic = time.monotonic  # the clock of last_tick (an instance attribute: the gate reads it often)
         # The thread sleeps until its next send or deadline, or until a datagram arrives; stop()
         # and watch() wake it through this pair instead of the thread polling on a short period.
         self._wake_r, self._wake_w = socket.socketpair()

@@ -1,7 +1,7 @@
 """Split-brain policy: which side of a partition keeps running, and fencing on the other.
 
 `Cluster.start(partition_policy=...)` picks a `PartitionPolicy`. Each node keeps a *view*:
-itself and every member it has seen up, minus members that left gracefully and members its
+itself and every member it has admitted, minus members that left gracefully and members its
 side downed (unreachable for `stable_after_ms` while this side won). On every membership
 change it decides, over the view, whether its reachable side wins:
 
@@ -10,6 +10,14 @@ change it decides, over the view, whether its reachable side wins:
 * ``static_quorum(n)`` - at least `n` members (this one included) are reachable;
 * ``keep_referee(node)`` - the referee node is reachable (or is this node);
 * ``none`` - always wins: every side runs on (the behaviour without a policy).
+
+Under ``keep_majority`` views change at different moments on different nodes, so a member
+that joins or rejoins is admitted to a node's view only once every member that node reaches
+reports reaching it, and a side wins only under its own view *and* every view its members last
+reported (a partition in the middle of a change finds both sides deciding over a common view).
+A node started with seeds has joined no cluster: it stays fenced until an unfenced member that
+admitted it tells it its view, or it founds a cluster with a majority of itself and its seeds
+(keep_majority and static_quorum; see docs/concepts/partitions.md).
 
 A losing node *fences*: it kills its DistributedSupervisor children and its globally named
 processes (reason ``partition_fenced``), refuses new ones (`NodeFencedError`), and unfences
@@ -26,8 +34,8 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +45,6 @@ from ..core.errors import InvalidArgumentError, NodeFencedError
 from ..core.node_id import NodeId, validate_node_name
 from ..core.reasons import NOCONNECTION, PARTITION_FENCED, ExitReason
 from ..core.refs import ProcessRef
-from .liveness import LivenessMonitor
 from .service import Operation, Service
 
 if TYPE_CHECKING:
@@ -48,6 +55,7 @@ log = logging.getLogger(__name__)
 
 KINDS = ("none", "keep_majority", "static_quorum", "keep_referee")
 STATUS_OP = "policy.status"  # (PartitionGuard's `status` operation)
+NOT_JOINED = "it has not joined its cluster yet: no member has admitted it"
 RETRY = "$partition_policy_retry"
 
 
@@ -90,7 +98,7 @@ class PartitionPolicy:
             f"bad partition_policy {value!r}: expected none, keep_majority, static_quorum:N or keep_referee:NODE "
             "(a node id or name)")
 
-    def wins(self, view: set[NodeId], reachable: set[NodeId]) -> bool:
+    def wins(self, view: AbstractSet[NodeId], reachable: AbstractSet[NodeId]) -> bool:
         """Whether the side `reachable` (this node included) keeps running, over `view`."""
         if self.kind == "none":
             return True
@@ -170,6 +178,14 @@ class PartitionGuard(Service):
         self.view: set[NodeId] = {self.me}
         self.reachable: set[NodeId] = {self.me}
         self.reports: dict[NodeId, set[NodeId]] = {}  # what each reachable peer says it reaches
+        self.views: dict[NodeId, frozenset[NodeId]] = {}  # the view each member last reported (kept while lost)
+        self.pending: set[NodeId] = set()  # reachable peers whose status has not come since they (re)joined
+        self.by_view = policy.kind == "keep_majority"  # (the other policies do not count over the view)
+        config = dist.config
+        self.seed_count = len(set(config.seeds) - {self.me}) + len(config.dns_seeds)
+        # A node started with seeds has not joined its cluster yet: a member admits it (see _on_status),
+        # or it founds one with a majority of itself and its seeds (_found).
+        self.joined = not (self.seed_count and policy.kind in ("keep_majority", "static_quorum"))
         self.lost_at: dict[NodeId, float] = {}  # monotonic time each unreachable member was lost
         self.fenced = False
         self.fenced_why = ""
@@ -184,6 +200,8 @@ class PartitionGuard(Service):
 
     def start(self) -> None:
         self.node.spawn_task(self.watch_pauses, what="partition policy: pauses")
+        if not self.joined:  # (a state it starts in, not an event: nothing ran yet to stop)
+            self.fenced, self.fenced_why = True, NOT_JOINED
 
     def process_exited(self, proc: Process, reason: ExitReason) -> None:
         self.guarded.discard(proc.ref)
@@ -200,6 +218,12 @@ class PartitionGuard(Service):
         if lost is None:
             return 0.0
         return max(0.0, lost + self.stable_after_s - self.node.clock.monotonic())
+
+    @property
+    def admitted(self) -> bool:
+        """Whether this node has joined its cluster and every member it reaches counts it (a
+        joining node is fenced until then)."""
+        return self.joined and not any(self.me not in self.views.get(p, (self.me,)) for p in self.reachable)
 
     def check(self, what: str) -> None:
         """Raise `NodeFencedError` while fenced."""
@@ -233,8 +257,10 @@ class PartitionGuard(Service):
     def peer_joined(self, peer: NodeId) -> None:
         if not self._is_member(peer):
             return
-        self.view.add(peer)
+        if not self.by_view:
+            self.view.add(peer)  # (keep_majority admits it once every member it reaches sees it: _admit)
         self.reachable.add(peer)
+        self.pending.add(peer)
         was_lost = self.lost_at.pop(peer, None) is not None
         self._broadcast()
         was_fenced = self.fenced
@@ -247,8 +273,10 @@ class PartitionGuard(Service):
             return
         self.reachable.discard(peer)
         self.reports.pop(peer, None)
+        self.pending.discard(peer)
         if reason == "graceful_shutdown":
             self.view.discard(peer)  # a graceful leave shrinks the view
+            self.views.pop(peer, None)
         else:
             lost = self.lost_at[peer] = self.node.clock.monotonic()
             self.node.spawn_task(self._down_later, peer, lost, what="partition policy: down a lost member")
@@ -260,24 +288,40 @@ class PartitionGuard(Service):
         view (downed)."""
         await anyio.sleep(self.stable_after_s)
         if peer not in self.reachable and not self.fenced and self.lost_at.get(peer) == lost:
-            if self.policy.wins(self.view, self.reachable):
+            if not self._losing():
                 self.view.discard(peer)
+                self.views.pop(peer, None)
                 del self.lost_at[peer]  # its work may be taken over from now on
                 self.node.events.emit("node_downed", peer=peer, policy=str(self.policy))
+                self._broadcast()
 
     def _broadcast(self) -> None:
-        status = [[str(p) for p in sorted(self.reachable)], self.fenced]
+        view = [str(p) for p in sorted(self.view)] if self.joined else None  # (no view to decide on yet)
+        status = [[str(p) for p in sorted(self.reachable)], self.fenced, view]
         for peer in sorted(self.reachable - {self.me}):
             self.dist.router.rpc_cast(peer, STATUS_OP, status)
 
     def _on_status(self, peer: NodeId, args: Any) -> None:
-        if peer not in self.reachable or not (isinstance(args, list) and len(args) == 2
+        if peer not in self.reachable or not (isinstance(args, list) and len(args) in (2, 3)
                                               and isinstance(args[0], list)):
             return
         try:
-            self.reports[peer] = {NodeId.parse(str(x)) for x in args[0][:4096]}
+            reaches = {NodeId.parse(str(x)) for x in args[0][:4096]}
+            listed = args[2] if len(args) == 3 else None
+            view = frozenset(NodeId.parse(str(x)) for x in listed[:4096]) if isinstance(listed, list) else None
         except (ValueError, TypeError):
             return
+        self.reports[peer] = reaches
+        self.pending.discard(peer)
+        if view is None:
+            self.views.pop(peer, None)  # (it has not joined: a new incarnation's old view is gone)
+        else:
+            self.views[peer] = view
+            if not self.joined:
+                self.view |= view  # a joining node decides over the cluster's view, not over itself
+                # a member admitted it; not a fenced one, whose view may be stale (a fenced
+                # node downs nobody, and its side may have been downed: fenced_faults 32)
+                self.joined = self.me in view and args[1] is False
         for other in self.reports[peer] & set(self.lost_at):
             self._nudge(other)
         self.evaluate()
@@ -307,11 +351,79 @@ class PartitionGuard(Service):
                     return other
         return None
 
+    def _found(self) -> None:
+        """A node with seeds that reaches a majority of itself and its seeds, none of them a
+        member of a cluster (none reported a view), founds one with them: the first start of a
+        cluster whose nodes all list each other as seeds."""
+        if self.pending or any(p in self.views for p in self.reachable):
+            return
+        if 2 * len(self.reachable) > self.seed_count + 1:
+            self.joined = True
+            self.view |= self.reachable
+
+    def _admit(self) -> bool:
+        """keep_majority: a member that joins or rejoins (it was downed, or is new) enters the
+        view only once every other member this node reaches reports reaching it too, and only
+        on a node whose side wins without it under every view it knows (a losing node's
+        knowledge of the others' views may be stale: a downed member it admitted won with its
+        own stale views, fenced_faults 499, 576). A node fenced only because a member has not
+        admitted it yet still admits (two groups that downed each other admit each other,
+        fenced_faults 8); True when the view grew."""
+        grew = False
+        for peer in sorted(self.reachable - self.view):
+            if all(peer in self.reports.get(other, ()) for other in self.reachable - {self.me, peer}):
+                self.view.add(peer)
+                grew = True
+        return grew
+
+    def _losing(self) -> str:
+        """Why this node's side does not win now ("" when it wins).
+
+        keep_majority decides over this node's view and over every view its members last
+        reported (kept while they are lost): during a change of the views (a member admitted
+        on one node, not yet on another) a side must win under the old and the new, so two
+        sides that split in the middle of it cannot both win. A node some reachable member
+        has not admitted yet does not win, nor does a fenced one before every member it
+        reaches again has told it its view."""
+        if not self.joined:
+            return NOT_JOINED
+        reach, view, policy = self.reachable, self.view, self.policy
+        if not self.by_view:
+            return "" if policy.wins(view, reach) else f"{policy!s} lost: reaches {len(reach)} members"
+        if self.fenced and self.pending:
+            return f"waits for the views of {len(self.pending)} members it reaches again"
+        for peer in sorted(reach - self.pending - {self.me}):
+            other = self.views.get(peer)
+            if other is not None and self.me not in other:
+                return f"not admitted by {peer} yet"
+        return self._policy_losing()
+
+    def _policy_losing(self) -> str:
+        """keep_majority's count alone: over this node's view and every view its members last
+        reported ("" when this side wins)."""
+        reach, view, policy = self.reachable, self.view, self.policy
+        if not policy.wins(view, reach):
+            return f"{policy!s} lost: reaches {len(reach & view)} of {len(view)} members"
+        seen = {frozenset(view)}
+        for peer in sorted(self.views):
+            other = self.views[peer]
+            if peer in view and other not in seen:
+                seen.add(other)
+                if not policy.wins(other, reach):
+                    return f"{policy!s} lost under the view of {peer}: reaches {len(reach & other)} of {len(other)}"
+        return ""
+
     def evaluate(self) -> None:
         if self.dist.stopping:
             return
-        if not self.policy.wins(self.view, self.reachable):
-            self.fence(f"{self.policy!s} lost: reaches {len(self.reachable)} of {len(self.view)} members")
+        if not self.joined:
+            self._found()
+        if (self.by_view and self.joined and not (self.fenced and self.pending) and not self._policy_losing()
+                and self._admit()):
+            self._broadcast()
+        why = self._losing()
+        if why:
+            self.fence(why)
             return
         overlap = self._overlap()
         if overlap is None:
@@ -333,6 +445,7 @@ class PartitionGuard(Service):
     def fence(self, why: str) -> None:
         """Stop every guarded process now (no terminate: the other side takes over soon)."""
         if self.fenced:
+            self.fenced_why = why  # (still fenced: the reason NodeFencedError gives is the current one)
             return
         self.fenced, self.fenced_why = True, why
         log.warning("%s: fenced (%s): its supervised children and global names stop until it rejoins",
@@ -365,12 +478,13 @@ class PartitionGuard(Service):
         """Checked before a guarded process handles a message: True when this node has just
         woken from a freeze longer than the heartbeat timeout (it then fenced)."""
         live = self.dist.liveness
-        if not isinstance(live, LivenessMonitor):  # (none yet, or a simulation's heartbeats: no thread to freeze)
+        if live is None:
             return False
-        if live.gaps != self._seen_gaps:
-            self._seen_gaps = live.gaps
-        elif time.monotonic() - live.last_tick > live.timeout_s:  # (the thread's clock: real time, as here)
-            self._seen_gaps = live.gaps + 1  # the thread counts this gap when it turns again
+        gaps = live.gaps
+        if gaps != self._seen_gaps:
+            self._seen_gaps = gaps
+        elif live.monotonic() - live.last_tick > live.timeout_s:  # (on the source's clock)
+            self._seen_gaps = gaps + 1  # the source counts this gap when it turns again
         else:
             return False
         self._woke()
@@ -392,6 +506,7 @@ class PartitionGuard(Service):
             self.lost_at[peer] = now
         self.reachable = {self.me}
         self.reports.clear()
+        self.pending.clear()
         for conn in list(self.dist.transport.conns.values()):
             if not conn.peer_hidden:
                 conn.close("heartbeat_timeout")
@@ -411,9 +526,11 @@ class SupervisorFencing:
     def __init__(self, server: Any, guard: PartitionGuard) -> None:
         self.server = server
         self.guard = guard
-        self.parked: dict[str, tuple[ProcessRef, ExitReason]] = {}  # child id -> (its lost ref, why)
+        # child id -> (its lost ref, or None for a restart that failed while fenced; why)
+        self.parked: dict[str, tuple[ProcessRef | None, ExitReason]] = {}
         self.suspended = guard.fenced
         self.resume_at = 0.0
+        self.retry_at: float | None = None  # when the timer of the parked children fires
         self.unsubscribe = guard.subscribe(self._fence_changed)
 
     def _fence_changed(self, fenced: bool) -> None:
@@ -428,10 +545,32 @@ class SupervisorFencing:
         if not fenced and self.parked:
             self.server.node.send(self.server.ref, (RETRY,))
 
-    def _park(self, child: Any, ref: ProcessRef, reason: ExitReason, wait: float) -> None:
+    def _park(self, child: Any, ref: ProcessRef | None, reason: ExitReason, wait: float) -> None:
         self.parked[child.spec.id] = (ref, reason)
-        if math.isfinite(wait):
-            self.server.node.send_after(self.server.ref, (RETRY,), wait + 0.01)
+        if not math.isfinite(wait):
+            return
+        # One timer for every parked child: a retry handles them all, so a timer per child let
+        # the retries double each round while several children could not be placed (a node
+        # alone after a pause retried 6000 times a second; fenced_faults 18).
+        now = self.server.node.clock.monotonic()
+        at = now + wait
+        if self.retry_at is not None and now < self.retry_at <= at:
+            return  # a retry comes sooner
+        self.retry_at = at
+        self.server.node.send_after(self.server.ref, (RETRY,), wait + 0.01)
+
+    def park_restart(self, child: Any, reason: ExitReason, *, retry_s: float | None = None) -> bool:
+        """A child to restart waits: for the unfence while this node is fenced, or `retry_s`
+        when its start just failed (True when parked)."""
+        if child.ref is not None:
+            return False
+        if retry_s is not None:
+            self._park(child, None, reason, retry_s)
+            return True
+        if not self.guard.fenced:
+            return False
+        self._park(child, None, reason, math.inf)
+        return True
 
     def park_node(self, state: Any, node: NodeId) -> bool:
         """Park the children that ran on the lost `node` while its window runs (a takeover of
@@ -503,9 +642,16 @@ class SupervisorFencing:
         parked, self.parked = self.parked, {}
         lost: set[NodeId] = set()
         for child in list(state.children):
-            ref, reason = parked.get(child.spec.id, (None, None))
-            if ref is None or child.ref != ref:
+            if child.spec.id not in parked:
+                continue
+            ref, reason = parked[child.spec.id]
+            if child.ref != ref:
                 continue  # restarted or removed meanwhile
+            if ref is None:  # its restart failed while this node was fenced: again now
+                result = await server.restart(state, child, reason)
+                if not hasattr(result, "children"):
+                    return result
+                continue
             node = ref.node or server.node.id
             if reason == NOCONNECTION and node != server.node.id:
                 wait = self.guard.takeover_wait(node)

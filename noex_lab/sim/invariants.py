@@ -219,8 +219,10 @@ class Checker:
         """Once the first node sees every other, it starts the supervisor of the workers."""
         node = host.node
         assert node is not None
-        for _ in range(1000):
-            if len(require_distribution(node).membership.peers) >= len(self.sim.hosts) - 1:
+        dist = require_distribution(node)
+        for _ in range(1000):  # (and, under a policy, admitted: a fenced node starts no supervisor)
+            if len(dist.membership.peers) >= len(self.sim.hosts) - 1 and not (
+                    dist.partition_guard is not None and dist.partition_guard.fenced):
                 break
             await anyio.sleep(0.01)
         children = [{"id": child, "behavior_name": WORKER, "arg": child} for child in WORKERS]

@@ -392,6 +392,11 @@ class SimHeartbeats:
     peer reported down stays down until watched again. A paused host neither sends nor reads;
     on resume it reads what arrived before it judges deadlines, as the thread does after a stall.
     The loop lag of a simulated node is always 0: "busy" does not happen in a simulation.
+
+    Like the thread it reports its own freezes (`gaps`, `last_tick`, on the virtual clock): a
+    pause longer than the timeout is a gap. A paused node sees no time pass (SIGSTOP freezes
+    its clock reads too), so `last_tick` follows the clock until it resumes; from then until its
+    deferred tick runs the gap shows, and the partition guard's gate fences it, as on SIGCONT.
     """
 
     def __init__(self, net: SimNetwork, host: Host, *, node_id: NodeId, incarnation: int, secret: bytes | None,
@@ -414,6 +419,13 @@ class SimHeartbeats:
         self._timer: Any = None
         self._next_send = 0.0
         self.stopped = False
+        self.monotonic = net.loop.time
+        self._last_tick = self.monotonic()
+        self.gaps = 0
+
+    @property
+    def last_tick(self) -> float:
+        return self.monotonic() if self.host.paused else self._last_tick
 
     def start(self) -> None:
         self._next_send = self.net.loop.time()
@@ -456,6 +468,10 @@ class SimHeartbeats:
         if self.host.paused:
             self.host.resumed.append(self._tick)  # a frozen process: nothing until it resumes
             return
+        tick = loop.time()
+        if tick - self._last_tick > max(self.timeout_s, 1.5 * self.interval_s):  # (the thread's rule)
+            self.gaps += 1
+        self._last_tick = tick
         held, self.host.held_datagrams = self.host.held_datagrams, []
         for data in held:
             self.receive(data)

@@ -318,6 +318,9 @@ class Simulation:
         callbacks, host.resumed = host.resumed, []
         for callback in callbacks:
             self.loop.call_soon(callback)
+        guard = getattr(host.node.distribution, "partition_guard", None) if host.node is not None else None
+        if guard is not None:  # (on SIGCONT a node's overdue timers fire at once: its pause watcher too)
+            self.loop.call_soon(guard.gate)
         self.net.release_held()
 
     def partition(self, side_a: Iterable[int], side_b: Iterable[int], *, one_way: bool = False) -> None:

@@ -6,6 +6,7 @@ monotonic clock of the in-process nodes; the checks compare those intervals."""
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterable
 from itertools import pairwise
@@ -362,6 +363,33 @@ async def test_no_policy_both_sides_run_on() -> None:
         lonely = await GenServer.start(rec.Recorder, "x")
         await GlobalRegistry.register("still-mine", lonely)  # no fencing: the minority claims names
     heal(*nodes)
+
+
+@pytest.mark.timeout(30)
+async def test_a_node_started_with_seeds_is_fenced_until_a_member_admits_it() -> None:
+    """keep_majority (issue 15): a node started with seeds it cannot reach has joined no cluster,
+    so it does not win as a side of one (NodeFencedError) as a node restarted behind a partition
+    did; a node started without seeds is a cluster of one and wins alone; a node joining it is
+    fenced only until the member admits it."""
+    fast = {"port": 0, "heartbeat_interval_ms": 200, "heartbeat_miss_threshold": 3,
+            "partition_policy": "keep_majority", "stable_after_ms": STABLE_MS}
+    with socket.socket() as sock:  # an address nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        nobody = f"gone@127.0.0.1:{sock.getsockname()[1]}"
+    alone = await Cluster.start("alone", **fast)
+    late = await Cluster.start("late", seeds=[nobody], **fast)
+    assert not fenced(alone) and fenced(late)
+    with alone.as_default():
+        await GlobalRegistry.register("mine", await GenServer.start(rec.Recorder, "alone"))
+    with late.as_default(), pytest.raises(NodeFencedError, match="not joined"):
+        await GlobalRegistry.register("late", await GenServer.start(rec.Recorder, "late"))
+    joiner = await Cluster.start("joiner", seeds=[str(alone.id)], **fast)
+    await wait_until(lambda: not fenced(joiner), 5.0, "the joiner admitted")
+    guard = joiner.distribution.partition_guard
+    assert guard is not None and guard.view == {alone.id, joiner.id} and not fenced(alone)
+    with joiner.as_default():
+        await GlobalRegistry.register("joined", await GenServer.start(rec.Recorder, "joiner"))
+    assert fenced(late)
 
 
 def live_supervisors(nodes: Iterable[Node]) -> list[Any]:

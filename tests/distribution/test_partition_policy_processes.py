@@ -36,6 +36,13 @@ FAST = ["--heartbeat-interval-ms", "200", "--heartbeat-miss-threshold", "3",
         "--behaviors", "tests.distribution.behaviors_partitions"]
 
 
+async def admitted(*nodes: NodeProcess) -> None:
+    """keep_majority: a node process started with a seed is fenced until the members admit it;
+    it prints UNFENCED then (docs/concepts/partitions.md, joining)."""
+    for p in nodes:
+        await anyio.to_thread.run_sync(p.wait_line, "UNFENCED", 10.0)
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
@@ -93,6 +100,7 @@ async def test_three_two_split_the_node_process_minority_fences(procs: list[Node
     procs.extend(minority)
     for p in minority:
         await p.started()
+    await admitted(*minority)
     await wait_until(lambda: all(len(n.get_nodes()) == 4 for n in majority), 10.0, "the mesh of 5")
     with majority[0].as_default():
         children = [{"id": f"c{i}", "behavior_name": "partition_recorder",
@@ -208,6 +216,7 @@ async def test_overlapping_partition_the_node_process_at_the_higher_end_fences(
         await p.started()
     for p in others:
         await p.wait_peers(2)
+    await admitted(*others)
     await wait_until(lambda: len(me.get_nodes()) == 2, 10.0, "the mesh of 3")
     children = [{"id": f"c{i}", "behavior_name": "partition_recorder", "arg": {"id": f"c{i}", "file": str(log)}}
                 for i in range(6)]
@@ -249,6 +258,7 @@ async def test_a_paused_node_fences_before_it_resumes_supervised_work(procs: lis
     procs.extend(new)
     for p in new:
         await p.started()
+    await admitted(*new)
     await wait_until(lambda: len(me.get_nodes()) == 3, 10.0, "processes joined")
     paused = new[2]
     children = [{"id": f"c{i}", "behavior_name": "partition_recorder", "arg": {"id": f"c{i}", "file": str(log)}}
@@ -310,6 +320,7 @@ async def test_three_two_split_with_the_supervisor_on_a_node_process_of_the_mino
         await p.started()
     for p in minority:
         await p.wait_peers(4)
+    await admitted(*minority)
     await wait_until(lambda: all(len(n.get_nodes()) == 4 for n in majority), 10.0, "the mesh of 5")
     took_over: list[float] = []
     for node in majority:
