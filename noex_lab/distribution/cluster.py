@@ -638,7 +638,9 @@ class Cluster:
     async def wait_for_nodes(n: int, *, timeout: float = 10.0, node: Node | None = None) -> list[NodeInfo]:
         """Wait until `node` (the current node by default) is connected to at least `n` peers (itself
         not counted, as in `get_nodes()`), and return them: the awaitable form of a loop polling
-        `get_nodes()`. Raises `WaitTimeoutError` naming the peers it has after `timeout` seconds."""
+        `get_nodes()`. Under a partition policy, with `n` >= 1, also until the members have
+        admitted `node` (a joining node is fenced until then: see docs/concepts/partitions.md).
+        Raises `WaitTimeoutError` naming the peers it has after `timeout` seconds."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise InvalidArgumentError(f"n must be a number of peers >= 0, not {n!r}")
         timeout = check_timeout(timeout)
@@ -681,9 +683,12 @@ async def _wait_until_peers(host: Node, dist: Distribution, n: int, timeout: flo
         changed.set()
 
     unsubscribe = [host.on_node_up(wake), host.on_node_down(wake)]
+    guard = dist.partition_guard if n > 0 else None
+    if guard is not None:  # admission ends the fence a joining node starts with
+        unsubscribe.append(guard.subscribe(wake))
     try:
         with anyio.move_on_after(timeout):
-            while len(peers := dist.get_nodes()) < n:
+            while len(peers := dist.get_nodes()) < n or (guard is not None and not guard.admitted):
                 changed = anyio.Event()
                 with anyio.move_on_after(0.25):
                     await changed.wait()
@@ -692,5 +697,6 @@ async def _wait_until_peers(host: Node, dist: Distribution, n: int, timeout: flo
         for stop in unsubscribe:
             stop()
     names = ", ".join(sorted(info.id.name for info in dist.get_nodes())) or "none"
+    admission = "" if guard is None or guard.admitted else "; not admitted by the members yet"
     raise WaitTimeoutError(f"{host.display_name} connected to {n} peer(s)", timeout,
-                           f"{len(dist.get_nodes())} peer(s): {names}")
+                           f"{len(dist.get_nodes())} peer(s): {names}{admission}")

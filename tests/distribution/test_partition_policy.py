@@ -575,3 +575,25 @@ async def test_a_suspended_supervisor_that_resumes_before_the_takeovers_replica_
     assert {c.id for c in after} == set(before) and all(c.status == "running" for c in after)
     assert running_once(before)
     assert_never_twice()
+
+
+@pytest.mark.timeout(30)
+async def test_wait_for_nodes_returns_once_the_joining_node_is_admitted() -> None:
+    """Under a partition policy a joining node is fenced until the members admit it:
+    `Cluster.wait_for_nodes(n)` waits for that too, so what follows it can use the node (the
+    notebook's `start; wait_for_nodes; register` pattern); `n=0` does not wait for admission."""
+    fast = {"port": 0, "heartbeat_interval_ms": 200, "heartbeat_miss_threshold": 3,
+            "partition_policy": "keep_majority", "stable_after_ms": STABLE_MS}
+    first = await Cluster.start("first", **fast)
+    nodes = [first] + [await Cluster.start(f"j{i}", seeds=[str(first.id)], **fast) for i in range(4)]
+    for node in nodes:  # (as notebook 06 does)
+        assert len(await Cluster.wait_for_nodes(4, node=node, timeout=10)) == 4
+    assert [node.id.name for node in nodes if fenced(node)] == []  # type: ignore[union-attr]
+    for node in nodes:
+        with node.as_default():
+            await GlobalRegistry.register(f"at-{node.id.name}", await GenServer.start(rec.Recorder, "x"))  # type: ignore[union-attr]
+    with socket.socket() as sock:  # an address nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        nobody = f"gone@127.0.0.1:{sock.getsockname()[1]}"
+    late = await Cluster.start("late", seeds=[nobody], **fast)
+    assert await Cluster.wait_for_nodes(0, node=late, timeout=1) == [] and fenced(late)
