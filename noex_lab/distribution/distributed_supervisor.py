@@ -792,8 +792,17 @@ class DistributedSupervisorServer(SupervisorServer):
             except NoexError as exc:  # a peer that cannot answer knows of no takeover it could tell
                 log.debug("supervisor %s: %s did not say who holds it: %s", self._gname, peer, exc)
                 return
-            if isinstance(holder, ProcessRef) and holder != me and holder not in self._lineage:
-                found.append(holder)  # (not one this supervisor took over: that one yields to this one)
+            lineage: list[Any] = []
+            if isinstance(holder, list) and len(holder) == 2 and isinstance(holder[1], list):
+                holder, lineage = holder  # [holder, the supervisors it took over]
+            if not isinstance(holder, ProcessRef) or holder == me or holder in self._lineage:
+                return  # (not one this supervisor took over: that one yields to this one)
+            if me in lineage or self.ref in lineage or me is None or _rank(holder) < _rank(me):
+                # A takeover of this one; else a rival (another takeover of a supervisor both
+                # replaced), which may be suspended and asking too: only the higher-ranked of two
+                # yields, never both (two takeovers of n1's, each fenced, yielded to each other and
+                # left no supervisor while their children ran: fenced_faults 654)
+                found.append(holder)
 
         async with anyio.create_task_group() as tg:
             for info in self.node.get_nodes():
@@ -995,9 +1004,20 @@ class SupervisorReplicas(Service):
         (fenced_faults 432). (`holder` itself still names it: a takeover asks its lower members
         whether they hold the lost host's replica.)"""
         holder = self._holder(name)
-        if holder is not None and name not in self._taking and not self._lives(holder):
+        if holder is None or (name not in self._taking and not self._lives(holder)):
             return None
-        return holder
+        return [holder, self._lineage_of(name, holder)]
+
+    def _lineage_of(self, name: str, holder: ProcessRef) -> list[ProcessRef]:
+        """The supervisors `holder` (of `name`) took over, as this node knows them ([] if unknown)."""
+        mine = self.local.get(name)
+        proc = self.node.local_process(mine) if mine is not None else None
+        if proc is not None and _full(self.dist.node_id, mine) == holder:
+            lineage = getattr(proc.server, "_lineage", [])
+        else:
+            replica = self.replicas.get(name)
+            lineage = replica.get("lineage", []) if replica is not None and replica.get("sup") == holder else []
+        return [r for r in lineage if isinstance(r, ProcessRef)]
 
     async def _on_spawn_many(self, peer: NodeId, items: Any) -> list[list[Any]]:
         return await _spawn_many(self.node, items, peer)

@@ -255,3 +255,14 @@ def test_a_suspended_supervisor_does_not_yield_to_a_crashed_takeover() -> None:
     it and nobody took that one over: the supervisor was gone. Now a peer names only a holder it
     believes alive (or one it is taking over itself)."""
     run_scenario("fenced_faults", 432)
+
+
+@pytest.mark.timeout(60)
+def test_two_suspended_rival_takeovers_do_not_both_yield() -> None:
+    """DistributedSupervisor, fenced_faults 654: n3 (16.73) and n2 (19.42) each took n1's
+    supervisor over, then both were fenced (suspended, so neither pushed a replica). Unfenced,
+    each asked its peers whether it had been taken over; each was named the other (n1 held n2's
+    replica, n4 n3's, and each hosts its own), so n3 yielded to n2 at 21.81 and n2 to n3 at 22.12:
+    no supervisor left while w1 and w3 ran on n1. Now a suspended supervisor yields only to a
+    takeover of itself (it is in that holder's lineage) or to a lower-ranked rival."""
+    run_scenario("fenced_faults", 654)
