@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "noex_lab needs Python >= 3.11 (set PYTHON=python3.11)")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[lab,test]'
+	$(BIN)/python -m pip install --quiet -e '.[lab,test,fast]'
 	@# an editable install skips the data files a wheel installs: JupyterLab's widget-state setting
 	mkdir -p $(VENV)/share/jupyter/lab/settings/overrides.d
 	cp jupyter-config/noex-lab-widgets.json $(VENV)/share/jupyter/lab/settings/overrides.d/
