@@ -18,7 +18,7 @@ pytestmark = pytest.mark.anyio
 
 
 class Log(GenServer):
-    """Records the calls it handles; ("sleep", s) sleeps s seconds first; "me" calls itself."""
+    """Records the calls it handles; ("wait", event) waits for the event first; "me" calls itself."""
 
     def init(self, arg: Any) -> list[Any]:
         return []
@@ -31,8 +31,8 @@ class Log(GenServer):
                 await GenServer.call(self.ref, "log")
             except InvalidArgumentError as exc:
                 return str(exc), state
-        if isinstance(msg, tuple) and msg[0] == "sleep":
-            await anyio.sleep(msg[1])
+        if isinstance(msg, tuple) and msg[0] == "wait":
+            await msg[1].wait()
         return msg, [*state, msg]
 
 
@@ -67,8 +67,11 @@ async def test_off_the_fast_path_calls_work_as_before(node: Node) -> None:
 
 async def test_a_server_whose_caller_gave_up_keeps_serving(node: Node) -> None:
     ref = await GenServer.start(Log)
-    for _ in range(3):  # each late answer finds its caller gone (InvalidStateError, handled)
+    gates = [anyio.Event() for _ in range(3)]
+    for gate in gates:  # each late answer finds its caller gone (InvalidStateError, handled)
         with pytest.raises(CallTimeoutError):
-            await GenServer.call(ref, ("sleep", 0.2), timeout=0.05)
+            await GenServer.call(ref, ("wait", gate), timeout=0.05)
+    for gate in gates:
+        gate.set()
     assert await GenServer.call(ref, "still here") == "still here"
     assert len(await GenServer.call(ref, "log")) == 4
