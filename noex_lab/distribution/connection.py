@@ -555,6 +555,22 @@ class Connection:
                 return True
         return True
 
+    def _reply(self, message: list[Any]) -> None:
+        """A REPLY: a successful one completes its request's future here (routing's dispatch
+        does the rest: failed replies, which rebuild a typed error); a late one is dropped."""
+        try:
+            fut = self.pending.get(message[1])
+            if fut is not None:
+                if message[2] is True:
+                    try:
+                        fut.set_result(message[3])
+                    except InvalidStateError:  # the request timed out or was cancelled
+                        pass
+                else:
+                    self.dispatch(self, message)
+        except Exception as exc:
+            self._report(f"handling a message from {self.peer}", exc)
+
     def _received_frame(self, body: memoryview) -> bool:
         """Decode and dispatch the messages of one small frame (one or more, back to back) in
         order. A message this node cannot rebuild is refused alone; malformed bytes, or a frame
@@ -576,21 +592,13 @@ class Connection:
                 self.received_messages += 1
                 self._lone = True
                 if type(message) is list and message and message[0] in _WHOLE_TYPES:  # (`_deliver`'s common case)
-                    try:
-                        if message[0] != REPLY:
+                    if message[0] == REPLY:
+                        self._reply(message)
+                    else:
+                        try:
                             self.dispatch(self, message)
-                        else:  # (as in the loop below)
-                            fut = self.pending.get(message[1])
-                            if fut is not None:
-                                if message[2] is True:
-                                    try:
-                                        fut.set_result(message[3])
-                                    except InvalidStateError:  # the request timed out or was cancelled
-                                        pass
-                                else:
-                                    self.dispatch(self, message)
-                    except Exception as exc:
-                        self._report(f"handling a message from {self.peer}", exc)
+                        except Exception as exc:
+                            self._report(f"handling a message from {self.peer}", exc)
                     return True
                 return self._deliver(message, whole=False) != _CLOSE
         dispatch = self.dispatch
@@ -619,20 +627,7 @@ class Connection:
                         except Exception as exc:
                             self._report(f"handling a message from {self.peer}", exc)
                     elif kind == REPLY:
-                        # A successful reply completes its request's future here (routing's
-                        # dispatch does the rest: failed replies); one Python call less per reply.
-                        try:
-                            fut = self.pending.get(message[1])
-                            if fut is not None:
-                                if message[2] is True:
-                                    try:
-                                        fut.set_result(message[3])
-                                    except InvalidStateError:  # the request timed out or was cancelled
-                                        pass
-                                else:
-                                    dispatch(self, message)
-                        except Exception as exc:
-                            self._report(f"handling a message from {self.peer}", exc)
+                        self._reply(message)
                     elif kind == CHUNK:
                         status = self._chunk(message)
                         if status == _DONE:
