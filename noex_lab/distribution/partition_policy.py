@@ -180,6 +180,12 @@ class PartitionGuard(Service):
         self.reports: dict[NodeId, set[NodeId]] = {}  # what each reachable peer says it reaches
         self.views: dict[NodeId, frozenset[NodeId]] = {}  # the view each member last reported (kept while lost)
         self.pending: set[NodeId] = set()  # reachable peers whose status has not come since they (re)joined
+        # Reachable peers whose last status carried no view: a node with seeds that has not joined
+        # yet, so a new incarnation when it shares a member's id. It counts for this node's side only
+        # once this node admitted it on its current connection (`admitted_now`): a stale view's
+        # member is its dead predecessor, downed elsewhere perhaps (fenced_faults 837).
+        self.unjoined: set[NodeId] = set()
+        self.admitted_now: set[NodeId] = set()
         self.by_view = policy.kind == "keep_majority"  # (the other policies do not count over the view)
         config = dist.config
         self.seed_count = len(set(config.seeds) - {self.me}) + len(config.dns_seeds)
@@ -274,6 +280,8 @@ class PartitionGuard(Service):
         self.reachable.discard(peer)
         self.reports.pop(peer, None)
         self.pending.discard(peer)
+        self.unjoined.discard(peer)
+        self.admitted_now.discard(peer)
         if reason == "graceful_shutdown":
             self.view.discard(peer)  # a graceful leave shrinks the view
             self.views.pop(peer, None)
@@ -315,8 +323,10 @@ class PartitionGuard(Service):
         self.pending.discard(peer)
         if view is None:
             self.views.pop(peer, None)  # (it has not joined: a new incarnation's old view is gone)
+            self.unjoined.add(peer)
         else:
             self.views[peer] = view
+            self.unjoined.discard(peer)
             if not self.joined:
                 self.view |= view  # a joining node decides over the cluster's view, not over itself
                 # a member admitted it; not a fenced one, whose view may be stale (a fenced
@@ -360,6 +370,7 @@ class PartitionGuard(Service):
         if 2 * len(self.reachable) > self.seed_count + 1:
             self.joined = True
             self.view |= self.reachable
+            self.admitted_now |= self.reachable  # (founding together: each counts the others)
 
     def _admit(self) -> bool:
         """keep_majority: a member that joins or rejoins (it was downed, or is new) enters the
@@ -370,11 +381,20 @@ class PartitionGuard(Service):
         admitted it yet still admits (two groups that downed each other admit each other,
         fenced_faults 8); True when the view grew."""
         grew = False
-        for peer in sorted(self.reachable - self.view):
+        fresh = (self.reachable - self.view) | (self.unjoined - self.admitted_now)
+        for peer in sorted(fresh):
             if all(peer in self.reports.get(other, ()) for other in self.reachable - {self.me, peer}):
                 self.view.add(peer)
-                grew = True
+                self.admitted_now.add(peer)
+                grew = True  # (or a new incarnation of a member was admitted: it must hear the view)
         return grew
+
+    def _counted(self) -> set[NodeId]:
+        """The reachable members that count for this node's side: not a peer that has not joined
+        (a new incarnation) unless this node admitted it since it connected. A node that woke from
+        a pause with a stale view counted a restarted member as the one in its view, which the
+        other side had downed, and won with it (fenced_faults 837)."""
+        return self.reachable - (self.unjoined - self.admitted_now)
 
     def _losing(self) -> str:
         """Why this node's side does not win now ("" when it wins).
@@ -401,7 +421,7 @@ class PartitionGuard(Service):
     def _policy_losing(self) -> str:
         """keep_majority's count alone: over this node's view and every view its members last
         reported ("" when this side wins)."""
-        reach, view, policy = self.reachable, self.view, self.policy
+        reach, view, policy = self._counted(), self.view, self.policy
         if not policy.wins(view, reach):
             return f"{policy!s} lost: reaches {len(reach & view)} of {len(view)} members"
         seen = {frozenset(view)}
@@ -507,6 +527,8 @@ class PartitionGuard(Service):
         self.reachable = {self.me}
         self.reports.clear()
         self.pending.clear()
+        self.unjoined.clear()
+        self.admitted_now.clear()
         for conn in list(self.dist.transport.conns.values()):
             if not conn.peer_hidden:
                 conn.close("heartbeat_timeout")

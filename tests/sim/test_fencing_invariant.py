@@ -266,3 +266,13 @@ def test_two_suspended_rival_takeovers_do_not_both_yield() -> None:
     no supervisor left while w1 and w3 ran on n1. Now a suspended supervisor yields only to a
     takeover of itself (it is in that holder's lineage) or to a lower-ranked rival."""
     run_scenario("fenced_faults", 654)
+
+
+@pytest.mark.timeout(60)
+def test_a_restarted_member_does_not_count_as_the_one_in_a_stale_view() -> None:
+    """keep_majority, fenced_faults 837: n1 downed n3, n2 and n5 one by one, then won a tie with
+    n4 and downed it: n1 alone, unfenced. n5 woke from a pause with its stale view n1 n4 n5 and
+    reached the restarted n4 (a new incarnation that had not joined) and n2: it counted the new n4
+    as the n4 of its view, won 2 of 3, admitted n2, and n2 n4 n5 ran beside n1: two owners of
+    'sim_leader' at 21.48. A peer that has not joined counts only once this node admitted it."""
+    run_scenario("fenced_faults", 837)
