@@ -186,6 +186,8 @@ class PartitionGuard(Service):
         # member is its dead predecessor, downed elsewhere perhaps (fenced_faults 837).
         self.unjoined: set[NodeId] = set()
         self.admitted_now: set[NodeId] = set()
+        # the view a member's predecessor last reported, while its new incarnation has not joined
+        self.predecessor_views: dict[NodeId, frozenset[NodeId]] = {}
         self.by_view = policy.kind == "keep_majority"  # (the other policies do not count over the view)
         config = dist.config
         self.seed_count = len(set(config.seeds) - {self.me}) + len(config.dns_seeds)
@@ -285,6 +287,7 @@ class PartitionGuard(Service):
         if reason == "graceful_shutdown":
             self.view.discard(peer)  # a graceful leave shrinks the view
             self.views.pop(peer, None)
+            self.predecessor_views.pop(peer, None)
         else:
             lost = self.lost_at[peer] = self.node.clock.monotonic()
             self.node.spawn_task(self._down_later, peer, lost, what="partition policy: down a lost member")
@@ -299,6 +302,7 @@ class PartitionGuard(Service):
             if not self._losing():
                 self.view.discard(peer)
                 self.views.pop(peer, None)
+                self.predecessor_views.pop(peer, None)
                 del self.lost_at[peer]  # its work may be taken over from now on
                 self.node.events.emit("node_downed", peer=peer, policy=str(self.policy))
                 self._broadcast()
@@ -322,11 +326,14 @@ class PartitionGuard(Service):
         self.reports[peer] = reaches
         self.pending.discard(peer)
         if view is None:
-            self.views.pop(peer, None)  # (it has not joined: a new incarnation's old view is gone)
+            old = self.views.pop(peer, None)  # (it has not joined: a new incarnation's old view is gone)
+            if old is not None and peer in self.view:
+                self.predecessor_views[peer] = old
             self.unjoined.add(peer)
         else:
             self.views[peer] = view
             self.unjoined.discard(peer)
+            self.predecessor_views.pop(peer, None)
             if not self.joined:
                 self.view |= view  # a joining node decides over the cluster's view, not over itself
                 # a member admitted it; not a fenced one, whose view may be stale (a fenced
@@ -390,11 +397,19 @@ class PartitionGuard(Service):
         return grew
 
     def _counted(self) -> set[NodeId]:
-        """The reachable members that count for this node's side: not a peer that has not joined
-        (a new incarnation) unless this node admitted it since it connected. A node that woke from
-        a pause with a stale view counted a restarted member as the one in its view, which the
-        other side had downed, and won with it (fenced_faults 837)."""
-        return self.reachable - (self.unjoined - self.admitted_now)
+        """The reachable members that count for this node's side. A peer that has not joined (a
+        new incarnation) counts once this node admitted it since it connected, or in place of its
+        predecessor when this node reaches every member of the view that predecessor last
+        reported (no side that predecessor was part of can run out of sight). A node that woke
+        from a pause with a stale view counted a restarted member as the one in its view, which
+        the other side had downed, and won with it (fenced_faults 837)."""
+        reach = self.reachable
+        unseen = set()
+        for peer in self.unjoined - self.admitted_now:
+            predecessor = self.predecessor_views.get(peer)
+            if predecessor is None or not predecessor <= reach:
+                unseen.add(peer)
+        return reach - unseen
 
     def _losing(self) -> str:
         """Why this node's side does not win now ("" when it wins).

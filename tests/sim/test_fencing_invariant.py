@@ -274,5 +274,24 @@ def test_a_restarted_member_does_not_count_as_the_one_in_a_stale_view() -> None:
     n4 and downed it: n1 alone, unfenced. n5 woke from a pause with its stale view n1 n4 n5 and
     reached the restarted n4 (a new incarnation that had not joined) and n2: it counted the new n4
     as the n4 of its view, won 2 of 3, admitted n2, and n2 n4 n5 ran beside n1: two owners of
-    'sim_leader' at 21.48. A peer that has not joined counts only once this node admitted it."""
+    'sim_leader' at 21.48. A peer that has not joined counts once this node admitted it, or in
+    place of its predecessor when this node reaches every member of the predecessor's last view."""
     run_scenario("fenced_faults", 837)
+
+
+@pytest.mark.timeout(60)
+def test_a_two_node_cluster_whose_lower_node_restarts_runs_on() -> None:
+    """keep_majority, 2 nodes: n1 (the lower id, the tie's winner) crashes and restarts before it
+    is detected. n2 fences when it loses n1 (1 of 2, the tie lost); it reaches every member of the
+    view n1 last reported (n1 n2), so the new n1 counts in place of the old one: n2 unfences, admits
+    it, and both end unfenced in one view (counting only admitted incarnations left both fenced for
+    good)."""
+    with Simulation(seed=3, nodes=2, scenario="two_node_restart", **SCENARIO_OPTIONS["fenced_faults"]) as sim:
+        sim.run_until(sim.converged, 10)
+        sim.run_for(1.0)  # the workload (a supervisor, sim_leader) starts
+        sim.crash(0)
+        sim.restart(0)
+        guards = [sim.dist(i).partition_guard for i in range(2)]
+        sim.run_until(lambda: all(g is not None and not g.fenced and len(g.view) == 2 for g in guards), 10)
+        sim.stabilise()
+        sim.check()
