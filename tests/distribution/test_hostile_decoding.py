@@ -312,3 +312,44 @@ async def test_warnings_about_a_peer_are_rate_limited_and_quote_little_of_what_i
     assert any("suppressed" in line for line in lines), lines
     assert sum("unknown system notification" in line for line in lines) <= 15, lines
     assert max(latencies) < 1.0
+
+
+# ------------------------------------------------------------------ a flood of small messages
+@pytest.mark.timeout(90)
+async def test_a_flood_of_lone_casts_neither_stalls_the_loop_nor_loses_a_message(procs: list[NodeProcess]) -> None:
+    """A peer writes small casts as fast as its socket takes them, each in its own frame (the
+    reader hands a lone message to an idle process in place, up to a budget per loop turn):
+    another peer's calls still finish within 100 ms each, and every cast arrives."""
+    victim, client, echo = await _victim(procs)
+    assert victim.id is not None
+    port = victim.id.port
+    with client.as_default():
+        sink = await RemoteSpawn.spawn("echo", victim.id)
+        assert await GenServer.call(sink, "get") == 0
+    batch, batches, seconds = 2_000, 400, 3.0
+
+    def flood() -> tuple[int, int, float]:
+        with RawPeer(port, SECRET) as peer:
+            cpu = _cpu_s(victim.pid)
+            body = peer.codec.encode([CAST, sink.id, sink.creation, "inc"])
+            sent = 0
+            started = time.monotonic()
+            for _ in range(batches):  # bounded in count and in time
+                if time.monotonic() - started > seconds:
+                    break
+                if not peer.send_raw(b"".join(peer.frame(body) for _ in range(batch))):
+                    raise AssertionError(f"the node closed the connection after {sent} casts: {victim.stderr[-3:]}")
+                sent += batch
+            # a call behind the casts on the same connection answers once every one was handled
+            # (closing with the node's heartbeats unread would reset the connection, casts unread)
+            counted = peer.call(sink.id, sink.creation, "get", timeout=60.0)
+            return sent, counted, _cpu_s(victim.pid) - cpu
+
+    latencies, (sent, counted, cpu) = await _calls_during(client, echo, flood)
+    assert counted == sent, f"{sent - counted} of {sent} casts lost"
+    assert len(latencies) > 50, f"only {len(latencies)} calls during the flood"
+    worst = max(latencies)
+    print(f"flood: {sent} casts in {seconds} s at most, victim CPU {cpu:.2f} s, {len(latencies)} calls during it, "
+          f"worst {worst * 1e3:.1f} ms")
+    assert worst < 0.1, f"a call waited {worst * 1e3:.0f} ms behind the flood ({sent} casts)"
+
