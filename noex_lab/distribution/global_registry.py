@@ -526,12 +526,18 @@ class GlobalNames(Service):
             if not self._contenders[name]:
                 del self._contenders[name]
         guard = self.guard
+        kept: set[tuple[str, str]] = set()
         if guard is not None and reason != "graceful_shutdown" and guard.takeover_wait(peer) > 0:
-            # Its names stay taken until the other side has surely fenced (the takeover window)
+            # Its names stay taken, and the locks it holds stay held, until the other side has
+            # surely fenced (the takeover window): a registration it had locked everywhere may
+            # still commit on its side until then (fenced_faults 770: released at once, the lock
+            # let this side register the name 40 ms before the lost node's commit completed there)
             held = {name: ref for name, ref in self.names.items() if ref.node == peer}
+            kept = {(name, lock.claim) for name, lock in self._locks.items() if lock.holder == peer}
             if held:
                 self._held[peer] = held
-                self.node.spawn_task(self._release_held, peer, what="global names of a lost node")
+            if held or kept:
+                self.node.spawn_task(self._release_held, peer, kept, what="global names of a lost node")
         held = self._held.get(peer, {})
         for name, ref in list(self.names.items()):
             if ref.node == peer and name not in held:
@@ -539,7 +545,7 @@ class GlobalNames(Service):
         for name, lock in list(self._locks.items()):
             for waiter in [w for w in lock.waiters if w.peer == peer]:
                 self._release(name, waiter.claim)
-            if lock.holder == peer:
+            if lock.holder == peer and (name, lock.claim) not in kept:
                 self._release(name, lock.claim)
         # A loser kept out of this replica only because of a winner on the departed node that this
         # replica does not name (a concession awaiting the winner's own word): the name is free
@@ -554,13 +560,19 @@ class GlobalNames(Service):
         for owner in orphaned:
             self.dist.router.rpc_cast(owner, "global.resync", None)
 
-    async def _release_held(self, peer: NodeId) -> None:
-        """Drop the held names of `peer` once the policy lets this node take its work over."""
+    async def _release_held(self, peer: NodeId, locks: set[tuple[str, str]]) -> None:
+        """Drop the held names of `peer`, and release the locks it held (`locks`: name, claim),
+        once the policy lets this node take its work over (or it is back: its join sync and
+        its own unlocks take over)."""
         guard = self.guard
         assert guard is not None
-        while peer in self._held and (wait := guard.takeover_wait(peer)) > 0:
+        while (peer in self._held or locks) and (wait := guard.takeover_wait(peer)) > 0:
             await anyio.sleep(min(wait + 0.01, 1.0))
         self._drop_held(peer)
+        for name, claim in sorted(locks):
+            lock = self._locks.get(name)
+            if lock is not None and lock.claim == claim and lock.holder == peer:
+                self._release(name, claim)
 
     def _drop_held(self, peer: NodeId) -> None:
         for name, ref in self._held.pop(peer, {}).items():

@@ -190,7 +190,8 @@ class PartitionGuard(Service):
         self.predecessor_views: dict[NodeId, frozenset[NodeId]] = {}
         self.by_view = policy.kind == "keep_majority"  # (the other policies do not count over the view)
         config = dist.config
-        self.seed_count = len(set(config.seeds) - {self.me}) + len(config.dns_seeds)
+        self.seeds = frozenset(config.seeds) - {self.me}
+        self.seed_count = len(self.seeds) + len(config.dns_seeds)
         # A node started with seeds has not joined its cluster yet: a member admits it (see _on_status),
         # or it founds one with a majority of itself and its seeds (_found).
         self.joined = not (self.seed_count and policy.kind in ("keep_majority", "static_quorum"))
@@ -202,6 +203,7 @@ class PartitionGuard(Service):
         self._overlap_since: float | None = None
         self._nudged: set[NodeId] = set()  # lost members a peer reaches, being dialed at once
         self._seen_gaps = 0
+        self._found_since: float | None = None  # when founding became possible (see `_found`)
 
     def operations(self) -> Mapping[str, Operation]:
         return {"status": self._on_status}
@@ -373,11 +375,27 @@ class PartitionGuard(Service):
         member of a cluster (none reported a view), founds one with them: the first start of a
         cluster whose nodes all list each other as seeds."""
         if self.pending or any(p in self.views for p in self.reachable):
+            self._found_since = None
             return
-        if 2 * len(self.reachable) > self.seed_count + 1:
-            self.joined = True
-            self.view |= self.reachable
-            self.admitted_now |= self.reachable  # (founding together: each counts the others)
+        if 2 * len(self.reachable) <= self.seed_count + 1:
+            self._found_since = None
+            return
+        # Not before a dial of every seed it does not reach, started since, has ended: nodes restarted as a
+        # partition healed reached each other first and founded a second cluster 7 ms before their
+        # dials reached the running one (fenced_faults 776), or after it healed while the redial
+        # back-off of their failed dials still waited (385).
+        now = self.node.clock.monotonic()
+        if self._found_since is None:
+            self._found_since = now
+        tried = self.dist.transport.tried
+        stale = [seed for seed in sorted(self.seeds - self.reachable) if tried.get(seed, -math.inf) < self._found_since]
+        if stale:
+            for seed in stale:
+                self._nudge(seed)
+            return
+        self.joined = True
+        self.view |= self.reachable
+        self.admitted_now |= self.reachable  # (founding together: each counts the others)
 
     def _admit(self) -> bool:
         """keep_majority: a member that joins or rejoins (it was downed, or is new) enters the
@@ -531,6 +549,8 @@ class PartitionGuard(Service):
         while not self.dist.stopping:
             await anyio.sleep(period)
             self.gate()
+            if not self.joined:  # (a dial that failed changes nothing else `evaluate` hears of)
+                self.evaluate()
 
     def _woke(self) -> None:
         """Peers have declared this node down while it was frozen: fence, drop the stale

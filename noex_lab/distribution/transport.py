@@ -45,6 +45,7 @@ HANDSHAKE_TIMEOUT_S = 5.0
 MAX_PENDING_HANDSHAKES = 1024  # connections that have not finished their handshake, in all
 MAX_PENDING_PER_ADDRESS = 128  # ... and from one source address
 MAX_CONNECTIONS = 512  # peers at once (the largest cluster); beyond, new peers are refused
+MAX_TRIED = 4096  # peers whose last dial's end is remembered (`Transport.tried`)
 CONNECT_TIMEOUT_S = 5.0
 OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 SHED_ON_EMFILE = 8  # pending handshakes closed (idle ones first) when accept() runs out of descriptors
@@ -221,6 +222,9 @@ class Transport:
         self.on_disconnected = on_disconnected
         self.conns = conns  # shared with the router, which reads it (filled here, never replaced)
         self.dialing: set[NodeId] = set()
+        # when the last finished dial of each peer started, whatever came of it (a joining node founds
+        # a cluster only after a fresh dial of every seed: partition_policy `_found`); bounded
+        self.tried: dict[NodeId, float] = {}
         self.dial_loops: set[NodeId] = set()
         self.pending = _PendingHandshakes()
         self.auth_failures = 0
@@ -388,10 +392,13 @@ class Transport:
         if self.faults.is_blocked(peer) or self.stopping or len(self.conns) >= MAX_CONNECTIONS:
             return False
         self.dialing.add(peer)
+        started = self.node.clock.monotonic()
         try:
             conn = await self._attempt(peer.host, peer.port, peer)
         finally:
             self.dialing.discard(peer)
+            if len(self.tried) < MAX_TRIED or peer in self.tried:
+                self.tried[peer] = started
         if conn is None:
             return peer in self.conns
         self.node.spawn_task(self._run, conn, what=f"connection to {peer}")

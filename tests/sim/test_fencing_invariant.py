@@ -295,3 +295,31 @@ def test_a_two_node_cluster_whose_lower_node_restarts_runs_on() -> None:
         sim.run_until(lambda: all(g is not None and not g.fenced and len(g.view) == 2 for g in guards), 10)
         sim.stabilise()
         sim.check()
+
+
+@pytest.mark.timeout(60)
+def test_a_lost_nodes_lock_on_a_name_is_held_through_the_takeover_window() -> None:
+    """keep_majority, fenced_faults 770: n2 held the lock on 'sim_leader' everywhere and waited
+    for n1's commit answer when a partition cut it off (n2 | n1 n3 n4 n5). The majority released
+    n2's lock as soon as it lost n2 and registered its own owner at 19.76; n2 lost n1 at 19.80,
+    its registration completed on its side, and it fenced 4 ms later: two owners meanwhile. Now a
+    lock held by a lost node stays held until the takeover window has passed, like its names."""
+    run_scenario("fenced_faults", 770)
+
+
+@pytest.mark.timeout(60)
+def test_a_joining_node_founds_a_cluster_only_after_trying_every_seed() -> None:
+    """keep_majority, fenced_faults 776: n3 and n4 restarted as a partition healed; they reached
+    each other and n5 (restarted earlier, not admitted yet) first, found a majority of their seeds
+    with no view among them, and founded a second cluster 7 ms before their dials reached n1 and
+    n2, which ran on: two owners. Now a node founds only once it has dialed every seed."""
+    run_scenario("fenced_faults", 776)
+
+
+@pytest.mark.timeout(60)
+def test_a_joining_node_founds_only_after_dialing_every_seed_afresh() -> None:
+    """keep_majority, fenced_faults 385: n2 n3 ran on as a cluster of two; n1, n4, n5 restarted
+    during partitions, their dials of n2 and n3 failed, and 2.5 s after the heal, with the redial
+    back-off still waiting, they reached each other and founded a second cluster: two owners. Now
+    founding waits for a dial of every seed not reached, started once founding became possible."""
+    run_scenario("fenced_faults", 385)
