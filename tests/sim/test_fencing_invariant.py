@@ -312,7 +312,8 @@ def test_a_joining_node_founds_a_cluster_only_after_trying_every_seed() -> None:
     """keep_majority, fenced_faults 776: n3 and n4 restarted as a partition healed; they reached
     each other and n5 (restarted earlier, not admitted yet) first, found a majority of their seeds
     with no view among them, and founded a second cluster 7 ms before their dials reached n1 and
-    n2, which ran on: two owners. Now a node founds only once it has dialed every seed."""
+    n2, which ran on: two owners. Now a node founds only once a dial of every seed it does not
+    reach, started when founding became possible, has ended."""
     run_scenario("fenced_faults", 776)
 
 
