@@ -706,11 +706,15 @@ class Node:
             except NotRegisteredError:
                 return
         node = ref.node
+        if node is None or node is self._id:  # (`is_local` and `local_process` inlined: W2's path)
+            proc = self._procs.get(ref.id)
+            if proc is not None and proc._alive and ref.creation == self.incarnation:
+                proc.deliver((tag, msg))
+            return
         # A node has no connection to itself: a ref the router could send to is remote.
-        if node is not None and node is not self._id:
-            router = self.router
-            if router is not None and router.send(ref, tag, msg):
-                return
+        router = self.router
+        if router is not None and router.send(ref, tag, msg):
+            return
         if self.is_local(ref):
             proc = self.local_process(ref)
             if proc is not None and proc._alive:
