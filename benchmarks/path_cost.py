@@ -8,7 +8,7 @@ the same code as its node A and node B) do the same, round after round, alternat
 per operation of A and B together is steady to a few percent, which is what comparing two
 versions of the hot path needs.
 
-    .venv/bin/python -m benchmarks.path_cost [--shapes W3,W4,W5] [--rounds 5] [--count]
+    .venv/bin/python -m benchmarks.path_cost [--shapes W3,W4,W5] [--rounds 5] [--count] [--loop uvloop]
 
 W1: sequential local calls (one node; the ceiling's queue actor); W3: sequential calls; W4: 64
 callers; W5: casts then one confirming call. `--count` reports,
@@ -201,12 +201,23 @@ def _count(shape: str) -> None:
         print(f"  {count / ops:7.1f}  {key}")
 
 
+def _loop_factory(loop: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if loop != "uvloop":
+        return None
+    import uvloop  # (the [fast] extra)
+
+    return uvloop.new_event_loop
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", default="W3,W4,W5")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--count", action="store_true", help="bytecodes and calls per operation instead of times")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
+                        help="the event loop of both (uvloop: pip install 'noex-lab[fast]')")
     args = parser.parse_args()
+    options = {"use_uvloop": True} if args.loop == "uvloop" else {}
     shapes = args.shapes.split(",")
     if args.count:
         for shape in shapes:
@@ -220,9 +231,10 @@ def main() -> None:
         ours: list[float] = []
         ceiling: list[float] = []
         for _ in range(args.rounds):  # alternating, so a change in load hits both
-            ours.append(anyio.run(_ours, shape, ops) / ops * 1e6)
+            ours.append(anyio.run(_ours, shape, ops, backend_options=options) / ops * 1e6)
             if bench is not None:
-                ceiling.append(asyncio.run(_ceiling(bench, shape, ops)) / ops * 1e6)
+                with asyncio.Runner(loop_factory=_loop_factory(args.loop)) as runner:
+                    ceiling.append(runner.run(_ceiling(bench, shape, ops)) / ops * 1e6)
         ours.sort()
         line = (f"{shape}: CPU per operation, A and B together: ours min {ours[0]:.2f} us, "
                 f"median {ours[len(ours) // 2]:.2f}")

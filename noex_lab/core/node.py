@@ -14,6 +14,7 @@ import itertools
 import logging
 import os
 import weakref
+from asyncio import _get_running_loop
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from threading import get_ident
 from typing import TYPE_CHECKING, Any
@@ -71,10 +72,15 @@ def current_node() -> Node:
         return node
     global _last_loop
     cached = _last_loop
-    if cached is not None and cached[2]:  # the last asyncio loop's nodes, if it runs in this thread
-        loop: Any = cached[0]()
-        if loop is not None and loop._thread_id == get_ident() and cached[1]:
-            return cached[1][0]
+    if cached is not None:
+        if cached[2]:  # the last asyncio loop's nodes, if it runs in this thread
+            loop: Any = cached[0]()
+            if loop is not None and loop._thread_id == get_ident() and cached[1]:
+                return cached[1][0]
+        elif cached[1]:  # a loop that does not tell its thread (uvloop): ask for the running one
+            loop = _get_running_loop()  # (C; under trio None: the key is trio's token, below)
+            if loop is not None and cached[0]() is loop:
+                return cached[1][0]
     key = current_loop_key()
     nodes: list[Node] | None
     if cached is not None and cached[0]() is key:
@@ -89,7 +95,8 @@ def current_node() -> Node:
 
 
 # one-entry cache of the last loop's node list (facade calls outside processes are hot), and
-# whether that loop tells its running thread (`_thread_id`: asyncio's own loops)
+# whether that loop tells its running thread (`_thread_id`: asyncio's own loops; uvloop's does
+# not, and on uvloop every facade call took the slow path: W5 2.00 us a cast against 1.68 on asyncio)
 _last_loop: tuple[weakref.ref[object], list[Node], bool] | None = None
 
 
