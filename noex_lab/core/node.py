@@ -14,7 +14,6 @@ import itertools
 import logging
 import os
 import weakref
-from asyncio import _get_running_loop
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from threading import get_ident
 from typing import TYPE_CHECKING, Any
@@ -73,13 +72,17 @@ def current_node() -> Node:
     global _last_loop
     cached = _last_loop
     if cached is not None:
-        if cached[2]:  # the last asyncio loop's nodes, if it runs in this thread
+        if cached[2] == _TELLS_THREAD:  # the last asyncio loop's nodes, if it runs in this thread
             loop: Any = cached[0]()
             if loop is not None and loop._thread_id == get_ident() and cached[1]:
                 return cached[1][0]
-        elif cached[1]:  # a loop that does not tell its thread (uvloop): ask for the running one
-            loop = _get_running_loop()  # (C; under trio None: the key is trio's token, below)
-            if loop is not None and cached[0]() is loop:
+        elif cached[2] == _RUNS_HERE and cached[1] and cached[3] == get_ident():  # (uvloop's loops)
+            # found running in this thread, and running still: asking asyncio for the running
+            # loop costs a getpid (W2 on uvloop: 1.15 M casts/s with it, 1.36-1.42 M without).
+            # A node bound to any loop clears the cache, so a second loop of this thread with a
+            # node never gets the first's nodes, even should the first run on in another thread.
+            loop = cached[0]()
+            if loop is not None and loop.is_running():
                 return cached[1][0]
     key = current_loop_key()
     nodes: list[Node] | None
@@ -88,7 +91,9 @@ def current_node() -> Node:
     else:
         nodes = _nodes_by_loop.get(key)
         if nodes is not None:  # (an asyncio loop's `_thread_id` is its running thread's, else None)
-            _last_loop = (weakref.ref(key), nodes, hasattr(key, "_thread_id"))
+            kind = (_TELLS_THREAD if hasattr(key, "_thread_id")
+                    else _RUNS_HERE if isinstance(key, asyncio.AbstractEventLoop) else 0)
+            _last_loop = (weakref.ref(key), nodes, kind, get_ident())
     if nodes:
         return nodes[0]
     return Node()
@@ -96,8 +101,11 @@ def current_node() -> Node:
 
 # one-entry cache of the last loop's node list (facade calls outside processes are hot), and
 # whether that loop tells its running thread (`_thread_id`: asyncio's own loops; uvloop's does
-# not, and on uvloop every facade call took the slow path: W5 2.00 us a cast against 1.68 on asyncio)
-_last_loop: tuple[weakref.ref[object], list[Node], bool] | None = None
+# not, and on uvloop every facade call took the slow path: W5 2.00 us a cast against 1.68 on
+# asyncio), and the thread it was found running in
+_last_loop: tuple[weakref.ref[object], list[Node], int, int] | None = None
+_TELLS_THREAD = 1  # an asyncio loop with `_thread_id`
+_RUNS_HERE = 2  # another asyncio loop (uvloop): checked with `is_running()` and the thread it was found in
 
 
 def _forget_last_loop() -> None:
@@ -179,6 +187,7 @@ class Node:
         # (a DistributedSupervisor's hand-off); bounded by stop()'s timeout
         self.handoff_hooks: list[Callable[[], Awaitable[None]]] = []
         _nodes_by_loop.setdefault(self.backend.key, []).append(self)
+        _forget_last_loop()  # (see `current_node`: a new loop's first node is found the long way)
         self.backend.spawn_system_task(self._host)
 
     # ------------------------------------------------------------------ identity & lifecycle

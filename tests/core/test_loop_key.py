@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from typing import Any
 
 import pytest
 import trio
@@ -154,3 +155,63 @@ def test_a_forked_child_gets_no_default_node_of_its_parent() -> None:
         return os.waitstatus_to_exitcode(status)
 
     assert asyncio.run(main()) == 0
+
+
+def _run_on_uvloop(coro: Any) -> Any:
+    import uvloop  # (the [fast] extra, which `make` installs)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+def test_on_uvloop_the_default_node_follows_the_running_loop() -> None:
+    """uvloop's loop does not tell its thread: `current_node` remembers the thread it found it
+    running in and checks `is_running()`; each run still gets its own node."""
+
+    async def main() -> Node:
+        node = await Node().start()
+        assert current_node() is node and current_node() is node  # (the second from the cache)
+        await node.stop()
+        return node
+
+    first = _run_on_uvloop(main())
+    second = _run_on_uvloop(main())
+    assert first is not second
+
+
+def test_on_uvloop_another_threads_loop_never_gets_this_loops_default_node() -> None:
+    results: dict[str, Node] = {}
+    errors: list[BaseException] = []
+    thread_cached = threading.Event()
+    main_checked = threading.Event()
+
+    async def in_thread() -> None:
+        results["thread"] = await Node().start()
+        assert current_node() is results["thread"] and current_node() is results["thread"]
+        thread_cached.set()  # the cache now names the thread's loop, running
+        await asyncio.get_running_loop().run_in_executor(None, main_checked.wait, 10)
+        assert current_node() is results["thread"]
+        await results["thread"].stop()
+
+    def run_thread() -> None:
+        try:
+            _run_on_uvloop(in_thread())
+        except BaseException as exc:  # (re-raised below, in the test's thread)
+            errors.append(exc)
+
+    async def in_main() -> None:
+        results["main"] = await Node().start()
+        assert current_node() is results["main"]
+        thread = threading.Thread(target=run_thread)
+        thread.start()
+        await asyncio.get_running_loop().run_in_executor(None, thread_cached.wait, 10)
+        assert current_node() is results["main"]  # not the thread's, though its loop runs
+        main_checked.set()
+        await asyncio.get_running_loop().run_in_executor(None, thread.join, 10)
+        assert current_node() is results["main"]
+        await results["main"].stop()
+
+    _run_on_uvloop(in_main())
+    if errors:
+        raise errors[0]
+    assert results["thread"] is not results["main"]
