@@ -345,11 +345,13 @@ async def test_a_flood_of_lone_casts_neither_stalls_the_loop_nor_loses_a_message
             counted = peer.call(sink.id, sink.creation, "get", timeout=60.0)
             return sent, counted, _cpu_s(victim.pid) - cpu
 
+    hwm_before = _status_kib(victim.pid, "VmHWM")
     latencies, (sent, counted, cpu) = await _calls_during(client, echo, flood)
+    grew_mib = (_status_kib(victim.pid, "VmHWM") - hwm_before) / 1024  # (the sink's mailbox: unbounded by default)
     assert counted == sent, f"{sent - counted} of {sent} casts lost"
     assert len(latencies) > 50, f"only {len(latencies)} calls during the flood"
     worst = max(latencies)
-    print(f"flood: {sent} casts in {seconds} s at most, victim CPU {cpu:.2f} s, {len(latencies)} calls during it, "
-          f"worst {worst * 1e3:.1f} ms")
+    print(f"flood: {sent} casts in {seconds} s at most, victim CPU {cpu:.2f} s, peak RSS +{grew_mib:.0f} MiB, "
+          f"{len(latencies)} calls during it, worst {worst * 1e3:.1f} ms")
     assert worst < 0.1, f"a call waited {worst * 1e3:.0f} ms behind the flood ({sent} casts)"
 
