@@ -16,8 +16,11 @@ that joins or rejoins is admitted to a node's view only once every member that n
 reports reaching it, and a side wins only under its own view *and* every view its members last
 reported (a partition in the middle of a change finds both sides deciding over a common view).
 A node started with seeds has joined no cluster: it stays fenced until an unfenced member that
-admitted it tells it its view, or it founds a cluster with a majority of itself and its seeds
-(keep_majority and static_quorum; see docs/concepts/partitions.md).
+admitted it tells it its view, or it founds a cluster with a majority of itself and its seeds,
+none of them in a cluster, once its fresh dials of the seeds it does not reach have ended
+(keep_majority and static_quorum; see docs/concepts/partitions.md). Such a node, restarted under
+a member's id, is not that member: it counts for a side once admitted, or in place of its
+predecessor when every member of the predecessor's last reported view is reachable.
 
 A losing node *fences*: it kills its DistributedSupervisor children and its globally named
 processes (reason ``partition_fenced``), refuses new ones (`NodeFencedError`), and unfences
