@@ -43,16 +43,18 @@ class DeadlineSlots:
 
     A deadline is rounded up to a multiple of 1 % of the timeout (at least 1 ms, at most
     20 ms), so a request fails between `timeout` and `timeout` + 1 % (+ 20 ms at most) late,
-    never early (every blocking API ends within its timeout plus a small constant).
+    never early (every blocking API ends within its timeout plus a small constant; on uvloop
+    2 ms more, `timer_slack`).
     Requests whose deadlines share a slot share one `TimerHandle`: a `call_later` + `cancel`
     per request (a heap push of a Python-compared handle, 2-3 us) becomes a dict lookup and a
     set add/discard.
     """
 
-    __slots__ = ("_last", "_time", "loop", "slots")
+    __slots__ = ("_last", "_slack", "_time", "loop", "slots")
 
     def __init__(self, loop: Any) -> None:
         self.loop = loop
+        self._slack = timer_slack(loop)
         # asyncio's own loop.time() is time.monotonic() behind a Python call: call it directly
         self._time: Callable[[], float] = (
             time.monotonic if getattr(type(loop), "time", None) is asyncio.BaseEventLoop.time else loop.time
@@ -78,7 +80,7 @@ class DeadlineSlots:
         found = self.slots.get(due)
         if found is None:
             found = self.slots[due] = set()
-            self.loop.call_at(due, self._expire, due)
+            self.loop.call_at(due + self._slack, self._expire, due)
         slot = found
         if timeout >= 0.001:  # (a slot is reused only while it is at least 1 ms ahead: never an expired one)
             self._last = (timeout, due - timeout, slot)
@@ -89,6 +91,14 @@ class DeadlineSlots:
         for fut in self.slots.pop(due, ()):
             if not fut.done():
                 fut.set_exception(TimeoutError())
+
+
+def timer_slack(loop: Any) -> float:
+    """Seconds to add to a timer's delay so that it never fires early on `loop`: none on
+    asyncio's own loops; 2 ms on others. uvloop rounds a delay to whole milliseconds and counts
+    it from libuv's millisecond clock, so a timer may fire up to 1.5 ms early: send_after timers
+    armed in a loop fired up to 1.2 ms early (tests/core/test_timers_never_early.py)."""
+    return 0.0 if isinstance(loop, asyncio.BaseEventLoop) else 0.002
 
 
 class Backend:
@@ -132,6 +142,7 @@ class AsyncioBackend(Backend):
         self.key = self.loop
         self._tasks: set[asyncio.Task[Any]] = set()
         self._deadlines = self.deadlines = DeadlineSlots(self.loop)
+        self._slack = timer_slack(self.loop)  # (a timer never fires early: `timer_slack`)
         # No Python frame of ours per future (every call makes one or two: the reply, and the
         # server's wake-up when it was idle): on asyncio's own loop the Future class itself
         # (its create_future is a Python method doing just that), else the loop's create_future
@@ -156,7 +167,7 @@ class AsyncioBackend(Backend):
     def call_later(
         self, delay: float, fn: Callable[[], None], spawn: Callable[[Callable[[], Awaitable[None]]], None]
     ) -> Cancellable:
-        return self.loop.call_later(delay, fn)
+        return self.loop.call_later(delay + self._slack, fn)
 
     def spawn_system_task(self, fn: Callable[[], Awaitable[None]]) -> None:
         async def run() -> None:
