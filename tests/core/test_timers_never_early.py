@@ -16,18 +16,19 @@ from noex_lab.core.node import Node
 
 
 class _Clock(GenServer):
-    """Records the perf_counter of every info message it gets."""
+    """Tells `arrived(msg, perf_counter)` (its start argument) of every info message it gets."""
 
     def init(self, arg: Any) -> Any:
-        return []
+        return arg
 
     def handle_info(self, msg: Any, state: Any) -> Any:
-        return [*state, (msg, time.perf_counter())]
+        state(msg, time.perf_counter())
+        return state
 
     def handle_call(self, msg: Any, state: Any) -> Any:
         if msg == "never":  # a call nobody answers: its timeout ends it
             return NoReply(state)
-        return state, state
+        return None, state
 
 
 def _factories() -> list[Callable[[], asyncio.AbstractEventLoop]]:
@@ -39,21 +40,18 @@ def _factories() -> list[Callable[[], asyncio.AbstractEventLoop]]:
 async def _timers_and_timeouts() -> tuple[float, float]:
     """(the smallest lateness of 60 send_after timers, of 20 call timeouts), in seconds."""
     node = await Node().start()
-    ref = await GenServer.start(_Clock)
-    delays = [0.0105 + 0.0001 * i for i in range(60)]
-    sent: dict[int, float] = {}
-    for i, delay in enumerate(delays):
-        sent[i] = time.perf_counter()
+    loop = asyncio.get_running_loop()
+    waiting: dict[int, asyncio.Future[float]] = {}
+    ref = await GenServer.start(_Clock, lambda msg, at: waiting[msg].set_result(at))
+    timer_lateness = 1.0
+    for i in range(60):
+        # one timer at a time, each armed as the last one fired: at varied points of a millisecond
+        delay = 0.0105 + 0.0001 * i
+        waiting[i] = loop.create_future()
+        sent = time.perf_counter()
         GenServer.send_after(ref, i, delay)
-        await asyncio.sleep(0.0007 * (i % 3))  # (timers armed at different points of a millisecond)
-    got: list[tuple[int, float]] = []
-    for _ in range(200):  # until every timer fired (bounded: 200 x 10 ms)
-        got = await GenServer.call(ref, "get")
-        if len(got) == len(delays):
-            break
-        await asyncio.sleep(0.01)
-    assert len(got) == len(delays), got
-    timer_lateness = min(at - sent[i] - delays[i] for i, at in got)
+        fired = await asyncio.wait_for(waiting[i], 1.0)
+        timer_lateness = min(timer_lateness, fired - sent - delay)
     timeout_lateness = 1.0
     for i in range(20):
         timeout = 0.0105 + 0.0003 * i
