@@ -50,11 +50,11 @@ class DeadlineSlots:
     set add/discard.
     """
 
-    __slots__ = ("_last", "_slack", "_time", "loop", "slots")
+    __slots__ = ("_last", "_time", "loop", "slack", "slots")
 
     def __init__(self, loop: Any) -> None:
         self.loop = loop
-        self._slack = timer_slack(loop)
+        self.slack = timer_slack(loop)  # (the backend's timers add it too)
         # asyncio's own loop.time() is time.monotonic() behind a Python call: call it directly
         self._time: Callable[[], float] = (
             time.monotonic if getattr(type(loop), "time", None) is asyncio.BaseEventLoop.time else loop.time
@@ -80,7 +80,7 @@ class DeadlineSlots:
         found = self.slots.get(due)
         if found is None:
             found = self.slots[due] = set()
-            self.loop.call_at(due + self._slack, self._expire, due)
+            self.loop.call_at(due + self.slack, self._expire, due)
         slot = found
         if timeout >= 0.001:  # (a slot is reused only while it is at least 1 ms ahead: never an expired one)
             self._last = (timeout, due - timeout, slot)
@@ -142,7 +142,7 @@ class AsyncioBackend(Backend):
         self.key = self.loop
         self._tasks: set[asyncio.Task[Any]] = set()
         self._deadlines = self.deadlines = DeadlineSlots(self.loop)
-        self._slack = timer_slack(self.loop)  # (a timer never fires early: `timer_slack`)
+        self._slack = self._deadlines.slack  # (a timer never fires early: `timer_slack`)
         # No Python frame of ours per future (every call makes one or two: the reply, and the
         # server's wake-up when it was idle): on asyncio's own loop the Future class itself
         # (its create_future is a Python method doing just that), else the loop's create_future

@@ -46,6 +46,17 @@ CRASHES = (Exception, KeyboardInterrupt, SystemExit)
 _CLOSED_MAILBOX: deque[tuple[Any, ...]] = deque(maxlen=0)
 
 
+def bad_call_return(cls: type, result: Any) -> BadReturnError:
+    """What `handle_call` returning `result` raises (the loop and `run_now` alike)."""
+    return BadReturnError(f"{cls.__name__}.handle_call returned {result!r}; return "
+                          "(reply, new_state), NoReply(new_state) or Stop(reason, new_state)")
+
+
+def noreply_outside_call(cls: type) -> BadReturnError:
+    """What a cast or info handler returning `NoReply` raises."""
+    return BadReturnError(f"{cls.__name__}: NoReply is only valid from handle_call")
+
+
 def _idle(*args: Any) -> Any:
     """Stands for a handler while the process waits (never called)."""
     raise AssertionError("a handler was called while its process was idle")
@@ -554,10 +565,7 @@ class Process:
                             self._owe_reply(reply)
                         return result.reason, True
                     else:
-                        raise BadReturnError(
-                            f"{cls.__name__}.handle_call returned {result!r}; return "
-                            "(reply, new_state), NoReply(new_state) or Stop(reason, new_state)"
-                        )
+                        raise bad_call_return(cls, result)
                 else:  # (one test per tag: a cast, the most frequent, costs two)
                     if tag == CAST:
                         result = handle_cast(item[1], self.state)
@@ -575,7 +583,7 @@ class Process:
                     kind = type(result)
                     if kind is Stop or kind is NoReply:  # (neither can be subclassed)
                         if kind is NoReply:
-                            raise BadReturnError(f"{cls.__name__}: NoReply is only valid from handle_call")
+                            raise noreply_outside_call(cls)
                         self.state = result.state
                         return result.reason, True
                     self.state = result
@@ -666,10 +674,7 @@ class Process:
                     self._end_later(result.reason, reply if result.has_reply else None, result.reply)
                     return
                 else:
-                    raise BadReturnError(
-                        f"{self.behavior.__name__}.handle_call returned {result!r}; return "
-                        "(reply, new_state), NoReply(new_state) or Stop(reason, new_state)"
-                    )
+                    raise bad_call_return(self.behavior, result)
             else:
                 if tag == CAST:
                     result = server.handle_cast(item[1], self.state)
@@ -678,7 +683,7 @@ class Process:
                 kind = type(result)
                 if kind is Stop or kind is NoReply:
                     if kind is NoReply:
-                        raise BadReturnError(f"{self.behavior.__name__}: NoReply is only valid from handle_call")
+                        raise noreply_outside_call(self.behavior)
                     self.state = result.state
                     self._end_later(result.reason)
                     return

@@ -290,9 +290,7 @@ class PartitionGuard(Service):
         self.unjoined.discard(peer)
         self.admitted_now.discard(peer)
         if reason == "graceful_shutdown":
-            self.view.discard(peer)  # a graceful leave shrinks the view
-            self.views.pop(peer, None)
-            self.predecessor_views.pop(peer, None)
+            self._forget(peer)  # a graceful leave shrinks the view
         else:
             lost = self.lost_at[peer] = self.node.clock.monotonic()
             self.node.spawn_task(self._down_later, peer, lost, what="partition policy: down a lost member")
@@ -305,12 +303,16 @@ class PartitionGuard(Service):
         await anyio.sleep(self.stable_after_s)
         if peer not in self.reachable and not self.fenced and self.lost_at.get(peer) == lost:
             if not self._losing():
-                self.view.discard(peer)
-                self.views.pop(peer, None)
-                self.predecessor_views.pop(peer, None)
+                self._forget(peer)
                 del self.lost_at[peer]  # its work may be taken over from now on
                 self.node.events.emit("node_downed", peer=peer, policy=str(self.policy))
                 self._broadcast()
+
+    def _forget(self, peer: NodeId) -> None:
+        """`peer` leaves the view (it left, or was downed), and what it last reported with it."""
+        self.view.discard(peer)
+        self.views.pop(peer, None)
+        self.predecessor_views.pop(peer, None)
 
     def _broadcast(self) -> None:
         view = [str(p) for p in sorted(self.view)] if self.joined else None  # (no view to decide on yet)

@@ -16,13 +16,13 @@ from typing import Any
 import anyio
 import pytest
 
-from noex_lab import BehaviorRegistry, CallTimeoutError, Cluster, GenServer, Node, RemoteSpawn
+from noex_lab import CallTimeoutError, GenServer, Node
 from noex_lab.core._backend import DeadlineSlots
 from noex_lab.distribution import framing
 from noex_lab.distribution import protocol as p
 from noex_lab.distribution.connection import Connection
 from noex_lab.distribution.routing import RemoteReply
-from tests.helpers.cluster import wait_until
+from tests.helpers.cluster import secured_pair, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("cleanup")]
 
@@ -70,11 +70,7 @@ class Counter(GenServer):
 @pytest.fixture
 async def pair() -> AsyncIterator[tuple[Node, Node, Any]]:
     """Node A (the default node: started first) and node B, with a secret; an Echo on B."""
-    a = await Cluster.start("call_path_a", port=0, cluster_secret=SECRET)
-    b = await Cluster.start("call_path_b", port=0, seeds=[a.id], cluster_secret=SECRET)
-    await wait_until(lambda: b.id in a.distribution.transport.conns, timeout=10)
-    BehaviorRegistry.register("call_path_echo", Echo)  # (one registry: both nodes are in this process)
-    ref = await RemoteSpawn.spawn("call_path_echo", b.id)
+    a, b, ref = await secured_pair("call_path", "call_path_echo", Echo, SECRET)
     yield a, b, ref
 
 

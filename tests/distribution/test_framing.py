@@ -81,13 +81,17 @@ async def test_messages_sent_in_one_iteration_share_frames_and_keep_their_order(
     assert frames < messages / 10, (frames, messages)
 
 
+def _undecodable(name: str) -> type:
+    """A class that travels (as `tests.framing.<name>`) and whose decoding always raises."""
+    cls = type(name, (), {})
+    wire_type(cls, name=f"tests.framing.{name}", encode=lambda obj: 1, decode=lambda state: 1 / 0)
+    return cls
+
+
 @pytest.mark.anyio
 @pytest.mark.usefixtures("cleanup")
 async def test_an_undecodable_message_in_a_batch_costs_only_itself() -> None:
-    class Brittle:
-        pass
-
-    wire_type(Brittle, name="tests.framing.Brittle", encode=lambda obj: 1, decode=lambda state: 1 / 0)
+    Brittle = _undecodable("Brittle")
     a, b, ref = await _recorder_on_second_of_two()
     errors: list[str] = []
     b.events.subscribe(lambda event: errors.append(str(event)) if event.kind == "error" else None)
@@ -239,10 +243,7 @@ async def test_a_frame_after_a_lone_one_is_decoded_as_any_other(tail: bytes, del
 @pytest.mark.anyio
 @pytest.mark.usefixtures("cleanup")
 async def test_an_undecodable_lone_request_after_a_lone_frame_is_answered_with_the_error() -> None:
-    class Fragile:
-        pass
-
-    wire_type(Fragile, name="tests.framing.Fragile", encode=lambda obj: 1, decode=lambda state: 1 / 0)
+    Fragile = _undecodable("Fragile")
     a, b, ref = await _recorder_on_second_of_two()
     conn = _connection(b, a)
     lone = msgpack.packb([3, ref.id, ref.creation, "lone"])

@@ -12,19 +12,16 @@ import anyio
 import pytest
 
 from noex_lab import (
-    BehaviorRegistry,
     CallError,
-    Cluster,
     GenServer,
     Node,
     NoReply,
     RemoteMonitor,
-    RemoteSpawn,
     Stop,
 )
 from noex_lab.core.node import current_process
 from noex_lab.core.reasons import ErrorReason
-from tests.helpers.cluster import wait_until
+from tests.helpers.cluster import secured_pair, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("cleanup"), pytest.mark.timeout(60)]
 
@@ -74,11 +71,7 @@ class Server(GenServer):
 @pytest.fixture
 async def pair() -> AsyncIterator[tuple[Node, Node, Any]]:
     """Node A (the default node) and node B with a secret; a Server on B that knows its task."""
-    a = await Cluster.start("handoff_a", port=0, cluster_secret=SECRET)
-    b = await Cluster.start("handoff_b", port=0, seeds=[a.id], cluster_secret=SECRET)
-    await wait_until(lambda: b.id in a.distribution.transport.conns, timeout=10)
-    BehaviorRegistry.register("handoff_server", Server)  # (one registry: both nodes are in this process)
-    ref = await RemoteSpawn.spawn("handoff_server", b.id)
+    a, b, ref = await secured_pair("handoff", "handoff_server", Server, SECRET)
     GenServer.send(ref, "whoami")  # (async handle_info: its process's own task runs it)
     await wait_until(lambda: b.local_process(ref).state["task"] is not None, timeout=10)
     yield a, b, ref
