@@ -60,7 +60,9 @@ class EventStream:
 
     def __init__(self, node: Node, keep: int = 2000) -> None:
         self._node = node
-        self._recent: deque[NodeEvent] = deque(maxlen=keep)
+        # NodeEvents, or for events recorded while nobody listened (`record`) their fields as a
+        # tuple, made a NodeEvent when read (`recent`)
+        self._recent: deque[NodeEvent | tuple[EventKind, float, NodeId | None, dict[str, Any]]] = deque(maxlen=keep)
         self._subscribers: list[EventCallback] = []
         self._dispatching_error = False
 
@@ -78,8 +80,8 @@ class EventStream:
         """The last `n` events, oldest first."""
         if n <= 0:
             return []
-        items = list(self._recent)
-        return items[-n:]
+        items = list(self._recent)[-n:]
+        return [item if isinstance(item, NodeEvent) else NodeEvent(*item) for item in items]
 
     def emit(self, kind: EventKind, **data: Any) -> NodeEvent:
         event = NodeEvent(kind, self._node.clock.time(), self._node.id, data)
@@ -94,6 +96,16 @@ class EventStream:
             except Exception as exc:  # a broken subscriber must not break the emitter
                 self.report_error(f"event subscriber {callback!r} raised", exc)
         return event
+
+    def record(self, kind: EventKind, **data: Any) -> None:
+        """`emit` for hot paths that need no event back (a process started or exited): with
+        nobody subscribed the event is kept as a tuple, a NodeEvent only once read (a frozen
+        dataclass costs ~0.5 us to build, 5 % of a process's whole stop)."""
+        if self._subscribers:
+            self.emit(kind, **data)
+        else:
+            node = self._node
+            self._recent.append((kind, node.clock.time(), node.id, data))
 
     def report_error(self, what: str, exc: BaseException) -> None:
         """Record an error from background work so it is never silently lost."""

@@ -219,9 +219,12 @@ class GenServer:
         current_node()._send(target, INFO, msg)
 
     @staticmethod
-    async def stop(target: Target, reason: ExitReason = NORMAL, *, timeout: float = 5.0) -> None:
-        """Stop after the messages already queued; `terminate(reason, state)` runs."""
-        await current_node().stop_process(target, reason, timeout)
+    def stop(target: Target, reason: ExitReason = NORMAL, *, timeout: float = 5.0) -> Coroutine[Any, Any, None]:
+        """Stop after the messages already queued; `terminate(reason, state)` runs:
+        `await GenServer.stop(target)` returns once the process has exited.
+
+        (Like `call`, it returns the stop's coroutine itself; nothing is sent until it is awaited.)"""
+        return current_node().stop_process(target, reason, timeout)
 
     @staticmethod
     def reply(from_: From, value: Any) -> None:

@@ -533,7 +533,7 @@ class Node:
         self._started(proc)
 
     def _started(self, proc: Process) -> None:
-        self.events.emit("process_started", ref=proc.ref, name=proc.name, behavior=proc.behavior.__name__)
+        self.events.record("process_started", ref=proc.ref, name=proc.name, behavior=proc.behavior.__name__)
 
     @staticmethod
     def _check_spawn(behavior: Any, max_mailbox: Any, overflow: Any) -> type[GenServer]:
@@ -586,10 +586,17 @@ class Node:
 
     def _process_exited(self, proc: Process, reason: ExitReason) -> None:
         """Bookkeeping when a process ends: names, links, monitors, hooks, events."""
+        name = proc.name
         if self._procs.pop(proc.pid, None) is not None:
-            self._count_behavior(proc.behavior, -1)
+            counts, behavior = self._behavior_counts, proc.behavior  # (`_count_behavior` inlined)
+            count = counts.get(behavior, 0) - 1
+            if count > 0:
+                counts[behavior] = count
+            else:
+                counts.pop(behavior, None)
         self._linked.discard(proc)
-        self.names.drop_ref(proc.name, proc.ref)
+        if name is not None:
+            self.names.drop_ref(name, proc.ref)
         links, proc._links = proc._links, None
         if links:
             for other in links:
@@ -608,9 +615,8 @@ class Node:
             except Exception as exc:
                 self.events.report_error("exit hook failed", exc)
         if self._running:
-            self.events.emit(
-                "process_exited", ref=proc.ref, name=proc.name, behavior=proc.behavior.__name__,
-                reason=reason,
+            self.events.record(
+                "process_exited", ref=proc.ref, name=name, behavior=proc.behavior.__name__, reason=reason
             )
         if reason != NORMAL and reason != SHUTDOWN:  # only abnormal exits pay for the check
             report_crash(self, proc, reason)
@@ -764,8 +770,46 @@ class Node:
         proc.deliver(item)
         return True
 
-    async def stop_process(self, target: Target, reason: ExitReason = NORMAL, timeout: float = 5.0) -> None:
-        """Orderly stop after already-queued messages (see `GenServer.stop`)."""
+    def stop_process(
+        self, target: Target, reason: ExitReason = NORMAL, timeout: float = 5.0
+    ) -> Coroutine[Any, Any, None]:
+        """Orderly stop after already-queued messages (see `GenServer.stop`).
+
+        Returns the coroutine that stops it (as `call`): for a local ref and a valid float timeout,
+        the stop's own coroutine, one layer less per stop. Nothing is sent until it is awaited."""
+        if type(target) is ProcessRef and type(timeout) is float and 0.0 < timeout <= MAX_TIMEOUT_S:
+            node, own = target.node, self._id
+            if node is None or node is own or (own is not None and node._hash == own._hash and node == own):
+                proc = self.local_process(target)
+                if proc is not None and proc is not CURRENT_PROCESS.get():
+                    return self._stop_local(proc, target, reason, timeout)
+        return self._stop_process(target, reason, timeout)
+
+    async def _stop_local(self, proc: Process, target: Target, reason: ExitReason, timeout: float) -> None:
+        """Ask a local process (not the current one) to stop after its queued messages; wait
+        for its exit within `timeout`."""
+        if not proc._alive:
+            raise ServerNotRunningError(target, NOPROC)
+        backend = self.backend
+        waiter = backend.new_future()
+        proc.deliver((STOP, reason, waiter))
+        deadlines = backend.deadlines
+        try:
+            if deadlines is None:
+                await backend.wait_future(waiter, timeout)
+                return
+            slot = deadlines.add(waiter, timeout)  # asyncio: `wait_future` inlined, as in `_call_local`
+            try:
+                await waiter
+            finally:
+                slot.discard(waiter)
+        except TimeoutError as exc:
+            if type(exc) is TimeoutError:
+                raise CallTimeoutError(target, timeout) from None
+            raise
+
+    async def _stop_process(self, target: Target, reason: ExitReason, timeout: float) -> None:
+        """`stop_process` with every check, and every error raised."""
         timeout = check_timeout(timeout)
         if self._remote_named(target) is not None:
             started = anyio.current_time()
@@ -786,12 +830,7 @@ class Node:
             raise ServerNotRunningError(ref, NOPROC)
         if proc is CURRENT_PROCESS.get():
             raise InvalidArgumentError("a process cannot stop itself with GenServer.stop; return Stop(...)")
-        waiter = self.backend.new_future()
-        proc.deliver((STOP, reason, waiter))
-        try:
-            await self.backend.wait_future(waiter, timeout)
-        except TimeoutError:
-            raise CallTimeoutError(target, timeout) from None
+        await self._stop_local(proc, target, reason, timeout)
 
     async def shutdown_process(
         self, ref: ProcessRef, reason: ExitReason = SHUTDOWN, timeout: float | None = 5.0

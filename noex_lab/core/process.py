@@ -346,7 +346,7 @@ class Process:
                     task.uncancel()
             if self._kill_reason is not None:
                 reason, run_terminate = self._kill_reason, False
-            if run_terminate:
+            if run_terminate and getattr(self.server, "terminate", None) is not None:  # (else no coroutine)
                 try:
                     reason = await self._terminate(reason)
                 except asyncio.CancelledError:
@@ -361,7 +361,8 @@ class Process:
         except BaseException as exc:  # a bug in the runtime itself: report, never swallow
             self.node.events.report_error(f"process {self.ref} runner failed", exc)
             reason = ErrorReason.from_exception(exc)
-        self._fail_init(started, reason)
+        if started is not _INIT_DONE:
+            self._fail_init(started, reason)
         self._finish(reason)
 
     async def main_scoped(self, arg: Any, started: FutureLike, init_timeout: float) -> None:
@@ -791,7 +792,10 @@ class Process:
         self._alive = False
         self.exit_reason = reason
         self.node._process_exited(self, reason)
-        self._close_mailbox(reason)
+        if self._closed:  # (the loop closed it: already empty; calls refused from now on get this reason)
+            self._close_reason = reason
+        else:
+            self._close_mailbox(reason)
         if self._sys is not None:
             self._sys.exited(self, reason)
         # replies still owed: the call being handled when the process was killed, NoReply/Stop ones

@@ -75,6 +75,8 @@ async def test_process_started_and_exited_events(node: Node) -> None:
         ("process_started", ref), ("process_exited", ref), ("process_started", other),
         ("process_exited", other),
     ]
+    # (the last two were recorded with nobody subscribed, as tuples: read, they are NodeEvents too)
+    assert all(isinstance(e, NodeEvent) and e.at > 0 and e.node == node.id and str(e) for e in recent)
     assert node.events.recent(2) == node.events.recent(100)[-2:]
     assert node.events.recent(0) == []
 
