@@ -34,6 +34,9 @@ class Line:
     # compared with `higher_is_better` like the ratio (None: no absolute target).
     abs_target: float | None = None
     abs_note: str = ""  # where the absolute target comes from ("issue acceptance")
+    # A speed (a rate or a latency), not a size: on uvloop the ratio target is issue 19's
+    # (UVLOOP_SPEED_RATIO of that ceiling's speed, run.py `ratio_target`).
+    speed: bool = True
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ async def run(ctx: Context) -> list[Measurement]:
 WORKLOAD = Workload(
     id="W1",
     name="local-call",
-    lines=(Line("W1-local-call", "calls/s", target_ratio=0.5),),
+    lines=(Line("W1-local-call", "calls/s", target_ratio=0.8),),
     run=run,
     description="20,000 sequential local calls",
 )

@@ -59,7 +59,7 @@ WORKLOAD = Workload(
     id="W3",
     name="remote-call-latency",
     lines=(
-        Line("W3-remote-call-latency-p50", "us", target_ratio=1.5, higher_is_better=False),
+        Line("W3-remote-call-latency-p50", "us", target_ratio=1.2, higher_is_better=False),
         Line("W3-remote-call-latency-p99", "us", higher_is_better=False),
         Line("W3-remote-call-latency-rate", "calls/s"),
     ),
