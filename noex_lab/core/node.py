@@ -588,12 +588,7 @@ class Node:
         """Bookkeeping when a process ends: names, links, monitors, hooks, events."""
         name = proc.name
         if self._procs.pop(proc.pid, None) is not None:
-            counts, behavior = self._behavior_counts, proc.behavior  # (`_count_behavior` inlined)
-            count = counts.get(behavior, 0) - 1
-            if count > 0:
-                counts[behavior] = count
-            else:
-                counts.pop(behavior, None)
+            self._count_behavior(proc.behavior, -1)
         self._linked.discard(proc)
         if name is not None:
             self.names.drop_ref(name, proc.ref)
@@ -778,11 +773,9 @@ class Node:
         Returns the coroutine that stops it (as `call`): for a local ref and a valid float timeout,
         the stop's own coroutine, one layer less per stop. Nothing is sent until it is awaited."""
         if type(target) is ProcessRef and type(timeout) is float and 0.0 < timeout <= MAX_TIMEOUT_S:
-            node, own = target.node, self._id
-            if node is None or node is own or (own is not None and node._hash == own._hash and node == own):
-                proc = self.local_process(target)
-                if proc is not None and proc is not CURRENT_PROCESS.get():
-                    return self._stop_local(proc, target, reason, timeout)
+            proc = self.local_process(target)  # (None for a ref of another node)
+            if proc is not None and proc is not CURRENT_PROCESS.get():
+                return self._stop_local(proc, target, reason, timeout)
         return self._stop_process(target, reason, timeout)
 
     async def _stop_local(self, proc: Process, target: Target, reason: ExitReason, timeout: float) -> None:
@@ -790,23 +783,12 @@ class Node:
         for its exit within `timeout`."""
         if not proc._alive:
             raise ServerNotRunningError(target, NOPROC)
-        backend = self.backend
-        waiter = backend.new_future()
+        waiter = self.backend.new_future()
         proc.deliver((STOP, reason, waiter))
-        deadlines = backend.deadlines
         try:
-            if deadlines is None:
-                await backend.wait_future(waiter, timeout)
-                return
-            slot = deadlines.add(waiter, timeout)  # asyncio: `wait_future` inlined, as in `_call_local`
-            try:
-                await waiter
-            finally:
-                slot.discard(waiter)
-        except TimeoutError as exc:
-            if type(exc) is TimeoutError:
-                raise CallTimeoutError(target, timeout) from None
-            raise
+            await self.backend.wait_future(waiter, timeout)
+        except TimeoutError:
+            raise CallTimeoutError(target, timeout) from None
 
     async def _stop_process(self, target: Target, reason: ExitReason, timeout: float) -> None:
         """`stop_process` with every check, and every error raised."""

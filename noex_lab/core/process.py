@@ -346,9 +346,10 @@ class Process:
                     task.uncancel()
             if self._kill_reason is not None:
                 reason, run_terminate = self._kill_reason, False
-            if run_terminate and getattr(self.server, "terminate", None) is not None:  # (else no coroutine)
+            terminate = getattr(self.server, "terminate", None) if run_terminate else None
+            if terminate is not None:  # (without one, no coroutine to make and await)
                 try:
-                    reason = await self._terminate(reason)
+                    reason = await self._terminate(terminate, reason)
                 except asyncio.CancelledError:
                     if self._kill_reason is None:
                         raise
@@ -385,12 +386,13 @@ class Process:
                 self._close_mailbox(reason)
             if scope.cancelled_caught or self._kill_reason is not None:
                 reason, run_terminate = self._kill_reason or KILLED, False
-            if run_terminate:
+            terminate = getattr(self.server, "terminate", None) if run_terminate else None
+            if terminate is not None:
                 with anyio.CancelScope() as terminate_scope:
                     self._scope = terminate_scope
                     if self._kill_reason is not None:
                         terminate_scope.cancel()
-                    reason = await self._terminate(reason)
+                    reason = await self._terminate(terminate, reason)
                 if terminate_scope.cancelled_caught:
                     reason = self._kill_reason or KILLED
         except cancelled:
@@ -738,11 +740,8 @@ class Process:
             except Exception as exc:
                 self.node.events.report_error(f"tracer on {self.ref} raised", exc)
 
-    async def _terminate(self, reason: ExitReason) -> ExitReason:
-        """Run the optional `terminate` callback; a crash there replaces the reason."""
-        terminate = getattr(self.server, "terminate", None)
-        if terminate is None:
-            return reason
+    async def _terminate(self, terminate: Callable[..., Any], reason: ExitReason) -> ExitReason:
+        """Run the behavior's `terminate` callback; a crash there replaces the reason."""
         try:
             result = terminate(reason, self.state)
             if inspect.isawaitable(result):

@@ -5,6 +5,7 @@ is the one a coroutine function would raise, and a server whose caller gave up k
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable
 from typing import Any
 
 import anyio
@@ -42,6 +43,17 @@ class Log(GenServer):
         return msg, [*state, msg]
 
 
+async def _raised_when_awaited(dead: Awaitable[Any], unknown: Awaitable[Any], bad_timeout: Awaitable[Any]) -> None:
+    """Each request's error comes when it is awaited: to a process that exited, to an unknown
+    name, with a NaN timeout."""
+    with pytest.raises(ServerNotRunningError):
+        await dead
+    with pytest.raises(ServerNotRunningError):
+        await unknown
+    with pytest.raises(InvalidArgumentError, match="NaN"):
+        await bad_timeout
+
+
 async def test_nothing_is_sent_until_the_call_is_awaited(node: Node) -> None:
     ref = await GenServer.start(Log)
     pending = GenServer.call(ref, "never")
@@ -53,15 +65,9 @@ async def test_nothing_is_sent_until_the_call_is_awaited(node: Node) -> None:
 async def test_errors_are_raised_when_the_call_is_awaited_not_when_it_is_made(node: Node) -> None:
     ref = await GenServer.start(Log)
     await GenServer.stop(ref)
-    dead = GenServer.call(ref, "x")  # no exception here ...
-    unknown = GenServer.call("no such name", "x")
-    bad_timeout = GenServer.call(ref, "x", timeout=math.nan)
-    with pytest.raises(ServerNotRunningError):  # ... but here, as from a coroutine function
-        await dead
-    with pytest.raises(ServerNotRunningError):
-        await unknown
-    with pytest.raises(InvalidArgumentError, match="NaN"):
-        await bad_timeout
+    # no exception when made, but when awaited, as from a coroutine function
+    await _raised_when_awaited(GenServer.call(ref, "x"), GenServer.call("no such name", "x"),
+                               GenServer.call(ref, "x", timeout=math.nan))
 
 
 async def test_off_the_fast_path_calls_work_as_before(node: Node) -> None:
@@ -96,15 +102,8 @@ async def test_stop_errors_are_raised_when_the_stop_is_awaited(node: Node) -> No
     ref = await GenServer.start(Log)
     busy = await GenServer.start(Log)
     await GenServer.stop(ref)
-    dead = GenServer.stop(ref)  # no exception here ...
-    unknown = GenServer.stop("no such name")
-    bad_timeout = GenServer.stop(busy, timeout=math.nan)
-    with pytest.raises(ServerNotRunningError):  # ... but here, as from a coroutine function
-        await dead
-    with pytest.raises(ServerNotRunningError):
-        await unknown
-    with pytest.raises(InvalidArgumentError, match="NaN"):
-        await bad_timeout
+    await _raised_when_awaited(GenServer.stop(ref), GenServer.stop("no such name"),
+                               GenServer.stop(busy, timeout=math.nan))
     assert "cannot stop itself" in await GenServer.call(busy, "stop me")
     gate = anyio.Event()
     waiting = GenServer.call(busy, ("wait", gate), timeout=5.0)
